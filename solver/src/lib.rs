@@ -1,0 +1,1 @@
+//! kiln's solver: the LLB op graph, its digests, and (later) the scheduler and the content-addressed cache.
