@@ -1,1 +1,12 @@
-//! What both ends of kiln need of OCI: digests, image configs, and (later) the content store and registry client.
+//! What both ends of kiln need of OCI: content digests, platforms and kiln's own Docker-compatible image config.
+//!
+//! The content store, layout I/O and the registry client arrive with their own issues; this crate stays a leaf that
+//! knows nothing of the solver, so the frontend and the exporter can both speak its types.
+
+pub mod digest;
+pub mod image;
+pub mod platform;
+
+pub use digest::{Digest, DigestError};
+pub use image::{ContainerConfig, Healthcheck, History, Image, RootFs};
+pub use platform::{Platform, PlatformError};

@@ -1,1 +1,7 @@
-//! kiln's solver: the LLB op graph, its digests, and (later) the scheduler and the content-addressed cache.
+//! kiln's solver: the LLB op graph and its digests; the scheduler, cache keys and snapshots arrive with the
+//! solver issue.
+//!
+//! The graph is the contract between the frontend and everything after it: the frontend only ever produces an
+//! [`llb::Definition`], and nothing downstream reads a Dockerfile.
+
+pub mod llb;
