@@ -264,3 +264,5 @@ fn parent_dirs(path: &str) -> impl Iterator<Item = &str> {
         .chain((!dir.is_empty()).then_some(dir))
 }
 
+#[cfg(test)]
+mod tests;
