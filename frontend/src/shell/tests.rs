@@ -354,8 +354,10 @@ fn quotes_escapes_and_specials() {
 #[test]
 fn lexer_options() {
     let env = vec![("SET", "v")];
-    let mut l = Lexer::default();
-    l.skip_unset_env = true;
+    let l = Lexer {
+        skip_unset_env: true,
+        ..Lexer::default()
+    };
     assert_eq!(
         l.process_word("$X ${X} ${X:-$SET} ${X//a/b} ${SET:-n}", &env)
             .unwrap(),
@@ -363,23 +365,29 @@ fn lexer_options() {
     );
     assert_eq!(l.process_word("${X:?boom}", &env).unwrap(), "${X:?boom}");
 
-    let mut l = Lexer::default();
-    l.skip_process_quotes = true;
+    let l = Lexer {
+        skip_process_quotes: true,
+        ..Lexer::default()
+    };
     assert_eq!(
         l.process_word(r#"'$SET' "a b""#, &env).unwrap(),
         r#"'v' "a b""#
     );
     assert_eq!(l.process_words(r#""a b""#, &env).unwrap(), ["\"a", "b\""]);
 
-    let mut l = Lexer::default();
-    l.raw_quotes = true;
+    let l = Lexer {
+        raw_quotes: true,
+        ..Lexer::default()
+    };
     assert_eq!(
         l.process_word(r#"'$SET' "$SET""#, &env).unwrap(),
         r#"'$SET' "v""#
     );
 
-    let mut l = Lexer::default();
-    l.raw_escapes = true;
+    let l = Lexer {
+        raw_escapes: true,
+        ..Lexer::default()
+    };
     assert_eq!(l.process_word(r"a\ b\$SET", &env).unwrap(), r"a\ b\$SET");
 }
 
@@ -485,10 +493,12 @@ fn odd_inputs_never_panic() {
         frontier = grown;
     }
     let mut lexers = vec![Lexer::default(), Lexer::new('`')];
-    let mut all_on = Lexer::default();
-    all_on.skip_unset_env = true;
-    all_on.raw_quotes = true;
-    all_on.raw_escapes = true;
+    let all_on = Lexer {
+        skip_unset_env: true,
+        raw_quotes: true,
+        raw_escapes: true,
+        ..Lexer::default()
+    };
     lexers.push(all_on);
     for input in &inputs {
         for l in &lexers {
