@@ -1,1 +1,44 @@
-fn main() {}
+//! The `kiln` command: argument parsing, wiring and exit codes. Build logic lives in the library crates.
+
+mod cli;
+mod commands;
+mod request;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// How a command failed, mapped to kiln's exit codes.
+#[derive(Debug)]
+pub enum Failure {
+    /// Exit 1: the build itself failed (a RUN exited non-zero, a check configured as an error).
+    Build(String),
+    /// Exit 2: bad usage or a bad Dockerfile; the message is already rendered.
+    Usage(String),
+}
+
+fn main() -> ExitCode {
+    let cli = match cli::Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        cli::Command::Graph(args) => commands::graph::run(&args),
+        cli::Command::Check(args) => commands::check::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Build(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}

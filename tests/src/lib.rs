@@ -1,1 +1,88 @@
-//! Helpers for kiln's end-to-end tests, which drive the real `kiln` binary.
+//! Helpers for kiln's end-to-end tests (`tests/e2e/`), which drive the real `kiln` binary as users do: a build
+//! context in a temporary directory, the binary run as a process, its exit code and output checked.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// A build context in a temporary directory, removed on drop.
+pub struct Context {
+    dir: tempfile::TempDir,
+}
+
+impl Context {
+    /// An empty context.
+    pub fn new() -> Context {
+        Context {
+            dir: tempfile::tempdir().expect("create a temporary build context"),
+        }
+    }
+
+    /// Writes `path` (relative, parents created) with `content`.
+    pub fn file(self, path: &str, content: impl AsRef<[u8]>) -> Context {
+        let full = self.dir.path().join(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent).expect("create parent directories");
+        }
+        std::fs::write(&full, content).expect("write a context file");
+        self
+    }
+
+    /// The context directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Default for Context {
+    fn default() -> Self {
+        Context::new()
+    }
+}
+
+/// The result of one kiln run.
+pub struct Run {
+    /// Exit code (-1 if killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `bin` with `args` (and optional stdin), never inheriting the terminal.
+pub fn run(bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn kiln");
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("stdin pipe");
+        pipe.write_all(input).expect("write stdin");
+    }
+    child.wait_with_output().expect("wait for kiln").into()
+}
+
+/// The repository's root (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}

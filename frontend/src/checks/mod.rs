@@ -1,0 +1,140 @@
+//! BuildKit's build checks (`kiln check`, `kiln build --check`): rules that flag Dockerfiles which build but
+//! probably do not do what their author meant. Text-level rules run over the nodes; UndefinedVar,
+//! UndefinedArgInFrom, WorkdirRelativePath and CopyIgnoredFile fire while every stage is lowered, where variables
+//! have values.
+
+mod config;
+mod finding;
+mod rules;
+
+pub use config::CheckConfig;
+pub use finding::Finding;
+
+use crate::error::FrontendError;
+use crate::instructions::parse_dockerfile;
+use crate::lower::{lower_all_for_checks, BuildOpts};
+use crate::parser::Dockerfile;
+
+/// The rules kiln implements, with BuildKit's names.
+pub const RULES: [&str; 17] = [
+    "JSONArgsRecommended",
+    "FromAsCasing",
+    "StageNameCasing",
+    "DuplicateStageName",
+    "ReservedStageName",
+    "UndefinedVar",
+    "UndefinedArgInFrom",
+    "InvalidDefaultArgInFrom",
+    "MaintainerDeprecated",
+    "ConsistentInstructionCasing",
+    "MultipleInstructionsDisallowed",
+    "LegacyKeyValueFormat",
+    "WorkdirRelativePath",
+    "SecretsUsedInArgOrEnv",
+    "CopyIgnoredFile",
+    "FromPlatformFlagConstDisallowed",
+    "RedundantTargetPlatform",
+];
+
+/// What a check run found, and how the Dockerfile wants it treated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Findings of enabled rules, in line order.
+    pub findings: Vec<Finding>,
+    /// The `# check=` directive.
+    pub config: CheckConfig,
+    /// Stages that failed to lower (the build would fail on them).
+    pub errors: Vec<FrontendError>,
+}
+
+/// Runs every rule over `df` as it would be built with `opts`.
+pub fn run_checks(df: &Dockerfile, opts: &BuildOpts) -> Result<CheckReport, FrontendError> {
+    let config = CheckConfig::parse(df.directives.check.as_deref())?;
+    let mut findings = rules::static_findings(&df.children);
+    let duplicate = findings.iter().any(|f| f.rule == "DuplicateStageName");
+    let mut errors = Vec::new();
+    if !duplicate {
+        let stages = parse_dockerfile(df)?;
+        let (lowering_findings, lowering_errors) = lower_all_for_checks(df, &stages, opts)?;
+        findings.extend(lowering_findings);
+        errors = lowering_errors;
+        findings.extend(invalid_default_arg_in_from(df, &stages, opts));
+    }
+    findings.retain(|f| config.enabled(f.rule));
+    findings.sort_by(|a, b| (a.span.start_line, a.rule).cmp(&(b.span.start_line, b.rule)));
+    findings.dedup();
+    Ok(CheckReport {
+        findings,
+        config,
+        errors,
+    })
+}
+
+/// InvalidDefaultArgInFrom: with no build args given, a FROM whose default ARG values expand to an empty or
+/// invalid image name.
+fn invalid_default_arg_in_from(
+    df: &Dockerfile,
+    stages: &crate::instructions::Stages,
+    _opts: &BuildOpts,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let lexer = crate::shell::Lexer::new(df.directives.escape);
+    let mut scope = crate::lower::Scope::default();
+    for inst in &stages.meta_args {
+        if let crate::instructions::Command::Arg(decls) = &inst.command {
+            for d in decls {
+                if let Some(v) = &d.default {
+                    if let Ok(e) = lexer.process_word(v, &scope) {
+                        scope.set(&d.name, &e);
+                    }
+                }
+            }
+        }
+    }
+    for stage in &stages.stages {
+        let base = &stage.from.base;
+        if !base.contains('$') {
+            continue;
+        }
+        let Ok(expanded) = lexer.process_word(base, &scope) else {
+            continue;
+        };
+        let is_stage = stages
+            .find(&expanded)
+            .is_some_and(|s| s.index < stage.index);
+        if expanded.is_empty()
+            || (!is_stage && crate::lower::normalize_reference(&expanded).is_err())
+        {
+            out.push(Finding::new(
+                "InvalidDefaultArgInFrom",
+                stage.from_node.span,
+                format!("Default value for ARG {base} results in empty or invalid base image name"),
+            ));
+        }
+    }
+    out
+}
+
+/// The SecretsUsedInArgOrEnv rule's test: a name with a word such as `password`, `token` or `secret` between
+/// underscores (or at either end), as BuildKit matches it.
+pub fn looks_secret(name: &str) -> bool {
+    const WORDS: [&str; 10] = [
+        "apikey",
+        "auth",
+        "credential",
+        "credentials",
+        "key",
+        "password",
+        "pword",
+        "passwd",
+        "secret",
+        "token",
+    ];
+    const ALLOWED: [&str; 1] = ["public"];
+    let lower = name.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('_').collect();
+    if parts.iter().any(|p| ALLOWED.contains(p)) {
+        return false;
+    }
+    parts.iter().any(|p| WORDS.contains(p))
+}

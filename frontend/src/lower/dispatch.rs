@@ -1,0 +1,359 @@
+//! One instruction at a time: each updates the stage's filesystem (new vertices) and/or its image config, and
+//! records a history entry worded as BuildKit words it.
+
+use oci::{Healthcheck, History};
+use solver::llb::{FileAction, FileOp, Op};
+
+use super::paths;
+use super::stage::{Lowerer, StageState};
+use crate::checks::Finding;
+use crate::error::FrontendError;
+use crate::instructions::{Command, HealthcheckCommand, Instruction};
+use crate::parser::Node;
+
+/// The history comment BuildKit gives Dockerfile steps.
+pub(super) const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
+pub(super) fn history(st: &mut StageState, created_by: String, empty_layer: bool) {
+    st.image.history.push(History {
+        created: None,
+        created_by,
+        comment: HISTORY_COMMENT.to_string(),
+        empty_layer,
+    });
+}
+
+/// Go's `%q` of a string slice: `["a" "b"]`, as BuildKit writes CMD and ENTRYPOINT history.
+pub(super) fn go_quoted_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| crate::parser::quote_go(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+impl Lowerer<'_> {
+    /// Expands `word` in the stage's scope, flagging undefined variables.
+    pub(super) fn expand_in(
+        &mut self,
+        st: &StageState,
+        word: &str,
+        node: &Node,
+    ) -> Result<String, FrontendError> {
+        let scope = st.scope();
+        let declared = st.defined();
+        self.expand(word, &scope, &declared, node, "UndefinedVar")
+    }
+
+    pub(super) fn dispatch(
+        &mut self,
+        st: &mut StageState,
+        inst: &Instruction,
+    ) -> Result<(), FrontendError> {
+        let node = &inst.node;
+        match &inst.command {
+            Command::From(_) => {
+                return Err(FrontendError::at(
+                    node.span,
+                    "FROM inside a stage: this is a bug in stage splitting",
+                ))
+            }
+            Command::Run(run) => self.dispatch_run(st, run, node)?,
+            Command::Copy(c) => self.dispatch_copy(st, c, node)?,
+            Command::Add(a) => self.dispatch_add(st, a, node)?,
+            Command::Env(kvs) => {
+                let mut parts = Vec::new();
+                for kv in kvs {
+                    let k = self.expand_in(st, &kv.key, node)?;
+                    let v = self.expand_in(st, &kv.value, node)?;
+                    if k.is_empty() {
+                        return Err(FrontendError::at(node.span, "ENV names can not be blank"));
+                    }
+                    st.image.config.set_env(&k, &v);
+                    parts.push(format!("{k}={v}"));
+                }
+                history(st, format!("ENV {}", parts.join(" ")), true);
+            }
+            Command::Label(kvs) => {
+                let mut parts = Vec::new();
+                for kv in kvs {
+                    let k = self.expand_in(st, &kv.key, node)?;
+                    let v = self.expand_in(st, &kv.value, node)?;
+                    if k.is_empty() {
+                        return Err(FrontendError::at(node.span, "LABEL names can not be blank"));
+                    }
+                    st.image.config.labels.insert(k.clone(), v.clone());
+                    parts.push(format!("{k}={v}"));
+                }
+                history(st, format!("LABEL {}", parts.join(" ")), true);
+            }
+            Command::Maintainer(m) => {
+                st.image
+                    .config
+                    .labels
+                    .insert("maintainer".to_string(), m.clone());
+                history(st, format!("MAINTAINER {m}"), true);
+            }
+            Command::Cmd(c) => {
+                let args = self.command_args(st, &c.args, c.prepend_shell);
+                history(st, format!("CMD {}", go_quoted_list(&args)), true);
+                st.image.config.cmd = Some(args);
+                st.cmd_set = true;
+            }
+            Command::Entrypoint(c) => {
+                let args = self.command_args(st, &c.args, c.prepend_shell);
+                history(st, format!("ENTRYPOINT {}", go_quoted_list(&args)), true);
+                st.image.config.entrypoint = Some(args);
+                if !st.cmd_set {
+                    st.image.config.cmd = None;
+                }
+            }
+            Command::Shell(s) => {
+                st.image.config.shell = s.clone();
+                history(st, format!("SHELL [{}]", s.join(" ")), true);
+            }
+            Command::Expose(ports) => {
+                for p in ports {
+                    let scope = st.scope();
+                    for word in self.expand_words(p, &scope, node)? {
+                        for port in
+                            expand_port_spec(&word).map_err(|e| FrontendError::at(node.span, e))?
+                        {
+                            st.image
+                                .config
+                                .exposed_ports
+                                .insert(port, Default::default());
+                        }
+                    }
+                }
+                let listed: Vec<String> = st
+                    .image
+                    .config
+                    .exposed_ports
+                    .keys()
+                    .map(|p| format!("{p}:{{}}"))
+                    .collect();
+                history(st, format!("EXPOSE map[{}]", listed.join(" ")), true);
+            }
+            Command::Volume(vols) => {
+                let mut out = Vec::new();
+                for v in vols {
+                    let e = self.expand_in(st, v, node)?;
+                    if e.trim().is_empty() {
+                        return Err(FrontendError::at(
+                            node.span,
+                            "VOLUME specified can not be an empty string",
+                        ));
+                    }
+                    st.image
+                        .config
+                        .volumes
+                        .insert(e.clone(), Default::default());
+                    out.push(e);
+                }
+                history(st, format!("VOLUME [{}]", out.join(" ")), true);
+            }
+            Command::User(u) => {
+                let e = self.expand_in(st, u, node)?;
+                st.image.config.user = e.clone();
+                history(st, format!("USER {e}"), true);
+            }
+            Command::StopSignal(s) => {
+                let e = self.expand_in(st, s, node)?;
+                validate_signal(&e).map_err(|m| FrontendError::at(node.span, m))?;
+                st.image.config.stop_signal = e.clone();
+                history(st, format!("STOPSIGNAL {e}"), true);
+            }
+            Command::Workdir(w) => self.dispatch_workdir(st, w, node)?,
+            Command::Arg(decls) => {
+                let mut parts = Vec::new();
+                for d in decls {
+                    let value = if let Some(v) = self.opts.build_args.get(&d.name) {
+                        self.used_build_args.insert(d.name.clone());
+                        Some(v.clone())
+                    } else if let Some(def) = &d.default {
+                        Some(self.expand_in(st, def, node)?)
+                    } else {
+                        self.global.value(&d.name).map(str::to_string)
+                    };
+                    st.args.retain(|(k, _)| k != &d.name);
+                    st.args.push((d.name.clone(), value.clone()));
+                    parts.push(match &value {
+                        Some(v) => format!("{}={v}", d.name),
+                        None => d.name.clone(),
+                    });
+                }
+                history(st, format!("ARG {}", parts.join(" ")), true);
+            }
+            Command::Onbuild(expr) => {
+                st.image.config.on_build.push(expr.clone());
+                history(st, format!("ONBUILD {expr}"), true);
+            }
+            Command::Healthcheck(h) => {
+                let hc = match h {
+                    HealthcheckCommand::None => Healthcheck {
+                        test: vec!["NONE".to_string()],
+                        ..Default::default()
+                    },
+                    HealthcheckCommand::Check {
+                        test,
+                        interval,
+                        timeout,
+                        start_period,
+                        start_interval,
+                        retries,
+                    } => Healthcheck {
+                        test: test.clone(),
+                        interval: *interval,
+                        timeout: *timeout,
+                        start_period: *start_period,
+                        start_interval: *start_interval,
+                        retries: *retries,
+                    },
+                };
+                history(
+                    st,
+                    format!("HEALTHCHECK {}", go_quoted_list(&hc.test)),
+                    true,
+                );
+                st.image.config.healthcheck = Some(hc);
+            }
+        }
+        Ok(())
+    }
+
+    /// CMD/ENTRYPOINT argv: shell form goes through the stage's SHELL (default `/bin/sh -c`).
+    fn command_args(&self, st: &StageState, args: &[String], prepend_shell: bool) -> Vec<String> {
+        if prepend_shell {
+            let mut v = shell_of(st);
+            v.push(args.join(" "));
+            v
+        } else {
+            args.to_vec()
+        }
+    }
+
+    fn dispatch_workdir(
+        &mut self,
+        st: &mut StageState,
+        w: &str,
+        node: &Node,
+    ) -> Result<(), FrontendError> {
+        let e = self.expand_in(st, w, node)?;
+        if !e.starts_with('/') && !st.workdir_set {
+            self.findings.push(Finding::new(
+                "WorkdirRelativePath",
+                node.span,
+                format!("Relative workdir \"{e}\" can have unexpected results if the base image changes"),
+            ));
+        }
+        let wd = paths::resolve(&st.image.config.working_dir, &e, false);
+        st.image.config.working_dir = wd.clone();
+        st.workdir_set = true;
+        let chown = if st.image.config.user.is_empty() {
+            None
+        } else {
+            Some(super::copy::parse_chown(&st.image.config.user))
+        };
+        let meta = st.describe(&format!("WORKDIR {wd}"));
+        let inputs: Vec<_> = st.root.into_iter().collect();
+        let op = Op::File(FileOp {
+            base: st.root.map(|_| 0),
+            actions: vec![FileAction::Mkdir {
+                path: wd.clone(),
+                mode: 0o755,
+                make_parents: true,
+                chown,
+            }],
+        });
+        st.root = Some(self.def.add(op, inputs, meta));
+        history(st, format!("WORKDIR {wd}"), false);
+        Ok(())
+    }
+}
+
+/// The stage's shell for shell-form commands.
+pub(super) fn shell_of(st: &StageState) -> Vec<String> {
+    if st.image.config.shell.is_empty() {
+        vec!["/bin/sh".to_string(), "-c".to_string()]
+    } else {
+        st.image.config.shell.clone()
+    }
+}
+
+/// Validates and expands `80`, `80/udp`, `8000-8002/tcp` into `port/proto` keys.
+fn expand_port_spec(spec: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match spec.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (spec, "tcp".to_string()),
+    };
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!(
+            "EXPOSE {spec}: invalid protocol {proto:?} (tcp, udp or sctp)"
+        ));
+    }
+    // An IP prefix (`127.0.0.1:80:80`) is a publish spec, not valid in EXPOSE.
+    let parse = |s: &str| {
+        s.parse::<u16>()
+            .map_err(|_| format!("EXPOSE {spec}: invalid port {s:?}"))
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(format!("EXPOSE {spec}: invalid range"));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+fn validate_signal(s: &str) -> Result<(), String> {
+    if s.parse::<u32>().is_ok_and(|n| n > 0 && n < 65) {
+        return Ok(());
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    const SIGNALS: [&str; 33] = [
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU",
+    ];
+    let rt = name
+        .strip_prefix("RTMIN")
+        .or_else(|| name.strip_prefix("RTMAX"))
+        .is_some_and(|r| r.is_empty() || r.trim_start_matches(['+', '-']).parse::<u32>().is_ok());
+    if SIGNALS.contains(&name) || name == "XFSZ" || rt {
+        Ok(())
+    } else {
+        Err(format!(
+            "STOPSIGNAL: invalid signal {s:?} (e.g. SIGTERM, SIGQUIT or a number)"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_specs() {
+        assert_eq!(expand_port_spec("80").unwrap(), ["80/tcp"]);
+        assert_eq!(expand_port_spec("53/UDP").unwrap(), ["53/udp"]);
+        assert_eq!(
+            expand_port_spec("8000-8002").unwrap(),
+            ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+        for bad in ["http", "80/icmp", "9-1", "70000"] {
+            assert!(expand_port_spec(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signals() {
+        for ok in ["SIGTERM", "TERM", "9", "SIGRTMIN+3"] {
+            assert!(validate_signal(ok).is_ok(), "{ok}");
+        }
+        for bad in ["SIGNOPE", "0", "99", ""] {
+            assert!(validate_signal(bad).is_err(), "{bad}");
+        }
+    }
+}

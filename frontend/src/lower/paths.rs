@@ -1,0 +1,64 @@
+//! Path rules of Dockerfile instructions: WORKDIR-relative destinations, trailing slashes, clean joins.
+
+/// `path.Clean` of Go for slash paths: removes `.`, resolves `..` lexically, collapses slashes; never empty.
+pub fn clean(p: &str) -> String {
+    let rooted = p.starts_with('/');
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                if parts.last().is_some_and(|l| *l != "..") {
+                    parts.pop();
+                } else if !rooted {
+                    parts.push("..");
+                }
+            }
+            s => parts.push(s),
+        }
+    }
+    let joined = parts.join("/");
+    match (rooted, joined.is_empty()) {
+        (true, _) => format!("/{joined}"),
+        (false, true) => ".".to_string(),
+        (false, false) => joined,
+    }
+}
+
+/// Resolves `p` against the working directory `cwd` as BuildKit does for WORKDIR, COPY destinations and mount
+/// targets; a trailing `/` (meaning "a directory") is kept when `keep_slash`.
+pub fn resolve(cwd: &str, p: &str, keep_slash: bool) -> String {
+    let joined = if p.starts_with('/') {
+        clean(p)
+    } else {
+        clean(&format!("/{cwd}/{p}"))
+    };
+    if keep_slash && (p.ends_with('/') || p.ends_with("/.") || p == ".") && joined != "/" {
+        format!("{joined}/")
+    } else {
+        joined
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_like_go() {
+        assert_eq!(clean("/a/./b/../c//"), "/a/c");
+        assert_eq!(clean("/../x"), "/x");
+        assert_eq!(clean("a/../.."), "..");
+        assert_eq!(clean(""), ".");
+    }
+
+    #[test]
+    fn resolve_relative_to_workdir() {
+        assert_eq!(resolve("/app", "bin", false), "/app/bin");
+        assert_eq!(resolve("/app", "bin/", true), "/app/bin/");
+        assert_eq!(resolve("/app", ".", true), "/app/");
+        assert_eq!(resolve("", "x", false), "/x");
+        assert_eq!(resolve("/app", "/abs/", true), "/abs/");
+        assert_eq!(resolve("/", "/", true), "/");
+    }
+}

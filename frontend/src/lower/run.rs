@@ -1,0 +1,286 @@
+//! RUN: an exec op over the stage's filesystem, with its mounts, environment, user and network; heredoc
+//! commands handled as BuildKit does (a lone heredoc runs as the script, one with a shebang as a file).
+
+use solver::llb::{
+    CacheSharing, ExecOp, FileAction, FileOp, Mount, MountKind, NetworkMode, Op, SecurityMode,
+    VertexId, VertexMeta,
+};
+
+use super::args::is_proxy_arg;
+use super::dispatch::{history, shell_of};
+use super::paths;
+use super::stage::{Lowerer, StageState, DEFAULT_PATH};
+use crate::error::FrontendError;
+use crate::instructions::{mount_spec, mounts::MountType, RunCommand};
+use crate::parser::{chomp_heredoc, Heredoc, Node};
+
+/// Whether the RUN command line is exactly the first heredoc's marker (`<<EOF`, `<<-'EOF'`, ...).
+fn is_lone_heredoc(cmd: &str, h: &Heredoc) -> bool {
+    let Some(rest) = cmd.trim().strip_prefix("<<") else {
+        return false;
+    };
+    let rest = rest.strip_prefix('-').unwrap_or(rest);
+    let name: String = rest.chars().filter(|c| *c != '\'' && *c != '"').collect();
+    name == h.name
+}
+
+/// Collects the inputs of an exec op while mounts are added, so mount indexes stay consistent.
+struct Inputs(Vec<VertexId>);
+
+impl Inputs {
+    fn index_of(&mut self, v: VertexId) -> usize {
+        if let Some(i) = self.0.iter().position(|x| *x == v) {
+            return i;
+        }
+        self.0.push(v);
+        self.0.len() - 1
+    }
+}
+
+impl Lowerer<'_> {
+    pub(super) fn dispatch_run(
+        &mut self,
+        st: &mut StageState,
+        run: &RunCommand,
+        node: &Node,
+    ) -> Result<(), FrontendError> {
+        let mut inputs = Inputs(Vec::new());
+        let mut mounts = vec![Mount {
+            input: st.root.map(|r| inputs.index_of(r)),
+            selector: "/".to_string(),
+            target: "/".to_string(),
+            readonly: false,
+            output: true,
+            kind: MountKind::Bind,
+        }];
+        let mut args = run.cmd.args.clone();
+        if run.cmd.prepend_shell && !run.heredocs.is_empty() {
+            let cmdline = args.first().cloned().unwrap_or_default();
+            let first = &run.heredocs[0];
+            if run.heredocs.len() == 1 && is_lone_heredoc(&cmdline, first) {
+                let data = if first.chomp {
+                    chomp_heredoc(&first.content)
+                } else {
+                    first.content.clone()
+                };
+                if data.starts_with("#!") {
+                    let file = Op::File(FileOp {
+                        base: None,
+                        actions: vec![FileAction::Mkfile {
+                            path: format!("/{}", first.name),
+                            mode: 0o755,
+                            data,
+                            chown: None,
+                        }],
+                    });
+                    let meta = VertexMeta {
+                        description: "[internal] preparing inline document".to_string(),
+                        ..Default::default()
+                    };
+                    let v = self.def.add(file, vec![], meta);
+                    mounts.push(Mount {
+                        input: Some(inputs.index_of(v)),
+                        selector: "/".to_string(),
+                        target: "/dev/pipes/".to_string(),
+                        readonly: true,
+                        output: false,
+                        kind: MountKind::Bind,
+                    });
+                    args = vec![format!("/dev/pipes/{}", first.name)];
+                } else {
+                    args = vec![data];
+                }
+            } else {
+                let mut full = cmdline;
+                for h in &run.heredocs {
+                    full.push('\n');
+                    full.push_str(&h.content);
+                    full.push_str(&h.name);
+                }
+                args = vec![full];
+            }
+        }
+        if run.cmd.prepend_shell {
+            let mut with_shell = shell_of(st);
+            with_shell.push(args.join(" "));
+            args = with_shell;
+        }
+        for raw in &run.mounts {
+            let m = self.lower_mount(st, raw, node, &mut inputs)?;
+            mounts.push(m);
+        }
+        let env = self.run_env(st);
+        let network = match run.network.as_deref() {
+            Some("none") => NetworkMode::None,
+            Some("host") => NetworkMode::Host,
+            Some(_) => NetworkMode::Default,
+            None => self.opts.network,
+        };
+        let security = match run.security.as_deref() {
+            Some("insecure") => SecurityMode::Insecure,
+            _ => SecurityMode::Sandbox,
+        };
+        let cwd = if st.image.config.working_dir.is_empty() {
+            "/".to_string()
+        } else {
+            st.image.config.working_dir.clone()
+        };
+        let op = Op::Exec(ExecOp {
+            args: args.clone(),
+            env,
+            cwd,
+            user: st.image.config.user.clone(),
+            mounts,
+            network,
+            security,
+        });
+        let mut meta = st.describe(node.original.trim());
+        meta.lines = Some((node.span.start_line, node.span.end_line));
+        st.root = Some(self.def.add(op, inputs.0, meta));
+        let used: Vec<String> = st
+            .args
+            .iter()
+            .filter(|(k, _)| !is_proxy_arg(k))
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+            .collect();
+        let prefix = if used.is_empty() {
+            String::new()
+        } else {
+            format!("|{} {} ", used.len(), used.join(" "))
+        };
+        history(
+            st,
+            format!("RUN {prefix}{} # buildkit", args.join(" ")),
+            false,
+        );
+        Ok(())
+    }
+
+    /// The environment of a RUN: the image's ENV (with Docker's default PATH when it has none), then the stage's
+    /// ARGs that ENV does not override, then proxy build args (which need no declaration).
+    fn run_env(&self, st: &StageState) -> Vec<String> {
+        let mut env = st.image.config.env.clone();
+        let has = |env: &[String], k: &str| {
+            env.iter()
+                .any(|kv| kv.split_once('=').map_or(kv.as_str(), |(a, _)| a) == k)
+        };
+        if !has(&env, "PATH") {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        for (k, v) in &st.args {
+            if let Some(v) = v {
+                if !has(&env, k) {
+                    env.push(format!("{k}={v}"));
+                }
+            }
+        }
+        for (k, v) in &self.opts.build_args {
+            if is_proxy_arg(k) && !has(&env, k) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        env
+    }
+
+    fn lower_mount(
+        &mut self,
+        st: &StageState,
+        raw: &str,
+        node: &Node,
+        inputs: &mut Inputs,
+    ) -> Result<Mount, FrontendError> {
+        let mut spec = mount_spec(node, raw)?;
+        spec.target = self.expand_in(st, &spec.target, node)?;
+        for field in [
+            &mut spec.source,
+            &mut spec.from,
+            &mut spec.id,
+            &mut spec.env,
+        ] {
+            if let Some(v) = field.take() {
+                *field = Some(self.expand_in(st, &v, node)?);
+            }
+        }
+        let cwd = st.image.config.working_dir.clone();
+        let target = if spec.target.is_empty() {
+            String::new()
+        } else {
+            paths::resolve(&cwd, &spec.target, false)
+        };
+        if target == "/" {
+            return Err(FrontendError::at(
+                node.span,
+                format!("RUN --mount={raw}: cannot mount over /"),
+            ));
+        }
+        let selector = paths::clean(&format!("/{}", spec.source.clone().unwrap_or_default()));
+        let source_input =
+            |me: &mut Self, inputs: &mut Inputs| -> Result<Option<usize>, FrontendError> {
+                Ok(match &spec.from {
+                    Some(f) => Some(inputs.index_of(me.source_named(f, st, node)?)),
+                    None => None,
+                })
+            };
+        let (input, kind) = match spec.kind {
+            MountType::Bind => {
+                let input = match source_input(self, inputs)? {
+                    Some(i) => i,
+                    None => {
+                        let ctx = self.context_source();
+                        inputs.index_of(ctx)
+                    }
+                };
+                (Some(input), MountKind::Bind)
+            }
+            MountType::Cache => {
+                let sharing = match spec.sharing.as_deref() {
+                    Some("private") => CacheSharing::Private,
+                    Some("locked") => CacheSharing::Locked,
+                    _ => CacheSharing::Shared,
+                };
+                let input = source_input(self, inputs)?;
+                let id = spec.id.clone().unwrap_or_else(|| target.clone());
+                (
+                    input,
+                    MountKind::Cache {
+                        id,
+                        sharing,
+                        uid: spec.uid.unwrap_or(0),
+                        gid: spec.gid.unwrap_or(0),
+                        mode: spec.mode.unwrap_or(0o755),
+                    },
+                )
+            }
+            MountType::Tmpfs => (None, MountKind::Tmpfs { size: spec.size }),
+            MountType::Secret => (
+                None,
+                MountKind::Secret {
+                    id: spec.id.clone().unwrap_or_default(),
+                    env: spec.env.clone(),
+                    uid: spec.uid.unwrap_or(0),
+                    gid: spec.gid.unwrap_or(0),
+                    mode: spec.mode.unwrap_or(0o400),
+                    required: spec.required,
+                },
+            ),
+            MountType::Ssh => (
+                None,
+                MountKind::Ssh {
+                    id: spec.id.clone().unwrap_or_else(|| "default".to_string()),
+                    uid: spec.uid.unwrap_or(0),
+                    gid: spec.gid.unwrap_or(0),
+                    mode: spec.mode.unwrap_or(0o600),
+                    required: spec.required,
+                },
+            ),
+        };
+        Ok(Mount {
+            input,
+            selector,
+            target,
+            readonly: spec.readonly,
+            output: false,
+            kind,
+        })
+    }
+}

@@ -1,0 +1,612 @@
+//! The lowering driver: resolves which stages the target needs, lowers each once (recursively, on first use), and
+//! keeps the state shared across stages (the graph, the global ARG scope, shared source vertices).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use oci::{ContainerConfig, Image, Platform};
+use solver::llb::{
+    Definition, FileOp, ImageSource, LocalSource, OciLayoutSource, Op, ResolveMode, SourceOp,
+    VertexId, VertexMeta,
+};
+
+use super::args::{platform_values, Scope};
+use super::{BuildOpts, ImageResolver, NamedContext, StageResult};
+use crate::checks::Finding;
+use crate::error::FrontendError;
+use crate::instructions::{Command, Instruction, Stage, Stages};
+use crate::parser::{Dockerfile, Node};
+use crate::shell::Lexer;
+
+/// Docker's default PATH, set in the config of images built FROM scratch and given to RUN when the image has none.
+pub(super) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What a stage looks like while its instructions are dispatched.
+pub(super) struct StageState {
+    pub index: usize,
+    pub name: String,
+    /// Progress prefix: `name ` or empty for an unnamed target stage.
+    pub prefix: String,
+    pub root: Option<VertexId>,
+    pub image: Image,
+    pub platform: Platform,
+    /// ARGs declared in this stage, with their values when they have one.
+    pub args: Vec<(String, Option<String>)>,
+    pub cmd_set: bool,
+    /// An absolute WORKDIR was set in this stage (WorkdirRelativePath only fires before one).
+    pub workdir_set: bool,
+    pub step: usize,
+    pub total: usize,
+    pub ignore_cache: bool,
+}
+
+impl StageState {
+    /// The expansion scope: declared ARGs with values, overlaid by ENV.
+    pub fn scope(&self) -> Scope {
+        let mut s = Scope::default();
+        for (k, v) in &self.args {
+            if let Some(v) = v {
+                s.set(k, v);
+            }
+        }
+        for kv in &self.image.config.env {
+            let (k, v) = kv.split_once('=').unwrap_or((kv.as_str(), ""));
+            s.set(k, v);
+        }
+        s
+    }
+
+    /// Names that count as defined for the UndefinedVar check (ARGs without value included).
+    pub fn defined(&self) -> BTreeSet<String> {
+        let mut d: BTreeSet<String> = self.args.iter().map(|(k, _)| k.clone()).collect();
+        for kv in &self.image.config.env {
+            d.insert(
+                kv.split_once('=')
+                    .map_or(kv.as_str(), |(k, _)| k)
+                    .to_string(),
+            );
+        }
+        d
+    }
+
+    /// The next step's description, BuildKit style.
+    pub fn describe(&mut self, text: &str) -> VertexMeta {
+        self.step += 1;
+        VertexMeta {
+            description: format!("[{}{}/{}] {}", self.prefix, self.step, self.total, text),
+            stage: Some(self.name.clone()),
+            lines: None,
+            ignore_cache: self.ignore_cache,
+        }
+    }
+}
+
+pub(super) struct Lowerer<'a> {
+    pub df: &'a Dockerfile,
+    pub stages: &'a Stages,
+    pub opts: &'a BuildOpts,
+    pub resolver: &'a dyn ImageResolver,
+    pub def: Definition,
+    pub global: Scope,
+    pub global_declared: BTreeSet<String>,
+    pub target_platform: Platform,
+    pub done: BTreeMap<usize, StageResult>,
+    in_progress: BTreeSet<usize>,
+    pub findings: Vec<Finding>,
+    pub used_build_args: BTreeSet<String>,
+    pub target: usize,
+}
+
+impl<'a> Lowerer<'a> {
+    pub fn new(
+        df: &'a Dockerfile,
+        stages: &'a Stages,
+        opts: &'a BuildOpts,
+        resolver: &'a dyn ImageResolver,
+    ) -> Result<Self, FrontendError> {
+        let target_platform = opts
+            .target_platform
+            .clone()
+            .unwrap_or_else(|| opts.build_platform.clone());
+        let mut me = Lowerer {
+            df,
+            stages,
+            opts,
+            resolver,
+            def: Definition::new(),
+            global: Scope::default(),
+            global_declared: BTreeSet::new(),
+            target_platform,
+            done: BTreeMap::new(),
+            in_progress: BTreeSet::new(),
+            findings: Vec::new(),
+            used_build_args: BTreeSet::new(),
+            target: 0,
+        };
+        for (k, v) in platform_values(&me.target_platform, &opts.build_platform) {
+            me.global.set(&k, &v);
+        }
+        me.target = me.find_target()?;
+        let target_name = stages.stages[me.target].display_name();
+        me.global.set("TARGETSTAGE", &target_name);
+        for inst in &stages.meta_args {
+            let Command::Arg(decls) = &inst.command else {
+                continue;
+            };
+            for d in decls {
+                me.global_declared.insert(d.name.clone());
+                let value = if let Some(v) = opts.build_args.get(&d.name) {
+                    me.used_build_args.insert(d.name.clone());
+                    Some(v.clone())
+                } else if let Some(default) = &d.default {
+                    let scope = me.global.clone();
+                    let declared = me.global_declared.clone();
+                    Some(me.expand(default, &scope, &declared, &inst.node, "UndefinedArgInFrom")?)
+                } else {
+                    None
+                };
+                if let Some(v) = value {
+                    me.global.set(&d.name, &v);
+                }
+            }
+        }
+        Ok(me)
+    }
+
+    fn find_target(&self) -> Result<usize, FrontendError> {
+        match &self.opts.target {
+            None => Ok(self.stages.stages.len() - 1),
+            Some(t) => self.stages.find(t).map(|s| s.index).ok_or_else(|| {
+                let names: Vec<String> = self
+                    .stages
+                    .stages
+                    .iter()
+                    .filter_map(|s| s.name.clone())
+                    .collect();
+                FrontendError::request(format!(
+                    "target stage {t:?} could not be found (stages: {})",
+                    if names.is_empty() {
+                        "none named".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                ))
+            }),
+        }
+    }
+
+    pub fn target_index(&self) -> Result<usize, FrontendError> {
+        Ok(self.target)
+    }
+
+    /// Expands `word` against `scope`, recording a finding of `rule` for each variable not in `declared`.
+    pub fn expand(
+        &mut self,
+        word: &str,
+        scope: &Scope,
+        declared: &BTreeSet<String>,
+        node: &Node,
+        rule: &'static str,
+    ) -> Result<String, FrontendError> {
+        let lexer = Lexer::new(self.df.directives.escape);
+        let exp = lexer.process_word_with_matches(word, scope).map_err(|e| {
+            FrontendError::at(node.span, format!("{}: {e}", node.keyword.to_uppercase()))
+        })?;
+        for name in &exp.unset {
+            if !declared.contains(name) && !is_env_builtin(name) {
+                self.findings
+                    .push(Finding::new(rule, node.span, undefined_message(rule, name)));
+            }
+        }
+        Ok(exp.result)
+    }
+
+    /// Splitting variant of [`Lowerer::expand`] (EXPOSE).
+    pub fn expand_words(
+        &mut self,
+        word: &str,
+        scope: &Scope,
+        node: &Node,
+    ) -> Result<Vec<String>, FrontendError> {
+        let lexer = Lexer::new(self.df.directives.escape);
+        lexer.process_words(word, scope).map_err(|e| {
+            FrontendError::at(node.span, format!("{}: {e}", node.keyword.to_uppercase()))
+        })
+    }
+
+    /// The stage a `FROM`/`--from` name refers to, seen from stage `from_index`: an earlier stage by name, or by
+    /// index. Later stages are not visible, as in BuildKit (the name is then an image reference).
+    pub fn stage_ref(
+        &self,
+        name: &str,
+        from_index: usize,
+        node: &Node,
+    ) -> Result<Option<usize>, FrontendError> {
+        if let Ok(n) = name.parse::<usize>() {
+            if n >= from_index {
+                return Err(FrontendError::at(
+                    node.span,
+                    format!("invalid stage index {n}: only earlier stages (0..{from_index}) can be referenced"),
+                ));
+            }
+            return Ok(Some(n));
+        }
+        Ok(self
+            .stages
+            .find(name)
+            .map(|s| s.index)
+            .filter(|i| *i < from_index))
+    }
+
+    /// Lowers stage `index` (once) and returns its result.
+    pub fn lower_stage(&mut self, index: usize) -> Result<StageResult, FrontendError> {
+        if let Some(done) = self.done.get(&index) {
+            return Ok(done.clone());
+        }
+        let stage: &'a Stage = &self.stages.stages[index];
+        if !self.in_progress.insert(index) {
+            return Err(FrontendError::at(
+                stage.from_node.span,
+                "circular dependency between stages",
+            ));
+        }
+        let result = self.lower_stage_body(stage);
+        self.in_progress.remove(&index);
+        let result = result?;
+        self.done.insert(index, result.clone());
+        Ok(result)
+    }
+
+    fn lower_stage_body(&mut self, stage: &'a Stage) -> Result<StageResult, FrontendError> {
+        let mut st = self.base_state(stage)?;
+        let triggers = std::mem::take(&mut st.image.config.on_build);
+        let mut trigger_insts = Vec::new();
+        for t in &triggers {
+            let parsed = crate::parser::parse(t).map_err(|e| {
+                FrontendError::at(
+                    stage.from_node.span,
+                    format!("ONBUILD trigger {t:?} of the base image: {}", e.message),
+                )
+            })?;
+            for n in &parsed.children {
+                let mut node = n.clone();
+                node.span = stage.from_node.span;
+                trigger_insts.push(Instruction::from_node(&node)?);
+            }
+        }
+        st.total = 1 + trigger_insts.len() + stage.instructions.len();
+        for inst in trigger_insts.iter().chain(stage.instructions.iter()) {
+            self.dispatch(&mut st, inst)?;
+        }
+        Ok(StageResult {
+            index: stage.index,
+            name: st.name.clone(),
+            root: st.root,
+            image: st.image,
+            platform: st.platform,
+        })
+    }
+
+    fn base_state(&mut self, stage: &'a Stage) -> Result<StageState, FrontendError> {
+        let node = &stage.from_node;
+        let scope = self.global.clone();
+        let declared = self.global_declared.clone();
+        let base = self.expand(
+            &stage.from.base,
+            &scope,
+            &declared,
+            node,
+            "UndefinedArgInFrom",
+        )?;
+        if base.is_empty() {
+            return Err(FrontendError::at(
+                node.span,
+                format!("FROM {:?} expands to an empty image name", stage.from.base),
+            ));
+        }
+        let platform = match &stage.from.platform {
+            Some(p) => {
+                let v = self.expand(p, &scope, &declared, node, "UndefinedArgInFrom")?;
+                v.parse::<Platform>()
+                    .map_err(|e| FrontendError::at(node.span, format!("FROM --platform: {e}")))?
+            }
+            None => self.target_platform.clone(),
+        };
+        let ignore_cache = self.opts.no_cache
+            || stage.name.as_ref().is_some_and(|n| {
+                self.opts
+                    .no_cache_filter
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(n))
+            });
+        let name = stage.display_name();
+        let prefix = if stage.name.is_none() && stage.index == self.target {
+            String::new()
+        } else {
+            format!("{name} ")
+        };
+        let mut st = StageState {
+            index: stage.index,
+            name,
+            prefix,
+            root: None,
+            image: Image::default(),
+            platform: platform.clone(),
+            args: Vec::new(),
+            cmd_set: false,
+            workdir_set: false,
+            step: 0,
+            total: 1 + stage.instructions.len(),
+            ignore_cache,
+        };
+        let from_text = format!("FROM {base}");
+        if let Some(ctx) = self.opts.build_contexts.get(&base).cloned() {
+            let meta = st.describe(&from_text);
+            let (root, image) = self.named_context_source(&base, &ctx, &platform, meta, node)?;
+            st.root = root;
+            st.image = image;
+        } else if let Some(dep) = self.stage_ref(&base, stage.index, node)? {
+            let r = self.lower_stage(dep)?;
+            st.step += 1;
+            st.root = r.root;
+            st.image = r.image;
+            st.platform = r.platform;
+        } else if base.eq_ignore_ascii_case("scratch") {
+            st.step += 1;
+            st.image = empty_image(&platform);
+        } else {
+            let meta = st.describe(&from_text);
+            let (root, image) = self.image_source(&base, &platform, meta, node)?;
+            st.root = Some(root);
+            st.image = image;
+        }
+        st.image.architecture = st.platform.architecture.clone();
+        st.image.os = st.platform.os.clone();
+        st.image.variant = st.platform.variant.clone();
+        Ok(st)
+    }
+
+    /// An image source vertex and the image's config (empty when the resolver does not know it).
+    pub fn image_source(
+        &mut self,
+        reference: &str,
+        platform: &Platform,
+        meta: VertexMeta,
+        node: &Node,
+    ) -> Result<(VertexId, Image), FrontendError> {
+        let normalized = normalize_reference(reference).map_err(|e| {
+            FrontendError::at(
+                node.span,
+                format!("invalid image reference {reference:?}: {e}"),
+            )
+        })?;
+        let resolved = self.resolver.resolve(&normalized, platform).map_err(|e| {
+            FrontendError::at(node.span, format!("cannot resolve image {normalized}: {e}"))
+        })?;
+        let (pinned, image) = match resolved {
+            Some(r) => {
+                let pinned = match &r.digest {
+                    Some(d) if !normalized.contains('@') => format!("{normalized}@{d}"),
+                    _ => normalized.clone(),
+                };
+                (pinned, r.image)
+            }
+            None => (normalized.clone(), Image::default()),
+        };
+        let op = Op::Source(SourceOp::Image(ImageSource {
+            reference: pinned,
+            platform: platform.clone(),
+            resolve_mode: if self.opts.pull {
+                ResolveMode::ForcePull
+            } else {
+                ResolveMode::Default
+            },
+        }));
+        Ok((self.def.add(op, vec![], meta), image))
+    }
+
+    fn named_context_source(
+        &mut self,
+        name: &str,
+        ctx: &NamedContext,
+        platform: &Platform,
+        meta: VertexMeta,
+        node: &Node,
+    ) -> Result<(Option<VertexId>, Image), FrontendError> {
+        match ctx {
+            NamedContext::Image(r) => {
+                let (v, img) = self.image_source(r, platform, meta, node)?;
+                Ok((Some(v), img))
+            }
+            NamedContext::Local(_) => {
+                let op = Op::Source(SourceOp::Local(LocalSource {
+                    name: name.to_string(),
+                    include_patterns: vec![],
+                    exclude_patterns: vec![],
+                    follow_paths: vec![],
+                }));
+                Ok((Some(self.def.add(op, vec![], meta)), empty_image(platform)))
+            }
+            NamedContext::OciLayout { path, reference } => {
+                let op = Op::Source(SourceOp::OciLayout(OciLayoutSource {
+                    path: path.clone(),
+                    reference: reference.clone(),
+                    platform: platform.clone(),
+                }));
+                Ok((Some(self.def.add(op, vec![], meta)), Image::default()))
+            }
+        }
+    }
+
+    /// The main build context as a source vertex (shared by every COPY and bind mount).
+    pub fn context_source(&mut self) -> VertexId {
+        let op = Op::Source(SourceOp::Local(LocalSource {
+            name: "context".to_string(),
+            include_patterns: vec![],
+            exclude_patterns: self.opts.ignore_patterns.clone(),
+            follow_paths: vec![],
+        }));
+        let meta = VertexMeta {
+            description: "[internal] load build context".to_string(),
+            ..Default::default()
+        };
+        self.def.add(op, vec![], meta)
+    }
+
+    /// An empty filesystem, for copies out of scratch stages.
+    pub fn scratch(&mut self) -> VertexId {
+        let op = Op::File(FileOp {
+            base: None,
+            actions: vec![],
+        });
+        self.def.add(op, vec![], VertexMeta::default())
+    }
+
+    /// What `--from=NAME` (COPY, RUN --mount) names, seen from `st`: a named context, an earlier stage, or an image.
+    pub fn source_named(
+        &mut self,
+        name: &str,
+        st: &StageState,
+        node: &Node,
+    ) -> Result<VertexId, FrontendError> {
+        if let Some(ctx) = self.opts.build_contexts.get(name).cloned() {
+            let meta = VertexMeta {
+                description: format!("[context {name}] load"),
+                ..Default::default()
+            };
+            let (root, _) = self.named_context_source(name, &ctx, &st.platform, meta, node)?;
+            return Ok(match root {
+                Some(r) => r,
+                None => self.scratch(),
+            });
+        }
+        if let Some(dep) = self.stage_ref(name, st.index, node)? {
+            let r = self.lower_stage(dep)?;
+            return Ok(match r.root {
+                Some(r) => r,
+                None => self.scratch(),
+            });
+        }
+        let meta = VertexMeta {
+            description: format!("FROM {name}"),
+            ..Default::default()
+        };
+        let platform = st.platform.clone();
+        Ok(self.image_source(name, &platform, meta, node)?.0)
+    }
+}
+
+/// The config of an image built FROM scratch: Docker's default PATH, as BuildKit's empty image has.
+pub(super) fn empty_image(platform: &Platform) -> Image {
+    Image {
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        config: ContainerConfig {
+            env: vec![format!("PATH={DEFAULT_PATH}")],
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+fn is_env_builtin(_name: &str) -> bool {
+    false
+}
+
+fn undefined_message(rule: &str, name: &str) -> String {
+    match rule {
+        "UndefinedArgInFrom" => format!("FROM argument '{name}' is not declared"),
+        _ => format!("Usage of undefined variable '${name}'"),
+    }
+}
+
+/// Docker's reference normalisation: `python` → `docker.io/library/python:latest`, `me/app` →
+/// `docker.io/me/app:latest`, a registry host kept as is, a digest kept instead of a default tag.
+pub fn normalize_reference(r: &str) -> Result<String, String> {
+    if r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must be non-empty and contain no whitespace".to_string());
+    }
+    let (name_tag, digest) = match r.split_once('@') {
+        Some((n, d)) => (n, Some(d)),
+        None => (r, None),
+    };
+    if let Some(d) = digest {
+        d.parse::<oci::Digest>().map_err(|e| e.to_string())?;
+    }
+    let (name, tag) = match name_tag.rfind(':') {
+        Some(i) if !name_tag[i + 1..].contains('/') => (&name_tag[..i], Some(&name_tag[i + 1..])),
+        _ => (name_tag, None),
+    };
+    if let Some(t) = tag {
+        let valid = !t.is_empty()
+            && t.len() <= 128
+            && t.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !valid {
+            return Err(format!("invalid tag {t:?}"));
+        }
+    }
+    if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
+        return Err("invalid repository name".to_string());
+    }
+    let first = name.split('/').next().unwrap_or("");
+    let has_host =
+        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let path = if has_host {
+        &name[first.len() + 1..]
+    } else {
+        name
+    };
+    if path.chars().any(|c| c.is_ascii_uppercase())
+        || !path.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/')
+        })
+    {
+        return Err("repository name must be lowercase letters, digits and separators".to_string());
+    }
+    let full = if has_host {
+        name.to_string()
+    } else if name.contains('/') {
+        format!("docker.io/{name}")
+    } else {
+        format!("docker.io/library/{name}")
+    };
+    Ok(match (tag, digest) {
+        (Some(t), Some(d)) => format!("{full}:{t}@{d}"),
+        (Some(t), None) => format!("{full}:{t}"),
+        (None, Some(d)) => format!("{full}@{d}"),
+        (None, None) => format!("{full}:latest"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize_reference as n;
+
+    #[test]
+    fn references_normalise_like_docker() {
+        assert_eq!(n("python").unwrap(), "docker.io/library/python:latest");
+        assert_eq!(
+            n("python:3.12-slim").unwrap(),
+            "docker.io/library/python:3.12-slim"
+        );
+        assert_eq!(n("me/app").unwrap(), "docker.io/me/app:latest");
+        assert_eq!(
+            n("localhost:5000/app").unwrap(),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(n("ghcr.io/o/r:v1").unwrap(), "ghcr.io/o/r:v1");
+        let d = format!("sha256:{}", "a".repeat(64));
+        assert_eq!(
+            n(&format!("alpine@{d}")).unwrap(),
+            format!("docker.io/library/alpine@{d}")
+        );
+        for bad in ["", "Upper", "a b", "x:", "x:-bad", "alpine@sha256:zz", "/x"] {
+            assert!(n(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Build checks: each rule fires on a Dockerfile that should trip it, at the right line, and stays quiet on one
+//! that should not.
+
+use frontend::checks::run_checks;
+use frontend::BuildOpts;
+
+fn findings(src: &str) -> Vec<(String, usize)> {
+    findings_with(src, &BuildOpts::default())
+}
+
+fn findings_with(src: &str, opts: &BuildOpts) -> Vec<(String, usize)> {
+    let df = frontend::parser::parse(src).expect("parses");
+    run_checks(&df, opts)
+        .unwrap_or_else(|e| panic!("checks failed: {e}"))
+        .findings
+        .into_iter()
+        .map(|f| (f.rule.to_string(), f.span.start_line))
+        .collect()
+}
+
+fn has(f: &[(String, usize)], rule: &str, line: usize) -> bool {
+    f.iter().any(|(r, l)| r == rule && *l == line)
+}
+
+#[test]
+fn every_rule_fires_where_it_should() {
+    let cases: &[(&str, &str, usize)] = &[
+        ("FROM busybox\nCMD echo hi\n", "JSONArgsRecommended", 2),
+        (
+            "FROM busybox\nENTRYPOINT run.sh\n",
+            "JSONArgsRecommended",
+            2,
+        ),
+        ("FROM busybox as build\n", "FromAsCasing", 1),
+        ("from busybox AS build\n", "FromAsCasing", 1),
+        ("FROM busybox AS Build\n", "StageNameCasing", 1),
+        (
+            "FROM busybox AS a\nFROM busybox AS a\n",
+            "DuplicateStageName",
+            2,
+        ),
+        ("FROM busybox AS scratch\n", "ReservedStageName", 1),
+        ("FROM busybox\nCOPY $NOPE /x\n", "UndefinedVar", 2),
+        ("FROM busybox${TAG}\n", "UndefinedArgInFrom", 1),
+        (
+            "ARG TAG=\nFROM busybox:${TAG}\n",
+            "InvalidDefaultArgInFrom",
+            2,
+        ),
+        ("ARG IMG=\nFROM ${IMG}\n", "InvalidDefaultArgInFrom", 2),
+        ("FROM busybox\nMAINTAINER me\n", "MaintainerDeprecated", 2),
+        (
+            "FROM busybox\nrun true\nRUN true\nRUN false\n",
+            "ConsistentInstructionCasing",
+            2,
+        ),
+        (
+            "FROM busybox\nCMD [\"a\"]\nCMD [\"b\"]\n",
+            "MultipleInstructionsDisallowed",
+            2,
+        ),
+        (
+            "FROM busybox\nHEALTHCHECK NONE\nHEALTHCHECK NONE\n",
+            "MultipleInstructionsDisallowed",
+            2,
+        ),
+        ("FROM busybox\nENV A b\n", "LegacyKeyValueFormat", 2),
+        ("FROM busybox\nLABEL a b\n", "LegacyKeyValueFormat", 2),
+        ("FROM busybox\nWORKDIR app\n", "WorkdirRelativePath", 2),
+        (
+            "FROM busybox\nARG API_TOKEN=x\n",
+            "SecretsUsedInArgOrEnv",
+            2,
+        ),
+        (
+            "FROM busybox\nENV DB_PASSWORD=x\n",
+            "SecretsUsedInArgOrEnv",
+            2,
+        ),
+        (
+            "FROM --platform=linux/amd64 busybox\n",
+            "FromPlatformFlagConstDisallowed",
+            1,
+        ),
+        (
+            "FROM --platform=$TARGETPLATFORM busybox\n",
+            "RedundantTargetPlatform",
+            1,
+        ),
+    ];
+    for (src, rule, line) in cases {
+        let f = findings(src);
+        assert!(
+            has(&f, rule, *line),
+            "{rule} at line {line} missing for {src:?}: {f:?}"
+        );
+    }
+}
+
+#[test]
+fn quiet_on_good_dockerfiles() {
+    let src = "\
+# syntax=docker/dockerfile:1
+ARG BASE=busybox
+FROM ${BASE} AS build
+ARG PUBLIC_KEY_URL=x
+ENV A=b
+WORKDIR /app
+WORKDIR sub
+COPY . .
+RUN echo $A $PUBLIC_KEY_URL
+FROM --platform=$BUILDPLATFORM busybox AS tools
+FROM build
+CMD [\"true\"]
+";
+    assert_eq!(findings(src), Vec::<(String, usize)>::new());
+}
+
+#[test]
+fn copy_ignored_file_uses_dockerignore() {
+    let opts = BuildOpts {
+        ignore_patterns: vec!["secrets/**".to_string(), "*.log".to_string()],
+        ..BuildOpts::default()
+    };
+    let f = findings_with(
+        "FROM busybox\nCOPY secrets/key /k\nCOPY app.log /l\nCOPY src /src\n",
+        &opts,
+    );
+    assert!(has(&f, "CopyIgnoredFile", 2), "{f:?}");
+    assert!(has(&f, "CopyIgnoredFile", 3), "{f:?}");
+    assert!(!has(&f, "CopyIgnoredFile", 4), "{f:?}");
+}
+
+#[test]
+fn check_directive_skips_and_errors() {
+    let df = frontend::parser::parse(
+        "# check=skip=MaintainerDeprecated;error=true\nFROM busybox\nMAINTAINER x\nCMD a\n",
+    )
+    .expect("parses");
+    let report = run_checks(&df, &BuildOpts::default()).expect("checks run");
+    assert!(report.config.error);
+    let rules: Vec<&str> = report.findings.iter().map(|f| f.rule).collect();
+    assert_eq!(rules, ["JSONArgsRecommended"]);
+    let df =
+        frontend::parser::parse("# check=skip=all\nFROM busybox\nMAINTAINER x\n").expect("parses");
+    assert!(run_checks(&df, &BuildOpts::default())
+        .expect("checks")
+        .findings
+        .is_empty());
+}

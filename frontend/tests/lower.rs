@@ -1,0 +1,384 @@
+//! Lowering semantics: build-arg scoping, stages, config accumulation, history and digests, checked on the
+//! graph the frontend produces.
+
+use std::collections::BTreeMap;
+
+use frontend::{lower, BuildOpts, ImageResolver, Lowered, NoResolver, ResolvedImage};
+use oci::{Digest, Image, Platform};
+use solver::llb::{FileAction, MountKind, Op, SourceOp};
+
+fn lower_with(src: &str, opts: &BuildOpts, resolver: &dyn ImageResolver) -> Lowered {
+    let df = frontend::parser::parse(src).expect("parses");
+    lower(&df, opts, resolver).unwrap_or_else(|e| panic!("lowering failed: {e}"))
+}
+
+fn lower_str(src: &str) -> Lowered {
+    lower_with(src, &BuildOpts::default(), &NoResolver)
+}
+
+fn opts_with_args(args: &[(&str, &str)]) -> BuildOpts {
+    BuildOpts {
+        build_args: args
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        ..BuildOpts::default()
+    }
+}
+
+/// Every exec op reachable from the target, in topological order.
+fn execs(l: &Lowered) -> Vec<solver::llb::ExecOp> {
+    let roots: Vec<_> = l.target.root.into_iter().collect();
+    l.definition
+        .closure(&roots)
+        .into_iter()
+        .filter_map(|id| match &l.definition.vertex(id).op {
+            Op::Exec(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn env_of(e: &solver::llb::ExecOp, key: &str) -> Option<String> {
+    e.env.iter().rev().find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| v.to_string())
+    })
+}
+
+#[test]
+fn global_args_reach_from_but_a_stage_must_redeclare_them() {
+    let l = lower_str("ARG TAG=3.20\nFROM alpine:${TAG}\nRUN echo $TAG\nARG TAG\nRUN echo $TAG\n");
+    let e = execs(&l);
+    assert_eq!(env_of(&e[0], "TAG"), None, "not redeclared yet");
+    assert_eq!(env_of(&e[1], "TAG").as_deref(), Some("3.20"));
+    let roots: Vec<_> = l.target.root.into_iter().collect();
+    let image = l
+        .definition
+        .closure(&roots)
+        .into_iter()
+        .find_map(|id| match &l.definition.vertex(id).op {
+            Op::Source(SourceOp::Image(i)) => Some(i.reference.clone()),
+            _ => None,
+        })
+        .expect("image source");
+    assert_eq!(image, "docker.io/library/alpine:3.20");
+}
+
+#[test]
+fn build_args_override_defaults_and_env_overrides_args() {
+    let src = "FROM busybox\nARG A=default\nARG B=b\nENV B=from-env\nRUN true\n";
+    let l = lower_with(src, &opts_with_args(&[("A", "given")]), &NoResolver);
+    let e = &execs(&l)[0];
+    assert_eq!(env_of(e, "A").as_deref(), Some("given"));
+    assert_eq!(env_of(e, "B").as_deref(), Some("from-env"));
+    assert!(l
+        .target
+        .image
+        .config
+        .env
+        .contains(&"B=from-env".to_string()));
+    assert!(
+        !l.target
+            .image
+            .config
+            .env
+            .iter()
+            .any(|kv| kv.starts_with("A=")),
+        "ARGs never persist in the config"
+    );
+}
+
+#[test]
+fn predefined_platform_args_and_proxy_args() {
+    let src = "FROM --platform=$BUILDPLATFORM busybox\nARG TARGETARCH\nRUN echo $TARGETARCH\n";
+    let opts = BuildOpts {
+        target_platform: Some("linux/arm64".parse().expect("platform")),
+        build_args: BTreeMap::from([("HTTP_PROXY".to_string(), "http://proxy:3128".to_string())]),
+        ..BuildOpts::default()
+    };
+    let l = lower_with(src, &opts, &NoResolver);
+    let e = &execs(&l)[0];
+    assert_eq!(env_of(e, "TARGETARCH").as_deref(), Some("arm64"));
+    assert_eq!(
+        env_of(e, "HTTP_PROXY").as_deref(),
+        Some("http://proxy:3128")
+    );
+    let run_history = l
+        .target
+        .image
+        .history
+        .iter()
+        .find(|h| h.created_by.starts_with("RUN"))
+        .expect("RUN history");
+    assert!(
+        !run_history.created_by.contains("proxy"),
+        "{}",
+        run_history.created_by
+    );
+    assert_eq!(
+        run_history.created_by,
+        "RUN |1 TARGETARCH=arm64 /bin/sh -c echo $TARGETARCH # buildkit"
+    );
+    assert_eq!(
+        l.target.platform,
+        Platform::host(),
+        "FROM --platform=$BUILDPLATFORM builds for the build platform"
+    );
+    assert!(
+        l.unused_build_args.is_empty(),
+        "proxy args are never reported unused"
+    );
+}
+
+#[test]
+fn stages_by_name_and_index_inherit_config() {
+    let src = "FROM busybox AS base\nENV X=1\nWORKDIR /w\nFROM base AS second\nRUN pwd\nFROM scratch\nCOPY --from=1 /w /w\nCOPY --from=base /etc /etc\n";
+    let l = lower_str(src);
+    let e = execs(&l);
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].cwd, "/w");
+    assert_eq!(env_of(&e[0], "X").as_deref(), Some("1"));
+    assert_eq!(l.stages.len(), 3);
+    assert_eq!(
+        l.target.image.config.env,
+        ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+    );
+}
+
+struct FakeResolver;
+
+impl ImageResolver for FakeResolver {
+    fn resolve(&self, reference: &str, _p: &Platform) -> Result<Option<ResolvedImage>, String> {
+        if reference != "docker.io/library/base:latest" {
+            return Ok(None);
+        }
+        let mut image = Image::default();
+        image.config.env = vec!["PATH=/bin".to_string(), "FROM_BASE=yes".to_string()];
+        image.config.on_build = vec!["RUN echo triggered".to_string()];
+        image.config.cmd = Some(vec!["sh".to_string()]);
+        Ok(Some(ResolvedImage {
+            digest: Some(Digest::sha256_of(b"base manifest")),
+            image,
+        }))
+    }
+}
+
+#[test]
+fn onbuild_triggers_of_a_resolved_base_run_first_and_the_source_is_pinned() {
+    let l = lower_with(
+        "FROM base\nRUN echo mine\n",
+        &BuildOpts::default(),
+        &FakeResolver,
+    );
+    let e = execs(&l);
+    assert_eq!(e.len(), 2);
+    assert_eq!(e[0].args[2], "echo triggered");
+    assert_eq!(env_of(&e[1], "FROM_BASE").as_deref(), Some("yes"));
+    assert!(
+        l.target.image.config.on_build.is_empty(),
+        "triggers are consumed"
+    );
+    let pinned = l
+        .definition
+        .ids()
+        .find_map(|id| match &l.definition.vertex(id).op {
+            Op::Source(SourceOp::Image(i)) => Some(i.reference.clone()),
+            _ => None,
+        })
+        .expect("image");
+    assert_eq!(
+        pinned,
+        format!(
+            "docker.io/library/base:latest@{}",
+            Digest::sha256_of(b"base manifest")
+        )
+    );
+    let l2 = lower_with(
+        "FROM base\nENTRYPOINT [\"/x\"]\n",
+        &BuildOpts::default(),
+        &FakeResolver,
+    );
+    assert_eq!(
+        l2.target.image.config.cmd, None,
+        "ENTRYPOINT resets a CMD inherited from the base"
+    );
+}
+
+#[test]
+fn heredoc_runs_as_buildkit_runs_them() {
+    let l = lower_str("FROM busybox\nRUN <<EOF\necho hi\nEOF\nRUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\nRUN cat <<A <<B\na\nA\nb\nB\n");
+    let e = execs(&l);
+    assert_eq!(e[0].args, ["/bin/sh", "-c", "echo hi\n"]);
+    assert_eq!(e[1].args, ["/bin/sh", "-c", "/dev/pipes/EOF"]);
+    assert!(e[1]
+        .mounts
+        .iter()
+        .any(|m| m.target == "/dev/pipes/" && m.readonly));
+    assert_eq!(e[2].args[2], "cat <<A <<B\na\nA\nb\nB");
+}
+
+#[test]
+fn copy_heredoc_link_chown_and_mounts() {
+    let src = "FROM busybox\nWORKDIR /app\nCOPY --chown=1000:app --chmod=0640 <<EOF conf.txt\nv=$HOME\nEOF\nCOPY --link a.txt /dst/\nRUN --mount=type=cache,target=.cache --mount=type=secret,id=tok,required true\n";
+    let l = lower_str(src);
+    let ops: Vec<Op> = l
+        .definition
+        .ids()
+        .map(|id| l.definition.vertex(id).op.clone())
+        .collect();
+    assert!(ops.iter().any(|o| matches!(o, Op::File(f) if f.actions.iter().any(|a| matches!(a, FileAction::Mkfile { path, .. } if path == "/EOF")))));
+    assert!(
+        ops.iter().any(|o| matches!(o, Op::Merge(_))),
+        "--link merges a separate layer"
+    );
+    let copy = ops
+        .iter()
+        .find_map(|o| match o {
+            Op::File(f) => f.actions.iter().find_map(|a| match a {
+                FileAction::Copy(c) if c.dest == "/app/conf.txt" => Some(c.clone()),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .expect("heredoc copy");
+    assert_eq!(copy.mode, Some(solver::llb::FileMode::Octal(0o640)));
+    let e = &execs(&l)[0];
+    let cache = e
+        .mounts
+        .iter()
+        .find(|m| matches!(m.kind, MountKind::Cache { .. }))
+        .expect("cache mount");
+    assert_eq!(cache.target, "/app/.cache");
+    assert!(matches!(&cache.kind, MountKind::Cache { id, .. } if id == "/app/.cache"));
+    assert!(e.mounts.iter().any(
+        |m| matches!(&m.kind, MountKind::Secret { id, required: true, .. } if id == "tok")
+            && m.target == "/run/secrets/tok"
+    ));
+}
+
+#[test]
+fn digests_are_stable_and_independent_stages_unaffected_by_edits() {
+    let a = "FROM busybox AS one\nRUN echo one\nFROM busybox AS two\nRUN echo two\nFROM scratch\nCOPY --from=one /a /a\nCOPY --from=two /b /b\n";
+    let b = a.replace("echo two", "echo TWO");
+    let d = |src: &str| {
+        let l = lower_str(src);
+        l.definition
+            .ids()
+            .map(|id| {
+                (
+                    l.definition.vertex(id).meta.description.clone(),
+                    l.definition.digest(id).to_string(),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(d(a), d(a));
+    let (da, db) = (d(a), d(&b));
+    assert_eq!(da["[one 2/2] RUN echo one"], db["[one 2/2] RUN echo one"]);
+    assert!(!db.contains_key("[two 2/2] RUN echo two"));
+}
+
+#[test]
+fn no_cache_filter_marks_only_that_stage() {
+    let src = "FROM busybox AS dep\nRUN echo dep\nFROM dep\nRUN echo final\n";
+    let opts = BuildOpts {
+        no_cache_filter: vec!["dep".to_string()],
+        ..BuildOpts::default()
+    };
+    let l = lower_with(src, &opts, &NoResolver);
+    for id in l.definition.ids() {
+        let m = &l.definition.vertex(id).meta;
+        if m.description.contains("echo dep") {
+            assert!(m.ignore_cache);
+        }
+        if m.description.contains("echo final") {
+            assert!(!m.ignore_cache);
+        }
+    }
+}
+
+#[test]
+fn config_instructions_and_their_history() {
+    let src = "FROM busybox\nSHELL [\"/bin/bash\", \"-c\"]\nCMD echo hi\nEXPOSE 80 53/udp\nVOLUME /data\nLABEL a=b \"c d\"=e\nUSER app\nSTOPSIGNAL SIGQUIT\nHEALTHCHECK --interval=5s --retries=3 CMD curl -f localhost\nWORKDIR sub\n";
+    let l = lower_str(src);
+    let c = &l.target.image.config;
+    assert_eq!(
+        c.cmd.as_deref(),
+        Some(
+            &[
+                "/bin/bash".to_string(),
+                "-c".to_string(),
+                "echo hi".to_string()
+            ][..]
+        )
+    );
+    assert!(c.exposed_ports.contains_key("80/tcp") && c.exposed_ports.contains_key("53/udp"));
+    assert!(c.volumes.contains_key("/data"));
+    assert_eq!(c.labels.get("c d").map(String::as_str), Some("e"));
+    assert_eq!(c.user, "app");
+    assert_eq!(c.stop_signal, "SIGQUIT");
+    let hc = c.healthcheck.as_ref().expect("healthcheck");
+    assert_eq!(hc.test, ["CMD-SHELL", "curl -f localhost"]);
+    assert_eq!(hc.interval, 5_000_000_000);
+    assert_eq!(hc.retries, 3);
+    assert_eq!(c.working_dir, "/sub");
+    let created: Vec<&str> = l
+        .target
+        .image
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .collect();
+    assert!(
+        created.contains(&"CMD [\"/bin/bash\" \"-c\" \"echo hi\"]"),
+        "{created:?}"
+    );
+    assert!(
+        created.contains(&"EXPOSE map[53/udp:{} 80/tcp:{}]"),
+        "{created:?}"
+    );
+    assert!(l
+        .target
+        .image
+        .history
+        .iter()
+        .all(|h| h.comment == "buildkit.dockerfile.v0"));
+    assert!(l.findings.iter().any(|f| f.rule == "WorkdirRelativePath"));
+}
+
+#[test]
+fn unused_build_args_are_reported() {
+    let l = lower_with(
+        "FROM busybox\nARG USED\n",
+        &opts_with_args(&[("USED", "1"), ("UNUSED", "2")]),
+        &NoResolver,
+    );
+    assert_eq!(l.unused_build_args, ["UNUSED"]);
+}
+
+#[test]
+fn errors_point_at_the_instruction() {
+    let cases = [
+        (
+            "FROM busybox\nCOPY a b c\n",
+            2,
+            "destination must be a directory",
+        ),
+        ("FROM busybox\nRUN --mount=type=cache true\n", 2, "target"),
+        ("FROM busybox\nCOPY --chmod=999 a /b\n", 2, "chmod"),
+        ("FROM busybox\nEXPOSE http\n", 2, "invalid port"),
+        ("FROM ${NOPE:?required}\n", 1, "required"),
+        (
+            "FROM busybox AS a\nFROM busybox\nCOPY --from=1 /x /y\n",
+            3,
+            "invalid stage index",
+        ),
+    ];
+    for (src, line, needle) in cases {
+        let df = frontend::parser::parse(src).expect("parses");
+        let e = lower(&df, &BuildOpts::default(), &NoResolver).expect_err(src);
+        assert_eq!(e.span.map(|s| s.start_line), Some(line), "{src}: {e}");
+        assert!(e.message.contains(needle), "{src}: {}", e.message);
+    }
+}

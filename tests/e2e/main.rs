@@ -1,0 +1,8 @@
+//! End-to-end tests of the `kiln` binary. Each module covers one command as a user meets it.
+
+mod check;
+mod errors;
+mod graph;
+
+/// The binary under test, built by cargo for this test target.
+pub const KILN: &str = env!("CARGO_BIN_EXE_kiln");
