@@ -249,20 +249,7 @@ impl Lowerer<'_> {
                             .process_word(&data, &st.scope())
                             .map_err(|e| at(format!("heredoc <<{}: {e}", h.name)))?;
                     }
-                    let file = Op::File(FileOp {
-                        base: None,
-                        actions: vec![FileAction::Mkfile {
-                            path: format!("/{}", h.name),
-                            mode: 0o644,
-                            data,
-                            chown: None,
-                        }],
-                    });
-                    let meta = VertexMeta {
-                        description: "[internal] preparing inline document".to_string(),
-                        ..Default::default()
-                    };
-                    let v = self.def.add(file, vec![], meta);
+                    let v = self.inline_document(&h.name, data, 0o644);
                     let i = index_of(v, &mut inputs);
                     let mut a = base_action(i, format!("/{}", h.name));
                     a.allow_wildcard = false;

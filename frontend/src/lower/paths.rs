@@ -1,29 +1,7 @@
 //! Path rules of Dockerfile instructions: WORKDIR-relative destinations, trailing slashes, clean joins.
 
-/// `path.Clean` of Go for slash paths: removes `.`, resolves `..` lexically, collapses slashes; never empty.
-pub fn clean(p: &str) -> String {
-    let rooted = p.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                if parts.last().is_some_and(|l| *l != "..") {
-                    parts.pop();
-                } else if !rooted {
-                    parts.push("..");
-                }
-            }
-            s => parts.push(s),
-        }
-    }
-    let joined = parts.join("/");
-    match (rooted, joined.is_empty()) {
-        (true, _) => format!("/{joined}"),
-        (false, true) => ".".to_string(),
-        (false, false) => joined,
-    }
-}
+/// `path.Clean` of Go for slash paths (shared with the pattern matcher, which needs the same cleaning).
+pub use solver::patterns::clean_path as clean;
 
 /// Resolves `p` against the working directory `cwd` as BuildKit does for WORKDIR, COPY destinations and mount
 /// targets; a trailing `/` (meaning "a directory") is kept when `keep_slash`.

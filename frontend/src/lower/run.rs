@@ -2,8 +2,7 @@
 //! commands handled as BuildKit does (a lone heredoc runs as the script, one with a shebang as a file).
 
 use solver::llb::{
-    CacheSharing, ExecOp, FileAction, FileOp, Mount, MountKind, NetworkMode, Op, SecurityMode,
-    VertexId, VertexMeta,
+    CacheSharing, ExecOp, Mount, MountKind, NetworkMode, Op, SecurityMode, VertexId,
 };
 
 use super::args::is_proxy_arg;
@@ -64,20 +63,7 @@ impl Lowerer<'_> {
                     first.content.clone()
                 };
                 if data.starts_with("#!") {
-                    let file = Op::File(FileOp {
-                        base: None,
-                        actions: vec![FileAction::Mkfile {
-                            path: format!("/{}", first.name),
-                            mode: 0o755,
-                            data,
-                            chown: None,
-                        }],
-                    });
-                    let meta = VertexMeta {
-                        description: "[internal] preparing inline document".to_string(),
-                        ..Default::default()
-                    };
-                    let v = self.def.add(file, vec![], meta);
+                    let v = self.inline_document(&first.name, data, 0o755);
                     mounts.push(Mount {
                         input: Some(inputs.index_of(v)),
                         selector: "/".to_string(),

@@ -453,6 +453,25 @@ impl<'a> Lowerer<'a> {
         self.def.add(op, vec![], meta)
     }
 
+    /// A filesystem holding one inline document (a heredoc) at `/<name>`: what COPY heredocs copy from and a
+    /// RUN heredoc with a shebang is mounted from.
+    pub fn inline_document(&mut self, name: &str, data: String, mode: u32) -> VertexId {
+        let file = Op::File(FileOp {
+            base: None,
+            actions: vec![solver::llb::FileAction::Mkfile {
+                path: format!("/{name}"),
+                mode,
+                data,
+                chown: None,
+            }],
+        });
+        let meta = VertexMeta {
+            description: "[internal] preparing inline document".to_string(),
+            ..Default::default()
+        };
+        self.def.add(file, vec![], meta)
+    }
+
     /// An empty filesystem, for copies out of scratch stages.
     pub fn scratch(&mut self) -> VertexId {
         let op = Op::File(FileOp {
