@@ -1,6 +1,8 @@
 //! Build arguments: the predefined platform and proxy ARGs, and the expansion scope of a stage (declared ARGs
 //! overlaid by ENV, as BuildKit resolves `$NAME` in an instruction).
 
+use std::collections::BTreeMap;
+
 use oci::Platform;
 
 use crate::shell::Env;
@@ -56,31 +58,21 @@ pub fn platform_values(target: &Platform, build: &Platform) -> Vec<(String, Stri
     out
 }
 
-/// A list of `(name, value)` pairs where a later pair wins: the environment words are expanded against.
+/// The names and values words are expanded against; setting a name again replaces its value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scope {
-    pairs: Vec<(String, String)>,
+    values: BTreeMap<String, String>,
 }
 
 impl Scope {
     /// Adds or overrides `name`.
     pub fn set(&mut self, name: &str, value: &str) {
-        self.pairs.retain(|(k, _)| k != name);
-        self.pairs.push((name.to_string(), value.to_string()));
+        self.values.insert(name.to_string(), value.to_string());
     }
 
     /// The value of `name`.
     pub fn value(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// All pairs in order.
-    pub fn pairs(&self) -> &[(String, String)] {
-        &self.pairs
+        self.values.get(name).map(String::as_str)
     }
 }
 
@@ -90,7 +82,7 @@ impl Env for Scope {
     }
 
     fn keys(&self) -> Vec<String> {
-        self.pairs.iter().map(|(k, _)| k.clone()).collect()
+        self.values.keys().cloned().collect()
     }
 }
 
@@ -115,6 +107,6 @@ mod tests {
         s.set("B", "2");
         s.set("A", "3");
         assert_eq!(s.value("A"), Some("3"));
-        assert_eq!(s.keys(), ["B", "A"]);
+        assert_eq!(s.keys(), ["A", "B"]);
     }
 }

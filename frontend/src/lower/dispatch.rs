@@ -37,9 +37,11 @@ impl Lowerer<'_> {
         word: &str,
         node: &Node,
     ) -> Result<String, FrontendError> {
-        let scope = st.scope();
-        let declared = st.defined();
-        self.expand(word, &scope, &declared, node, "UndefinedVar")
+        if !word.contains(['$', '\\', '\'', '"', '`']) {
+            return Ok(word.to_string());
+        }
+        let cached = st.cached_scope();
+        self.expand(word, &cached.0, &cached.1, node, "UndefinedVar")
     }
 
     pub(super) fn dispatch(
@@ -67,6 +69,7 @@ impl Lowerer<'_> {
                         return Err(FrontendError::at(node.span, "ENV names can not be blank"));
                     }
                     st.image.config.set_env(&k, &v);
+                    st.invalidate_scope();
                     parts.push(format!("{k}={v}"));
                 }
                 history(st, format!("ENV {}", parts.join(" ")), true);
@@ -111,8 +114,8 @@ impl Lowerer<'_> {
             }
             Command::Expose(ports) => {
                 for p in ports {
-                    let scope = st.scope();
-                    for word in self.expand_words(p, &scope, node)? {
+                    let cached = st.cached_scope();
+                    for word in self.expand_words(p, &cached.0, node)? {
                         for port in
                             expand_port_spec(&word).map_err(|e| FrontendError::at(node.span, e))?
                         {
@@ -175,6 +178,7 @@ impl Lowerer<'_> {
                     };
                     st.args.retain(|(k, _)| k != &d.name);
                     st.args.push((d.name.clone(), value.clone()));
+                    st.invalidate_scope();
                     parts.push(match &value {
                         Some(v) => format!("{}={v}", d.name),
                         None => d.name.clone(),

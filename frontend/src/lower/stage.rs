@@ -38,9 +38,25 @@ pub(super) struct StageState {
     pub step: usize,
     pub total: usize,
     pub ignore_cache: bool,
+    /// The expansion scope and defined names, built on first use after ENV or ARG last changed them.
+    scope_cache: std::cell::RefCell<Option<std::rc::Rc<(Scope, BTreeSet<String>)>>>,
 }
 
 impl StageState {
+    /// The expansion scope and the names defined for the UndefinedVar check, cached until
+    /// [`StageState::invalidate_scope`].
+    pub fn cached_scope(&self) -> std::rc::Rc<(Scope, BTreeSet<String>)> {
+        let mut cache = self.scope_cache.borrow_mut();
+        cache
+            .get_or_insert_with(|| std::rc::Rc::new((self.scope(), self.defined())))
+            .clone()
+    }
+
+    /// Called whenever ENV or ARG change what words expand to.
+    pub fn invalidate_scope(&mut self) {
+        *self.scope_cache.get_mut() = None;
+    }
+
     /// The expansion scope: declared ARGs with values, overlaid by ENV.
     pub fn scope(&self) -> Scope {
         let mut s = Scope::default();
@@ -338,6 +354,7 @@ impl<'a> Lowerer<'a> {
             step: 0,
             total: 1 + stage.instructions.len(),
             ignore_cache,
+            scope_cache: Default::default(),
         };
         let from_text = format!("FROM {base}");
         if let Some(ctx) = self.opts.build_contexts.get(&base).cloned() {
