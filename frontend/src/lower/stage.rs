@@ -21,6 +21,9 @@ use crate::shell::Lexer;
 pub(super) const DEFAULT_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// A stage's expansion scope with the names that count as defined (ARGs without a value included).
+pub(super) type ScopeAndNames = (Scope, BTreeSet<String>);
+
 /// What a stage looks like while its instructions are dispatched.
 pub(super) struct StageState {
     pub index: usize,
@@ -39,13 +42,13 @@ pub(super) struct StageState {
     pub total: usize,
     pub ignore_cache: bool,
     /// The expansion scope and defined names, built on first use after ENV or ARG last changed them.
-    scope_cache: std::cell::RefCell<Option<std::rc::Rc<(Scope, BTreeSet<String>)>>>,
+    scope_cache: std::cell::RefCell<Option<std::rc::Rc<ScopeAndNames>>>,
 }
 
 impl StageState {
     /// The expansion scope and the names defined for the UndefinedVar check, cached until
     /// [`StageState::invalidate_scope`].
-    pub fn cached_scope(&self) -> std::rc::Rc<(Scope, BTreeSet<String>)> {
+    pub fn cached_scope(&self) -> std::rc::Rc<ScopeAndNames> {
         let mut cache = self.scope_cache.borrow_mut();
         cache
             .get_or_insert_with(|| std::rc::Rc::new((self.scope(), self.defined())))
