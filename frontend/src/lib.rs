@@ -7,6 +7,7 @@
 pub mod checks;
 pub mod dockerignore;
 pub mod error;
+pub mod finding;
 pub mod instructions;
 pub mod lower;
 pub mod parser;

@@ -4,11 +4,10 @@
 //! have values.
 
 mod config;
-mod finding;
 mod rules;
 
+pub use crate::finding::Finding;
 pub use config::CheckConfig;
-pub use finding::Finding;
 
 use crate::error::FrontendError;
 use crate::instructions::parse_dockerfile;

@@ -6,11 +6,11 @@ use solver::llb::{
     UserRef, VertexId, VertexMeta,
 };
 
-use super::dispatch::history;
+use super::history::history;
 use super::paths;
 use super::stage::{Lowerer, StageState};
-use crate::checks::Finding;
 use crate::error::FrontendError;
+use crate::finding::Finding;
 use crate::instructions::{AddCommand, CopyCommand, SourceFile};
 use crate::parser::{chomp_heredoc, Node};
 use crate::shell::Lexer;

@@ -1,33 +1,16 @@
 //! One instruction at a time: each updates the stage's filesystem (new vertices) and/or its image config, and
 //! records a history entry worded as BuildKit words it.
 
-use oci::{Healthcheck, History};
+use oci::Healthcheck;
 use solver::llb::{FileAction, FileOp, Op};
 
+use super::history::{go_quoted_list, history, shell_of};
 use super::paths;
 use super::stage::{Lowerer, StageState};
-use crate::checks::Finding;
 use crate::error::FrontendError;
+use crate::finding::Finding;
 use crate::instructions::{Command, HealthcheckCommand, Instruction};
 use crate::parser::Node;
-
-/// The history comment BuildKit gives Dockerfile steps.
-pub(super) const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
-
-pub(super) fn history(st: &mut StageState, created_by: String, empty_layer: bool) {
-    st.image.history.push(History {
-        created: None,
-        created_by,
-        comment: HISTORY_COMMENT.to_string(),
-        empty_layer,
-    });
-}
-
-/// Go's `%q` of a string slice: `["a" "b"]`, as BuildKit writes CMD and ENTRYPOINT history.
-pub(super) fn go_quoted_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| crate::parser::quote_go(s)).collect();
-    format!("[{}]", quoted.join(" "))
-}
 
 impl Lowerer<'_> {
     /// Expands `word` in the stage's scope, flagging undefined variables.
@@ -270,15 +253,6 @@ impl Lowerer<'_> {
         st.root = Some(self.def.add(op, inputs, meta));
         history(st, format!("WORKDIR {wd}"), false);
         Ok(())
-    }
-}
-
-/// The stage's shell for shell-form commands.
-pub(super) fn shell_of(st: &StageState) -> Vec<String> {
-    if st.image.config.shell.is_empty() {
-        vec!["/bin/sh".to_string(), "-c".to_string()]
-    } else {
-        st.image.config.shell.clone()
     }
 }
 

@@ -4,6 +4,7 @@
 mod args;
 mod copy;
 mod dispatch;
+mod history;
 mod paths;
 mod run;
 mod stage;
@@ -16,8 +17,8 @@ use solver::llb::{Definition, VertexId};
 pub use args::{is_proxy_arg, Scope, PROXY_ARGS};
 pub use stage::normalize_reference;
 
-use crate::checks::Finding;
 use crate::error::FrontendError;
+use crate::finding::Finding;
 use crate::instructions::{parse_dockerfile, Stages};
 use crate::parser::Dockerfile;
 

@@ -6,7 +6,7 @@ use solver::llb::{
 };
 
 use super::args::is_proxy_arg;
-use super::dispatch::{history, shell_of};
+use super::history::{history, shell_of};
 use super::paths;
 use super::stage::{Lowerer, StageState, DEFAULT_PATH};
 use crate::error::FrontendError;

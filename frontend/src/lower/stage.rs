@@ -11,8 +11,8 @@ use solver::llb::{
 
 use super::args::{platform_values, Scope};
 use super::{BuildOpts, ImageResolver, NamedContext, StageResult};
-use crate::checks::Finding;
 use crate::error::FrontendError;
+use crate::finding::Finding;
 use crate::instructions::{Command, Instruction, Stage, Stages};
 use crate::parser::{Dockerfile, Node};
 use crate::shell::Lexer;
