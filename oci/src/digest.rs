@@ -37,6 +37,14 @@ impl Digest {
         }
     }
 
+    /// A sha256 digest from a finished hash, for callers that hash as they stream.
+    pub fn from_sha256_bytes(bytes: &[u8; 32]) -> Digest {
+        Digest {
+            algorithm: "sha256".to_string(),
+            hex: hex::encode(bytes),
+        }
+    }
+
     /// The digest of a value's canonical JSON: kiln's own types keep maps as `BTreeMap`s and fields in a fixed
     /// order, so the same value gives the same bytes, hence the same digest, on every run and machine.
     pub fn of_canonical_json<T: Serialize>(value: &T) -> Result<Digest, serde_json::Error> {

@@ -1,0 +1,307 @@
+//! Content checksums of a local context: what a COPY or ADD selects, hashed from file contents, modes, owners and
+//! symlink targets, never from times, so touching a file without changing it keeps the cache and changing one
+//! file changes exactly the checksums that cover it. Files are hashed in parallel; a [`StatCache`] lets an
+//! unchanged rebuild skip re-reading files whose stat did not change.
+
+mod statcache;
+
+use std::fs::Metadata;
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use oci::Digest;
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+
+pub use statcache::{StatCache, StatKey};
+
+use crate::patterns::{clean_path, Pattern, PatternError, PatternMatcher};
+
+/// Why a checksum could not be computed.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Reading the context failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path being read.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A .dockerignore or source pattern is malformed.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// The source names nothing in the context (or only ignored files).
+    #[error("{0:?} not found in the build context (or excluded by .dockerignore)")]
+    NotFound(String),
+    /// The source path leaves the context (`../x`).
+    #[error("{0:?} is outside the build context")]
+    OutsideContext(String),
+}
+
+/// Hashes paths of one context directory.
+pub struct ContextHasher {
+    root: PathBuf,
+    ignore: PatternMatcher,
+    cache: Mutex<StatCache>,
+    files_read: AtomicUsize,
+}
+
+const MAX_SYMLINK_HOPS: usize = 40;
+
+impl ContextHasher {
+    /// A hasher over `root`, skipping what `ignore_patterns` (Docker's .dockerignore syntax) exclude.
+    pub fn new<S: AsRef<str>>(
+        root: &Path,
+        ignore_patterns: &[S],
+        cache: StatCache,
+    ) -> Result<Self, HashError> {
+        Ok(ContextHasher {
+            root: root.to_path_buf(),
+            ignore: PatternMatcher::new(ignore_patterns)?,
+            cache: Mutex::new(cache),
+            files_read: AtomicUsize::new(0),
+        })
+    }
+
+    /// How many files had their content read (the rest came from the stat cache).
+    pub fn files_read(&self) -> usize {
+        self.files_read.load(Ordering::Relaxed)
+    }
+
+    /// The stat cache, with what this hasher learned, to save for the next build.
+    pub fn into_stat_cache(self) -> StatCache {
+        self.cache.into_inner().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The checksum of what `COPY <src>` selects: a path (a symlink named directly is followed, inside the context)
+    /// or a wildcard pattern, whose matches are hashed with their paths.
+    pub fn checksum(&self, src: &str) -> Result<Digest, HashError> {
+        let cleaned = clean_path(src.trim_start_matches('/'));
+        if cleaned == ".." || cleaned.starts_with("../") {
+            return Err(HashError::OutsideContext(src.to_string()));
+        }
+        if !cleaned.contains(['*', '?', '[']) {
+            let rel = if cleaned == "." {
+                String::new()
+            } else {
+                cleaned
+            };
+            let resolved = self.follow(&rel, src)?;
+            return self
+                .entry(&resolved)?
+                .ok_or_else(|| HashError::NotFound(src.to_string()));
+        }
+        let matches = self.expand(&cleaned)?;
+        if matches.is_empty() {
+            return Err(HashError::NotFound(src.to_string()));
+        }
+        let parts: Result<Vec<(String, Option<Digest>)>, HashError> = matches
+            .into_par_iter()
+            .map(|m| Ok((m.clone(), self.entry(&m)?)))
+            .collect();
+        let mut h = Sha256::new();
+        for (path, digest) in parts? {
+            if let Some(d) = digest {
+                h.update(format!("{path}\0{d}\n"));
+            }
+        }
+        Ok(finish(h))
+    }
+
+    fn ignored(&self, rel: &str) -> bool {
+        !rel.is_empty() && !self.ignore.is_empty() && self.ignore.matches_or_parent_matches(rel)
+    }
+
+    fn abs(&self, rel: &str) -> PathBuf {
+        if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        }
+    }
+
+    fn meta(&self, rel: &str) -> Result<Option<Metadata>, HashError> {
+        match std::fs::symlink_metadata(self.abs(rel)) {
+            Ok(m) => Ok(Some(m)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(HashError::Io {
+                path: self.abs(rel),
+                source,
+            }),
+        }
+    }
+
+    /// Follows a symlink named directly as a source, keeping every hop inside the context (an absolute target
+    /// is taken relative to the context root, as BuildKit scopes them).
+    fn follow(&self, rel: &str, src: &str) -> Result<String, HashError> {
+        let mut cur = rel.to_string();
+        for _ in 0..MAX_SYMLINK_HOPS {
+            let Some(m) = self.meta(&cur)? else {
+                return Ok(cur);
+            };
+            if !m.file_type().is_symlink() {
+                return Ok(cur);
+            }
+            let target = std::fs::read_link(self.abs(&cur)).map_err(|source| HashError::Io {
+                path: self.abs(&cur),
+                source,
+            })?;
+            let target = target.to_string_lossy().into_owned();
+            let joined = if target.starts_with('/') {
+                target
+            } else {
+                let parent = cur.rsplit_once('/').map_or("", |(p, _)| p);
+                format!("{parent}/{target}")
+            };
+            let next = clean_path(&format!("/{joined}"));
+            cur = next.trim_start_matches('/').to_string();
+        }
+        Err(HashError::NotFound(format!(
+            "{src} (too many levels of symbolic links)"
+        )))
+    }
+
+    /// Relative paths matching a wildcard pattern, segment by segment (`*`, `?` and classes never cross `/`).
+    fn expand(&self, pattern: &str) -> Result<Vec<String>, HashError> {
+        let mut current = vec![String::new()];
+        for seg in pattern.split('/') {
+            let is_glob = seg.contains(['*', '?', '[']);
+            let matcher = if is_glob {
+                Some(Pattern::new(seg)?)
+            } else {
+                None
+            };
+            let mut next = Vec::new();
+            for base in &current {
+                match &matcher {
+                    None => {
+                        let p = join(base, seg);
+                        if self.meta(&p)?.is_some() {
+                            next.push(p);
+                        }
+                    }
+                    Some(m) => {
+                        let dir = self.abs(base);
+                        let Ok(rd) = std::fs::read_dir(&dir) else {
+                            continue;
+                        };
+                        let mut names: Vec<String> = rd
+                            .filter_map(|e| e.ok())
+                            .map(|e| e.file_name().to_string_lossy().into_owned())
+                            .filter(|n| m.matches(n))
+                            .collect();
+                        names.sort();
+                        next.extend(names.into_iter().map(|n| join(base, &n)));
+                    }
+                }
+            }
+            current = next;
+        }
+        current.retain(|p| !self.ignored(p));
+        Ok(current)
+    }
+
+    /// The checksum of one entry, or `None` when it is absent or ignored.
+    fn entry(&self, rel: &str) -> Result<Option<Digest>, HashError> {
+        if self.ignored(rel) {
+            return Ok(None);
+        }
+        let Some(m) = self.meta(rel)? else {
+            return Ok(None);
+        };
+        let ft = m.file_type();
+        let header = format!("{:o} {} {}", m.mode(), m.uid(), m.gid());
+        let mut h = Sha256::new();
+        if ft.is_dir() {
+            let dir = self.abs(rel);
+            let rd = std::fs::read_dir(&dir).map_err(|source| HashError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            let mut names: Vec<String> = Vec::new();
+            for e in rd {
+                let e = e.map_err(|source| HashError::Io {
+                    path: dir.clone(),
+                    source,
+                })?;
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            let children: Result<Vec<(String, Option<Digest>)>, HashError> = names
+                .into_par_iter()
+                .map(|n| {
+                    let child = join(rel, &n);
+                    Ok((n, self.entry(&child)?))
+                })
+                .collect();
+            h.update(format!("dir {header}\n"));
+            for (name, digest) in children? {
+                if let Some(d) = digest {
+                    h.update(format!("{name}\0{d}\n"));
+                }
+            }
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(self.abs(rel)).map_err(|source| HashError::Io {
+                path: self.abs(rel),
+                source,
+            })?;
+            h.update(format!("symlink {header}\0{}", target.to_string_lossy()));
+        } else if ft.is_file() {
+            let content = self.file_digest(rel, &m)?;
+            h.update(format!("file {header} {}\0{content}", m.size()));
+        } else if ft.is_socket() {
+            // Docker's context transfer drops sockets.
+            return Ok(None);
+        } else {
+            h.update(format!("special {header} {}", m.rdev()));
+        }
+        Ok(Some(finish(h)))
+    }
+
+    fn file_digest(&self, rel: &str, m: &Metadata) -> Result<Digest, HashError> {
+        let key = StatKey::of(m);
+        let path = self.abs(rel);
+        if let Some(d) = self.cache.lock().ok().and_then(|c| c.get(&path, &key)) {
+            return Ok(d);
+        }
+        let io = |source| HashError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::File::open(&path).map_err(io)?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = f.read(&mut buf).map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        self.files_read.fetch_add(1, Ordering::Relaxed);
+        let d = finish(h);
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(path.clone(), key, d.clone());
+        }
+        Ok(d)
+    }
+}
+
+fn join(base: &str, name: &str) -> String {
+    if base.is_empty() {
+        name.to_string()
+    } else {
+        format!("{base}/{name}")
+    }
+}
+
+fn finish(h: Sha256) -> Digest {
+    Digest::from_sha256_bytes(&h.finalize().into())
+}
+
+#[cfg(test)]
+mod tests;

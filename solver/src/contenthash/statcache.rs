@@ -1,0 +1,132 @@
+//! The stat cache: a file's content digest remembered under its stat (device, inode, size, mtime, ctime), so an
+//! unchanged rebuild re-reads only files whose stat changed. The digest never depends on the stat: a miss only
+//! costs a re-read, and a hit gives the same digest a re-read would.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use oci::Digest;
+use serde::{Deserialize, Serialize};
+
+use super::HashError;
+
+/// What must be unchanged for a remembered content digest to be reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatKey {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+}
+
+impl StatKey {
+    /// The key of a file's metadata.
+    pub fn of(m: &std::fs::Metadata) -> StatKey {
+        StatKey {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    path: PathBuf,
+    key: StatKey,
+    digest: Digest,
+}
+
+/// Content digests by path and stat.
+#[derive(Debug, Clone, Default)]
+pub struct StatCache {
+    entries: HashMap<PathBuf, (StatKey, Digest)>,
+}
+
+impl StatCache {
+    /// The remembered digest of `path`, if its stat still matches.
+    pub fn get(&self, path: &Path, key: &StatKey) -> Option<Digest> {
+        match self.entries.get(path) {
+            Some((k, d)) if k == key => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers `digest` for `path` at `key`.
+    pub fn insert(&mut self, path: PathBuf, key: StatKey, digest: Digest) {
+        self.entries.insert(path, (key, digest));
+    }
+
+    /// Number of remembered files.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Loads a cache saved by [`StatCache::save`]; a missing or unreadable file is an empty cache (the cache only
+    /// saves time, it never decides a result).
+    pub fn load(file: &Path) -> StatCache {
+        let Ok(bytes) = std::fs::read(file) else {
+            return StatCache::default();
+        };
+        let records: Vec<Record> = serde_json::from_slice(&bytes).unwrap_or_default();
+        StatCache {
+            entries: records
+                .into_iter()
+                .map(|r| (r.path, (r.key, r.digest)))
+                .collect(),
+        }
+    }
+
+    /// Saves atomically: a temporary file, fsynced, renamed over `file`.
+    pub fn save(&self, file: &Path) -> Result<(), HashError> {
+        let io = |source| HashError::Io {
+            path: file.to_path_buf(),
+            source,
+        };
+        let mut records: Vec<Record> = self
+            .entries
+            .iter()
+            .map(|(p, (k, d))| Record {
+                path: p.clone(),
+                key: *k,
+                digest: d.clone(),
+            })
+            .collect();
+        records.sort_by(|a, b| a.path.cmp(&b.path));
+        let bytes = serde_json::to_vec(&records).map_err(|e| io(std::io::Error::other(e)))?;
+        let dir = file.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile_in(dir).map_err(io)?;
+        tmp.1.write_all(&bytes).map_err(io)?;
+        tmp.1.sync_all().map_err(io)?;
+        std::fs::rename(&tmp.0, file).map_err(io)?;
+        Ok(())
+    }
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    for n in 0..1000u32 {
+        let p = dir.join(format!(".statcache.{}.{n}.tmp", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
+            Ok(f) => return Ok((p, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other(
+        "cannot create a temporary stat cache file",
+    ))
+}
