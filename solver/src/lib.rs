@@ -7,3 +7,4 @@
 pub mod contenthash;
 pub mod llb;
 pub mod patterns;
+pub mod scheduler;
