@@ -5,6 +5,7 @@
 //! [`llb::Definition`], and nothing downstream reads a Dockerfile.
 
 pub mod contenthash;
+pub mod fileop;
 pub mod llb;
 pub mod patterns;
 pub mod scheduler;

@@ -1,0 +1,83 @@
+//! Carrying a file's metadata over to its copy: owner, mode, xattrs and times (set last, so writing contents
+//! does not disturb them).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Timestamps, XattrFlags, CWD};
+
+use super::FileOpError;
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> FileOpError + '_ {
+    move |source| FileOpError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Copies extended attributes (security.capability among them), except overlay's own.
+pub fn copy_xattrs(src: &Path, dst: &Path) -> Result<(), FileOpError> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::llistxattr(src, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(io(src)(e.into())),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
+            continue;
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        let mut value = vec![0u8; 65536];
+        let len = rustix::fs::lgetxattr(src, name.as_str(), &mut value[..])
+            .map_err(|e| io(src)(e.into()))?;
+        match rustix::fs::lsetxattr(dst, name.as_str(), &value[..len], XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
+            Err(e) => return Err(io(dst)(e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Sets owner (without following symlinks).
+pub fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<(), FileOpError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io(path))
+}
+
+/// Sets permission bits (never on symlinks, whose mode is meaningless on Linux).
+pub fn set_mode(path: &Path, mode: u32) -> Result<(), FileOpError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777)).map_err(io(path))
+}
+
+/// Sets access and modification times from `meta` (without following symlinks).
+pub fn set_times_from(path: &Path, meta: &std::fs::Metadata) -> Result<(), FileOpError> {
+    set_times(
+        path,
+        meta.atime(),
+        meta.atime_nsec(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+    )
+}
+
+/// Sets access and modification times (without following symlinks).
+pub fn set_times(
+    path: &Path,
+    atime: i64,
+    atime_ns: i64,
+    mtime: i64,
+    mtime_ns: i64,
+) -> Result<(), FileOpError> {
+    let ts = Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: atime,
+            tv_nsec: atime_ns as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: mtime,
+            tv_nsec: mtime_ns as _,
+        },
+    };
+    rustix::fs::utimensat(CWD, path, &ts, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io(path)(e.into()))
+}

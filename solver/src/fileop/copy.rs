@@ -1,0 +1,368 @@
+//! COPY's semantics on real directories: which source paths a copy selects (a path, or a wildcard matched
+//! segment by segment), where each lands (a directory's contents go into the destination; a file goes into a
+//! destination that is or will be a directory, else becomes it), and how each entry is recreated with its
+//! owner, mode, xattrs, times and hardlinks.
+
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::{attrs, mode::apply_mode, resolve_chown, scoped, FileOpError, Input};
+use crate::llb::{CopyAction, FileMode};
+use crate::patterns::{clean_path, Pattern, PatternMatcher};
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> FileOpError + '_ {
+    move |source| FileOpError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn is_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// The paths under `root` matching a wildcard pattern, as (relative path, resolved path), sorted.
+pub(super) fn expand_wildcard_rel(
+    root: &Path,
+    pattern: &str,
+) -> Result<Vec<(String, PathBuf)>, FileOpError> {
+    let cleaned = clean_path(&format!("/{pattern}"));
+    let mut current: Vec<String> = vec![String::new()];
+    for seg in cleaned.split('/').filter(|s| !s.is_empty()) {
+        let mut next = Vec::new();
+        if is_glob(seg) {
+            let m = Pattern::new(seg)?;
+            for base in &current {
+                let dir = scoped::resolve(root, base, true)?;
+                let Ok(rd) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                let mut names: Vec<String> = rd
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| m.matches(n))
+                    .collect();
+                names.sort();
+                next.extend(names.into_iter().map(|n| join_rel(base, &n)));
+            }
+        } else {
+            for base in &current {
+                let rel = join_rel(base, seg);
+                if std::fs::symlink_metadata(scoped::resolve(root, &rel, false)?).is_ok() {
+                    next.push(rel);
+                }
+            }
+        }
+        current = next;
+    }
+    current
+        .into_iter()
+        .filter(|r| !r.is_empty())
+        .map(|r| Ok((r.clone(), scoped::resolve(root, &r, false)?)))
+        .collect()
+}
+
+/// The resolved paths under `root` matching a wildcard pattern.
+pub(super) fn expand_wildcard(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, FileOpError> {
+    Ok(expand_wildcard_rel(root, pattern)?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
+}
+
+fn join_rel(base: &str, name: &str) -> String {
+    if base.is_empty() {
+        name.to_string()
+    } else {
+        format!("{base}/{name}")
+    }
+}
+
+/// Creates `path` (and its parents when asked) inside `target`; newly created directories get `mode` and, when
+/// given, `owner`. An existing directory is left as it is.
+pub(super) fn mkdir(
+    target: &Path,
+    path: &str,
+    mode: u32,
+    make_parents: bool,
+    owner: Option<(u32, u32)>,
+) -> Result<(), FileOpError> {
+    let dest = scoped::resolve(target, path, true)?;
+    create_dirs(target, &dest, mode, make_parents, owner)
+}
+
+fn create_dirs(
+    target: &Path,
+    dest: &Path,
+    mode: u32,
+    make_parents: bool,
+    owner: Option<(u32, u32)>,
+) -> Result<(), FileOpError> {
+    let mut missing = Vec::new();
+    let mut cur = dest.to_path_buf();
+    while cur.starts_with(target) && std::fs::symlink_metadata(&cur).is_err() {
+        missing.push(cur.clone());
+        if !cur.pop() {
+            break;
+        }
+    }
+    if missing.len() > 1 && !make_parents {
+        return Err(FileOpError::NotFound(
+            dest.parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ));
+    }
+    for dir in missing.iter().rev() {
+        std::fs::create_dir(dir).map_err(io(dir))?;
+        attrs::set_mode(dir, mode)?;
+        if let Some((uid, gid)) = owner {
+            attrs::set_owner(dir, uid, gid)?;
+        }
+    }
+    match std::fs::metadata(dest) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(FileOpError::Conflict {
+            src: String::new(),
+            dest: dest.display().to_string(),
+            reason: "a file is in the way of a directory".to_string(),
+        }),
+        Err(e) => Err(io(dest)(e)),
+    }
+}
+
+struct Copier<'a> {
+    owner: Option<(u32, u32)>,
+    mode: Option<&'a FileMode>,
+    exclude: PatternMatcher,
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+/// Runs one copy action into `target`.
+pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), FileOpError> {
+    let src_root = &input.root;
+    let wildcard = c.allow_wildcard && is_glob(&c.src);
+    let sources: Vec<(String, PathBuf)> = if wildcard {
+        expand_wildcard_rel(src_root, &c.src)?
+    } else {
+        let rel = clean_path(&format!("/{}", c.src))
+            .trim_start_matches('/')
+            .to_string();
+        let abs = scoped::resolve(src_root, &rel, c.follow_symlinks)?;
+        if std::fs::symlink_metadata(&abs).is_err() {
+            return Err(FileOpError::NotFound(c.src.clone()));
+        }
+        vec![(rel, abs)]
+    };
+    if sources.is_empty() {
+        if c.allow_empty_wildcard {
+            return Ok(());
+        }
+        return Err(FileOpError::NotFound(c.src.clone()));
+    }
+    let dest = scoped::resolve(target, &c.dest, true)?;
+    let dest_exists_dir = std::fs::metadata(&dest)
+        .map(|m| m.is_dir())
+        .unwrap_or(false);
+    let dest_is_dir = c.dest.ends_with('/')
+        || c.dest.ends_with("/.")
+        || wildcard
+        || sources.len() > 1
+        || dest_exists_dir;
+    let owner = match &c.chown {
+        Some(ch) => Some(resolve_chown(target, ch)?),
+        None => input.default_owner,
+    };
+    let mut copier = Copier {
+        owner,
+        mode: c.mode.as_ref(),
+        exclude: PatternMatcher::new(&c.exclude_patterns)?,
+        links: HashMap::new(),
+    };
+    let created_owner = c.chown.as_ref().map(|_| owner).unwrap_or(None);
+    for (rel, abs) in &sources {
+        let meta = std::fs::symlink_metadata(abs).map_err(io(abs))?;
+        // With --parents the source's path (after a `/./` pivot, if any) is kept under the destination.
+        let kept = if c.parents {
+            let skip = c.src.split_once("/./").map_or(0, |(before, _)| {
+                clean_path(&format!("/{before}"))
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .count()
+            });
+            Some(rel.split('/').skip(skip).collect::<Vec<_>>().join("/"))
+        } else {
+            None
+        };
+        let name = abs
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !c.exclude_patterns.is_empty() && copier.exclude.matches_or_parent_matches(rel) {
+            continue;
+        }
+        if meta.is_dir() && c.copy_dir_contents {
+            let into = match &kept {
+                Some(k) if !k.is_empty() => dest.join(k),
+                _ => dest.clone(),
+            };
+            let existed = std::fs::symlink_metadata(&into).is_ok();
+            create_dirs(
+                target,
+                &into,
+                0o755,
+                c.create_dest_path || kept.is_some(),
+                created_owner,
+            )?;
+            copier.copy_children(abs, &into, "")?;
+            if !existed {
+                // A directory made to receive a source directory's contents takes that directory's metadata.
+                copier.finish(abs, &into, &meta, true)?;
+            }
+        } else {
+            let file_dest = match &kept {
+                Some(k) => dest.join(k),
+                None if dest_is_dir => dest.join(&name),
+                None => dest.clone(),
+            };
+            if let Some(parent) = file_dest.parent() {
+                if c.create_dest_path || kept.is_some() || dest_is_dir {
+                    create_dirs(target, parent, 0o755, true, created_owner)?;
+                }
+            }
+            copier.copy_entry(abs, &file_dest, &meta, &c.src)?;
+        }
+    }
+    Ok(())
+}
+
+impl Copier<'_> {
+    fn copy_children(
+        &mut self,
+        src_dir: &Path,
+        dst_dir: &Path,
+        rel: &str,
+    ) -> Result<(), FileOpError> {
+        let rd = std::fs::read_dir(src_dir).map_err(io(src_dir))?;
+        let mut names: Vec<std::ffi::OsString> = Vec::new();
+        for e in rd {
+            names.push(e.map_err(io(src_dir))?.file_name());
+        }
+        names.sort();
+        for n in names {
+            let child_rel = join_rel(rel, &n.to_string_lossy());
+            if !self.exclude.is_empty() && self.exclude.matches_or_parent_matches(&child_rel) {
+                continue;
+            }
+            let src = src_dir.join(&n);
+            let dst = dst_dir.join(&n);
+            let meta = std::fs::symlink_metadata(&src).map_err(io(&src))?;
+            if meta.is_dir() {
+                self.copy_dir(&src, &dst, &meta, &child_rel)?;
+            } else {
+                self.copy_entry(&src, &dst, &meta, &child_rel)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_dir(
+        &mut self,
+        src: &Path,
+        dst: &Path,
+        meta: &std::fs::Metadata,
+        rel: &str,
+    ) -> Result<(), FileOpError> {
+        match std::fs::symlink_metadata(dst) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                std::fs::remove_file(dst).map_err(io(dst))?;
+                std::fs::create_dir(dst).map_err(io(dst))?;
+            }
+            Err(_) => std::fs::create_dir(dst).map_err(io(dst))?,
+        }
+        self.copy_children(src, dst, rel)?;
+        self.finish(src, dst, meta, true)
+    }
+
+    fn copy_entry(
+        &mut self,
+        src: &Path,
+        dst: &Path,
+        meta: &std::fs::Metadata,
+        shown: &str,
+    ) -> Result<(), FileOpError> {
+        if meta.is_dir() {
+            return self.copy_dir(src, dst, meta, "");
+        }
+        match std::fs::symlink_metadata(dst) {
+            Ok(m) if m.is_dir() => {
+                return Err(FileOpError::Conflict {
+                    src: shown.to_string(),
+                    dest: dst.display().to_string(),
+                    reason: "cannot replace a directory with a file".to_string(),
+                })
+            }
+            Ok(_) => std::fs::remove_file(dst).map_err(io(dst))?,
+            Err(_) => {}
+        }
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let link = std::fs::read_link(src).map_err(io(src))?;
+            std::os::unix::fs::symlink(&link, dst).map_err(io(dst))?;
+            let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
+            attrs::set_owner(dst, uid, gid)?;
+            return attrs::set_times_from(dst, meta);
+        }
+        if ft.is_socket() {
+            return Ok(());
+        }
+        if ft.is_file() {
+            if meta.nlink() > 1 {
+                if let Some(first) = self.links.get(&(meta.dev(), meta.ino())) {
+                    std::fs::hard_link(first, dst).map_err(io(dst))?;
+                    return Ok(());
+                }
+                self.links
+                    .insert((meta.dev(), meta.ino()), dst.to_path_buf());
+            }
+            std::fs::copy(src, dst).map_err(io(dst))?;
+        } else {
+            let kind = if ft.is_fifo() {
+                rustix::fs::FileType::Fifo
+            } else if ft.is_char_device() {
+                rustix::fs::FileType::CharacterDevice
+            } else {
+                rustix::fs::FileType::BlockDevice
+            };
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                dst,
+                kind,
+                rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777),
+                meta.rdev(),
+            )
+            .map_err(|e| io(dst)(e.into()))?;
+        }
+        self.finish(src, dst, meta, false)
+    }
+
+    fn finish(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: &std::fs::Metadata,
+        is_dir: bool,
+    ) -> Result<(), FileOpError> {
+        attrs::copy_xattrs(src, dst)?;
+        let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
+        attrs::set_owner(dst, uid, gid)?;
+        let mode = match self.mode {
+            Some(m) => apply_mode(m, meta.mode(), is_dir),
+            None => meta.mode() & 0o7777,
+        };
+        attrs::set_mode(dst, mode)?;
+        attrs::set_times_from(dst, meta)
+    }
+}

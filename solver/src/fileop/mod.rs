@@ -1,0 +1,150 @@
+//! File operations without a sandbox: COPY/ADD copies, heredoc files, WORKDIR's mkdir and removals, applied to a
+//! directory that holds the base filesystem, with BuildKit's semantics (wildcards, a directory's contents versus
+//! the directory, trailing slashes, --chown/--chmod, --parents, --exclude) and every path confined to its root.
+
+mod attrs;
+mod copy;
+mod mode;
+pub mod scoped;
+mod users;
+
+use std::path::{Path, PathBuf};
+
+pub use mode::apply_mode;
+pub use users::resolve_chown;
+
+use crate::llb::FileAction;
+use crate::patterns::PatternError;
+
+/// Why a file operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FileOpError {
+    /// An I/O failure, with the path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A source path names nothing.
+    #[error("{0:?}: not found")]
+    NotFound(String),
+    /// A symlink chain never ends.
+    #[error("{0:?}: too many levels of symbolic links")]
+    SymlinkLoop(String),
+    /// `--chown` names a user the rootfs does not know.
+    #[error("unable to find user {0}: no matching entries in passwd file")]
+    UnknownUser(String),
+    /// `--chown` names a group the rootfs does not know.
+    #[error("unable to find group {0}: no matching entries in group file")]
+    UnknownGroup(String),
+    /// A copy would put a file where a directory is, or the reverse.
+    #[error("cannot copy {src:?} to {dest:?}: {reason}")]
+    Conflict {
+        /// Source path.
+        src: String,
+        /// Destination path.
+        dest: String,
+        /// What collides.
+        reason: String,
+    },
+    /// An action refers to an input the op does not have.
+    #[error("file action refers to input {0}, which the op does not have")]
+    NoSuchInput(usize),
+    /// A malformed wildcard or exclude pattern.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+}
+
+/// One input filesystem a copy can read from.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Its root directory.
+    pub root: PathBuf,
+    /// Owner given to copied files when no `--chown` is set: `Some((0, 0))` for the build context (Docker's rule),
+    /// `None` to keep the source's owners (copies from stages and images).
+    pub default_owner: Option<(u32, u32)>,
+}
+
+/// Applies `actions` in order to `target` (a directory holding the base filesystem, written in place).
+pub fn apply(target: &Path, actions: &[FileAction], inputs: &[Input]) -> Result<(), FileOpError> {
+    for action in actions {
+        match action {
+            FileAction::Copy(c) => {
+                let input = inputs
+                    .get(c.source)
+                    .ok_or(FileOpError::NoSuchInput(c.source))?;
+                copy::copy(target, c, input)?;
+            }
+            FileAction::Mkfile {
+                path,
+                mode,
+                data,
+                chown,
+            } => {
+                let dest = scoped::resolve(target, path, false)?;
+                if let Some(parent) = dest.parent() {
+                    std::fs::create_dir_all(parent).map_err(|source| FileOpError::Io {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+                }
+                std::fs::write(&dest, data).map_err(|source| FileOpError::Io {
+                    path: dest.clone(),
+                    source,
+                })?;
+                attrs::set_mode(&dest, *mode)?;
+                if let Some(c) = chown {
+                    let (uid, gid) = resolve_chown(target, c)?;
+                    attrs::set_owner(&dest, uid, gid)?;
+                }
+            }
+            FileAction::Mkdir {
+                path,
+                mode,
+                make_parents,
+                chown,
+            } => {
+                let owner = match chown {
+                    Some(c) => Some(resolve_chown(target, c)?),
+                    None => None,
+                };
+                copy::mkdir(target, path, *mode, *make_parents, owner)?;
+            }
+            FileAction::Rm {
+                path,
+                allow_not_found,
+                allow_wildcard,
+            } => {
+                let victims = if *allow_wildcard && path.contains(['*', '?', '[']) {
+                    copy::expand_wildcard(target, path)?
+                } else {
+                    vec![scoped::resolve(target, path, false)?]
+                };
+                if victims.is_empty() && !allow_not_found {
+                    return Err(FileOpError::NotFound(path.clone()));
+                }
+                for v in victims {
+                    let result = match std::fs::symlink_metadata(&v) {
+                        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&v),
+                        Ok(_) => std::fs::remove_file(&v),
+                        Err(e) => Err(e),
+                    };
+                    match result {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound && *allow_not_found => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            return Err(FileOpError::NotFound(path.clone()))
+                        }
+                        Err(source) => return Err(FileOpError::Io { path: v, source }),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

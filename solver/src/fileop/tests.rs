@@ -1,0 +1,264 @@
+//! File ops on real directories: BuildKit's COPY rules, ownership, modes, confinement.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+use super::*;
+use crate::llb::{Chown, CopyAction, FileMode, UserRef};
+
+fn copy_action(src: &str, dest: &str) -> CopyAction {
+    CopyAction {
+        source: 0,
+        src: src.to_string(),
+        dest: dest.to_string(),
+        chown: None,
+        mode: None,
+        follow_symlinks: true,
+        copy_dir_contents: true,
+        unpack_archive: false,
+        create_dest_path: true,
+        allow_wildcard: true,
+        allow_empty_wildcard: true,
+        include_patterns: vec![],
+        exclude_patterns: vec![],
+        parents: false,
+    }
+}
+
+struct Fixture {
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+    ctx: PathBuf,
+    root: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let ctx = a.path().to_path_buf();
+    std::fs::create_dir_all(ctx.join("dir/sub")).unwrap();
+    std::fs::write(ctx.join("dir/one.txt"), "1").unwrap();
+    std::fs::write(ctx.join("dir/sub/two.txt"), "2").unwrap();
+    std::fs::write(ctx.join("a.txt"), "a").unwrap();
+    std::fs::write(ctx.join("b.txt"), "b").unwrap();
+    std::fs::write(ctx.join("notes.md"), "n").unwrap();
+    let root = b.path().to_path_buf();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/group"), "root:x:0:\napp:x:1000:\n").unwrap();
+    Fixture {
+        _dirs: (a, b),
+        ctx,
+        root,
+    }
+}
+
+fn run(f: &Fixture, c: CopyAction) -> Result<(), FileOpError> {
+    let input = Input {
+        root: f.ctx.clone(),
+        default_owner: Some((0, 0)),
+    };
+    apply(&f.root, &[FileAction::Copy(c)], &[input])
+}
+
+fn read(p: PathBuf) -> String {
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn file_to_path_and_into_directory() {
+    let f = fixture();
+    run(&f, copy_action("a.txt", "/x")).unwrap();
+    assert_eq!(
+        read(f.root.join("x")),
+        "a",
+        "no trailing slash, missing dest: the file becomes it"
+    );
+    run(&f, copy_action("a.txt", "/y/")).unwrap();
+    assert_eq!(read(f.root.join("y/a.txt")), "a");
+    run(&f, copy_action("b.txt", "/y")).unwrap();
+    assert_eq!(
+        read(f.root.join("y/b.txt")),
+        "b",
+        "an existing directory receives the file"
+    );
+}
+
+#[test]
+fn a_directory_copies_its_contents() {
+    let f = fixture();
+    run(&f, copy_action("dir", "/app")).unwrap();
+    assert_eq!(read(f.root.join("app/one.txt")), "1");
+    assert_eq!(read(f.root.join("app/sub/two.txt")), "2");
+    assert!(!f.root.join("app/dir").exists());
+    run(&f, copy_action(".", "/all/")).unwrap();
+    assert_eq!(read(f.root.join("all/dir/sub/two.txt")), "2");
+}
+
+#[test]
+fn wildcards_parents_and_excludes() {
+    let f = fixture();
+    run(&f, copy_action("*.txt", "/w/")).unwrap();
+    assert!(f.root.join("w/a.txt").exists() && f.root.join("w/b.txt").exists());
+    assert!(!f.root.join("w/notes.md").exists());
+    run(&f, copy_action("*.none", "/empty/")).unwrap();
+    let mut p = copy_action("dir/sub/two.txt", "/p/");
+    p.parents = true;
+    run(&f, p).unwrap();
+    assert_eq!(read(f.root.join("p/dir/sub/two.txt")), "2");
+    let mut pivot = copy_action("dir/./sub/two.txt", "/q/");
+    pivot.parents = true;
+    run(&f, pivot).unwrap();
+    assert_eq!(read(f.root.join("q/sub/two.txt")), "2");
+    let mut ex = copy_action(".", "/e/");
+    ex.exclude_patterns = vec!["*.md".to_string(), "dir/sub".to_string()];
+    run(&f, ex).unwrap();
+    assert!(f.root.join("e/a.txt").exists());
+    assert!(!f.root.join("e/notes.md").exists());
+    assert!(f.root.join("e/dir/one.txt").exists() && !f.root.join("e/dir/sub").exists());
+}
+
+#[test]
+fn owners_and_modes() {
+    let f = fixture();
+    let mut c = copy_action("a.txt", "/owned/");
+    c.chown = Some(Chown {
+        user: UserRef::Name("app".into()),
+        group: None,
+    });
+    c.mode = Some(FileMode::Octal(0o640));
+    run(&f, c).unwrap();
+    let m = std::fs::metadata(f.root.join("owned/a.txt")).unwrap();
+    assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1000, 0o640));
+    let m = std::fs::metadata(f.root.join("owned")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (1000, 1000),
+        "directories created for --chown get the owner too"
+    );
+    std::fs::set_permissions(f.ctx.join("b.txt"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut s = copy_action("b.txt", "/sym/");
+    s.mode = Some(FileMode::Symbolic("go+r".into()));
+    run(&f, s).unwrap();
+    assert_eq!(
+        std::fs::metadata(f.root.join("sym/b.txt")).unwrap().mode() & 0o777,
+        0o644
+    );
+    let mut bad = copy_action("a.txt", "/x");
+    bad.chown = Some(Chown {
+        user: UserRef::Name("ghost".into()),
+        group: None,
+    });
+    assert!(matches!(run(&f, bad), Err(FileOpError::UnknownUser(_))));
+}
+
+#[test]
+fn destinations_stay_inside_the_root() {
+    let f = fixture();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), f.root.join("escape")).unwrap();
+    run(&f, copy_action("a.txt", "/escape/")).unwrap();
+    assert!(
+        std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "nothing written outside the root"
+    );
+    let landed = f
+        .root
+        .join(outside.path().strip_prefix("/").unwrap())
+        .join("a.txt");
+    assert_eq!(
+        read(landed),
+        "a",
+        "an absolute symlink is resolved inside the root"
+    );
+    std::os::unix::fs::symlink("/etc/hostname", f.ctx.join("hostlink")).unwrap();
+    assert!(
+        matches!(
+            run(&f, copy_action("hostlink", "/h")),
+            Err(FileOpError::NotFound(_))
+        ),
+        "source symlinks stay in the context"
+    );
+    assert!(matches!(
+        run(&f, copy_action("missing", "/m")),
+        Err(FileOpError::NotFound(_))
+    ));
+}
+
+#[test]
+fn symlinks_hardlinks_and_times_are_kept() {
+    let f = fixture();
+    std::fs::hard_link(f.ctx.join("dir/one.txt"), f.ctx.join("dir/one-again.txt")).unwrap();
+    std::os::unix::fs::symlink("one.txt", f.ctx.join("dir/link")).unwrap();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(f.ctx.join("dir/one.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    run(&f, copy_action("dir", "/d")).unwrap();
+    let a = std::fs::metadata(f.root.join("d/one.txt")).unwrap();
+    let b = std::fs::metadata(f.root.join("d/one-again.txt")).unwrap();
+    assert_eq!(a.ino(), b.ino(), "hardlinks stay hardlinks");
+    assert_eq!(
+        std::fs::read_link(f.root.join("d/link")).unwrap(),
+        PathBuf::from("one.txt")
+    );
+    assert_eq!(a.mtime(), 1_000_000);
+}
+
+#[test]
+fn mkfile_mkdir_and_rm() {
+    let f = fixture();
+    let actions = vec![
+        FileAction::Mkdir {
+            path: "/work/deep".into(),
+            mode: 0o750,
+            make_parents: true,
+            chown: Some(Chown {
+                user: UserRef::Id(1000),
+                group: None,
+            }),
+        },
+        FileAction::Mkfile {
+            path: "/work/deep/f".into(),
+            mode: 0o600,
+            data: "hi".into(),
+            chown: None,
+        },
+        FileAction::Rm {
+            path: "/etc/group".into(),
+            allow_not_found: false,
+            allow_wildcard: false,
+        },
+        FileAction::Rm {
+            path: "/nope*".into(),
+            allow_not_found: true,
+            allow_wildcard: true,
+        },
+    ];
+    apply(&f.root, &actions, &[]).unwrap();
+    let m = std::fs::metadata(f.root.join("work/deep")).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (1000, 0o750));
+    assert_eq!(read(f.root.join("work/deep/f")), "hi");
+    assert!(!f.root.join("etc/group").exists());
+    let strict = FileAction::Rm {
+        path: "/gone".into(),
+        allow_not_found: false,
+        allow_wildcard: false,
+    };
+    assert!(matches!(
+        apply(&f.root, &[strict], &[]),
+        Err(FileOpError::NotFound(_))
+    ));
+    let no_parents = FileAction::Mkdir {
+        path: "/a/b/c".into(),
+        mode: 0o755,
+        make_parents: false,
+        chown: None,
+    };
+    assert!(apply(&f.root, &[no_parents], &[]).is_err());
+}
