@@ -4,6 +4,7 @@
 //! The graph is the contract between the frontend and everything after it: the frontend only ever produces an
 //! [`llb::Definition`], and nothing downstream reads a Dockerfile.
 
+pub mod cache;
 pub mod contenthash;
 pub mod fileop;
 pub mod llb;

@@ -1,0 +1,292 @@
+//! The persistent cache index under kiln's root: one JSON record per cache key, written atomically (temporary
+//! file, fsync, rename, fsync of the directory), plus a pointer per step slot to the slot's latest record, which
+//! is what a miss is explained against. Records are independent files, so concurrent builds on one root never
+//! see a half-written record and need no lock to read.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use oci::Digest;
+use serde::{Deserialize, Serialize};
+
+use super::key::KeyParts;
+
+/// Why the index could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// I/O on a path of the index.
+    #[error("cache index {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A record that does not parse (a foreign or damaged file); it is treated as absent by readers.
+    #[error("cache index {path}: damaged record: {reason}")]
+    Damaged {
+        /// The record file.
+        path: PathBuf,
+        /// The parse error.
+        reason: String,
+    },
+}
+
+/// What the cache remembers about one finished step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheRecord {
+    /// The cache key (`parts.key()`).
+    pub key: Digest,
+    /// What the key was made of.
+    pub parts: KeyParts,
+    /// The snapshot holding the step's result; it must exist before the record is written.
+    pub snapshot: String,
+    /// The step slot (`stage#step`) this record is the latest of, for explanations.
+    pub slot: Option<String>,
+    /// What the step was, for `kiln du` and explanations.
+    pub description: String,
+    /// Seconds since the epoch when recorded.
+    pub created: u64,
+}
+
+/// The index directory.
+#[derive(Debug, Clone)]
+pub struct CacheIndex {
+    dir: PathBuf,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
+    move |source| IndexError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` so that readers see the old file or the whole new one, never a part, and the new
+/// one survives a crash once this returns.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut n = 0u32;
+    let (tmp, mut file) = loop {
+        let tmp = dir.join(format!(".tmp.{}.{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 10_000 => n += 1,
+            Err(e) => return Err(io(&tmp)(e)),
+        }
+    };
+    let result = (|| {
+        file.write_all(bytes).map_err(io(&tmp))?;
+        file.sync_all().map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn slot_file(slot: &str) -> String {
+    format!("{}.json", Digest::sha256_of(slot.as_bytes()).hex())
+}
+
+impl CacheIndex {
+    /// Opens (creating) the index in `dir`.
+    pub fn open(dir: &Path) -> Result<CacheIndex, IndexError> {
+        for sub in ["records", "slots"] {
+            let p = dir.join(sub);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        Ok(CacheIndex {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn record_path(&self, key: &Digest) -> PathBuf {
+        self.dir.join("records").join(format!("{}.json", key.hex()))
+    }
+
+    fn read(&self, path: &Path) -> Result<Option<CacheRecord>, IndexError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(path)(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| IndexError::Damaged {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// The record for `key`, if the step was cached.
+    pub fn get(&self, key: &Digest) -> Result<Option<CacheRecord>, IndexError> {
+        self.read(&self.record_path(key))
+    }
+
+    /// Records a finished step and makes it its slot's latest. Call only once the snapshot exists.
+    pub fn put(&self, record: &CacheRecord) -> Result<(), IndexError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| IndexError::Damaged {
+            path: self.record_path(&record.key),
+            reason: e.to_string(),
+        })?;
+        write_atomic(&self.record_path(&record.key), &bytes)?;
+        if let Some(slot) = &record.slot {
+            write_atomic(
+                &self.dir.join("slots").join(slot_file(slot)),
+                record.key.to_string().as_bytes(),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The latest record of a step slot (what a miss is explained against).
+    pub fn last_for_slot(&self, slot: &str) -> Result<Option<CacheRecord>, IndexError> {
+        let p = self.dir.join("slots").join(slot_file(slot));
+        let text = match std::fs::read_to_string(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io(&p)(e)),
+        };
+        match text.trim().parse::<Digest>() {
+            Ok(key) => self.get(&key),
+            Err(e) => Err(IndexError::Damaged {
+                path: p,
+                reason: e.to_string(),
+            }),
+        }
+    }
+
+    /// Forgets a record (GC); its slot pointer, if any, then dangles and reads as absent.
+    pub fn remove(&self, key: &Digest) -> Result<(), IndexError> {
+        let p = self.record_path(key);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    /// Every readable record (damaged ones are skipped; `kiln doctor` reports them).
+    pub fn list(&self) -> Result<Vec<CacheRecord>, IndexError> {
+        let dir = self.dir.join("records");
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = e.map_err(io(&dir))?.path();
+            if path.extension().is_some_and(|x| x == "json") {
+                if let Ok(Some(r)) = self.read(&path) {
+                    out.push(r);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::llb::{FileAction, FileOp, Op};
+
+    fn record(path: &str, slot: &str) -> CacheRecord {
+        let parts = KeyParts {
+            op: Op::File(FileOp {
+                base: None,
+                actions: vec![FileAction::Mkdir {
+                    path: path.into(),
+                    mode: 0o755,
+                    make_parents: true,
+                    chown: None,
+                }],
+            }),
+            inputs: vec![],
+            content: BTreeMap::new(),
+            resolved: None,
+        };
+        CacheRecord {
+            key: parts.key(),
+            parts,
+            snapshot: format!("snap-{path}"),
+            slot: Some(slot.to_string()),
+            description: format!("WORKDIR {path}"),
+            created: 1,
+        }
+    }
+
+    #[test]
+    fn put_get_slot_and_remove() {
+        let d = tempfile::tempdir().unwrap();
+        let idx = CacheIndex::open(d.path()).unwrap();
+        let a = record("/a", "stage#2");
+        assert_eq!(idx.get(&a.key).unwrap(), None);
+        idx.put(&a).unwrap();
+        assert_eq!(idx.get(&a.key).unwrap(), Some(a.clone()));
+        let b = record("/b", "stage#2");
+        idx.put(&b).unwrap();
+        assert_eq!(idx.last_for_slot("stage#2").unwrap(), Some(b.clone()));
+        assert_eq!(idx.list().unwrap().len(), 2);
+        idx.remove(&b.key).unwrap();
+        assert_eq!(idx.last_for_slot("stage#2").unwrap(), None);
+        let reopened = CacheIndex::open(d.path()).unwrap();
+        assert_eq!(reopened.get(&a.key).unwrap(), Some(a));
+        let leftovers: Vec<_> = std::fs::read_dir(d.path().join("records"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary files remain");
+    }
+
+    #[test]
+    fn concurrent_writers_never_leave_a_partial_record() {
+        let d = tempfile::tempdir().unwrap();
+        let idx = CacheIndex::open(d.path()).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let idx = idx.clone();
+                s.spawn(move || {
+                    for i in 0..50 {
+                        idx.put(&record(&format!("/{}", i % 10), &format!("slot{t}")))
+                            .unwrap();
+                    }
+                });
+            }
+            let reader = idx.clone();
+            s.spawn(move || {
+                for _ in 0..200 {
+                    for r in reader.list().unwrap() {
+                        assert_eq!(r.parts.key(), r.key);
+                    }
+                }
+            });
+        });
+        assert_eq!(idx.list().unwrap().len(), 10);
+    }
+
+    #[test]
+    fn damaged_records_are_errors_not_panics() {
+        let d = tempfile::tempdir().unwrap();
+        let idx = CacheIndex::open(d.path()).unwrap();
+        let a = record("/a", "s");
+        std::fs::write(
+            d.path()
+                .join("records")
+                .join(format!("{}.json", a.key.hex())),
+            b"{not json",
+        )
+        .unwrap();
+        assert!(matches!(idx.get(&a.key), Err(IndexError::Damaged { .. })));
+        assert!(idx.list().unwrap().is_empty());
+    }
+}

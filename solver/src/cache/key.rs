@@ -1,0 +1,81 @@
+//! Cache keys: a vertex's key is the sha256 of its op (inputs removed), its inputs' keys, the content checksums
+//! of exactly the paths its file actions select from local sources, and, for an image source, the manifest
+//! digest the tag resolved to. Never a time: the same work has the same key on every run and machine.
+
+use std::collections::BTreeMap;
+
+use oci::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::llb::Op;
+
+/// Everything a key is made of, kept beside the record so that a later miss can say which part changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyParts {
+    /// The op itself, without its inputs (their identity comes through `inputs`).
+    pub op: Op,
+    /// The cache keys of the inputs, in order.
+    pub inputs: Vec<Digest>,
+    /// Content checksums of what the op selects from local sources: `"<input index>:<path>"` → checksum.
+    pub content: BTreeMap<String, Digest>,
+    /// For an image source: the manifest digest its reference resolved to.
+    pub resolved: Option<Digest>,
+}
+
+#[derive(Serialize)]
+struct Canonical<'a> {
+    op: &'a Op,
+    inputs: &'a [Digest],
+    content: &'a BTreeMap<String, Digest>,
+    resolved: &'a Option<Digest>,
+}
+
+impl KeyParts {
+    /// The cache key.
+    pub fn key(&self) -> Digest {
+        let c = Canonical {
+            op: &self.op,
+            inputs: &self.inputs,
+            content: &self.content,
+            resolved: &self.resolved,
+        };
+        // Plain data with string keys always serializes.
+        Digest::of_canonical_json(&c).unwrap_or_else(|_| Digest::sha256_of(b""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llb::{FileAction, FileOp};
+
+    fn parts(path: &str, content: &str) -> KeyParts {
+        KeyParts {
+            op: Op::File(FileOp {
+                base: Some(0),
+                actions: vec![FileAction::Mkdir {
+                    path: path.into(),
+                    mode: 0o755,
+                    make_parents: true,
+                    chown: None,
+                }],
+            }),
+            inputs: vec![Digest::sha256_of(b"base")],
+            content: BTreeMap::from([("1:/a".to_string(), Digest::sha256_of(content.as_bytes()))]),
+            resolved: None,
+        }
+    }
+
+    #[test]
+    fn every_part_counts() {
+        assert_eq!(parts("/x", "a").key(), parts("/x", "a").key());
+        assert_ne!(parts("/x", "a").key(), parts("/y", "a").key());
+        assert_ne!(parts("/x", "a").key(), parts("/x", "b").key());
+        let mut p = parts("/x", "a");
+        p.inputs = vec![Digest::sha256_of(b"other base")];
+        assert_ne!(p.key(), parts("/x", "a").key());
+        let mut r = parts("/x", "a");
+        r.resolved = Some(Digest::sha256_of(b"m"));
+        assert_ne!(r.key(), parts("/x", "a").key());
+    }
+}

@@ -1,0 +1,10 @@
+//! The content-addressed cache: how keys are made ([`key`]), where records live ([`index`]), and how a miss is
+//! explained ([`explain`]), which no other builder does.
+
+pub mod explain;
+pub mod index;
+pub mod key;
+
+pub use explain::{explain, MissReason};
+pub use index::{CacheIndex, CacheRecord, IndexError};
+pub use key::KeyParts;
