@@ -10,3 +10,4 @@ pub mod fileop;
 pub mod llb;
 pub mod patterns;
 pub mod scheduler;
+pub mod snapshot;

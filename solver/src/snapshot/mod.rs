@@ -1,0 +1,248 @@
+//! Snapshots: each step's result is a layer directory (an overlay upper dir) on top of its parent's chain. A
+//! snapshot's `diff` directory *is* its layer diff, so export walks it and never compares two trees. Work in
+//! progress lives under `tmp-<id>` and becomes visible only by an atomic rename once it is synced.
+
+mod overlay;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+pub use overlay::{Mounted, MAX_LOWER_DATA};
+
+/// Why a snapshot operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// I/O on a snapshot path.
+    #[error("snapshot {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The snapshot does not exist (removed by GC, or never committed).
+    #[error("snapshot {0} does not exist")]
+    Missing(String),
+    /// Mounting the overlay failed.
+    #[error("mounting overlay at {target}: {source} (options: {options})")]
+    Mount {
+        /// Mount point.
+        target: PathBuf,
+        /// Overlay options.
+        options: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The chain is too deep for one overlay mount and must be flattened first.
+    #[error("snapshot chain of {0} layers is too deep for one overlay mount")]
+    ChainTooDeep(usize),
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
+    move |source| SnapshotError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Meta {
+    parent: Option<String>,
+}
+
+/// A snapshot being written: its upper (`diff`) and overlay work directories, and its parent.
+#[derive(Debug)]
+pub struct Active {
+    id: String,
+    dir: PathBuf,
+    parent: Option<String>,
+    committed: bool,
+}
+
+impl Active {
+    /// The upper directory: everything written to a mount of this snapshot lands here.
+    pub fn diff_dir(&self) -> PathBuf {
+        self.dir.join("diff")
+    }
+
+    /// The parent snapshot.
+    pub fn parent(&self) -> Option<&str> {
+        self.parent.as_deref()
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// The snapshot store under `<root>/snapshots`.
+#[derive(Debug, Clone)]
+pub struct Snapshotter {
+    dir: PathBuf,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn new_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let seed = format!("{nanos}-{}-{n}", std::process::id());
+    oci::Digest::sha256_of(seed.as_bytes()).hex()[..24].to_string()
+}
+
+impl Snapshotter {
+    /// Opens (creating) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Snapshotter, SnapshotError> {
+        std::fs::create_dir_all(dir.join("empty")).map_err(io(dir))?;
+        Ok(Snapshotter {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    /// Whether a committed snapshot exists.
+    pub fn exists(&self, id: &str) -> bool {
+        self.path(id).join("meta.json").is_file()
+    }
+
+    /// Starts a snapshot on top of `parent` (or of nothing).
+    pub fn prepare(&self, parent: Option<&str>) -> Result<Active, SnapshotError> {
+        if let Some(p) = parent {
+            if !self.exists(p) {
+                return Err(SnapshotError::Missing(p.to_string()));
+            }
+        }
+        let id = new_id();
+        let dir = self.dir.join(format!("tmp-{id}"));
+        for sub in ["diff", "work"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir))?;
+        }
+        Ok(Active {
+            id,
+            dir,
+            parent: parent.map(str::to_string),
+            committed: false,
+        })
+    }
+
+    /// Makes an active snapshot durable and visible: syncs its files, writes its metadata, renames it into place.
+    pub fn commit(&self, mut active: Active) -> Result<String, SnapshotError> {
+        let meta = Meta {
+            parent: active.parent.clone(),
+        };
+        let _ = std::fs::remove_dir_all(active.dir.join("work"));
+        sync_tree(&active.dir.join("diff"))?;
+        let meta_path = active.dir.join("meta.json");
+        let bytes =
+            serde_json::to_vec(&meta).map_err(|e| io(&meta_path)(std::io::Error::other(e)))?;
+        std::fs::write(&meta_path, bytes).map_err(io(&meta_path))?;
+        std::fs::File::open(&meta_path)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&meta_path))?;
+        let final_dir = self.path(&active.id);
+        std::fs::rename(&active.dir, &final_dir).map_err(io(&final_dir))?;
+        std::fs::File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir))?;
+        active.committed = true;
+        Ok(active.id.clone())
+    }
+
+    /// The diff directories of `id` and its ancestors, top first.
+    pub fn chain(&self, id: &str) -> Result<Vec<PathBuf>, SnapshotError> {
+        let mut out = Vec::new();
+        let mut cur = Some(id.to_string());
+        while let Some(c) = cur {
+            let meta_path = self.path(&c).join("meta.json");
+            let bytes = std::fs::read(&meta_path).map_err(|_| SnapshotError::Missing(c.clone()))?;
+            let meta: Meta = serde_json::from_slice(&bytes)
+                .map_err(|e| io(&meta_path)(std::io::Error::other(e)))?;
+            out.push(self.path(&c).join("diff"));
+            cur = meta.parent;
+            if out.len() > 10_000 {
+                return Err(SnapshotError::ChainTooDeep(out.len()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mounts an overlay of `active` over its parent chain at `target` (read-write; writes land in its diff).
+    pub fn mount(&self, active: &Active, target: &Path) -> Result<Mounted, SnapshotError> {
+        let lowers = match &active.parent {
+            Some(p) => self.chain(p)?,
+            None => vec![self.dir.join("empty")],
+        };
+        overlay::mount(
+            &lowers,
+            &active.dir.join("diff"),
+            &active.dir.join("work"),
+            target,
+        )
+    }
+
+    /// Mounts a committed snapshot read-only at `target` (for copies out of it).
+    pub fn mount_readonly(&self, id: &str, target: &Path) -> Result<Mounted, SnapshotError> {
+        let mut lowers = self.chain(id)?;
+        if lowers.len() == 1 {
+            lowers.push(self.dir.join("empty"));
+        }
+        overlay::mount_lower_only(&lowers, target)
+    }
+
+    /// Removes a committed snapshot (GC; the caller makes sure no child or record still needs it).
+    pub fn remove(&self, id: &str) -> Result<(), SnapshotError> {
+        let p = self.path(id);
+        match std::fs::remove_dir_all(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    /// Leftovers of interrupted work (`tmp-*` directories), for clean-up and `kiln doctor`.
+    pub fn stray(&self) -> Result<Vec<PathBuf>, SnapshotError> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let e = e.map_err(io(&self.dir))?;
+            if e.file_name().to_string_lossy().starts_with("tmp-") {
+                out.push(e.path());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// fsyncs every file and directory of a tree (what a crash must not lose once a snapshot is committed).
+fn sync_tree(dir: &Path) -> Result<(), SnapshotError> {
+    let rd = std::fs::read_dir(dir).map_err(io(dir))?;
+    for e in rd {
+        let e = e.map_err(io(dir))?;
+        let ft = e.file_type().map_err(io(dir))?;
+        let p = e.path();
+        if ft.is_dir() {
+            sync_tree(&p)?;
+        } else if ft.is_file() {
+            std::fs::File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&p))?;
+        }
+    }
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io(dir))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,79 @@
+//! Snapshots on a real overlayfs (needs root, as kiln's builds do).
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use super::*;
+
+fn is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
+}
+
+#[test]
+fn layers_hold_exactly_their_changes() {
+    assert!(
+        is_root(),
+        "snapshot tests need root (kiln mounts overlayfs)"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(&d.path().join("snapshots")).unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+
+    let base = s.prepare(None).unwrap();
+    let m = s.mount(&base, &mnt).unwrap();
+    std::fs::create_dir(mnt.join("etc")).unwrap();
+    std::fs::write(mnt.join("etc/keep"), "k").unwrap();
+    std::fs::write(mnt.join("etc/gone"), "g").unwrap();
+    m.unmount().unwrap();
+    let base_id = s.commit(base).unwrap();
+
+    let top = s.prepare(Some(&base_id)).unwrap();
+    let m = s.mount(&top, &mnt).unwrap();
+    assert_eq!(std::fs::read_to_string(mnt.join("etc/keep")).unwrap(), "k");
+    std::fs::remove_file(mnt.join("etc/gone")).unwrap();
+    std::fs::write(mnt.join("new"), "n").unwrap();
+    drop(m);
+    let diff = top.diff_dir();
+    let whiteout = std::fs::symlink_metadata(diff.join("etc/gone")).unwrap();
+    assert!(
+        whiteout.file_type().is_char_device() && whiteout.rdev() == 0,
+        "a deletion is an overlay whiteout"
+    );
+    assert!(
+        !diff.join("etc/keep").exists(),
+        "unchanged files stay in the parent layer"
+    );
+    assert!(diff.join("new").exists());
+    let top_id = s.commit(top).unwrap();
+    assert_eq!(s.chain(&top_id).unwrap().len(), 2);
+
+    let m = s.mount_readonly(&top_id, &mnt).unwrap();
+    assert!(!mnt.join("etc/gone").exists());
+    assert!(
+        std::fs::write(mnt.join("x"), "x").is_err(),
+        "read-only view"
+    );
+    drop(m);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(mnt.to_str().unwrap()),
+        "nothing left mounted"
+    );
+    assert!(s.stray().unwrap().is_empty());
+}
+
+#[test]
+fn an_abandoned_snapshot_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(d.path()).unwrap();
+    let a = s.prepare(None).unwrap();
+    std::fs::write(a.diff_dir().join("f"), "x").unwrap();
+    drop(a);
+    assert!(s.stray().unwrap().is_empty());
+    assert!(matches!(
+        s.prepare(Some("nope")),
+        Err(SnapshotError::Missing(_))
+    ));
+}
