@@ -133,6 +133,10 @@ fn create_dirs(
 }
 
 struct Copier<'a> {
+    /// The input's .dockerignore, matched against paths relative to the input root.
+    ignore: PatternMatcher,
+    /// The current source's path relative to the input root.
+    source_rel: String,
     owner: Option<(u32, u32)>,
     mode: Option<&'a FileMode>,
     exclude: PatternMatcher,
@@ -174,7 +178,17 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         Some(ch) => Some(resolve_chown(target, ch)?),
         None => input.default_owner,
     };
+    let ignore = PatternMatcher::new(&input.ignore)?;
+    let sources: Vec<(String, PathBuf)> = sources
+        .into_iter()
+        .filter(|(rel, _)| ignore.is_empty() || !ignore.matches_or_parent_matches(rel))
+        .collect();
+    if sources.is_empty() && !wildcard {
+        return Err(FileOpError::NotFound(c.src.clone()));
+    }
     let mut copier = Copier {
+        ignore,
+        source_rel: String::new(),
         owner,
         mode: c.mode.as_ref(),
         exclude: PatternMatcher::new(&c.exclude_patterns)?,
@@ -182,6 +196,7 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
     };
     let created_owner = c.chown.as_ref().map(|_| owner).unwrap_or(None);
     for (rel, abs) in &sources {
+        copier.source_rel = rel.clone();
         let meta = std::fs::symlink_metadata(abs).map_err(io(abs))?;
         // With --parents the source's path (after a `/./` pivot, if any) is kept under the destination.
         let kept = if c.parents {
@@ -253,6 +268,13 @@ impl Copier<'_> {
         for n in names {
             let child_rel = join_rel(rel, &n.to_string_lossy());
             if !self.exclude.is_empty() && self.exclude.matches_or_parent_matches(&child_rel) {
+                continue;
+            }
+            if !self.ignore.is_empty()
+                && self
+                    .ignore
+                    .matches_or_parent_matches(&join_rel(&self.source_rel, &child_rel))
+            {
                 continue;
             }
             let src = src_dir.join(&n);

@@ -65,6 +65,8 @@ pub struct Input {
     /// Owner given to copied files when no `--chown` is set: `Some((0, 0))` for the build context (Docker's rule),
     /// `None` to keep the source's owners (copies from stages and images).
     pub default_owner: Option<(u32, u32)>,
+    /// Paths of this input that do not exist for copies (the context's .dockerignore), relative to its root.
+    pub ignore: Vec<String>,
 }
 
 /// Applies `actions` in order to `target` (a directory holding the base filesystem, written in place).

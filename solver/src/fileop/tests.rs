@@ -59,6 +59,7 @@ fn run(f: &Fixture, c: CopyAction) -> Result<(), FileOpError> {
     let input = Input {
         root: f.ctx.clone(),
         default_owner: Some((0, 0)),
+        ignore: vec!["*.secret".to_string(), "dir/sub/ignored".to_string()],
     };
     apply(&f.root, &[FileAction::Copy(c)], &[input])
 }
@@ -208,6 +209,22 @@ fn symlinks_hardlinks_and_times_are_kept() {
         PathBuf::from("one.txt")
     );
     assert_eq!(a.mtime(), 1_000_000);
+}
+
+#[test]
+fn dockerignored_paths_do_not_exist_for_copies() {
+    let f = fixture();
+    std::fs::write(f.ctx.join("key.secret"), "s").unwrap();
+    std::fs::create_dir_all(f.ctx.join("dir/sub/ignored")).unwrap();
+    std::fs::write(f.ctx.join("dir/sub/ignored/x"), "x").unwrap();
+    run(&f, copy_action(".", "/all/")).unwrap();
+    assert!(!f.root.join("all/key.secret").exists());
+    assert!(!f.root.join("all/dir/sub/ignored").exists());
+    assert!(f.root.join("all/dir/sub/two.txt").exists());
+    assert!(matches!(
+        run(&f, copy_action("key.secret", "/k")),
+        Err(FileOpError::NotFound(_))
+    ));
 }
 
 #[test]
