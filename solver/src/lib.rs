@@ -11,3 +11,4 @@ pub mod llb;
 pub mod patterns;
 pub mod scheduler;
 pub mod snapshot;
+pub mod worker;

@@ -96,6 +96,7 @@ impl StageState {
             stage: Some(self.name.clone()),
             lines: None,
             ignore_cache: self.ignore_cache,
+            slot: Some(format!("{}#{}", self.name, self.step)),
         }
     }
 }

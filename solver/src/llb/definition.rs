@@ -33,6 +33,9 @@ pub struct VertexMeta {
     pub lines: Option<(usize, usize)>,
     /// `--no-cache` / `--no-cache-filter` asked to re-run it.
     pub ignore_cache: bool,
+    /// The step's place in the Dockerfile (`stage#step`): stable while the instruction is edited, so a cache miss
+    /// is explained against the last record of the same place.
+    pub slot: Option<String>,
 }
 
 /// One operation with its ordered inputs.

@@ -1,0 +1,75 @@
+//! The key parts of a vertex: its op, its inputs' keys, the content checksums of what it reads from local
+//! directories, and an image source's resolved manifest digest.
+
+use std::collections::BTreeMap;
+
+use super::{Fs, StepOutput, Worker, WorkerError};
+use crate::cache::KeyParts;
+use crate::llb::{FileAction, MountKind, Op, SourceOp, Vertex};
+
+impl Worker<'_> {
+    fn local_checksum(&self, fs: &Fs, path: &str) -> Result<Option<oci::Digest>, WorkerError> {
+        let Fs::Local(dir, _) = fs else {
+            return Ok(None);
+        };
+        let Some((_, hasher)) = self
+            .locals
+            .iter()
+            .find(|(_, l)| &l.path == dir)
+            .and_then(|(name, _)| self.hashers.get_key_value(name))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(hasher.checksum(path)?))
+    }
+
+    pub(super) fn key_parts(
+        &self,
+        v: &Vertex,
+        inputs: &[StepOutput],
+    ) -> Result<KeyParts, WorkerError> {
+        let mut content = BTreeMap::new();
+        let mut resolved = None;
+        match &v.op {
+            Op::File(f) => {
+                for a in &f.actions {
+                    if let FileAction::Copy(c) = a {
+                        if let Some(input) = inputs.get(c.source) {
+                            if let Some(d) = self.local_checksum(&input.fs, &c.src)? {
+                                content.insert(format!("{}:{}", c.source, c.src), d);
+                            }
+                        }
+                    }
+                }
+            }
+            Op::Exec(e) => {
+                for m in &e.mounts {
+                    if let (Some(i), MountKind::Bind) = (m.input, &m.kind) {
+                        if let Some(input) = inputs.get(i) {
+                            if let Some(d) = self.local_checksum(&input.fs, &m.selector)? {
+                                content.insert(format!("{i}:{}", m.selector), d);
+                            }
+                        }
+                    }
+                }
+            }
+            Op::Source(SourceOp::Image(img)) => {
+                let d = self
+                    .images
+                    .resolve(&img.reference, &img.platform, img.resolve_mode)
+                    .map_err(|reason| WorkerError::Image {
+                        reference: img.reference.clone(),
+                        reason,
+                    })?;
+                resolved = Some(d);
+            }
+            _ => {}
+        }
+        Ok(KeyParts {
+            op: v.op.clone(),
+            inputs: inputs.iter().map(|o| o.key.clone()).collect(),
+            content,
+            resolved,
+        })
+    }
+}

@@ -1,0 +1,485 @@
+//! The worker: runs each LLB op for real (sources, file ops, execs) over snapshots, with content-addressed cache
+//! lookups before and cache records after. Base images and processes come through two seams, [`ImageProvider`]
+//! and [`ProcessRunner`], which the store and the executor implement, and which tests can fake.
+
+mod exec;
+mod keys;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use oci::{Digest, Platform};
+
+use crate::cache::{explain, CacheIndex, CacheRecord, IndexError, MissReason};
+use crate::contenthash::{ContextHasher, HashError, StatCache};
+use crate::fileop::{self, FileOpError, Input};
+use crate::llb::{ExecOp, FileOp, Op, ResolveMode, SourceOp, Vertex, VertexId};
+use crate::scheduler::{CancelToken, OpRunner};
+use crate::snapshot::{SnapshotError, Snapshotter};
+
+pub use exec::{ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMount, ResolvedMountKind};
+
+/// The solver's view of the image store (and, later, the registry).
+pub trait ImageProvider: Sync {
+    /// The manifest digest `reference` resolves to for `platform`.
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        mode: ResolveMode,
+    ) -> Result<Digest, String>;
+    /// Writes the filesystem of the image `manifest` (all layers applied) into the empty directory `dir`.
+    fn unpack(&self, manifest: &Digest, dir: &Path) -> Result<(), String>;
+}
+
+/// A local directory the build may read (the context, or a named context).
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    /// The directory.
+    pub path: PathBuf,
+    /// Its .dockerignore patterns.
+    pub ignore: Vec<String>,
+}
+
+/// What a vertex produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fs {
+    /// An empty filesystem (scratch).
+    Empty,
+    /// A committed snapshot.
+    Snapshot(String),
+    /// A local directory, read in place.
+    Local(PathBuf, Vec<String>),
+}
+
+/// A finished vertex: its cache key, filesystem, and whether it came from the cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepOutput {
+    /// The cache key.
+    pub key: Digest,
+    /// The filesystem.
+    pub fs: Fs,
+    /// Served from the cache.
+    pub cached: bool,
+}
+
+/// Why a step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// A snapshot operation failed.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
+    /// The cache index failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// Hashing the context failed.
+    #[error(transparent)]
+    Hash(#[from] HashError),
+    /// A file operation failed.
+    #[error(transparent)]
+    FileOp(#[from] FileOpError),
+    /// The image provider failed.
+    #[error("image {reference}: {reason}")]
+    Image {
+        /// The reference.
+        reference: String,
+        /// Why.
+        reason: String,
+    },
+    /// A RUN exited non-zero or could not start.
+    #[error("process \"{command}\" did not complete successfully: {reason}")]
+    Process {
+        /// The command.
+        command: String,
+        /// Exit code or error.
+        reason: String,
+        /// The last lines of its output.
+        output_tail: Vec<String>,
+    },
+    /// The build context a source names was not given.
+    #[error("no local directory named {0:?} was given to the build")]
+    NoLocal(String),
+    /// I/O on a working path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The build was cancelled.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// What the worker tells about cache decisions, for progress output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// The vertex was served from the cache.
+    Hit(VertexId),
+    /// The vertex missed; when an earlier record of the same step exists, the reasons.
+    Miss(VertexId, Vec<MissReason>),
+}
+
+/// Runs ops under a kiln root.
+pub struct Worker<'a> {
+    snapshots: Snapshotter,
+    cache: CacheIndex,
+    work: PathBuf,
+    images: &'a dyn ImageProvider,
+    runner: &'a dyn ProcessRunner,
+    locals: BTreeMap<String, LocalDir>,
+    hashers: BTreeMap<String, ContextHasher>,
+    cache_mounts: PathBuf,
+    on_cache: Box<dyn Fn(CacheEvent) + Sync + 'a>,
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> WorkerError + '_ {
+    move |source| WorkerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl<'a> Worker<'a> {
+    /// A worker over `root` (snapshots, cache records, cache mounts and scratch space live below it).
+    pub fn new(
+        root: &Path,
+        images: &'a dyn ImageProvider,
+        runner: &'a dyn ProcessRunner,
+        locals: BTreeMap<String, LocalDir>,
+        on_cache: Box<dyn Fn(CacheEvent) + Sync + 'a>,
+    ) -> Result<Worker<'a>, WorkerError> {
+        let snapshots = Snapshotter::open(&root.join("snapshots"))?;
+        let cache = CacheIndex::open(&root.join("cache"))?;
+        let work = root.join("work");
+        std::fs::create_dir_all(&work).map_err(io(&work))?;
+        let cache_mounts = root.join("cachemounts");
+        std::fs::create_dir_all(&cache_mounts).map_err(io(&cache_mounts))?;
+        let stat_dir = root.join("statcache");
+        std::fs::create_dir_all(&stat_dir).map_err(io(&stat_dir))?;
+        let mut hashers = BTreeMap::new();
+        for (name, l) in &locals {
+            let cache_file = stat_dir.join(format!(
+                "{}.json",
+                Digest::sha256_of(l.path.to_string_lossy().as_bytes()).hex()
+            ));
+            hashers.insert(
+                name.clone(),
+                ContextHasher::new(&l.path, &l.ignore, StatCache::load(&cache_file))?,
+            );
+        }
+        Ok(Worker {
+            snapshots,
+            cache,
+            work,
+            images,
+            runner,
+            locals,
+            hashers,
+            cache_mounts,
+            on_cache,
+        })
+    }
+
+    /// Saves what the context hashers learned, so the next build re-reads only changed files.
+    pub fn save_stat_caches(self, root: &Path) -> Result<(), WorkerError> {
+        let stat_dir = root.join("statcache");
+        for (name, h) in self.hashers {
+            if let Some(l) = self.locals.get(&name) {
+                let f = stat_dir.join(format!(
+                    "{}.json",
+                    Digest::sha256_of(l.path.to_string_lossy().as_bytes()).hex()
+                ));
+                h.into_stat_cache().save(&f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot store, for exporters.
+    pub fn snapshots(&self) -> &Snapshotter {
+        &self.snapshots
+    }
+
+    fn scratch_dir(&self, what: &str) -> Result<tempfile_dir::TempDir, WorkerError> {
+        tempfile_dir::TempDir::new_in(&self.work, what).map_err(io(&self.work))
+    }
+
+    fn run_vertex(
+        &self,
+        id: VertexId,
+        v: &Vertex,
+        inputs: &[StepOutput],
+        cancel: &CancelToken,
+    ) -> Result<StepOutput, WorkerError> {
+        if cancel.is_cancelled() {
+            return Err(WorkerError::Cancelled);
+        }
+        if let Op::Source(SourceOp::Local(l)) = &v.op {
+            let dir = self
+                .locals
+                .get(&l.name)
+                .ok_or_else(|| WorkerError::NoLocal(l.name.clone()))?;
+            let parts = self.key_parts(v, inputs)?;
+            return Ok(StepOutput {
+                key: parts.key(),
+                fs: Fs::Local(dir.path.clone(), dir.ignore.clone()),
+                cached: false,
+            });
+        }
+        if let Op::File(FileOp {
+            base: None,
+            actions,
+        }) = &v.op
+        {
+            if actions.is_empty() {
+                let parts = self.key_parts(v, inputs)?;
+                return Ok(StepOutput {
+                    key: parts.key(),
+                    fs: Fs::Empty,
+                    cached: false,
+                });
+            }
+        }
+        let parts = self.key_parts(v, inputs)?;
+        let key = parts.key();
+        if !v.meta.ignore_cache {
+            if let Some(rec) = self.cache.get(&key)? {
+                if self.snapshots.exists(&rec.snapshot) {
+                    (self.on_cache)(CacheEvent::Hit(id));
+                    return Ok(StepOutput {
+                        key,
+                        fs: Fs::Snapshot(rec.snapshot),
+                        cached: true,
+                    });
+                }
+            }
+        }
+        let reasons = match &v.meta.slot {
+            Some(slot) => match self.cache.last_for_slot(slot)? {
+                Some(prev) if prev.key != key => explain(&prev.parts, &parts),
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        (self.on_cache)(CacheEvent::Miss(id, reasons));
+        let snapshot = match &v.op {
+            Op::Source(SourceOp::Image(img)) => {
+                let manifest = parts
+                    .resolved
+                    .clone()
+                    .unwrap_or_else(|| Digest::sha256_of(img.reference.as_bytes()));
+                let active = self.snapshots.prepare(None)?;
+                self.images
+                    .unpack(&manifest, &active.diff_dir())
+                    .map_err(|reason| WorkerError::Image {
+                        reference: img.reference.clone(),
+                        reason,
+                    })?;
+                self.snapshots.commit(active)?
+            }
+            Op::Source(other) => {
+                return Err(WorkerError::Image {
+                    reference: format!("{other:?}"),
+                    reason: "this source type is not supported yet".to_string(),
+                })
+            }
+            Op::File(f) => self.run_file(f, inputs)?,
+            Op::Exec(e) => self.run_exec(e, v, inputs, cancel)?,
+            Op::Merge(m) => self.run_merge(&m.layers, inputs)?,
+        };
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        self.cache.put(&CacheRecord {
+            key: key.clone(),
+            parts,
+            snapshot: snapshot.clone(),
+            slot: v.meta.slot.clone(),
+            description: v.meta.description.clone(),
+            created,
+        })?;
+        Ok(StepOutput {
+            key,
+            fs: Fs::Snapshot(snapshot),
+            cached: false,
+        })
+    }
+
+    /// Makes an input readable as a directory: a read-only mount of a snapshot, a local directory, or an empty dir.
+    fn input_view(
+        &self,
+        fs: &Fs,
+        guards: &mut Vec<crate::snapshot::Mounted>,
+        keep: &mut Vec<tempfile_dir::TempDir>,
+    ) -> Result<Input, WorkerError> {
+        match fs {
+            Fs::Local(path, ignore) => Ok(Input {
+                root: path.clone(),
+                default_owner: Some((0, 0)),
+                ignore: ignore.clone(),
+            }),
+            Fs::Empty => {
+                let d = self.scratch_dir("empty")?;
+                let root = d.path().to_path_buf();
+                keep.push(d);
+                Ok(Input {
+                    root,
+                    default_owner: None,
+                    ignore: vec![],
+                })
+            }
+            Fs::Snapshot(id) => {
+                let d = self.scratch_dir("ro")?;
+                let root = d.path().to_path_buf();
+                guards.push(self.snapshots.mount_readonly(id, &root)?);
+                keep.push(d);
+                Ok(Input {
+                    root,
+                    default_owner: None,
+                    ignore: vec![],
+                })
+            }
+        }
+    }
+
+    fn parent_of(fs: Option<&Fs>) -> Option<String> {
+        match fs {
+            Some(Fs::Snapshot(id)) => Some(id.clone()),
+            _ => None,
+        }
+    }
+
+    fn run_file(&self, f: &FileOp, inputs: &[StepOutput]) -> Result<String, WorkerError> {
+        let parent = Self::parent_of(f.base.and_then(|i| inputs.get(i)).map(|o| &o.fs));
+        let active = self.snapshots.prepare(parent.as_deref())?;
+        let merged = self.scratch_dir("merged")?;
+        let mut keep = Vec::new();
+        let mut guards = Vec::new();
+        let views: Result<Vec<Input>, WorkerError> = inputs
+            .iter()
+            .map(|o| self.input_view(&o.fs, &mut guards, &mut keep))
+            .collect();
+        let views = views?;
+        {
+            let mount = self.snapshots.mount(&active, merged.path())?;
+            fileop::apply(mount.path(), &f.actions, &views)?;
+            mount.unmount()?;
+        }
+        drop(guards);
+        Ok(self.snapshots.commit(active)?)
+    }
+
+    fn run_merge(&self, layers: &[usize], inputs: &[StepOutput]) -> Result<String, WorkerError> {
+        let mut iter = layers.iter();
+        let parent = Self::parent_of(iter.next().and_then(|i| inputs.get(*i)).map(|o| &o.fs));
+        let active = self.snapshots.prepare(parent.as_deref())?;
+        let merged = self.scratch_dir("merged")?;
+        let mut keep = Vec::new();
+        let mut guards = Vec::new();
+        {
+            let mount = self.snapshots.mount(&active, merged.path())?;
+            for &i in iter {
+                let Some(out) = inputs.get(i) else { continue };
+                let view = self.input_view(&out.fs, &mut guards, &mut keep)?;
+                let copy = crate::llb::CopyAction {
+                    source: 0,
+                    src: "/".to_string(),
+                    dest: "/".to_string(),
+                    chown: None,
+                    mode: None,
+                    follow_symlinks: false,
+                    copy_dir_contents: true,
+                    unpack_archive: false,
+                    create_dest_path: true,
+                    allow_wildcard: false,
+                    allow_empty_wildcard: true,
+                    include_patterns: vec![],
+                    exclude_patterns: vec![],
+                    parents: false,
+                };
+                fileop::apply(mount.path(), &[crate::llb::FileAction::Copy(copy)], &[view])?;
+            }
+            mount.unmount()?;
+        }
+        drop(guards);
+        Ok(self.snapshots.commit(active)?)
+    }
+
+    fn run_exec(
+        &self,
+        e: &ExecOp,
+        v: &Vertex,
+        inputs: &[StepOutput],
+        cancel: &CancelToken,
+    ) -> Result<String, WorkerError> {
+        exec::run(self, e, v, inputs, cancel)
+    }
+}
+
+impl OpRunner for Worker<'_> {
+    type Output = StepOutput;
+    type Error = WorkerError;
+
+    fn run(
+        &self,
+        id: VertexId,
+        vertex: &Vertex,
+        inputs: &[StepOutput],
+        cancel: &CancelToken,
+    ) -> Result<StepOutput, WorkerError> {
+        self.run_vertex(id, vertex, inputs, cancel)
+    }
+}
+
+/// A tiny self-removing directory under the worker's scratch space (no extra crate needed at run time).
+mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    static N: AtomicU64 = AtomicU64::new(0);
+
+    /// Removed (recursively) on drop.
+    #[derive(Debug)]
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new_in(base: &Path, what: &str) -> std::io::Result<TempDir> {
+            loop {
+                let n = N.fetch_add(1, Ordering::Relaxed);
+                let p = base.join(format!("{what}-{}-{n}", std::process::id()));
+                match std::fs::create_dir(&p) {
+                    Ok(()) => return Ok(TempDir(p)),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            // Never recurse into something still mounted here: detach it first.
+            use std::os::unix::fs::MetadataExt;
+            let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+            if let Some(parent) = self.0.parent() {
+                if dev(&self.0) != dev(parent) {
+                    let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+                }
+                if dev(&self.0) != dev(parent) {
+                    return;
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
