@@ -1,1 +1,4 @@
-//! kiln's executor: runs one process in a namespace/cgroup sandbox. Its implementation arrives with the executor issue.
+//! kiln's executor: runs one process of a build in a sandbox. Today through an external OCI runtime ([`runc`]),
+//! fed Docker's default sandbox config; the built-in runtime arrives with the executor issue.
+
+pub mod runc;

@@ -1,0 +1,209 @@
+//! Running a build step with an external OCI runtime (runc): kiln writes the bundle's config.json (Docker's
+//! default sandbox), runs `runc run`, captures the output, and always deletes the container afterwards.
+
+mod spec;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub use spec::{config, DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
+
+/// Why a step could not be run (a non-zero exit is not an error: see [`Outcome`]).
+#[derive(Debug, thiserror::Error)]
+pub enum RuncError {
+    /// I/O on a bundle path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The runtime binary could not be started.
+    #[error("cannot run the OCI runtime {binary}: {source}")]
+    Spawn {
+        /// The runtime.
+        binary: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// Network of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Its own network namespace (loopback only).
+    Isolated,
+    /// The host's network.
+    Host,
+}
+
+/// An extra mount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// A bind mount of a host path.
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Where inside.
+        target: String,
+        /// Read-only.
+        readonly: bool,
+    },
+    /// A tmpfs.
+    Tmpfs {
+        /// Where inside.
+        target: String,
+        /// Size limit in bytes.
+        size: Option<u64>,
+    },
+}
+
+/// One process to run.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// argv.
+    pub args: Vec<String>,
+    /// `KEY=value`.
+    pub env: Vec<String>,
+    /// Working directory inside the rootfs.
+    pub cwd: String,
+    /// User id.
+    pub uid: u32,
+    /// Group id.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub additional_gids: Vec<u32>,
+    /// Hostname.
+    pub hostname: String,
+    /// The prepared root filesystem (absolute).
+    pub rootfs: PathBuf,
+    /// Extra mounts.
+    pub mounts: Vec<Mount>,
+    /// Network.
+    pub network: Network,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit code (128 + signal when killed).
+    pub exit_code: i32,
+    /// Everything it wrote to stdout and stderr, interleaved by line.
+    pub output: Vec<String>,
+}
+
+/// An OCI runtime binary and where its state lives.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    binary: PathBuf,
+    state: PathBuf,
+    bundles: PathBuf,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Runc {
+    /// A runtime `binary` (e.g. `runc`) keeping its state and bundles under `work`.
+    pub fn new(binary: impl Into<PathBuf>, work: &Path) -> Runc {
+        Runc {
+            binary: binary.into(),
+            state: work.join("runc-state"),
+            bundles: work.join("bundles"),
+        }
+    }
+
+    /// Runs `p` to completion; `on_line` sees each output line as it comes.
+    pub fn run(&self, p: &Process, on_line: &(dyn Fn(&str) + Sync)) -> Result<Outcome, RuncError> {
+        let id = format!(
+            "kiln-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let bundle = self.bundles.join(&id);
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RuncError::Io {
+                path: path.clone(),
+                source,
+            }
+        };
+        std::fs::create_dir_all(&bundle).map_err(io(&bundle))?;
+        std::fs::create_dir_all(&self.state).map_err(io(&self.state))?;
+        let cfg = config(p);
+        let cfg_path = bundle.join("config.json");
+        std::fs::write(&cfg_path, cfg.to_string()).map_err(io(&cfg_path))?;
+        let result = self.run_bundle(&id, &bundle, on_line);
+        // Always remove the container and bundle, whatever happened.
+        let _ = Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.state)
+            .args(["delete", "--force", &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&bundle);
+        result
+    }
+
+    fn run_bundle(
+        &self,
+        id: &str,
+        bundle: &Path,
+        on_line: &(dyn Fn(&str) + Sync),
+    ) -> Result<Outcome, RuncError> {
+        let mut child = Command::new(&self.binary)
+            .arg("--root")
+            .arg(&self.state)
+            .args(["run", "--bundle"])
+            .arg(bundle)
+            .arg(id)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RuncError::Spawn {
+                binary: self.binary.clone(),
+                source,
+            })?;
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        let lines = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            let pump = |r: Box<dyn Read + Send>| {
+                let lines = &lines;
+                move || {
+                    for line in BufReader::new(r).lines().map_while(Result::ok) {
+                        on_line(&line);
+                        if let Ok(mut l) = lines.lock() {
+                            l.push(line);
+                        }
+                    }
+                }
+            };
+            if let Some(o) = stdout {
+                s.spawn(pump(Box::new(o)));
+            }
+            if let Some(e) = stderr {
+                s.spawn(pump(Box::new(e)));
+            }
+        });
+        let status = child.wait().map_err(|source| RuncError::Spawn {
+            binary: self.binary.clone(),
+            source,
+        })?;
+        use std::os::unix::process::ExitStatusExt;
+        let exit_code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+        Ok(Outcome {
+            exit_code,
+            output: lines.into_inner().unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

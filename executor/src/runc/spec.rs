@@ -1,0 +1,132 @@
+//! The OCI runtime config kiln hands to runc: Docker's default sandbox for a build step (namespaces, default
+//! capabilities, masked and read-only /proc paths, a minimal /dev, read-only /sys, no_new_privs).
+
+use serde_json::{json, Value};
+
+use super::{Mount, Network, Process};
+
+/// Docker's default capability set: what a RUN may do as root inside its sandbox.
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// /proc and /sys paths hidden from the process (runc's and Docker's defaults).
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// /proc paths the process may read but not write.
+pub const READONLY_PATHS: [&str; 6] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+    "/proc/sysrq-trigger",
+];
+
+/// The open-files limit a step gets: Docker's 1048576, or kiln's own hard limit when that is lower (a step
+/// cannot be given more than its parent may).
+fn nofile_limit() -> u64 {
+    let own = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(4)
+                        .and_then(|h| h.parse::<u64>().ok())
+                })
+        });
+    own.map_or(1_048_576, |h| h.min(1_048_576))
+}
+
+/// The whole config.json for one process.
+pub fn config(p: &Process) -> Value {
+    let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
+    if p.network == Network::Isolated {
+        namespaces.push(json!({"type": "network"}));
+    }
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+    ];
+    for m in &p.mounts {
+        mounts.push(match m {
+            Mount::Bind {
+                source,
+                target,
+                readonly,
+            } => {
+                let mut opts = vec!["rbind", "rprivate"];
+                if *readonly {
+                    opts.push("ro");
+                }
+                json!({"destination": target, "type": "bind", "source": source, "options": opts})
+            }
+            Mount::Tmpfs { target, size } => {
+                let mut opts = vec!["nosuid".to_string(), "nodev".to_string()];
+                if let Some(s) = size {
+                    opts.push(format!("size={s}"));
+                }
+                json!({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": opts})
+            }
+        });
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": p.uid, "gid": p.gid, "additionalGids": p.additional_gids},
+            "args": p.args,
+            "env": p.env,
+            "cwd": p.cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile_limit(), "soft": nofile_limit()}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": p.rootfs, "readonly": false},
+        "hostname": p.hostname,
+        "mounts": mounts,
+        "linux": {
+            "namespaces": namespaces,
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]}
+        }
+    })
+}

@@ -1,0 +1,125 @@
+//! runc running real steps in a busybox rootfs (needs root, runc and busybox-static, which `.ci/run` installs).
+
+use std::sync::Mutex;
+
+use super::*;
+
+fn busybox_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
+    for tool in [
+        "sh", "cat", "echo", "id", "hostname", "ls", "mount", "grep", "touch", "ip",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+    }
+    for d in ["proc", "sys", "dev", "etc", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+}
+
+fn process(rootfs: &Path, cmd: &str) -> Process {
+    Process {
+        args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+        env: vec!["PATH=/bin".into()],
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+        additional_gids: vec![],
+        hostname: "kiln-test".into(),
+        rootfs: rootfs.to_path_buf(),
+        mounts: vec![],
+        network: Network::Isolated,
+    }
+}
+
+#[test]
+fn runs_in_a_sandbox_and_reports_exit_codes() {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let runc = Runc::new("runc", work.path());
+    let seen = Mutex::new(Vec::new());
+    let out = runc
+        .run(
+            &process(&rootfs, "hostname; echo hi > /tmp/x; cat /tmp/x; grep -E 'CapEff|NoNewPrivs' /proc/self/status; ls /proc | grep -cE '^[0-9]+$'"),
+            &|l| seen.lock().unwrap().push(l.to_string()),
+        )
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{:?}", out.output);
+    assert_eq!(out.output[0], "kiln-test");
+    assert_eq!(out.output[1], "hi");
+    assert!(
+        out.output
+            .iter()
+            .any(|l| l.contains("CapEff:") && l.ends_with("00000000a80425fb")),
+        "{:?}",
+        out.output
+    );
+    assert!(out
+        .output
+        .iter()
+        .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')));
+    assert!(
+        out.output
+            .last()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n <= 3),
+        "only the step's own processes are visible: {:?}",
+        out.output
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("tmp/x")).unwrap(),
+        "hi\n",
+        "writes land in the rootfs"
+    );
+    assert_eq!(seen.lock().unwrap().len(), out.output.len());
+
+    let fail = runc
+        .run(&process(&rootfs, "echo bye; exit 7"), &|_| {})
+        .unwrap();
+    assert_eq!(fail.exit_code, 7);
+    let denied = runc
+        .run(&process(&rootfs, "mount -t tmpfs none /tmp"), &|_| {})
+        .unwrap();
+    assert_ne!(denied.exit_code, 0, "mounting is not allowed");
+    let net = runc
+        .run(&process(&rootfs, "ls /sys/class/net"), &|_| {})
+        .unwrap();
+    assert_eq!(net.output, ["lo"], "an isolated step has loopback only");
+    assert!(
+        std::fs::read_dir(work.path().join("bundles"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "bundles are removed"
+    );
+}
+
+#[test]
+fn bind_and_tmpfs_mounts() {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let host = work.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("data"), "from host\n").unwrap();
+    let mut p = process(
+        &rootfs,
+        "cat /src/data; touch /src/new 2>/dev/null || echo ro; touch /scratch/ok && echo tmpfs",
+    );
+    p.mounts = vec![
+        Mount::Bind {
+            source: host.clone(),
+            target: "/src".into(),
+            readonly: true,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(1 << 20),
+        },
+    ];
+    let out = Runc::new("runc", work.path()).run(&p, &|_| {}).unwrap();
+    assert_eq!(out.output, ["from host", "ro", "tmpfs"]);
+    assert!(!host.join("new").exists());
+}
