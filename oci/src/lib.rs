@@ -5,7 +5,11 @@
 
 pub mod digest;
 pub mod image;
+pub mod layer;
+pub mod manifest;
 pub mod platform;
+pub mod scoped;
+pub mod store;
 
 pub use digest::{Digest, DigestError};
 pub use image::{ContainerConfig, Healthcheck, History, Image, RootFs};

@@ -5,8 +5,10 @@
 mod attrs;
 mod copy;
 mod mode;
-pub mod scoped;
 mod users;
+
+/// Path resolution confined to a root (shared with layer extraction).
+pub use oci::scoped;
 
 use std::path::{Path, PathBuf};
 
@@ -30,9 +32,9 @@ pub enum FileOpError {
     /// A source path names nothing.
     #[error("{0:?}: not found")]
     NotFound(String),
-    /// A symlink chain never ends.
-    #[error("{0:?}: too many levels of symbolic links")]
-    SymlinkLoop(String),
+    /// A path could not be resolved inside its root.
+    #[error(transparent)]
+    Scoped(#[from] oci::scoped::ScopedError),
     /// `--chown` names a user the rootfs does not know.
     #[error("unable to find user {0}: no matching entries in passwd file")]
     UnknownUser(String),

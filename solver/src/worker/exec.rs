@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Fs, StepOutput, Worker, WorkerError};
+use crate::fileop::FileOpError;
 use crate::llb::{ExecOp, MountKind, Vertex};
 use crate::scheduler::CancelToken;
 
@@ -111,7 +112,8 @@ pub(super) fn run(
                 let source = match input {
                     Some(o) => {
                         let view = w.input_view(&o.fs, &mut guards, &mut keep)?;
-                        crate::fileop::scoped::resolve(&view.root, &m.selector, true)?
+                        crate::fileop::scoped::resolve(&view.root, &m.selector, true)
+                            .map_err(FileOpError::from)?
                     }
                     None => {
                         let d = w.scratch_dir("empty")?;
@@ -175,7 +177,8 @@ pub(super) fn run(
     let outcome = {
         let rootfs = w.snapshots.mount(&active, merged.path())?;
         // WORKDIR is created if missing, as BuildKit does.
-        let cwd = crate::fileop::scoped::resolve(rootfs.path(), &e.cwd, true)?;
+        let cwd = crate::fileop::scoped::resolve(rootfs.path(), &e.cwd, true)
+            .map_err(FileOpError::from)?;
         std::fs::create_dir_all(&cwd).map_err(|source| WorkerError::Io {
             path: cwd.clone(),
             source,

@@ -3,14 +3,28 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use super::FileOpError;
-
 const MAX_HOPS: usize = 255;
+
+/// Why a path could not be resolved inside its root.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopedError {
+    /// Reading a symlink failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The symlink.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A symlink chain never ends.
+    #[error("{0:?}: too many levels of symbolic links")]
+    SymlinkLoop(String),
+}
 
 /// Resolves `path` (absolute or relative, interpreted from `/` of the root) inside `root`. Every symlink met on
 /// the way is followed within the root; the last component is followed only when `follow_last`. The result
 /// always lies inside `root` (it may not exist yet).
-pub fn resolve(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, FileOpError> {
+pub fn resolve(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, ScopedError> {
     let mut done: Vec<String> = Vec::new();
     let mut todo: Vec<String> = components(path);
     todo.reverse();
@@ -31,9 +45,9 @@ pub fn resolve(root: &Path, path: &str, follow_last: bool) -> Result<PathBuf, Fi
             Ok(m) if m.file_type().is_symlink() && (!is_last || follow_last) => {
                 hops += 1;
                 if hops > MAX_HOPS {
-                    return Err(FileOpError::SymlinkLoop(path.to_string()));
+                    return Err(ScopedError::SymlinkLoop(path.to_string()));
                 }
-                let target = std::fs::read_link(&candidate).map_err(|source| FileOpError::Io {
+                let target = std::fs::read_link(&candidate).map_err(|source| ScopedError::Io {
                     path: candidate.clone(),
                     source,
                 })?;
@@ -96,7 +110,7 @@ mod tests {
         std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
         assert!(matches!(
             resolve(root, "/loop/x", true),
-            Err(FileOpError::SymlinkLoop(_))
+            Err(ScopedError::SymlinkLoop(_))
         ));
     }
 }

@@ -1,0 +1,296 @@
+//! Layer apply: a gzip or plain layer tar (recognised by its first bytes) streamed onto a directory. Names that
+//! are absolute or climb with `..` are refused, parents are resolved inside the target (a symlinked parent can
+//! never lead outside), hardlinks must point inside; owners, modes, times, xattrs and device nodes are kept.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use crate::scoped::{self, ScopedError};
+
+/// How OCI whiteouts are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whiteouts {
+    /// As overlayfs expects in an upper/lower directory: `.wh.NAME` → a 0/0 character device, `.wh..wh..opq` → the
+    /// `trusted.overlay.opaque=y` xattr. For layers kept as snapshot layers.
+    Overlay,
+    /// By deleting what they hide: for flattening layers onto one plain directory.
+    Delete,
+}
+
+/// Why a layer could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The tar stream is malformed (bad checksum, truncated, bad gzip).
+    #[error("layer tar is unreadable: {0}")]
+    Malformed(std::io::Error),
+    /// An entry would write outside the target.
+    #[error("layer entry {entry:?} is refused: {reason}")]
+    Unsafe {
+        /// The entry's name.
+        entry: String,
+        /// Why.
+        reason: String,
+    },
+    /// Writing an entry failed.
+    #[error("layer entry {entry:?}: {source}")]
+    Write {
+        /// The entry's name.
+        entry: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// zstd layers need a decoder kiln does not have yet.
+    #[error("zstd-compressed layers are not supported yet")]
+    Zstd,
+    /// Resolution inside the target failed.
+    #[error(transparent)]
+    Scoped(#[from] ScopedError),
+}
+
+/// What was applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Tar entries processed.
+    pub entries: u64,
+    /// Bytes of file content written.
+    pub bytes: u64,
+}
+
+fn clean_name(raw: &Path) -> Result<Option<PathBuf>, String> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) => {
+                return Err("absolute names are not allowed".to_string())
+            }
+            Component::ParentDir => return Err("names may not contain '..'".to_string()),
+        }
+    }
+    Ok(if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    })
+}
+
+/// Applies one layer read from `input` onto `target`.
+pub fn apply_layer(
+    input: impl Read,
+    target: &Path,
+    whiteouts: Whiteouts,
+) -> Result<ApplyStats, LayerError> {
+    let mut buffered = BufReader::with_capacity(256 * 1024, input);
+    let head = buffered.fill_buf().map_err(LayerError::Malformed)?;
+    let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(buffered))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        return Err(LayerError::Zstd);
+    } else {
+        Box::new(buffered)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut stats = ApplyStats::default();
+    let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
+    for entry in archive.entries().map_err(LayerError::Malformed)? {
+        let mut entry = entry.map_err(LayerError::Malformed)?;
+        stats.entries += 1;
+        let raw = entry.path().map_err(LayerError::Malformed)?.into_owned();
+        let shown = raw.display().to_string();
+        let unsafe_entry = |reason: String| LayerError::Unsafe {
+            entry: shown.clone(),
+            reason,
+        };
+        let Some(name) = clean_name(&raw).map_err(unsafe_entry)? else {
+            continue;
+        };
+        let file_name = name
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent_rel = name
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = scoped::resolve(target, &parent_rel, true)?;
+        let write_err = |source: std::io::Error| LayerError::Write {
+            entry: shown.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&parent).map_err(write_err)?;
+        if file_name == ".wh..wh..opq" {
+            match whiteouts {
+                Whiteouts::Overlay => rustix::fs::setxattr(
+                    &parent,
+                    "trusted.overlay.opaque",
+                    b"y",
+                    rustix::fs::XattrFlags::empty(),
+                )
+                .map_err(|e| write_err(e.into()))?,
+                Whiteouts::Delete => {
+                    for child in std::fs::read_dir(&parent).map_err(write_err)? {
+                        let p = child.map_err(write_err)?.path();
+                        remove_any(&p).map_err(write_err)?;
+                    }
+                }
+            }
+            continue;
+        }
+        if let Some(hidden) = file_name.strip_prefix(".wh.") {
+            let victim = parent.join(hidden);
+            match whiteouts {
+                Whiteouts::Overlay => {
+                    let _ = remove_any(&victim);
+                    rustix::fs::mknodat(
+                        rustix::fs::CWD,
+                        &victim,
+                        rustix::fs::FileType::CharacterDevice,
+                        rustix::fs::Mode::empty(),
+                        0,
+                    )
+                    .map_err(|e| write_err(e.into()))?;
+                }
+                Whiteouts::Delete => match remove_any(&victim) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(write_err(e)),
+                },
+            }
+            continue;
+        }
+        let dest = parent.join(&file_name);
+        let header = entry.header().clone();
+        let kind = header.entry_type();
+        let mode = header.mode().map_err(LayerError::Malformed)? & 0o7777;
+        if !kind.is_dir() {
+            if let Ok(m) = std::fs::symlink_metadata(&dest) {
+                if m.is_dir() {
+                    std::fs::remove_dir_all(&dest).map_err(write_err)?;
+                } else {
+                    std::fs::remove_file(&dest).map_err(write_err)?;
+                }
+            }
+        }
+        match kind {
+            tar::EntryType::Directory => {
+                match std::fs::symlink_metadata(&dest) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        std::fs::remove_file(&dest).map_err(write_err)?;
+                        std::fs::create_dir(&dest).map_err(write_err)?;
+                    }
+                    Err(_) => std::fs::create_dir(&dest).map_err(write_err)?,
+                }
+                dir_times.push((dest.clone(), header.mtime().unwrap_or(0)));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let mut f = std::fs::File::create(&dest).map_err(write_err)?;
+                stats.bytes += std::io::copy(&mut entry, &mut f).map_err(LayerError::Malformed)?;
+            }
+            tar::EntryType::Symlink => {
+                let link = header
+                    .link_name()
+                    .map_err(LayerError::Malformed)?
+                    .ok_or_else(|| unsafe_entry("symlink without a target".to_string()))?;
+                std::os::unix::fs::symlink(&*link, &dest).map_err(write_err)?;
+            }
+            tar::EntryType::Link => {
+                let link = header
+                    .link_name()
+                    .map_err(LayerError::Malformed)?
+                    .ok_or_else(|| unsafe_entry("hardlink without a target".to_string()))?;
+                let link_rel =
+                    clean_name(&link).map_err(|r| unsafe_entry(format!("hardlink target: {r}")))?;
+                let Some(link_rel) = link_rel else {
+                    return Err(unsafe_entry("hardlink to the root".to_string()));
+                };
+                let source = scoped::resolve(target, &link_rel.to_string_lossy(), false)?;
+                if !source.starts_with(target) {
+                    return Err(unsafe_entry(
+                        "hardlink target outside the layer".to_string(),
+                    ));
+                }
+                std::fs::hard_link(&source, &dest).map_err(write_err)?;
+                continue;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let ft = match kind {
+                    tar::EntryType::Char => rustix::fs::FileType::CharacterDevice,
+                    tar::EntryType::Block => rustix::fs::FileType::BlockDevice,
+                    _ => rustix::fs::FileType::Fifo,
+                };
+                let major = header.device_major().ok().flatten().unwrap_or(0);
+                let minor = header.device_minor().ok().flatten().unwrap_or(0);
+                let dev = rustix::fs::makedev(major, minor);
+                rustix::fs::mknodat(
+                    rustix::fs::CWD,
+                    &dest,
+                    ft,
+                    rustix::fs::Mode::from_raw_mode(mode),
+                    dev,
+                )
+                .map_err(|e| write_err(e.into()))?;
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => continue,
+            other => return Err(unsafe_entry(format!("unsupported entry type {other:?}"))),
+        }
+        if let Ok(Some(exts)) = entry.pax_extensions() {
+            for ext in exts.flatten() {
+                if let Some(name) = ext.key().ok().and_then(|k| k.strip_prefix("SCHILY.xattr.")) {
+                    let _ = rustix::fs::lsetxattr(
+                        &dest,
+                        name,
+                        ext.value_bytes(),
+                        rustix::fs::XattrFlags::empty(),
+                    );
+                }
+            }
+        }
+        let uid = header.uid().unwrap_or(0) as u32;
+        let gid = header.gid().unwrap_or(0) as u32;
+        let _ = std::os::unix::fs::lchown(&dest, Some(uid), Some(gid));
+        if kind != tar::EntryType::Symlink {
+            std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(mode))
+                .map_err(write_err)?;
+        }
+        if !kind.is_dir() {
+            set_mtime(&dest, header.mtime().unwrap_or(0));
+        }
+    }
+    // Directory times last: creating their contents changed them.
+    for (dir, mtime) in dir_times.into_iter().rev() {
+        set_mtime(&dir, mtime);
+    }
+    Ok(stats)
+}
+
+fn set_mtime(path: &Path, mtime: u64) {
+    let t = rustix::fs::Timespec {
+        tv_sec: mtime as i64,
+        tv_nsec: 0,
+    };
+    let ts = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    let _ = rustix::fs::utimensat(
+        rustix::fs::CWD,
+        path,
+        &ts,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    );
+}
+
+fn remove_any(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

@@ -1,0 +1,137 @@
+//! Layer apply on real tars, hostile ones included.
+
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+
+use super::*;
+
+fn tar_of(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, data, link) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(*kind);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o644 });
+        h.set_uid(1000);
+        h.set_gid(1000);
+        h.set_mtime(1_000_000);
+        h.set_size(data.len() as u64);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        // Bypass the builder's path checks to be able to write hostile names.
+        let name_bytes = name.as_bytes();
+        h.as_old_mut().name[..name_bytes.len()].copy_from_slice(name_bytes);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
+
+#[test]
+fn applies_files_links_owners_and_whiteouts() {
+    let t = tempfile::tempdir().unwrap();
+    let layer = tar_of(&[
+        ("etc/", D, b"", None),
+        ("etc/passwd", F, b"root:x:0:0\n", None),
+        ("etc/hard", H, b"", Some("etc/passwd")),
+        ("etc/soft", S, b"", Some("passwd")),
+        ("etc/.wh.old", F, b"", None),
+        ("var/.wh..wh..opq", F, b"", None),
+    ]);
+    let stats = apply_layer(&gz(&layer)[..], t.path(), Whiteouts::Overlay).unwrap();
+    assert_eq!(stats.entries, 6);
+    let m = std::fs::metadata(t.path().join("etc/passwd")).unwrap();
+    assert_eq!(
+        (m.uid(), m.mode() & 0o777, m.mtime()),
+        (1000, 0o644, 1_000_000)
+    );
+    assert_eq!(
+        m.ino(),
+        std::fs::metadata(t.path().join("etc/hard")).unwrap().ino()
+    );
+    assert_eq!(
+        std::fs::read_link(t.path().join("etc/soft")).unwrap(),
+        PathBuf::from("passwd")
+    );
+    let wh = std::fs::symlink_metadata(t.path().join("etc/old")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    let mut opaque = [0u8; 4];
+    let n = rustix::fs::getxattr(
+        t.path().join("var"),
+        "trusted.overlay.opaque",
+        &mut opaque[..],
+    )
+    .unwrap();
+    assert_eq!(&opaque[..n], b"y");
+
+    let flat = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(flat.path().join("var/junk")).unwrap();
+    std::fs::write(flat.path().join("etc-old"), "x").unwrap();
+    std::fs::create_dir_all(flat.path().join("etc")).unwrap();
+    std::fs::write(flat.path().join("etc/old"), "x").unwrap();
+    apply_layer(&layer[..], flat.path(), Whiteouts::Delete).unwrap();
+    assert!(!flat.path().join("etc/old").exists());
+    assert!(
+        std::fs::read_dir(flat.path().join("var"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "opaque dir emptied"
+    );
+}
+
+#[test]
+fn hostile_entries_are_refused_and_nothing_escapes() {
+    let outside = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("traversal", tar_of(&[("../escape", F, b"x", None)])),
+        ("absolute", tar_of(&[("/abs", F, b"x", None)])),
+        (
+            "hardlink out",
+            tar_of(&[("h", H, b"", Some("../../etc/passwd"))]),
+        ),
+        (
+            "truncated gzip",
+            gz(&tar_of(&[("a", F, b"x", None)]))[..20].to_vec(),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let t = tempfile::tempdir().unwrap();
+        let target = t.path().join("root");
+        std::fs::create_dir(&target).unwrap();
+        assert!(
+            apply_layer(&bytes[..], &target, Whiteouts::Delete).is_err(),
+            "{what} must fail"
+        );
+        assert!(!t.path().join("escape").exists(), "{what}");
+    }
+    // A symlinked parent pointing outside is followed inside the target instead.
+    let t = tempfile::tempdir().unwrap();
+    let layer = tar_of(&[
+        ("link", S, b"", Some(outside.path().to_str().unwrap())),
+        ("link/pwned", F, b"x", None),
+    ]);
+    apply_layer(&layer[..], t.path(), Whiteouts::Delete).unwrap();
+    assert!(
+        std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "nothing written outside"
+    );
+    let bad_sum = {
+        let mut b = tar_of(&[("a", F, b"x", None)]);
+        b[148] = b'9';
+        b
+    };
+    let t = tempfile::tempdir().unwrap();
+    assert!(
+        apply_layer(&bad_sum[..], t.path(), Whiteouts::Delete).is_err(),
+        "bad checksum"
+    );
+}

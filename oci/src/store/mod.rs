@@ -1,0 +1,132 @@
+//! kiln's content store: blobs by sha256 under `<root>/blobs/sha256/`, written through `<root>/ingest/` (write,
+//! fsync, verify the digest, rename, fsync the directory) so a reader never sees a partial blob and a crash never
+//! leaves a wrong one; and the image index (name:tag → manifest digest) replaced atomically under a lock, with an
+//! entry written only after the manifest it points to exists.
+
+mod images;
+mod ingest;
+
+use std::path::{Path, PathBuf};
+
+pub use images::ImageEntry;
+pub use ingest::BlobWriter;
+
+use crate::Digest;
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// I/O on a store path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Content did not have the digest it was expected to have.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was expected.
+        expected: Digest,
+        /// What the bytes hash to.
+        actual: Digest,
+    },
+    /// A blob is not in the store.
+    #[error("blob {0} is not in the store")]
+    MissingBlob(Digest),
+    /// An image name is not in the index.
+    #[error("image {0:?} not found in kiln's store (kiln images lists what it holds)")]
+    UnknownImage(String),
+    /// A stored document does not parse.
+    #[error("{path}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        reason: String,
+    },
+}
+
+pub(crate) fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The content store of one kiln root.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating) the store under `root`.
+    pub fn open(root: &Path) -> Result<Store, StoreError> {
+        for sub in ["blobs/sha256", "ingest", "index"] {
+            let p = root.join(sub);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// The store's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the blob `d` lives (whether or not it exists).
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs").join(d.algorithm()).join(d.hex())
+    }
+
+    /// Whether the blob exists.
+    pub fn has(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Opens a blob for reading.
+    pub fn open_blob(&self, d: &Digest) -> Result<std::fs::File, StoreError> {
+        let p = self.blob_path(d);
+        std::fs::File::open(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
+            _ => io(&p)(e),
+        })
+    }
+
+    /// Reads a (small) blob whole.
+    pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
+        let p = self.blob_path(d);
+        std::fs::read(&p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
+            _ => io(&p)(e),
+        })
+    }
+
+    /// A writer into the ingest area; commit it to make the blob visible.
+    pub fn writer(&self) -> Result<BlobWriter, StoreError> {
+        BlobWriter::new(self)
+    }
+
+    /// Stores `bytes` and returns their digest.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let mut w = self.writer()?;
+        std::io::Write::write_all(&mut w, bytes).map_err(io(&self.root))?;
+        Ok(w.commit(None)?.0)
+    }
+
+    /// Reads and parses a JSON blob.
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, d: &Digest) -> Result<T, StoreError> {
+        let bytes = self.read_blob(d)?;
+        serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            path: self.blob_path(d),
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
