@@ -1,1 +1,10 @@
-//! kiln's exporter: snapshots to layers and images. Its implementation arrives with the store/exporter issue.
+//! kiln's exporter: snapshots to layers ([`diff`]: the upper directory walked, never two trees compared), layer
+//! blobs with their diffID and digest from one pass, and images assembled in the store ([`image`]) or written out
+//! as OCI layouts ([`layout`]).
+
+pub mod diff;
+mod hashing;
+pub mod image;
+pub mod layout;
+
+pub use image::{export_image, layer_blob, Compression, ExportError, ExportedImage, LayerSource};

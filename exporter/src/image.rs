@@ -1,0 +1,346 @@
+//! Image assembly: each snapshot layer compressed once (remembered by snapshot id and compression), the image
+//! config with `rootfs.diff_ids` and history, the manifest, all stored before the names that point to them.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use oci::manifest::{
+    Descriptor, Manifest, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_MANIFEST,
+};
+use oci::store::{Store, StoreError};
+use oci::{Digest, History, Image};
+use serde_json::json;
+
+use crate::diff::{write_diff, DiffError, DiffOptions};
+use crate::hashing::HashingWriter;
+
+/// Layer compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip at a level (0–9).
+    Gzip(u32),
+    /// No compression.
+    None,
+}
+
+impl Compression {
+    fn tag(&self) -> String {
+        match self {
+            Compression::Gzip(l) => format!("gzip-{l}"),
+            Compression::None => "none".to_string(),
+        }
+    }
+}
+
+/// One layer to export: a snapshot's id (for reuse) and its upper directory.
+#[derive(Debug, Clone)]
+pub struct LayerSource {
+    /// Snapshot id.
+    pub id: String,
+    /// Its diff directory.
+    pub diff: PathBuf,
+}
+
+/// Why an export failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Reading a snapshot failed.
+    #[error(transparent)]
+    Diff(#[from] DiffError),
+    /// Writing an output failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A stored layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// Uncompressed digest.
+    pub diff_id: Digest,
+    /// Compressed blob descriptor.
+    pub descriptor: Descriptor,
+    /// Whether the layer has no entries.
+    pub empty: bool,
+}
+
+/// The result of an image export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportedImage {
+    /// Manifest descriptor.
+    pub manifest: Descriptor,
+    /// Config digest (the image id).
+    pub config: Digest,
+}
+
+/// Makes (or reuses) the blob of one snapshot layer.
+pub fn layer_blob(
+    store: &Store,
+    layer: &LayerSource,
+    compression: Compression,
+    opts: DiffOptions,
+) -> Result<LayerBlob, ExportError> {
+    let memo_dir = store.root().join("layers");
+    std::fs::create_dir_all(&memo_dir).map_err(|source| ExportError::Io {
+        path: memo_dir.clone(),
+        source,
+    })?;
+    let memo = memo_dir.join(format!(
+        "{}.json",
+        Digest::sha256_of(
+            format!(
+                "{}|{}|{:?}",
+                layer.id,
+                compression.tag(),
+                opts.source_date_epoch
+            )
+            .as_bytes()
+        )
+        .hex()
+    ));
+    if let Ok(bytes) = std::fs::read(&memo) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            let parsed = (|| {
+                let diff_id: Digest = v["diff_id"].as_str()?.parse().ok()?;
+                let digest: Digest = v["digest"].as_str()?.parse().ok()?;
+                let size = v["size"].as_u64()?;
+                let media = v["media_type"].as_str()?.to_string();
+                let empty = v["empty"].as_bool()?;
+                Some((diff_id, digest, size, media, empty))
+            })();
+            if let Some((diff_id, digest, size, media, empty)) = parsed {
+                if store.has(&digest) {
+                    return Ok(LayerBlob {
+                        diff_id,
+                        descriptor: Descriptor::new(&media, digest, size),
+                        empty,
+                    });
+                }
+            }
+        }
+    }
+    let blob = store.writer()?;
+    let counted = HashingWriter::new(blob);
+    let (blob, diff_id, entries, media) = match compression {
+        Compression::Gzip(level) => {
+            let gz = flate2::write::GzEncoder::new(counted, flate2::Compression::new(level.min(9)));
+            let (inner, entries) = write_diff(&layer.diff, HashingWriter::new(gz), opts)?;
+            let (gz, diff_id, _) = inner.finish();
+            let counted = gz.finish().map_err(|source| ExportError::Io {
+                path: layer.diff.clone(),
+                source,
+            })?;
+            (counted, diff_id, entries, MEDIA_LAYER_GZIP)
+        }
+        Compression::None => {
+            let (inner, entries) = write_diff(&layer.diff, HashingWriter::new(counted), opts)?;
+            let (counted, diff_id, _) = inner.finish();
+            (counted, diff_id, entries, MEDIA_LAYER_TAR)
+        }
+    };
+    let (mut writer, digest, size) = blob.finish();
+    writer.flush().map_err(|source| ExportError::Io {
+        path: layer.diff.clone(),
+        source,
+    })?;
+    let (stored, _) = writer.commit(Some(&digest))?;
+    let record = json!({"diff_id": diff_id.to_string(), "digest": stored.to_string(), "size": size, "media_type": media, "empty": entries == 0});
+    let _ = std::fs::write(&memo, record.to_string());
+    Ok(LayerBlob {
+        diff_id,
+        descriptor: Descriptor::new(media, stored, size),
+        empty: entries == 0,
+    })
+}
+
+fn rfc3339(epoch: i64) -> String {
+    // Civil-from-days (Howard Hinnant's algorithm), UTC.
+    let days = epoch.div_euclid(86_400);
+    let secs = epoch.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Exports `layers` (bottom first) with `image`'s config and history into the store, then tags it with `names`.
+pub fn export_image(
+    store: &Store,
+    layers: &[LayerSource],
+    mut image: Image,
+    compression: Compression,
+    source_date_epoch: Option<i64>,
+    names: &[String],
+) -> Result<ExportedImage, ExportError> {
+    let opts = DiffOptions { source_date_epoch };
+    let mut blobs = Vec::new();
+    for l in layers {
+        let b = layer_blob(store, l, compression, opts)?;
+        if !b.empty {
+            blobs.push(b);
+        }
+    }
+    let created = rfc3339(source_date_epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    }));
+    image.created = Some(created.clone());
+    image.rootfs.diff_ids = blobs.iter().map(|b| b.diff_id.clone()).collect();
+    // History must name one non-empty entry per layer: base layers first, then the steps that made layers.
+    let layered = image.history.iter().filter(|h| !h.empty_layer).count();
+    if layered < blobs.len() {
+        let missing = blobs.len() - layered;
+        let mut base: Vec<History> = (0..missing)
+            .map(|_| History {
+                created: None,
+                created_by: "kiln: base image layer".to_string(),
+                comment: String::new(),
+                empty_layer: false,
+            })
+            .collect();
+        base.append(&mut image.history);
+        image.history = base;
+    } else if layered > blobs.len() {
+        let mut extra = layered - blobs.len();
+        for h in image.history.iter_mut().rev() {
+            if extra == 0 {
+                break;
+            }
+            if !h.empty_layer {
+                h.empty_layer = true;
+                extra -= 1;
+            }
+        }
+    }
+    for h in &mut image.history {
+        if h.created.is_none() {
+            h.created = Some(created.clone());
+        }
+    }
+    let config_bytes = serde_json::to_vec(&image).map_err(|e| ExportError::Io {
+        path: store.root().to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    let config = store.put_bytes(&config_bytes)?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_MANIFEST.to_string()),
+        config: Descriptor::new(MEDIA_CONFIG, config.clone(), config_bytes.len() as u64),
+        layers: blobs.iter().map(|b| b.descriptor.clone()).collect(),
+        annotations: Default::default(),
+    };
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| ExportError::Io {
+        path: store.root().to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    let manifest_digest = store.put_bytes(&manifest_bytes)?;
+    for n in names {
+        store.set_image(n, &manifest_digest)?;
+    }
+    Ok(ExportedImage {
+        manifest: Descriptor::new(MEDIA_MANIFEST, manifest_digest, manifest_bytes.len() as u64),
+        config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_445_412_480), "2015-10-21T07:28:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn same_inputs_same_manifest_and_layers_are_reused() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let snap = tempfile::tempdir().unwrap();
+        std::fs::write(snap.path().join("hello"), "hi").unwrap();
+        let empty = tempfile::tempdir().unwrap();
+        let layers = vec![
+            LayerSource {
+                id: "s1".into(),
+                diff: snap.path().to_path_buf(),
+            },
+            LayerSource {
+                id: "s2".into(),
+                diff: empty.path().to_path_buf(),
+            },
+        ];
+        let mut image = Image {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        image.history.push(History {
+            created_by: "COPY hello / # buildkit".into(),
+            ..Default::default()
+        });
+        image.history.push(History {
+            created_by: "RUN true # buildkit".into(),
+            ..Default::default()
+        });
+        let a = export_image(
+            &store,
+            &layers,
+            image.clone(),
+            Compression::Gzip(6),
+            Some(1_000),
+            &["app:1".into()],
+        )
+        .unwrap();
+        let b = export_image(
+            &store,
+            &layers,
+            image,
+            Compression::Gzip(6),
+            Some(1_000),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(a, b, "reproducible with SOURCE_DATE_EPOCH");
+        let m: Manifest = store.read_json(&a.manifest.digest).unwrap();
+        assert_eq!(m.layers.len(), 1, "the empty layer is left out");
+        let cfg: Image = store.read_json(&a.config).unwrap();
+        assert_eq!(cfg.rootfs.diff_ids.len(), 1);
+        assert_eq!(cfg.history.iter().filter(|h| !h.empty_layer).count(), 1);
+        assert_eq!(
+            store.get_image("app:1").unwrap().unwrap().manifest,
+            a.manifest.digest
+        );
+        // The layer blob decompresses to a tar holding the file.
+        let blob = store.open_blob(&m.layers[0].digest).unwrap();
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let names: Vec<String> = ar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["hello"]);
+    }
+}
