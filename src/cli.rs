@@ -18,6 +18,84 @@ pub enum Command {
     Graph(GraphArgs),
     /// Run BuildKit's build checks over a Dockerfile.
     Check(RequestArgs),
+    /// Build an image from a Dockerfile.
+    Build(Box<BuildArgs>),
+    /// Make a one-layer image from a root filesystem tar (like `docker import`).
+    Import(ImportArgs),
+    /// List the images in kiln's store.
+    Images(RootArgs),
+}
+
+/// Where kiln keeps its store, snapshots and cache.
+#[derive(Debug, Clone, Args)]
+pub struct RootArgs {
+    /// kiln's root directory (default: /var/lib/kiln as root, else $XDG_DATA_HOME/kiln).
+    #[arg(long, env = "KILN_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+}
+
+/// `kiln build`.
+#[derive(Debug, Clone, Args)]
+pub struct BuildArgs {
+    #[command(flatten)]
+    pub request: RequestArgs,
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Name (and tag) for the image, `name:tag`; implies `-o type=image`.
+    #[arg(short = 't', long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// Output: type=image[,name=N], type=oci,dest=FILE|DIR[,tar=false], type=local,dest=DIR, type=tar,dest=FILE.
+    #[arg(short = 'o', long = "output", value_name = "SPEC")]
+    pub outputs: Vec<String>,
+    /// Do not use the cache for any step.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Do not use the cache for the steps of these stages.
+    #[arg(long = "no-cache-filter", value_name = "STAGE")]
+    pub no_cache_filter: Vec<String>,
+    /// Progress output: auto, plain, quiet or rawjson (tty renders as plain for now).
+    #[arg(long, default_value = "auto", value_name = "TYPE")]
+    pub progress: String,
+    /// Write the image id (config digest) to this file.
+    #[arg(long, value_name = "FILE")]
+    pub iidfile: Option<PathBuf>,
+    /// Write build results (BuildKit's keys, e.g. containerimage.digest) as JSON to this file.
+    #[arg(long = "metadata-file", value_name = "FILE")]
+    pub metadata_file: Option<PathBuf>,
+    /// A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.
+    #[arg(long = "secret", value_name = "SPEC")]
+    pub secrets: Vec<String>,
+    /// Set a label on the image.
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Default network of RUN steps: default, none or host.
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Extra privileges: network.host, security.insecure.
+    #[arg(long = "allow", value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
+    /// How many steps may run at once (default: the CPU count).
+    #[arg(long = "max-parallelism", value_name = "N")]
+    pub max_parallelism: Option<usize>,
+    /// The OCI runtime that runs RUN steps.
+    #[arg(long, default_value = "runc", value_name = "runc|PATH")]
+    pub runtime: String,
+}
+
+/// `kiln import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// A tar of a root filesystem (plain or gzip), or `-` for stdin.
+    #[arg(value_name = "FILE|-")]
+    pub file: PathBuf,
+    /// The image name, `name[:tag]`.
+    #[arg(value_name = "NAME[:TAG]")]
+    pub name: String,
+    /// Platform recorded in the image config (default: this machine's).
+    #[arg(long)]
+    pub platform: Option<String>,
 }
 
 /// The parts of a build request that decide what the Dockerfile lowers to.

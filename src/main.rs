@@ -2,7 +2,11 @@
 
 mod cli;
 mod commands;
+mod outputs;
+mod progress;
 mod request;
+mod resolver;
+mod root;
 
 use std::process::ExitCode;
 
@@ -29,6 +33,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         cli::Command::Graph(args) => commands::graph::run(&args),
         cli::Command::Check(args) => commands::check::run(&args),
+        cli::Command::Build(args) => commands::build::run(&args),
+        cli::Command::Import(args) => commands::import::run(&args),
+        cli::Command::Images(args) => commands::images::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

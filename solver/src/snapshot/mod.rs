@@ -160,6 +160,30 @@ impl Snapshotter {
         Ok(active.id.clone())
     }
 
+    /// The ids of `id` and its ancestors, bottom (oldest) first: the layers of an image built on `id`.
+    pub fn chain_ids(&self, id: &str) -> Result<Vec<String>, SnapshotError> {
+        let mut out = Vec::new();
+        let mut cur = Some(id.to_string());
+        while let Some(c) = cur {
+            let meta_path = self.path(&c).join("meta.json");
+            let bytes = std::fs::read(&meta_path).map_err(|_| SnapshotError::Missing(c.clone()))?;
+            let meta: Meta = serde_json::from_slice(&bytes)
+                .map_err(|e| io(&meta_path)(std::io::Error::other(e)))?;
+            out.push(c);
+            cur = meta.parent;
+            if out.len() > 10_000 {
+                return Err(SnapshotError::ChainTooDeep(out.len()));
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// A committed snapshot's own diff directory.
+    pub fn diff_dir(&self, id: &str) -> PathBuf {
+        self.path(id).join("diff")
+    }
+
     /// The diff directories of `id` and its ancestors, top first.
     pub fn chain(&self, id: &str) -> Result<Vec<PathBuf>, SnapshotError> {
         let mut out = Vec::new();

@@ -183,6 +183,19 @@ pub(super) fn run(
             path: cwd.clone(),
             source,
         })?;
+        // Mount points the runtime will create for this step are not part of its result: note the first missing
+        // component of each target and remove what was created once the process is done.
+        let mut stubs = Vec::new();
+        for m in &mounts {
+            let mut cur = rootfs.path().to_path_buf();
+            for part in m.target.split('/').filter(|p| !p.is_empty()) {
+                cur.push(part);
+                if std::fs::symlink_metadata(&cur).is_err() {
+                    stubs.push(cur.clone());
+                    break;
+                }
+            }
+        }
         let req = ProcessRequest {
             op: e,
             rootfs: rootfs.path(),
@@ -190,6 +203,13 @@ pub(super) fn run(
             description: &v.meta.description,
         };
         let outcome = w.runner.run(&req, cancel);
+        for stub in stubs.iter().rev() {
+            let _ = match std::fs::symlink_metadata(stub) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(stub),
+                Ok(_) => std::fs::remove_file(stub),
+                Err(_) => Ok(()),
+            };
+        }
         rootfs.unmount()?;
         outcome
     };

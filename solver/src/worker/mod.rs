@@ -3,7 +3,9 @@
 //! and [`ProcessRunner`], which the store and the executor implement, and which tests can fake.
 
 mod exec;
+mod images;
 mod keys;
+mod runc;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,8 @@ use crate::scheduler::{CancelToken, OpRunner};
 use crate::snapshot::{SnapshotError, Snapshotter};
 
 pub use exec::{ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMount, ResolvedMountKind};
+pub use images::StoreImages;
+pub use runc::{RuncRunner, SecretSource};
 
 /// The solver's view of the image store (and, later, the registry).
 pub trait ImageProvider: Sync {

@@ -1,0 +1,170 @@
+//! The executor seam filled with an OCI runtime (runc): a step's request turned into the runtime's process
+//! description, with USER resolved in the step's rootfs and secrets bound from their sources.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use executor::runc::{Mount, Network, Process, Runc};
+
+use super::exec::{ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMountKind};
+use crate::fileop::resolve_chown;
+use crate::llb::{Chown, NetworkMode, UserRef};
+use crate::scheduler::CancelToken;
+
+/// Where a `--secret` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A file on the client.
+    File(PathBuf),
+    /// The value of an environment variable of the client.
+    Env(String),
+}
+
+/// Receives each output line of a step: `(step description, line)`.
+pub type LineSink<'a> = Box<dyn Fn(&str, &str) + Sync + 'a>;
+
+/// Runs steps with an OCI runtime binary.
+pub struct RuncRunner<'a> {
+    runc: Runc,
+    secrets: BTreeMap<String, SecretSource>,
+    scratch: PathBuf,
+    on_line: LineSink<'a>,
+}
+
+impl<'a> RuncRunner<'a> {
+    /// A runner using `binary`, keeping state under `work`; `on_line(step, line)` sees each output line.
+    pub fn new(
+        binary: impl Into<PathBuf>,
+        work: &std::path::Path,
+        secrets: BTreeMap<String, SecretSource>,
+        on_line: LineSink<'a>,
+    ) -> RuncRunner<'a> {
+        RuncRunner {
+            runc: Runc::new(binary, work),
+            secrets,
+            scratch: work.join("secrets"),
+            on_line,
+        }
+    }
+}
+
+fn user_ref(s: &str) -> UserRef {
+    match s.parse::<u32>() {
+        Ok(n) => UserRef::Id(n),
+        Err(_) => UserRef::Name(s.to_string()),
+    }
+}
+
+impl ProcessRunner for RuncRunner<'_> {
+    fn run(
+        &self,
+        req: &ProcessRequest<'_>,
+        _cancel: &CancelToken,
+    ) -> Result<ProcessOutcome, String> {
+        let (uid, gid) = if req.op.user.is_empty() {
+            (0, 0)
+        } else {
+            let (u, g) = match req.op.user.split_once(':') {
+                Some((u, g)) => (u, Some(g)),
+                None => (req.op.user.as_str(), None),
+            };
+            let chown = Chown {
+                user: user_ref(u),
+                group: g.map(user_ref),
+            };
+            resolve_chown(req.rootfs, &chown).map_err(|e| format!("USER {}: {e}", req.op.user))?
+        };
+        let mut env = req.op.env.clone();
+        let mut mounts = Vec::new();
+        let mut secret_files = Vec::new();
+        for m in &req.mounts {
+            match &m.kind {
+                ResolvedMountKind::Bind { source, readonly } => mounts.push(Mount::Bind {
+                    source: source.clone(),
+                    target: m.target.clone(),
+                    readonly: *readonly,
+                }),
+                ResolvedMountKind::Tmpfs { size } => mounts.push(Mount::Tmpfs {
+                    target: m.target.clone(),
+                    size: *size,
+                }),
+                ResolvedMountKind::Secret {
+                    id,
+                    env: as_env,
+                    required,
+                    ..
+                } => {
+                    let value = match self.secrets.get(id) {
+                        Some(SecretSource::File(p)) => Some(
+                            std::fs::read(p)
+                                .map_err(|e| format!("secret {id}: {}: {e}", p.display()))?,
+                        ),
+                        Some(SecretSource::Env(var)) => {
+                            std::env::var(var).ok().map(String::into_bytes)
+                        }
+                        None => None,
+                    };
+                    let Some(value) = value else {
+                        if *required {
+                            return Err(format!("secret {id} is required but was not provided (kiln build --secret id={id},src=FILE)"));
+                        }
+                        continue;
+                    };
+                    if let Some(var) = as_env {
+                        env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
+                    }
+                    if !m.target.is_empty() {
+                        std::fs::create_dir_all(&self.scratch).map_err(|e| e.to_string())?;
+                        let file = self.scratch.join(format!(
+                            "{}-{}",
+                            std::process::id(),
+                            secret_files.len()
+                        ));
+                        std::fs::write(&file, &value).map_err(|e| e.to_string())?;
+                        mounts.push(Mount::Bind {
+                            source: file.clone(),
+                            target: m.target.clone(),
+                            readonly: true,
+                        });
+                        secret_files.push(file);
+                    }
+                }
+                ResolvedMountKind::Ssh { id, required } => {
+                    if *required {
+                        return Err(format!(
+                            "ssh agent {id} is required but SSH forwarding is not supported yet"
+                        ));
+                    }
+                }
+            }
+        }
+        // Secret files must exist as mount points in the rootfs? runc creates them; parents too.
+        let network = match req.op.network {
+            NetworkMode::Host => Network::Host,
+            NetworkMode::None | NetworkMode::Default => Network::Isolated,
+        };
+        let process = Process {
+            args: req.op.args.clone(),
+            env,
+            cwd: req.op.cwd.clone(),
+            uid,
+            gid,
+            additional_gids: vec![],
+            hostname: "buildkitsandbox".to_string(),
+            rootfs: req.rootfs.to_path_buf(),
+            mounts,
+            network,
+        };
+        let step = req.description.to_string();
+        let result = self.runc.run(&process, &|line| (self.on_line)(&step, line));
+        for f in secret_files {
+            let _ = std::fs::remove_file(f);
+        }
+        let outcome = result.map_err(|e| e.to_string())?;
+        let tail_from = outcome.output.len().saturating_sub(20);
+        Ok(ProcessOutcome {
+            exit_code: outcome.exit_code,
+            output_tail: outcome.output[tail_from..].to_vec(),
+        })
+    }
+}

@@ -1,0 +1,482 @@
+//! `kiln build`: lower the Dockerfile, solve the graph with the worker (snapshots, cache, runc), export.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use exporter::{Compression, LayerSource};
+use oci::store::Store;
+use solver::llb::{NetworkMode, Op, SecurityMode, VertexId};
+use solver::scheduler::{CancelToken, Event, Scheduler, SolveError};
+use solver::worker::{
+    CacheEvent, Fs, LocalDir, RuncRunner, SecretSource, StoreImages, Worker, WorkerError,
+};
+
+use crate::cli::BuildArgs;
+use crate::outputs::{self, Output};
+use crate::progress::{Mode, Progress};
+use crate::resolver::StoreResolver;
+use crate::{request, root, Failure};
+
+fn usage(e: impl std::fmt::Display) -> Failure {
+    Failure::Usage(e.to_string())
+}
+
+fn parse_secret(spec: &str) -> Result<(String, SecretSource), Failure> {
+    let mut id = None;
+    let mut src = None;
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) => id = Some(v.to_string()),
+            Some(("src" | "source", v)) => src = Some(SecretSource::File(v.into())),
+            Some(("env", v)) => src = Some(SecretSource::Env(v.to_string())),
+            Some(("type", _)) => {}
+            _ => {
+                return Err(usage(format!(
+                    "--secret {spec}: expected id=ID,src=FILE or id=ID,env=VAR"
+                )))
+            }
+        }
+    }
+    let id = id.ok_or_else(|| usage(format!("--secret {spec}: id= is required")))?;
+    let src = src.unwrap_or_else(|| SecretSource::Env(id.clone()));
+    Ok((id, src))
+}
+
+fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>, Failure> {
+    let raw = build_args
+        .get("SOURCE_DATE_EPOCH")
+        .cloned()
+        .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok());
+    match raw {
+        None => Ok(None),
+        Some(v) => v.trim().parse::<i64>().map(Some).map_err(|_| {
+            usage(format!(
+                "SOURCE_DATE_EPOCH={v:?} is not a number of seconds"
+            ))
+        }),
+    }
+}
+
+/// Runs `kiln build`.
+pub fn run(args: &BuildArgs) -> Result<(), Failure> {
+    let mode = Mode::parse(&args.progress).map_err(Failure::Usage)?;
+    let mut loaded = request::load(&args.request)?;
+    loaded.opts.no_cache = args.no_cache;
+    loaded.opts.no_cache_filter = args.no_cache_filter.clone();
+    for l in &args.labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| usage(format!("--label {l}: expected KEY=VALUE")))?;
+        loaded.opts.labels.insert(k.to_string(), v.to_string());
+    }
+    loaded.opts.network = match args.network.as_str() {
+        "default" => NetworkMode::Default,
+        "none" => NetworkMode::None,
+        "host" => NetworkMode::Host,
+        other => {
+            return Err(usage(format!(
+                "--network={other}: valid values are default, none, host"
+            )))
+        }
+    };
+    let mut outputs: Vec<Output> = args
+        .outputs
+        .iter()
+        .map(|o| outputs::parse(o))
+        .collect::<Result<_, _>>()
+        .map_err(Failure::Usage)?;
+    let mut names: Vec<String> = Vec::new();
+    for t in &args.tags {
+        names.push(
+            frontend::lower::normalize_reference(t).map_err(|e| usage(format!("-t {t}: {e}")))?,
+        );
+    }
+    for o in &mut outputs {
+        if let Output::Image { names: n } = o {
+            for x in n.iter_mut() {
+                *x = frontend::lower::normalize_reference(x)
+                    .map_err(|e| usage(format!("name={x}: {e}")))?;
+            }
+        }
+    }
+    if !names.is_empty() && !outputs.iter().any(|o| matches!(o, Output::Image { .. })) {
+        outputs.push(Output::Image { names: vec![] });
+    }
+    let epoch = source_date_epoch(&loaded.opts.build_args)?;
+    let root = root::root_dir(&args.root);
+    let store = Store::open(&root.join("store")).map_err(|e| Failure::Build(e.to_string()))?;
+    let resolver = StoreResolver {
+        store: store.clone(),
+    };
+    let lowered = frontend::lower(&loaded.dockerfile, &loaded.opts, &resolver)
+        .map_err(|e| loaded.fail(&e))?;
+    for name in &lowered.unused_build_args {
+        eprintln!("warning: build-arg {name} was not consumed by any stage");
+    }
+    let def = &lowered.definition;
+    let roots: Vec<VertexId> = lowered.target.root.into_iter().collect();
+    let allowed: BTreeSet<&str> = args.allow.iter().map(String::as_str).collect();
+    for id in def.closure(&roots) {
+        if let Op::Exec(e) = &def.vertex(id).op {
+            if e.network == NetworkMode::Host && !allowed.contains("network.host") {
+                return Err(usage(format!(
+                    "{}: --network=host needs `--allow network.host`",
+                    def.vertex(id).meta.description
+                )));
+            }
+            if e.security == SecurityMode::Insecure && !allowed.contains("security.insecure") {
+                return Err(usage(format!(
+                    "{}: --security=insecure needs `--allow security.insecure`",
+                    def.vertex(id).meta.description
+                )));
+            }
+        }
+    }
+    let mut locals = BTreeMap::new();
+    locals.insert(
+        "context".to_string(),
+        LocalDir {
+            path: std::path::absolute(&args.request.context)
+                .unwrap_or_else(|_| args.request.context.clone()),
+            ignore: loaded.opts.ignore_patterns.clone(),
+        },
+    );
+    for (name, ctx) in &loaded.opts.build_contexts {
+        if let frontend::NamedContext::Local(dir) = ctx {
+            locals.insert(
+                name.clone(),
+                LocalDir {
+                    path: dir.into(),
+                    ignore: vec![],
+                },
+            );
+        }
+    }
+    let mut secrets = BTreeMap::new();
+    for s in &args.secrets {
+        let (id, src) = parse_secret(s)?;
+        secrets.insert(id, src);
+    }
+
+    let progress = Progress::new(mode);
+    let desc = |id: VertexId| def.vertex(id).meta.description.clone();
+    let runner = RuncRunner::new(
+        args.runtime.clone(),
+        &root.join("runc"),
+        secrets,
+        Box::new(|step, line| progress.line(step, line)),
+    );
+    let images = StoreImages::new(store.clone());
+    let cached: std::sync::Mutex<BTreeSet<VertexId>> = Default::default();
+    let worker = Worker::new(
+        &root,
+        &images,
+        &runner,
+        locals,
+        Box::new(|ev| match ev {
+            CacheEvent::Hit(id) => {
+                if let Ok(mut c) = cached.lock() {
+                    c.insert(id);
+                }
+                let d = desc(id);
+                if !d.is_empty() {
+                    progress.cached(&d);
+                }
+            }
+            CacheEvent::Miss(id, reasons) => {
+                let d = desc(id);
+                if !d.is_empty() {
+                    progress.missed(&d, &reasons);
+                }
+            }
+        }),
+    )
+    .map_err(|e| Failure::Build(e.to_string()))?;
+    let parallel = args.max_parallelism.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let cancel = CancelToken::default();
+    let result = Scheduler::new(parallel).solve(def, &roots, &worker, &cancel, &|ev| match ev {
+        Event::Started(id) => {
+            let d = desc(id);
+            if !d.is_empty() {
+                progress.started(&d);
+            }
+        }
+        Event::Finished(id, took) => {
+            let d = desc(id);
+            let was_cached = cached.lock().map(|c| c.contains(&id)).unwrap_or(false);
+            if !d.is_empty() {
+                progress.done(&d, took, was_cached);
+            }
+        }
+        Event::Failed(_) => {}
+    });
+    let outputs_by_vertex = match result {
+        Ok(o) => o,
+        Err(SolveError::Op(id, err)) => {
+            let d = desc(id);
+            progress.failed(&d, &err.to_string());
+            return Err(Failure::Build(build_error(&loaded, def.vertex(id), &err)));
+        }
+        Err(SolveError::Cancelled) => {
+            return Err(Failure::Build("the build was cancelled".to_string()))
+        }
+    };
+    let snapshots = worker.snapshots().clone();
+    worker
+        .save_stat_caches(&root)
+        .map_err(|e| Failure::Build(e.to_string()))?;
+    let final_fs = match roots.first().and_then(|r| outputs_by_vertex.get(r)) {
+        Some(o) => o.fs.clone(),
+        None => Fs::Empty,
+    };
+    let snapshot = match &final_fs {
+        Fs::Snapshot(id) => Some(id.clone()),
+        _ => None,
+    };
+    export(
+        &store,
+        &snapshots,
+        snapshot.as_deref(),
+        &lowered,
+        &outputs,
+        &names,
+        epoch,
+        args,
+        &progress,
+    )
+}
+
+fn build_error(loaded: &request::Loaded, v: &solver::llb::Vertex, err: &WorkerError) -> String {
+    let mut msg = format!("failed to solve: {err}");
+    if let WorkerError::Process { output_tail, .. } = err {
+        if !output_tail.is_empty() {
+            msg.push_str("\n------ last output lines ------");
+            for l in output_tail {
+                msg.push_str(&format!("\n  {l}"));
+            }
+        }
+    }
+    if let Some((start, end)) = v.meta.lines {
+        msg.push_str(&format!("\n------ {}:{start} ------", loaded.display_name));
+        for (i, l) in loaded
+            .dockerfile
+            .lines
+            .iter()
+            .enumerate()
+            .take(end)
+            .skip(start.saturating_sub(1))
+        {
+            msg.push_str(&format!("\n {:>4} | {l}", i + 1));
+        }
+    }
+    msg
+}
+
+#[allow(clippy::too_many_arguments)]
+fn export(
+    store: &Store,
+    snapshots: &solver::snapshot::Snapshotter,
+    snapshot: Option<&str>,
+    lowered: &frontend::Lowered,
+    outputs: &[Output],
+    names: &[String],
+    epoch: Option<i64>,
+    args: &BuildArgs,
+    progress: &Progress,
+) -> Result<(), Failure> {
+    let fail = |e: &dyn std::fmt::Display| Failure::Build(e.to_string());
+    if outputs.is_empty() {
+        eprintln!(
+            "warning: no output specified (-t or -o): the build result stays only in kiln's cache"
+        );
+        progress.summary("no output");
+        return Ok(());
+    }
+    let layers: Vec<LayerSource> = match snapshot {
+        Some(id) => snapshots
+            .chain_ids(id)
+            .map_err(|e| fail(&e))?
+            .into_iter()
+            .map(|s| LayerSource {
+                diff: snapshots.diff_dir(&s),
+                id: s,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let needs_image = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Image { .. } | Output::Oci { .. }));
+    let mut exported = None;
+    if needs_image {
+        let mut all_names: Vec<String> = names.to_vec();
+        for o in outputs {
+            if let Output::Image { names } = o {
+                all_names.extend(names.iter().cloned());
+            }
+        }
+        let image = exporter::export_image(
+            store,
+            &layers,
+            lowered.target.image.clone(),
+            Compression::Gzip(6),
+            epoch,
+            &all_names,
+        )
+        .map_err(|e| fail(&e))?;
+        exported = Some((image, all_names));
+    }
+    let mut metadata = serde_json::Map::new();
+    for o in outputs {
+        match o {
+            Output::Image { .. } => {}
+            Output::Oci { dest, tar } => {
+                let Some((image, names)) = &exported else {
+                    continue;
+                };
+                let tag = names.first().map(String::as_str);
+                if *tar {
+                    write_to(dest, |w| {
+                        exporter::layout::write_layout_tar(store, &image.manifest, tag, w)
+                            .map(|_| ())
+                            .map_err(|e| e.to_string())
+                    })?;
+                } else {
+                    exporter::layout::write_layout_dir(
+                        store,
+                        &image.manifest,
+                        tag,
+                        Path::new(dest),
+                    )
+                    .map_err(|e| fail(&e))?;
+                }
+            }
+            Output::Local { dest } => {
+                std::fs::create_dir_all(dest).map_err(|e| fail(&e))?;
+                with_final_fs(snapshots, snapshot, |fs_root| {
+                    let copy = solver::llb::CopyAction {
+                        source: 0,
+                        src: "/".into(),
+                        dest: "/".into(),
+                        chown: None,
+                        mode: None,
+                        follow_symlinks: false,
+                        copy_dir_contents: true,
+                        unpack_archive: false,
+                        create_dest_path: true,
+                        allow_wildcard: false,
+                        allow_empty_wildcard: true,
+                        include_patterns: vec![],
+                        exclude_patterns: vec![],
+                        parents: false,
+                    };
+                    let input = solver::fileop::Input {
+                        root: fs_root.to_path_buf(),
+                        default_owner: None,
+                        ignore: vec![],
+                    };
+                    solver::fileop::apply(dest, &[solver::llb::FileAction::Copy(copy)], &[input])
+                        .map_err(|e| e.to_string())
+                })?;
+            }
+            Output::Tar { dest } => {
+                with_final_fs(snapshots, snapshot, |fs_root| {
+                    write_to(dest, |w| {
+                        exporter::diff::write_diff(
+                            fs_root,
+                            w,
+                            exporter::diff::DiffOptions {
+                                source_date_epoch: epoch,
+                            },
+                        )
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                    })
+                    .map_err(|f| match f {
+                        Failure::Build(m) | Failure::Usage(m) => m,
+                    })
+                })?;
+            }
+        }
+    }
+    if let Some((image, names)) = &exported {
+        metadata.insert(
+            "containerimage.digest".into(),
+            image.manifest.digest.to_string().into(),
+        );
+        metadata.insert(
+            "containerimage.config.digest".into(),
+            image.config.to_string().into(),
+        );
+        if !names.is_empty() {
+            metadata.insert("image.name".into(), names.join(",").into());
+        }
+        if let Some(f) = &args.iidfile {
+            std::fs::write(f, image.config.to_string()).map_err(|e| fail(&e))?;
+        }
+        progress.summary(&format!("image {}", image.manifest.digest));
+    } else {
+        progress.summary("exported");
+    }
+    if let Some(f) = &args.metadata_file {
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(metadata))
+            .map_err(|e| fail(&e))?;
+        std::fs::write(f, text).map_err(|e| fail(&e))?;
+    }
+    Ok(())
+}
+
+fn write_to(
+    dest: &str,
+    f: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String>,
+) -> Result<(), Failure> {
+    if dest == "-" {
+        let mut out = std::io::stdout().lock();
+        return f(&mut out).map_err(Failure::Build);
+    }
+    let tmp = format!("{dest}.kiln-partial");
+    let mut file =
+        std::fs::File::create(&tmp).map_err(|e| Failure::Build(format!("{tmp}: {e}")))?;
+    let result = f(&mut file).and_then(|_| file.sync_all().map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => std::fs::rename(&tmp, dest).map_err(|e| Failure::Build(format!("{dest}: {e}"))),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(Failure::Build(e))
+        }
+    }
+}
+
+fn with_final_fs(
+    snapshots: &solver::snapshot::Snapshotter,
+    snapshot: Option<&str>,
+    f: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), Failure> {
+    let view = tempdir_in_root(snapshots)?;
+    let result = match snapshot {
+        Some(id) => {
+            let m = snapshots
+                .mount_readonly(id, &view)
+                .map_err(|e| Failure::Build(e.to_string()))?;
+            let r = f(m.path());
+            drop(m);
+            r
+        }
+        None => f(&view),
+    };
+    let _ = std::fs::remove_dir(&view);
+    result.map_err(Failure::Build)
+}
+
+fn tempdir_in_root(
+    snapshots: &solver::snapshot::Snapshotter,
+) -> Result<std::path::PathBuf, Failure> {
+    let _ = snapshots;
+    let p = std::env::temp_dir().join(format!("kiln-view-{}", std::process::id()));
+    std::fs::create_dir_all(&p).map_err(|e| Failure::Build(format!("{}: {e}", p.display())))?;
+    Ok(p)
+}

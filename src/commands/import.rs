@@ -1,0 +1,99 @@
+//! `kiln import`: a root filesystem tar (plain or gzip) becomes a one-layer image in kiln's store, as
+//! `docker import` does.
+
+use std::io::Read;
+
+use oci::manifest::{Descriptor, Manifest, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_MANIFEST};
+use oci::store::Store;
+use oci::{History, Image, Platform};
+use sha2::{Digest as _, Sha256};
+
+use crate::cli::ImportArgs;
+use crate::{root, Failure};
+
+struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Runs `kiln import`.
+pub fn run(args: &ImportArgs) -> Result<(), Failure> {
+    let fail = |e: &dyn std::fmt::Display| Failure::Build(e.to_string());
+    let name = frontend::lower::normalize_reference(&args.name)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", args.name)))?;
+    let platform: Platform = match &args.platform {
+        Some(p) => p
+            .parse()
+            .map_err(|e: oci::PlatformError| Failure::Usage(e.to_string()))?,
+        None => Platform::host(),
+    };
+    let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
+    let input: Box<dyn Read> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::stdin())
+    } else {
+        Box::new(
+            std::fs::File::open(&args.file)
+                .map_err(|e| Failure::Usage(format!("{}: {e}", args.file.display())))?,
+        )
+    };
+    let mut buffered = std::io::BufReader::new(input);
+    let head = std::io::BufRead::fill_buf(&mut buffered)
+        .map_err(|e| fail(&e))?
+        .to_vec();
+    let raw: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(buffered))
+    } else {
+        Box::new(buffered)
+    };
+    // One pass: the uncompressed tar is hashed (diffID) and gzipped into the store (digest).
+    let mut tar = Hashing {
+        inner: raw,
+        hasher: Sha256::new(),
+    };
+    let blob = store.writer().map_err(|e| fail(&e))?;
+    let mut gz = flate2::write::GzEncoder::new(blob, flate2::Compression::new(6));
+    std::io::copy(&mut tar, &mut gz)
+        .map_err(|e| Failure::Build(format!("{}: {e}", args.file.display())))?;
+    let blob = gz.finish().map_err(|e| fail(&e))?;
+    let (layer, size) = blob.commit(None).map_err(|e| fail(&e))?;
+    let diff_id = oci::Digest::from_sha256_bytes(&tar.hasher.finalize().into());
+    let mut image = Image {
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        ..Default::default()
+    };
+    image.config.env =
+        vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    image.rootfs.diff_ids = vec![diff_id];
+    image.history = vec![History {
+        created_by: format!("kiln import {}", args.file.display()),
+        comment: "imported".to_string(),
+        ..Default::default()
+    }];
+    let config_bytes = serde_json::to_vec(&image).map_err(|e| fail(&e))?;
+    let config = store.put_bytes(&config_bytes).map_err(|e| fail(&e))?;
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(MEDIA_MANIFEST.to_string()),
+        config: Descriptor::new(MEDIA_CONFIG, config, config_bytes.len() as u64),
+        layers: vec![Descriptor::new(MEDIA_LAYER_GZIP, layer, size)],
+        annotations: Default::default(),
+    };
+    let manifest_digest = store
+        .put_bytes(&serde_json::to_vec(&manifest).map_err(|e| fail(&e))?)
+        .map_err(|e| fail(&e))?;
+    store
+        .set_image(&name, &manifest_digest)
+        .map_err(|e| fail(&e))?;
+    println!("{name} {manifest_digest}");
+    Ok(())
+}
