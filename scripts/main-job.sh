@@ -1,9 +1,29 @@
 #!/usr/bin/env bash
-# The main job, from a fresh machine: build kiln and lower examples/hello to its build graph.
-# (`kiln build` arrives with the solver issue; until then the main job shows what would be built.)
+# The main job, from a fresh Debian 12 machine (as root): install what kiln's sandbox and the checks use, build
+# kiln, make a busybox base image offline, build examples/hello (with RUN steps) into kiln's local store, list the
+# store, export the image as an OCI archive and run it once with runc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+need=()
+command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
+[ -x /bin/busybox ] || need+=(busybox-static)
+command -v umoci >/dev/null 2>&1 || need+=(umoci)
+if [ "${#need[@]}" -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
 cargo build --release --locked
-./target/release/kiln check examples/hello
-./target/release/kiln graph --format json examples/hello
-./target/release/kiln graph examples/hello
+kiln=./target/release/kiln
+export KILN_ROOT="${KILN_ROOT:-$PWD/target/kiln-root}"
+bash scripts/base-images.sh "$kiln"
+"$kiln" check examples/hello
+"$kiln" build -t hello:latest -o type=oci,dest=target/hello.oci.tar examples/hello
+"$kiln" images
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir "$work/layout"
+tar -C "$work/layout" -xf target/hello.oci.tar
+umoci unpack --image "$work/layout:docker.io/library/hello:latest" "$work/bundle" >/dev/null
+sed -i 's/"terminal": *true/"terminal": false/' "$work/bundle/config.json"
+(cd "$work/bundle" && runc run "kiln-hello-$$")

@@ -75,7 +75,10 @@ pub fn run(args: &ImportArgs) -> Result<(), Failure> {
         vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     image.rootfs.diff_ids = vec![diff_id];
     image.history = vec![History {
-        created_by: format!("kiln import {}", args.file.display()),
+        created_by: format!(
+            "kiln import {}",
+            args.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "-".to_string())
+        ),
         comment: "imported".to_string(),
         ..Default::default()
     }];
