@@ -77,7 +77,10 @@ pub fn run(args: &ImportArgs) -> Result<(), Failure> {
     image.history = vec![History {
         created_by: format!(
             "kiln import {}",
-            args.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "-".to_string())
+            args.file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "-".to_string())
         ),
         comment: "imported".to_string(),
         ..Default::default()

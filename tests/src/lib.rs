@@ -79,6 +79,52 @@ pub fn run(bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
     child.wait_with_output().expect("wait for kiln").into()
 }
 
+/// A kiln root in a temporary directory with the busybox base image imported (made offline by
+/// `scripts/base-images.sh` from Debian's busybox-static).
+pub struct Root {
+    dir: tempfile::TempDir,
+}
+
+impl Root {
+    /// A fresh root holding `busybox:latest`.
+    pub fn with_busybox(bin: &str) -> Root {
+        let dir = tempfile::tempdir().expect("create a kiln root");
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/base-images.sh"))
+            .arg(bin)
+            .env("KILN_ROOT", dir.path())
+            .output()
+            .expect("run scripts/base-images.sh");
+        assert!(
+            out.status.success(),
+            "making the busybox base image failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Root { dir }
+    }
+
+    /// The root directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs kiln with `KILN_ROOT` set to this root.
+    pub fn kiln(&self, bin: &str, args: &[&str]) -> Run {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("KILN_ROOT", self.dir.path())
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/sbin",
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .stdin(Stdio::null());
+        cmd.output().expect("run kiln").into()
+    }
+}
+
 /// The repository's root (the workspace).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -62,10 +62,30 @@ fn env_map(env: &[String]) -> std::collections::BTreeMap<&str, &str> {
 pub fn explain(prev: &KeyParts, now: &KeyParts) -> Vec<MissReason> {
     let mut out = Vec::new();
     let paths: BTreeSet<&String> = prev.content.keys().chain(now.content.keys()).collect();
+    let listed: BTreeSet<&String> = prev.files.keys().chain(now.files.keys()).collect();
     for p in paths {
         if prev.content.get(p) != now.content.get(p) {
             let shown = p.split_once(':').map_or(p.as_str(), |(_, path)| path);
-            out.push(MissReason::FileChanged(shown.to_string()));
+            let prefix = shown.trim_start_matches('/').trim_end_matches('/');
+            // Name the files themselves when both records list them.
+            let changed: Vec<&&String> = listed
+                .iter()
+                .filter(|f| {
+                    prefix.is_empty()
+                        || f.as_str() == prefix
+                        || f.starts_with(&format!("{prefix}/"))
+                })
+                .filter(|f| prev.files.get(**f) != now.files.get(**f))
+                .collect();
+            if !changed.is_empty() && !prev.files.is_empty() && !now.files.is_empty() {
+                for f in changed.into_iter().take(10) {
+                    out.push(MissReason::FileChanged((*f).clone()));
+                }
+            } else {
+                out.push(MissReason::FileChanged(
+                    shown.trim_start_matches('/').to_string(),
+                ));
+            }
         }
     }
     if prev.resolved != now.resolved {
@@ -148,6 +168,7 @@ mod tests {
                 .map(|(p, c)| (format!("1:{p}"), Digest::sha256_of(c.as_bytes())))
                 .collect::<BTreeMap<_, _>>(),
             resolved: None,
+            files: BTreeMap::new(),
         }
     }
 
@@ -203,6 +224,7 @@ mod tests {
             inputs: vec![],
             content: BTreeMap::new(),
             resolved: Some(Digest::sha256_of(resolved.as_bytes())),
+            files: BTreeMap::new(),
         };
         assert_eq!(
             explain(&img("m1"), &img("m2")),

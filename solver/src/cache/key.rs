@@ -20,6 +20,9 @@ pub struct KeyParts {
     pub content: BTreeMap<String, Digest>,
     /// For an image source: the manifest digest its reference resolved to.
     pub resolved: Option<Digest>,
+    /// Per-file checksums of the selected paths (not part of the key): what lets a miss name the file.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, Digest>,
 }
 
 #[derive(Serialize)]
@@ -63,6 +66,7 @@ mod tests {
             inputs: vec![Digest::sha256_of(b"base")],
             content: BTreeMap::from([("1:/a".to_string(), Digest::sha256_of(content.as_bytes()))]),
             resolved: None,
+            files: BTreeMap::new(),
         }
     }
 

@@ -52,6 +52,12 @@ pub struct ContextHasher {
 
 const MAX_SYMLINK_HOPS: usize = 40;
 
+/// How many selected files a checksum lists for explanations (a bigger selection is explained by its path).
+pub const MAX_LISTED_FILES: usize = 2000;
+
+/// Per-file checksums of a selection, by path relative to the context root.
+pub type Files = std::collections::BTreeMap<String, Digest>;
+
 impl ContextHasher {
     /// A hasher over `root`, skipping what `ignore_patterns` (Docker's .dockerignore syntax) exclude.
     pub fn new<S: AsRef<str>>(
@@ -80,6 +86,18 @@ impl ContextHasher {
     /// The checksum of what `COPY <src>` selects: a path (a symlink named directly is followed, inside the context)
     /// or a wildcard pattern, whose matches are hashed with their paths.
     pub fn checksum(&self, src: &str) -> Result<Digest, HashError> {
+        self.checksum_inner(src, None)
+    }
+
+    /// As [`ContextHasher::checksum`], also listing the checksum of every file and symlink selected (up to
+    /// [`MAX_LISTED_FILES`]), so a later miss can name the exact file that changed.
+    pub fn checksum_with_files(&self, src: &str) -> Result<(Digest, Files), HashError> {
+        let files = Mutex::new(Files::new());
+        let d = self.checksum_inner(src, Some(&files))?;
+        Ok((d, files.into_inner().unwrap_or_else(|p| p.into_inner())))
+    }
+
+    fn checksum_inner(&self, src: &str, files: Option<&Mutex<Files>>) -> Result<Digest, HashError> {
         let cleaned = clean_path(src.trim_start_matches('/'));
         if cleaned == ".." || cleaned.starts_with("../") {
             return Err(HashError::OutsideContext(src.to_string()));
@@ -92,7 +110,7 @@ impl ContextHasher {
             };
             let resolved = self.follow(&rel, src)?;
             return self
-                .entry(&resolved)?
+                .entry(&resolved, files)?
                 .ok_or_else(|| HashError::NotFound(src.to_string()));
         }
         let matches = self.expand(&cleaned)?;
@@ -101,7 +119,7 @@ impl ContextHasher {
         }
         let parts: Result<Vec<(String, Option<Digest>)>, HashError> = matches
             .into_par_iter()
-            .map(|m| Ok((m.clone(), self.entry(&m)?)))
+            .map(|m| Ok((m.clone(), self.entry(&m, files)?)))
             .collect();
         let mut h = Sha256::new();
         for (path, digest) in parts? {
@@ -206,7 +224,7 @@ impl ContextHasher {
     }
 
     /// The checksum of one entry, or `None` when it is absent or ignored.
-    fn entry(&self, rel: &str) -> Result<Option<Digest>, HashError> {
+    fn entry(&self, rel: &str, files: Option<&Mutex<Files>>) -> Result<Option<Digest>, HashError> {
         if self.ignored(rel) {
             return Ok(None);
         }
@@ -235,7 +253,7 @@ impl ContextHasher {
                 .into_par_iter()
                 .map(|n| {
                     let child = join(rel, &n);
-                    Ok((n, self.entry(&child)?))
+                    Ok((n, self.entry(&child, files)?))
                 })
                 .collect();
             h.update(format!("dir {header}\n"));
@@ -259,7 +277,15 @@ impl ContextHasher {
         } else {
             h.update(format!("special {header} {}", m.rdev()));
         }
-        Ok(Some(finish(h)))
+        let digest = finish(h);
+        if let (Some(f), false) = (files, ft.is_dir()) {
+            if let Ok(mut f) = f.lock() {
+                if f.len() < MAX_LISTED_FILES {
+                    f.insert(rel.to_string(), digest.clone());
+                }
+            }
+        }
+        Ok(Some(digest))
     }
 
     fn file_digest(&self, rel: &str, m: &Metadata) -> Result<Digest, HashError> {

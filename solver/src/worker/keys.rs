@@ -8,7 +8,12 @@ use crate::cache::KeyParts;
 use crate::llb::{FileAction, MountKind, Op, SourceOp, Vertex};
 
 impl Worker<'_> {
-    fn local_checksum(&self, fs: &Fs, path: &str) -> Result<Option<oci::Digest>, WorkerError> {
+    fn local_checksum(
+        &self,
+        fs: &Fs,
+        path: &str,
+        files: &mut BTreeMap<String, oci::Digest>,
+    ) -> Result<Option<oci::Digest>, WorkerError> {
         let Fs::Local(dir, _) = fs else {
             return Ok(None);
         };
@@ -20,7 +25,9 @@ impl Worker<'_> {
         else {
             return Ok(None);
         };
-        Ok(Some(hasher.checksum(path)?))
+        let (digest, listed) = hasher.checksum_with_files(path)?;
+        files.extend(listed);
+        Ok(Some(digest))
     }
 
     pub(super) fn key_parts(
@@ -29,13 +36,14 @@ impl Worker<'_> {
         inputs: &[StepOutput],
     ) -> Result<KeyParts, WorkerError> {
         let mut content = BTreeMap::new();
+        let mut files = BTreeMap::new();
         let mut resolved = None;
         match &v.op {
             Op::File(f) => {
                 for a in &f.actions {
                     if let FileAction::Copy(c) = a {
                         if let Some(input) = inputs.get(c.source) {
-                            if let Some(d) = self.local_checksum(&input.fs, &c.src)? {
+                            if let Some(d) = self.local_checksum(&input.fs, &c.src, &mut files)? {
                                 content.insert(format!("{}:{}", c.source, c.src), d);
                             }
                         }
@@ -46,7 +54,9 @@ impl Worker<'_> {
                 for m in &e.mounts {
                     if let (Some(i), MountKind::Bind) = (m.input, &m.kind) {
                         if let Some(input) = inputs.get(i) {
-                            if let Some(d) = self.local_checksum(&input.fs, &m.selector)? {
+                            if let Some(d) =
+                                self.local_checksum(&input.fs, &m.selector, &mut files)?
+                            {
                                 content.insert(format!("{i}:{}", m.selector), d);
                             }
                         }
@@ -70,6 +80,7 @@ impl Worker<'_> {
             inputs: inputs.iter().map(|o| o.key.clone()).collect(),
             content,
             resolved,
+            files,
         })
     }
 }

@@ -1,0 +1,305 @@
+//! `kiln build` with real parts: busybox made offline, overlayfs snapshots, runc, and skopeo/umoci checking what
+//! kiln wrote.
+
+use kiln_tests::{repo_root, run, Context, Root};
+
+use crate::KILN;
+
+fn build(root: &Root, ctx: &Context, extra: &[&str]) -> kiln_tests::Run {
+    let mut args = vec!["build", "--progress=plain"];
+    args.extend_from_slice(extra);
+    args.push(ctx.path().to_str().expect("utf-8"));
+    root.kiln(KILN, &args)
+}
+
+fn cached_lines(stderr: &str) -> usize {
+    stderr.lines().filter(|l| l.ends_with(" CACHED")).count()
+}
+
+const APP: &str = "\
+FROM busybox
+WORKDIR /app
+COPY src/ ./src/
+RUN cat src/a.txt src/b.txt > joined.txt
+ARG MODE=fast
+RUN echo mode=$MODE > mode.txt
+COPY notes.md /notes.md
+";
+
+fn app_context() -> Context {
+    Context::new()
+        .file("Dockerfile", APP)
+        .file("src/a.txt", "a\n")
+        .file("src/b.txt", "b\n")
+        .file("notes.md", "notes\n")
+}
+
+#[test]
+fn the_cache_never_misses_without_cause_and_says_why_it_missed() {
+    let root = Root::with_busybox(KILN);
+    let ctx = app_context();
+    let first = build(&root, &ctx, &["-t", "app:1"]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(cached_lines(&first.stderr), 0);
+
+    let again = build(&root, &ctx, &["-t", "app:1"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(
+        cached_lines(&again.stderr),
+        6,
+        "every step cached:\n{}",
+        again.stderr
+    );
+
+    // Touch without changing.
+    std::fs::write(ctx.path().join("src/a.txt"), "a\n").expect("rewrite");
+    let touched = build(&root, &ctx, &["-t", "app:1"]);
+    assert_eq!(
+        cached_lines(&touched.stderr),
+        6,
+        "touching must not miss:\n{}",
+        touched.stderr
+    );
+
+    std::fs::write(ctx.path().join("src/b.txt"), "B\n").expect("change");
+    let changed = build(&root, &ctx, &["-t", "app:1"]);
+    assert_eq!(changed.code, 0, "{}", changed.stderr);
+    assert!(
+        changed
+            .stderr
+            .contains("cache miss: file changed: src/b.txt"),
+        "{}",
+        changed.stderr
+    );
+    assert!(
+        changed.stderr.contains("cache miss: input 0 changed"),
+        "{}",
+        changed.stderr
+    );
+    assert_eq!(
+        cached_lines(&changed.stderr),
+        2,
+        "FROM and WORKDIR stay cached:\n{}",
+        changed.stderr
+    );
+
+    let arg = build(&root, &ctx, &["-t", "app:1", "--build-arg", "MODE=slow"]);
+    assert_eq!(arg.code, 0, "{}", arg.stderr);
+    assert!(
+        arg.stderr
+            .contains("cache miss: MODE changed: \"fast\" -> \"slow\""),
+        "{}",
+        arg.stderr
+    );
+    // As in BuildKit, a build arg reaches every RUN after its ARG line; steps before it stay cached.
+    assert_eq!(
+        cached_lines(&arg.stderr),
+        4,
+        "only the steps that see MODE re-run:\n{}",
+        arg.stderr
+    );
+}
+
+#[test]
+fn a_failing_run_exits_1_with_its_output_and_line_and_unused_stages_never_run() {
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox AS broken\nRUN echo never-run && exit 9\n\nFROM busybox\nRUN echo about to fail\nRUN echo some output && exit 3\n",
+    );
+    let r = build(&root, &ctx, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("exit code: 3"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("some output"),
+        "the step's last output lines are shown:\n{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains(":6 ------"),
+        "the Dockerfile line is named:\n{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("never-run"),
+        "the unused stage never ran:\n{}",
+        r.stderr
+    );
+    let ok = build(
+        &root,
+        &Context::new().file(
+            "Dockerfile",
+            "FROM busybox AS broken\nRUN exit 9\nFROM busybox\nRUN true\n",
+        ),
+        &[],
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+}
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    let root = Root::with_busybox(KILN);
+    let stage = |n: &str| {
+        format!("FROM busybox AS {n}\nRUN cut -d\" \" -f1 /proc/uptime > /start && sleep 1 && cut -d\" \" -f1 /proc/uptime > /end\n")
+    };
+    let df = format!(
+        "{}{}FROM busybox\nCOPY --from=one /start /one.start\nCOPY --from=one /end /one.end\nCOPY --from=two /start /two.start\nCOPY --from=two /end /two.end\n",
+        stage("one"),
+        stage("two")
+    );
+    let ctx = Context::new().file("Dockerfile", df);
+    let out = tempfile::tempdir().expect("tempdir");
+    let dest = format!("type=local,dest={}", out.path().display());
+    let r = build(&root, &ctx, &["-o", &dest]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let t = |f: &str| -> f64 {
+        std::fs::read_to_string(out.path().join(f))
+            .expect("timestamp file")
+            .trim()
+            .parse()
+            .expect("seconds of uptime")
+    };
+    assert!(
+        t("one.start") < t("two.end") && t("two.start") < t("one.end"),
+        "the two stages' RUN steps overlap in time"
+    );
+}
+
+#[test]
+fn exported_images_are_accepted_by_skopeo_umoci_and_runc() {
+    let root = Root::with_busybox(KILN);
+    let hello = repo_root().join("examples/hello");
+    let out = tempfile::tempdir().expect("tempdir");
+    let archive = out.path().join("hello.tar");
+    let dest = format!("type=oci,dest={}", archive.display());
+    let meta = out.path().join("meta.json");
+    let r = root.kiln(
+        KILN,
+        &[
+            "build",
+            "-t",
+            "hello:e2e",
+            "-o",
+            &dest,
+            "--metadata-file",
+            meta.to_str().expect("utf-8"),
+            hello.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let metadata: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).expect("metadata")).expect("json");
+    let digest = metadata["containerimage.digest"]
+        .as_str()
+        .expect("containerimage.digest")
+        .to_string();
+
+    let inspect = run(
+        "skopeo",
+        &["inspect", &format!("oci-archive:{}", archive.display())],
+        None,
+    );
+    assert_eq!(
+        inspect.code, 0,
+        "skopeo rejected the archive: {}",
+        inspect.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("skopeo json");
+    assert_eq!(v["Digest"], digest.as_str());
+    assert_eq!(v["Labels"]["org.opencontainers.image.title"], "kiln hello");
+
+    let layout = out.path().join("layout");
+    std::fs::create_dir(&layout).expect("mkdir");
+    assert_eq!(
+        run(
+            "tar",
+            &[
+                "-C",
+                layout.to_str().expect("utf-8"),
+                "-xf",
+                archive.to_str().expect("utf-8")
+            ],
+            None
+        )
+        .code,
+        0
+    );
+    let bundle = out.path().join("bundle");
+    let image = format!("{}:docker.io/library/hello:e2e", layout.display());
+    let unpack = run(
+        "umoci",
+        &["unpack", "--image", &image, bundle.to_str().expect("utf-8")],
+        None,
+    );
+    assert_eq!(
+        unpack.code, 0,
+        "umoci rejected the image: {}",
+        unpack.stderr
+    );
+    let msg = std::fs::read_to_string(bundle.join("rootfs/app/message.txt"))
+        .expect("message.txt in the image");
+    assert_eq!(msg, "hello from kiln\nbuilt by kiln\n");
+    let config = bundle.join("config.json");
+    let text = std::fs::read_to_string(&config)
+        .expect("config.json")
+        .replace("\"terminal\": true", "\"terminal\": false");
+    std::fs::write(&config, text).expect("write config");
+    let id = format!("kiln-e2e-{}", std::process::id());
+    let ran = std::process::Command::new("runc")
+        .args(["run", &id])
+        .current_dir(&bundle)
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("runc");
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout),
+        "hello from kiln\nbuilt by kiln\n",
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+
+    let images = root.kiln(KILN, &["images"]);
+    assert!(
+        images.stdout.contains("docker.io/library/hello:e2e"),
+        "{}",
+        images.stdout
+    );
+}
+
+#[test]
+fn reproducible_with_source_date_epoch_in_two_empty_roots() {
+    let hello = repo_root().join("examples/hello");
+    let digest = |root: &Root| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = dir.path().join("m.json");
+        let r = root.kiln(
+            KILN,
+            &[
+                "build",
+                "--build-arg",
+                "SOURCE_DATE_EPOCH=1445412480",
+                "-t",
+                "repro:1",
+                "--metadata-file",
+                meta.to_str().expect("utf-8"),
+                hello.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&meta).expect("meta")).expect("json");
+        v["containerimage.digest"]
+            .as_str()
+            .expect("digest")
+            .to_string()
+    };
+    let a = digest(&Root::with_busybox(KILN));
+    let b = digest(&Root::with_busybox(KILN));
+    assert_eq!(a, b, "same inputs, same manifest digest");
+}
