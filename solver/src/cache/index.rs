@@ -213,6 +213,7 @@ mod tests {
             inputs: vec![],
             content: BTreeMap::new(),
             resolved: None,
+            files: BTreeMap::new(),
         };
         CacheRecord {
             key: parts.key(),
