@@ -80,6 +80,9 @@ pub struct BuildArgs {
     /// The OCI runtime that runs RUN steps.
     #[arg(long, default_value = "runc", value_name = "runc|PATH")]
     pub runtime: String,
+    /// Run the build checks and report them instead of building (as `docker build --check`).
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `kiln import`.

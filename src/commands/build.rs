@@ -59,6 +59,9 @@ fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64
 
 /// Runs `kiln build`.
 pub fn run(args: &BuildArgs) -> Result<(), Failure> {
+    if args.check {
+        return crate::commands::check::run(&args.request);
+    }
     let mode = Mode::parse(&args.progress).map_err(Failure::Usage)?;
     let mut loaded = request::load(&args.request)?;
     loaded.opts.no_cache = args.no_cache;

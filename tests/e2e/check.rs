@@ -42,6 +42,17 @@ fn check_directive_skips_rules_and_turns_findings_into_errors() {
     assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
     assert!(r.stdout.contains("MaintainerDeprecated"));
     assert!(!r.stdout.contains("JSONArgsRecommended"));
+    let via_build = run(
+        KILN,
+        &["build", "--check", ctx.path().to_str().expect("utf-8")],
+        None,
+    );
+    assert_eq!(
+        via_build.code, 1,
+        "kiln build --check reports the same: {}",
+        via_build.stdout
+    );
+    assert!(via_build.stdout.contains("MaintainerDeprecated"));
     let clean = Context::new().file(
         "Dockerfile",
         "# check=error=true\nFROM busybox\nCMD [\"true\"]\n",
