@@ -311,37 +311,49 @@ fn export(
             .collect(),
         None => Vec::new(),
     };
-    let needs_image = outputs
-        .iter()
-        .any(|o| matches!(o, Output::Image { .. } | Output::Oci { .. }));
-    let mut exported = None;
-    if needs_image {
-        let mut all_names: Vec<String> = names.to_vec();
-        for o in outputs {
-            if let Output::Image { names } = o {
-                all_names.extend(names.iter().cloned());
-            }
+    let mut all_names: Vec<String> = names.to_vec();
+    for o in outputs {
+        if let Output::Image { names } = o {
+            all_names.extend(names.iter().cloned());
         }
-        let image = exporter::export_image(
+    }
+    let export = |compression: Compression, names: &[String]| {
+        exporter::export_image(
             store,
             &layers,
             lowered.target.image.clone(),
-            Compression::Gzip(6),
+            compression,
             epoch,
-            &all_names,
+            names,
         )
-        .map_err(|e| fail(&e))?;
-        exported = Some((image, all_names));
-    }
+        .map_err(|e| fail(&e))
+    };
+    // Kiln's own store keeps layers uncompressed (nothing is gained by compressing what stays on this disk);
+    // archives and, later, pushes get gzip, made once per snapshot and reused.
+    let store_image = if outputs.iter().any(|o| matches!(o, Output::Image { .. })) {
+        Some(export(Compression::None, &all_names)?)
+    } else {
+        None
+    };
+    let oci_image = if outputs.iter().any(|o| matches!(o, Output::Oci { .. })) {
+        Some(export(Compression::Gzip(6), &[])?)
+    } else {
+        None
+    };
+    // The digest reported is that of the image that leaves the machine when there is one.
+    let exported = oci_image
+        .clone()
+        .or_else(|| store_image.clone())
+        .map(|i| (i, all_names.clone()));
     let mut metadata = serde_json::Map::new();
     for o in outputs {
         match o {
             Output::Image { .. } => {}
             Output::Oci { dest, tar } => {
-                let Some((image, names)) = &exported else {
+                let Some(image) = &oci_image else {
                     continue;
                 };
-                let tag = names.first().map(String::as_str);
+                let tag = all_names.first().map(String::as_str);
                 if *tar {
                     write_to(dest, |w| {
                         exporter::layout::write_layout_tar(store, &image.manifest, tag, w)

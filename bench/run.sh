@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Benchmarks kiln beside buildah on this machine and prints a markdown table (medians of REPS runs).
+# Cases: hello (examples/hello); a context of 20,000 small files plus one 300 MiB random file copied with
+# `COPY . /app`, with a RUN after it; four independent CPU-bound stages. Scenarios: cold build (empty root/storage),
+# unchanged rebuild, touch-only rebuild, one file changed.
+# Usage (as root): bench/run.sh [REPS]   — needs buildah (apt-get install buildah) and a release build of kiln.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps=${1:-3}
+export PATH="$PATH:/usr/sbin:/sbin"
+cargo build --release --locked -q
+kiln=$PWD/target/release/kiln
+work=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
+trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+export KILN_ROOT=$work/kiln-root
+bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
+
+bash scripts/base-images.sh "$kiln" >/dev/null
+# The same busybox for buildah, via an OCI archive kiln exports.
+mkdir -p "$work/base"
+printf 'FROM busybox\n' > "$work/base/Dockerfile"
+"$kiln" build --progress=quiet -o "type=oci,dest=$work/busybox.oci.tar" -t busybox-export "$work/base"
+buildah "${bstore[@]}" pull -q "oci-archive:$work/busybox.oci.tar" >/dev/null
+buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/busybox:latest
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+now() { date +%s.%N; }
+timeit() { local s e; s=$(now); "$@" >/dev/null 2>&1; e=$(now); echo "$e - $s" | bc; }
+
+kiln_build() { "$kiln" build --progress=quiet -t bench:latest "$1"; }
+buildah_build() { buildah "${bstore[@]}" build --layers --isolation oci -t bench:latest "$1"; }
+
+make_cases() {
+  mkdir -p "$work/cases/hello" "$work/cases/bigctx" "$work/cases/cpu"
+  cp -r examples/hello/. "$work/cases/hello/"
+  local big=$work/cases/bigctx
+  mkdir -p "$big/files"
+  python3 - "$big/files" <<'PY'
+import os, random, sys
+d = sys.argv[1]
+r = random.Random(42)
+for i in range(20000):
+    sub = os.path.join(d, f"{i // 1000:02d}")
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, f"f{i}.txt"), "wb") as f:
+        f.write(r.randbytes(r.randint(1024, 4096)))
+PY
+  head -c $((300 << 20)) /dev/urandom > "$big/big.bin"
+  printf 'FROM busybox\nCOPY . /app\nRUN ls /app | wc -l\n' > "$big/Dockerfile"
+  local cpu=$work/cases/cpu
+  {
+    for s in 1 2 3 4; do
+      printf 'FROM busybox AS s%s\nRUN i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; echo %s > /out\n' "$s" "$s"
+    done
+    printf 'FROM busybox\n'
+    for s in 1 2 3 4; do printf 'COPY --from=s%s /out /out%s\n' "$s" "$s"; done
+  } > "$cpu/Dockerfile"
+}
+
+reset_tools() {
+  rm -rf "$KILN_ROOT"/{snapshots,cache,statcache,cachemounts,work}
+  buildah "${bstore[@]}" rmi --all --force >/dev/null 2>&1 || true
+  buildah "${bstore[@]}" pull -q "oci-archive:$work/busybox.oci.tar" >/dev/null
+  buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/busybox:latest
+}
+
+make_cases
+echo "| case | scenario | kiln (s) | buildah (s) | kiln/buildah |"
+echo "| --- | --- | --- | --- | --- |"
+for case in hello bigctx cpu; do
+  ctx=$work/cases/$case
+  touch_file=$ctx/Dockerfile
+  change_file=$ctx/Dockerfile
+  [ "$case" = hello ] && touch_file=$ctx/greeting.txt && change_file=$ctx/greeting.txt
+  [ "$case" = bigctx ] && touch_file=$ctx/files/05/f5000.txt && change_file=$ctx/files/05/f5001.txt
+  for scenario in cold unchanged touch changed; do
+    k=(); b=()
+    for _ in $(seq "$reps"); do
+      if [ "$scenario" = cold ]; then reset_tools; else kiln_build "$ctx" >/dev/null 2>&1; buildah_build "$ctx" >/dev/null 2>&1; fi
+      case $scenario in
+        touch) touch "$touch_file" ;;
+        changed) [ "$case" = cpu ] && printf '# change %s\n' "$RANDOM" >> "$change_file" || printf 'x%s' "$RANDOM" >> "$change_file" ;;
+      esac
+      k+=("$(timeit kiln_build "$ctx")")
+      case $scenario in
+        touch) touch "$touch_file" ;;
+        changed) [ "$case" = cpu ] && printf '# change %s\n' "$RANDOM" >> "$change_file" || printf 'x%s' "$RANDOM" >> "$change_file" ;;
+      esac
+      b+=("$(timeit buildah_build "$ctx")")
+    done
+    km=$(printf '%s\n' "${k[@]}" | median); bm=$(printf '%s\n' "${b[@]}" | median)
+    printf '| %s | %s | %.2f | %.2f | %.2f |\n' "$case" "$scenario" "$km" "$bm" "$(echo "$km / $bm" | bc -l)"
+  done
+done
