@@ -24,6 +24,92 @@ pub enum Command {
     Import(ImportArgs),
     /// List the images in kiln's store.
     Images(RootArgs),
+    /// Load images from an OCI layout tar or a docker archive (like `docker load`).
+    Load(LoadArgs),
+    /// Write images of the store to an OCI layout tar or a docker archive (like `docker save`).
+    Save(SaveArgs),
+    /// Give an image of the store another name.
+    Tag(TagArgs),
+    /// Remove names from the store (the content goes with `kiln prune`).
+    Rmi(RmiArgs),
+    /// Print an image's manifest and config as JSON.
+    Inspect(InspectArgs),
+}
+
+/// `kiln load`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// The archive (plain or gzip), or `-` for stdin.
+    #[arg(
+        short = 'i',
+        long = "input",
+        value_name = "FILE|-",
+        default_value = "-"
+    )]
+    pub input: PathBuf,
+    /// Which image of a multi-platform index to take (default: this machine's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// Archive formats of `kiln save`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SaveFormat {
+    /// An OCI image layout tar.
+    Oci,
+    /// A docker archive (`docker load` reads it; it is an OCI layout too).
+    Docker,
+}
+
+/// `kiln save`.
+#[derive(Debug, Clone, Args)]
+pub struct SaveArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Images to save.
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+    /// Where to write (`-` for stdout).
+    #[arg(short = 'o', long = "output", value_name = "FILE|-")]
+    pub output: String,
+    /// Archive format.
+    #[arg(long, value_enum, default_value = "docker")]
+    pub format: SaveFormat,
+}
+
+/// `kiln tag`.
+#[derive(Debug, Clone, Args)]
+pub struct TagArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// The image, by name.
+    #[arg(value_name = "SOURCE")]
+    pub source: String,
+    /// The new name.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+}
+
+/// `kiln rmi`.
+#[derive(Debug, Clone, Args)]
+pub struct RmiArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Names to remove.
+    #[arg(value_name = "NAME", required = true)]
+    pub names: Vec<String>,
+}
+
+/// `kiln inspect`.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// The image, by name.
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
 
 /// Where kiln keeps its store, snapshots and cache.

@@ -36,6 +36,11 @@ fn main() -> ExitCode {
         cli::Command::Build(args) => commands::build::run(&args),
         cli::Command::Import(args) => commands::import::run(&args),
         cli::Command::Images(args) => commands::images::run(&args),
+        cli::Command::Load(args) => commands::archive::load(&args),
+        cli::Command::Save(args) => commands::archive::save(&args),
+        cli::Command::Tag(args) => commands::images::tag(&args),
+        cli::Command::Rmi(args) => commands::images::rmi(&args),
+        cli::Command::Inspect(args) => commands::images::inspect(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

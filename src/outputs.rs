@@ -1,8 +1,56 @@
-//! `-o/--output` specs in BuildKit's syntax: `type=image[,name=N]`, `type=oci,dest=PATH[,tar=false]`,
-//! `type=local,dest=DIR`, `type=tar,dest=FILE|-`; a bare path means `type=local,dest=PATH`, `-` a tar on stdout.
+//! `-o/--output` specs in BuildKit's syntax: `type=image[,name=N][,push=true]`, `type=oci,dest=PATH[,tar=false]`,
+//! `type=docker,dest=FILE|-`, `type=local,dest=DIR`, `type=tar,dest=FILE|-`; a bare path means
+//! `type=local,dest=PATH`, `-` a tar on stdout. Image-writing types take BuildKit's layer options: `compression=`,
+//! `compression-level=`, `force-compression=`, `oci-mediatypes=`, `rewrite-timestamp=`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use exporter::{Compression, ExportOptions};
+
+/// Layer options of an image-writing output, as given (unset ones take the output type's defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LayerOptions {
+    /// `compression=gzip|zstd|uncompressed`.
+    pub compression: Option<String>,
+    /// `compression-level=N`.
+    pub level: Option<i32>,
+    /// `oci-mediatypes=true|false`.
+    pub oci_media_types: Option<bool>,
+    /// `rewrite-timestamp=true|false`.
+    pub rewrite_timestamp: Option<bool>,
+}
+
+impl LayerOptions {
+    /// The export options for an output whose defaults are `default_compression` and `default_oci`.
+    /// kiln re-makes every layer it writes from its snapshots, so `force-compression` holds always.
+    pub fn resolve(
+        &self,
+        default_compression: Compression,
+        default_oci: bool,
+        epoch: Option<i64>,
+    ) -> ExportOptions {
+        let compression = match (self.compression.as_deref(), self.level) {
+            (Some("uncompressed"), _) => Compression::None,
+            (Some("gzip"), l) => Compression::Gzip(l.unwrap_or(6).clamp(0, 9) as u32),
+            (Some("zstd"), l) => Compression::Zstd(l.unwrap_or(3).clamp(1, 22)),
+            (_, Some(l)) => match default_compression {
+                Compression::Gzip(_) => Compression::Gzip(l.clamp(0, 9) as u32),
+                Compression::Zstd(_) => Compression::Zstd(l.clamp(1, 22)),
+                Compression::None => Compression::None,
+            },
+            _ => default_compression,
+        };
+        ExportOptions {
+            compression,
+            // Docker has no zstd media type: zstd layers take OCI's, as BuildKit forces.
+            oci_media_types: self.oci_media_types.unwrap_or(default_oci)
+                || matches!(compression, Compression::Zstd(_)),
+            source_date_epoch: epoch,
+            clamp_file_times: self.rewrite_timestamp.unwrap_or(true),
+        }
+    }
+}
 
 /// One output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -11,13 +59,23 @@ pub enum Output {
     Image {
         /// `name=` values.
         names: Vec<String>,
+        /// `push=true`: also push the names to their registries.
+        push: bool,
+        /// Layer options.
+        layers: LayerOptions,
     },
-    /// An OCI layout, as a tar file (or stdout with `-`) or a directory.
-    Oci {
+    /// An OCI layout, as a tar file (or stdout with `-`) or a directory; or a docker archive.
+    Archive {
         /// Destination.
         dest: String,
-        /// Write a tar (default) or a directory.
+        /// Write a tar (default) or a directory (OCI only).
         tar: bool,
+        /// `type=docker`.
+        docker: bool,
+        /// `name=` values, recorded in the archive.
+        names: Vec<String>,
+        /// Layer options.
+        layers: LayerOptions,
     },
     /// The final filesystem into a directory.
     Local {
@@ -29,6 +87,30 @@ pub enum Output {
         /// Destination file or `-`.
         dest: String,
     },
+}
+
+/// Splits `a=1,b=2`, allowing a quoted value to hold commas (`"name=a:1,b:2"` as buildx's CSV reading does).
+fn split_csv(spec: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for c in spec.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    out.push(cur);
+    out
+}
+
+fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("-o {spec}: {key}={v:?} is not true or false")),
+    }
 }
 
 /// Parses one `-o` value.
@@ -45,36 +127,100 @@ pub fn parse(spec: &str) -> Result<Output, String> {
         });
     }
     let mut kv = BTreeMap::new();
-    for part in spec.split(',') {
+    for part in split_csv(spec) {
         let (k, v) = part
             .split_once('=')
             .ok_or_else(|| format!("-o {spec}: {part:?} is not key=value"))?;
         kv.insert(k.trim().to_string(), v.trim().to_string());
     }
-    let dest = |kv: &BTreeMap<String, String>| {
-        kv.get("dest")
-            .cloned()
-            .ok_or_else(|| format!("-o {spec}: this output type needs dest="))
+    let kind = kv
+        .remove("type")
+        .ok_or_else(|| format!("-o {spec}: missing type="))?;
+    let image_like = matches!(kind.as_str(), "image" | "oci" | "docker");
+    let mut layers = LayerOptions::default();
+    let mut names = Vec::new();
+    let mut dest = None;
+    let mut tar = true;
+    let mut push = false;
+    for (k, v) in &kv {
+        match (k.as_str(), image_like) {
+            ("dest", _) if kind != "image" => dest = Some(v.clone()),
+            ("name", true) => {
+                names.extend(v.split(',').filter(|n| !n.is_empty()).map(str::to_string))
+            }
+            ("tar", _) if kind == "oci" => tar = parse_bool(spec, k, v)?,
+            ("push", _) if kind == "image" => push = parse_bool(spec, k, v)?,
+            ("compression", true) => match v.as_str() {
+                "gzip" | "zstd" | "uncompressed" => layers.compression = Some(v.clone()),
+                _ => {
+                    return Err(format!(
+                        "-o {spec}: compression={v:?} is not gzip, zstd or uncompressed"
+                    ))
+                }
+            },
+            ("compression-level", true) => {
+                layers.level =
+                    Some(v.parse().map_err(|_| {
+                        format!("-o {spec}: compression-level={v:?} is not a number")
+                    })?)
+            }
+            ("force-compression", true) => {
+                parse_bool(spec, k, v)?;
+            }
+            ("oci-mediatypes", true) => layers.oci_media_types = Some(parse_bool(spec, k, v)?),
+            ("rewrite-timestamp", true) => layers.rewrite_timestamp = Some(parse_bool(spec, k, v)?),
+            _ => return Err(format!("-o {spec}: {k}= is not an option of type={kind}")),
+        }
+    }
+    let need_dest = || {
+        dest.clone()
+            .ok_or_else(|| format!("-o {spec}: type={kind} needs dest="))
     };
-    match kv.get("type").map(String::as_str) {
-        Some("image") => Ok(Output::Image {
-            names: kv
-                .get("name")
-                .map(|n| n.split(',').map(str::to_string).collect())
-                .unwrap_or_default(),
+    match kind.as_str() {
+        "image" => Ok(Output::Image {
+            names,
+            push,
+            layers,
         }),
-        Some("oci") => Ok(Output::Oci {
-            dest: dest(&kv)?,
-            tar: kv.get("tar").map(|t| t != "false").unwrap_or(true),
+        "oci" | "docker" => Ok(Output::Archive {
+            dest: need_dest()?,
+            tar: tar || kind == "docker",
+            docker: kind == "docker",
+            names,
+            layers,
         }),
-        Some("local") => Ok(Output::Local {
-            dest: PathBuf::from(dest(&kv)?),
+        "local" => Ok(Output::Local {
+            dest: PathBuf::from(need_dest()?),
         }),
-        Some("tar") => Ok(Output::Tar { dest: dest(&kv)? }),
-        Some(other) => Err(format!(
-            "-o {spec}: output type {other:?} is not supported (image, oci, local, tar; docker and push come later)"
+        "tar" => Ok(Output::Tar { dest: need_dest()? }),
+        other => Err(format!(
+            "-o {spec}: output type {other:?} is not supported (image, oci, docker, local, tar)"
         )),
-        None => Err(format!("-o {spec}: missing type=")),
+    }
+}
+
+/// Writes an output file through `DEST.kiln-partial` and a rename, so a failed build never leaves a truncated
+/// archive under the name a user (or a CI step) looks for; `-` writes to stdout.
+pub fn write_to(
+    dest: &str,
+    f: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String>,
+) -> Result<(), crate::Failure> {
+    if dest == "-" {
+        let mut out = std::io::stdout().lock();
+        return f(&mut out).map_err(crate::Failure::Build);
+    }
+    let tmp = format!("{dest}.kiln-partial");
+    let mut file =
+        std::fs::File::create(&tmp).map_err(|e| crate::Failure::Build(format!("{tmp}: {e}")))?;
+    let result = f(&mut file).and_then(|_| file.sync_all().map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => {
+            std::fs::rename(&tmp, dest).map_err(|e| crate::Failure::Build(format!("{dest}: {e}")))
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(crate::Failure::Build(e))
+        }
     }
 }
 
@@ -88,26 +234,67 @@ mod tests {
         assert_eq!(parse("-").unwrap(), Output::Tar { dest: "-".into() });
         assert_eq!(
             parse("type=oci,dest=a.tar").unwrap(),
-            Output::Oci {
+            Output::Archive {
                 dest: "a.tar".into(),
-                tar: true
+                tar: true,
+                docker: false,
+                names: vec![],
+                layers: LayerOptions::default(),
             }
         );
-        assert_eq!(
+        assert!(matches!(
             parse("type=oci,dest=d,tar=false").unwrap(),
-            Output::Oci {
-                dest: "d".into(),
-                tar: false
-            }
-        );
+            Output::Archive { tar: false, .. }
+        ));
+        assert!(matches!(
+            parse("type=docker,dest=x,name=app:1").unwrap(),
+            Output::Archive { docker: true, tar: true, ref names, .. } if names == &["app:1"]
+        ));
         assert_eq!(
-            parse("type=image,name=app:1").unwrap(),
+            parse("type=image,\"name=app:1,app:2\",push=true").unwrap(),
             Output::Image {
-                names: vec!["app:1".into()]
+                names: vec!["app:1".into(), "app:2".into()],
+                push: true,
+                layers: LayerOptions::default(),
             }
         );
-        assert!(parse("type=docker,dest=x").is_err());
         assert!(parse("type=local").is_err());
         assert!(parse("dest=x").is_err());
+        assert!(parse("type=registry,dest=x").is_err());
+        assert!(parse("type=oci,dest=x,compression=brotli").is_err());
+        assert!(parse("type=oci,dest=x,frobnicate=1").is_err());
+        assert!(parse("type=local,dest=x,compression=gzip").is_err());
+    }
+
+    #[test]
+    fn layer_options_resolve_like_buildkit() {
+        let o = |s: &str| match parse(s).unwrap() {
+            Output::Archive { layers, .. } | Output::Image { layers, .. } => layers,
+            _ => unreachable!(),
+        };
+        let gz = Compression::Gzip(6);
+        assert_eq!(o("type=oci,dest=x").resolve(gz, true, None).compression, gz);
+        assert_eq!(
+            o("type=oci,dest=x,compression-level=1")
+                .resolve(gz, true, None)
+                .compression,
+            Compression::Gzip(1)
+        );
+        let z = o("type=docker,dest=x,compression=zstd").resolve(gz, false, Some(5));
+        assert_eq!(z.compression, Compression::Zstd(3));
+        assert!(z.oci_media_types, "zstd forces OCI media types");
+        let d = o("type=docker,dest=x,oci-mediatypes=false").resolve(gz, true, None);
+        assert!(!d.oci_media_types);
+        assert_eq!(
+            o("type=image,compression=uncompressed")
+                .resolve(gz, true, None)
+                .compression,
+            Compression::None
+        );
+        assert!(
+            !o("type=oci,dest=x,rewrite-timestamp=false")
+                .resolve(gz, true, Some(1))
+                .clamp_file_times
+        );
     }
 }

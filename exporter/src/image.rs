@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use oci::manifest::{
-    Descriptor, Manifest, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_MANIFEST,
+    Descriptor, LayerCompression, Manifest, MEDIA_CONFIG, MEDIA_DOCKER_CONFIG,
+    MEDIA_DOCKER_MANIFEST, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST,
 };
 use oci::store::{Store, StoreError};
 use oci::{Digest, History, Image};
@@ -19,6 +20,8 @@ use crate::hashing::HashingWriter;
 pub enum Compression {
     /// gzip at a level (0–9).
     Gzip(u32),
+    /// zstd at a level (1–22).
+    Zstd(i32),
     /// No compression.
     None,
 }
@@ -27,7 +30,35 @@ impl Compression {
     fn tag(&self) -> String {
         match self {
             Compression::Gzip(l) => format!("gzip-{l}"),
+            Compression::Zstd(l) => format!("zstd-{l}"),
             Compression::None => "none".to_string(),
+        }
+    }
+}
+
+/// How an image is written: what the layers are compressed with, which media-type vocabulary names them, and the
+/// timestamp that makes the result reproducible. BuildKit's `-o` options map onto it one to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Layer compression.
+    pub compression: Compression,
+    /// OCI media types (BuildKit's default) or Docker's, for tools and registries that only know those.
+    pub oci_media_types: bool,
+    /// SOURCE_DATE_EPOCH: image and history times, and (with `clamp_file_times`) file times in the layers.
+    pub source_date_epoch: Option<i64>,
+    /// BuildKit's `rewrite-timestamp`: file times newer than SOURCE_DATE_EPOCH are clamped to it. kiln defaults it
+    /// on whenever SOURCE_DATE_EPOCH is set, so that the documented way to a reproducible image is one setting.
+    pub clamp_file_times: bool,
+}
+
+impl ExportOptions {
+    /// gzip level 6 with OCI media types, as BuildKit's image exporter defaults.
+    pub fn new(compression: Compression, source_date_epoch: Option<i64>) -> ExportOptions {
+        ExportOptions {
+            compression,
+            oci_media_types: true,
+            source_date_epoch,
+            clamp_file_times: true,
         }
     }
 }
@@ -139,6 +170,21 @@ pub fn layer_blob(
             })?;
             (counted, diff_id, entries, MEDIA_LAYER_GZIP)
         }
+        Compression::Zstd(level) => {
+            let zs = zstd::stream::write::Encoder::new(counted, level).map_err(|source| {
+                ExportError::Io {
+                    path: layer.diff.clone(),
+                    source,
+                }
+            })?;
+            let (inner, entries) = write_diff(&layer.diff, HashingWriter::new(zs), opts)?;
+            let (zs, diff_id, _) = inner.finish();
+            let counted = zs.finish().map_err(|source| ExportError::Io {
+                path: layer.diff.clone(),
+                source,
+            })?;
+            (counted, diff_id, entries, MEDIA_LAYER_ZSTD)
+        }
         Compression::None => {
             let (inner, entries) = write_diff(&layer.diff, HashingWriter::new(counted), opts)?;
             let (counted, diff_id, _) = inner.finish();
@@ -187,15 +233,20 @@ pub fn export_image(
     store: &Store,
     layers: &[LayerSource],
     mut image: Image,
-    compression: Compression,
-    source_date_epoch: Option<i64>,
+    options: &ExportOptions,
     names: &[String],
 ) -> Result<ExportedImage, ExportError> {
-    let opts = DiffOptions { source_date_epoch };
+    let source_date_epoch = options.source_date_epoch;
+    let opts = DiffOptions {
+        source_date_epoch: source_date_epoch.filter(|_| options.clamp_file_times),
+    };
     let mut blobs = Vec::new();
     for l in layers {
-        let b = layer_blob(store, l, compression, opts)?;
+        let mut b = layer_blob(store, l, options.compression, opts)?;
         if !b.empty {
+            if let Some(c) = LayerCompression::of_media_type(&b.descriptor.media_type) {
+                b.descriptor.media_type = c.media_type(options.oci_media_types).to_string();
+            }
             blobs.push(b);
         }
     }
@@ -243,10 +294,15 @@ pub fn export_image(
         source: std::io::Error::other(e),
     })?;
     let config = store.put_bytes(&config_bytes)?;
+    let (manifest_media, config_media) = if options.oci_media_types {
+        (MEDIA_MANIFEST, MEDIA_CONFIG)
+    } else {
+        (MEDIA_DOCKER_MANIFEST, MEDIA_DOCKER_CONFIG)
+    };
     let manifest = Manifest {
         schema_version: 2,
-        media_type: Some(MEDIA_MANIFEST.to_string()),
-        config: Descriptor::new(MEDIA_CONFIG, config.clone(), config_bytes.len() as u64),
+        media_type: Some(manifest_media.to_string()),
+        config: Descriptor::new(config_media, config.clone(), config_bytes.len() as u64),
         layers: blobs.iter().map(|b| b.descriptor.clone()).collect(),
         annotations: Default::default(),
     };
@@ -259,7 +315,7 @@ pub fn export_image(
         store.set_image(n, &manifest_digest)?;
     }
     Ok(ExportedImage {
-        manifest: Descriptor::new(MEDIA_MANIFEST, manifest_digest, manifest_bytes.len() as u64),
+        manifest: Descriptor::new(manifest_media, manifest_digest, manifest_bytes.len() as u64),
         config,
     })
 }
@@ -309,8 +365,7 @@ mod tests {
             &store,
             &layers,
             image.clone(),
-            Compression::Gzip(6),
-            Some(1_000),
+            &ExportOptions::new(Compression::Gzip(6), Some(1_000)),
             &["app:1".into()],
         )
         .unwrap();
@@ -318,8 +373,7 @@ mod tests {
             &store,
             &layers,
             image,
-            Compression::Gzip(6),
-            Some(1_000),
+            &ExportOptions::new(Compression::Gzip(6), Some(1_000)),
             &[],
         )
         .unwrap();
@@ -342,5 +396,51 @@ mod tests {
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         assert_eq!(names, ["hello"]);
+    }
+
+    #[test]
+    fn docker_media_types_on_request_with_the_same_layers() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let snap = tempfile::tempdir().unwrap();
+        std::fs::write(snap.path().join("f"), "x").unwrap();
+        let layers = vec![LayerSource {
+            id: "s".into(),
+            diff: snap.path().to_path_buf(),
+        }];
+        let image = Image {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        let mut docker = ExportOptions::new(Compression::Gzip(6), Some(7));
+        docker.oci_media_types = false;
+        let d = export_image(&store, &layers, image.clone(), &docker, &[]).unwrap();
+        let o = export_image(
+            &store,
+            &layers,
+            image,
+            &ExportOptions::new(Compression::Gzip(6), Some(7)),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            d.config, o.config,
+            "the config does not depend on media types"
+        );
+        assert_ne!(d.manifest.digest, o.manifest.digest);
+        let dm: Manifest = store.read_json(&d.manifest.digest).unwrap();
+        let om: Manifest = store.read_json(&o.manifest.digest).unwrap();
+        assert_eq!(dm.media_type.as_deref(), Some(MEDIA_DOCKER_MANIFEST));
+        assert_eq!(dm.config.media_type, MEDIA_DOCKER_CONFIG);
+        assert_eq!(
+            dm.layers[0].media_type,
+            oci::manifest::MEDIA_DOCKER_LAYER_GZIP
+        );
+        assert_eq!(om.layers[0].media_type, MEDIA_LAYER_GZIP);
+        assert_eq!(
+            dm.layers[0].digest, om.layers[0].digest,
+            "one blob, two names"
+        );
     }
 }

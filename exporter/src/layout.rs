@@ -1,13 +1,35 @@
-//! OCI image layouts: an image of the store written as a directory (`oci-layout`, `index.json`, `blobs/`) or as
-//! a tar of one (`-o type=oci`), which skopeo, umoci, podman and containerd read.
+//! Image archives: images of the store written as an OCI layout directory (`oci-layout`, `index.json`, `blobs/`),
+//! as a tar of one (`-o type=oci`, `kiln save`), or as a docker archive (`-o type=docker`, `kiln save --format
+//! docker`) — an OCI layout tar that also carries Docker's `manifest.json`, as BuildKit and Docker 25 write it, so
+//! `docker load`, `podman load`, skopeo, umoci and containerd all read it.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci::manifest::{Descriptor, Index, Manifest, MEDIA_INDEX};
 use oci::store::Store;
+use serde_json::json;
 
 use crate::ExportError;
+
+/// One image to put in an archive: its manifest and the names it is given there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tagged {
+    /// The image's manifest, in the store.
+    pub manifest: Descriptor,
+    /// Full references (`docker.io/library/app:1`); may be empty.
+    pub names: Vec<String>,
+}
+
+/// Which kind of archive to write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveFormat {
+    /// An OCI image layout.
+    Oci,
+    /// An OCI image layout plus Docker's `manifest.json`.
+    Docker,
+}
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
     move |source| ExportError::Io {
@@ -16,6 +38,14 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> ExportError + '_ {
     }
 }
 
+fn json_bytes(v: &impl serde::Serialize) -> Result<Vec<u8>, ExportError> {
+    serde_json::to_vec(v).map_err(|e| ExportError::Io {
+        path: PathBuf::from("<archive index>"),
+        source: std::io::Error::other(e),
+    })
+}
+
+/// The blobs of one image, manifest first, without repeats.
 fn blobs_of(store: &Store, manifest: &Descriptor) -> Result<Vec<Descriptor>, ExportError> {
     let m: Manifest = store.read_json(&manifest.digest)?;
     let mut out = vec![manifest.clone(), m.config.clone()];
@@ -23,51 +53,92 @@ fn blobs_of(store: &Store, manifest: &Descriptor) -> Result<Vec<Descriptor>, Exp
     Ok(out)
 }
 
-fn index_json(manifest: &Descriptor, name: Option<&str>) -> Vec<u8> {
-    let mut d = manifest.clone();
-    if let Some(n) = name {
-        d.annotations.insert(
-            "org.opencontainers.image.ref.name".to_string(),
-            n.to_string(),
-        );
+/// `index.json`: one entry per (image, name); an unnamed image gets one entry without a name.
+fn index_json(images: &[Tagged]) -> Result<Vec<u8>, ExportError> {
+    let mut manifests = Vec::new();
+    for t in images {
+        if t.names.is_empty() {
+            manifests.push(t.manifest.clone());
+        }
+        for n in &t.names {
+            let mut d = t.manifest.clone();
+            d.annotations
+                .insert("io.containerd.image.name".to_string(), n.clone());
+            d.annotations
+                .insert("org.opencontainers.image.ref.name".to_string(), n.clone());
+            manifests.push(d);
+        }
     }
-    let index = Index {
+    json_bytes(&Index {
         schema_version: 2,
         media_type: Some(MEDIA_INDEX.to_string()),
-        manifests: vec![d],
-    };
-    serde_json::to_vec(&index).unwrap_or_default()
+        manifests,
+    })
 }
 
-/// Writes the image `manifest` as an OCI layout directory at `dir` (tagged `name` when given).
-pub fn write_layout_dir(
-    store: &Store,
-    manifest: &Descriptor,
-    name: Option<&str>,
-    dir: &Path,
-) -> Result<(), ExportError> {
+/// The short form Docker shows and writes in `RepoTags` (`docker.io/library/app:1` → `app:1`).
+pub fn familiar_name(name: &str) -> &str {
+    name.strip_prefix("docker.io/library/")
+        .or_else(|| name.strip_prefix("docker.io/"))
+        .unwrap_or(name)
+}
+
+/// Docker's `manifest.json`: per image its config, tags and layers as paths inside the archive.
+fn docker_manifest_json(store: &Store, images: &[Tagged]) -> Result<Vec<u8>, ExportError> {
+    let mut entries = Vec::new();
+    for t in images {
+        let m: Manifest = store.read_json(&t.manifest.digest)?;
+        let path = |d: &oci::Digest| format!("blobs/sha256/{}", d.hex());
+        let tags: Vec<&str> = t.names.iter().map(|n| familiar_name(n)).collect();
+        entries.push(json!({
+            "Config": path(&m.config.digest),
+            "RepoTags": tags,
+            "Layers": m.layers.iter().map(|l| path(&l.digest)).collect::<Vec<_>>(),
+        }));
+    }
+    json_bytes(&entries)
+}
+
+fn all_blobs(store: &Store, images: &[Tagged]) -> Result<Vec<Descriptor>, ExportError> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for t in images {
+        for b in blobs_of(store, &t.manifest)? {
+            if seen.insert(b.digest.clone()) {
+                out.push(b);
+            }
+        }
+    }
+    Ok(out)
+}
+
+const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
+
+/// Writes images as an OCI layout directory at `dir`.
+pub fn write_layout_dir(store: &Store, images: &[Tagged], dir: &Path) -> Result<(), ExportError> {
     let blobs_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs_dir).map_err(io(&blobs_dir))?;
-    for b in blobs_of(store, manifest)? {
+    for b in all_blobs(store, images)? {
         let dest = blobs_dir.join(b.digest.hex());
         if !dest.exists() {
             std::fs::copy(store.blob_path(&b.digest), &dest).map_err(io(&dest))?;
         }
     }
     let layout = dir.join("oci-layout");
-    std::fs::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io(&layout))?;
+    std::fs::write(&layout, OCI_LAYOUT).map_err(io(&layout))?;
     let index = dir.join("index.json");
-    std::fs::write(&index, index_json(manifest, name)).map_err(io(&index))
+    std::fs::write(&index, index_json(images)?).map_err(io(&index))
 }
 
-/// Writes the image as an OCI layout tar to `out` (entries in a fixed order, times zero, so it is reproducible).
-pub fn write_layout_tar<W: Write>(
+/// Writes images as an archive to `out`: the small JSON files first (so a reader can plan before the blobs
+/// arrive), then each blob once; entries in a fixed order with zero times, so the same images give the same bytes.
+pub fn write_archive<W: Write>(
     store: &Store,
-    manifest: &Descriptor,
-    name: Option<&str>,
+    images: &[Tagged],
+    format: ArchiveFormat,
     out: W,
 ) -> Result<W, ExportError> {
-    let root = PathBuf::from("<oci archive>");
+    let root = PathBuf::from("<archive>");
     let mut tar = tar::Builder::new(out);
     let add = |tar: &mut tar::Builder<W>,
                path: &str,
@@ -81,20 +152,24 @@ pub fn write_layout_tar<W: Write>(
         h.set_entry_type(tar::EntryType::Regular);
         tar.append_data(&mut h, path, data).map_err(io(&root))
     };
-    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     add(
         &mut tar,
         "oci-layout",
-        layout.len() as u64,
-        &mut &layout[..],
+        OCI_LAYOUT.len() as u64,
+        &mut &OCI_LAYOUT[..],
     )?;
-    let index = index_json(manifest, name);
+    let index = index_json(images)?;
     add(&mut tar, "index.json", index.len() as u64, &mut &index[..])?;
-    let mut seen = std::collections::BTreeSet::new();
-    for b in blobs_of(store, manifest)? {
-        if !seen.insert(b.digest.clone()) {
-            continue;
-        }
+    if format == ArchiveFormat::Docker {
+        let manifest = docker_manifest_json(store, images)?;
+        add(
+            &mut tar,
+            "manifest.json",
+            manifest.len() as u64,
+            &mut &manifest[..],
+        )?;
+    }
+    for b in all_blobs(store, images)? {
         let mut f = store.open_blob(&b.digest)?;
         let size = f.metadata().map_err(io(&store.blob_path(&b.digest)))?.len();
         add(
@@ -105,4 +180,106 @@ pub fn write_layout_tar<W: Write>(
         )?;
     }
     tar.into_inner().map_err(io(&root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{export_image, Compression, ExportOptions, LayerSource};
+
+    fn image_in(store: &Store, file: &str) -> Descriptor {
+        let snap = tempfile::tempdir().unwrap();
+        std::fs::write(snap.path().join(file), file).unwrap();
+        let layers = vec![LayerSource {
+            id: file.to_string(),
+            diff: snap.path().to_path_buf(),
+        }];
+        let image = oci::Image {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        export_image(
+            store,
+            &layers,
+            image,
+            &ExportOptions::new(Compression::None, Some(0)),
+            &[],
+        )
+        .unwrap()
+        .manifest
+    }
+
+    fn entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
+        let mut ar = tar::Archive::new(bytes);
+        ar.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let p = e.path().unwrap().display().to_string();
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+                (p, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docker_archive_lists_every_image_with_short_tags_and_shared_blobs_once() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let a = image_in(&store, "a");
+        let b = image_in(&store, "b");
+        let images = vec![
+            Tagged {
+                manifest: a.clone(),
+                names: vec![
+                    "docker.io/library/app:1".into(),
+                    "reg.example:5000/x/app:2".into(),
+                ],
+            },
+            Tagged {
+                manifest: b,
+                names: vec![],
+            },
+        ];
+        let bytes = write_archive(&store, &images, ArchiveFormat::Docker, Vec::new()).unwrap();
+        let again = write_archive(&store, &images, ArchiveFormat::Docker, Vec::new()).unwrap();
+        assert_eq!(bytes, again, "the same images give the same bytes");
+        let files = entries(&bytes);
+        let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(&names[..3], ["oci-layout", "index.json", "manifest.json"]);
+        let blob_names: BTreeSet<&str> = names[3..].iter().copied().collect();
+        assert_eq!(blob_names.len(), names.len() - 3, "each blob once");
+        let manifest: serde_json::Value = serde_json::from_slice(&files[2].1).unwrap();
+        assert_eq!(
+            manifest[0]["RepoTags"],
+            json!(["app:1", "reg.example:5000/x/app:2"])
+        );
+        assert_eq!(manifest[1]["RepoTags"], json!([]));
+        let layer = manifest[0]["Layers"][0].as_str().unwrap();
+        assert!(names.contains(&layer), "{layer} is in the archive");
+        let index: Index = serde_json::from_slice(&files[1].1).unwrap();
+        assert_eq!(index.manifests.len(), 3, "two names for a, one unnamed b");
+        assert_eq!(index.manifests[0].digest, a.digest);
+    }
+
+    #[test]
+    fn oci_archive_has_no_docker_manifest_and_dir_matches_tar() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let a = image_in(&store, "a");
+        let images = vec![Tagged {
+            manifest: a,
+            names: vec!["app:1".into()],
+        }];
+        let bytes = write_archive(&store, &images, ArchiveFormat::Oci, Vec::new()).unwrap();
+        let files = entries(&bytes);
+        assert!(files.iter().all(|(p, _)| p != "manifest.json"));
+        let dir = tempfile::tempdir().unwrap();
+        write_layout_dir(&store, &images, dir.path()).unwrap();
+        for (p, data) in files {
+            assert_eq!(std::fs::read(dir.path().join(&p)).unwrap(), data, "{p}");
+        }
+    }
 }

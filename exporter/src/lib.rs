@@ -7,4 +7,7 @@ mod hashing;
 pub mod image;
 pub mod layout;
 
-pub use image::{export_image, layer_blob, Compression, ExportError, ExportedImage, LayerSource};
+pub use image::{
+    export_image, layer_blob, Compression, ExportError, ExportOptions, ExportedImage, LayerSource,
+};
+pub use layout::{write_archive, write_layout_dir, ArchiveFormat, Tagged};

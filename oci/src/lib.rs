@@ -3,6 +3,7 @@
 //! The content store, layout I/O and the registry client arrive with their own issues; this crate stays a leaf that
 //! knows nothing of the solver, so the frontend and the exporter can both speak its types.
 
+pub mod archive;
 pub mod digest;
 pub mod image;
 pub mod layer;

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use exporter::{Compression, LayerSource};
+use exporter::{ArchiveFormat, Compression, ExportOptions, ExportedImage, LayerSource, Tagged};
 use oci::store::Store;
 use solver::llb::{NetworkMode, Op, SecurityMode, VertexId};
 use solver::scheduler::{CancelToken, Event, Scheduler, SolveError};
@@ -95,15 +95,31 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         );
     }
     for o in &mut outputs {
-        if let Output::Image { names: n } = o {
+        if let Output::Image { names: n, .. } | Output::Archive { names: n, .. } = o {
             for x in n.iter_mut() {
                 *x = frontend::lower::normalize_reference(x)
                     .map_err(|e| usage(format!("name={x}: {e}")))?;
             }
         }
+        // As buildx does, -t names every image-writing output that names nothing itself.
+        if let Output::Archive { names: n, .. } = o {
+            if n.is_empty() {
+                n.extend(names.iter().cloned());
+            }
+        }
+        if let Output::Image { push: true, .. } = o {
+            return Err(usage(
+                "-o type=image,push=true: pushing needs kiln's registry client, which this build does not have yet"
+                    .to_string(),
+            ));
+        }
     }
     if !names.is_empty() && !outputs.iter().any(|o| matches!(o, Output::Image { .. })) {
-        outputs.push(Output::Image { names: vec![] });
+        outputs.push(Output::Image {
+            names: vec![],
+            push: false,
+            layers: Default::default(),
+        });
     }
     let epoch = source_date_epoch(&loaded.opts.build_args)?;
     let root = root::root_dir(&args.root);
@@ -313,62 +329,56 @@ fn export(
     };
     let mut all_names: Vec<String> = names.to_vec();
     for o in outputs {
-        if let Output::Image { names } = o {
+        if let Output::Image { names, .. } = o {
             all_names.extend(names.iter().cloned());
         }
     }
-    let export = |compression: Compression, names: &[String]| {
-        exporter::export_image(
-            store,
-            &layers,
-            lowered.target.image.clone(),
-            compression,
-            epoch,
-            names,
-        )
-        .map_err(|e| fail(&e))
-    };
-    // Kiln's own store keeps layers uncompressed (nothing is gained by compressing what stays on this disk);
-    // archives and, later, pushes get gzip, made once per snapshot and reused.
-    let store_image = if outputs.iter().any(|o| matches!(o, Output::Image { .. })) {
-        Some(export(Compression::None, &all_names)?)
-    } else {
-        None
-    };
-    let oci_image = if outputs.iter().any(|o| matches!(o, Output::Oci { .. })) {
-        Some(export(Compression::Gzip(6), &[])?)
-    } else {
-        None
+    let export = |options: &ExportOptions, names: &[String]| {
+        exporter::export_image(store, &layers, lowered.target.image.clone(), options, names)
+            .map_err(|e| fail(&e))
     };
     // The digest reported is that of the image that leaves the machine when there is one.
-    let exported = oci_image
-        .clone()
-        .or_else(|| store_image.clone())
-        .map(|i| (i, all_names.clone()));
+    let mut exported: Option<(ExportedImage, Vec<String>)> = None;
     let mut metadata = serde_json::Map::new();
     for o in outputs {
         match o {
-            Output::Image { .. } => {}
-            Output::Oci { dest, tar } => {
-                let Some(image) = &oci_image else {
-                    continue;
+            Output::Image { layers: opts, .. } => {
+                // Kiln's own store keeps layers uncompressed unless told otherwise (nothing is gained by
+                // compressing what stays on this disk); archives and pushes get gzip, made once per snapshot.
+                let image = export(&opts.resolve(Compression::None, true, epoch), &all_names)?;
+                if exported.is_none() {
+                    exported = Some((image, all_names.clone()));
+                }
+            }
+            Output::Archive {
+                dest,
+                tar,
+                docker,
+                names,
+                layers: opts,
+            } => {
+                let options = opts.resolve(Compression::Gzip(6), !docker, epoch);
+                let image = export(&options, &[])?;
+                let tagged = [Tagged {
+                    manifest: image.manifest.clone(),
+                    names: names.clone(),
+                }];
+                let format = if *docker {
+                    ArchiveFormat::Docker
+                } else {
+                    ArchiveFormat::Oci
                 };
-                let tag = all_names.first().map(String::as_str);
                 if *tar {
-                    write_to(dest, |w| {
-                        exporter::layout::write_layout_tar(store, &image.manifest, tag, w)
+                    outputs::write_to(dest, |w| {
+                        exporter::write_archive(store, &tagged, format, w)
                             .map(|_| ())
                             .map_err(|e| e.to_string())
                     })?;
                 } else {
-                    exporter::layout::write_layout_dir(
-                        store,
-                        &image.manifest,
-                        tag,
-                        Path::new(dest),
-                    )
-                    .map_err(|e| fail(&e))?;
+                    exporter::write_layout_dir(store, &tagged, Path::new(dest))
+                        .map_err(|e| fail(&e))?;
                 }
+                exported = Some((image, names.clone()));
             }
             Output::Local { dest } => {
                 std::fs::create_dir_all(dest).map_err(|e| fail(&e))?;
@@ -400,7 +410,7 @@ fn export(
             }
             Output::Tar { dest } => {
                 with_final_fs(snapshots, snapshot, |fs_root| {
-                    write_to(dest, |w| {
+                    outputs::write_to(dest, |w| {
                         exporter::diff::write_diff(
                             fs_root,
                             w,
@@ -443,27 +453,6 @@ fn export(
         std::fs::write(f, text).map_err(|e| fail(&e))?;
     }
     Ok(())
-}
-
-fn write_to(
-    dest: &str,
-    f: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String>,
-) -> Result<(), Failure> {
-    if dest == "-" {
-        let mut out = std::io::stdout().lock();
-        return f(&mut out).map_err(Failure::Build);
-    }
-    let tmp = format!("{dest}.kiln-partial");
-    let mut file =
-        std::fs::File::create(&tmp).map_err(|e| Failure::Build(format!("{tmp}: {e}")))?;
-    let result = f(&mut file).and_then(|_| file.sync_all().map_err(|e| e.to_string()));
-    match result {
-        Ok(()) => std::fs::rename(&tmp, dest).map_err(|e| Failure::Build(format!("{dest}: {e}"))),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(Failure::Build(e))
-        }
-    }
 }
 
 fn with_final_fs(

@@ -5,7 +5,7 @@ use std::io::Read;
 
 use oci::manifest::{Descriptor, Manifest, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_MANIFEST};
 use oci::store::Store;
-use oci::{History, Image, Platform};
+use oci::{History, Image};
 use sha2::{Digest as _, Sha256};
 
 use crate::cli::ImportArgs;
@@ -29,12 +29,7 @@ pub fn run(args: &ImportArgs) -> Result<(), Failure> {
     let fail = |e: &dyn std::fmt::Display| Failure::Build(e.to_string());
     let name = frontend::lower::normalize_reference(&args.name)
         .map_err(|e| Failure::Usage(format!("{}: {e}", args.name)))?;
-    let platform: Platform = match &args.platform {
-        Some(p) => p
-            .parse()
-            .map_err(|e: oci::PlatformError| Failure::Usage(e.to_string()))?,
-        None => Platform::host(),
-    };
+    let platform = crate::commands::archive::platform_or_host(args.platform.as_deref())?;
     let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
     let input: Box<dyn Read> = if args.file.as_os_str() == "-" {
         Box::new(std::io::stdin())

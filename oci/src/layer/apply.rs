@@ -40,9 +40,6 @@ pub enum LayerError {
         /// The cause.
         source: std::io::Error,
     },
-    /// zstd layers need a decoder kiln does not have yet.
-    #[error("zstd-compressed layers are not supported yet")]
-    Zstd,
     /// Resolution inside the target failed.
     #[error(transparent)]
     Scoped(#[from] ScopedError),
@@ -87,7 +84,7 @@ pub fn apply_layer(
     let reader: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(buffered))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err(LayerError::Zstd);
+        Box::new(zstd::stream::read::Decoder::with_buffer(buffered).map_err(LayerError::Malformed)?)
     } else {
         Box::new(buffered)
     };

@@ -135,3 +135,12 @@ fn hostile_entries_are_refused_and_nothing_escapes() {
         "bad checksum"
     );
 }
+
+#[test]
+fn zstd_layers_are_recognised_by_content() {
+    let layer = tar_of(&[("z.txt", tar::EntryType::Regular, b"zstd", None)]);
+    let compressed = zstd::encode_all(&layer[..], 3).unwrap();
+    let target = tempfile::tempdir().unwrap();
+    apply_layer(&compressed[..], target.path(), Whiteouts::Delete).unwrap();
+    assert_eq!(std::fs::read(target.path().join("z.txt")).unwrap(), b"zstd");
+}

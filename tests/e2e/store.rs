@@ -1,0 +1,372 @@
+//! Image outputs and store commands with real tools checking them: docker archives and OCI tars read by skopeo,
+//! zstd and Docker media types, `kiln save/load/tag/rmi/inspect` round trips between two roots, and a full disk.
+
+use kiln_tests::{repo_root, run, Root};
+
+use crate::KILN;
+
+fn hello() -> String {
+    repo_root()
+        .join("examples/hello")
+        .to_str()
+        .expect("utf-8")
+        .to_string()
+}
+
+fn skopeo_inspect(transport: &str, raw: bool) -> serde_json::Value {
+    let mut args = vec!["inspect"];
+    if raw {
+        args.push("--raw");
+    }
+    args.push(transport);
+    let r = run("skopeo", &args, None);
+    assert_eq!(r.code, 0, "skopeo inspect {transport}: {}", r.stderr);
+    serde_json::from_str(&r.stdout).expect("skopeo prints JSON")
+}
+
+#[test]
+fn docker_archive_output_is_read_by_skopeo_and_loads_into_another_root() {
+    let root = Root::with_busybox(KILN);
+    let out = tempfile::tempdir().expect("tempdir");
+    let archive = out.path().join("hello.docker.tar");
+    let dest = format!("type=docker,dest={}", archive.display());
+    let r = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=quiet",
+            "-t",
+            "hello:docker",
+            "-o",
+            &dest,
+            &hello(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let transport = format!("docker-archive:{}", archive.display());
+    let v = skopeo_inspect(&transport, false);
+    assert_eq!(v["Labels"]["org.opencontainers.image.title"], "kiln hello");
+    // skopeo copies it on as a registry would receive it.
+    let copied = out.path().join("copied");
+    let c = run(
+        "skopeo",
+        &[
+            "copy",
+            &transport,
+            &format!("oci:{}:hello", copied.display()),
+        ],
+        None,
+    );
+    assert_eq!(c.code, 0, "skopeo copy: {}", c.stderr);
+
+    // Docker media types by default, as BuildKit's docker exporter writes.
+    let other = tempfile::tempdir().expect("tempdir");
+    let load = run_in(
+        other.path(),
+        &["load", "-i", archive.to_str().expect("utf-8")],
+    );
+    assert_eq!(load.code, 0, "{}", load.stderr);
+    assert!(
+        load.stdout
+            .contains("Loaded image: docker.io/library/hello:docker"),
+        "{}",
+        load.stdout
+    );
+    let inspect = run_in(other.path(), &["inspect", "hello:docker"]);
+    assert_eq!(inspect.code, 0, "{}", inspect.stderr);
+    let i: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("json");
+    assert_eq!(
+        i["Manifest"]["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        i["Config"]["config"]["Labels"]["org.opencontainers.image.title"],
+        "kiln hello"
+    );
+}
+
+fn run_in(root: &std::path::Path, args: &[&str]) -> kiln_tests::Run {
+    let mut a = vec!["--root".to_string(), root.display().to_string()];
+    a.splice(0..0, [args[0].to_string()]);
+    a.extend(args[1..].iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = a.iter().map(String::as_str).collect();
+    run(KILN, &refs, None)
+}
+
+#[test]
+fn save_load_tag_rmi_inspect_round_trip_between_two_roots() {
+    let root = Root::with_busybox(KILN);
+    let r = root.kiln(
+        KILN,
+        &["build", "--progress=quiet", "-t", "app:1", &hello()],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        root.kiln(KILN, &["tag", "app:1", "registry.example:5000/team/app:2"])
+            .code,
+        0
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    for format in ["oci", "docker"] {
+        let file = out.path().join(format!("app.{format}.tar"));
+        let s = root.kiln(
+            KILN,
+            &[
+                "save",
+                "app:1",
+                "registry.example:5000/team/app:2",
+                "--format",
+                format,
+                "-o",
+                file.to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(s.code, 0, "{}", s.stderr);
+        let other = tempfile::tempdir().expect("tempdir");
+        let l = run_in(other.path(), &["load", "-i", file.to_str().expect("utf-8")]);
+        assert_eq!(l.code, 0, "{format}: {}", l.stderr);
+        let images = run_in(other.path(), &["images"]);
+        assert!(
+            images.stdout.contains("docker.io/library/app:1"),
+            "{}",
+            images.stdout
+        );
+        assert!(
+            images.stdout.contains("registry.example:5000/team/app:2"),
+            "{}",
+            images.stdout
+        );
+        let a = run_in(other.path(), &["inspect", "app:1"]);
+        let b = root.kiln(KILN, &["inspect", "app:1"]);
+        let a: serde_json::Value = serde_json::from_str(&a.stdout).expect("json");
+        let b: serde_json::Value = serde_json::from_str(&b.stdout).expect("json");
+        assert_eq!(a["Digest"], b["Digest"], "{format}: the same image arrives");
+        // The loaded image is usable as a base.
+        let ctx = kiln_tests::Context::new().file(
+            "Dockerfile",
+            "FROM app:1\nRUN grep -q \"hello from kiln\" /app/message.txt\n",
+        );
+        let built = run_in(
+            other.path(),
+            &[
+                "build",
+                "--progress=plain",
+                "-t",
+                "on-top:1",
+                ctx.path().to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(built.code, 0, "{format}: {}", built.stderr);
+    }
+    let oci = out.path().join("app.oci.tar");
+    let v = skopeo_inspect(
+        &format!("oci-archive:{}:docker.io/library/app:1", oci.display()),
+        false,
+    );
+    assert_eq!(v["Labels"]["org.opencontainers.image.title"], "kiln hello");
+    // skopeo finds each image of the docker archive by the tag manifest.json gives it.
+    let docker = out.path().join("app.docker.tar");
+    for tag in ["app:1", "registry.example:5000/team/app:2"] {
+        let d = skopeo_inspect(&format!("docker-archive:{}:{tag}", docker.display()), false);
+        assert_eq!(
+            d["Labels"]["org.opencontainers.image.title"], "kiln hello",
+            "{tag}"
+        );
+    }
+
+    // rmi checks every name first: a typo removes nothing.
+    let bad = root.kiln(KILN, &["rmi", "registry.example:5000/team/app:2", "nope:1"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("nope:1"), "{}", bad.stderr);
+    let images = root.kiln(KILN, &["images"]).stdout;
+    assert!(
+        images.contains("registry.example:5000/team/app:2"),
+        "{images}"
+    );
+    let ok = root.kiln(KILN, &["rmi", "registry.example:5000/team/app:2"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let images = root.kiln(KILN, &["images"]).stdout;
+    assert!(
+        !images.contains("registry.example:5000/team/app:2"),
+        "{images}"
+    );
+    assert!(images.contains("docker.io/library/app:1"), "{images}");
+    let missing = root.kiln(KILN, &["inspect", "gone:1"]);
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("gone:1"), "{}", missing.stderr);
+}
+
+#[test]
+fn compression_and_media_type_options_reach_the_manifest() {
+    let root = Root::with_busybox(KILN);
+    let out = tempfile::tempdir().expect("tempdir");
+    let zstd = out.path().join("z.tar");
+    let docker = out.path().join("d.tar");
+    let r = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=quiet",
+            "-o",
+            &format!(
+                "type=oci,dest={},compression=zstd,compression-level=5,name=zimg:1",
+                zstd.display()
+            ),
+            "-o",
+            &format!("type=oci,dest={},oci-mediatypes=false", docker.display()),
+            &hello(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let z = skopeo_inspect(&format!("oci-archive:{}", zstd.display()), true);
+    for l in z["layers"].as_array().expect("layers") {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
+    }
+    let d = skopeo_inspect(&format!("oci-archive:{}", docker.display()), true);
+    assert_eq!(
+        d["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        d["config"]["mediaType"],
+        "application/vnd.docker.container.image.v1+json"
+    );
+    for l in d["layers"].as_array().expect("layers") {
+        assert_eq!(
+            l["mediaType"],
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+        );
+    }
+    // A zstd image is a base kiln can build on.
+    let other = tempfile::tempdir().expect("tempdir");
+    let l = run_in(other.path(), &["load", "-i", zstd.to_str().expect("utf-8")]);
+    assert_eq!(l.code, 0, "{}", l.stderr);
+    assert!(
+        l.stdout.contains("docker.io/library/zimg:1"),
+        "{}",
+        l.stdout
+    );
+    let ctx = kiln_tests::Context::new().file(
+        "Dockerfile",
+        "FROM zimg:1\nRUN grep -q \"hello from kiln\" /app/message.txt\n",
+    );
+    let built = run_in(
+        other.path(),
+        &[
+            "build",
+            "--progress=plain",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(built.code, 0, "{}", built.stderr);
+
+    let bad = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=quiet",
+            "-o",
+            "type=oci,dest=x.tar,compression=brotli",
+            &hello(),
+        ],
+    );
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("brotli"), "{}", bad.stderr);
+}
+
+fn tar_dir(dir: &std::path::Path, dest: &std::path::Path) {
+    let (dir, dest) = (dir.to_str().expect("utf-8"), dest.to_str().expect("utf-8"));
+    assert_eq!(run("tar", &["-C", dir, "-cf", dest, "."], None).code, 0);
+}
+
+#[test]
+fn a_full_disk_fails_with_one_clear_line_and_leaves_the_store_consistent() {
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let m = run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4m",
+            "kiln-full",
+            mnt.path().to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(m.code, 0, "mount a small tmpfs (needs root): {}", m.stderr);
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.path());
+    let root = mnt.path().join("root");
+    // A small image first, so there is an index to keep intact.
+    let work = tempfile::tempdir().expect("tempdir");
+    let small = work.path().join("small.tar");
+    let big = work.path().join("big.tar");
+    let files = work.path().join("files");
+    std::fs::create_dir(&files).expect("mkdir");
+    std::fs::write(files.join("a"), "a").expect("write");
+    tar_dir(&files, &small);
+    let mut noise = vec![0u8; 8 << 20];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+        &mut noise,
+    )
+    .expect("read urandom");
+    std::fs::write(files.join("big.bin"), noise).expect("write");
+    tar_dir(&files, &big);
+    let ok = run_in(
+        &root,
+        &["import", small.to_str().expect("utf-8"), "small:1"],
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let index_before = std::fs::read(root.join("store/index/images.json")).expect("index");
+
+    let full = run_in(&root, &["import", big.to_str().expect("utf-8"), "big:1"]);
+    assert_ne!(full.code, 0, "the import cannot fit");
+    let last = full
+        .stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains("No space left on device"), "{}", full.stderr);
+    assert_eq!(
+        full.stderr.trim().lines().count(),
+        1,
+        "one line: {}",
+        full.stderr
+    );
+    assert_eq!(
+        std::fs::read(root.join("store/index/images.json")).expect("index"),
+        index_before,
+        "the index is untouched"
+    );
+    let ingest: Vec<_> = std::fs::read_dir(root.join("store/ingest"))
+        .expect("ingest")
+        .collect();
+    assert!(ingest.is_empty(), "no partial blob left: {ingest:?}");
+    let images = run_in(&root, &["images"]);
+    assert!(
+        images.stdout.contains("small:1") && !images.stdout.contains("big:1"),
+        "{}",
+        images.stdout
+    );
+    // Every blob that is there is whole.
+    for b in std::fs::read_dir(root.join("store/blobs/sha256")).expect("blobs") {
+        let p = b.expect("entry").path();
+        let sum = run("sha256sum", &[p.to_str().expect("utf-8")], None);
+        assert!(sum
+            .stdout
+            .starts_with(p.file_name().and_then(|n| n.to_str()).expect("name")));
+    }
+}
