@@ -370,3 +370,80 @@ fn a_full_disk_fails_with_one_clear_line_and_leaves_the_store_consistent() {
             .starts_with(p.file_name().and_then(|n| n.to_str()).expect("name")));
     }
 }
+
+/// An OCI layout tar holding one image whose only layer is `layer`.
+fn archive_with_layer(layer: &[u8], name: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": format!("sha256:{}", hex(config)), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": format!("sha256:{}", hex(layer)), "size": layer.len()}],
+    }))
+    .expect("json");
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": format!("sha256:{}", hex(&manifest)), "size": manifest.len(),
+                       "annotations": {"io.containerd.image.name": name}}],
+    }))
+    .expect("json");
+    let mut b = tar::Builder::new(Vec::new());
+    let files: [(String, &[u8]); 4] = [
+        ("index.json".into(), &index),
+        (format!("blobs/sha256/{}", hex(config)), config),
+        (format!("blobs/sha256/{}", hex(&manifest)), &manifest),
+        (format!("blobs/sha256/{}", hex(layer)), layer),
+    ];
+    for (p, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, p, data).expect("append");
+    }
+    b.into_inner().expect("tar")
+}
+
+#[test]
+fn a_hostile_base_image_fails_the_build_and_leaves_no_snapshot() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let corpus = repo_root().join("tests/corpus/hostile-layers");
+    let layer = std::fs::read(corpus.join("traversal.tar")).expect("corpus");
+    let archive = root.path().join("evil.tar");
+    std::fs::write(&archive, archive_with_layer(&layer, "evil:1")).expect("write");
+    let store = root.path().join("kiln");
+    let l = run_in(&store, &["load", "-i", archive.to_str().expect("utf-8")]);
+    assert_eq!(l.code, 0, "loading only stores blobs: {}", l.stderr);
+    let ctx = kiln_tests::Context::new().file("Dockerfile", "FROM evil:1\nRUN true\n");
+    let b = run_in(
+        &store,
+        &[
+            "build",
+            "--progress=plain",
+            "-t",
+            "out:1",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(b.code, 1, "{}", b.stderr);
+    assert!(
+        b.stderr.contains("kiln-hostile-escape"),
+        "names the entry: {}",
+        b.stderr
+    );
+    for p in ["/kiln-hostile-escape", "/tmp/kiln-hostile-escape"] {
+        assert!(!std::path::Path::new(p).exists(), "wrote {p}");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(store.join("snapshots"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        leftovers
+            .iter()
+            .all(|n| !n.to_string_lossy().starts_with("tmp-")),
+        "half-made snapshots left: {leftovers:?}"
+    );
+    assert!(!run_in(&store, &["images"]).stdout.contains("out:1"));
+}
