@@ -139,7 +139,7 @@ pub struct BuildArgs {
     /// Do not use the cache for the steps of these stages.
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
-    /// Progress output: auto, plain, quiet or rawjson (tty renders as plain for now).
+    /// Progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet.
     #[arg(long, default_value = "auto", value_name = "TYPE")]
     pub progress: String,
     /// Write the image id (config digest) to this file.
@@ -169,6 +169,9 @@ pub struct BuildArgs {
     /// Run the build checks and report them instead of building (as `docker build --check`).
     #[arg(long)]
     pub check: bool,
+    /// Write the build's timeline as Chrome trace-event JSON (open it in Perfetto or chrome://tracing).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
 }
 
 /// `kiln import`.

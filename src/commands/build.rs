@@ -178,6 +178,18 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     }
 
     let progress = Progress::new(mode);
+    // The trace is written however the build ends: a failed build's timeline is the one worth reading.
+    struct TraceOnDrop<'a>(&'a Progress, Option<&'a Path>);
+    impl Drop for TraceOnDrop<'_> {
+        fn drop(&mut self) {
+            if let Some(p) = self.1 {
+                if let Err(e) = self.0.write_trace(p) {
+                    eprintln!("warning: --trace {}: {e}", p.display());
+                }
+            }
+        }
+    }
+    let _trace = TraceOnDrop(&progress, args.trace.as_deref());
     let desc = |id: VertexId| def.vertex(id).meta.description.clone();
     let runner = RuncRunner::new(
         args.runtime.clone(),
@@ -217,21 +229,33 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
             .unwrap_or(2)
     });
     let cancel = CancelToken::default();
-    let result = Scheduler::new(parallel).solve(def, &roots, &worker, &cancel, &|ev| match ev {
-        Event::Started(id) => {
-            let d = desc(id);
-            if !d.is_empty() {
-                progress.started(&d);
+    let solving = std::sync::atomic::AtomicBool::new(true);
+    let result = std::thread::scope(|scope| {
+        // The live display's timers move even while no step prints anything.
+        scope.spawn(|| {
+            while solving.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                progress.tick();
             }
-        }
-        Event::Finished(id, took) => {
-            let d = desc(id);
-            let was_cached = cached.lock().map(|c| c.contains(&id)).unwrap_or(false);
-            if !d.is_empty() {
-                progress.done(&d, took, was_cached);
+        });
+        let r = Scheduler::new(parallel).solve(def, &roots, &worker, &cancel, &|ev| match ev {
+            Event::Started(id) => {
+                let d = desc(id);
+                if !d.is_empty() {
+                    progress.started(&d);
+                }
             }
-        }
-        Event::Failed(_) => {}
+            Event::Finished(id, took) => {
+                let d = desc(id);
+                let was_cached = cached.lock().map(|c| c.contains(&id)).unwrap_or(false);
+                if !d.is_empty() {
+                    progress.done(&d, took, was_cached);
+                }
+            }
+            Event::Failed(_) => {}
+        });
+        solving.store(false, std::sync::atomic::Ordering::Relaxed);
+        r
     });
     let outputs_by_vertex = match result {
         Ok(o) => o,

@@ -140,7 +140,8 @@ fn a_failing_run_exits_1_with_its_output_and_line_and_unused_stages_never_run() 
 fn independent_stages_run_at_the_same_time() {
     let root = Root::with_busybox(KILN);
     let stage = |n: &str| {
-        format!("FROM busybox AS {n}\nRUN cut -d\" \" -f1 /proc/uptime > /start && sleep 1 && cut -d\" \" -f1 /proc/uptime > /end\n")
+        // Each stage's RUN differs (its name), so they are two steps, not one step solved once.
+        format!("FROM busybox AS {n}\nRUN echo {n} > /name && cut -d\" \" -f1 /proc/uptime > /start && sleep 1 && cut -d\" \" -f1 /proc/uptime > /end\n")
     };
     let df = format!(
         "{}{}FROM busybox\nCOPY --from=one /start /one.start\nCOPY --from=one /end /one.end\nCOPY --from=two /start /two.start\nCOPY --from=two /end /two.end\n",
@@ -150,8 +151,56 @@ fn independent_stages_run_at_the_same_time() {
     let ctx = Context::new().file("Dockerfile", df);
     let out = tempfile::tempdir().expect("tempdir");
     let dest = format!("type=local,dest={}", out.path().display());
-    let r = build(&root, &ctx, &["-o", &dest]);
+    let trace = out.path().join("trace.json");
+    let r = build(
+        &root,
+        &ctx,
+        &["-o", &dest, "--trace", trace.to_str().expect("utf-8")],
+    );
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // The trace shows the two RUN steps side by side, on two lanes, overlapping.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&trace).expect("trace written")).expect("json");
+    let runs: Vec<(u64, u64, u64)> = doc["traceEvents"]
+        .as_array()
+        .expect("traceEvents")
+        .iter()
+        .filter(|e| e["name"].as_str().is_some_and(|n| n.contains("RUN echo")))
+        .map(|e| {
+            let n = |k: &str| e[k].as_u64().expect("number");
+            (n("tid"), n("ts"), n("ts") + n("dur"))
+        })
+        .collect();
+    assert_eq!(runs.len(), 2, "{doc}");
+    assert_ne!(runs[0].0, runs[1].0, "two lanes");
+    assert!(
+        runs[0].1 < runs[1].2 && runs[1].1 < runs[0].2,
+        "overlap: {runs:?}"
+    );
+    assert!(
+        runs.iter().all(|r| r.2 - r.1 >= 1_000_000),
+        "each RUN lasts its sleep"
+    );
+    // The tty display draws running steps and collapses finished ones to one line each.
+    let tty = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--no-cache",
+            "--progress=tty",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(tty.code, 0, "{}", tty.stderr);
+    assert!(tty.stderr.contains("\x1b["), "redraws with ANSI escapes");
+    assert!(
+        tty.stderr
+            .lines()
+            .any(|l| l.contains("RUN echo") && l.contains(" DONE ")),
+        "{}",
+        tty.stderr
+    );
+    assert!(tty.stderr.contains("kiln: "), "summary: {}", tty.stderr);
     let t = |f: &str| -> f64 {
         std::fs::read_to_string(out.path().join(f))
             .expect("timestamp file")
