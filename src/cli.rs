@@ -169,6 +169,15 @@ pub struct BuildArgs {
     /// Run the build checks and report them instead of building (as `docker build --check`).
     #[arg(long)]
     pub check: bool,
+    /// Memory limit of each RUN step (bytes, or with a unit: 64m, 1g); a step over it is OOM-killed.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// CPU time of each RUN step, in cores (1.5 = one and a half).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Most processes and threads of each RUN step at once.
+    #[arg(long = "pids-limit", value_name = "N")]
+    pub pids_limit: Option<i64>,
     /// Write the build's timeline as Chrome trace-event JSON (open it in Perfetto or chrome://tracing).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,

@@ -1,4 +1,5 @@
 //! kiln's executor: runs one process of a build in a sandbox. Today through an external OCI runtime ([`runc`]),
 //! fed Docker's default sandbox config; the built-in runtime arrives with the executor issue.
 
+pub mod cgroup;
 pub mod runc;

@@ -42,6 +42,28 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource), Failure> {
     Ok((id, src))
 }
 
+/// A size as Docker's flags take it: bytes, or a number with b, k, m or g (binary units).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.trim_end_matches('b').chars().last() {
+        Some('k') => (&t[..t.trim_end_matches('b').len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.trim_end_matches('b').len() - 1], 1 << 20),
+        Some('g') => (&t[..t.trim_end_matches('b').len() - 1], 1 << 30),
+        _ => (t.trim_end_matches('b'), 1),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| "not a size (e.g. 512m, 2g)".to_string())?;
+    if !(n > 0.0 && n.is_finite()) {
+        return Err("must be positive".to_string());
+    }
+    let bytes = (n * mult as f64) as u64;
+    if bytes < 6 << 20 {
+        return Err("must be at least 6m (Docker's minimum)".to_string());
+    }
+    Ok(bytes)
+}
+
 fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>, Failure> {
     let raw = build_args
         .get("SOURCE_DATE_EPOCH")
@@ -177,6 +199,23 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         secrets.insert(id, src);
     }
 
+    let limits = executor::cgroup::Limits {
+        memory: args
+            .memory
+            .as_deref()
+            .map(|m| parse_size(m).map_err(|e| usage(format!("--memory {m}: {e}"))))
+            .transpose()?,
+        cpus: match args.cpus {
+            Some(c) if !(c > 0.0 && c.is_finite()) => {
+                return Err(usage(format!("--cpus {c}: must be a positive number")))
+            }
+            c => c,
+        },
+        pids: match args.pids_limit {
+            Some(n) if n < 1 => return Err(usage(format!("--pids-limit {n}: must be at least 1"))),
+            n => n,
+        },
+    };
     let progress = Progress::new(mode);
     // The trace is written however the build ends: a failed build's timeline is the one worth reading.
     struct TraceOnDrop<'a>(&'a Progress, Option<&'a Path>);
@@ -196,7 +235,8 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         &root.join("runc"),
         secrets,
         Box::new(|step, line| progress.line(step, line)),
-    );
+    )
+    .with_limits(limits);
     let images = StoreImages::new(store.clone());
     let cached: std::sync::Mutex<BTreeSet<VertexId>> = Default::default();
     let worker = Worker::new(
@@ -507,4 +547,20 @@ fn tempdir_in_root(
     let p = std::env::temp_dir().join(format!("kiln-view-{}", std::process::id()));
     std::fs::create_dir_all(&p).map_err(|e| Failure::Build(format!("{}: {e}", p.display())))?;
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_as_docker_reads_them() {
+        assert_eq!(parse_size("64m"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5GB"), Ok(3 << 29));
+        assert_eq!(parse_size("8388608"), Ok(8 << 20));
+        assert!(parse_size("1k").is_err(), "below the minimum");
+        assert!(parse_size("lots").is_err());
+        assert!(parse_size("-5m").is_err());
+    }
 }

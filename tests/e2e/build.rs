@@ -352,3 +352,31 @@ fn reproducible_with_source_date_epoch_in_two_empty_roots() {
     let b = digest(&Root::with_busybox(KILN));
     assert_eq!(a, b, "same inputs, same manifest digest");
 }
+
+#[test]
+fn limits_bound_every_run_and_an_oom_kill_is_reported_as_such() {
+    let root = Root::with_busybox(KILN);
+    let hog = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN x=$(head -c 209715200 /dev/zero | tr '\\0' a); echo ${#x}\n",
+    );
+    let r = build(&root, &hog, &["--memory", "64m"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("OOM killer"), "{}", r.stderr);
+    assert!(r.stderr.contains("Dockerfile:2"), "{}", r.stderr);
+    let pids = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; echo started all\n",
+    );
+    let r = build(&root, &pids, &["--pids-limit", "32"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("can't fork"), "{}", r.stderr);
+    assert!(
+        !r.stderr.lines().any(|l| l.ends_with(" started all")),
+        "{}",
+        r.stderr
+    );
+    let bad = build(&root, &pids, &["--memory", "lots"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("--memory lots"), "{}", bad.stderr);
+}

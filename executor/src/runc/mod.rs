@@ -29,6 +29,9 @@ pub enum RuncError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The step's cgroup could not be made.
+    #[error(transparent)]
+    Cgroup(#[from] crate::cgroup::CgroupError),
 }
 
 /// Network of a step.
@@ -84,6 +87,8 @@ pub struct Process {
     pub mounts: Vec<Mount>,
     /// Network.
     pub network: Network,
+    /// cgroup limits.
+    pub limits: crate::cgroup::Limits,
 }
 
 /// How the process ended.
@@ -93,6 +98,8 @@ pub struct Outcome {
     pub exit_code: i32,
     /// Everything it wrote to stdout and stderr, interleaved by line.
     pub output: Vec<String>,
+    /// The kernel's OOM killer killed a process of the step (its memory limit was reached).
+    pub oom_killed: bool,
 }
 
 /// An OCI runtime binary and where its state lives.
@@ -132,10 +139,15 @@ impl Runc {
         };
         std::fs::create_dir_all(&bundle).map_err(io(&bundle))?;
         std::fs::create_dir_all(&self.state).map_err(io(&self.state))?;
-        let cfg = config(p);
+        let cgroup = crate::cgroup::StepCgroup::create(
+            &crate::cgroup::detect(Path::new("/sys/fs/cgroup")),
+            &id,
+            &p.limits,
+        )?;
+        let cfg = config(p, cgroup.as_ref().map(|c| c.runtime_path()).as_deref());
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, cfg.to_string()).map_err(io(&cfg_path))?;
-        let result = self.run_bundle(&id, &bundle, on_line);
+        let mut result = self.run_bundle(&id, &bundle, on_line);
         // Always remove the container and bundle, whatever happened.
         let _ = Command::new(&self.binary)
             .arg("--root")
@@ -145,6 +157,10 @@ impl Runc {
             .stderr(Stdio::null())
             .status();
         let _ = std::fs::remove_dir_all(&bundle);
+        if let (Ok(o), Some(cg)) = (&mut result, &cgroup) {
+            o.oom_killed = o.exit_code != 0 && cg.oom_killed(o.exit_code);
+        }
+        drop(cgroup);
         result
     }
 
@@ -201,6 +217,7 @@ impl Runc {
         Ok(Outcome {
             exit_code,
             output: lines.into_inner().unwrap_or_default(),
+            oom_killed: false,
         })
     }
 }

@@ -65,8 +65,8 @@ fn nofile_limit() -> u64 {
     own.map_or(1_048_576, |h| h.min(1_048_576))
 }
 
-/// The whole config.json for one process.
-pub fn config(p: &Process) -> Value {
+/// The whole config.json for one process; `cgroups_path` places it below kiln's own cgroup for the step.
+pub fn config(p: &Process, cgroups_path: Option<&str>) -> Value {
     let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
     let mut namespaces = vec![
         json!({"type": "pid"}),
@@ -107,6 +107,23 @@ pub fn config(p: &Process) -> Value {
             }
         });
     }
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    if let Some(n) = p.limits.pids {
+        resources["pids"] = json!({"limit": n});
+    }
+    if let Some(c) = p.limits.cpus {
+        let period: u64 = 100_000;
+        resources["cpu"] = json!({"quota": (c * period as f64).round() as i64, "period": period});
+    }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "maskedPaths": MASKED_PATHS,
+        "readonlyPaths": READONLY_PATHS,
+        "resources": resources,
+    });
+    if let Some(path) = cgroups_path {
+        linux["cgroupsPath"] = json!(path);
+    }
     json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -122,11 +139,6 @@ pub fn config(p: &Process) -> Value {
         "root": {"path": p.rootfs, "readonly": false},
         "hostname": p.hostname,
         "mounts": mounts,
-        "linux": {
-            "namespaces": namespaces,
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "resources": {"devices": [{"allow": false, "access": "rwm"}]}
-        }
+        "linux": linux
     })
 }

@@ -30,6 +30,7 @@ fn process(rootfs: &Path, cmd: &str) -> Process {
         rootfs: rootfs.to_path_buf(),
         mounts: vec![],
         network: Network::Isolated,
+        limits: Default::default(),
     }
 }
 
@@ -122,4 +123,79 @@ fn bind_and_tmpfs_mounts() {
     let out = Runc::new("runc", work.path()).run(&p, &|_| {}).unwrap();
     assert_eq!(out.output, ["from host", "ro", "tmpfs"]);
     assert!(!host.join("new").exists());
+}
+
+/// The cgroup tests look at the whole kiln tree, so they take turns.
+static CGROUP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn no_kiln_cgroups_left() {
+    for c in ["memory", "pids", "cpu"] {
+        let dir = Path::new("/sys/fs/cgroup").join(c).join("kiln");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{c}: cgroups left behind: {left:?}");
+    }
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed_and_reported_as_such() {
+    let _turn = CGROUP_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let runc = Runc::new("runc", work.path());
+    // 200 MiB into a shell variable, under a 64 MiB limit.
+    let mut p = process(
+        &rootfs,
+        "x=$(head -c 209715200 /dev/zero | tr '\\0' a); echo ${#x}",
+    );
+    p.limits.memory = Some(64 << 20);
+    let o = runc.run(&p, &|_| {}).unwrap();
+    assert_ne!(o.exit_code, 0, "{o:?}");
+    assert!(o.oom_killed, "{o:?}");
+    // The same step without a limit is not reported as OOM.
+    let mut small = process(&rootfs, "exit 3");
+    small.limits.memory = Some(64 << 20);
+    let o = runc.run(&small, &|_| {}).unwrap();
+    assert_eq!((o.exit_code, o.oom_killed), (3, false));
+    no_kiln_cgroups_left();
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_pids_limit() {
+    let _turn = CGROUP_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let runc = Runc::new("runc", work.path());
+    let mut p = process(
+        &rootfs,
+        "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; echo started all",
+    );
+    p.limits.pids = Some(32);
+    let lines = std::sync::Mutex::new(Vec::new());
+    let o = runc
+        .run(&p, &|l| lines.lock().unwrap().push(l.to_string()))
+        .unwrap();
+    let out = lines.into_inner().unwrap().join("\n");
+    assert!(!out.contains("started all"), "{out}");
+    assert_ne!(o.exit_code, 0, "{out}");
+    no_kiln_cgroups_left();
+}
+
+#[test]
+fn cpu_and_pids_limits_reach_the_spec() {
+    let mut p = process(Path::new("/r"), "true");
+    p.limits.cpus = Some(1.5);
+    p.limits.pids = Some(10);
+    let cfg = super::spec::config(&p, Some("/kiln/x/step"));
+    assert_eq!(cfg["linux"]["resources"]["cpu"]["quota"], 150_000);
+    assert_eq!(cfg["linux"]["resources"]["pids"]["limit"], 10);
+    assert_eq!(cfg["linux"]["cgroupsPath"], "/kiln/x/step");
 }

@@ -76,6 +76,8 @@ pub struct ProcessOutcome {
     pub exit_code: i32,
     /// The last lines it printed.
     pub output_tail: Vec<String>,
+    /// The kernel's OOM killer ended it (the step's memory limit was reached).
+    pub oom_killed: bool,
 }
 
 /// Runs processes: the executor behind a seam the solver can test without a kernel sandbox.
@@ -219,7 +221,14 @@ pub(super) fn run(
         Ok(o) if o.exit_code == 0 => Ok(w.snapshots.commit(active)?),
         Ok(o) => Err(WorkerError::Process {
             command,
-            reason: format!("exit code: {}", o.exit_code),
+            reason: if o.oom_killed {
+                format!(
+                    "exit code: {}: killed by the kernel's OOM killer (the --memory limit was reached)",
+                    o.exit_code
+                )
+            } else {
+                format!("exit code: {}", o.exit_code)
+            },
             output_tail: o.output_tail,
         }),
         Err(_) if cancel.is_cancelled() => Err(WorkerError::Cancelled),

@@ -29,6 +29,7 @@ pub struct RuncRunner<'a> {
     secrets: BTreeMap<String, SecretSource>,
     scratch: PathBuf,
     on_line: LineSink<'a>,
+    limits: executor::cgroup::Limits,
 }
 
 impl<'a> RuncRunner<'a> {
@@ -44,7 +45,14 @@ impl<'a> RuncRunner<'a> {
             secrets,
             scratch: work.join("secrets"),
             on_line,
+            limits: Default::default(),
         }
+    }
+
+    /// Every RUN step gets these cgroup limits (`kiln build --memory`, `--cpus`, `--pids-limit`).
+    pub fn with_limits(mut self, limits: executor::cgroup::Limits) -> Self {
+        self.limits = limits;
+        self
     }
 }
 
@@ -154,6 +162,7 @@ impl ProcessRunner for RuncRunner<'_> {
             rootfs: req.rootfs.to_path_buf(),
             mounts,
             network,
+            limits: self.limits,
         };
         let step = req.description.to_string();
         let result = self.runc.run(&process, &|line| (self.on_line)(&step, line));
@@ -165,6 +174,7 @@ impl ProcessRunner for RuncRunner<'_> {
         Ok(ProcessOutcome {
             exit_code: outcome.exit_code,
             output_tail: outcome.output[tail_from..].to_vec(),
+            oom_killed: outcome.oom_killed,
         })
     }
 }

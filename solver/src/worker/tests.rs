@@ -39,6 +39,7 @@ impl ProcessRunner for FakeRunner {
             return Ok(ProcessOutcome {
                 exit_code: code.parse().unwrap_or(1),
                 output_tail: vec!["failing on purpose".into()],
+                oom_killed: false,
             });
         }
         let app = req.rootfs.join("app/copied.txt");
@@ -48,6 +49,7 @@ impl ProcessRunner for FakeRunner {
         Ok(ProcessOutcome {
             exit_code: 0,
             output_tail: vec![],
+            oom_killed: false,
         })
     }
 }

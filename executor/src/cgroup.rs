@@ -1,0 +1,348 @@
+//! One cgroup per RUN, whatever the host's layout: cgroup v1 (a hierarchy per controller), v2 (one unified
+//! hierarchy) or hybrid (v1 controllers beside a v2 mount holding none — the layout crun refuses). The layout is
+//! read from the host at run time. kiln makes the step's cgroup itself and puts the memory limit on it, so that
+//! after the step it can read whether the kernel's OOM killer struck there — the runtime removes its own cgroup
+//! when the process exits, taking that evidence with it. The runtime's cgroup nests below kiln's.
+
+use std::path::{Path, PathBuf};
+
+/// Resource limits of a RUN step (`kiln build --memory`, `--cpus`, `--pids-limit`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Memory in bytes (no swap beyond it).
+    pub memory: Option<u64>,
+    /// CPUs, as a fraction (1.5 = one and a half cores of time per period).
+    pub cpus: Option<f64>,
+    /// Most processes and threads at once.
+    pub pids: Option<i64>,
+}
+
+/// The cgroup layout of a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// cgroup v1 (or hybrid): the memory controller's own hierarchy.
+    V1 {
+        /// The memory controller's mount.
+        memory: PathBuf,
+    },
+    /// cgroup v2 with the memory controller available.
+    V2 {
+        /// The unified mount.
+        root: PathBuf,
+    },
+    /// No usable memory controller (e.g. rootless without delegation).
+    Unavailable,
+}
+
+/// Reads the layout under `sys` (`/sys/fs/cgroup` on a host). v1's memory controller wins when both exist, as
+/// on hybrid hosts the v2 mount holds no controllers.
+pub fn detect(sys: &Path) -> Layout {
+    let v1 = sys.join("memory");
+    if v1.join("memory.limit_in_bytes").exists() {
+        return Layout::V1 { memory: v1 };
+    }
+    let controllers = std::fs::read_to_string(sys.join("cgroup.controllers")).unwrap_or_default();
+    if controllers.split_whitespace().any(|c| c == "memory") {
+        return Layout::V2 {
+            root: sys.to_path_buf(),
+        };
+    }
+    Layout::Unavailable
+}
+
+/// Why a step's cgroup could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Limits were asked for but the host offers no memory controller.
+    #[error("resource limits need a cgroup memory controller, and this host offers none (cgroup v1 memory or v2 with memory delegated)")]
+    Unavailable,
+    /// Writing the cgroup tree failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The cgroup of one RUN step, removed when dropped.
+#[derive(Debug)]
+pub struct StepCgroup {
+    layout: Layout,
+    dir: PathBuf,
+    name: String,
+}
+
+/// Removes `<controller>/kiln/<name>` and what the runtime left inside it, in every v1 controller: the runtime
+/// creates the intermediate levels of its cgroupsPath and removes only its own leaf.
+fn remove_v1_tree(sys: &Path, name: &str) {
+    let Ok(controllers) = std::fs::read_dir(sys) else {
+        return;
+    };
+    for c in controllers.flatten() {
+        let dir = c.path().join("kiln").join(name);
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+fn write(path: PathBuf, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(&path, value).map_err(|source| CgroupError::Io { path, source })
+}
+
+fn mkdir(path: &Path) -> Result<(), CgroupError> {
+    std::fs::create_dir_all(path).map_err(|source| CgroupError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+impl StepCgroup {
+    /// Makes `kiln/<name>` in `layout` with `limits.memory` on it. Returns `None` when the host has no memory
+    /// controller and no memory limit was asked for (the step then runs in the runtime's default cgroup).
+    pub fn create(
+        layout: &Layout,
+        name: &str,
+        limits: &Limits,
+    ) -> Result<Option<StepCgroup>, CgroupError> {
+        let dir = match layout {
+            Layout::V1 { memory } => memory.join("kiln").join(name),
+            Layout::V2 { root } => {
+                // Controllers must be enabled on every level above the step's cgroup.
+                mkdir(&root.join("kiln"))?;
+                for level in [root.clone(), root.join("kiln")] {
+                    let available = std::fs::read_to_string(level.join("cgroup.controllers"))
+                        .unwrap_or_default();
+                    let wanted: Vec<String> = ["memory", "pids", "cpu"]
+                        .iter()
+                        .filter(|c| available.split_whitespace().any(|a| a == **c))
+                        .map(|c| format!("+{c}"))
+                        .collect();
+                    if !wanted.is_empty() {
+                        write(level.join("cgroup.subtree_control"), &wanted.join(" "))?;
+                    }
+                }
+                root.join("kiln").join(name)
+            }
+            Layout::Unavailable if limits.memory.is_some() => return Err(CgroupError::Unavailable),
+            Layout::Unavailable => return Ok(None),
+        };
+        mkdir(&dir)?;
+        let cg = StepCgroup {
+            layout: layout.clone(),
+            dir,
+            name: name.to_string(),
+        };
+        if let Some(bytes) = limits.memory {
+            match &cg.layout {
+                Layout::V1 { .. } => {
+                    write(cg.dir.join("memory.limit_in_bytes"), &bytes.to_string())?;
+                    // With swap accounting, forbid swap beyond the limit too (Docker's --memory default).
+                    let memsw = cg.dir.join("memory.memsw.limit_in_bytes");
+                    if memsw.exists() {
+                        write(memsw, &bytes.to_string())?;
+                    }
+                }
+                Layout::V2 { .. } => {
+                    write(cg.dir.join("memory.max"), &bytes.to_string())?;
+                    let swap = cg.dir.join("memory.swap.max");
+                    if swap.exists() {
+                        write(swap, "0")?;
+                    }
+                }
+                Layout::Unavailable => {}
+            }
+        }
+        Ok(Some(cg))
+    }
+
+    /// The `cgroupsPath` to give the runtime: a child of this cgroup, so the limit above it holds.
+    pub fn runtime_path(&self) -> String {
+        format!("/kiln/{}/step", self.name)
+    }
+
+    /// Whether the OOM killer ended the step, given how its process exited. v2 counts OOM kills up the tree, so
+    /// kiln's cgroup sees the kill in the runtime's child. v1 counts them only in the victim's own cgroup, which
+    /// the runtime has removed by now: there a SIGKILL after usage reached the limit is the sign.
+    pub fn oom_killed(&self, exit_code: i32) -> bool {
+        let read = |file: &str, key: &str| -> u64 {
+            std::fs::read_to_string(self.dir.join(file))
+                .ok()
+                .and_then(|s| {
+                    s.lines().find_map(|l| {
+                        if key.is_empty() {
+                            l.trim().parse::<u64>().ok()
+                        } else {
+                            l.strip_prefix(key)?.trim().parse::<u64>().ok()
+                        }
+                    })
+                })
+                .unwrap_or(0)
+        };
+        match self.layout {
+            Layout::V2 { .. } => read("memory.events", "oom_kill ") > 0,
+            Layout::V1 { .. } => {
+                read("memory.oom_control", "oom_kill ") > 0
+                    || exit_code == 128 + 9
+                        && read("memory.max_usage_in_bytes", "")
+                            >= read("memory.limit_in_bytes", "").max(1)
+            }
+            Layout::Unavailable => false,
+        }
+    }
+}
+
+impl Drop for StepCgroup {
+    fn drop(&mut self) {
+        if let Layout::V1 { memory } = &self.layout {
+            if let Some(sys) = memory.parent() {
+                remove_v1_tree(sys, &self.name);
+            }
+        }
+        // Children first (the runtime normally removes its own); rmdir is how cgroups are removed.
+        if let Ok(entries) = std::fs::read_dir(&self.dir) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake v2 mount: plain files stand in for the kernel's (the kernel would create the interface files).
+    fn fake_v2() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("cgroup.subtree_control"), "").unwrap();
+        std::fs::create_dir(d.path().join("kiln")).unwrap();
+        std::fs::write(
+            d.path().join("kiln/cgroup.controllers"),
+            "cpu memory pids\n",
+        )
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn layouts_are_told_apart() {
+        let v2 = fake_v2();
+        assert_eq!(
+            detect(v2.path()),
+            Layout::V2 {
+                root: v2.path().to_path_buf()
+            }
+        );
+        let hybrid = fake_v2();
+        std::fs::create_dir(hybrid.path().join("memory")).unwrap();
+        std::fs::write(hybrid.path().join("memory/memory.limit_in_bytes"), "").unwrap();
+        assert!(
+            matches!(detect(hybrid.path()), Layout::V1 { .. }),
+            "hybrid uses v1's memory"
+        );
+        let empty_v2 = tempfile::tempdir().unwrap();
+        std::fs::write(empty_v2.path().join("cgroup.controllers"), "hugetlb\n").unwrap();
+        assert_eq!(detect(empty_v2.path()), Layout::Unavailable);
+    }
+
+    #[test]
+    fn v2_enables_controllers_sets_the_limit_and_reads_oom_kills() {
+        let v2 = fake_v2();
+        let layout = detect(v2.path());
+        let limits = Limits {
+            memory: Some(64 << 20),
+            ..Default::default()
+        };
+        let cg = StepCgroup::create(&layout, "s1", &limits).unwrap().unwrap();
+        let dir = v2.path().join("kiln/s1");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("memory.max")).unwrap(),
+            "67108864"
+        );
+        assert_eq!(
+            std::fs::read_to_string(v2.path().join("cgroup.subtree_control")).unwrap(),
+            "+memory +pids +cpu"
+        );
+        assert_eq!(cg.runtime_path(), "/kiln/s1/step");
+        assert!(!cg.oom_killed(137));
+        std::fs::write(
+            dir.join("memory.events"),
+            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed(137));
+        // Files stand in for the kernel's here, so removal is left to the kernel's rules in real use.
+        for f in ["memory.max", "memory.events"] {
+            std::fs::remove_file(dir.join(f)).unwrap();
+        }
+        drop(cg);
+        assert!(!dir.exists(), "removed after the step");
+    }
+
+    #[test]
+    fn no_controller_is_an_error_only_when_limits_are_asked_for() {
+        let limits = Limits {
+            memory: Some(1),
+            ..Default::default()
+        };
+        assert!(matches!(
+            StepCgroup::create(&Layout::Unavailable, "x", &limits),
+            Err(CgroupError::Unavailable)
+        ));
+        assert!(
+            StepCgroup::create(&Layout::Unavailable, "x", &Limits::default())
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn v1_reads_oom_control() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("memory")).unwrap();
+        std::fs::write(d.path().join("memory/memory.limit_in_bytes"), "").unwrap();
+        let layout = detect(d.path());
+        let cg = StepCgroup::create(&layout, "s", &Limits::default())
+            .unwrap()
+            .unwrap();
+        let dir = d.path().join("memory/kiln/s");
+        std::fs::write(
+            dir.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("memory.max_usage_in_bytes"), "4096\n").unwrap();
+        std::fs::write(dir.join("memory.limit_in_bytes"), "4096\n").unwrap();
+        assert!(cg.oom_killed(137), "SIGKILL after hitting the limit");
+        assert!(!cg.oom_killed(1), "a plain failure after hitting the limit");
+        std::fs::write(
+            dir.join("memory.oom_control"),
+            "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n",
+        )
+        .unwrap();
+        assert!(cg.oom_killed(1));
+        for f in [
+            "memory.oom_control",
+            "memory.max_usage_in_bytes",
+            "memory.limit_in_bytes",
+        ] {
+            std::fs::remove_file(dir.join(f)).unwrap();
+        }
+    }
+}
