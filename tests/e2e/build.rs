@@ -384,3 +384,123 @@ fn limits_bound_every_run_and_an_oom_kill_is_reported_as_such() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("--memory lots"), "{}", bad.stderr);
 }
+
+fn kiln_command(root: &Root, args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(KILN);
+    cmd.args(args)
+        .env("KILN_ROOT", root.path())
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+#[test]
+fn kill_9_mid_build_then_a_rebuild_succeeds_and_reuses_finished_steps() {
+    use std::io::BufRead;
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN echo first > /first\nARG PAUSE=20\nRUN echo waiting; sleep $PAUSE\n",
+    );
+    let mut child = kiln_command(
+        &root,
+        &[
+            "build",
+            "--progress=plain",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    )
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("start kiln");
+    let stderr = child.stderr.take().expect("stderr");
+    // Wait until the long step is running (its first output line), then kill -9.
+    for line in std::io::BufReader::new(stderr).lines() {
+        let line = line.expect("line");
+        if line.ends_with(" waiting") {
+            break;
+        }
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let again = build(
+        &root,
+        &ctx,
+        &["--build-arg", "PAUSE=0", "-t", "after-kill:1"],
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert!(
+        again
+            .stderr
+            .contains("[2/3] RUN echo first > /first\n#2 CACHED")
+            || again.stderr.lines().any(|l| l == "#2 CACHED"),
+        "the finished step is reused:\n{}",
+        again.stderr
+    );
+    assert_eq!(cached_lines(&again.stderr), 2, "{}", again.stderr);
+}
+
+#[test]
+fn two_concurrent_builds_on_one_root_both_succeed() {
+    let root = Root::with_busybox(KILN);
+    let shared = "FROM busybox\nRUN echo shared > /shared && sleep 1\n";
+    let a = Context::new().file("Dockerfile", format!("{shared}RUN echo a > /who\n"));
+    let b = Context::new().file("Dockerfile", format!("{shared}RUN echo b > /who\n"));
+    let spawn = |ctx: &Context, tag: &str| {
+        kiln_command(
+            &root,
+            &[
+                "build",
+                "--progress=plain",
+                "-t",
+                tag,
+                ctx.path().to_str().expect("utf-8"),
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kiln")
+    };
+    let (ca, cb) = (spawn(&a, "conc:a"), spawn(&b, "conc:b"));
+    let (oa, ob) = (
+        ca.wait_with_output().expect("a"),
+        cb.wait_with_output().expect("b"),
+    );
+    assert!(
+        oa.status.success(),
+        "{}",
+        String::from_utf8_lossy(&oa.stderr)
+    );
+    assert!(
+        ob.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ob.stderr)
+    );
+    let images = root.kiln(KILN, &["images"]).stdout;
+    assert!(
+        images.contains("conc:a") && images.contains("conc:b"),
+        "{images}"
+    );
+    for (tag, who) in [("conc:a", "a"), ("conc:b", "b")] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let ctx = Context::new().file("Dockerfile", format!("FROM {tag}\n"));
+        let dest = format!("type=local,dest={}", out.path().display());
+        let r = build(&root, &ctx, &["-o", &dest]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("who")).expect("who"),
+            format!("{who}\n")
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("shared")).expect("shared"),
+            "shared\n"
+        );
+    }
+}
