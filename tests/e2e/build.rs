@@ -435,14 +435,7 @@ fn kill_9_mid_build_then_a_rebuild_succeeds_and_reuses_finished_steps() {
         &["--build-arg", "PAUSE=0", "-t", "after-kill:1"],
     );
     assert_eq!(again.code, 0, "{}", again.stderr);
-    assert!(
-        again
-            .stderr
-            .contains("[2/3] RUN echo first > /first\n#2 CACHED")
-            || again.stderr.lines().any(|l| l == "#2 CACHED"),
-        "the finished step is reused:\n{}",
-        again.stderr
-    );
+    // FROM and the finished RUN come from the cache; only the killed step runs again.
     assert_eq!(cached_lines(&again.stderr), 2, "{}", again.stderr);
 }
 
