@@ -7,6 +7,7 @@ mod progress;
 mod request;
 mod resolver;
 mod root;
+mod stdin_context;
 
 use std::process::ExitCode;
 

@@ -85,7 +85,9 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         return crate::commands::check::run(&args.request);
     }
     let mode = Mode::parse(&args.progress).map_err(Failure::Usage)?;
-    let mut loaded = request::load(&args.request)?;
+    let staged = crate::stdin_context::stage(&args.request, &root::root_dir(&args.root))?;
+    let request_args = staged.as_ref().map_or(&args.request, |s| &s.request);
+    let mut loaded = request::load(request_args)?;
     loaded.opts.no_cache = args.no_cache;
     loaded.opts.no_cache_filter = args.no_cache_filter.clone();
     for l in &args.labels {
@@ -177,8 +179,8 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     locals.insert(
         "context".to_string(),
         LocalDir {
-            path: std::path::absolute(&args.request.context)
-                .unwrap_or_else(|_| args.request.context.clone()),
+            path: std::path::absolute(&request_args.context)
+                .unwrap_or_else(|_| request_args.context.clone()),
             ignore: loaded.opts.ignore_patterns.clone(),
         },
     );

@@ -497,3 +497,60 @@ fn two_concurrent_builds_on_one_root_both_succeed() {
         );
     }
 }
+
+#[test]
+fn stdin_gives_a_dockerfile_or_a_tar_context() {
+    let root = Root::with_busybox(KILN);
+    let r = root.path().to_str().expect("utf-8").to_string();
+    let out = tempfile::tempdir().expect("tempdir");
+    let dest = |n: &str| format!("type=local,dest={}", out.path().join(n).display());
+    let lone = run(
+        KILN,
+        &[
+            "build",
+            "--root",
+            &r,
+            "--progress=plain",
+            "-o",
+            &dest("lone"),
+            "-",
+        ],
+        Some(b"FROM busybox\nRUN echo from-stdin > /got\n"),
+    );
+    assert_eq!(lone.code, 0, "{}", lone.stderr);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("lone/got")).expect("got"),
+        "from-stdin\n"
+    );
+    let ctx = Context::new()
+        .file("docker/Build.df", "FROM busybox\nCOPY data.txt /got\n")
+        .file("data.txt", "from-a-tar\n");
+    let tarred = std::process::Command::new("tar")
+        .args(["-C", ctx.path().to_str().expect("utf-8"), "-czf", "-", "."])
+        .output()
+        .expect("tar");
+    let from_tar = run(
+        KILN,
+        &[
+            "build",
+            "--root",
+            &r,
+            "--progress=plain",
+            "-f",
+            "docker/Build.df",
+            "-o",
+            &dest("tar"),
+            "-",
+        ],
+        Some(&tarred.stdout),
+    );
+    assert_eq!(from_tar.code, 0, "{}", from_tar.stderr);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("tar/got")).expect("got"),
+        "from-a-tar\n"
+    );
+    let work: Vec<_> = std::fs::read_dir(root.path().join("work"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(work.is_empty(), "staged contexts are removed: {work:?}");
+}
