@@ -218,6 +218,42 @@ impl Drop for StepCgroup {
     }
 }
 
+/// Removes the step cgroups under `kiln/` whose names `stale` picks, in every controller (v1) or the unified tree
+/// (v2), killing any process left in them first.
+pub fn sweep(sys: &Path, stale: &dyn Fn(&str) -> bool) {
+    let mut bases: Vec<PathBuf> = vec![sys.join("kiln")];
+    if let Ok(controllers) = std::fs::read_dir(sys) {
+        bases.extend(controllers.flatten().map(|c| c.path().join("kiln")));
+    }
+    for base in bases {
+        let Ok(entries) = std::fs::read_dir(&base) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !stale(&name) || !e.path().is_dir() {
+                continue;
+            }
+            for dir in [e.path().join("step"), e.path()] {
+                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                }
+            }
+            // The kernel takes a moment to empty a cgroup of killed processes.
+            for _ in 0..50 {
+                let _ = std::fs::remove_dir(e.path().join("step"));
+                if std::fs::remove_dir(e.path()).is_ok() || !e.path().exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

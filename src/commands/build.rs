@@ -239,6 +239,7 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         Box::new(|step, line| progress.line(step, line)),
     )
     .with_limits(limits);
+    runner.sweep_stale();
     let images = StoreImages::new(store.clone());
     let cached: std::sync::Mutex<BTreeSet<VertexId>> = Default::default();
     let worker = Worker::new(

@@ -427,6 +427,7 @@ fn kill_9_mid_build_then_a_rebuild_succeeds_and_reuses_finished_steps() {
             break;
         }
     }
+    let killed = child.id();
     child.kill().expect("kill -9");
     child.wait().expect("reap");
     let again = build(
@@ -437,6 +438,24 @@ fn kill_9_mid_build_then_a_rebuild_succeeds_and_reuses_finished_steps() {
     assert_eq!(again.code, 0, "{}", again.stderr);
     // FROM and the finished RUN come from the cache; only the killed step runs again.
     assert_eq!(cached_lines(&again.stderr), 2, "{}", again.stderr);
+    // The next build swept what the killed one left: its container and its cgroups.
+    let prefix = format!("kiln-{killed}-");
+    for c in ["memory", "pids", "cpu"] {
+        let left: Vec<String> = std::fs::read_dir(format!("/sys/fs/cgroup/{c}/kiln"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&prefix))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{c}: {left:?}");
+    }
+    let ps = run("ps", &["-eo", "args"], None).stdout;
+    assert!(
+        !ps.lines().any(|l| l == "sleep 20"),
+        "the killed step's process is gone:\n{ps}"
+    );
 }
 
 #[test]

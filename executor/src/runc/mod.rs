@@ -122,6 +122,38 @@ impl Runc {
         }
     }
 
+    /// Cleans up after kiln processes that died without cleaning up (kill -9, a crash): their containers are
+    /// deleted (which kills what still runs in them) and their cgroups removed. A step's id names its kiln
+    /// process (`kiln-<pid>-<n>`), so a step whose process is gone is known to be stale.
+    pub fn sweep_stale(&self) {
+        let stale = |name: &str| -> bool {
+            let Some(pid) = name
+                .strip_prefix("kiln-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok())
+            else {
+                return false;
+            };
+            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+        };
+        if let Ok(entries) = std::fs::read_dir(&self.state) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if stale(&name) {
+                    let _ = Command::new(&self.binary)
+                        .arg("--root")
+                        .arg(&self.state)
+                        .args(["delete", "--force", &name])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    let _ = std::fs::remove_dir_all(self.bundles.join(&name));
+                }
+            }
+        }
+        crate::cgroup::sweep(Path::new("/sys/fs/cgroup"), &stale);
+    }
+
     /// Runs `p` to completion; `on_line` sees each output line as it comes.
     pub fn run(&self, p: &Process, on_line: &(dyn Fn(&str) + Sync)) -> Result<Outcome, RuncError> {
         let id = format!(

@@ -49,6 +49,11 @@ impl<'a> RuncRunner<'a> {
         }
     }
 
+    /// Removes what kiln processes killed mid-step left behind (containers, processes, cgroups).
+    pub fn sweep_stale(&self) {
+        self.runc.sweep_stale();
+    }
+
     /// Every RUN step gets these cgroup limits (`kiln build --memory`, `--cpus`, `--pids-limit`).
     pub fn with_limits(mut self, limits: executor::cgroup::Limits) -> Self {
         self.limits = limits;
