@@ -92,3 +92,22 @@ for case in hello bigctx cpu; do
     printf '| %s | %s | %.2f | %.2f | %.2f |\n' "$case" "$scenario" "$km" "$bm" "$(echo "$km / $bm" | bc -l)"
   done
 done
+
+# Export of the big-context image (380 MB: 300 MiB random + 20,000 small files) as an OCI archive, with gzip. kiln's
+# memo of compressed layers is cleared before each run so every run compresses; peak RSS from /usr/bin/time.
+echo
+echo "| export (bigctx image → OCI archive, gzip) | kiln (s) | buildah (s) | kiln/buildah | kiln peak RSS (MiB) |"
+echo "| --- | --- | --- | --- | --- |"
+ctx=$work/cases/bigctx
+kiln_build "$ctx" >/dev/null 2>&1
+buildah_build "$ctx" >/dev/null 2>&1
+k=(); b=(); rss=()
+for _ in $(seq "$reps"); do
+  rm -rf "$KILN_ROOT/layers" "$work/k.tar" "$work/b.tar"
+  s=$(now)
+  /usr/bin/time -f %M -o "$work/rss" "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx" >/dev/null 2>&1
+  e=$(now); k+=("$(echo "$e - $s" | bc)"); rss+=("$(( $(cat "$work/rss") / 1024 ))")
+  b+=("$(timeit buildah "${bstore[@]}" push bench:latest "oci-archive:$work/b.tar")")
+done
+km=$(printf '%s\n' "${k[@]}" | median); bm=$(printf '%s\n' "${b[@]}" | median); rm_=$(printf '%s\n' "${rss[@]}" | median)
+printf '| export | %.2f | %.2f | %.2f | %s |\n' "$km" "$bm" "$(echo "$km / $bm" | bc -l)" "$rm_"

@@ -151,6 +151,9 @@ pub struct BuildArgs {
     /// A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.
     #[arg(long = "secret", value_name = "SPEC")]
     pub secrets: Vec<String>,
+    /// An SSH agent for RUN --mount=type=ssh: `default` ($SSH_AUTH_SOCK) or ID=SOCKET.
+    #[arg(long = "ssh", value_name = "default|ID=SOCKET")]
+    pub ssh: Vec<String>,
     /// Set a label on the image.
     #[arg(long = "label", value_name = "KEY=VALUE")]
     pub labels: Vec<String>,

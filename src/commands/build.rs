@@ -21,6 +21,32 @@ fn usage(e: impl std::fmt::Display) -> Failure {
     Failure::Usage(e.to_string())
 }
 
+/// `--ssh default` (the agent at $SSH_AUTH_SOCK) or `--ssh ID=SOCKET`: agent sockets only (BuildKit also takes
+/// key files, which kiln would have to serve through an agent of its own).
+fn parse_ssh(spec: &str) -> Result<(String, std::path::PathBuf), Failure> {
+    let (id, path) = match spec.split_once('=') {
+        Some((id, path)) => (id.to_string(), std::path::PathBuf::from(path)),
+        None => {
+            let sock = std::env::var_os("SSH_AUTH_SOCK").ok_or_else(|| {
+                usage(format!(
+                    "--ssh {spec}: SSH_AUTH_SOCK is not set; start an agent or give {spec}=SOCKET"
+                ))
+            })?;
+            (spec.to_string(), std::path::PathBuf::from(sock))
+        }
+    };
+    let is_socket = std::fs::metadata(&path)
+        .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+        .unwrap_or(false);
+    if !is_socket {
+        return Err(usage(format!(
+            "--ssh {spec}: {} is not an agent socket",
+            path.display()
+        )));
+    }
+    Ok((id, path))
+}
+
 fn parse_secret(spec: &str) -> Result<(String, SecretSource), Failure> {
     let mut id = None;
     let mut src = None;
@@ -195,6 +221,11 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
             );
         }
     }
+    let ssh = args
+        .ssh
+        .iter()
+        .map(|s| parse_ssh(s))
+        .collect::<Result<BTreeMap<_, _>, _>>()?;
     let mut secrets = BTreeMap::new();
     for s in &args.secrets {
         let (id, src) = parse_secret(s)?;
@@ -238,7 +269,8 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         secrets,
         Box::new(|step, line| progress.line(step, line)),
     )
-    .with_limits(limits);
+    .with_limits(limits)
+    .with_ssh(ssh);
     runner.sweep_stale();
     let images = StoreImages::new(store.clone());
     let cached: std::sync::Mutex<BTreeSet<VertexId>> = Default::default();

@@ -573,3 +573,39 @@ fn stdin_gives_a_dockerfile_or_a_tar_context() {
         .unwrap_or_default();
     assert!(work.is_empty(), "staged contexts are removed: {work:?}");
 }
+
+#[test]
+fn ssh_agents_are_forwarded_only_to_the_steps_that_mount_them() {
+    let root = Root::with_busybox(KILN);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&sock).expect("bind an agent socket");
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo \"agent at $SSH_AUTH_SOCK\"\nRUN test -z \"$SSH_AUTH_SOCK\" && ! test -e /run/buildkit/ssh_agent.0 && echo no-agent-here\n",
+    );
+    let spec = format!("default={}", sock.display());
+    let r = build(&root, &ctx, &["--ssh", &spec]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("agent at /run/buildkit/ssh_agent.0"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("no-agent-here"), "{}", r.stderr);
+    // required=true without an agent fails before anything runs, naming the id.
+    let req = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN --mount=type=ssh,id=deploy,required=true true\n",
+    );
+    let r = build(&root, &req, &[]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("ssh agent deploy is required"),
+        "{}",
+        r.stderr
+    );
+    let bad = build(&root, &req, &["--ssh", "deploy=/etc/passwd"]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("not an agent socket"), "{}", bad.stderr);
+}

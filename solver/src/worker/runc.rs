@@ -30,6 +30,7 @@ pub struct RuncRunner<'a> {
     scratch: PathBuf,
     on_line: LineSink<'a>,
     limits: executor::cgroup::Limits,
+    ssh: BTreeMap<String, PathBuf>,
 }
 
 impl<'a> RuncRunner<'a> {
@@ -46,7 +47,14 @@ impl<'a> RuncRunner<'a> {
             scratch: work.join("secrets"),
             on_line,
             limits: Default::default(),
+            ssh: BTreeMap::new(),
         }
+    }
+
+    /// SSH agent sockets by id, bound into the steps that mount them (`kiln build --ssh`).
+    pub fn with_ssh(mut self, agents: BTreeMap<String, PathBuf>) -> Self {
+        self.ssh = agents;
+        self
     }
 
     /// Removes what kiln processes killed mid-step left behind (containers, processes, cgroups).
@@ -90,6 +98,7 @@ impl ProcessRunner for RuncRunner<'_> {
         let mut env = req.op.env.clone();
         let mut mounts = Vec::new();
         let mut secret_files = Vec::new();
+        let mut ssh_count = 0usize;
         for m in &req.mounts {
             match &m.kind {
                 ResolvedMountKind::Bind { source, readonly } => mounts.push(Mount::Bind {
@@ -143,11 +152,28 @@ impl ProcessRunner for RuncRunner<'_> {
                     }
                 }
                 ResolvedMountKind::Ssh { id, required } => {
-                    if *required {
-                        return Err(format!(
-                            "ssh agent {id} is required but SSH forwarding is not supported yet"
-                        ));
+                    let Some(sock) = self.ssh.get(id) else {
+                        if *required {
+                            return Err(format!(
+                                "ssh agent {id} is required but was not given (kiln build --ssh {id}=SOCKET)"
+                            ));
+                        }
+                        continue;
+                    };
+                    let target = if m.target.is_empty() {
+                        format!("/run/buildkit/ssh_agent.{ssh_count}")
+                    } else {
+                        m.target.clone()
+                    };
+                    if ssh_count == 0 {
+                        env.push(format!("SSH_AUTH_SOCK={target}"));
                     }
+                    ssh_count += 1;
+                    mounts.push(Mount::Bind {
+                        source: sock.clone(),
+                        target,
+                        readonly: false,
+                    });
                 }
             }
         }
