@@ -3,7 +3,7 @@
 # Cases: hello (examples/hello); a context of 20,000 small files plus one 300 MiB random file copied with
 # `COPY . /app`, with a RUN after it; four independent CPU-bound stages. Scenarios: cold build (empty root/storage),
 # unchanged rebuild, touch-only rebuild, one file changed.
-# Usage (as root): bench/run.sh [REPS]   — needs buildah (apt-get install buildah) and a release build of kiln.
+# Usage (as root): bench/run.sh [REPS]   — needs buildah, bc and GNU time (apt-get install buildah bc time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}

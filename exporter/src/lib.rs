@@ -6,6 +6,7 @@ pub mod diff;
 mod hashing;
 pub mod image;
 pub mod layout;
+pub mod pgzip;
 
 pub use image::{
     export_image, layer_blob, Compression, ExportError, ExportOptions, ExportedImage, LayerSource,

@@ -304,15 +304,20 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
             .unwrap_or(2)
     });
     let cancel = CancelToken::default();
-    let solving = std::sync::atomic::AtomicBool::new(true);
+    let (stop_ticker, ticks) = std::sync::mpsc::channel::<()>();
     let result = std::thread::scope(|scope| {
-        // The live display's timers move even while no step prints anything.
-        scope.spawn(|| {
-            while solving.load(std::sync::atomic::Ordering::Relaxed) {
-                std::thread::sleep(std::time::Duration::from_millis(100));
-                progress.tick();
-            }
-        });
+        // The live display's timers move even while no step prints anything; the ticker stops as soon as the
+        // solve ends (its channel closes), so it never delays the build.
+        if mode == Mode::Tty {
+            let progress = &progress;
+            scope.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    ticks.recv_timeout(std::time::Duration::from_millis(100))
+                {
+                    progress.tick();
+                }
+            });
+        }
         let r = Scheduler::new(parallel).solve(def, &roots, &worker, &cancel, &|ev| match ev {
             Event::Started(id) => {
                 let d = desc(id);
@@ -329,7 +334,7 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
             }
             Event::Failed(_) => {}
         });
-        solving.store(false, std::sync::atomic::Ordering::Relaxed);
+        drop(stop_ticker);
         r
     });
     let outputs_by_vertex = match result {

@@ -1,0 +1,336 @@
+//! Parallel gzip whose bytes do not depend on the number of threads. The input is cut into fixed 1 MiB blocks;
+//! each is deflated on its own (raw deflate, ended with a sync flush so it stops on a byte boundary and without the
+//! final-block bit), and the blocks are written in order inside one gzip member, whose CRC-32 is combined from the
+//! blocks' CRCs. Every gzip reader accepts the result. Because a block's bytes depend only on its own input and the
+//! level, one thread or eight give the same output — unlike buildah's parallel gzip. The price is that no block
+//! sees its predecessor's last 32 KiB as a dictionary: under 1% on typical layers.
+//!
+//! A block that deflate cannot shrink (random data, wheels, model weights) is written as stored deflate blocks
+//! instead: the decision depends only on the bytes, so it keeps the output deterministic, and it makes
+//! already-compressed layers cost almost nothing to "compress".
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use flate2::{Compress, Compression, FlushCompress};
+
+/// Input bytes per block: fixed, so the output never depends on how many threads there are.
+pub const BLOCK: usize = 1 << 20;
+
+/// gzip header: no name, no mtime, OS "unknown" — nothing that varies between runs or machines.
+const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+struct Done {
+    seq: u64,
+    data: Vec<u8>,
+    crc: u32,
+    len: u64,
+}
+
+fn stored(block: &[u8], last: bool, out: &mut Vec<u8>) {
+    // Stored deflate blocks hold at most 65,535 bytes each. An empty last block still needs its header.
+    let mut chunks: Vec<&[u8]> = block.chunks(65_535).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let n = chunks.len();
+    for (i, c) in chunks.into_iter().enumerate() {
+        let fin = last && i + 1 == n;
+        out.push(u8::from(fin)); // BFINAL, BTYPE=00, then aligned to the byte.
+        let len = c.len() as u16;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(c);
+    }
+    if !last {
+        // Keep the sync-flush shape: an empty stored block marks the boundary like deflate's sync flush does.
+        out.extend_from_slice(&[0, 0, 0, 0xff, 0xff]);
+    }
+}
+
+fn deflate_block(block: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+    let mut c = Compress::new(Compression::new(level), false);
+    let mut out = Vec::with_capacity(block.len() / 2 + 1024);
+    let flush = if last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
+    loop {
+        let consumed = c.total_in() as usize;
+        out.reserve(64 * 1024);
+        let status = c
+            .compress_vec(&block[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
+        let done_input = c.total_in() as usize == block.len();
+        match status {
+            flate2::Status::StreamEnd => break,
+            _ if done_input && !last && out.capacity() > out.len() => break,
+            _ => {}
+        }
+    }
+    if out.len() >= block.len() + 5 * block.len().div_ceil(65_535).max(1) + 5 {
+        out.clear();
+        stored(block, last, &mut out);
+    }
+    Ok(out)
+}
+
+/// A gzip writer that compresses on `threads` threads with thread-count-independent output.
+pub struct ParallelGzip<W: Write> {
+    inner: Option<W>,
+    level: u32,
+    buf: Vec<u8>,
+    next_seq: u64,
+    next_out: u64,
+    jobs: Option<mpsc::SyncSender<(u64, Vec<u8>, bool)>>,
+    results: mpsc::Receiver<io::Result<Done>>,
+    workers: Vec<JoinHandle<()>>,
+    pending: BTreeMap<u64, Done>,
+    in_flight: usize,
+    max_in_flight: usize,
+    crc: Option<(u32, u64)>,
+    wrote_header: bool,
+}
+
+impl<W: Write> ParallelGzip<W> {
+    /// A writer at gzip `level` (0–9) using `threads` compression threads (at least one).
+    pub fn new(inner: W, level: u32, threads: usize) -> ParallelGzip<W> {
+        let threads = threads.max(1);
+        let (job_tx, job_rx) = mpsc::sync_channel::<(u64, Vec<u8>, bool)>(threads);
+        let job_rx = std::sync::Arc::new(std::sync::Mutex::new(job_rx));
+        let (res_tx, res_rx) = mpsc::channel();
+        let level = level.min(9);
+        let workers = (0..threads)
+            .map(|_| {
+                let rx = job_rx.clone();
+                let tx = res_tx.clone();
+                std::thread::spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(r) => r.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok((seq, data, last)) = job else {
+                        return;
+                    };
+                    let mut h = crc32fast::Hasher::new();
+                    h.update(&data);
+                    let r = deflate_block(&data, level, last).map(|out| Done {
+                        seq,
+                        data: out,
+                        crc: h.finalize(),
+                        len: data.len() as u64,
+                    });
+                    if tx.send(r).is_err() {
+                        return;
+                    }
+                })
+            })
+            .collect();
+        ParallelGzip {
+            inner: Some(inner),
+            level,
+            buf: Vec::with_capacity(BLOCK),
+            next_seq: 0,
+            next_out: 0,
+            jobs: Some(job_tx),
+            results: res_rx,
+            workers,
+            pending: BTreeMap::new(),
+            in_flight: 0,
+            max_in_flight: threads * 2,
+            crc: None,
+            wrote_header: false,
+        }
+    }
+
+    fn inner(&mut self) -> io::Result<&mut W> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| io::Error::other("gzip writer already finished"))
+    }
+
+    fn write_ready(&mut self) -> io::Result<()> {
+        if !self.wrote_header {
+            self.inner()?.write_all(&HEADER)?;
+            self.wrote_header = true;
+        }
+        while let Some(done) = self.pending.remove(&self.next_out) {
+            self.inner()?.write_all(&done.data)?;
+            self.crc = Some(match self.crc {
+                None => (done.crc, done.len),
+                Some((crc, len)) => {
+                    let mut a = crc32fast::Hasher::new_with_initial_len(crc, len);
+                    a.combine(&crc32fast::Hasher::new_with_initial_len(done.crc, done.len));
+                    (a.finalize(), len + done.len)
+                }
+            });
+            self.next_out += 1;
+        }
+        Ok(())
+    }
+
+    fn collect_one(&mut self) -> io::Result<()> {
+        let done = self
+            .results
+            .recv()
+            .map_err(|_| io::Error::other("a gzip worker stopped"))??;
+        self.in_flight -= 1;
+        self.pending.insert(done.seq, done);
+        self.write_ready()
+    }
+
+    fn submit(&mut self, last: bool) -> io::Result<()> {
+        while self.in_flight >= self.max_in_flight {
+            self.collect_one()?;
+        }
+        let block = std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(if last { 0 } else { BLOCK }),
+        );
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("gzip writer already finished"))?;
+        jobs.send((self.next_seq, block, last))
+            .map_err(|_| io::Error::other("gzip workers stopped"))?;
+        self.next_seq += 1;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Writes the last block and the gzip trailer, and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.submit(true)?;
+        while self.in_flight > 0 {
+            self.collect_one()?;
+        }
+        self.write_ready()?;
+        let (crc, len) = self.crc.unwrap_or((0, 0));
+        let mut inner = self
+            .inner
+            .take()
+            .ok_or_else(|| io::Error::other("gzip writer already finished"))?;
+        inner.write_all(&crc.to_le_bytes())?;
+        inner.write_all(&(len as u32).to_le_bytes())?;
+        Ok(inner)
+    }
+
+    /// The level in use.
+    pub fn level(&self) -> u32 {
+        self.level
+    }
+}
+
+impl<W: Write> Write for ParallelGzip<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = BLOCK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == BLOCK {
+            self.submit(false)?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        // Blocks are fixed-size: flushing early would change the output, so only finished blocks are written.
+        self.inner()?.flush()
+    }
+}
+
+impl<W: Write> Drop for ParallelGzip<W> {
+    fn drop(&mut self) {
+        self.jobs.take();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn gz(data: &[u8], threads: usize, level: u32) -> Vec<u8> {
+        let mut w = ParallelGzip::new(Vec::new(), level, threads);
+        // Odd write sizes, to cross block boundaries mid-write.
+        for chunk in data.chunks(77_777) {
+            w.write_all(chunk).unwrap();
+        }
+        w.finish().unwrap()
+    }
+
+    fn mixed(n: usize) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        (0..n)
+            .map(|i| {
+                if (i / 300_000) % 2 == 0 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                } else {
+                    b"the quick brown fox jumps over the lazy dog\n"[i % 44]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_bytes_for_any_thread_count_and_readable_by_gzip_readers() {
+        let inputs: Vec<Vec<u8>> = vec![
+            vec![],
+            vec![7],
+            vec![b'a'; BLOCK],
+            vec![b'b'; BLOCK + 1],
+            mixed(10 << 20),
+        ];
+        for input in &inputs {
+            let one = gz(input, 1, 6);
+            for t in [2, 3, 8] {
+                assert_eq!(gz(input, t, 6), one, "{} bytes, {t} threads", input.len());
+            }
+            let mut back = Vec::new();
+            flate2::read::GzDecoder::new(&one[..])
+                .read_to_end(&mut back)
+                .unwrap();
+            assert_eq!(&back, input, "{} bytes round-trip", input.len());
+        }
+    }
+
+    #[test]
+    fn gzip_the_tool_reads_it() {
+        let input = mixed(3 << 20);
+        let out = gz(&input, 2, 6);
+        let mut child = std::process::Command::new("gzip")
+            .args(["-dc"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("gzip is installed");
+        let mut stdin = child.stdin.take().unwrap();
+        let writer = std::thread::spawn(move || stdin.write_all(&out));
+        let o = child.wait_with_output().unwrap();
+        writer.join().unwrap().unwrap();
+        assert!(o.status.success());
+        assert_eq!(o.stdout, input, "gzip -t and -d accept it");
+    }
+
+    #[test]
+    fn random_data_is_stored_not_grown() {
+        let random = mixed(600_000)[..300_000].to_vec();
+        let out = gz(&random, 2, 6);
+        assert!(
+            out.len() < random.len() + 100,
+            "{} > {} + overhead",
+            out.len(),
+            random.len()
+        );
+        let text = vec![b'x'; 2 << 20];
+        assert!(gz(&text, 2, 6).len() < 20_000, "text still compresses");
+    }
+}
