@@ -219,6 +219,34 @@ fn compression_and_media_type_options_reach_the_manifest() {
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // A layout directory (tar=false) is read by skopeo's oci: transport and copied on to an archive.
+    let dir = out.path().join("layout");
+    let r = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=quiet",
+            "-o",
+            &format!("type=oci,dest={},tar=false,name=dir:1", dir.display()),
+            &hello(),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = skopeo_inspect(
+        &format!("oci:{}:docker.io/library/dir:1", dir.display()),
+        false,
+    );
+    assert_eq!(v["Labels"]["org.opencontainers.image.title"], "kiln hello");
+    let c = run(
+        "skopeo",
+        &[
+            "copy",
+            &format!("oci:{}:docker.io/library/dir:1", dir.display()),
+            &format!("oci-archive:{}", out.path().join("from-dir.tar").display()),
+        ],
+        None,
+    );
+    assert_eq!(c.code, 0, "skopeo copy oci: → oci-archive: {}", c.stderr);
     let z = skopeo_inspect(&format!("oci-archive:{}", zstd.display()), true);
     for l in z["layers"].as_array().expect("layers") {
         assert_eq!(
