@@ -48,6 +48,62 @@ pub const READONLY_PATHS: [&str; 6] = [
     "/proc/sysrq-trigger",
 ];
 
+/// System calls a RUN step may never make: the ones Docker's default seccomp profile leaves out that matter on a
+/// build host (kernel modules and kexec, keyrings, bpf and perf, reboot, swap, clock and time, mounts through the new
+/// mount API, handle-based opens that bypass path checks, userfaultfd, namespace creation and joining, obsolete
+/// calls). kiln writes them as a deny list over an allow-by-default filter: shorter than Docker's allow list, and
+/// a syscall added to the kernel later is not broken for builds. They fail with EPERM, as under Docker.
+pub const DENIED_SYSCALLS: [&str; 40] = [
+    "acct",
+    "add_key",
+    "adjtimex",
+    "bpf",
+    "clock_adjtime",
+    "clock_settime",
+    "create_module",
+    "delete_module",
+    "finit_module",
+    "fsconfig",
+    "fsmount",
+    "fsopen",
+    "fspick",
+    "get_kernel_syms",
+    "init_module",
+    "ioperm",
+    "iopl",
+    "kexec_file_load",
+    "kexec_load",
+    "keyctl",
+    "lookup_dcookie",
+    "mount_setattr",
+    "move_mount",
+    "name_to_handle_at",
+    "nfsservctl",
+    "open_by_handle_at",
+    "open_tree",
+    "perf_event_open",
+    "quotactl",
+    "reboot",
+    "request_key",
+    "setns",
+    "settimeofday",
+    "stime",
+    "swapoff",
+    "swapon",
+    "unshare",
+    "uselib",
+    "userfaultfd",
+    "vm86",
+];
+
+fn seccomp() -> Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+        "syscalls": [{"names": DENIED_SYSCALLS.as_slice(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+    })
+}
+
 /// The open-files limit a step gets: Docker's 1048576, or kiln's own hard limit when that is lower (a step
 /// cannot be given more than its parent may).
 fn nofile_limit() -> u64 {
@@ -120,6 +176,7 @@ pub fn config(p: &Process, cgroups_path: Option<&str>) -> Value {
         "maskedPaths": MASKED_PATHS,
         "readonlyPaths": READONLY_PATHS,
         "resources": resources,
+        "seccomp": seccomp(),
     });
     if let Some(path) = cgroups_path {
         linux["cgroupsPath"] = json!(path);

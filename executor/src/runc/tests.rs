@@ -43,7 +43,7 @@ fn runs_in_a_sandbox_and_reports_exit_codes() {
     let seen = Mutex::new(Vec::new());
     let out = runc
         .run(
-            &process(&rootfs, "hostname; echo hi > /tmp/x; cat /tmp/x; grep -E 'CapEff|NoNewPrivs' /proc/self/status; ls /proc | grep -cE '^[0-9]+$'"),
+            &process(&rootfs, "hostname; echo hi > /tmp/x; cat /tmp/x; grep -E 'CapEff|NoNewPrivs|Seccomp:' /proc/self/status; ls /proc | grep -cE '^[0-9]+$'"),
             &|l| seen.lock().unwrap().push(l.to_string()),
         )
         .unwrap();
@@ -61,6 +61,13 @@ fn runs_in_a_sandbox_and_reports_exit_codes() {
         .output
         .iter()
         .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')));
+    assert!(
+        out.output
+            .iter()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+        "a seccomp filter is in force: {:?}",
+        out.output
+    );
     assert!(
         out.output
             .last()
@@ -198,4 +205,27 @@ fn cpu_and_pids_limits_reach_the_spec() {
     assert_eq!(cfg["linux"]["resources"]["cpu"]["quota"], 150_000);
     assert_eq!(cfg["linux"]["resources"]["pids"]["limit"], 10);
     assert_eq!(cfg["linux"]["cgroupsPath"], "/kiln/x/step");
+}
+
+#[test]
+fn denied_syscalls_fail_with_eperm() {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let runc = Runc::new("runc", work.path());
+    // A user namespace needs no capability, so only the seccomp filter refuses `unshare -U`; swapoff is refused
+    // twice over (no CAP_SYS_ADMIN, and denied).
+    let o = runc
+        .run(
+            &process(
+                &rootfs,
+                "unshare -U true; echo unshare=$?; swapoff -a; echo swapoff=$?",
+            ),
+            &|_| {},
+        )
+        .unwrap();
+    let out = o.output.join("\n");
+    assert!(out.contains("unshare=1"), "{out}");
+    assert!(!out.contains("swapoff=0"), "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
 }
