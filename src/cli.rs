@@ -34,6 +34,99 @@ pub enum Command {
     Rmi(RmiArgs),
     /// Print an image's manifest and config as JSON.
     Inspect(InspectArgs),
+    /// Pull an image from a registry into the store.
+    Pull(PullArgs),
+    /// Push an image of the store to a registry.
+    Push(PushArgs),
+    /// Log in to a registry (credentials go to Docker's config.json, shared with docker, podman and skopeo).
+    Login(LoginArgs),
+    /// Log out of a registry.
+    Logout(LogoutArgs),
+}
+
+/// How kiln reaches registries.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RegistryArgs {
+    /// A registry (host[:port]) that may be reached over plain HTTP, as Docker's insecure-registries; loopback
+    /// registries always may.
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST",
+        env = "KILN_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
+    pub insecure: Vec<String>,
+    /// A PEM file of certificates to trust for registries, beside the system's.
+    #[arg(
+        long = "registry-ca",
+        value_name = "FILE",
+        env = "KILN_REGISTRY_CA",
+        value_delimiter = ','
+    )]
+    pub ca: Vec<PathBuf>,
+}
+
+/// `kiln pull`.
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The image, `name[:tag|@digest]`.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Which image of a multi-platform index to take (default: this machine's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// `kiln push`.
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// The image in the store.
+    #[arg(value_name = "NAME")]
+    pub name: String,
+    /// Where to push it (default: NAME itself).
+    #[arg(value_name = "DESTINATION")]
+    pub destination: Option<String>,
+    /// Layer compression of what is pushed (uncompressed layers of the store are compressed once and kept).
+    #[arg(long, default_value = "gzip", value_name = "gzip|zstd|uncompressed")]
+    pub compression: String,
+    /// Write the pushed manifest's digest to this file.
+    #[arg(long = "digestfile", value_name = "FILE")]
+    pub digest_file: Option<PathBuf>,
+}
+
+/// `kiln login`.
+#[derive(Debug, Clone, Args)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub registry_args: RegistryArgs,
+    /// The registry (default: Docker Hub).
+    #[arg(value_name = "REGISTRY")]
+    pub registry: Option<String>,
+    /// User name.
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Password (prefer --password-stdin: a flag shows in the process list).
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Read the password from stdin.
+    #[arg(long = "password-stdin")]
+    pub password_stdin: bool,
+}
+
+/// `kiln logout`.
+#[derive(Debug, Clone, Args)]
+pub struct LogoutArgs {
+    /// The registry (default: Docker Hub).
+    #[arg(value_name = "REGISTRY")]
+    pub registry: Option<String>,
 }
 
 /// `kiln load`.
@@ -184,6 +277,14 @@ pub struct BuildArgs {
     /// Write the build's timeline as Chrome trace-event JSON (open it in Perfetto or chrome://tracing).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// Always pull base images from their registries, even when the store has them.
+    #[arg(long)]
+    pub pull: bool,
+    /// Push the image to the registries of its names (shorthand for -o type=image,push=true).
+    #[arg(long)]
+    pub push: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// `kiln import`.

@@ -42,6 +42,10 @@ fn main() -> ExitCode {
         cli::Command::Tag(args) => commands::images::tag(&args),
         cli::Command::Rmi(args) => commands::images::rmi(&args),
         cli::Command::Inspect(args) => commands::images::inspect(&args),
+        cli::Command::Pull(args) => commands::registry::pull(&args),
+        cli::Command::Push(args) => commands::registry::push(&args),
+        cli::Command::Login(args) => commands::registry::login(&args),
+        cli::Command::Logout(args) => commands::registry::logout(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

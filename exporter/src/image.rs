@@ -27,7 +27,7 @@ pub enum Compression {
 }
 
 impl Compression {
-    fn tag(&self) -> String {
+    pub(crate) fn tag(&self) -> String {
         match self {
             // "pgzip": the block-parallel encoder, whose bytes differ from a one-stream gzip of the same level.
             Compression::Gzip(l) => format!("pgzip-{l}"),

@@ -2,12 +2,14 @@
 //! blobs with their diffID and digest from one pass, and images assembled in the store ([`image`]) or written out
 //! as OCI layouts ([`layout`]).
 
+pub mod convert;
 pub mod diff;
 mod hashing;
 pub mod image;
 pub mod layout;
 pub mod pgzip;
 
+pub use convert::compressed_manifest;
 pub use image::{
     export_image, layer_blob, Compression, ExportError, ExportOptions, ExportedImage, LayerSource,
 };

@@ -9,6 +9,8 @@ pub mod image;
 pub mod layer;
 pub mod manifest;
 pub mod platform;
+pub mod reference;
+pub mod registry;
 pub mod scoped;
 pub mod store;
 

@@ -69,7 +69,7 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource), Failure> {
 }
 
 /// A size as Docker's flags take it: bytes, or a number with b, k, m or g (binary units).
-fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mult) = match t.trim_end_matches('b').chars().last() {
         Some('k') => (&t[..t.trim_end_matches('b').len() - 1], 1u64 << 10),
@@ -157,12 +157,6 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
                 n.extend(names.iter().cloned());
             }
         }
-        if let Output::Image { push: true, .. } = o {
-            return Err(usage(
-                "-o type=image,push=true: pushing needs kiln's registry client, which this build does not have yet"
-                    .to_string(),
-            ));
-        }
     }
     if !names.is_empty() && !outputs.iter().any(|o| matches!(o, Output::Image { .. })) {
         outputs.push(Output::Image {
@@ -171,12 +165,39 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
             layers: Default::default(),
         });
     }
+    if args.push {
+        match outputs
+            .iter_mut()
+            .find(|o| matches!(o, Output::Image { .. }))
+        {
+            Some(Output::Image { push, .. }) => *push = true,
+            _ => outputs.push(Output::Image {
+                names: vec![],
+                push: true,
+                layers: Default::default(),
+            }),
+        }
+    }
+    for o in &outputs {
+        if let Output::Image {
+            push: true,
+            names: n,
+            ..
+        } = o
+        {
+            if n.is_empty() && names.is_empty() {
+                return Err(usage(
+                    "--push (or push=true) needs a name to push to: -t REGISTRY/REPO:TAG"
+                        .to_string(),
+                ));
+            }
+        }
+    }
     let epoch = source_date_epoch(&loaded.opts.build_args)?;
     let root = root::root_dir(&args.root);
     let store = Store::open(&root.join("store")).map_err(|e| Failure::Build(e.to_string()))?;
-    let resolver = StoreResolver {
-        store: store.clone(),
-    };
+    let registry = crate::commands::registry::client(&args.registry)?;
+    let resolver = StoreResolver::new(store.clone(), Some(registry), args.pull);
     let lowered = frontend::lower(&loaded.dockerfile, &loaded.opts, &resolver)
         .map_err(|e| loaded.fail(&e))?;
     for name in &lowered.unused_build_args {
@@ -446,11 +467,35 @@ fn export(
     let mut metadata = serde_json::Map::new();
     for o in outputs {
         match o {
-            Output::Image { layers: opts, .. } => {
+            Output::Image {
+                layers: opts,
+                push,
+                names: own,
+            } => {
                 // Kiln's own store keeps layers uncompressed unless told otherwise (nothing is gained by
                 // compressing what stays on this disk); archives and pushes get gzip, made once per snapshot.
-                let image = export(&opts.resolve(Compression::None, true, epoch), &all_names)?;
-                if exported.is_none() {
+                let mut image = export(&opts.resolve(Compression::None, true, epoch), &all_names)?;
+                if *push {
+                    let client = crate::commands::registry::client(&args.registry)?;
+                    let pushed = export(&opts.resolve(Compression::Gzip(6), true, epoch), &[])?;
+                    let targets: Vec<&String> = if own.is_empty() {
+                        names.iter().collect()
+                    } else {
+                        own.iter().collect()
+                    };
+                    for t in targets {
+                        let r = oci::reference::Reference::parse(t)
+                            .map_err(|e| usage(format!("{t}: {e}")))?;
+                        crate::commands::registry::push_one(
+                            &client,
+                            store,
+                            &pushed.manifest.digest,
+                            &r,
+                        )?;
+                    }
+                    image = pushed;
+                }
+                if exported.is_none() || *push {
                     exported = Some((image, all_names.clone()));
                 }
             }

@@ -6,3 +6,4 @@ pub mod check;
 pub mod graph;
 pub mod images;
 pub mod import;
+pub mod registry;

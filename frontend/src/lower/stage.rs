@@ -406,9 +406,13 @@ impl<'a> Lowerer<'a> {
         })?;
         let (pinned, image) = match resolved {
             Some(r) => {
+                // Pinned to the platform's manifest, even when the Dockerfile names an index digest.
                 let pinned = match &r.digest {
-                    Some(d) if !normalized.contains('@') => format!("{normalized}@{d}"),
-                    _ => normalized.clone(),
+                    Some(d) => {
+                        let name = normalized.split('@').next().unwrap_or(&normalized);
+                        format!("{name}@{d}")
+                    }
+                    None => normalized.clone(),
                 };
                 (pinned, r.image)
             }
@@ -561,67 +565,9 @@ fn undefined_message(rule: &str, name: &str) -> String {
     }
 }
 
-/// Docker's reference normalisation: `python` → `docker.io/library/python:latest`, `me/app` →
-/// `docker.io/me/app:latest`, a registry host kept as is, a digest kept instead of a default tag.
-pub fn normalize_reference(r: &str) -> Result<String, String> {
-    if r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("must be non-empty and contain no whitespace".to_string());
-    }
-    let (name_tag, digest) = match r.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (r, None),
-    };
-    if let Some(d) = digest {
-        d.parse::<oci::Digest>().map_err(|e| e.to_string())?;
-    }
-    let (name, tag) = match name_tag.rfind(':') {
-        Some(i) if !name_tag[i + 1..].contains('/') => (&name_tag[..i], Some(&name_tag[i + 1..])),
-        _ => (name_tag, None),
-    };
-    if let Some(t) = tag {
-        let valid = !t.is_empty()
-            && t.len() <= 128
-            && t.chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-            && t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !valid {
-            return Err(format!("invalid tag {t:?}"));
-        }
-    }
-    if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-        return Err("invalid repository name".to_string());
-    }
-    let first = name.split('/').next().unwrap_or("");
-    let has_host =
-        name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-    let path = if has_host {
-        &name[first.len() + 1..]
-    } else {
-        name
-    };
-    if path.chars().any(|c| c.is_ascii_uppercase())
-        || !path.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/')
-        })
-    {
-        return Err("repository name must be lowercase letters, digits and separators".to_string());
-    }
-    let full = if has_host {
-        name.to_string()
-    } else if name.contains('/') {
-        format!("docker.io/{name}")
-    } else {
-        format!("docker.io/library/{name}")
-    };
-    Ok(match (tag, digest) {
-        (Some(t), Some(d)) => format!("{full}:{t}@{d}"),
-        (Some(t), None) => format!("{full}:{t}"),
-        (None, Some(d)) => format!("{full}@{d}"),
-        (None, None) => format!("{full}:latest"),
-    })
-}
+/// Docker's reference normalisation (`python` → `docker.io/library/python:latest`); it lives in `oci`, beside the
+/// registry client that resolves the names it makes.
+pub use oci::reference::normalize as normalize_reference;
 
 #[cfg(test)]
 mod tests {

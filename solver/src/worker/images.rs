@@ -42,7 +42,7 @@ impl ImageProvider for StoreImages {
         match self.store.get_image(name).map_err(|e| e.to_string())? {
             Some(entry) => Ok(entry.manifest),
             None => Err(format!(
-                "not found in kiln's store, and pulling from registries is not supported yet: import it first (kiln import ROOTFS.tar {name})"
+                "not found in kiln's store (the build pulls base images before it starts; `kiln pull {name}` fetches one by hand)"
             )),
         }
     }

@@ -1,0 +1,172 @@
+//! Re-compressing an image of the store for a registry: kiln's store keeps built layers uncompressed (nothing is
+//! gained by compressing what stays on this disk), but a push should send gzip (or zstd). Each layer is compressed
+//! once per compression and remembered by its digest, so a second push of the same image makes nothing again and
+//! sends the same bytes — hence a push that the registry answers with "already exists" for every blob.
+
+use std::io::{Read, Write};
+
+use oci::manifest::{LayerCompression, Manifest, MEDIA_DOCKER_MANIFEST};
+use oci::store::Store;
+use oci::Digest;
+
+use crate::hashing::HashingWriter;
+use crate::image::{Compression, ExportError};
+
+fn io_err(store: &Store) -> impl Fn(std::io::Error) -> ExportError + '_ {
+    move |source| ExportError::Io {
+        path: store.root().to_path_buf(),
+        source,
+    }
+}
+
+/// The compressed blob of the uncompressed layer `src`: made once, then found by its memo.
+fn compressed(
+    store: &Store,
+    src: &Digest,
+    compression: Compression,
+) -> Result<(Digest, u64), ExportError> {
+    let memo_dir = store.root().join("layers");
+    std::fs::create_dir_all(&memo_dir).map_err(io_err(store))?;
+    let memo = memo_dir.join(format!(
+        "conv-{}.json",
+        Digest::sha256_of(format!("{src}|{}", compression.tag()).as_bytes()).hex()
+    ));
+    if let Ok(bytes) = std::fs::read(&memo) {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            let d = v["digest"].as_str().and_then(|d| d.parse::<Digest>().ok());
+            if let (Some(d), Some(size)) = (d, v["size"].as_u64()) {
+                if store.has(&d) {
+                    return Ok((d, size));
+                }
+            }
+        }
+    }
+    let mut input = store.open_blob(src)?;
+    let counted = HashingWriter::new(store.writer()?);
+    let mut buf = vec![0u8; 1 << 20];
+    let counted = match compression {
+        Compression::Gzip(level) => {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let mut gz = crate::pgzip::ParallelGzip::new(counted, level.min(9), threads);
+            copy(&mut input, &mut gz, &mut buf).map_err(io_err(store))?;
+            gz.finish().map_err(io_err(store))?
+        }
+        Compression::Zstd(level) => {
+            let mut zs =
+                zstd::stream::write::Encoder::new(counted, level).map_err(io_err(store))?;
+            copy(&mut input, &mut zs, &mut buf).map_err(io_err(store))?;
+            zs.finish().map_err(io_err(store))?
+        }
+        Compression::None => {
+            return Ok((src.clone(), input.metadata().map_err(io_err(store))?.len()))
+        }
+    };
+    let (mut writer, digest, size) = counted.finish();
+    writer.flush().map_err(io_err(store))?;
+    let (stored, _) = writer.commit(Some(&digest))?;
+    let record = serde_json::json!({"digest": stored.to_string(), "size": size});
+    let _ = std::fs::write(&memo, record.to_string());
+    Ok((stored, size))
+}
+
+fn copy(r: &mut impl Read, w: &mut impl Write, buf: &mut [u8]) -> std::io::Result<()> {
+    loop {
+        let n = r.read(buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        w.write_all(&buf[..n])?;
+    }
+}
+
+/// The manifest to push for the image `manifest` of the store: the same one when its layers already carry a
+/// compression, else a manifest (same config, same diffIDs) whose uncompressed layers are compressed with
+/// `compression`, in the media-type vocabulary (OCI or Docker) of the original.
+pub fn compressed_manifest(
+    store: &Store,
+    manifest: &Digest,
+    compression: Compression,
+) -> Result<Digest, ExportError> {
+    let mut m: Manifest = store.read_json(manifest)?;
+    let oci = m.media_type.as_deref() != Some(MEDIA_DOCKER_MANIFEST);
+    let target = match compression {
+        Compression::Gzip(_) => LayerCompression::Gzip,
+        Compression::Zstd(_) => LayerCompression::Zstd,
+        Compression::None => return Ok(manifest.clone()),
+    };
+    let mut changed = false;
+    for l in &mut m.layers {
+        if LayerCompression::of_media_type(&l.media_type) != Some(LayerCompression::None) {
+            continue;
+        }
+        let (d, size) = compressed(store, &l.digest, compression)?;
+        l.digest = d;
+        l.size = size;
+        l.media_type = target.media_type(oci).to_string();
+        changed = true;
+    }
+    if !changed {
+        return Ok(manifest.clone());
+    }
+    if target == LayerCompression::Zstd && !oci {
+        m.media_type = Some(oci::manifest::MEDIA_MANIFEST.to_string());
+        m.config.media_type = oci::manifest::MEDIA_CONFIG.to_string();
+    }
+    let bytes = serde_json::to_vec(&m).map_err(|e| ExportError::Io {
+        path: store.root().to_path_buf(),
+        source: std::io::Error::other(e),
+    })?;
+    Ok(store.put_bytes(&bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci::manifest::{
+        Descriptor, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_MANIFEST,
+    };
+
+    #[test]
+    fn uncompressed_layers_are_compressed_once_and_the_result_is_stable() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let layer: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let ld = store.put_bytes(&layer).unwrap();
+        let cd = store.put_bytes(b"{}").unwrap();
+        let m = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_MANIFEST.into()),
+            config: Descriptor::new(MEDIA_CONFIG, cd, 2),
+            layers: vec![Descriptor::new(
+                MEDIA_LAYER_TAR,
+                ld.clone(),
+                layer.len() as u64,
+            )],
+            annotations: Default::default(),
+        };
+        let md = store.put_bytes(&serde_json::to_vec(&m).unwrap()).unwrap();
+        let a = compressed_manifest(&store, &md, Compression::Gzip(6)).unwrap();
+        assert_ne!(a, md);
+        let pushed: Manifest = store.read_json(&a).unwrap();
+        assert_eq!(pushed.layers[0].media_type, MEDIA_LAYER_GZIP);
+        assert!(pushed.layers[0].size < layer.len() as u64 / 10);
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(store.open_blob(&pushed.layers[0].digest).unwrap())
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, layer);
+        // Same bytes the second time, from the memo, and a compressed manifest is left as it is.
+        assert_eq!(
+            compressed_manifest(&store, &md, Compression::Gzip(6)).unwrap(),
+            a
+        );
+        assert_eq!(
+            compressed_manifest(&store, &a, Compression::Gzip(6)).unwrap(),
+            a
+        );
+        assert_eq!(
+            compressed_manifest(&store, &md, Compression::None).unwrap(),
+            md
+        );
+    }
+}

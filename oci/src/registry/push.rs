@@ -1,0 +1,450 @@
+//! Pushing an image from the store: every blob first (skipped when the registry has it, mounted from another
+//! repository of the same registry when kiln knows one that holds it, else uploaded: one PUT for small blobs, PATCH
+//! chunks for large ones, resumed from the registry's recorded offset when a chunk fails), streamed from the store
+//! file, then the manifest. A registry therefore never holds a manifest of kiln's whose blobs are missing.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use reqwest::blocking::Body;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+
+use super::transport::{unexpected, Client, Req};
+use super::RegistryError;
+use crate::manifest::{
+    Descriptor, Index, Manifest, MEDIA_DOCKER_INDEX, MEDIA_INDEX, MEDIA_MANIFEST,
+};
+use crate::reference::Reference;
+use crate::store::{Store, StoreError};
+use crate::Digest;
+
+/// What a push did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pushed {
+    /// The manifest (or index) digest the registry now serves.
+    pub digest: Digest,
+    /// Blobs uploaded.
+    pub uploaded: usize,
+    /// Blobs mounted from another repository.
+    pub mounted: usize,
+    /// Blobs the registry already had.
+    pub existing: usize,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
+#[derive(Default)]
+struct Tally {
+    uploaded: usize,
+    mounted: usize,
+    existing: usize,
+    bytes: u64,
+}
+
+fn push_scopes(r: &Reference, from: Option<&str>) -> Vec<String> {
+    let mut s = vec![format!("repository:{}:pull,push", r.repository)];
+    if let Some(f) = from {
+        s.push(format!("repository:{f}:pull"));
+    }
+    s
+}
+
+/// Resolves a Location header against the request URL (registries send both absolute and relative ones).
+fn resolve_location(
+    base: &str,
+    resp: &reqwest::blocking::Response,
+) -> Result<String, RegistryError> {
+    let loc = resp
+        .headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| RegistryError::Invalid {
+            url: base.to_string(),
+            reason: "upload response carries no Location".to_string(),
+        })?;
+    let base = reqwest::Url::parse(base).map_err(|e| RegistryError::Invalid {
+        url: base.to_string(),
+        reason: e.to_string(),
+    })?;
+    base.join(loc)
+        .map(|u| u.to_string())
+        .map_err(|e| RegistryError::Invalid {
+            url: base.to_string(),
+            reason: format!("bad Location {loc:?}: {e}"),
+        })
+}
+
+fn with_query(url: &str, key: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{key}={value}")
+}
+
+fn section_body(store: &Store, d: &Digest, start: u64, len: u64) -> std::io::Result<Body> {
+    let mut f = store.open_blob(d).map_err(std::io::Error::other)?;
+    f.seek(SeekFrom::Start(start))?;
+    Ok(Body::sized(f.take(len), len))
+}
+
+/// The offset the registry has received so far of an upload, from its `Range: 0-N` answer.
+fn upload_offset(
+    client: &Client,
+    host: &str,
+    scopes: &[String],
+    url: &str,
+) -> Option<(u64, String)> {
+    let resp = client
+        .send(&Req {
+            method: Method::GET,
+            url: url.to_string(),
+            host,
+            scopes,
+            headers: vec![],
+            body: None,
+        })
+        .ok()?;
+    if resp.status() != StatusCode::NO_CONTENT {
+        return None;
+    }
+    let next = resolve_location(url, &resp).unwrap_or_else(|_| url.to_string());
+    let end = resp
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| r.rsplit('-').next())
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    Some((end.map_or(0, |e| e + 1), next))
+}
+
+fn upload_blob(
+    client: &Client,
+    store: &Store,
+    host: &str,
+    target: &Reference,
+    d: &Descriptor,
+    tally: &std::sync::Mutex<Tally>,
+) -> Result<(), RegistryError> {
+    if !store.has(&d.digest) {
+        return Err(RegistryError::MissingLocal {
+            reference: target.to_string(),
+            digest: d.digest.clone(),
+        });
+    }
+    let count = |f: &dyn Fn(&mut Tally)| {
+        if let Ok(mut t) = tally.lock() {
+            f(&mut t)
+        }
+    };
+    let repo = &target.repository;
+    let scopes = push_scopes(target, None);
+    let blob_url = client.url(host, &format!("/v2/{repo}/blobs/{}", d.digest))?;
+    let head = client.send(&Req {
+        method: Method::HEAD,
+        url: blob_url.clone(),
+        host,
+        scopes: &scopes,
+        headers: vec![],
+        body: None,
+    })?;
+    if head.status().is_success() {
+        count(&|t| t.existing += 1);
+        return Ok(());
+    }
+    // Cross-repository mount: asked once per known source; 201 means done, 202 means an upload began instead.
+    let sources = super::sources::repositories(store, &d.digest, &target.registry, repo);
+    let mut location = None;
+    for from in sources.iter().take(3) {
+        let scopes = push_scopes(target, Some(from));
+        let url = client.url(
+            host,
+            &format!("/v2/{repo}/blobs/uploads/?mount={}&from={from}", d.digest),
+        )?;
+        let resp = client.send(&Req {
+            method: Method::POST,
+            url: url.clone(),
+            host,
+            scopes: &scopes,
+            headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
+            body: None,
+        })?;
+        match resp.status() {
+            StatusCode::CREATED => {
+                count(&|t| t.mounted += 1);
+                return Ok(());
+            }
+            StatusCode::ACCEPTED => {
+                location = Some(resolve_location(&url, &resp)?);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let mut location = match location {
+        Some(l) => l,
+        None => {
+            let url = client.url(host, &format!("/v2/{repo}/blobs/uploads/"))?;
+            let resp = client.send(&Req {
+                method: Method::POST,
+                url: url.clone(),
+                host,
+                scopes: &scopes,
+                headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
+                body: None,
+            })?;
+            if resp.status() != StatusCode::ACCEPTED {
+                return Err(unexpected(&Method::POST, &url, resp));
+            }
+            resolve_location(&url, &resp)?
+        }
+    };
+    let digest_q = d.digest.to_string();
+    if d.size <= client.opts.chunk_size {
+        let body = move || section_body(store, &d.digest, 0, d.size);
+        let url = with_query(&location, "digest", &digest_q);
+        let resp = client.send(&Req {
+            method: Method::PUT,
+            url: url.clone(),
+            host,
+            scopes: &scopes,
+            headers: vec![
+                (
+                    CONTENT_TYPE.as_str(),
+                    "application/octet-stream".to_string(),
+                ),
+                (CONTENT_LENGTH.as_str(), d.size.to_string()),
+            ],
+            body: Some(&body),
+        })?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(unexpected(&Method::PUT, &url, resp));
+        }
+    } else {
+        let mut offset = 0u64;
+        let mut setbacks = 0u32;
+        while offset < d.size {
+            let len = client.opts.chunk_size.min(d.size - offset);
+            let start = offset;
+            let body = move || section_body(store, &d.digest, start, len);
+            let sent = client.send(&Req {
+                method: Method::PATCH,
+                url: location.clone(),
+                host,
+                scopes: &scopes,
+                headers: vec![
+                    (
+                        CONTENT_TYPE.as_str(),
+                        "application/octet-stream".to_string(),
+                    ),
+                    (CONTENT_LENGTH.as_str(), len.to_string()),
+                    ("content-range", format!("{}-{}", start, start + len - 1)),
+                ],
+                body: Some(&body),
+            });
+            match sent {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    location = resolve_location(&location, &resp)?;
+                    offset += len;
+                    count(&|t| t.bytes += len);
+                }
+                other => {
+                    // Ask the registry how much it has and carry on from there.
+                    setbacks += 1;
+                    let resumed = upload_offset(client, host, &scopes, &location);
+                    match (other, resumed) {
+                        (_, Some((at, next)))
+                            if setbacks <= client.opts.retries && at <= d.size =>
+                        {
+                            count(&|t| t.bytes = t.bytes.saturating_sub(offset - at.min(offset)));
+                            offset = at;
+                            location = next;
+                        }
+                        (Ok(resp), _) => return Err(unexpected(&Method::PATCH, &location, resp)),
+                        (Err(e), _) => return Err(e),
+                    }
+                }
+            }
+        }
+        let url = with_query(&location, "digest", &digest_q);
+        let resp = client.send(&Req {
+            method: Method::PUT,
+            url: url.clone(),
+            host,
+            scopes: &scopes,
+            headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
+            body: None,
+        })?;
+        if resp.status() != StatusCode::CREATED {
+            return Err(unexpected(&Method::PUT, &url, resp));
+        }
+        count(&|t| t.uploaded += 1);
+        return Ok(());
+    }
+    count(&|t| {
+        t.uploaded += 1;
+        t.bytes += d.size
+    });
+    Ok(())
+}
+
+fn upload_all(
+    client: &Client,
+    store: &Store,
+    host: &str,
+    target: &Reference,
+    blobs: &[Descriptor],
+    tally: &std::sync::Mutex<Tally>,
+) -> Result<(), RegistryError> {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let workers = client.opts.concurrency.clamp(1, blobs.len().max(1));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| loop {
+                    if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                        return Ok(());
+                    }
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(d) = blobs.get(i) else { return Ok(()) };
+                    if let Err(e) = upload_blob(client, store, host, target, d, tally) {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        return Err(e);
+                    }
+                })
+            })
+            .collect();
+        let mut first = Ok(());
+        for h in handles {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(RegistryError::Connection {
+                    url: target.to_string(),
+                    reason: "an upload thread panicked".to_string(),
+                })
+            });
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
+}
+
+fn put_manifest(
+    client: &Client,
+    host: &str,
+    target: &Reference,
+    reference: &str,
+    media: &str,
+    bytes: &[u8],
+) -> Result<(), RegistryError> {
+    let scopes = push_scopes(target, None);
+    let url = client.url(
+        host,
+        &format!("/v2/{}/manifests/{reference}", target.repository),
+    )?;
+    let owned = bytes.to_vec();
+    let body = move || Ok(Body::from(owned.clone()));
+    let resp = client.send(&Req {
+        method: Method::PUT,
+        url: url.clone(),
+        host,
+        scopes: &scopes,
+        headers: vec![(CONTENT_TYPE.as_str(), media.to_string())],
+        body: Some(&body),
+    })?;
+    if resp.status() != StatusCode::CREATED {
+        return Err(unexpected(&Method::PUT, &url, resp));
+    }
+    Ok(())
+}
+
+/// Pushes the manifest (or index) `digest` of `store` to `target`, tagging it with `target`'s tag when it has one.
+pub fn push(
+    client: &Client,
+    store: &Store,
+    digest: &Digest,
+    target: &Reference,
+) -> Result<Pushed, RegistryError> {
+    let host = target.endpoint_host().to_string();
+    let tally = std::sync::Mutex::new(Tally::default());
+    let media = push_tree(client, store, &host, target, digest, &tally, 0)?;
+    let bytes = store.read_blob(digest)?;
+    let reference = target.tag.clone().unwrap_or_else(|| digest.to_string());
+    put_manifest(client, &host, target, &reference, &media, &bytes)?;
+    let t = tally.into_inner().unwrap_or_default();
+    Ok(Pushed {
+        digest: digest.clone(),
+        uploaded: t.uploaded,
+        mounted: t.mounted,
+        existing: t.existing,
+        bytes: t.bytes,
+    })
+}
+
+/// Uploads what `digest` refers to (an index's manifests, put by digest; a manifest's blobs) and returns its media
+/// type; the caller puts `digest` itself.
+fn push_tree(
+    client: &Client,
+    store: &Store,
+    host: &str,
+    target: &Reference,
+    digest: &Digest,
+    tally: &std::sync::Mutex<Tally>,
+    depth: u32,
+) -> Result<String, RegistryError> {
+    let bytes = store.read_blob(digest).map_err(|e| match e {
+        StoreError::MissingBlob(d) => RegistryError::MissingLocal {
+            reference: target.to_string(),
+            digest: d,
+        },
+        e => e.into(),
+    })?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
+            url: digest.to_string(),
+            reason: e.to_string(),
+        })?;
+    let media = v
+        .get("mediaType")
+        .and_then(|m| m.as_str())
+        .unwrap_or(if v.get("manifests").is_some() {
+            MEDIA_INDEX
+        } else {
+            MEDIA_MANIFEST
+        })
+        .to_string();
+    if media == MEDIA_INDEX || media == MEDIA_DOCKER_INDEX {
+        let index: Index = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
+            url: digest.to_string(),
+            reason: e.to_string(),
+        })?;
+        if depth > 2 {
+            return Err(RegistryError::Invalid {
+                url: digest.to_string(),
+                reason: "indexes nested too deeply".to_string(),
+            });
+        }
+        for m in &index.manifests {
+            let child = push_tree(client, store, host, target, &m.digest, tally, depth + 1)?;
+            let child_bytes = store.read_blob(&m.digest)?;
+            put_manifest(
+                client,
+                host,
+                target,
+                &m.digest.to_string(),
+                &child,
+                &child_bytes,
+            )?;
+        }
+        return Ok(media);
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| RegistryError::Invalid {
+            url: digest.to_string(),
+            reason: e.to_string(),
+        })?;
+    let mut blobs = vec![manifest.config.clone()];
+    blobs.extend(manifest.layers.iter().cloned());
+    upload_all(client, store, host, target, &blobs, tally)?;
+    super::sources::record(store, &target.registry, &target.repository, &blobs);
+    Ok(media)
+}

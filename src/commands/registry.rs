@@ -1,0 +1,195 @@
+//! `kiln pull`, `kiln push`, `kiln login`, `kiln logout`, and the registry client every command that meets a
+//! registry builds from the same flags.
+
+use std::io::Read;
+
+use oci::reference::Reference;
+use oci::registry::credentials::{Credential, DockerConfig};
+use oci::registry::{Client, ClientOptions};
+use oci::store::Store;
+
+use crate::cli::{LoginArgs, LogoutArgs, PullArgs, PushArgs, RegistryArgs};
+use crate::{root, Failure};
+
+fn fail(e: &dyn std::fmt::Display) -> Failure {
+    Failure::Build(e.to_string())
+}
+
+/// The registry client for `args`. Test harnesses may shorten the retry schedule with
+/// KILN_REGISTRY_RETRIES / KILN_REGISTRY_BACKOFF_MS.
+pub fn client(args: &RegistryArgs) -> Result<Client, Failure> {
+    let mut opts = ClientOptions {
+        insecure: args.insecure.clone(),
+        ca_files: args.ca.clone(),
+        ..ClientOptions::default()
+    };
+    if let Some(n) = std::env::var("KILN_REGISTRY_RETRIES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        opts.retries = n;
+    }
+    if let Some(ms) = std::env::var("KILN_REGISTRY_BACKOFF_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        opts.backoff = std::time::Duration::from_millis(ms);
+    }
+    if let Some(n) = std::env::var("KILN_REGISTRY_CHUNK")
+        .ok()
+        .and_then(|v| crate::commands::build::parse_size(&v).ok())
+    {
+        opts.chunk_size = n.max(1);
+    }
+    Client::new(opts).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+fn parse_ref(name: &str) -> Result<Reference, Failure> {
+    Reference::parse(name).map_err(|e| Failure::Usage(format!("{name}: {e}")))
+}
+
+/// Runs `kiln pull`.
+pub fn pull(args: &PullArgs) -> Result<(), Failure> {
+    let platform = crate::commands::archive::platform_or_host(args.platform.as_deref())?;
+    let r = parse_ref(&args.name)?;
+    let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
+    let c = client(&args.registry)?;
+    let pulled = oci::registry::pull(&c, &store, &r, &platform).map_err(|e| fail(&e))?;
+    // The name is set only once everything it points to is stored.
+    let name = Reference {
+        digest: None,
+        ..r.clone()
+    };
+    if r.tag.is_some() || r.digest.is_none() {
+        store
+            .set_image(&name.to_string(), &pulled.manifest)
+            .map_err(|e| fail(&e))?;
+    }
+    println!(
+        "{}: pulled {} ({} bytes downloaded)",
+        r, pulled.resolved, pulled.downloaded
+    );
+    Ok(())
+}
+
+/// Runs `kiln push`.
+pub fn push(args: &PushArgs) -> Result<(), Failure> {
+    let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
+    let source = parse_ref(&args.name)?;
+    let entry = store
+        .get_image(&source.to_string())
+        .map_err(|e| fail(&e))?
+        .ok_or_else(|| fail(&oci::store::StoreError::UnknownImage(args.name.clone())))?;
+    let target = parse_ref(args.destination.as_deref().unwrap_or(&args.name))?;
+    let compression = match args.compression.as_str() {
+        "gzip" => exporter::Compression::Gzip(6),
+        "zstd" => exporter::Compression::Zstd(3),
+        "uncompressed" => exporter::Compression::None,
+        other => {
+            return Err(Failure::Usage(format!(
+                "--compression={other}: valid values are gzip, zstd, uncompressed"
+            )))
+        }
+    };
+    let manifest = exporter::compressed_manifest(&store, &entry.manifest, compression)
+        .map_err(|e| fail(&e))?;
+    let c = client(&args.registry)?;
+    let pushed = push_one(&c, &store, &manifest, &target)?;
+    if let Some(f) = &args.digest_file {
+        std::fs::write(f, pushed.to_string()).map_err(|e| fail(&e))?;
+    }
+    Ok(())
+}
+
+/// Pushes one manifest of the store and prints what went where; returns the pushed digest.
+pub fn push_one(
+    c: &Client,
+    store: &Store,
+    manifest: &oci::Digest,
+    target: &Reference,
+) -> Result<oci::Digest, Failure> {
+    let p = oci::registry::push(c, store, manifest, target).map_err(|e| fail(&e))?;
+    eprintln!(
+        "pushed {target}@{}: {} blobs uploaded ({} bytes), {} mounted, {} already there",
+        p.digest, p.uploaded, p.bytes, p.mounted, p.existing
+    );
+    Ok(p.digest)
+}
+
+fn registry_name(r: Option<&str>) -> String {
+    match r {
+        None => oci::reference::DOCKER_HUB.to_string(),
+        Some(r) => {
+            let host = r
+                .trim_start_matches("https://")
+                .trim_start_matches("http://")
+                .split('/')
+                .next()
+                .unwrap_or(r);
+            match host {
+                "index.docker.io" | "registry-1.docker.io" => {
+                    oci::reference::DOCKER_HUB.to_string()
+                }
+                h => h.to_string(),
+            }
+        }
+    }
+}
+
+/// Runs `kiln login`: checks the credential against the registry, then saves it as `docker login` does.
+pub fn login(args: &LoginArgs) -> Result<(), Failure> {
+    let registry = registry_name(args.registry.as_deref());
+    let username = args
+        .username
+        .clone()
+        .ok_or_else(|| Failure::Usage("kiln login needs -u USER".to_string()))?;
+    let password = match (&args.password, args.password_stdin) {
+        (Some(_), true) => {
+            return Err(Failure::Usage(
+                "--password and --password-stdin are mutually exclusive".to_string(),
+            ))
+        }
+        (Some(p), false) => p.clone(),
+        (None, true) => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Failure::Usage(format!("reading the password from stdin: {e}")))?;
+            s.trim_end_matches(['\n', '\r']).to_string()
+        }
+        (None, false) => {
+            return Err(Failure::Usage(
+                "kiln login needs --password-stdin (or -p PASSWORD)".to_string(),
+            ))
+        }
+    };
+    if password.is_empty() {
+        return Err(Failure::Usage("the password is empty".to_string()));
+    }
+    let cred = Credential {
+        username,
+        secret: password,
+    };
+    let c = client(&args.registry_args)?;
+    c.set_credential(&registry, cred.clone());
+    c.ping(&registry).map_err(|e| fail(&e))?;
+    let config = DockerConfig::locate();
+    config.store(&registry, &cred).map_err(|e| fail(&e))?;
+    println!(
+        "Login Succeeded ({registry}; saved in {})",
+        config.path.display()
+    );
+    Ok(())
+}
+
+/// Runs `kiln logout`.
+pub fn logout(args: &LogoutArgs) -> Result<(), Failure> {
+    let registry = registry_name(args.registry.as_deref());
+    let config = DockerConfig::locate();
+    if config.erase(&registry).map_err(|e| fail(&e))? {
+        println!("Removing login credentials for {registry}");
+    } else {
+        println!("Not logged in to {registry}");
+    }
+    Ok(())
+}
