@@ -4,6 +4,7 @@ mod build;
 mod check;
 mod errors;
 mod graph;
+mod registry;
 mod store;
 
 /// The binary under test, built by cargo for this test target.

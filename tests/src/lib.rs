@@ -1,6 +1,10 @@
 //! Helpers for kiln's end-to-end tests (`tests/e2e/`), which drive the real `kiln` binary as users do: a build
 //! context in a temporary directory, the binary run as a process, its exit code and output checked.
 
+pub mod proxy;
+pub mod registry;
+pub mod token;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -108,8 +112,21 @@ impl Root {
         self.dir.path()
     }
 
-    /// Runs kiln with `KILN_ROOT` set to this root.
-    pub fn kiln(&self, bin: &str, args: &[&str]) -> Run {
+    /// A fresh, empty root (a second machine, say, that has pulled nothing yet).
+    pub fn empty() -> Root {
+        Root {
+            dir: tempfile::tempdir().expect("create a kiln root"),
+        }
+    }
+
+    /// Runs kiln with `KILN_ROOT` set to this root, extra environment variables and optional stdin.
+    pub fn kiln_with(
+        &self,
+        bin: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdin: Option<&[u8]>,
+    ) -> Run {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env("KILN_ROOT", self.dir.path())
@@ -120,8 +137,25 @@ impl Root {
                     std::env::var("PATH").unwrap_or_default()
                 ),
             )
-            .stdin(Stdio::null());
-        cmd.output().expect("run kiln").into()
+            .envs(env.iter().copied())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn kiln");
+        if let Some(input) = stdin {
+            let mut pipe = child.stdin.take().expect("stdin pipe");
+            pipe.write_all(input).expect("write stdin");
+        }
+        child.wait_with_output().expect("wait for kiln").into()
+    }
+
+    /// Runs kiln with `KILN_ROOT` set to this root.
+    pub fn kiln(&self, bin: &str, args: &[&str]) -> Run {
+        self.kiln_with(bin, args, &[], None)
     }
 }
 

@@ -60,6 +60,7 @@ pub struct Client {
     schemes: Mutex<HashMap<String, &'static str>>,
     challenges: Mutex<HashMap<String, Challenge>>,
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
+    token_fetch: Mutex<()>,
     creds: Mutex<HashMap<String, Option<Credential>>>,
 }
 
@@ -171,6 +172,7 @@ impl Client {
             schemes: Mutex::new(HashMap::new()),
             challenges: Mutex::new(HashMap::new()),
             tokens: Mutex::new(HashMap::new()),
+            token_fetch: Mutex::new(()),
             creds: Mutex::new(HashMap::new()),
         })
     }
@@ -190,6 +192,9 @@ impl Client {
                 let probe = format!("https://{host}/v2/");
                 let s = match self.http.get(&probe).send() {
                     Ok(_) => "https",
+                    // A server that speaks TLS with a certificate we do not trust stays on HTTPS, so the
+                    // error the user sees is the certificate's, not a confusing plain-HTTP one.
+                    Err(e) if transport_reason(&e).contains("certificate") => "https",
                     Err(e) if e.is_connect() || e.is_request() => "http",
                     Err(_) => "https",
                 };
@@ -243,6 +248,11 @@ impl Client {
         }
     }
 
+    fn cached_token(&self, key: &(String, String)) -> Option<String> {
+        let (t, until) = self.tokens.lock().ok()?.get(key).cloned()?;
+        (Instant::now() < until).then_some(t)
+    }
+
     fn fetch_token(
         &self,
         host: &str,
@@ -251,10 +261,13 @@ impl Client {
         scopes: &[String],
     ) -> Result<String, RegistryError> {
         let key = (host.to_string(), scopes.join(" "));
-        if let Some((t, until)) = self.tokens.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            if Instant::now() < until {
-                return Ok(t);
-            }
+        if let Some(t) = self.cached_token(&key) {
+            return Ok(t);
+        }
+        // One fetch at a time: threads that were challenged together share the token the first one gets.
+        let _one = self.token_fetch.lock();
+        if let Some(t) = self.cached_token(&key) {
+            return Ok(t);
         }
         let mut url = reqwest::Url::parse(realm).map_err(|e| RegistryError::Invalid {
             url: realm.to_string(),
