@@ -23,6 +23,16 @@ pub fn client(args: &RegistryArgs) -> Result<Client, Failure> {
         ca_files: args.ca.clone(),
         ..ClientOptions::default()
     };
+    let config = crate::config::load().map_err(Failure::Usage)?;
+    for (host, r) in config.registry {
+        if r.http {
+            opts.insecure.push(host.clone());
+        }
+        opts.ca_files.extend(r.ca);
+        if !r.mirrors.is_empty() {
+            opts.mirrors.insert(host, r.mirrors);
+        }
+    }
     if let Some(n) = std::env::var("KILN_REGISTRY_RETRIES")
         .ok()
         .and_then(|v| v.parse().ok())

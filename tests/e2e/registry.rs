@@ -525,3 +525,57 @@ fn registry_errors_are_one_clear_line_and_leave_nothing_behind() {
     assert_ne!(tags.code, 0, "no repository was made: {}", tags.stdout);
     no_ingest_leftovers(&root);
 }
+
+#[test]
+fn docker_hub_names_are_pulled_through_a_mirror_from_the_config_file() {
+    let reg = Registry::start(Auth::Anonymous);
+    let root = Root::with_busybox(KILN);
+    let r = root.kiln(
+        KILN,
+        &[
+            "push",
+            "busybox",
+            &format!("{}/library/busybox:latest", reg.host),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cfg = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        cfg.path(),
+        format!("[registry.\"docker.io\"]\n  mirrors = [\"{}\"]\n", reg.host),
+    )
+    .unwrap();
+    let env = [("KILN_CONFIG", cfg.path().to_str().unwrap())];
+    // A machine with nothing: `FROM busybox` means docker.io/library/busybox, which only the mirror can serve here.
+    let b = Root::empty();
+    let ctx = Context::new().file("Dockerfile", "FROM busybox\nRUN echo from-mirror\n");
+    let r = b.kiln_with(
+        KILN,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "m",
+            ctx.path().to_str().unwrap(),
+        ],
+        &env,
+        None,
+    );
+    assert_eq!(r.code, 0, "build through the mirror: {}", r.stderr);
+    let images = b.kiln(KILN, &["images"]);
+    assert!(
+        images.stdout.contains("docker.io/library/busybox:latest"),
+        "{}",
+        images.stdout
+    );
+    // A typo in the file is an error naming it.
+    std::fs::write(cfg.path(), "[registry.\"docker.io\"]\n  mirorrs = []\n").unwrap();
+    let r = b.kiln_with(KILN, &["pull", "busybox"], &env, None);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains(cfg.path().to_str().unwrap()) && r.stderr.contains("mirorrs"),
+        "{}",
+        r.stderr
+    );
+}

@@ -1,0 +1,95 @@
+//! kiln's configuration file, in the shape of BuildKit's buildkitd.toml for what they share: per-registry
+//! `mirrors`, `http` (plain HTTP allowed) and `ca` (extra roots). Found at $KILN_CONFIG, else
+//! /etc/kiln/kiln.toml for root and $XDG_CONFIG_HOME/kiln/kiln.toml (~/.config/kiln/kiln.toml) for others; a
+//! missing file is an empty configuration, a malformed one an error naming the file.
+//!
+//! ```toml
+//! [registry."docker.io"]
+//!   mirrors = ["mirror.internal:5000"]
+//! [registry."mirror.internal:5000"]
+//!   http = true
+//! [registry."registry.corp"]
+//!   ca = ["/etc/ssl/corp-ca.pem"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// One registry's settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Hosts to pull from before this registry, in order.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+    /// Plain HTTP allowed.
+    #[serde(default)]
+    pub http: bool,
+    /// PEM files of roots to trust.
+    #[serde(default)]
+    pub ca: Vec<PathBuf>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Settings per registry host.
+    #[serde(default)]
+    pub registry: BTreeMap<String, RegistryConfig>,
+}
+
+/// Where the configuration file is looked for.
+pub fn path() -> PathBuf {
+    if let Some(p) = std::env::var_os("KILN_CONFIG") {
+        return PathBuf::from(p);
+    }
+    let is_root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if is_root {
+        return PathBuf::from("/etc/kiln/kiln.toml");
+    }
+    std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join("kiln/kiln.toml")
+}
+
+/// Parses a configuration text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
+    toml::from_str(text).map_err(|e| format!("{origin}: {}", e.to_string().trim_end()))
+}
+
+/// Reads the configuration file (empty when there is none).
+pub fn load() -> Result<Config, String> {
+    let p = path();
+    match std::fs::read_to_string(&p) {
+        Ok(text) => parse(&text, &p.display().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+        Err(e) => Err(format!("{}: {e}", p.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buildkit_shaped_registry_sections() {
+        let c = parse(
+            "[registry.\"docker.io\"]\nmirrors = [\"m:5000\"]\n[registry.\"m:5000\"]\nhttp = true\nca = [\"/x.pem\"]\n",
+            "kiln.toml",
+        )
+        .unwrap();
+        assert_eq!(c.registry["docker.io"].mirrors, ["m:5000"]);
+        assert!(c.registry["m:5000"].http);
+        assert_eq!(c.registry["m:5000"].ca, [PathBuf::from("/x.pem")]);
+        let e = parse("[registry.\"a\"]\nmirorrs = []\n", "kiln.toml").unwrap_err();
+        assert!(e.starts_with("kiln.toml") && e.contains("mirorrs"), "{e}");
+        assert_eq!(parse("", "k").unwrap(), Config::default());
+    }
+}
