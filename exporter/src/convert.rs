@@ -24,6 +24,7 @@ fn compressed(
     store: &Store,
     src: &Digest,
     compression: Compression,
+    tee: &mut dyn FnMut() -> Option<Box<dyn Write + Send>>,
 ) -> Result<(Digest, u64), ExportError> {
     let memo_dir = store.root().join("layers");
     std::fs::create_dir_all(&memo_dir).map_err(io_err(store))?;
@@ -42,7 +43,10 @@ fn compressed(
         }
     }
     let mut input = store.open_blob(src)?;
-    let counted = HashingWriter::new(store.writer()?);
+    let counted = Tee {
+        main: HashingWriter::new(store.writer()?),
+        extra: tee(),
+    };
     let mut buf = vec![0u8; 1 << 20];
     let counted = match compression {
         Compression::Gzip(level) => {
@@ -61,12 +65,38 @@ fn compressed(
             return Ok((src.clone(), input.metadata().map_err(io_err(store))?.len()))
         }
     };
-    let (mut writer, digest, size) = counted.finish();
+    // The second writer is closed first: its reader (an upload) ends as soon as the last byte is made.
+    let Tee { main, extra } = counted;
+    drop(extra);
+    let (mut writer, digest, size) = main.finish();
     writer.flush().map_err(io_err(store))?;
     let (stored, _) = writer.commit(Some(&digest))?;
     let record = serde_json::json!({"digest": stored.to_string(), "size": size});
     let _ = std::fs::write(&memo, record.to_string());
     Ok((stored, size))
+}
+
+/// Writes to the store and, while it accepts, to a second writer (a streamed upload); the second one failing
+/// never fails the first.
+struct Tee<W: Write> {
+    main: W,
+    extra: Option<Box<dyn Write + Send>>,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.main.write(buf)?;
+        if let Some(e) = &mut self.extra {
+            if e.write_all(&buf[..n]).is_err() {
+                self.extra = None;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.main.flush()
+    }
 }
 
 fn copy(r: &mut impl Read, w: &mut impl Write, buf: &mut [u8]) -> std::io::Result<()> {
@@ -87,6 +117,17 @@ pub fn compressed_manifest(
     manifest: &Digest,
     compression: Compression,
 ) -> Result<Digest, ExportError> {
+    compressed_manifest_teeing(store, manifest, compression, &mut || None)
+}
+
+/// As [`compressed_manifest`], and every layer compressed now (not found in the memo) is also written, as it is
+/// made, to the writer `tee` returns for it — how a push sends a layer while compressing it.
+pub fn compressed_manifest_teeing(
+    store: &Store,
+    manifest: &Digest,
+    compression: Compression,
+    tee: &mut dyn FnMut() -> Option<Box<dyn Write + Send>>,
+) -> Result<Digest, ExportError> {
     let mut m: Manifest = store.read_json(manifest)?;
     let oci = m.media_type.as_deref() != Some(MEDIA_DOCKER_MANIFEST);
     let target = match compression {
@@ -99,7 +140,7 @@ pub fn compressed_manifest(
         if LayerCompression::of_media_type(&l.media_type) != Some(LayerCompression::None) {
             continue;
         }
-        let (d, size) = compressed(store, &l.digest, compression)?;
+        let (d, size) = compressed(store, &l.digest, compression, tee)?;
         l.digest = d;
         l.size = size;
         l.media_type = target.media_type(oci).to_string();

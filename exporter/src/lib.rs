@@ -9,7 +9,7 @@ pub mod image;
 pub mod layout;
 pub mod pgzip;
 
-pub use convert::compressed_manifest;
+pub use convert::{compressed_manifest, compressed_manifest_teeing};
 pub use image::{
     export_image, layer_blob, Compression, ExportError, ExportOptions, ExportedImage, LayerSource,
 };

@@ -477,23 +477,28 @@ fn export(
                 let mut image = export(&opts.resolve(Compression::None, true, epoch), &all_names)?;
                 if *push {
                     let client = crate::commands::registry::client(&args.registry)?;
-                    let pushed = export(&opts.resolve(Compression::Gzip(6), true, epoch), &[])?;
-                    let targets: Vec<&String> = if own.is_empty() {
-                        names.iter().collect()
-                    } else {
-                        own.iter().collect()
-                    };
-                    for t in targets {
-                        let r = oci::reference::Reference::parse(t)
-                            .map_err(|e| usage(format!("{t}: {e}")))?;
-                        crate::commands::registry::push_one(
-                            &client,
-                            store,
-                            &pushed.manifest.digest,
-                            &r,
-                        )?;
-                    }
-                    image = pushed;
+                    let targets = if own.is_empty() { names } else { &own[..] };
+                    let refs = targets
+                        .iter()
+                        .map(|t| {
+                            oci::reference::Reference::parse(t)
+                                .map_err(|e| usage(format!("{t}: {e}")))
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let level = opts.resolve(Compression::Gzip(6), true, epoch).compression;
+                    let pushed = crate::commands::registry::push_image(
+                        &client,
+                        store,
+                        &image.manifest.digest,
+                        level,
+                        &refs,
+                    )?;
+                    let bytes = store.read_blob(&pushed).map_err(|e| fail(&e))?;
+                    image.manifest = oci::manifest::Descriptor::new(
+                        oci::manifest::MEDIA_MANIFEST,
+                        pushed,
+                        bytes.len() as u64,
+                    );
                 }
                 if exported.is_none() || *push {
                     exported = Some((image, all_names.clone()));

@@ -101,27 +101,75 @@ pub fn push(args: &PushArgs) -> Result<(), Failure> {
             )))
         }
     };
-    let manifest = exporter::compressed_manifest(&store, &entry.manifest, compression)
-        .map_err(|e| fail(&e))?;
     let c = client(&args.registry)?;
-    let pushed = push_one(&c, &store, &manifest, &target)?;
+    let pushed = push_image(&c, &store, &entry.manifest, compression, &[target])?;
     if let Some(f) = &args.digest_file {
         std::fs::write(f, pushed.to_string()).map_err(|e| fail(&e))?;
     }
     Ok(())
 }
 
-/// Pushes one manifest of the store and prints what went where; returns the pushed digest.
+/// Pushes the store image `manifest` to each of `targets` with its layers compressed by `compression`. A layer
+/// compressed now (not found in the compression memo) is streamed to the first target as it is made, so
+/// compression and upload overlap; the push proper then finds it there.
+pub fn push_image(
+    c: &Client,
+    store: &Store,
+    manifest: &oci::Digest,
+    compression: exporter::Compression,
+    targets: &[Reference],
+) -> Result<oci::Digest, Failure> {
+    let Some(first) = targets.first() else {
+        return Err(Failure::Usage("nothing to push to".to_string()));
+    };
+    let (converted, streamed) = std::thread::scope(|s| {
+        let mut uploads = Vec::new();
+        let mut tee = || -> Option<Box<dyn std::io::Write + Send>> {
+            let (r, w) = std::io::pipe().ok()?;
+            uploads.push(s.spawn(move || oci::registry::upload_stream(c, first, r)));
+            Some(Box::new(w))
+        };
+        let converted =
+            exporter::compressed_manifest_teeing(store, manifest, compression, &mut tee);
+        // A failed stream is not an error: the push below uploads that blob from the store.
+        let streamed: Vec<oci::Digest> = uploads
+            .into_iter()
+            .filter_map(|h| h.join().ok().and_then(Result::ok))
+            .map(|(d, _)| d)
+            .collect();
+        (converted, streamed)
+    });
+    let converted = converted.map_err(|e| fail(&e))?;
+    for t in targets {
+        let streamed_here = if t == first { &streamed[..] } else { &[] };
+        push_one(c, store, &converted, t, streamed_here)?;
+    }
+    Ok(converted)
+}
+
+/// Pushes one manifest of the store and prints what went where; `streamed` are blobs already sent to this target
+/// while they were compressed (counted as uploads, which they were).
 pub fn push_one(
     c: &Client,
     store: &Store,
     manifest: &oci::Digest,
     target: &Reference,
+    streamed: &[oci::Digest],
 ) -> Result<oci::Digest, Failure> {
     let p = oci::registry::push(c, store, manifest, target).map_err(|e| fail(&e))?;
+    let m: oci::manifest::Manifest = store.read_json(manifest).map_err(|e| fail(&e))?;
+    let sent: Vec<&oci::manifest::Descriptor> = m
+        .layers
+        .iter()
+        .filter(|l| streamed.contains(&l.digest))
+        .collect();
     eprintln!(
         "pushed {target}@{}: {} blobs uploaded ({} bytes), {} mounted, {} already there",
-        p.digest, p.uploaded, p.bytes, p.mounted, p.existing
+        p.digest,
+        p.uploaded + sent.len(),
+        p.bytes + sent.iter().map(|l| l.size).sum::<u64>(),
+        p.mounted,
+        p.existing.saturating_sub(sent.len())
     );
     Ok(p.digest)
 }

@@ -13,7 +13,7 @@ mod transport;
 
 pub use error::RegistryError;
 pub use pull::{pull, resolve, Pulled};
-pub use push::{push, Pushed};
+pub use push::{push, upload_stream, Pushed};
 pub use transport::{Client, ClientOptions};
 
 /// Manifest media types a pull accepts, best first.

@@ -6,6 +6,7 @@
 use std::io::{Read, Seek, SeekFrom};
 
 use reqwest::blocking::Body;
+
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 
@@ -447,4 +448,98 @@ fn push_tree(
     upload_all(client, store, host, target, &blobs, tally)?;
     super::sources::record(store, &target.registry, &target.repository, &blobs);
     Ok(media)
+}
+
+/// Uploads a blob whose digest is not known yet — a layer being compressed as it is sent — in one streamed PATCH,
+/// then puts it under the digest hashed on the way (docker push's way). The stream cannot be replayed, so a
+/// failure here is final for this attempt; callers fall back to an ordinary upload from the store.
+pub fn upload_stream<R: std::io::Read + Send + 'static>(
+    client: &Client,
+    target: &Reference,
+    reader: R,
+) -> Result<(Digest, u64), RegistryError> {
+    let host = target.endpoint_host().to_string();
+    let scopes = push_scopes(target, None);
+    let url = client.url(&host, &format!("/v2/{}/blobs/uploads/", target.repository))?;
+    let resp = client.send(&Req {
+        method: Method::POST,
+        url: url.clone(),
+        host: &host,
+        scopes: &scopes,
+        headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
+        body: None,
+    })?;
+    if resp.status() != StatusCode::ACCEPTED {
+        return Err(unexpected(&Method::POST, &url, resp));
+    }
+    let location = resolve_location(&url, &resp)?;
+    let hashed = std::sync::Arc::new(std::sync::Mutex::new((sha2::Sha256::default(), 0u64)));
+    let reader = HashingReader {
+        inner: reader,
+        state: hashed.clone(),
+    };
+    let once = std::sync::Mutex::new(Some(reader));
+    let body = move || {
+        once.lock()
+            .ok()
+            .and_then(|mut r| r.take())
+            .map(Body::new)
+            .ok_or_else(|| std::io::Error::other("a streamed upload cannot be sent twice"))
+    };
+    let resp = client.send(&Req {
+        method: Method::PATCH,
+        url: location.clone(),
+        host: &host,
+        scopes: &scopes,
+        headers: vec![(
+            CONTENT_TYPE.as_str(),
+            "application/octet-stream".to_string(),
+        )],
+        body: Some(&body),
+    })?;
+    if resp.status() != StatusCode::ACCEPTED {
+        return Err(unexpected(&Method::PATCH, &location, resp));
+    }
+    let location = resolve_location(&location, &resp)?;
+    let (digest, size) = {
+        let mut st = hashed.lock().map_err(|_| RegistryError::Invalid {
+            url: location.clone(),
+            reason: "hash state poisoned".to_string(),
+        })?;
+        let h = std::mem::take(&mut st.0);
+        (
+            Digest::from_sha256_bytes(&sha2::Digest::finalize(h).into()),
+            st.1,
+        )
+    };
+    let put = with_query(&location, "digest", &digest.to_string());
+    let resp = client.send(&Req {
+        method: Method::PUT,
+        url: put.clone(),
+        host: &host,
+        scopes: &scopes,
+        headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
+        body: None,
+    })?;
+    if resp.status() != StatusCode::CREATED {
+        return Err(unexpected(&Method::PUT, &put, resp));
+    }
+    Ok((digest, size))
+}
+
+/// Hashes what is read through it, so a streamed upload knows its digest when the stream ends.
+struct HashingReader<R> {
+    inner: R,
+    state: std::sync::Arc<std::sync::Mutex<(sha2::Sha256, u64)>>,
+}
+
+impl<R: std::io::Read> std::io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut st) = self.state.lock() {
+            sha2::Digest::update(&mut st.0, &buf[..n]);
+            st.1 += n as u64;
+        }
+        Ok(n)
+    }
 }

@@ -390,6 +390,8 @@ impl Client {
                 rb = rb.header(AUTHORIZATION, a);
             }
             if let Some(body) = req.body {
+                // An upload may take long (a streamed layer goes at compression speed): its own, longer limit.
+                rb = rb.timeout(Duration::from_secs(30 * 60));
                 let b = body().map_err(|e| RegistryError::Connection {
                     url: req.url.clone(),
                     reason: format!("reading the upload: {e}"),
