@@ -15,7 +15,7 @@ cargo build --release --locked -q
 kiln=$PWD/target/release/kiln
 work=$(mktemp -d /var/tmp/kiln-regbench.XXXXXX)
 reg_pid=
-stop_registry() { [ -n "$reg_pid" ] && kill "$reg_pid" 2>/dev/null && wait "$reg_pid" 2>/dev/null; reg_pid=; true; }
+stop_registry() { if [ -n "$reg_pid" ]; then kill "$reg_pid" 2>/dev/null || true; wait "$reg_pid" 2>/dev/null || true; fi; reg_pid=; }
 trap 'stop_registry; buildah --root "$work/b-root" --runroot "$work/b-run" rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 bstore=(--root "$work/b-root" --runroot "$work/b-run" --storage-driver overlay)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -7,7 +7,8 @@
 //!
 //! A block that deflate cannot shrink (random data, wheels, model weights) is written as stored deflate blocks
 //! instead: the decision depends only on the bytes, so it keeps the output deterministic, and it makes
-//! already-compressed layers cost almost nothing to "compress".
+//! already-compressed layers cost almost nothing to "compress". Such blocks are recognised before deflating them, by
+//! three 32 KiB samples that level 1 cannot shrink by 1%.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -50,7 +51,34 @@ fn stored(block: &[u8], last: bool, out: &mut Vec<u8>) {
     }
 }
 
+/// Bytes of each sample [`looks_incompressible`] tries.
+const SAMPLE: usize = 32 << 10;
+
+/// Whether three samples of the block (start, middle, end) all fail to shrink by 1% at deflate level 1: random
+/// data, wheels and model weights do, and deflating them at level 6 only to store them costs more than the rest of
+/// the export. The answer depends only on the bytes, so the output stays deterministic.
+fn looks_incompressible(block: &[u8]) -> bool {
+    if block.len() < 4 * SAMPLE {
+        return false;
+    }
+    let starts = [0, block.len() / 2 - SAMPLE / 2, block.len() - SAMPLE];
+    let mut out = Vec::with_capacity(SAMPLE + 1024);
+    starts.iter().all(|&at| {
+        let mut c = Compress::new(Compression::fast(), false);
+        out.clear();
+        c.compress_vec(&block[at..at + SAMPLE], &mut out, FlushCompress::Finish)
+            .is_ok()
+            && c.total_in() as usize == SAMPLE
+            && out.len() * 100 >= SAMPLE * 99
+    })
+}
+
 fn deflate_block(block: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
+    if level > 0 && looks_incompressible(block) {
+        let mut out = Vec::with_capacity(block.len() + 1024);
+        stored(block, last, &mut out);
+        return Ok(out);
+    }
     let mut c = Compress::new(Compression::new(level), false);
     let mut out = Vec::with_capacity(block.len() / 2 + 1024);
     let flush = if last {
@@ -318,6 +346,31 @@ mod tests {
         writer.join().unwrap().unwrap();
         assert!(o.status.success());
         assert_eq!(o.stdout, input, "gzip -t and -d accept it");
+    }
+
+    #[test]
+    fn incompressible_blocks_are_recognised_by_their_samples() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let random: Vec<u8> = (0..BLOCK)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 32) as u8
+            })
+            .collect();
+        assert!(looks_incompressible(&random));
+        assert!(!looks_incompressible(&vec![b'x'; BLOCK]));
+        let mut half = random.clone();
+        half[BLOCK / 2..].fill(b'y');
+        assert!(
+            !looks_incompressible(&half),
+            "a compressible sample keeps deflate"
+        );
+        assert!(
+            !looks_incompressible(&random[..64 << 10]),
+            "small blocks are always deflated"
+        );
     }
 
     #[test]
