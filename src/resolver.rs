@@ -46,13 +46,7 @@ impl StoreResolver {
         index
             .manifests
             .iter()
-            .find(|m| {
-                m.platform.as_ref().is_some_and(|p| {
-                    p.os == platform.os
-                        && p.architecture == platform.architecture
-                        && (platform.variant.is_none() || p.variant == platform.variant)
-                })
-            })
+            .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
             .map(|m| m.digest.clone())
             .filter(|m| self.store.has(m))
             .ok_or_else(|| format!("index {d} in the store holds no image for {platform}"))

@@ -210,13 +210,7 @@ fn pick_manifest(
     let chosen = index
         .manifests
         .iter()
-        .find(|m| {
-            m.platform.as_ref().is_some_and(|p| {
-                p.os == platform.os
-                    && p.architecture == platform.architecture
-                    && (platform.variant.is_none() || p.variant == platform.variant)
-            })
-        })
+        .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
         .ok_or_else(|| {
             ArchiveError::Malformed(format!("index {} has no image for {platform}", d.digest))
         })?;

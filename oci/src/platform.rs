@@ -36,6 +36,15 @@ impl Platform {
             variant,
         }
     }
+
+    /// Whether an image made for `candidate` serves a request for this platform: the same OS and architecture,
+    /// and the same variant when this one names a variant. How indexes are searched, in archives, the store and
+    /// registries alike.
+    pub fn matches(&self, candidate: &Platform) -> bool {
+        candidate.os == self.os
+            && candidate.architecture == self.architecture
+            && (self.variant.is_none() || candidate.variant == self.variant)
+    }
 }
 
 fn normalize_arch(arch: &str, variant: &str) -> (String, Option<String>) {

@@ -67,20 +67,28 @@ impl From<Output> for Run {
 /// Runs `bin` with `args` (and optional stdin), never inheriting the terminal.
 pub fn run(bin: &str, args: &[&str], stdin: Option<&[u8]>) -> Run {
     let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn kiln");
+    cmd.args(args);
+    run_command(cmd, stdin)
+}
+
+/// Runs a prepared command with captured output and optional stdin.
+fn run_command(mut cmd: Command, stdin: Option<&[u8]>) -> Run {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn the program under test");
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin pipe");
         pipe.write_all(input).expect("write stdin");
     }
-    child.wait_with_output().expect("wait for kiln").into()
+    child
+        .wait_with_output()
+        .expect("wait for the program")
+        .into()
 }
 
 /// A kiln root in a temporary directory with the busybox base image imported (made offline by
@@ -137,20 +145,8 @@ impl Root {
                     std::env::var("PATH").unwrap_or_default()
                 ),
             )
-            .envs(env.iter().copied())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn kiln");
-        if let Some(input) = stdin {
-            let mut pipe = child.stdin.take().expect("stdin pipe");
-            pipe.write_all(input).expect("write stdin");
-        }
-        child.wait_with_output().expect("wait for kiln").into()
+            .envs(env.iter().copied());
+        run_command(cmd, stdin)
     }
 
     /// Runs kiln with `KILN_ROOT` set to this root.

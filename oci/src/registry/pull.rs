@@ -213,12 +213,6 @@ fn fetch_blob(
     Ok(d.size)
 }
 
-fn platform_matches(want: &Platform, p: &Platform) -> bool {
-    p.os == want.os
-        && p.architecture == want.architecture
-        && (want.variant.is_none() || p.variant == want.variant)
-}
-
 /// Pulls `r` for `platform` into `store` from its registry (or a mirror of it) and returns what it stored. Names
 /// are left to the caller.
 pub fn pull(
@@ -269,11 +263,7 @@ fn pull_from(
         let chosen = index
             .manifests
             .iter()
-            .find(|m| {
-                m.platform
-                    .as_ref()
-                    .is_some_and(|p| platform_matches(platform, p))
-            })
+            .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
             .ok_or_else(|| RegistryError::NoPlatform {
                 reference: r.to_string(),
                 platform: platform.to_string(),

@@ -116,6 +116,60 @@ fn upload_offset(
     Some((end.map_or(0, |e| e + 1), next))
 }
 
+/// Sends a request without a body and returns its response when the status is `expect`, else the error naming it.
+fn send_expecting(
+    client: &Client,
+    method: Method,
+    url: &str,
+    host: &str,
+    scopes: &[String],
+    expect: StatusCode,
+) -> Result<reqwest::blocking::Response, RegistryError> {
+    let resp = client.send(&Req {
+        method: method.clone(),
+        url: url.to_string(),
+        host,
+        scopes,
+        headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
+        body: None,
+    })?;
+    if resp.status() != expect {
+        return Err(unexpected(&method, url, resp));
+    }
+    Ok(resp)
+}
+
+/// Opens an upload session in `target`'s repository and returns its location.
+fn start_upload(
+    client: &Client,
+    host: &str,
+    target: &Reference,
+    scopes: &[String],
+) -> Result<String, RegistryError> {
+    let url = client.url(host, &format!("/v2/{}/blobs/uploads/", target.repository))?;
+    let resp = send_expecting(
+        client,
+        Method::POST,
+        &url,
+        host,
+        scopes,
+        StatusCode::ACCEPTED,
+    )?;
+    resolve_location(&url, &resp)
+}
+
+/// Closes an upload session whose bytes are all sent, naming the blob's digest.
+fn finish_upload(
+    client: &Client,
+    host: &str,
+    scopes: &[String],
+    location: &str,
+    digest: &Digest,
+) -> Result<(), RegistryError> {
+    let url = with_query(location, "digest", &digest.to_string());
+    send_expecting(client, Method::PUT, &url, host, scopes, StatusCode::CREATED).map(|_| ())
+}
+
 fn upload_blob(
     client: &Client,
     store: &Store,
@@ -181,26 +235,11 @@ fn upload_blob(
     }
     let mut location = match location {
         Some(l) => l,
-        None => {
-            let url = client.url(host, &format!("/v2/{repo}/blobs/uploads/"))?;
-            let resp = client.send(&Req {
-                method: Method::POST,
-                url: url.clone(),
-                host,
-                scopes: &scopes,
-                headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
-                body: None,
-            })?;
-            if resp.status() != StatusCode::ACCEPTED {
-                return Err(unexpected(&Method::POST, &url, resp));
-            }
-            resolve_location(&url, &resp)?
-        }
+        None => start_upload(client, host, target, &scopes)?,
     };
-    let digest_q = d.digest.to_string();
     if d.size <= client.opts.chunk_size {
         let body = move || section_body(store, &d.digest, 0, d.size);
-        let url = with_query(&location, "digest", &digest_q);
+        let url = with_query(&location, "digest", &d.digest.to_string());
         let resp = client.send(&Req {
             method: Method::PUT,
             url: url.clone(),
@@ -264,18 +303,7 @@ fn upload_blob(
                 }
             }
         }
-        let url = with_query(&location, "digest", &digest_q);
-        let resp = client.send(&Req {
-            method: Method::PUT,
-            url: url.clone(),
-            host,
-            scopes: &scopes,
-            headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
-            body: None,
-        })?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(unexpected(&Method::PUT, &url, resp));
-        }
+        finish_upload(client, host, &scopes, &location, &d.digest)?;
         count(&|t| t.uploaded += 1);
         return Ok(());
     }
@@ -460,19 +488,7 @@ pub fn upload_stream<R: std::io::Read + Send + 'static>(
 ) -> Result<(Digest, u64), RegistryError> {
     let host = target.endpoint_host().to_string();
     let scopes = push_scopes(target, None);
-    let url = client.url(&host, &format!("/v2/{}/blobs/uploads/", target.repository))?;
-    let resp = client.send(&Req {
-        method: Method::POST,
-        url: url.clone(),
-        host: &host,
-        scopes: &scopes,
-        headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
-        body: None,
-    })?;
-    if resp.status() != StatusCode::ACCEPTED {
-        return Err(unexpected(&Method::POST, &url, resp));
-    }
-    let location = resolve_location(&url, &resp)?;
+    let location = start_upload(client, &host, target, &scopes)?;
     let hashed = std::sync::Arc::new(std::sync::Mutex::new((sha2::Sha256::default(), 0u64)));
     let reader = HashingReader {
         inner: reader,
@@ -512,18 +528,7 @@ pub fn upload_stream<R: std::io::Read + Send + 'static>(
             st.1,
         )
     };
-    let put = with_query(&location, "digest", &digest.to_string());
-    let resp = client.send(&Req {
-        method: Method::PUT,
-        url: put.clone(),
-        host: &host,
-        scopes: &scopes,
-        headers: vec![(CONTENT_LENGTH.as_str(), "0".to_string())],
-        body: None,
-    })?;
-    if resp.status() != StatusCode::CREATED {
-        return Err(unexpected(&Method::PUT, &put, resp));
-    }
+    finish_upload(client, &host, &scopes, &location, &digest)?;
     Ok((digest, size))
 }
 

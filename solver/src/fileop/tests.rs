@@ -232,7 +232,7 @@ fn mkfile_mkdir_and_rm() {
     let f = fixture();
     let actions = vec![
         FileAction::Mkdir {
-            path: "/work/deep".into(),
+            path: "/srv/deep".into(),
             mode: 0o750,
             make_parents: true,
             chown: Some(Chown {
@@ -241,7 +241,7 @@ fn mkfile_mkdir_and_rm() {
             }),
         },
         FileAction::Mkfile {
-            path: "/work/deep/f".into(),
+            path: "/srv/deep/f".into(),
             mode: 0o600,
             data: "hi".into(),
             chown: None,
@@ -258,9 +258,9 @@ fn mkfile_mkdir_and_rm() {
         },
     ];
     apply(&f.root, &actions, &[]).unwrap();
-    let m = std::fs::metadata(f.root.join("work/deep")).unwrap();
+    let m = std::fs::metadata(f.root.join("srv/deep")).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o777), (1000, 0o750));
-    assert_eq!(read(f.root.join("work/deep/f")), "hi");
+    assert_eq!(read(f.root.join("srv/deep/f")), "hi");
     assert!(!f.root.join("etc/group").exists());
     let strict = FileAction::Rm {
         path: "/gone".into(),
