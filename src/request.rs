@@ -16,8 +16,10 @@ pub struct Loaded {
     pub display_name: String,
     /// Its parse.
     pub dockerfile: frontend::parser::Dockerfile,
-    /// The options it is lowered with.
+    /// The options it is lowered with (for the first target platform).
     pub opts: BuildOpts,
+    /// Every target platform of `--platform a,b` in order, without repeats; empty for this machine's.
+    pub platforms: Vec<oci::Platform>,
 }
 
 impl Loaded {
@@ -68,11 +70,14 @@ pub fn load(args: &RequestArgs) -> Result<Loaded, Failure> {
     })?;
     let ignore_patterns = frontend::dockerignore::read_patterns(&args.context, path.as_deref())
         .map_err(|e| Failure::Usage(format!("cannot read .dockerignore: {e}")))?;
-    let opts = build_opts(args, ignore_patterns)?;
+    let platforms = parse_platforms(args.platform.as_deref())?;
+    let mut opts = build_opts(args, ignore_patterns)?;
+    opts.target_platform = platforms.first().cloned();
     Ok(Loaded {
         display_name,
         dockerfile,
         opts,
+        platforms,
     })
 }
 
@@ -110,21 +115,30 @@ fn build_opts(args: &RequestArgs, ignore_patterns: Vec<String>) -> Result<BuildO
         };
         build_contexts.insert(name.to_string(), ctx);
     }
-    let target_platform = match &args.platform {
-        Some(p) => Some(
-            p.parse()
-                .map_err(|e: oci::PlatformError| Failure::Usage(format!("--platform: {e}")))?,
-        ),
-        None => None,
-    };
     Ok(BuildOpts {
         target: args.target.clone(),
         build_args,
         build_contexts,
-        target_platform,
         ignore_patterns,
         ..BuildOpts::default()
     })
+}
+
+/// `--platform linux/amd64,linux/arm64`: BuildKit's comma-separated list; a repeat is dropped.
+fn parse_platforms(arg: Option<&str>) -> Result<Vec<oci::Platform>, Failure> {
+    let mut out: Vec<oci::Platform> = Vec::new();
+    for part in arg.unwrap_or("").split(',').map(str::trim) {
+        if part.is_empty() {
+            continue;
+        }
+        let p: oci::Platform = part
+            .parse()
+            .map_err(|e: oci::PlatformError| Failure::Usage(format!("--platform {part}: {e}")))?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 fn absolute(p: &Path) -> String {

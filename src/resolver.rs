@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use frontend::{ImageResolver, ResolvedImage};
-use oci::manifest::{Index, Manifest, MEDIA_DOCKER_INDEX, MEDIA_INDEX};
+use oci::manifest::Manifest;
 use oci::reference::Reference;
 use oci::registry::Client;
 use oci::store::Store;
@@ -35,36 +35,30 @@ impl StoreResolver {
         }
     }
 
-    /// The platform's manifest when `d` is an index held in the store, else `d`.
-    fn platform_manifest(&self, d: &Digest, platform: &Platform) -> Result<Digest, String> {
-        let v: serde_json::Value = self.store.read_json(d).map_err(|e| e.to_string())?;
-        let media = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
-        if media != MEDIA_INDEX && media != MEDIA_DOCKER_INDEX && v.get("manifests").is_none() {
-            return Ok(d.clone());
-        }
-        let index: Index = serde_json::from_value(v).map_err(|e| e.to_string())?;
-        index
-            .manifests
-            .iter()
-            .find(|m| m.platform.as_ref().is_some_and(|p| platform.matches(p)))
-            .map(|m| m.digest.clone())
-            .filter(|m| self.store.has(m))
-            .ok_or_else(|| format!("index {d} in the store holds no image for {platform}"))
-    }
-
     fn local(&self, r: &Reference, platform: &Platform) -> Result<Option<Digest>, String> {
         if let Some(d) = &r.digest {
             return if self.store.has(d) {
-                self.platform_manifest(d, platform).map(Some)
+                self.store
+                    .platform_manifest(d, platform)
+                    .map(Some)
+                    .map_err(|e| e.to_string())
             } else {
                 Ok(None)
             };
         }
-        Ok(self
+        match self
             .store
             .get_image(&r.to_string())
             .map_err(|e| e.to_string())?
-            .map(|e| e.manifest))
+        {
+            // A name kiln built for several platforms points at an index: take this platform's image.
+            Some(e) => self
+                .store
+                .platform_manifest(&e.manifest, platform)
+                .map(Some)
+                .map_err(|e| e.to_string()),
+            None => Ok(None),
+        }
     }
 
     fn pull(&self, r: &Reference, platform: &Platform) -> Result<Digest, String> {
@@ -108,6 +102,19 @@ impl ImageResolver for StoreResolver {
             .store
             .read_json(&manifest.config.digest)
             .map_err(|e| e.to_string())?;
+        // As containerd does: an image made for another platform is refused, not relabelled.
+        if !image.architecture.is_empty() {
+            let made_for = Platform {
+                os: image.os.clone(),
+                architecture: image.architecture.clone(),
+                variant: image.variant.clone(),
+            };
+            if !platform.matches(&made_for) {
+                return Err(format!(
+                    "the image is {made_for}, not {platform} (the platform this stage is built for)"
+                ));
+            }
+        }
         Ok(Some(ResolvedImage {
             digest: Some(manifest_digest),
             image,

@@ -128,6 +128,26 @@ pub fn compressed_manifest_teeing(
     compression: Compression,
     tee: &mut dyn FnMut() -> Option<Box<dyn Write + Send>>,
 ) -> Result<Digest, ExportError> {
+    if let oci::store::Stored::Index(mut index) = store.manifest_kind(manifest)? {
+        // A multi-platform image: each platform's manifest converted, then an index of the converted ones.
+        let mut changed = false;
+        for entry in &mut index.manifests {
+            let converted = compressed_manifest_teeing(store, &entry.digest, compression, tee)?;
+            if converted != entry.digest {
+                entry.size = store.blob_size(&converted)?;
+                entry.digest = converted;
+                changed = true;
+            }
+        }
+        if !changed {
+            return Ok(manifest.clone());
+        }
+        let bytes = serde_json::to_vec(&index).map_err(|e| ExportError::Io {
+            path: store.root().to_path_buf(),
+            source: std::io::Error::other(e),
+        })?;
+        return Ok(store.put_bytes(&bytes)?);
+    }
     let mut m: Manifest = store.read_json(manifest)?;
     let oci = m.media_type.as_deref() != Some(MEDIA_DOCKER_MANIFEST);
     let target = match compression {

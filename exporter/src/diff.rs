@@ -60,15 +60,25 @@ fn is_opaque(path: &Path) -> bool {
         .any(|n| rustix::fs::lgetxattr(path, *n, &mut v[..]).is_ok_and(|len| &v[..len] == b"y"))
 }
 
-struct Walker<'a, W: Write> {
+struct Walker<W: Write> {
     tar: tar::Builder<W>,
     opts: DiffOptions,
     links: HashMap<(u64, u64), String>,
     entries: u64,
-    _root: &'a Path,
 }
 
-impl<W: Write> Walker<'_, W> {
+impl<W: Write> Walker<W> {
+    fn new(out: W, opts: DiffOptions) -> Self {
+        let mut tar = tar::Builder::new(out);
+        tar.mode(tar::HeaderMode::Complete);
+        Walker {
+            tar,
+            opts,
+            links: HashMap::new(),
+            entries: 0,
+        }
+    }
+
     fn header(&self, meta: &std::fs::Metadata, kind: tar::EntryType, size: u64) -> tar::Header {
         let mut h = tar::Header::new_gnu();
         h.set_entry_type(kind);
@@ -192,19 +202,30 @@ pub fn write_diff<W: Write>(
     out: W,
     opts: DiffOptions,
 ) -> Result<(W, u64), DiffError> {
-    let mut tar = tar::Builder::new(out);
-    tar.mode(tar::HeaderMode::Complete);
-    let mut w = Walker {
-        tar,
-        opts,
-        links: HashMap::new(),
-        entries: 0,
-        _root: upper,
-    };
+    let mut w = Walker::new(out, opts);
     w.walk(upper, "")?;
     let entries = w.entries;
     let out = w.tar.into_inner().map_err(err(upper))?;
     Ok((out, entries))
+}
+
+/// Writes several trees into one tar, each under its own directory: a multi-platform build's `-o type=tar`, one
+/// `linux_amd64/`-style directory per platform as BuildKit writes it.
+pub fn write_trees<W: Write>(
+    trees: &[(String, &Path)],
+    out: W,
+    opts: DiffOptions,
+) -> Result<W, DiffError> {
+    let mut w = Walker::new(out, opts);
+    for (prefix, root) in trees {
+        let meta = std::fs::symlink_metadata(root).map_err(err(root))?;
+        let mut h = w.header(&meta, tar::EntryType::Directory, 0);
+        w.tar
+            .append_data(&mut h, format!("{prefix}/"), std::io::empty())
+            .map_err(err(root))?;
+        w.walk(root, prefix)?;
+    }
+    w.tar.into_inner().map_err(err(Path::new("<tar>")))
 }
 
 #[cfg(test)]
@@ -217,6 +238,30 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect()
+    }
+
+    #[test]
+    fn several_trees_each_under_its_directory() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(a.path().join("f"), "a").unwrap();
+        std::fs::create_dir(b.path().join("d")).unwrap();
+        std::fs::write(b.path().join("d/g"), "b").unwrap();
+        let trees = vec![
+            ("linux_amd64".to_string(), a.path()),
+            ("linux_arm64".to_string(), b.path()),
+        ];
+        let bytes = write_trees(&trees, Vec::new(), DiffOptions::default()).unwrap();
+        assert_eq!(
+            names(&bytes),
+            [
+                "linux_amd64/",
+                "linux_amd64/f",
+                "linux_arm64/",
+                "linux_arm64/d/",
+                "linux_arm64/d/g"
+            ]
+        );
     }
 
     #[test]

@@ -82,6 +82,9 @@ pub enum ExportError {
     /// Reading a snapshot failed.
     #[error(transparent)]
     Diff(#[from] DiffError),
+    /// The output cannot hold what was asked of it.
+    #[error("{0}")]
+    Unsupported(String),
     /// Writing an output failed.
     #[error("{path}: {source}")]
     Io {

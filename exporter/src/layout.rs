@@ -8,7 +8,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci::manifest::{Descriptor, Index, Manifest, MEDIA_INDEX};
-use oci::store::Store;
+use oci::store::{Store, Stored};
 use serde_json::json;
 
 use crate::ExportError;
@@ -45,8 +45,15 @@ fn json_bytes(v: &impl serde::Serialize) -> Result<Vec<u8>, ExportError> {
     })
 }
 
-/// The blobs of one image, manifest first, without repeats.
+/// The blobs of one image, manifest first (an index first, then each of its images'), possibly with repeats.
 fn blobs_of(store: &Store, manifest: &Descriptor) -> Result<Vec<Descriptor>, ExportError> {
+    if let Stored::Index(index) = store.manifest_kind(&manifest.digest)? {
+        let mut out = vec![manifest.clone()];
+        for m in &index.manifests {
+            out.extend(blobs_of(store, m)?);
+        }
+        return Ok(out);
+    }
     let m: Manifest = store.read_json(&manifest.digest)?;
     let mut out = vec![manifest.clone(), m.config.clone()];
     out.extend(m.layers);
@@ -87,6 +94,14 @@ pub fn familiar_name(name: &str) -> &str {
 fn docker_manifest_json(store: &Store, images: &[Tagged]) -> Result<Vec<u8>, ExportError> {
     let mut entries = Vec::new();
     for t in images {
+        if let Stored::Index(_) = store.manifest_kind(&t.manifest.digest)? {
+            // Docker's manifest.json lists one config per image; BuildKit refuses the same way.
+            return Err(ExportError::Unsupported(
+                "a docker archive holds one platform per image: export a multi-platform build with \
+                 -o type=oci (or build one platform with --platform)"
+                    .to_string(),
+            ));
+        }
         let m: Manifest = store.read_json(&t.manifest.digest)?;
         let path = |d: &oci::Digest| format!("blobs/sha256/{}", d.hex());
         let tags: Vec<&str> = t.names.iter().map(|n| familiar_name(n)).collect();

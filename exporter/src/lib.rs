@@ -6,6 +6,7 @@ pub mod convert;
 pub mod diff;
 mod hashing;
 pub mod image;
+pub mod index;
 pub mod layout;
 pub mod pgzip;
 
@@ -13,4 +14,5 @@ pub use convert::{compressed_manifest, compressed_manifest_teeing};
 pub use image::{
     export_image, layer_blob, Compression, ExportError, ExportOptions, ExportedImage, LayerSource,
 };
+pub use index::export_index;
 pub use layout::{write_archive, write_layout_dir, ArchiveFormat, Tagged};

@@ -1,6 +1,5 @@
 //! `kiln load` and `kiln save`: images in and out of the store as OCI layout tars or docker archives.
 
-use oci::manifest::Descriptor;
 use oci::store::Store;
 use oci::Platform;
 
@@ -65,12 +64,7 @@ pub fn save(args: &SaveArgs) -> Result<(), Failure> {
             .get_image(&full)
             .map_err(|e| fail(&e))?
             .ok_or_else(|| fail(&oci::store::StoreError::UnknownImage(n.clone())))?;
-        let bytes = store.read_blob(&entry.manifest).map_err(|e| fail(&e))?;
-        let media = serde_json::from_slice::<oci::manifest::Manifest>(&bytes)
-            .ok()
-            .and_then(|m| m.media_type)
-            .unwrap_or_else(|| oci::manifest::MEDIA_MANIFEST.to_string());
-        let desc = Descriptor::new(&media, entry.manifest.clone(), bytes.len() as u64);
+        let desc = crate::commands::images::descriptor_of(&store, &entry.manifest)?;
         match images.iter_mut().find(|t| t.manifest.digest == desc.digest) {
             Some(t) => t.names.push(full),
             None => images.push(exporter::Tagged {

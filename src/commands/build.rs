@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use exporter::{ArchiveFormat, Compression, ExportOptions, ExportedImage, LayerSource, Tagged};
+use exporter::{ArchiveFormat, Compression, ExportOptions, LayerSource, Tagged};
 use oci::store::Store;
 use solver::llb::{NetworkMode, Op, SecurityMode, VertexId};
 use solver::scheduler::{CancelToken, Event, Scheduler, SolveError};
@@ -198,13 +198,19 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     let store = Store::open(&root.join("store")).map_err(|e| Failure::Build(e.to_string()))?;
     let registry = crate::commands::registry::client(&args.registry)?;
     let resolver = StoreResolver::new(store.clone(), Some(registry), args.pull);
-    let lowered = frontend::lower(&loaded.dockerfile, &loaded.opts, &resolver)
-        .map_err(|e| loaded.fail(&e))?;
-    for name in &lowered.unused_build_args {
-        eprintln!("warning: build-arg {name} was not consumed by any stage");
+    let (definition, targets) = lower_platforms(&loaded, &resolver)?;
+    let def = &definition;
+    let roots: Vec<VertexId> = targets.iter().filter_map(|t| t.root).collect();
+    if targets.len() > 1 {
+        for o in &outputs {
+            if let Output::Archive { docker: true, .. } = o {
+                return Err(usage(
+                    "-o type=docker holds one platform per image: use -o type=oci for a multi-platform build"
+                        .to_string(),
+                ));
+            }
+        }
     }
-    let def = &lowered.definition;
-    let roots: Vec<VertexId> = lowered.target.root.into_iter().collect();
     let allowed: BTreeSet<&str> = args.allow.iter().map(String::as_str).collect();
     for id in def.closure(&roots) {
         if let Op::Exec(e) = &def.vertex(id).op {
@@ -373,25 +379,93 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     worker
         .save_stat_caches(&root)
         .map_err(|e| Failure::Build(e.to_string()))?;
-    let final_fs = match roots.first().and_then(|r| outputs_by_vertex.get(r)) {
-        Some(o) => o.fs.clone(),
-        None => Fs::Empty,
-    };
-    let snapshot = match &final_fs {
-        Fs::Snapshot(id) => Some(id.clone()),
-        _ => None,
-    };
+    let built: Vec<Built> = targets
+        .into_iter()
+        .map(|t| Built {
+            snapshot: match t
+                .root
+                .and_then(|r| outputs_by_vertex.get(&r))
+                .map(|o| &o.fs)
+            {
+                Some(Fs::Snapshot(id)) => Some(id.clone()),
+                _ => None,
+            },
+            platform: t.platform,
+            image: t.image,
+        })
+        .collect();
     export(
-        &store,
-        &snapshots,
-        snapshot.as_deref(),
-        &lowered,
-        &outputs,
-        &names,
-        epoch,
-        args,
-        &progress,
+        &store, &snapshots, &built, &outputs, &names, epoch, args, &progress,
     )
+}
+
+/// One target platform's lowering: its final vertex and the image config its stage accumulated.
+struct Target {
+    platform: oci::Platform,
+    root: Option<VertexId>,
+    image: oci::Image,
+}
+
+/// One target platform's result: the snapshot of its final filesystem (none for an empty `FROM scratch`).
+struct Built {
+    platform: oci::Platform,
+    snapshot: Option<String>,
+    image: oci::Image,
+}
+
+/// Lowers the Dockerfile once per target platform and merges the graphs, so a multi-platform build is one solve:
+/// work the platforms share (a `FROM --platform=$BUILDPLATFORM` builder stage) is one vertex and runs once, the
+/// rest runs in parallel. With several platforms each step's name and cache slot carry its platform.
+fn lower_platforms(
+    loaded: &request::Loaded,
+    resolver: &StoreResolver,
+) -> Result<(solver::llb::Definition, Vec<Target>), Failure> {
+    let platforms: Vec<Option<oci::Platform>> = if loaded.platforms.len() > 1 {
+        loaded.platforms.iter().cloned().map(Some).collect()
+    } else {
+        vec![loaded.opts.target_platform.clone()]
+    };
+    let multi = platforms.len() > 1;
+    let mut def = solver::llb::Definition::new();
+    let mut targets = Vec::new();
+    for (i, platform) in platforms.into_iter().enumerate() {
+        let mut opts = loaded.opts.clone();
+        opts.target_platform = platform.clone();
+        let lowered =
+            frontend::lower(&loaded.dockerfile, &opts, resolver).map_err(|e| loaded.fail(&e))?;
+        if i == 0 {
+            for name in &lowered.unused_build_args {
+                eprintln!("warning: build-arg {name} was not consumed by any stage");
+            }
+        }
+        let platform = platform.unwrap_or_else(|| lowered.target.platform.clone());
+        let label = platform.to_string();
+        let map = def.absorb(&lowered.definition, |m| {
+            if multi {
+                platform_meta(m, &label)
+            } else {
+                m.clone()
+            }
+        });
+        targets.push(Target {
+            root: lowered.target.root.map(|r| map[r.index()]),
+            image: lowered.target.image,
+            platform,
+        });
+    }
+    Ok((def, targets))
+}
+
+/// `[build 2/4] RUN make` → `[linux/arm64 build 2/4] RUN make`, as BuildKit names the steps of each platform.
+fn platform_meta(m: &solver::llb::VertexMeta, platform: &str) -> solver::llb::VertexMeta {
+    let mut m = m.clone();
+    if let Some(rest) = m.description.strip_prefix('[') {
+        if !rest.starts_with("internal]") {
+            m.description = format!("[{platform} {rest}");
+        }
+    }
+    m.slot = m.slot.map(|s| format!("{platform} {s}"));
+    m
 }
 
 fn build_error(loaded: &request::Loaded, v: &solver::llb::Vertex, err: &WorkerError) -> String {
@@ -420,12 +494,18 @@ fn build_error(loaded: &request::Loaded, v: &solver::llb::Vertex, err: &WorkerEr
     msg
 }
 
+/// What an image output produced: the manifest (or, for several platforms, the index) and the config digest of a
+/// single-platform image (its image id).
+struct Produced {
+    manifest: oci::manifest::Descriptor,
+    config: Option<oci::Digest>,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn export(
     store: &Store,
     snapshots: &solver::snapshot::Snapshotter,
-    snapshot: Option<&str>,
-    lowered: &frontend::Lowered,
+    built: &[Built],
     outputs: &[Output],
     names: &[String],
     epoch: Option<i64>,
@@ -440,30 +520,53 @@ fn export(
         progress.summary("no output");
         return Ok(());
     }
-    let layers: Vec<LayerSource> = match snapshot {
-        Some(id) => snapshots
-            .chain_ids(id)
-            .map_err(|e| fail(&e))?
-            .into_iter()
-            .map(|s| LayerSource {
-                diff: snapshots.diff_dir(&s),
-                id: s,
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+    let mut layers: Vec<Vec<LayerSource>> = Vec::new();
+    for b in built {
+        layers.push(match &b.snapshot {
+            Some(id) => snapshots
+                .chain_ids(id)
+                .map_err(|e| fail(&e))?
+                .into_iter()
+                .map(|s| LayerSource {
+                    diff: snapshots.diff_dir(&s),
+                    id: s,
+                })
+                .collect(),
+            None => Vec::new(),
+        });
+    }
     let mut all_names: Vec<String> = names.to_vec();
     for o in outputs {
         if let Output::Image { names, .. } = o {
             all_names.extend(names.iter().cloned());
         }
     }
-    let export = |options: &ExportOptions, names: &[String]| {
-        exporter::export_image(store, &layers, lowered.target.image.clone(), options, names)
-            .map_err(|e| fail(&e))
+    // One platform: its image, named. Several: each platform's image, then an index of them, named.
+    let export = |options: &ExportOptions, names: &[String]| -> Result<Produced, Failure> {
+        if let [only] = built {
+            let image =
+                exporter::export_image(store, &layers[0], only.image.clone(), options, names)
+                    .map_err(|e| fail(&e))?;
+            return Ok(Produced {
+                manifest: image.manifest,
+                config: Some(image.config),
+            });
+        }
+        let mut images = Vec::new();
+        for (b, l) in built.iter().zip(&layers) {
+            let image = exporter::export_image(store, l, b.image.clone(), options, &[])
+                .map_err(|e| fail(&e))?;
+            images.push((b.platform.clone(), image));
+        }
+        let index = exporter::export_index(store, &images, options.oci_media_types, names)
+            .map_err(|e| fail(&e))?;
+        Ok(Produced {
+            manifest: index,
+            config: None,
+        })
     };
     // The digest reported is that of the image that leaves the machine when there is one.
-    let mut exported: Option<(ExportedImage, Vec<String>)> = None;
+    let mut exported: Option<(Produced, Vec<String>)> = None;
     let mut metadata = serde_json::Map::new();
     for o in outputs {
         match o {
@@ -493,12 +596,9 @@ fn export(
                         level,
                         &refs,
                     )?;
-                    let bytes = store.read_blob(&pushed).map_err(|e| fail(&e))?;
-                    image.manifest = oci::manifest::Descriptor::new(
-                        oci::manifest::MEDIA_MANIFEST,
-                        pushed,
-                        bytes.len() as u64,
-                    );
+                    let size = store.blob_size(&pushed).map_err(|e| fail(&e))?;
+                    image.manifest =
+                        oci::manifest::Descriptor::new(&image.manifest.media_type, pushed, size);
                 }
                 if exported.is_none() || *push {
                     exported = Some((image, all_names.clone()));
@@ -535,50 +635,42 @@ fn export(
                 exported = Some((image, names.clone()));
             }
             Output::Local { dest } => {
-                std::fs::create_dir_all(dest).map_err(|e| fail(&e))?;
-                with_final_fs(snapshots, snapshot, |fs_root| {
-                    let copy = solver::llb::CopyAction {
-                        source: 0,
-                        src: "/".into(),
-                        dest: "/".into(),
-                        chown: None,
-                        mode: None,
-                        follow_symlinks: false,
-                        copy_dir_contents: true,
-                        unpack_archive: false,
-                        create_dest_path: true,
-                        allow_wildcard: false,
-                        allow_empty_wildcard: true,
-                        include_patterns: vec![],
-                        exclude_patterns: vec![],
-                        parents: false,
+                // Several platforms: one directory per platform (`linux_amd64/`), as BuildKit writes them.
+                for b in built {
+                    let dir = if built.len() > 1 {
+                        Path::new(dest).join(platform_dir(&b.platform))
+                    } else {
+                        Path::new(dest).to_path_buf()
                     };
-                    let input = solver::fileop::Input {
-                        root: fs_root.to_path_buf(),
-                        default_owner: None,
-                        ignore: vec![],
-                    };
-                    solver::fileop::apply(dest, &[solver::llb::FileAction::Copy(copy)], &[input])
-                        .map_err(|e| e.to_string())
-                })?;
+                    std::fs::create_dir_all(&dir).map_err(|e| fail(&e))?;
+                    with_final_fs(snapshots, b.snapshot.as_deref(), |fs_root| {
+                        copy_tree(fs_root, &dir)
+                    })?;
+                }
             }
             Output::Tar { dest } => {
-                with_final_fs(snapshots, snapshot, |fs_root| {
-                    outputs::write_to(dest, |w| {
-                        exporter::diff::write_diff(
-                            fs_root,
-                            w,
-                            exporter::diff::DiffOptions {
-                                source_date_epoch: epoch,
-                            },
-                        )
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                    })
-                    .map_err(|f| match f {
-                        Failure::Build(m) | Failure::Usage(m) => m,
-                    })
-                })?;
+                let diff = exporter::diff::DiffOptions {
+                    source_date_epoch: epoch,
+                };
+                if let [only] = built {
+                    with_final_fs(snapshots, only.snapshot.as_deref(), |fs_root| {
+                        outputs::write_to(dest, |w| {
+                            exporter::diff::write_diff(fs_root, w, diff)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        })
+                        .map_err(failure_text)
+                    })?;
+                } else {
+                    with_final_fss(snapshots, built, &mut Vec::new(), &mut |trees| {
+                        outputs::write_to(dest, |w| {
+                            exporter::diff::write_trees(trees, w, diff)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        })
+                        .map_err(failure_text)
+                    })?;
+                }
             }
         }
     }
@@ -587,15 +679,19 @@ fn export(
             "containerimage.digest".into(),
             image.manifest.digest.to_string().into(),
         );
-        metadata.insert(
-            "containerimage.config.digest".into(),
-            image.config.to_string().into(),
-        );
+        if let Some(config) = &image.config {
+            metadata.insert(
+                "containerimage.config.digest".into(),
+                config.to_string().into(),
+            );
+        }
         if !names.is_empty() {
             metadata.insert("image.name".into(), names.join(",").into());
         }
         if let Some(f) = &args.iidfile {
-            std::fs::write(f, image.config.to_string()).map_err(|e| fail(&e))?;
+            // BuildKit's image id: the config digest of one image, the index digest of several.
+            let id = image.config.as_ref().unwrap_or(&image.manifest.digest);
+            std::fs::write(f, id.to_string()).map_err(|e| fail(&e))?;
         }
         progress.summary(&format!("image {}", image.manifest.digest));
     } else {
@@ -609,12 +705,67 @@ fn export(
     Ok(())
 }
 
+fn failure_text(f: Failure) -> String {
+    match f {
+        Failure::Build(m) | Failure::Usage(m) => m,
+    }
+}
+
+/// `linux/arm/v7` → `linux_arm_v7`: a platform's directory in multi-platform local and tar outputs.
+fn platform_dir(p: &oci::Platform) -> String {
+    p.to_string().replace('/', "_")
+}
+
+/// Copies a final filesystem into `dest` (`-o type=local`).
+fn copy_tree(fs_root: &Path, dest: &Path) -> Result<(), String> {
+    let copy = solver::llb::CopyAction::whole_tree(0);
+    let input = solver::fileop::Input {
+        root: fs_root.to_path_buf(),
+        default_owner: None,
+        ignore: vec![],
+    };
+    solver::fileop::apply(dest, &[solver::llb::FileAction::Copy(copy)], &[input])
+        .map_err(|e| e.to_string())
+}
+
+/// Named filesystem trees (`linux_amd64` → a mounted view), what a multi-platform tar output is written from.
+type Trees<'a> = [(String, &'a Path)];
+
+/// Mounts every platform's final filesystem (recursively, one per level) and calls `f` with all of them, each
+/// under its platform's directory name.
+fn with_final_fss<'a>(
+    snapshots: &solver::snapshot::Snapshotter,
+    rest: &'a [Built],
+    trees: &mut Vec<(String, std::path::PathBuf)>,
+    f: &mut dyn FnMut(&Trees) -> Result<(), String>,
+) -> Result<(), Failure> {
+    match rest.split_first() {
+        None => {
+            let borrowed: Vec<(String, &Path)> = trees
+                .iter()
+                .map(|(n, p)| (n.clone(), p.as_path()))
+                .collect();
+            f(&borrowed).map_err(Failure::Build)
+        }
+        Some((b, rest)) => {
+            let mut inner: Result<(), Failure> = Ok(());
+            with_final_fs(snapshots, b.snapshot.as_deref(), |fs_root| {
+                trees.push((platform_dir(&b.platform), fs_root.to_path_buf()));
+                inner = with_final_fss(snapshots, rest, trees, f);
+                trees.pop();
+                Ok(())
+            })?;
+            inner
+        }
+    }
+}
+
 fn with_final_fs(
     snapshots: &solver::snapshot::Snapshotter,
     snapshot: Option<&str>,
     f: impl FnOnce(&Path) -> Result<(), String>,
 ) -> Result<(), Failure> {
-    let view = tempdir_in_root(snapshots)?;
+    let view = view_dir()?;
     let result = match snapshot {
         Some(id) => {
             let m = snapshots
@@ -630,11 +781,11 @@ fn with_final_fs(
     result.map_err(Failure::Build)
 }
 
-fn tempdir_in_root(
-    snapshots: &solver::snapshot::Snapshotter,
-) -> Result<std::path::PathBuf, Failure> {
-    let _ = snapshots;
-    let p = std::env::temp_dir().join(format!("kiln-view-{}", std::process::id()));
+/// An empty directory to mount a final filesystem on; each call its own, as several may be mounted at once.
+fn view_dir() -> Result<std::path::PathBuf, Failure> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("kiln-view-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&p).map_err(|e| Failure::Build(format!("{}: {e}", p.display())))?;
     Ok(p)
 }

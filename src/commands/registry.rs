@@ -157,9 +157,8 @@ pub fn push_one(
     streamed: &[oci::Digest],
 ) -> Result<oci::Digest, Failure> {
     let p = oci::registry::push(c, store, manifest, target).map_err(|e| fail(&e))?;
-    let m: oci::manifest::Manifest = store.read_json(manifest).map_err(|e| fail(&e))?;
-    let sent: Vec<&oci::manifest::Descriptor> = m
-        .layers
+    let layers = layers_of(store, manifest)?;
+    let sent: Vec<&oci::manifest::Descriptor> = layers
         .iter()
         .filter(|l| streamed.contains(&l.digest))
         .collect();
@@ -172,6 +171,23 @@ pub fn push_one(
         p.existing.saturating_sub(sent.len())
     );
     Ok(p.digest)
+}
+
+/// The layers of a stored image; of every platform's image for an index.
+fn layers_of(
+    store: &Store,
+    digest: &oci::Digest,
+) -> Result<Vec<oci::manifest::Descriptor>, Failure> {
+    let manifests = match store.manifest_kind(digest).map_err(|e| fail(&e))? {
+        oci::store::Stored::Index(i) => i.manifests.into_iter().map(|m| m.digest).collect(),
+        oci::store::Stored::Manifest => vec![digest.clone()],
+    };
+    let mut out = Vec::new();
+    for d in manifests {
+        let m: oci::manifest::Manifest = store.read_json(&d).map_err(|e| fail(&e))?;
+        out.extend(m.layers);
+    }
+    Ok(out)
 }
 
 fn registry_name(r: Option<&str>) -> String {

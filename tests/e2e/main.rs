@@ -4,6 +4,7 @@ mod build;
 mod check;
 mod errors;
 mod graph;
+mod platforms;
 mod registry;
 mod store;
 

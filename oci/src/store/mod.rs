@@ -5,11 +5,13 @@
 
 mod images;
 mod ingest;
+mod platforms;
 
 use std::path::{Path, PathBuf};
 
 pub use images::ImageEntry;
 pub use ingest::BlobWriter;
+pub use platforms::Stored;
 
 use crate::Digest;
 
@@ -38,6 +40,16 @@ pub enum StoreError {
     /// An image name is not in the index.
     #[error("image {0:?} not found in kiln's store (kiln images lists what it holds)")]
     UnknownImage(String),
+    /// An index holds no image for the platform asked for.
+    #[error("index {index} holds no image for {platform} (it has: {available})")]
+    NoPlatform {
+        /// The index.
+        index: Digest,
+        /// The platform asked for.
+        platform: String,
+        /// The platforms it has.
+        available: String,
+    },
     /// A stored document does not parse.
     #[error("{path}: {reason}")]
     Corrupt {
@@ -95,6 +107,17 @@ impl Store {
             std::io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
             _ => io(&p)(e),
         })
+    }
+
+    /// A blob's size in bytes (what a descriptor records).
+    pub fn blob_size(&self, d: &Digest) -> Result<u64, StoreError> {
+        let p = self.blob_path(d);
+        std::fs::metadata(&p)
+            .map(|m| m.len())
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
+                _ => io(&p)(e),
+            })
     }
 
     /// Reads a (small) blob whole.

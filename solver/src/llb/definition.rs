@@ -162,6 +162,24 @@ impl Definition {
         seen.into_iter().collect()
     }
 
+    /// Adds every vertex of `other` to this graph (a multi-platform build lowers once per platform and solves the
+    /// union): work both graphs hold, such as a builder stage on the build platform, stays one vertex. `meta` may
+    /// rename what is new (a platform in its description). Returns, by `other`'s index, the vertex each became.
+    pub fn absorb(
+        &mut self,
+        other: &Definition,
+        meta: impl Fn(&VertexMeta) -> VertexMeta,
+    ) -> Vec<VertexId> {
+        let mut map: Vec<VertexId> = Vec::with_capacity(other.len());
+        for id in other.ids() {
+            let v = other.vertex(id);
+            // Insertion order is topological, so every input is already mapped.
+            let inputs = v.inputs.iter().map(|i| map[i.index()]).collect();
+            map.push(self.add(v.op.clone(), inputs, meta(&v.meta)));
+        }
+        map
+    }
+
     /// The underlying petgraph, for schedulers and renderers.
     pub fn graph(&self) -> &DiGraph<Vertex, usize> {
         &self.graph
@@ -219,6 +237,25 @@ mod tests {
         assert_ne!(d.digest(on_a), d.digest(on_b));
         assert_eq!(d.closure(&[on_b]), vec![b, on_b]);
         assert_eq!(d.dependents(a), vec![on_a]);
+    }
+
+    #[test]
+    fn absorbing_a_graph_shares_common_work_and_renames_only_new_vertices() {
+        let mut a = Definition::new();
+        let base = a.add(image("alpine"), vec![], VertexMeta::default());
+        a.add(mkdir("/x"), vec![base], VertexMeta::default());
+        let mut b = Definition::new();
+        let b_base = b.add(image("alpine"), vec![], VertexMeta::default());
+        let b_y = b.add(mkdir("/y"), vec![b_base], VertexMeta::default());
+        let map = a.absorb(&b, |m| VertexMeta {
+            description: format!("arm64 {}", m.description),
+            ..m.clone()
+        });
+        assert_eq!(map[b_base.index()], base, "the shared source is one vertex");
+        assert_eq!(a.len(), 3);
+        assert_eq!(a.vertex(base).meta.description, "", "kept its first name");
+        assert_eq!(a.vertex(map[b_y.index()]).meta.description, "arm64 ");
+        assert_eq!(a.digest(map[b_y.index()]), b.digest(b_y));
     }
 
     #[test]

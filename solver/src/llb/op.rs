@@ -300,6 +300,29 @@ pub struct CopyAction {
     pub parents: bool,
 }
 
+impl CopyAction {
+    /// Everything of input `source` copied onto the destination's root: how merges and `-o type=local` lay one
+    /// whole filesystem over another.
+    pub fn whole_tree(source: usize) -> CopyAction {
+        CopyAction {
+            source,
+            src: "/".to_string(),
+            dest: "/".to_string(),
+            chown: None,
+            mode: None,
+            follow_symlinks: false,
+            copy_dir_contents: true,
+            unpack_archive: false,
+            create_dest_path: true,
+            allow_wildcard: false,
+            allow_empty_wildcard: true,
+            include_patterns: vec![],
+            exclude_patterns: vec![],
+            parents: false,
+        }
+    }
+}
+
 /// One file action; a file op applies its actions in order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case")]

@@ -27,7 +27,7 @@ impl ImageProvider for StoreImages {
     fn resolve(
         &self,
         reference: &str,
-        _platform: &Platform,
+        platform: &Platform,
         _mode: ResolveMode,
     ) -> Result<Digest, String> {
         let name = reference.split('@').next().unwrap_or(reference);
@@ -40,7 +40,10 @@ impl ImageProvider for StoreImages {
             }
         }
         match self.store.get_image(name).map_err(|e| e.to_string())? {
-            Some(entry) => Ok(entry.manifest),
+            Some(entry) => self
+                .store
+                .platform_manifest(&entry.manifest, platform)
+                .map_err(|e| e.to_string()),
             None => Err(format!(
                 "not found in kiln's store (the build pulls base images before it starts; `kiln pull {name}` fetches one by hand)"
             )),

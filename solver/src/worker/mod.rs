@@ -388,22 +388,7 @@ impl<'a> Worker<'a> {
             for &i in iter {
                 let Some(out) = inputs.get(i) else { continue };
                 let view = self.input_view(&out.fs, &mut guards, &mut keep)?;
-                let copy = crate::llb::CopyAction {
-                    source: 0,
-                    src: "/".to_string(),
-                    dest: "/".to_string(),
-                    chown: None,
-                    mode: None,
-                    follow_symlinks: false,
-                    copy_dir_contents: true,
-                    unpack_archive: false,
-                    create_dest_path: true,
-                    allow_wildcard: false,
-                    allow_empty_wildcard: true,
-                    include_patterns: vec![],
-                    exclude_patterns: vec![],
-                    parents: false,
-                };
+                let copy = crate::llb::CopyAction::whole_tree(0);
                 fileop::apply(mount.path(), &[crate::llb::FileAction::Copy(copy)], &[view])?;
             }
             mount.unmount()?;
