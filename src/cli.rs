@@ -283,6 +283,13 @@ pub struct BuildArgs {
     /// Push the image to the registries of its names (shorthand for -o type=image,push=true).
     #[arg(long)]
     pub push: bool,
+    /// Import a build cache: type=local,src=DIR, type=registry,ref=REF, or a bare REF. May be repeated.
+    #[arg(long = "cache-from", value_name = "SPEC")]
+    pub cache_from: Vec<String>,
+    /// Export the build cache: type=local,dest=DIR or type=registry,ref=REF, with mode=min|max and
+    /// cache-mounts=true. May be repeated.
+    #[arg(long = "cache-to", value_name = "SPEC")]
+    pub cache_to: Vec<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }

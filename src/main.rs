@@ -1,5 +1,6 @@
 //! The `kiln` command: argument parsing, wiring and exit codes. Build logic lives in the library crates.
 
+mod cache_io;
 mod cli;
 mod commands;
 mod config;

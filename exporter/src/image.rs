@@ -2,7 +2,7 @@
 //! config with `rootfs.diff_ids` and history, the manifest, all stored before the names that point to them.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use oci::manifest::{
     Descriptor, LayerCompression, Manifest, MEDIA_CONFIG, MEDIA_DOCKER_CONFIG,
@@ -161,6 +161,23 @@ pub fn layer_blob(
             }
         }
     }
+    let made = dir_blob(store, &layer.diff, compression, opts)?;
+    let record = json!({"diff_id": made.diff_id.to_string(), "digest": made.descriptor.digest.to_string(), "size": made.descriptor.size, "media_type": made.descriptor.media_type, "empty": made.empty});
+    let _ = std::fs::write(&memo, record.to_string());
+    Ok(made)
+}
+
+/// The layer blob of a directory tree as it is now (no memo): what a cache mount's contents are exported as.
+pub fn dir_blob(
+    store: &Store,
+    dir: &Path,
+    compression: Compression,
+    opts: DiffOptions,
+) -> Result<LayerBlob, ExportError> {
+    let layer = LayerSource {
+        id: String::new(),
+        diff: dir.to_path_buf(),
+    };
     let blob = store.writer()?;
     let counted = HashingWriter::new(blob);
     let (blob, diff_id, entries, media) = match compression {
@@ -202,8 +219,6 @@ pub fn layer_blob(
         source,
     })?;
     let (stored, _) = writer.commit(Some(&digest))?;
-    let record = json!({"diff_id": diff_id.to_string(), "digest": stored.to_string(), "size": size, "media_type": media, "empty": entries == 0});
-    let _ = std::fs::write(&memo, record.to_string());
     Ok(LayerBlob {
         diff_id,
         descriptor: Descriptor::new(media, stored, size),

@@ -12,7 +12,8 @@ pub mod pgzip;
 
 pub use convert::{compressed_manifest, compressed_manifest_teeing};
 pub use image::{
-    export_image, layer_blob, Compression, ExportError, ExportOptions, ExportedImage, LayerSource,
+    dir_blob, export_image, layer_blob, Compression, ExportError, ExportOptions, ExportedImage,
+    LayerSource,
 };
 pub use index::export_index;
 pub use layout::{write_archive, write_layout_dir, ArchiveFormat, Tagged};

@@ -15,7 +15,7 @@ use crate::cli::BuildArgs;
 use crate::outputs::{self, Output};
 use crate::progress::{Mode, Progress};
 use crate::resolver::StoreResolver;
-use crate::{request, root, Failure};
+use crate::{cache_io, request, root, Failure};
 
 fn usage(e: impl std::fmt::Display) -> Failure {
     Failure::Usage(e.to_string())
@@ -193,6 +193,18 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
             }
         }
     }
+    let cache_to = args
+        .cache_to
+        .iter()
+        .map(|s| cache_io::parse_cache_to(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
+    let cache_from = args
+        .cache_from
+        .iter()
+        .map(|s| cache_io::parse_cache_from(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
     let epoch = source_date_epoch(&loaded.opts.build_args)?;
     let root = root::root_dir(&args.root);
     let store = Store::open(&root.join("store")).map_err(|e| Failure::Build(e.to_string()))?;
@@ -322,9 +334,29 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
                     progress.missed(&d, &reasons);
                 }
             }
+            CacheEvent::ImportFailed(id, reason) => {
+                let d = desc(id);
+                progress.line(&d, &format!("imported cache not usable: {reason}"));
+            }
         }),
     )
     .map_err(|e| Failure::Build(e.to_string()))?;
+    // Imported caches: records now, blobs when a step hits; cache mount contents before any step starts.
+    let cache_client = std::sync::Arc::new(crate::commands::registry::client(&args.registry)?);
+    let mounts = cache_mounts(def, &roots, &root);
+    let mut imported = Vec::new();
+    for from in &cache_from {
+        match cache_io::import(from, &store, &cache_client) {
+            Ok(i) => imported.push(i),
+            Err(e) => eprintln!("warning: --cache-from: {e} (building without it)"),
+        }
+    }
+    for restored in cache_io::restore_mounts(&imported, &mounts, &store) {
+        if let Err(e) = restored {
+            eprintln!("warning: --cache-from: {e}");
+        }
+    }
+    let worker = worker.with_imported(cache_io::into_cache(imported), store.clone());
     let parallel = args.max_parallelism.unwrap_or_else(|| {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -396,7 +428,60 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         .collect();
     export(
         &store, &snapshots, &built, &outputs, &names, epoch, args, &progress,
-    )
+    )?;
+    if !cache_to.is_empty() {
+        let index = solver::cache::CacheIndex::open(&root.join("cache"))
+            .map_err(|e| Failure::Build(e.to_string()))?;
+        let state = cache_io::BuildState {
+            store: &store,
+            snapshots: &snapshots,
+            index: &index,
+            steps: outputs_by_vertex
+                .values()
+                .filter_map(|o| match &o.fs {
+                    Fs::Snapshot(s) => Some(cache_io::ExportStep {
+                        key: o.key.clone(),
+                        snapshot: s.clone(),
+                    }),
+                    _ => None,
+                })
+                .collect(),
+            finals: built.iter().filter_map(|b| b.snapshot.clone()).collect(),
+            mounts,
+        };
+        for to in &cache_to {
+            match cache_io::export(&state, to, &cache_client) {
+                Ok(line) => eprintln!("{line}"),
+                Err(e) if to.ignore_error => eprintln!("warning: --cache-to: {e}"),
+                Err(e) => return Err(Failure::Build(format!("--cache-to: {e}"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The build's `RUN --mount=type=cache` directories by mount id: what `cache-mounts=true` exports and
+/// `--cache-from` restores.
+fn cache_mounts(
+    def: &solver::llb::Definition,
+    roots: &[VertexId],
+    root: &Path,
+) -> BTreeMap<String, std::path::PathBuf> {
+    let mut out = BTreeMap::new();
+    for id in def.closure(roots) {
+        if let Op::Exec(e) = &def.vertex(id).op {
+            for m in &e.mounts {
+                if let solver::llb::MountKind::Cache { id, .. } = &m.kind {
+                    out.insert(
+                        id.clone(),
+                        root.join("cachemounts")
+                            .join(oci::Digest::sha256_of(id.as_bytes()).hex()),
+                    );
+                }
+            }
+        }
+    }
+    out
 }
 
 /// One target platform's lowering: its final vertex and the image config its stage accumulated.

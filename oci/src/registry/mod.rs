@@ -12,7 +12,7 @@ mod sources;
 mod transport;
 
 pub use error::RegistryError;
-pub use pull::{pull, resolve, Pulled};
+pub use pull::{fetch_blob_into, fetch_manifest_bytes, pull, resolve, Pulled};
 pub use push::{push, upload_stream, Pushed};
 pub use transport::{Client, ClientOptions};
 

@@ -366,6 +366,26 @@ fn fetch_all(
     Ok(total)
 }
 
+/// Fetches the manifest `r` names as it is, whatever it describes (an artifact such as a build cache): its bytes,
+/// media type and digest, verified when `r` names a digest. Nothing is stored.
+pub fn fetch_manifest_bytes(
+    client: &Client,
+    r: &Reference,
+) -> Result<(Vec<u8>, String, Digest), RegistryError> {
+    fetch_manifest(client, r.endpoint_host(), r, &r.manifest_reference())
+}
+
+/// Downloads one blob of `r`'s repository into the store (verified, resumed after a dropped connection); returns
+/// the bytes downloaded (0 when the store already had it).
+pub fn fetch_blob_into(
+    client: &Client,
+    store: &Store,
+    r: &Reference,
+    blob: &Descriptor,
+) -> Result<u64, RegistryError> {
+    fetch_blob(client, store, r.endpoint_host(), r, blob)
+}
+
 /// Resolves `r` to the digest its registry gives it now, without downloading anything else.
 pub fn resolve(client: &Client, r: &Reference) -> Result<Digest, RegistryError> {
     let (_, _, d) = fetch_manifest(client, r.endpoint_host(), r, &r.manifest_reference())?;

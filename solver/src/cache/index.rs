@@ -194,27 +194,10 @@ impl CacheIndex {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::llb::{FileAction, FileOp, Op};
 
     fn record(path: &str, slot: &str) -> CacheRecord {
-        let parts = KeyParts {
-            op: Op::File(FileOp {
-                base: None,
-                actions: vec![FileAction::Mkdir {
-                    path: path.into(),
-                    mode: 0o755,
-                    make_parents: true,
-                    chown: None,
-                }],
-            }),
-            inputs: vec![],
-            content: BTreeMap::new(),
-            resolved: None,
-            files: BTreeMap::new(),
-        };
+        let parts = crate::cache::key::mkdir_parts(path);
         CacheRecord {
             key: parts.key(),
             parts,

@@ -47,6 +47,27 @@ impl KeyParts {
     }
 }
 
+/// The key parts of a `mkdir PATH` over nothing: a small, distinct step for the cache's tests.
+#[cfg(test)]
+pub(crate) fn mkdir_parts(path: &str) -> KeyParts {
+    use crate::llb::{FileAction, FileOp};
+    KeyParts {
+        op: Op::File(FileOp {
+            base: None,
+            actions: vec![FileAction::Mkdir {
+                path: path.into(),
+                mode: 0o755,
+                make_parents: true,
+                chown: None,
+            }],
+        }),
+        inputs: vec![],
+        content: BTreeMap::new(),
+        resolved: None,
+        files: BTreeMap::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

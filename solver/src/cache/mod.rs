@@ -2,9 +2,11 @@
 //! explained ([`explain`]), which no other builder does.
 
 pub mod explain;
+pub mod imported;
 pub mod index;
 pub mod key;
 
 pub use explain::{explain, MissReason};
+pub use imported::{BlobSource, ImportedCache, PortableRecord};
 pub use index::{CacheIndex, CacheRecord, IndexError};
 pub use key::KeyParts;

@@ -10,9 +10,10 @@ mod runc;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use oci::store::Store;
 use oci::{Digest, Platform};
 
-use crate::cache::{explain, CacheIndex, CacheRecord, IndexError, MissReason};
+use crate::cache::{explain, CacheIndex, CacheRecord, ImportedCache, IndexError, MissReason};
 use crate::contenthash::{ContextHasher, HashError, StatCache};
 use crate::fileop::{self, FileOpError, Input};
 use crate::llb::{ExecOp, FileOp, Op, ResolveMode, SourceOp, Vertex, VertexId};
@@ -123,6 +124,8 @@ pub enum CacheEvent {
     Hit(VertexId),
     /// The vertex missed; when an earlier record of the same step exists, the reasons.
     Miss(VertexId, Vec<MissReason>),
+    /// An imported cache held the step but its result could not be brought in (it then runs as a miss).
+    ImportFailed(VertexId, String),
 }
 
 /// Runs ops under a kiln root.
@@ -136,6 +139,8 @@ pub struct Worker<'a> {
     hashers: BTreeMap<String, ContextHasher>,
     cache_mounts: PathBuf,
     on_cache: Box<dyn Fn(CacheEvent) + Sync + 'a>,
+    imported: Option<(ImportedCache, Store)>,
+    imported_dir: PathBuf,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WorkerError + '_ {
@@ -162,6 +167,8 @@ impl<'a> Worker<'a> {
         std::fs::create_dir_all(&cache_mounts).map_err(io(&cache_mounts))?;
         let stat_dir = root.join("statcache");
         std::fs::create_dir_all(&stat_dir).map_err(io(&stat_dir))?;
+        let imported_dir = root.join("cache").join("imported");
+        std::fs::create_dir_all(&imported_dir).map_err(io(&imported_dir))?;
         let mut hashers = BTreeMap::new();
         for (name, l) in &locals {
             let cache_file = stat_dir.join(format!(
@@ -183,7 +190,18 @@ impl<'a> Worker<'a> {
             hashers,
             cache_mounts,
             on_cache,
+            imported: None,
+            imported_dir,
         })
+    }
+
+    /// Consults `cache` (records from `--cache-from`) when a step misses locally; its blobs are fetched into
+    /// `store` only for the steps that hit.
+    pub fn with_imported(mut self, cache: ImportedCache, store: Store) -> Self {
+        if !cache.is_empty() {
+            self.imported = Some((cache, store));
+        }
+        self
     }
 
     /// Saves what the context hashers learned, so the next build re-reads only changed files.
@@ -260,6 +278,17 @@ impl<'a> Worker<'a> {
                 }
             }
         }
+        if !v.meta.ignore_cache {
+            if let Some(snapshot) = self.imported_snapshot(id, &key)? {
+                self.record(&key, parts, &snapshot, v)?;
+                (self.on_cache)(CacheEvent::Hit(id));
+                return Ok(StepOutput {
+                    key,
+                    fs: Fs::Snapshot(snapshot),
+                    cached: true,
+                });
+            }
+        }
         let reasons = match &v.meta.slot {
             Some(slot) => match self.cache.last_for_slot(slot)? {
                 Some(prev) if prev.key != key => explain(&prev.parts, &parts),
@@ -293,6 +322,21 @@ impl<'a> Worker<'a> {
             Op::Exec(e) => self.run_exec(e, v, inputs, cancel)?,
             Op::Merge(m) => self.run_merge(&m.layers, inputs)?,
         };
+        self.record(&key, parts, &snapshot, v)?;
+        Ok(StepOutput {
+            key,
+            fs: Fs::Snapshot(snapshot),
+            cached: false,
+        })
+    }
+
+    fn record(
+        &self,
+        key: &Digest,
+        parts: crate::cache::KeyParts,
+        snapshot: &str,
+        v: &Vertex,
+    ) -> Result<(), WorkerError> {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -300,16 +344,77 @@ impl<'a> Worker<'a> {
         self.cache.put(&CacheRecord {
             key: key.clone(),
             parts,
-            snapshot: snapshot.clone(),
+            snapshot: snapshot.to_string(),
             slot: v.meta.slot.clone(),
             description: v.meta.description.clone(),
             created,
         })?;
-        Ok(StepOutput {
-            key,
-            fs: Fs::Snapshot(snapshot),
-            cached: false,
-        })
+        Ok(())
+    }
+
+    /// The snapshot of an imported record for `key`, made from its layers (fetched now if the store lacks them);
+    /// `None` when no imported cache holds the key or its result could not be brought in.
+    fn imported_snapshot(&self, id: VertexId, key: &Digest) -> Result<Option<String>, WorkerError> {
+        let Some((cache, store)) = &self.imported else {
+            return Ok(None);
+        };
+        let Some((record, source)) = cache.get(key) else {
+            return Ok(None);
+        };
+        match self.materialize(&record.layers, source, store) {
+            Ok(snapshot) => Ok(Some(snapshot)),
+            Err(reason) => {
+                (self.on_cache)(CacheEvent::ImportFailed(
+                    id,
+                    format!("{}: {reason}", source.describe()),
+                ));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Builds (or finds) the snapshot chain of `layers`, one snapshot per layer, each remembered under the chain
+    /// id of the layers up to it.
+    fn materialize(
+        &self,
+        layers: &[oci::manifest::Descriptor],
+        source: &dyn crate::cache::BlobSource,
+        store: &Store,
+    ) -> Result<String, String> {
+        let mut parent: Option<String> = None;
+        for i in 0..layers.len() {
+            let memo = self
+                .imported_dir
+                .join(crate::cache::imported::chain_id(&layers[..=i]).hex());
+            if let Ok(id) = std::fs::read_to_string(&memo) {
+                if self.snapshots.exists(id.trim()) {
+                    parent = Some(id.trim().to_string());
+                    continue;
+                }
+            }
+            let layer = &layers[i];
+            if !store.has(&layer.digest) {
+                source.fetch(layer)?;
+            }
+            let active = self
+                .snapshots
+                .prepare(parent.as_deref())
+                .map_err(|e| e.to_string())?;
+            let blob = store.open_blob(&layer.digest).map_err(|e| e.to_string())?;
+            oci::layer::apply_layer(blob, &active.diff_dir(), oci::layer::Whiteouts::Overlay)
+                .map_err(|e| format!("layer {}: {e}", layer.digest))?;
+            let id = self.snapshots.commit(active).map_err(|e| e.to_string())?;
+            // A lost memo only costs a second unpack; the snapshot itself is already durable.
+            let _ = std::fs::write(&memo, &id);
+            parent = Some(id);
+        }
+        match parent {
+            Some(id) => Ok(id),
+            None => {
+                let active = self.snapshots.prepare(None).map_err(|e| e.to_string())?;
+                self.snapshots.commit(active).map_err(|e| e.to_string())
+            }
+        }
     }
 
     /// Makes an input readable as a directory: a read-only mount of a snapshot, a local directory, or an empty dir.

@@ -1,0 +1,223 @@
+//! Caches that travel: `--cache-to` / `--cache-from` through a local directory and through a real registry, the
+//! two-runner case (a second root with nothing in it runs no RUN at all), mode=min against mode=max, cache mount
+//! contents carried along, and imported records whose blobs are missing or damaged counting as misses.
+
+use kiln_tests::registry::{Auth, Registry};
+use kiln_tests::{Context, Root};
+
+use crate::KILN;
+
+fn build(root: &Root, ctx: &Context, extra: &[&str]) -> kiln_tests::Run {
+    let mut args = vec!["build", "--progress=plain"];
+    args.extend_from_slice(extra);
+    args.push(ctx.path().to_str().expect("utf-8"));
+    let r = root.kiln(KILN, &args);
+    assert_eq!(r.code, 0, "build {extra:?}: {}", r.stderr);
+    r
+}
+
+/// The `#N` ids of the RUN steps, and of those reported CACHED.
+fn runs_and_cached(stderr: &str) -> (Vec<String>, Vec<String>) {
+    let mut runs = Vec::new();
+    let mut cached = Vec::new();
+    for l in stderr.lines() {
+        let Some((id, rest)) = l.split_once(' ') else {
+            continue;
+        };
+        if !id.starts_with('#') {
+            continue;
+        }
+        if rest.starts_with('[') && rest.contains("] RUN ") && !runs.contains(&id.to_string()) {
+            runs.push(id.to_string());
+        }
+        if rest == "CACHED" {
+            cached.push(id.to_string());
+        }
+    }
+    (runs, cached)
+}
+
+fn file(dir: &std::path::Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[test]
+fn a_second_runner_with_an_empty_root_runs_no_run_step_and_finds_its_cache_mount_warm() {
+    let reg = Registry::start(Auth::Anonymous);
+    let a = Root::with_busybox(KILN);
+    let base = format!("{}/busybox:latest", reg.host);
+    let p = a.kiln(KILN, &["push", "busybox", &base]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let cache = format!("{}/team/cache:main", reg.host);
+    let dockerfile = format!(
+        "FROM {base}\n\
+         COPY input.txt /input.txt\n\
+         RUN --mount=type=cache,id=pip,target=/root/.cache/pip sh -c \
+         'ls /root/.cache/pip > /seen; cp /input.txt /root/.cache/pip/wheel-$(cat /input.txt)'\n\
+         RUN echo $RANDOM$RANDOM > /ran\n"
+    );
+    let ctx = Context::new()
+        .file("Dockerfile", &dockerfile)
+        .file("input.txt", "one");
+    let out_a = tempfile::tempdir().unwrap();
+    let r = build(
+        &a,
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache},mode=max,cache-mounts=true"),
+            "-o",
+            &format!("type=local,dest={}", out_a.path().display()),
+        ],
+    );
+    assert!(r.stderr.contains("cache exported to"), "{}", r.stderr);
+
+    // Runner B: nothing but the registry.
+    let b = Root::empty();
+    let out_b = tempfile::tempdir().unwrap();
+    let r = build(
+        &b,
+        &ctx,
+        &[
+            "--cache-from",
+            &cache,
+            "-o",
+            &format!("type=local,dest={}", out_b.path().display()),
+        ],
+    );
+    let (runs, cached) = runs_and_cached(&r.stderr);
+    assert_eq!(runs.len(), 2, "{}", r.stderr);
+    for id in &runs {
+        assert!(cached.contains(id), "RUN {id} ran in B:\n{}", r.stderr);
+    }
+    assert_eq!(
+        file(out_b.path(), "ran"),
+        file(out_a.path(), "ran"),
+        "A's result"
+    );
+
+    // A changed input makes B run the pip step, which finds A's cache mount contents.
+    let changed = Context::new()
+        .file("Dockerfile", &dockerfile)
+        .file("input.txt", "two");
+    let r = build(
+        &b,
+        &changed,
+        &[
+            "--cache-from",
+            &cache,
+            "-o",
+            &format!("type=local,dest={}", out_b.path().display()),
+        ],
+    );
+    assert!(
+        r.stderr.contains("cache miss: file changed: input.txt"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        file(out_b.path(), "seen"),
+        "wheel-one\n",
+        "the mount came warm from A"
+    );
+}
+
+#[test]
+fn local_caches_keep_min_or_max_and_a_missing_or_damaged_blob_is_a_miss() {
+    let a = Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox AS build\n\
+         RUN echo $RANDOM > /built\n\
+         FROM busybox\n\
+         COPY --from=build /built /built\n\
+         RUN echo $RANDOM > /ran\n",
+    );
+    let dirs = tempfile::tempdir().unwrap();
+    let min = dirs.path().join("min");
+    let max = dirs.path().join("max");
+    build(
+        &a,
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={}", min.display()),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", max.display()),
+        ],
+    );
+    assert!(min.join("index.json").is_file() && max.join("oci-layout").is_file());
+
+    // mode=min: the final image's steps only, so the builder stage's RUN runs again elsewhere.
+    let b = Root::with_busybox(KILN);
+    let r = build(
+        &b,
+        &ctx,
+        &["--cache-from", &format!("type=local,src={}", min.display())],
+    );
+    let (runs, cached) = runs_and_cached(&r.stderr);
+    assert_eq!(runs.len(), 2, "{}", r.stderr);
+    let ran: Vec<&String> = runs.iter().filter(|id| !cached.contains(id)).collect();
+    assert_eq!(ran.len(), 1, "only the builder RUN: {}", r.stderr);
+    // mode=max: everything.
+    let c = Root::with_busybox(KILN);
+    let r = build(
+        &c,
+        &ctx,
+        &["--cache-from", &format!("type=local,src={}", max.display())],
+    );
+    let (runs, cached) = runs_and_cached(&r.stderr);
+    assert!(runs.iter().all(|id| cached.contains(id)), "{}", r.stderr);
+
+    // Damage every layer blob of the max cache but one kind at a time: a missing blob, then a wrong one.
+    let blobs: Vec<std::path::PathBuf> = std::fs::read_dir(max.join("blobs/sha256"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    let index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(max.join("index.json")).unwrap()).unwrap();
+    let manifest_hex = index["manifests"][0]["digest"].as_str().unwrap()[7..].to_string();
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(max.join("blobs/sha256").join(&manifest_hex)).unwrap(),
+    )
+    .unwrap();
+    let layers: Vec<String> = manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap()[7..].to_string())
+        .collect();
+    assert!(layers.len() >= 3, "{manifest}");
+    for (i, hex) in layers.iter().enumerate() {
+        let p = max.join("blobs/sha256").join(hex);
+        if i % 2 == 0 {
+            std::fs::remove_file(&p).unwrap();
+        } else {
+            std::fs::write(&p, b"not the layer").unwrap();
+        }
+    }
+    assert!(blobs.len() > layers.len());
+    let d = Root::with_busybox(KILN);
+    let out = tempfile::tempdir().unwrap();
+    let r = build(
+        &d,
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", max.display()),
+            "-o",
+            &format!("type=local,dest={}", out.path().display()),
+        ],
+    );
+    assert!(
+        r.stderr.contains("imported cache not usable"),
+        "{}",
+        r.stderr
+    );
+    assert!(out.path().join("ran").is_file() && out.path().join("built").is_file());
+    let left: Vec<_> = std::fs::read_dir(d.path().join("store/ingest"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "ingest leftovers: {left:?}");
+}
