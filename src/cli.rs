@@ -42,6 +42,39 @@ pub enum Command {
     Login(LoginArgs),
     /// Log out of a registry.
     Logout(LogoutArgs),
+    /// Show what kiln's root holds: images, build cache records and snapshots, cache mounts, loose blobs.
+    Du(DuArgs),
+    /// Remove build cache, least recently used first (images stay; `kiln rmi` removes those).
+    Prune(PruneArgs),
+}
+
+/// `kiln du`.
+#[derive(Debug, Clone, Args)]
+pub struct DuArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Also list every cache record with its size and when it was last used.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+/// `kiln prune`.
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Also remove cache mount contents and the context stat caches.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Keep the most recently used build cache up to this size (e.g. 10g); remove the rest.
+    #[arg(long = "keep-storage", value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Only remove build cache unused for this long: until=DURATION (e.g. until=24h).
+    #[arg(long, value_name = "until=DURATION")]
+    pub filter: Option<String>,
+    /// Do not ask for confirmation (required: kiln never prompts).
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 /// How kiln reaches registries.

@@ -39,6 +39,19 @@ pub struct Config {
     /// Settings per registry host.
     #[serde(default)]
     pub registry: BTreeMap<String, RegistryConfig>,
+    /// `[gc]`: automatic garbage collection after builds.
+    #[serde(default)]
+    pub gc: GcConfig,
+}
+
+/// `[gc] keep-storage = "10g"`: after a build (when no other build holds the root), the least recently used build
+/// cache beyond this size is pruned, as BuildKit's gc policies keep a root within its bounds.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GcConfig {
+    /// The size the build cache is brought back down to.
+    #[serde(default)]
+    pub keep_storage: Option<String>,
 }
 
 /// Where the configuration file is looked for.

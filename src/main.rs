@@ -48,6 +48,8 @@ fn main() -> ExitCode {
         cli::Command::Push(args) => commands::registry::push(&args),
         cli::Command::Login(args) => commands::registry::login(&args),
         cli::Command::Logout(args) => commands::registry::logout(&args),
+        cli::Command::Du(args) => commands::gc::du(&args),
+        cli::Command::Prune(args) => commands::gc::prune(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -23,6 +23,8 @@ pub fn platform_or_host(flag: Option<&str>) -> Result<Platform, Failure> {
 /// Runs `kiln load`: every image of the archive into the store, under the names the archive gives it.
 pub fn load(args: &LoadArgs) -> Result<(), Failure> {
     let platform = platform_or_host(args.platform.as_deref())?;
+    // Held shared, so a `kiln prune` cannot take blobs that are not named yet.
+    let _lock = root::lock(&root::root_dir(&args.root), false).map_err(Failure::Build)?;
     let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
     let input: Box<dyn std::io::Read> = if args.input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
@@ -55,6 +57,8 @@ pub fn load(args: &LoadArgs) -> Result<(), Failure> {
 
 /// Runs `kiln save`.
 pub fn save(args: &SaveArgs) -> Result<(), Failure> {
+    // Held shared, so a `kiln prune` cannot take blobs that are not named yet.
+    let _lock = root::lock(&root::root_dir(&args.root), false).map_err(Failure::Build)?;
     let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
     let mut images: Vec<exporter::Tagged> = Vec::new();
     for n in &args.names {

@@ -68,8 +68,18 @@ fn parse_secret(spec: &str) -> Result<(String, SecretSource), Failure> {
     Ok((id, src))
 }
 
-/// A size as Docker's flags take it: bytes, or a number with b, k, m or g (binary units).
+/// A size as Docker's flags take it (bytes, or a number with b, k, m or g in binary units), at least Docker's
+/// 6 MiB minimum for memory limits.
 pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
+    let bytes = parse_bytes(s)?;
+    if bytes < 6 << 20 {
+        return Err("must be at least 6m (Docker's minimum)".to_string());
+    }
+    Ok(bytes)
+}
+
+/// A size in bytes, or a number with b, k, m or g (binary units); zero allowed.
+pub(crate) fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mult) = match t.trim_end_matches('b').chars().last() {
         Some('k') => (&t[..t.trim_end_matches('b').len() - 1], 1u64 << 10),
@@ -80,14 +90,10 @@ pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let n: f64 = num
         .parse()
         .map_err(|_| "not a size (e.g. 512m, 2g)".to_string())?;
-    if !(n > 0.0 && n.is_finite()) {
+    if !(n >= 0.0 && n.is_finite()) {
         return Err("must be positive".to_string());
     }
-    let bytes = (n * mult as f64) as u64;
-    if bytes < 6 << 20 {
-        return Err("must be at least 6m (Docker's minimum)".to_string());
-    }
-    Ok(bytes)
+    Ok((n * mult as f64) as u64)
 }
 
 fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64>, Failure> {
@@ -105,11 +111,34 @@ fn source_date_epoch(build_args: &BTreeMap<String, String>) -> Result<Option<i64
     }
 }
 
-/// Runs `kiln build`.
+/// Runs `kiln build`: the build holds its root's lock shared (a prune waits for it), then, when kiln.toml asks
+/// for it, collects garbage.
 pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     if args.check {
         return crate::commands::check::run(&args.request);
     }
+    let keep = match crate::config::load()
+        .map_err(Failure::Usage)?
+        .gc
+        .keep_storage
+    {
+        Some(s) => Some(
+            parse_bytes(&s)
+                .map_err(|e| Failure::Usage(format!("kiln.toml [gc] keep-storage {s}: {e}")))?,
+        ),
+        None => None,
+    };
+    let root = root::root_dir(&args.root);
+    let lock = root::lock(&root, false).map_err(Failure::Build)?;
+    let result = build(args);
+    drop(lock);
+    if result.is_ok() {
+        crate::commands::gc::auto_gc(&root, keep);
+    }
+    result
+}
+
+fn build(args: &BuildArgs) -> Result<(), Failure> {
     let mode = Mode::parse(&args.progress).map_err(Failure::Usage)?;
     let staged = crate::stdin_context::stage(&args.request, &root::root_dir(&args.root))?;
     let request_args = staged.as_ref().map_or(&args.request, |s| &s.request);

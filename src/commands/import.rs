@@ -30,6 +30,8 @@ pub fn run(args: &ImportArgs) -> Result<(), Failure> {
     let name = frontend::lower::normalize_reference(&args.name)
         .map_err(|e| Failure::Usage(format!("{}: {e}", args.name)))?;
     let platform = crate::commands::archive::platform_or_host(args.platform.as_deref())?;
+    // Held shared, so a `kiln prune` cannot take blobs that are not named yet.
+    let _lock = root::lock(&root::root_dir(&args.root), false).map_err(Failure::Build)?;
     let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
     let input: Box<dyn Read> = if args.file.as_os_str() == "-" {
         Box::new(std::io::stdin())

@@ -62,6 +62,8 @@ fn parse_ref(name: &str) -> Result<Reference, Failure> {
 pub fn pull(args: &PullArgs) -> Result<(), Failure> {
     let platform = crate::commands::archive::platform_or_host(args.platform.as_deref())?;
     let r = parse_ref(&args.name)?;
+    // Held shared, so a `kiln prune` cannot take blobs that are not named yet.
+    let _lock = root::lock(&root::root_dir(&args.root), false).map_err(Failure::Build)?;
     let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
     let c = client(&args.registry)?;
     let pulled = oci::registry::pull(&c, &store, &r, &platform).map_err(|e| fail(&e))?;
@@ -84,6 +86,8 @@ pub fn pull(args: &PullArgs) -> Result<(), Failure> {
 
 /// Runs `kiln push`.
 pub fn push(args: &PushArgs) -> Result<(), Failure> {
+    // Held shared, so a `kiln prune` cannot take blobs that are not named yet.
+    let _lock = root::lock(&root::root_dir(&args.root), false).map_err(Failure::Build)?;
     let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
     let source = parse_ref(&args.name)?;
     let entry = store

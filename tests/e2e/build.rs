@@ -386,18 +386,7 @@ fn limits_bound_every_run_and_an_oom_kill_is_reported_as_such() {
 }
 
 fn kiln_command(root: &Root, args: &[&str]) -> std::process::Command {
-    let mut cmd = std::process::Command::new(KILN);
-    cmd.args(args)
-        .env("KILN_ROOT", root.path())
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
-        .stdin(std::process::Stdio::null());
-    cmd
+    root.command(KILN, args)
 }
 
 #[test]

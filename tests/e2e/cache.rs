@@ -221,3 +221,94 @@ fn local_caches_keep_min_or_max_and_a_missing_or_damaged_blob_is_a_miss() {
         .unwrap_or_default();
     assert!(left.is_empty(), "ingest leftovers: {left:?}");
 }
+
+#[test]
+fn prune_removes_the_least_recently_used_first_and_waits_for_a_running_build() {
+    let root = Root::with_busybox(KILN);
+    let big = |name: &str, kib: u32| {
+        Context::new().file(
+            "Dockerfile",
+            format!("FROM busybox\nRUN head -c {kib}k /dev/urandom > /{name}\n"),
+        )
+    };
+    let older = big("older", 3072);
+    let newer = big("newer", 1536);
+    build(&root, &older, &[]);
+    build(&root, &newer, &[]);
+    let du = root.kiln(KILN, &["du", "--verbose"]);
+    assert_eq!(du.code, 0, "{}", du.stderr);
+    assert!(
+        du.stdout.contains("head -c 3072k") && du.stdout.contains("snapshots"),
+        "{}",
+        du.stdout
+    );
+
+    let p = root.kiln(KILN, &["prune"]);
+    assert_eq!(
+        p.code, 2,
+        "prune without --force does nothing: {}",
+        p.stderr
+    );
+    let p = root.kiln(KILN, &["prune", "-f", "--filter", "until=1h"]);
+    assert!(p.stdout.contains("Removed 0 cache records"), "{}", p.stdout);
+    // Base (~2 MiB) + 3 MiB + 1.5 MiB is over 4 MiB: the older RUN goes, the base both use stays (it was used
+    // again by the newer build).
+    let p = root.kiln(KILN, &["prune", "-f", "--keep-storage", "4m"]);
+    assert!(p.stdout.contains("Removed 1 cache records"), "{}", p.stdout);
+    let (runs, cached) = runs_and_cached(&build(&root, &newer, &[]).stderr);
+    assert!(runs.iter().all(|r| cached.contains(r)), "newer kept");
+    let r = build(&root, &older, &[]);
+    let (runs, cached) = runs_and_cached(&r.stderr);
+    assert!(
+        runs.iter().all(|r| !cached.contains(r)),
+        "older pruned: {}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("#1 CACHED"),
+        "the base stayed: {}",
+        r.stderr
+    );
+
+    // A prune started while a build runs waits for it: when the prune returns, the build is over (and fine).
+    let slow = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN sleep 2 && echo done > /x\n",
+    );
+    let mut running = root
+        .command(
+            KILN,
+            &["build", "--progress=plain", slow.path().to_str().unwrap()],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let p = root.kiln(KILN, &["prune", "-af"]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let finished = running.try_wait().unwrap();
+    assert!(
+        finished.is_some(),
+        "prune returned while the build still ran"
+    );
+    assert!(finished.unwrap().success(), "the build survived the prune");
+    let du = root.kiln(KILN, &["du"]);
+    assert!(
+        du.stdout.contains("cache records           0"),
+        "{}",
+        du.stdout
+    );
+
+    // kiln.toml's [gc] keep-storage prunes after a build.
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "[gc]\nkeep-storage = \"1m\"\n").unwrap();
+    let r = root.kiln_with(
+        KILN,
+        &["build", "--progress=plain", older.path().to_str().unwrap()],
+        &[("KILN_CONFIG", config.path().to_str().unwrap())],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("kiln: gc: removed"), "{}", r.stderr);
+}

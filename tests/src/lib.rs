@@ -149,6 +149,22 @@ impl Root {
         run_command(cmd, stdin)
     }
 
+    /// A kiln command on this root, not started: for tests that run kiln in the background.
+    pub fn command(&self, bin: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .env("KILN_ROOT", self.dir.path())
+            .env(
+                "PATH",
+                format!(
+                    "{}:/usr/sbin:/sbin",
+                    std::env::var("PATH").unwrap_or_default()
+                ),
+            )
+            .stdin(Stdio::null());
+        cmd
+    }
+
     /// Runs kiln with `KILN_ROOT` set to this root.
     pub fn kiln(&self, bin: &str, args: &[&str]) -> Run {
         self.kiln_with(bin, args, &[], None)

@@ -165,6 +165,24 @@ impl CacheIndex {
         }
     }
 
+    /// Marks a record used now (its file's modification time), for least-recently-used GC. Best effort: a
+    /// record that cannot be touched only looks older than it is.
+    pub fn touch(&self, key: &Digest) {
+        if let Ok(f) = std::fs::File::options()
+            .write(true)
+            .open(self.record_path(key))
+        {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
+    }
+
+    /// When a record was last written or used.
+    pub fn last_used(&self, key: &Digest) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.record_path(key))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
     /// Forgets a record (GC); its slot pointer, if any, then dangles and reads as absent.
     pub fn remove(&self, key: &Digest) -> Result<(), IndexError> {
         let p = self.record_path(key);

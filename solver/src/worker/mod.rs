@@ -269,6 +269,8 @@ impl<'a> Worker<'a> {
         if !v.meta.ignore_cache {
             if let Some(rec) = self.cache.get(&key)? {
                 if self.snapshots.exists(&rec.snapshot) {
+                    // GC removes the least recently used first.
+                    self.cache.touch(&key);
                     (self.on_cache)(CacheEvent::Hit(id));
                     return Ok(StepOutput {
                         key,

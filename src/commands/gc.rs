@@ -1,0 +1,437 @@
+//! `kiln du` and `kiln prune`: what a root holds, and taking the build cache back down, least recently used
+//! first. A prune holds the root's lock exclusively, so it waits for running builds (which hold it shared) and
+//! never removes a snapshot one of them is using. Images are never pruned: `kiln rmi` removes them, and prune then
+//! frees their blobs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use oci::manifest::Manifest;
+use oci::store::{Store, Stored};
+use oci::Digest;
+use solver::cache::{CacheIndex, CacheRecord};
+use solver::snapshot::Snapshotter;
+
+use crate::cli::{DuArgs, PruneArgs};
+use crate::{root, Failure};
+
+fn fail(e: impl std::fmt::Display) -> Failure {
+    Failure::Build(e.to_string())
+}
+
+/// Bytes under a directory (file sizes; directories and links count nothing).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut total = 0;
+    for e in entries.flatten() {
+        match e.file_type() {
+            Ok(t) if t.is_dir() => total += dir_size(&e.path()),
+            Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+            _ => {}
+        }
+    }
+    total
+}
+
+/// Renders bytes as `du -h` does, in binary units.
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// A duration as BuildKit's `until=` takes it: `90s`, `30m`, `24h`, `7d`, or a sum such as `1h30m`.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?}: expected a duration such as 24h or 30m"))?;
+        num.clear();
+        total += n * match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("{s:?}: unknown unit {c:?} (s, m, h, d)")),
+        };
+    }
+    if !num.is_empty() {
+        return Err(format!("{s:?}: a unit is required (s, m, h, d)"));
+    }
+    if total == 0 {
+        return Err(format!("{s:?}: must be more than zero"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Everything GC needs to know about a root, read once.
+struct Usage {
+    records: Vec<(CacheRecord, SystemTime)>,
+    parents: BTreeMap<String, Option<String>>,
+    snapshot_sizes: BTreeMap<String, u64>,
+    mounts: Vec<(std::path::PathBuf, u64)>,
+    image_blobs: BTreeSet<Digest>,
+    blobs: BTreeMap<Digest, u64>,
+}
+
+impl Usage {
+    fn read(
+        root: &Path,
+        store: &Store,
+        index: &CacheIndex,
+        snaps: &Snapshotter,
+    ) -> Result<Usage, Failure> {
+        let mut records = Vec::new();
+        for r in index.list().map_err(fail)? {
+            let used = index.last_used(&r.key).unwrap_or(SystemTime::UNIX_EPOCH);
+            records.push((r, used));
+        }
+        records.sort_by_key(|r| r.1);
+        let mut parents = BTreeMap::new();
+        let mut snapshot_sizes = BTreeMap::new();
+        if let Ok(entries) = std::fs::read_dir(root.join("snapshots")) {
+            for e in entries.flatten() {
+                let id = e.file_name().to_string_lossy().into_owned();
+                if !snaps.exists(&id) {
+                    continue;
+                }
+                let chain = snaps.chain_ids(&id).map_err(fail)?;
+                parents.insert(id.clone(), chain.get(chain.len().wrapping_sub(2)).cloned());
+                snapshot_sizes.insert(id.clone(), dir_size(&snaps.diff_dir(&id)));
+            }
+        }
+        let mut mounts = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(root.join("cachemounts")) {
+            for e in entries.flatten() {
+                mounts.push((e.path(), dir_size(&e.path())));
+            }
+        }
+        let mut image_blobs = BTreeSet::new();
+        for entry in store.list_images().map_err(fail)? {
+            image_blobs.insert(entry.manifest.clone());
+            let manifests = match store.manifest_kind(&entry.manifest).map_err(fail)? {
+                Stored::Index(i) => i.manifests.into_iter().map(|m| m.digest).collect(),
+                Stored::Manifest => vec![entry.manifest.clone()],
+            };
+            for d in manifests {
+                image_blobs.insert(d.clone());
+                if let Ok(m) = store.read_json::<Manifest>(&d) {
+                    image_blobs.insert(m.config.digest);
+                    image_blobs.extend(m.layers.into_iter().map(|l| l.digest));
+                }
+            }
+        }
+        let mut blobs = BTreeMap::new();
+        let blob_dir = store.root().join("blobs/sha256");
+        if let Ok(entries) = std::fs::read_dir(&blob_dir) {
+            for e in entries.flatten() {
+                if let Ok(d) =
+                    format!("sha256:{}", e.file_name().to_string_lossy()).parse::<Digest>()
+                {
+                    blobs.insert(d, e.metadata().map(|m| m.len()).unwrap_or(0));
+                }
+            }
+        }
+        Ok(Usage {
+            records,
+            parents,
+            snapshot_sizes,
+            mounts,
+            image_blobs,
+            blobs,
+        })
+    }
+
+    /// The snapshots the given records reach (each record's snapshot and its ancestors).
+    fn reachable<'a>(&self, records: impl Iterator<Item = &'a CacheRecord>) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for r in records {
+            let mut cur = Some(r.snapshot.clone());
+            while let Some(c) = cur {
+                if !out.insert(c.clone()) {
+                    break;
+                }
+                cur = self.parents.get(&c).cloned().flatten();
+            }
+        }
+        out
+    }
+
+    fn snapshots_size(&self, set: &BTreeSet<String>) -> u64 {
+        set.iter().filter_map(|s| self.snapshot_sizes.get(s)).sum()
+    }
+
+    fn mounts_size(&self) -> u64 {
+        self.mounts.iter().map(|(_, s)| s).sum()
+    }
+
+    fn loose_blobs(&self) -> Vec<(&Digest, u64)> {
+        self.blobs
+            .iter()
+            .filter(|(d, _)| !self.image_blobs.contains(d))
+            .map(|(d, s)| (d, *s))
+            .collect()
+    }
+}
+
+fn open_all(root: &Path) -> Result<(Store, CacheIndex, Snapshotter), Failure> {
+    Ok((
+        Store::open(&root.join("store")).map_err(fail)?,
+        CacheIndex::open(&root.join("cache")).map_err(fail)?,
+        Snapshotter::open(&root.join("snapshots")).map_err(fail)?,
+    ))
+}
+
+fn age(t: SystemTime) -> String {
+    let secs = SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match secs {
+        s if s < 120 => format!("{s}s ago"),
+        s if s < 7200 => format!("{}m ago", s / 60),
+        s if s < 172_800 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// Runs `kiln du`.
+pub fn du(args: &DuArgs) -> Result<(), Failure> {
+    let root = root::root_dir(&args.root);
+    let (store, index, snaps) = open_all(&root)?;
+    let u = Usage::read(&root, &store, &index, &snaps)?;
+    let all_snaps: BTreeSet<String> = u.snapshot_sizes.keys().cloned().collect();
+    let image_size: u64 = u
+        .blobs
+        .iter()
+        .filter(|(d, _)| u.image_blobs.contains(d))
+        .map(|(_, s)| s)
+        .sum();
+    let loose = u.loose_blobs();
+    if args.verbose {
+        println!("{:<12} {:>10}  STEP", "LAST USED", "SIZE");
+        for (r, used) in u.records.iter().rev() {
+            let size = u.snapshot_sizes.get(&r.snapshot).copied().unwrap_or(0);
+            println!("{:<12} {:>10}  {}", age(*used), human(size), r.description);
+        }
+        println!();
+    }
+    println!("{:<16} {:>8} {:>12}", "KIND", "COUNT", "SIZE");
+    let rows = [
+        (
+            "images",
+            store.list_images().map_err(fail)?.len(),
+            image_size,
+        ),
+        ("cache records", u.records.len(), 0),
+        ("snapshots", all_snaps.len(), u.snapshots_size(&all_snaps)),
+        ("cache mounts", u.mounts.len(), u.mounts_size()),
+        (
+            "loose blobs",
+            loose.len(),
+            loose.iter().map(|(_, s)| s).sum(),
+        ),
+    ];
+    let mut total = 0;
+    for (kind, count, size) in rows {
+        total += size;
+        println!("{kind:<16} {count:>8} {:>12}", human(size));
+    }
+    println!("{:<16} {:>8} {:>12}", "total", "", human(total));
+    Ok(())
+}
+
+/// What a prune is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct PrunePolicy {
+    /// Also cache mounts and stat caches.
+    pub all: bool,
+    /// Keep the newest records while the build cache stays within this many bytes.
+    pub keep_storage: Option<u64>,
+    /// Only records unused for this long.
+    pub until: Option<Duration>,
+}
+
+/// What a prune removed.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    records: usize,
+    snapshots: usize,
+    mounts: usize,
+    blobs: usize,
+    bytes: u64,
+}
+
+/// Prunes `root` under `policy`; the caller holds the root's lock exclusively.
+pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure> {
+    let (store, index, snaps) = open_all(root)?;
+    let u = Usage::read(root, &store, &index, &snaps)?;
+    let now = SystemTime::now();
+    let old_enough = |used: SystemTime| match policy.until {
+        Some(d) => now.duration_since(used).is_ok_and(|age| age >= d),
+        None => true,
+    };
+    // Least recently used first: drop records until what the rest reach fits.
+    let mut keep: Vec<&CacheRecord> = u.records.iter().map(|(r, _)| r).collect();
+    let mut remove: Vec<&CacheRecord> = Vec::new();
+    let mounts = if policy.all { 0 } else { u.mounts_size() };
+    for (r, used) in &u.records {
+        if !old_enough(*used) {
+            continue;
+        }
+        if let Some(limit) = policy.keep_storage {
+            let size = u.snapshots_size(&u.reachable(keep.iter().copied())) + mounts;
+            if size <= limit {
+                break;
+            }
+        }
+        keep.retain(|k| k.key != r.key);
+        remove.push(r);
+    }
+    let mut out = Pruned::default();
+    for r in &remove {
+        index.remove(&r.key).map_err(fail)?;
+        out.records += 1;
+    }
+    // Every snapshot no remaining record reaches goes, children before parents.
+    let reached = u.reachable(keep.iter().copied());
+    let mut doomed: Vec<&String> = u
+        .snapshot_sizes
+        .keys()
+        .filter(|s| !reached.contains(*s))
+        .collect();
+    let depth = |s: &String| {
+        let mut n = 0;
+        let mut cur = u.parents.get(s).cloned().flatten();
+        while let Some(c) = cur {
+            n += 1;
+            cur = u.parents.get(&c).cloned().flatten();
+        }
+        n
+    };
+    doomed.sort_by_key(|s| std::cmp::Reverse(depth(s)));
+    for s in doomed {
+        snaps.remove(s).map_err(fail)?;
+        out.snapshots += 1;
+        out.bytes += u.snapshot_sizes.get(s).copied().unwrap_or(0);
+    }
+    if policy.all {
+        for (dir, size) in &u.mounts {
+            std::fs::remove_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+            out.mounts += 1;
+            out.bytes += size;
+        }
+        let _ = std::fs::remove_dir_all(root.join("statcache"));
+    }
+    // Blobs no image names: compressed copies, exported caches, layers of removed images. All can be made again.
+    for (d, size) in u.loose_blobs() {
+        if std::fs::remove_file(store.blob_path(d)).is_ok() {
+            out.blobs += 1;
+            out.bytes += size;
+        }
+    }
+    Ok(out)
+}
+
+/// Runs `kiln prune`.
+pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
+    let policy = PrunePolicy {
+        all: args.all,
+        keep_storage: args
+            .keep_storage
+            .as_deref()
+            .map(|s| {
+                crate::commands::build::parse_bytes(s)
+                    .map_err(|e| Failure::Usage(format!("--keep-storage {s}: {e}")))
+            })
+            .transpose()?,
+        until: match &args.filter {
+            None => None,
+            Some(f) => match f.split_once('=') {
+                Some(("until", d)) => Some(parse_duration(d).map_err(Failure::Usage)?),
+                _ => {
+                    return Err(Failure::Usage(format!(
+                        "--filter {f}: only until=DURATION is supported"
+                    )))
+                }
+            },
+        },
+    };
+    if !args.force {
+        return Err(Failure::Usage(
+            "kiln prune removes build cache: give --force (-f) to go ahead".to_string(),
+        ));
+    }
+    let root = root::root_dir(&args.root);
+    let _lock = root::lock(&root, true).map_err(Failure::Build)?;
+    let p = prune_locked(&root, &policy)?;
+    println!(
+        "Removed {} cache records, {} snapshots, {} cache mounts, {} blobs: {} reclaimed",
+        p.records,
+        p.snapshots,
+        p.mounts,
+        p.blobs,
+        human(p.bytes)
+    );
+    Ok(())
+}
+
+/// After a build: when kiln.toml's `[gc] keep-storage` is set and no other build holds the root, prunes the least
+/// recently used build cache down to it.
+pub fn auto_gc(root: &Path, keep_storage: Option<u64>) {
+    let Some(limit) = keep_storage else {
+        return;
+    };
+    let Some(_lock) = root::try_lock_exclusive(root) else {
+        return;
+    };
+    let policy = PrunePolicy {
+        keep_storage: Some(limit),
+        ..PrunePolicy::default()
+    };
+    match prune_locked(root, &policy) {
+        Ok(p) if p.records > 0 => eprintln!(
+            "kiln: gc: removed {} cache records ({} reclaimed) to stay within {}",
+            p.records,
+            human(p.bytes),
+            human(limit)
+        ),
+        Ok(_) => {}
+        Err(Failure::Build(e) | Failure::Usage(e)) => eprintln!("warning: gc: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_as_users_write_them() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("5w").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert_eq!(human(512), "512 B");
+        assert_eq!(human(3 << 20), "3.0 MiB");
+    }
+}
