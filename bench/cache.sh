@@ -14,23 +14,8 @@ export PATH="$PATH:/usr/sbin:/sbin"
 cargo build --release --locked -q
 kiln=$PWD/target/release/kiln
 work=$(mktemp -d /var/tmp/kiln-cachebench.XXXXXX)
-reg_pid=
-stop_registry() { if [ -n "$reg_pid" ]; then kill "$reg_pid" 2>/dev/null || true; wait "$reg_pid" 2>/dev/null || true; fi; reg_pid=; }
+source bench/lib.sh
 trap 'stop_registry; rm -rf "$work"' EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-host=127.0.0.1:$port
-
-start_registry() {
-  stop_registry
-  rm -rf "$work/reg"
-  mkdir -p "$work/reg"
-  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
-    "$work/reg/data" "$host" > "$work/reg/config.yml"
-  docker-registry serve "$work/reg/config.yml" >/dev/null 2>&1 &
-  reg_pid=$!
-  for _ in $(seq 100); do curl -sf "http://$host/v2/" >/dev/null && return; sleep 0.1; done
-  echo "registry did not start" >&2; exit 1
-}
 
 mkdir -p "$work/ctx/files"
 python3 - "$work/ctx/files" "$files" <<'PY'
@@ -44,16 +29,6 @@ PY
 head -c $((big << 20)) /dev/urandom > "$work/ctx/big.bin"
 export KILN_ROOT=$work/a-root
 bash scripts/base-images.sh "$kiln" >/dev/null
-
-# measure NAME CMD... : appends "seconds rss_kib" to $work/NAME
-measure() {
-  local name=$1; shift
-  local s e
-  s=$(date +%s.%N)
-  /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-  e=$(date +%s.%N)
-  echo "$(echo "$e - $s" | bc) $(cat "$work/rss")" >> "$work/$name"
-}
 
 for i in $(seq "$reps"); do
   start_registry
@@ -69,8 +44,6 @@ for i in $(seq "$reps"); do
     --cache-from "$host/cache:bench" "$work/ctx"
 done
 
-median() { sort -n | awk '{a[NR]=$0} END {print a[int((NR+1)/2)]}'; }
-col() { awk -v c="$2" '{print $c}' "$work/$1" | median; }
 warm=$(col warm 1)
 echo "| scenario | kiln s | kiln peak RSS MiB |"
 echo "| --- | --- | --- |"

@@ -14,24 +14,10 @@ export PATH="$PATH:/usr/sbin:/sbin"
 cargo build --release --locked -q
 kiln=$PWD/target/release/kiln
 work=$(mktemp -d /var/tmp/kiln-regbench.XXXXXX)
-reg_pid=
-stop_registry() { if [ -n "$reg_pid" ]; then kill "$reg_pid" 2>/dev/null || true; wait "$reg_pid" 2>/dev/null || true; fi; reg_pid=; }
+source bench/lib.sh
 trap 'stop_registry; buildah --root "$work/b-root" --runroot "$work/b-run" rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 bstore=(--root "$work/b-root" --runroot "$work/b-run" --storage-driver overlay)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-host=127.0.0.1:$port
 
-start_registry() {
-  stop_registry
-  rm -rf "$work/reg"
-  mkdir -p "$work/reg"
-  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
-    "$work/reg/data" "$host" > "$work/reg/config.yml"
-  docker-registry serve "$work/reg/config.yml" >/dev/null 2>&1 &
-  reg_pid=$!
-  for _ in $(seq 100); do curl -sf "http://$host/v2/" >/dev/null && return; sleep 0.1; done
-  echo "registry did not start" >&2; exit 1
-}
 
 # The image content.
 mkdir -p "$work/ctx"
@@ -43,15 +29,6 @@ export KILN_ROOT=$work/k-root
 "$kiln" build --progress=quiet -t bench:1 "$work/ctx"
 buildah "${bstore[@]}" build --layers -q -t bench:1 "$work/ctx" >/dev/null
 
-# measure NAME CMD... : appends "seconds rss_kib" to $work/NAME
-measure() {
-  local name=$1; shift
-  local s e
-  s=$(date +%s.%N)
-  /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
-  e=$(date +%s.%N)
-  echo "$(echo "$e - $s" | bc) $(cat "$work/rss")" >> "$work/$name"
-}
 
 for i in $(seq "$reps"); do
   for tool in kiln buildah skopeo; do
@@ -84,8 +61,6 @@ for i in $(seq "$reps"); do
 done
 stop_registry
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-col() { if [ -f "$work/$1" ]; then awk "{print \$$2}" "$work/$1" | median; else echo -; fi; }
 echo
 echo "Image: one layer of $size MiB (half random, half base64 text), loopback registry, medians of $reps runs."
 echo

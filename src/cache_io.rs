@@ -207,8 +207,16 @@ fn gzip_blob(store: &Store, dir: &Path, id: Option<&str>) -> Result<Option<Descr
     Ok((!blob.empty).then_some(blob.descriptor))
 }
 
-/// Makes the cache manifest for `to` in the store and returns its digest and the blobs it names.
-fn make_manifest(state: &BuildState, to: &CacheTo) -> Result<(Digest, Vec<Descriptor>), String> {
+/// A cache manifest made in the store: its digest, the blobs it names, and how many steps and mounts it holds.
+struct Made {
+    manifest: Digest,
+    blobs: Vec<Descriptor>,
+    records: usize,
+    mounts: usize,
+}
+
+/// Makes the cache manifest for `to` in the store.
+fn make_manifest(state: &BuildState, to: &CacheTo) -> Result<Made, String> {
     let keep: Option<BTreeSet<String>> = if to.max {
         None
     } else {
@@ -289,7 +297,12 @@ fn make_manifest(state: &BuildState, to: &CacheTo) -> Result<(Digest, Vec<Descri
     let bytes = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
     let digest = state.store.put_bytes(&bytes).map_err(|e| e.to_string())?;
     blobs.push(manifest.config);
-    Ok((digest, blobs))
+    Ok(Made {
+        manifest: digest,
+        blobs,
+        records: config.records.len(),
+        mounts: config.mounts.len(),
+    })
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader sees the old or the new file.
@@ -303,18 +316,12 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes the cache of a finished build to `to`; returns a line saying what was written.
 pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<String, String> {
-    let (manifest, blobs) = make_manifest(state, to)?;
-    let records = {
-        let m: Manifest = state
-            .store
-            .read_json(&manifest)
-            .map_err(|e| e.to_string())?;
-        let c: CacheConfig = state
-            .store
-            .read_json(&m.config.digest)
-            .map_err(|e| e.to_string())?;
-        (c.records.len(), c.mounts.len())
-    };
+    let Made {
+        manifest,
+        blobs,
+        records,
+        mounts,
+    } = make_manifest(state, to)?;
     match &to.location {
         CacheLocation::Local(dir) => {
             let blob_dir = dir.join("blobs/sha256");
@@ -351,8 +358,8 @@ pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<Strin
             Ok(format!(
                 "cache exported to {}: {} steps, {} cache mounts",
                 dir.display(),
-                records.0,
-                records.1
+                records,
+                mounts
             ))
         }
         CacheLocation::Registry(r) => {
@@ -360,8 +367,8 @@ pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<Strin
                 .map_err(|e| e.to_string())?;
             Ok(format!(
                 "cache exported to {r}: {} steps, {} cache mounts ({} blobs uploaded, {} already there)",
-                records.0,
-                records.1,
+                records,
+                mounts,
                 pushed.uploaded,
                 pushed.existing + pushed.mounted
             ))

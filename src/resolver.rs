@@ -3,7 +3,7 @@
 //! one, with `--pull`) is pulled from its registry first, so that the solver only ever reads the store.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use frontend::{ImageResolver, ResolvedImage};
 use oci::manifest::Manifest;
@@ -17,7 +17,7 @@ pub struct StoreResolver {
     /// The store.
     pub store: Store,
     /// The registry client; `None` keeps resolution offline.
-    pub registry: Option<Client>,
+    pub registry: Option<Arc<Client>>,
     /// Pull even images the store has (`--pull`).
     pub always_pull: bool,
     /// References already pulled by this build, so each is asked of its registry once.
@@ -26,7 +26,7 @@ pub struct StoreResolver {
 
 impl StoreResolver {
     /// A resolver over `store` with an optional registry client.
-    pub fn new(store: Store, registry: Option<Client>, always_pull: bool) -> StoreResolver {
+    pub fn new(store: Store, registry: Option<Arc<Client>>, always_pull: bool) -> StoreResolver {
         StoreResolver {
             store,
             registry,

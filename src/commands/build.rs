@@ -237,8 +237,10 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
     let epoch = source_date_epoch(&loaded.opts.build_args)?;
     let root = root::root_dir(&args.root);
     let store = Store::open(&root.join("store")).map_err(|e| Failure::Build(e.to_string()))?;
-    let registry = crate::commands::registry::client(&args.registry)?;
-    let resolver = StoreResolver::new(store.clone(), Some(registry), args.pull);
+    // One registry client for the build (base image pulls, cache import and export, pushes), so tokens are
+    // fetched once.
+    let registry = std::sync::Arc::new(crate::commands::registry::client(&args.registry)?);
+    let resolver = StoreResolver::new(store.clone(), Some(registry.clone()), args.pull);
     let (definition, targets) = lower_platforms(&loaded, &resolver)?;
     let def = &definition;
     let roots: Vec<VertexId> = targets.iter().filter_map(|t| t.root).collect();
@@ -371,11 +373,10 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
     )
     .map_err(|e| Failure::Build(e.to_string()))?;
     // Imported caches: records now, blobs when a step hits; cache mount contents before any step starts.
-    let cache_client = std::sync::Arc::new(crate::commands::registry::client(&args.registry)?);
     let mounts = cache_mounts(def, &roots, &root);
     let mut imported = Vec::new();
     for from in &cache_from {
-        match cache_io::import(from, &store, &cache_client) {
+        match cache_io::import(from, &store, &registry) {
             Ok(i) => imported.push(i),
             Err(e) => eprintln!("warning: --cache-from: {e} (building without it)"),
         }
@@ -456,7 +457,7 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
         })
         .collect();
     export(
-        &store, &snapshots, &built, &outputs, &names, epoch, args, &progress,
+        &store, &registry, &snapshots, &built, &outputs, &names, epoch, args, &progress,
     )?;
     if !cache_to.is_empty() {
         let index = solver::cache::CacheIndex::open(&root.join("cache"))
@@ -479,7 +480,7 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
             mounts,
         };
         for to in &cache_to {
-            match cache_io::export(&state, to, &cache_client) {
+            match cache_io::export(&state, to, &registry) {
                 Ok(line) => eprintln!("{line}"),
                 Err(e) if to.ignore_error => eprintln!("warning: --cache-to: {e}"),
                 Err(e) => return Err(Failure::Build(format!("--cache-to: {e}"))),
@@ -618,6 +619,7 @@ struct Produced {
 #[allow(clippy::too_many_arguments)]
 fn export(
     store: &Store,
+    client: &oci::registry::Client,
     snapshots: &solver::snapshot::Snapshotter,
     built: &[Built],
     outputs: &[Output],
@@ -693,7 +695,6 @@ fn export(
                 // compressing what stays on this disk); archives and pushes get gzip, made once per snapshot.
                 let mut image = export(&opts.resolve(Compression::None, true, epoch), &all_names)?;
                 if *push {
-                    let client = crate::commands::registry::client(&args.registry)?;
                     let targets = if own.is_empty() { names } else { &own[..] };
                     let refs = targets
                         .iter()
@@ -704,7 +705,7 @@ fn export(
                         .collect::<Result<Vec<_>, _>>()?;
                     let level = opts.resolve(Compression::Gzip(6), true, epoch).compression;
                     let pushed = crate::commands::registry::push_image(
-                        &client,
+                        client,
                         store,
                         &image.manifest.digest,
                         level,

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use oci::manifest::Manifest;
-use oci::store::{Store, Stored};
+use oci::store::Store;
 use oci::Digest;
 use solver::cache::{CacheIndex, CacheRecord};
 use solver::snapshot::Snapshotter;
@@ -127,11 +127,7 @@ impl Usage {
         let mut image_blobs = BTreeSet::new();
         for entry in store.list_images().map_err(fail)? {
             image_blobs.insert(entry.manifest.clone());
-            let manifests = match store.manifest_kind(&entry.manifest).map_err(fail)? {
-                Stored::Index(i) => i.manifests.into_iter().map(|m| m.digest).collect(),
-                Stored::Manifest => vec![entry.manifest.clone()],
-            };
-            for d in manifests {
+            for d in store.image_manifests(&entry.manifest).map_err(fail)? {
                 image_blobs.insert(d.clone());
                 if let Ok(m) = store.read_json::<Manifest>(&d) {
                     image_blobs.insert(m.config.digest);

@@ -25,11 +25,7 @@ pub fn run(args: &RootArgs) -> Result<(), Failure> {
 
 /// Config plus layers; for a multi-platform image, of every platform (blobs they share counted once).
 fn image_size(store: &Store, digest: &oci::Digest) -> u64 {
-    let manifests = match store.manifest_kind(digest) {
-        Ok(Stored::Index(index)) => index.manifests.into_iter().map(|m| m.digest).collect(),
-        Ok(Stored::Manifest) => vec![digest.clone()],
-        Err(_) => vec![],
-    };
+    let manifests = store.image_manifests(digest).unwrap_or_default();
     let mut blobs = std::collections::BTreeMap::new();
     for d in manifests {
         if let Ok(m) = store.read_json::<Manifest>(&d) {

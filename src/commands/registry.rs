@@ -182,12 +182,8 @@ fn layers_of(
     store: &Store,
     digest: &oci::Digest,
 ) -> Result<Vec<oci::manifest::Descriptor>, Failure> {
-    let manifests = match store.manifest_kind(digest).map_err(|e| fail(&e))? {
-        oci::store::Stored::Index(i) => i.manifests.into_iter().map(|m| m.digest).collect(),
-        oci::store::Stored::Manifest => vec![digest.clone()],
-    };
     let mut out = Vec::new();
-    for d in manifests {
+    for d in store.image_manifests(digest).map_err(|e| fail(&e))? {
         let m: oci::manifest::Manifest = store.read_json(&d).map_err(|e| fail(&e))?;
         out.extend(m.layers);
     }

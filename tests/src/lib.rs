@@ -135,17 +135,8 @@ impl Root {
         env: &[(&str, &str)],
         stdin: Option<&[u8]>,
     ) -> Run {
-        let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .env("KILN_ROOT", self.dir.path())
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/sbin:/sbin",
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
-            .envs(env.iter().copied());
+        let mut cmd = self.command(bin, args);
+        cmd.envs(env.iter().copied());
         run_command(cmd, stdin)
     }
 

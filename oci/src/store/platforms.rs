@@ -34,6 +34,14 @@ impl Store {
             })
     }
 
+    /// The image manifests behind `digest`: itself for a manifest, every entry of an index.
+    pub fn image_manifests(&self, digest: &Digest) -> Result<Vec<Digest>, StoreError> {
+        Ok(match self.manifest_kind(digest)? {
+            Stored::Index(index) => index.manifests.into_iter().map(|m| m.digest).collect(),
+            Stored::Manifest => vec![digest.clone()],
+        })
+    }
+
     /// The image manifest serving `platform`: `digest` itself when it is a manifest, else the first entry of the
     /// index whose platform matches and whose manifest the store holds.
     pub fn platform_manifest(
@@ -124,5 +132,13 @@ mod tests {
             matches!(store.manifest_kind(&id).unwrap(), Stored::Index(i) if i.manifests.len() == 2)
         );
         assert_eq!(store.manifest_kind(&arm.digest).unwrap(), Stored::Manifest);
+        assert_eq!(
+            store.image_manifests(&id).unwrap(),
+            [amd.digest.clone(), arm.digest.clone()]
+        );
+        assert_eq!(
+            store.image_manifests(&arm.digest).unwrap(),
+            vec![arm.digest]
+        );
     }
 }

@@ -1,0 +1,35 @@
+# Shared by the benchmark scripts (sourced, with $work set): a loopback docker-registry with fresh storage, timing
+# with peak RSS, and medians.
+
+reg_pid=
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+host=127.0.0.1:$port
+
+stop_registry() { if [ -n "$reg_pid" ]; then kill "$reg_pid" 2>/dev/null || true; wait "$reg_pid" 2>/dev/null || true; fi; reg_pid=; }
+
+# Starts Debian's docker-registry on $host with empty storage under $work/reg.
+start_registry() {
+  stop_registry
+  rm -rf "$work/reg"
+  mkdir -p "$work/reg"
+  printf 'version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: %s\nhttp:\n  addr: %s\n' \
+    "$work/reg/data" "$host" > "$work/reg/config.yml"
+  docker-registry serve "$work/reg/config.yml" >/dev/null 2>&1 &
+  reg_pid=$!
+  for _ in $(seq 100); do curl -sf "http://$host/v2/" >/dev/null && return; sleep 0.1; done
+  echo "registry did not start" >&2; exit 1
+}
+
+# measure NAME CMD... : runs CMD, appends "seconds rss_kib" to $work/NAME
+measure() {
+  local name=$1; shift
+  local s e
+  s=$(date +%s.%N)
+  /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+  e=$(date +%s.%N)
+  echo "$(echo "$e - $s" | bc) $(cat "$work/rss")" >> "$work/$name"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+# col NAME N: the median of column N of $work/NAME, or - when nothing was measured.
+col() { if [ -f "$work/$1" ]; then awk "{print \$$2}" "$work/$1" | median; else echo -; fi; }
