@@ -28,6 +28,9 @@ pub enum CacheLocation {
     Local(PathBuf),
     /// A registry reference.
     Registry(Reference),
+    /// Inside the image config of each image the build makes (`--cache-to type=inline`): mode=min records whose
+    /// layers are the image's own.
+    Inline,
 }
 
 /// One `--cache-to`.
@@ -60,6 +63,31 @@ pub struct MountContents {
     pub id: String,
     /// The layer holding its files.
     pub layer: Descriptor,
+}
+
+/// What `--cache-to type=inline` puts in an image config (`kiln.cache.v1`): the image's own steps, each naming how
+/// many of the image's layers (from the bottom) its result is, so the records stay true whatever compression the
+/// layers are pushed with.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct InlineCache {
+    /// The steps.
+    pub records: Vec<InlineRecord>,
+}
+
+/// One step of an inline cache.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InlineRecord {
+    /// The step's cache key.
+    pub key: Digest,
+    /// What the key was made of.
+    pub parts: solver::cache::KeyParts,
+    /// What the step was.
+    pub description: String,
+    /// The step's place in its Dockerfile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// How many of the image's layers, from the bottom, make the step's result.
+    pub layers: usize,
 }
 
 fn options(spec: &str) -> Result<BTreeMap<String, String>, String> {
@@ -102,13 +130,13 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
             )
             .map_err(fail)?,
         ),
-        Some("inline") => {
-            return Err(fail(
-                "type=inline is not supported yet: use type=registry,ref=REF (see README)".into(),
-            ))
+        Some("inline") => CacheLocation::Inline,
+        Some(other) => {
+            return Err(fail(format!(
+                "unknown type {other:?} (local, registry, inline)"
+            )))
         }
-        Some(other) => return Err(fail(format!("unknown type {other:?} (local, registry)"))),
-        None => return Err(fail("type= is required (local, registry)".into())),
+        None => return Err(fail("type= is required (local, registry, inline)".into())),
     };
     let max = match opts.get("mode").map(String::as_str) {
         None | Some("min") => false,
@@ -131,10 +159,16 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
             return Err(fail(format!("unknown option {k:?}")));
         }
     }
+    let mounts = flag(&opts, "cache-mounts").map_err(fail)?;
+    if location == CacheLocation::Inline && (max || mounts) {
+        return Err(fail(
+            "an inline cache holds only the image's own steps (mode=min, no cache mounts): use type=registry for more".into(),
+        ));
+    }
     Ok(CacheTo {
         location,
         max,
-        mounts: flag(&opts, "cache-mounts").map_err(fail)?,
+        mounts,
         ignore_error: flag(&opts, "ignore-error").map_err(fail)?,
     })
 }
@@ -305,6 +339,41 @@ fn make_manifest(state: &BuildState, to: &CacheTo) -> Result<Made, String> {
     })
 }
 
+/// The inline cache of the image whose filesystem is the snapshot `last`: every step of the build whose result is
+/// one of `last`'s chain, with the number of (non-empty) image layers below and including it.
+pub fn inline_cache(state: &BuildState, last: &str) -> Result<serde_json::Value, String> {
+    let chain = state.snapshots.chain_ids(last).map_err(|e| e.to_string())?;
+    let mut depth = BTreeMap::new();
+    let mut layers = 0;
+    for s in &chain {
+        let empty = exporter::diff::is_empty_diff(&state.snapshots.diff_dir(s))
+            .map_err(|e| e.to_string())?;
+        layers += usize::from(!empty);
+        depth.insert(s.as_str(), layers);
+    }
+    let mut cache = InlineCache::default();
+    let mut seen = BTreeSet::new();
+    for step in &state.steps {
+        let Some(&layers) = depth.get(step.snapshot.as_str()) else {
+            continue;
+        };
+        if !seen.insert(&step.key) {
+            continue;
+        }
+        let Some(rec) = state.index.get(&step.key).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        cache.records.push(InlineRecord {
+            key: step.key.clone(),
+            parts: rec.parts,
+            description: rec.description,
+            slot: rec.slot,
+            layers,
+        });
+    }
+    serde_json::to_value(&cache).map_err(|e| e.to_string())
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename, so a reader sees the old or the new file.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("kiln-tmp-{}", std::process::id()));
@@ -316,6 +385,10 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 /// Writes the cache of a finished build to `to`; returns a line saying what was written.
 pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<String, String> {
+    if to.location == CacheLocation::Inline {
+        // Written into the image configs before the images were made (`inline_cache`).
+        return Ok("cache written inline in the image config".to_string());
+    }
     let Made {
         manifest,
         blobs,
@@ -362,6 +435,7 @@ pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<Strin
                 mounts
             ))
         }
+        CacheLocation::Inline => unreachable!("handled above"),
         CacheLocation::Registry(r) => {
             let pushed = oci::registry::push(client, state.store, &manifest, r)
                 .map_err(|e| e.to_string())?;
@@ -436,19 +510,120 @@ fn read_verified(path: &Path, digest: &Digest) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-fn parse_manifest(bytes: &[u8], from: &str) -> Result<Manifest, String> {
-    let m: Manifest =
-        serde_json::from_slice(bytes).map_err(|e| format!("{from}: not a cache manifest: {e}"))?;
-    if m.config.media_type != MEDIA_CACHE_CONFIG {
-        return Err(format!(
-            "{from}: not a kiln cache (its config is {})",
-            m.config.media_type
-        ));
-    }
-    Ok(m)
+/// Reads a manifest or a blob of a cache location, verified against its digest.
+trait Reader {
+    fn manifest(&self, digest: &Digest) -> Result<Vec<u8>, String>;
+    fn blob(&self, blob: &Descriptor) -> Result<Vec<u8>, String>;
 }
 
-/// Reads the records of one cache location (the manifest and config only; layers stay where they are).
+struct LocalReader<'a>(&'a Path);
+
+impl Reader for LocalReader<'_> {
+    fn manifest(&self, digest: &Digest) -> Result<Vec<u8>, String> {
+        read_verified(&self.0.join("blobs/sha256").join(digest.hex()), digest)
+    }
+    fn blob(&self, blob: &Descriptor) -> Result<Vec<u8>, String> {
+        self.manifest(&blob.digest)
+    }
+}
+
+struct RegistryReader<'a> {
+    client: &'a Client,
+    store: &'a Store,
+    reference: &'a Reference,
+}
+
+impl Reader for RegistryReader<'_> {
+    fn manifest(&self, digest: &Digest) -> Result<Vec<u8>, String> {
+        let r = self.reference.with_digest(digest.clone());
+        oci::registry::fetch_manifest_bytes(self.client, &r)
+            .map(|(bytes, _, _)| bytes)
+            .map_err(|e| e.to_string())
+    }
+    fn blob(&self, blob: &Descriptor) -> Result<Vec<u8>, String> {
+        oci::registry::fetch_blob_into(self.client, self.store, self.reference, blob)
+            .map_err(|e| e.to_string())?;
+        std::fs::read(self.store.blob_path(&blob.digest)).map_err(|e| e.to_string())
+    }
+}
+
+/// The cache a manifest carries: a kiln cache manifest's config, or the inline records of an image (of every
+/// platform, for an index).
+fn config_of(bytes: &[u8], from: &str, reader: &dyn Reader) -> Result<CacheConfig, String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("{from}: not a manifest: {e}"))?;
+    if value.get("manifests").is_some() {
+        let index: Index =
+            serde_json::from_value(value).map_err(|e| format!("{from}: not an index: {e}"))?;
+        let mut config = CacheConfig::default();
+        for child in &index.manifests {
+            let bytes = reader.manifest(&child.digest)?;
+            let m: Manifest = serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{from}: manifest {}: {e}", child.digest))?;
+            if let Some(records) = inline_of(&m, reader, from)? {
+                config.records.extend(records);
+            }
+        }
+        if config.records.is_empty() {
+            return Err(no_inline(from));
+        }
+        return Ok(config);
+    }
+    let m: Manifest =
+        serde_json::from_value(value).map_err(|e| format!("{from}: not a manifest: {e}"))?;
+    if m.config.media_type == MEDIA_CACHE_CONFIG {
+        return serde_json::from_slice(&reader.blob(&m.config)?)
+            .map_err(|e| format!("{from}: cache config: {e}"));
+    }
+    match inline_of(&m, reader, from)? {
+        Some(records) => Ok(CacheConfig {
+            records,
+            mounts: Vec::new(),
+        }),
+        None => Err(no_inline(from)),
+    }
+}
+
+fn no_inline(from: &str) -> String {
+    format!("{from}: neither a kiln cache nor an image with inline cache (build it with --cache-to type=inline)")
+}
+
+/// The inline records of an image manifest, each given the image's own first layers.
+fn inline_of(
+    m: &Manifest,
+    reader: &dyn Reader,
+    from: &str,
+) -> Result<Option<Vec<PortableRecord>>, String> {
+    if !matches!(
+        m.config.media_type.as_str(),
+        oci::manifest::MEDIA_CONFIG | oci::manifest::MEDIA_DOCKER_CONFIG
+    ) {
+        return Ok(None);
+    }
+    let image: oci::Image = serde_json::from_slice(&reader.blob(&m.config)?)
+        .map_err(|e| format!("{from}: image config: {e}"))?;
+    let Some(inline) = image.inline_cache else {
+        return Ok(None);
+    };
+    let inline: InlineCache =
+        serde_json::from_value(inline).map_err(|e| format!("{from}: inline cache: {e}"))?;
+    Ok(Some(
+        inline
+            .records
+            .into_iter()
+            .filter(|r| r.layers <= m.layers.len())
+            .map(|r| PortableRecord {
+                key: r.key,
+                parts: r.parts,
+                description: r.description,
+                slot: r.slot,
+                layers: m.layers[..r.layers].to_vec(),
+            })
+            .collect(),
+    ))
+}
+
+/// Reads the records of one cache location (manifests and configs only; layers stay where they are).
 pub fn import(
     location: &CacheLocation,
     store: &Store,
@@ -466,14 +641,12 @@ pub fn import(
                 .manifests
                 .first()
                 .ok_or_else(|| format!("{}: names no cache", index_path.display()))?;
-            let blob = |d: &Digest| dir.join("blobs/sha256").join(d.hex());
-            let m = parse_manifest(
-                &read_verified(&blob(&entry.digest), &entry.digest)?,
+            let reader = LocalReader(dir);
+            let config = config_of(
+                &reader.manifest(&entry.digest)?,
                 &dir.display().to_string(),
+                &reader,
             )?;
-            let config: CacheConfig =
-                serde_json::from_slice(&read_verified(&blob(&m.config.digest), &m.config.digest)?)
-                    .map_err(|e| format!("{}: cache config: {e}", dir.display()))?;
             Ok(Imported {
                 source: Box::new(LocalBlobs {
                     dir: dir.clone(),
@@ -485,12 +658,12 @@ pub fn import(
         CacheLocation::Registry(r) => {
             let (bytes, _, _) =
                 oci::registry::fetch_manifest_bytes(client, r).map_err(|e| e.to_string())?;
-            let m = parse_manifest(&bytes, &r.to_string())?;
-            oci::registry::fetch_blob_into(client, store, r, &m.config)
-                .map_err(|e| e.to_string())?;
-            let config: CacheConfig = store
-                .read_json(&m.config.digest)
-                .map_err(|e| format!("{r}: cache config: {e}"))?;
+            let reader = RegistryReader {
+                client,
+                store,
+                reference: r,
+            };
+            let config = config_of(&bytes, &r.to_string(), &reader)?;
             Ok(Imported {
                 source: Box::new(RegistryBlobs {
                     client: client.clone(),
@@ -500,6 +673,7 @@ pub fn import(
                 config,
             })
         }
+        CacheLocation::Inline => Err("type=inline is a --cache-to only".to_string()),
     }
 }
 
@@ -582,9 +756,13 @@ mod tests {
         assert!(parse_cache_to("type=local,dest=/c,mode=all")
             .unwrap_err()
             .contains("mode=all"));
-        assert!(parse_cache_to("type=inline")
+        assert_eq!(
+            parse_cache_to("type=inline").unwrap().location,
+            CacheLocation::Inline
+        );
+        assert!(parse_cache_to("type=inline,mode=max")
             .unwrap_err()
-            .contains("not supported"));
+            .contains("only the image's own steps"));
         assert!(parse_cache_to("type=local,dest=/c,colour=red").is_err());
         assert_eq!(
             parse_cache_from("type=local,src=/c").unwrap(),

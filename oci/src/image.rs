@@ -164,6 +164,15 @@ pub struct Image {
     /// One entry per step, layers and empty layers alike.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<History>,
+    /// The cache records of the steps that made this image (`kiln build --cache-to type=inline`), so that a
+    /// later build naming the image in `--cache-from` can reuse them; opaque here, read by the CLI's cache import.
+    /// Never inherited: a build sets it (or clears it) for every image it makes.
+    #[serde(
+        rename = "kiln.cache.v1",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub inline_cache: Option<serde_json::Value>,
 }
 
 #[cfg(test)]

@@ -441,7 +441,9 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
     worker
         .save_stat_caches(&root)
         .map_err(|e| Failure::Build(e.to_string()))?;
-    let built: Vec<Built> = targets
+    let index = solver::cache::CacheIndex::open(&root.join("cache"))
+        .map_err(|e| Failure::Build(e.to_string()))?;
+    let mut built: Vec<Built> = targets
         .into_iter()
         .map(|t| Built {
             snapshot: match t
@@ -453,38 +455,49 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
                 _ => None,
             },
             platform: t.platform,
-            image: t.image,
+            image: oci::Image {
+                // A base image's inline cache describes the base's build, never this one.
+                inline_cache: None,
+                ..t.image
+            },
         })
         .collect();
+    let state = cache_io::BuildState {
+        store: &store,
+        snapshots: &snapshots,
+        index: &index,
+        steps: outputs_by_vertex
+            .values()
+            .filter_map(|o| match &o.fs {
+                Fs::Snapshot(s) => Some(cache_io::ExportStep {
+                    key: o.key.clone(),
+                    snapshot: s.clone(),
+                }),
+                _ => None,
+            })
+            .collect(),
+        finals: built.iter().filter_map(|b| b.snapshot.clone()).collect(),
+        mounts,
+    };
+    if cache_to
+        .iter()
+        .any(|t| t.location == cache_io::CacheLocation::Inline)
+    {
+        for b in &mut built {
+            if let Some(last) = &b.snapshot {
+                b.image.inline_cache =
+                    Some(cache_io::inline_cache(&state, last).map_err(Failure::Build)?);
+            }
+        }
+    }
     export(
         &store, &registry, &snapshots, &built, &outputs, &names, epoch, args, &progress,
     )?;
-    if !cache_to.is_empty() {
-        let index = solver::cache::CacheIndex::open(&root.join("cache"))
-            .map_err(|e| Failure::Build(e.to_string()))?;
-        let state = cache_io::BuildState {
-            store: &store,
-            snapshots: &snapshots,
-            index: &index,
-            steps: outputs_by_vertex
-                .values()
-                .filter_map(|o| match &o.fs {
-                    Fs::Snapshot(s) => Some(cache_io::ExportStep {
-                        key: o.key.clone(),
-                        snapshot: s.clone(),
-                    }),
-                    _ => None,
-                })
-                .collect(),
-            finals: built.iter().filter_map(|b| b.snapshot.clone()).collect(),
-            mounts,
-        };
-        for to in &cache_to {
-            match cache_io::export(&state, to, &registry) {
-                Ok(line) => eprintln!("{line}"),
-                Err(e) if to.ignore_error => eprintln!("warning: --cache-to: {e}"),
-                Err(e) => return Err(Failure::Build(format!("--cache-to: {e}"))),
-            }
+    for to in &cache_to {
+        match cache_io::export(&state, to, &registry) {
+            Ok(line) => eprintln!("{line}"),
+            Err(e) if to.ignore_error => eprintln!("warning: --cache-to: {e}"),
+            Err(e) => return Err(Failure::Build(format!("--cache-to: {e}"))),
         }
     }
     Ok(())

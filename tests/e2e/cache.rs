@@ -123,6 +123,124 @@ fn a_second_runner_with_an_empty_root_runs_no_run_step_and_finds_its_cache_mount
 }
 
 #[test]
+fn an_image_pushed_with_inline_cache_is_a_cache_source_for_an_empty_root() {
+    let reg = Registry::start(Auth::Anonymous);
+    let a = Root::with_busybox(KILN);
+    let base = format!("{}/busybox:latest", reg.host);
+    let p = a.kiln(KILN, &["push", "busybox", &base]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let image = format!("{}/team/app:1", reg.host);
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            format!(
+                "FROM {base} AS tool\n\
+                 RUN echo $RANDOM > /tool\n\
+                 FROM {base}\n\
+                 COPY input.txt /input.txt\n\
+                 RUN echo $RANDOM$RANDOM > /ran\n\
+                 ENV DONE=1\n\
+                 RUN mkdir -p /empty-step-makes-no-layer && rmdir /empty-step-makes-no-layer\n\
+                 RUN echo $RANDOM > /last\n"
+            ),
+        )
+        .file("input.txt", "one");
+    let out_a = tempfile::tempdir().unwrap();
+    build(
+        &a,
+        &ctx,
+        &[
+            "--cache-to",
+            "type=inline",
+            "--push",
+            "-t",
+            &image,
+            "-o",
+            &format!("type=local,dest={}", out_a.path().display()),
+        ],
+    );
+    let config = kiln_tests::run(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--config",
+            "--raw",
+            &format!("docker://{image}"),
+        ],
+        None,
+    );
+    assert_eq!(config.code, 0, "{}", config.stderr);
+    let config: serde_json::Value = serde_json::from_str(&config.stdout).expect("config json");
+    let records = config["kiln.cache.v1"]["records"]
+        .as_array()
+        .expect("inline cache in the pushed config");
+    assert!(
+        !records
+            .iter()
+            .any(|r| r["description"].as_str().unwrap_or("").contains("/tool")),
+        "the unused-by-the-image stage is not in an inline cache: {records:?}"
+    );
+
+    let manifest = kiln_tests::run(
+        "skopeo",
+        &[
+            "inspect",
+            "--tls-verify=false",
+            "--raw",
+            &format!("docker://{image}"),
+        ],
+        None,
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&manifest.stdout).expect("manifest");
+    let layers = manifest["layers"].as_array().expect("layers").len();
+    assert_eq!(
+        layers, 4,
+        "busybox, COPY and two RUNs: the mkdir/rmdir step makes no layer"
+    );
+    assert_eq!(
+        records.iter().filter_map(|r| r["layers"].as_u64()).max(),
+        Some(layers as u64),
+        "{records:?}"
+    );
+
+    // Runner B: the registry and the image's name only.
+    let b = Root::empty();
+    let out = tempfile::tempdir().unwrap();
+    let r = build(
+        &b,
+        &ctx,
+        &[
+            "--cache-from",
+            &image,
+            "-o",
+            &format!("type=local,dest={}", out.path().display()),
+        ],
+    );
+    let (runs, cached) = runs_and_cached(&r.stderr);
+    assert_eq!(runs.len(), 3, "{}", r.stderr);
+    for id in &runs {
+        assert!(cached.contains(id), "RUN {id} ran in B:\n{}", r.stderr);
+    }
+    for f in ["ran", "last"] {
+        assert_eq!(file(out.path(), f), file(out_a.path(), f), "A's {f}");
+    }
+
+    // A build made without inline cache is refused as a source, with the reason, and the build goes on.
+    let plain = format!("{}/team/plain:1", reg.host);
+    build(&a, &ctx, &["--push", "-t", &plain]);
+    let r = build(&Root::empty(), &ctx, &["--cache-from", &plain]);
+    assert!(
+        r.stderr
+            .contains("neither a kiln cache nor an image with inline cache"),
+        "{}",
+        r.stderr
+    );
+    let (runs, cached) = runs_and_cached(&r.stderr);
+    assert!(runs.iter().all(|id| !cached.contains(id)), "{}", r.stderr);
+}
+
+#[test]
 fn local_caches_keep_min_or_max_and_a_missing_or_damaged_blob_is_a_miss() {
     let a = Root::with_busybox(KILN);
     let ctx = Context::new().file(
