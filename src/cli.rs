@@ -66,9 +66,19 @@ pub struct PruneArgs {
     /// Also remove cache mount contents and the context stat caches.
     #[arg(short, long)]
     pub all: bool,
-    /// Keep the most recently used build cache up to this size (e.g. 10g); remove the rest.
+    /// Keep the most recently used build cache up to this size (e.g. 10g); remove the rest. BuildKit's older
+    /// name of --reserved-space.
     #[arg(long = "keep-storage", value_name = "SIZE")]
     pub keep_storage: Option<String>,
+    /// Never prune the build cache below this size; alone, prune down to it.
+    #[arg(long = "reserved-space", value_name = "SIZE")]
+    pub reserved_space: Option<String>,
+    /// Prune while the build cache is larger than this (down to it).
+    #[arg(long = "max-used-space", value_name = "SIZE")]
+    pub max_used_space: Option<String>,
+    /// Prune until the root's filesystem has this much free (or the reserved space is reached).
+    #[arg(long = "min-free-space", value_name = "SIZE")]
+    pub min_free_space: Option<String>,
     /// Only remove build cache unused for this long: until=DURATION (e.g. until=24h).
     #[arg(long, value_name = "until=DURATION")]
     pub filter: Option<String>,

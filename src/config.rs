@@ -44,14 +44,24 @@ pub struct Config {
     pub gc: GcConfig,
 }
 
-/// `[gc] keep-storage = "10g"`: after a build (when no other build holds the root), the least recently used build
-/// cache beyond this size is pruned, as BuildKit's gc policies keep a root within its bounds.
+/// `[gc]`: after a build (when no other build holds the root), the least recently used build cache is pruned as
+/// BuildKit's gc policies keep a root within its bounds: `max-used-space = "20g"`, `min-free-space = "10g"`,
+/// `reserved-space = "2g"` (never pruned below), or `keep-storage = "10g"` alone (pruned down to it).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GcConfig {
-    /// The size the build cache is brought back down to.
+    /// BuildKit's older name of the reserved space: alone, the size the build cache is brought back down to.
     #[serde(default)]
     pub keep_storage: Option<String>,
+    /// The build cache is never pruned below this.
+    #[serde(default)]
+    pub reserved_space: Option<String>,
+    /// The build cache is pruned while it is larger than this.
+    #[serde(default)]
+    pub max_used_space: Option<String>,
+    /// The build cache is pruned while the root's filesystem has less free than this.
+    #[serde(default)]
+    pub min_free_space: Option<String>,
 }
 
 /// Where the configuration file is looked for.

@@ -117,23 +117,15 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     if args.check {
         return crate::commands::check::run(&args.request);
     }
-    let keep = match crate::config::load()
-        .map_err(Failure::Usage)?
-        .gc
-        .keep_storage
-    {
-        Some(s) => Some(
-            parse_bytes(&s)
-                .map_err(|e| Failure::Usage(format!("kiln.toml [gc] keep-storage {s}: {e}")))?,
-        ),
-        None => None,
-    };
+    let gc = crate::commands::gc::PrunePolicy::from_config(
+        &crate::config::load().map_err(Failure::Usage)?.gc,
+    )?;
     let root = root::root_dir(&args.root);
     let lock = root::lock(&root, false).map_err(Failure::Build)?;
     let result = build(args);
     drop(lock);
     if result.is_ok() {
-        crate::commands::gc::auto_gc(&root, keep);
+        crate::commands::gc::auto_gc(&root, gc);
     }
     result
 }

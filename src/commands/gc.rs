@@ -255,15 +255,65 @@ pub fn du(args: &DuArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// What a prune is asked to do.
+/// What a prune is asked to do: BuildKit's gc policy (reserved space, max used space, min free space).
 #[derive(Debug, Clone, Default)]
 pub struct PrunePolicy {
     /// Also cache mounts and stat caches.
     pub all: bool,
-    /// Keep the newest records while the build cache stays within this many bytes.
-    pub keep_storage: Option<u64>,
+    /// Never prune the build cache below this many bytes (`keep-storage`, BuildKit's older name, is the same);
+    /// alone, the cache is pruned down to it.
+    pub reserved: Option<u64>,
+    /// Prune while the build cache is over this many bytes.
+    pub max_used: Option<u64>,
+    /// Prune while the root's filesystem has less than this many bytes free.
+    pub min_free: Option<u64>,
     /// Only records unused for this long.
     pub until: Option<Duration>,
+}
+
+impl PrunePolicy {
+    /// The size the build cache is pruned down to, given its size now and the bytes free on its filesystem;
+    /// `None` when nothing bounds it (remove everything the other filters allow).
+    fn target(&self, used: u64, free: u64) -> Option<u64> {
+        if self.max_used.is_none() && self.min_free.is_none() {
+            return self.reserved;
+        }
+        let mut target = used;
+        if let Some(max) = self.max_used {
+            target = target.min(max);
+        }
+        if let Some(min_free) = self.min_free {
+            target = target.min(used.saturating_sub(min_free.saturating_sub(free)));
+        }
+        Some(target.max(self.reserved.unwrap_or(0)))
+    }
+
+    /// Reads the sizes of `kiln.toml`'s `[gc]`; `None` when it sets none (no automatic gc).
+    pub fn from_config(gc: &crate::config::GcConfig) -> Result<Option<PrunePolicy>, Failure> {
+        let size = |name: &str, v: &Option<String>| -> Result<Option<u64>, Failure> {
+            v.as_deref()
+                .map(|s| {
+                    crate::commands::build::parse_bytes(s)
+                        .map_err(|e| Failure::Usage(format!("kiln.toml [gc] {name} {s}: {e}")))
+                })
+                .transpose()
+        };
+        let keep = size("keep-storage", &gc.keep_storage)?;
+        let policy = PrunePolicy {
+            reserved: size("reserved-space", &gc.reserved_space)?.or(keep),
+            max_used: size("max-used-space", &gc.max_used_space)?,
+            min_free: size("min-free-space", &gc.min_free_space)?,
+            ..PrunePolicy::default()
+        };
+        let any =
+            policy.reserved.is_some() || policy.max_used.is_some() || policy.min_free.is_some();
+        Ok(any.then_some(policy))
+    }
+}
+
+/// Bytes free (to unprivileged users, as `df` shows) on the filesystem holding `path`.
+fn free_bytes(path: &Path) -> u64 {
+    rustix::fs::statvfs(path).map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 
 /// What a prune removed.
@@ -289,11 +339,13 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
     let mut keep: Vec<&CacheRecord> = u.records.iter().map(|(r, _)| r).collect();
     let mut remove: Vec<&CacheRecord> = Vec::new();
     let mounts = if policy.all { 0 } else { u.mounts_size() };
+    let size_now = u.snapshots_size(&u.reachable(keep.iter().copied())) + mounts;
+    let target = policy.target(size_now, free_bytes(root));
     for (r, used) in &u.records {
         if !old_enough(*used) {
             continue;
         }
-        if let Some(limit) = policy.keep_storage {
+        if let Some(limit) = target {
             let size = u.snapshots_size(&u.reachable(keep.iter().copied())) + mounts;
             if size <= limit {
                 break;
@@ -349,16 +401,20 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
 
 /// Runs `kiln prune`.
 pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
-    let policy = PrunePolicy {
-        all: args.all,
-        keep_storage: args
-            .keep_storage
-            .as_deref()
+    let size = |flag: &str, v: &Option<String>| -> Result<Option<u64>, Failure> {
+        v.as_deref()
             .map(|s| {
                 crate::commands::build::parse_bytes(s)
-                    .map_err(|e| Failure::Usage(format!("--keep-storage {s}: {e}")))
+                    .map_err(|e| Failure::Usage(format!("--{flag} {s}: {e}")))
             })
-            .transpose()?,
+            .transpose()
+    };
+    let policy = PrunePolicy {
+        all: args.all,
+        reserved: size("reserved-space", &args.reserved_space)?
+            .or(size("keep-storage", &args.keep_storage)?),
+        max_used: size("max-used-space", &args.max_used_space)?,
+        min_free: size("min-free-space", &args.min_free_space)?,
         until: match &args.filter {
             None => None,
             Some(f) => match f.split_once('=') {
@@ -390,25 +446,20 @@ pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// After a build: when kiln.toml's `[gc] keep-storage` is set and no other build holds the root, prunes the least
-/// recently used build cache down to it.
-pub fn auto_gc(root: &Path, keep_storage: Option<u64>) {
-    let Some(limit) = keep_storage else {
+/// After a build: when kiln.toml's `[gc]` sets a policy and no other build holds the root, prunes the least
+/// recently used build cache as the policy says.
+pub fn auto_gc(root: &Path, policy: Option<PrunePolicy>) {
+    let Some(policy) = policy else {
         return;
     };
     let Some(_lock) = root::try_lock_exclusive(root) else {
         return;
     };
-    let policy = PrunePolicy {
-        keep_storage: Some(limit),
-        ..PrunePolicy::default()
-    };
     match prune_locked(root, &policy) {
         Ok(p) if p.records > 0 => eprintln!(
-            "kiln: gc: removed {} cache records ({} reclaimed) to stay within {}",
+            "kiln: gc: removed {} cache records ({} reclaimed) as kiln.toml [gc] says",
             p.records,
             human(p.bytes),
-            human(limit)
         ),
         Ok(_) => {}
         Err(Failure::Build(e) | Failure::Usage(e)) => eprintln!("warning: gc: {e}"),
@@ -429,5 +480,47 @@ mod tests {
         assert!(parse_duration("0s").is_err());
         assert_eq!(human(512), "512 B");
         assert_eq!(human(3 << 20), "3.0 MiB");
+    }
+
+    #[test]
+    fn gc_targets_follow_buildkits_reserved_max_used_and_min_free_space() {
+        let p = |reserved, max_used, min_free| PrunePolicy {
+            reserved,
+            max_used,
+            min_free,
+            ..PrunePolicy::default()
+        };
+        // Nothing set: no bound. Reserved (keep-storage) alone: pruned down to it.
+        assert_eq!(p(None, None, None).target(100, 0), None);
+        assert_eq!(p(Some(30), None, None).target(100, 1000), Some(30));
+        // Max used space: down to it, never below the reserved space.
+        assert_eq!(p(None, Some(60), None).target(100, 1000), Some(60));
+        assert_eq!(p(None, Some(60), None).target(40, 1000), Some(40));
+        assert_eq!(p(Some(80), Some(60), None).target(100, 1000), Some(80));
+        // Min free space: free 10 of the wanted 50, so 40 bytes go; enough free means nothing goes.
+        assert_eq!(p(None, None, Some(50)).target(100, 10), Some(60));
+        assert_eq!(p(None, None, Some(50)).target(100, 500), Some(100));
+        assert_eq!(p(Some(90), None, Some(50)).target(100, 10), Some(90));
+        // Both: the stricter wins; a disk too full to help empties the cache down to the reserve.
+        assert_eq!(p(None, Some(70), Some(50)).target(100, 10), Some(60));
+        assert_eq!(p(Some(5), None, Some(500)).target(100, 0), Some(5));
+    }
+
+    #[test]
+    fn kiln_toml_keep_storage_is_the_reserved_space_and_no_sizes_mean_no_gc() {
+        let gc = crate::config::GcConfig {
+            keep_storage: Some("2m".into()),
+            ..Default::default()
+        };
+        let p = PrunePolicy::from_config(&gc).unwrap().unwrap();
+        assert_eq!((p.reserved, p.max_used), (Some(2 << 20), None));
+        assert!(PrunePolicy::from_config(&Default::default())
+            .unwrap()
+            .is_none());
+        let bad = crate::config::GcConfig {
+            min_free_space: Some("lots".into()),
+            ..Default::default()
+        };
+        assert!(PrunePolicy::from_config(&bad).is_err());
     }
 }

@@ -370,8 +370,18 @@ fn prune_removes_the_least_recently_used_first_and_waits_for_a_running_build() {
     let p = root.kiln(KILN, &["prune", "-f", "--filter", "until=1h"]);
     assert!(p.stdout.contains("Removed 0 cache records"), "{}", p.stdout);
     // Base (~2 MiB) + 3 MiB + 1.5 MiB is over 4 MiB: the older RUN goes, the base both use stays (it was used
-    // again by the newer build).
-    let p = root.kiln(KILN, &["prune", "-f", "--keep-storage", "4m"]);
+    // again by the newer build). No disk has a million GiB free, so min-free-space prunes down to the reserve.
+    let p = root.kiln(
+        KILN,
+        &[
+            "prune",
+            "-f",
+            "--min-free-space",
+            "1000000g",
+            "--reserved-space",
+            "4m",
+        ],
+    );
     assert!(p.stdout.contains("Removed 1 cache records"), "{}", p.stdout);
     let (runs, cached) = runs_and_cached(&build(&root, &newer, &[]).stderr);
     assert!(runs.iter().all(|r| cached.contains(r)), "newer kept");
@@ -418,9 +428,9 @@ fn prune_removes_the_least_recently_used_first_and_waits_for_a_running_build() {
         du.stdout
     );
 
-    // kiln.toml's [gc] keep-storage prunes after a build.
+    // kiln.toml's [gc] max-used-space prunes after a build.
     let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(config.path(), "[gc]\nkeep-storage = \"1m\"\n").unwrap();
+    std::fs::write(config.path(), "[gc]\nmax-used-space = \"1m\"\n").unwrap();
     let r = root.kiln_with(
         KILN,
         &["build", "--progress=plain", older.path().to_str().unwrap()],
