@@ -290,14 +290,7 @@ impl PrunePolicy {
 
     /// Reads the sizes of `kiln.toml`'s `[gc]`; `None` when it sets none (no automatic gc).
     pub fn from_config(gc: &crate::config::GcConfig) -> Result<Option<PrunePolicy>, Failure> {
-        let size = |name: &str, v: &Option<String>| -> Result<Option<u64>, Failure> {
-            v.as_deref()
-                .map(|s| {
-                    crate::commands::build::parse_bytes(s)
-                        .map_err(|e| Failure::Usage(format!("kiln.toml [gc] {name} {s}: {e}")))
-                })
-                .transpose()
-        };
+        let size = |name: &str, v: &Option<String>| size_of(&format!("kiln.toml [gc] {name}"), v);
         let keep = size("keep-storage", &gc.keep_storage)?;
         let policy = PrunePolicy {
             reserved: size("reserved-space", &gc.reserved_space)?.or(keep),
@@ -309,6 +302,16 @@ impl PrunePolicy {
             policy.reserved.is_some() || policy.max_used.is_some() || policy.min_free.is_some();
         Ok(any.then_some(policy))
     }
+}
+
+/// A size as users write it (`10g`), if given; `what` names where it was written.
+fn size_of(what: &str, v: &Option<String>) -> Result<Option<u64>, Failure> {
+    v.as_deref()
+        .map(|s| {
+            crate::commands::build::parse_bytes(s)
+                .map_err(|e| Failure::Usage(format!("{what} {s}: {e}")))
+        })
+        .transpose()
 }
 
 /// Bytes free (to unprivileged users, as `df` shows) on the filesystem holding `path`.
@@ -401,14 +404,7 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
 
 /// Runs `kiln prune`.
 pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
-    let size = |flag: &str, v: &Option<String>| -> Result<Option<u64>, Failure> {
-        v.as_deref()
-            .map(|s| {
-                crate::commands::build::parse_bytes(s)
-                    .map_err(|e| Failure::Usage(format!("--{flag} {s}: {e}")))
-            })
-            .transpose()
-    };
+    let size = |flag: &str, v: &Option<String>| size_of(&format!("--{flag}"), v);
     let policy = PrunePolicy {
         all: args.all,
         reserved: size("reserved-space", &args.reserved_space)?
