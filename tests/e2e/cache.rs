@@ -204,13 +204,19 @@ fn an_image_pushed_with_inline_cache_is_a_cache_source_for_an_empty_root() {
         "{records:?}"
     );
 
-    // Runner B: the registry and the image's name only.
+    // An image built without inline cache: no use as a cache source.
+    let plain = format!("{}/team/plain:1", reg.host);
+    build(&a, &ctx, &["--push", "-t", &plain]);
+
+    // Runner B: the registry and the images' names only; several --cache-from at once, the first unusable.
     let b = Root::empty();
     let out = tempfile::tempdir().unwrap();
     let r = build(
         &b,
         &ctx,
         &[
+            "--cache-from",
+            &plain,
             "--cache-from",
             &image,
             "-o",
@@ -225,17 +231,15 @@ fn an_image_pushed_with_inline_cache_is_a_cache_source_for_an_empty_root() {
     for f in ["ran", "last"] {
         assert_eq!(file(out.path(), f), file(out_a.path(), f), "A's {f}");
     }
-
-    // A build made without inline cache is refused as a source, with the reason, and the build goes on.
-    let plain = format!("{}/team/plain:1", reg.host);
-    build(&a, &ctx, &["--push", "-t", &plain]);
-    let r = build(&Root::empty(), &ctx, &["--cache-from", &plain]);
     assert!(
         r.stderr
             .contains("neither a kiln cache nor an image with inline cache"),
-        "{}",
+        "the plain image is refused with its reason: {}",
         r.stderr
     );
+
+    // Alone, it gives no hit and the build goes on.
+    let r = build(&Root::empty(), &ctx, &["--cache-from", &plain]);
     let (runs, cached) = runs_and_cached(&r.stderr);
     assert!(runs.iter().all(|id| !cached.contains(id)), "{}", r.stderr);
 }
