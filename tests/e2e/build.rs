@@ -445,6 +445,18 @@ fn kill_9_mid_build_then_a_rebuild_succeeds_and_reuses_finished_steps() {
         !ps.lines().any(|l| l == "sleep 20"),
         "the killed step's process is gone:\n{ps}"
     );
+    // And its network: namespace, veth pair, subnet claim.
+    let netns = run("ip", &["netns", "list"], None).stdout;
+    assert!(!netns.contains(&prefix), "{netns}");
+    let claims: Vec<String> = std::fs::read_dir("/run/kiln/net")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+                .filter(|owner| owner.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(claims.is_empty(), "{claims:?}");
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod cache;
 mod check;
 mod errors;
 mod graph;
+mod network;
 mod platforms;
 mod registry;
 mod store;

@@ -32,13 +32,22 @@ pub enum RuncError {
     /// The step's cgroup could not be made.
     #[error(transparent)]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The step's network could not be made.
+    #[error(transparent)]
+    Network(#[from] crate::network::NetworkError),
 }
+
+/// The hostname of every step, BuildKit's.
+pub const SANDBOX_HOSTNAME: &str = "buildkitsandbox";
 
 /// Network of a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
-    /// Its own network namespace (loopback only).
+    /// Its own network namespace with loopback only (`--network=none`).
     Isolated,
+    /// Its own network namespace with outbound access through NAT (`--network=default`): see
+    /// [`crate::network`].
+    Outbound,
     /// The host's network.
     Host,
 }
@@ -152,6 +161,7 @@ impl Runc {
             }
         }
         crate::cgroup::sweep(Path::new("/sys/fs/cgroup"), &stale);
+        crate::network::StepNetwork::sweep(Path::new(crate::network::CLAIMS), &stale);
     }
 
     /// Runs `p` to completion; `on_line` sees each output line as it comes.
@@ -176,7 +186,18 @@ impl Runc {
             &id,
             &p.limits,
         )?;
-        let cfg = config(p, cgroup.as_ref().map(|c| c.runtime_path()).as_deref());
+        let network = match p.network {
+            Network::Outbound => Some(crate::network::StepNetwork::create(
+                &id,
+                Path::new(crate::network::CLAIMS),
+            )?),
+            Network::Isolated | Network::Host => None,
+        };
+        let cfg = config(
+            p,
+            cgroup.as_ref().map(|c| c.runtime_path()).as_deref(),
+            network.as_ref().map(|n| n.netns_path()).as_deref(),
+        );
         let cfg_path = bundle.join("config.json");
         std::fs::write(&cfg_path, cfg.to_string()).map_err(io(&cfg_path))?;
         let mut result = self.run_bundle(&id, &bundle, on_line);
@@ -193,6 +214,7 @@ impl Runc {
             o.oom_killed = o.exit_code != 0 && cg.oom_killed(o.exit_code);
         }
         drop(cgroup);
+        drop(network);
         result
     }
 

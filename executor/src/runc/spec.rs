@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use std::path::Path;
+
 use super::{Mount, Network, Process};
 
 /// Docker's default capability set: what a RUN may do as root inside its sandbox.
@@ -121,8 +123,9 @@ fn nofile_limit() -> u64 {
     own.map_or(1_048_576, |h| h.min(1_048_576))
 }
 
-/// The whole config.json for one process; `cgroups_path` places it below kiln's own cgroup for the step.
-pub fn config(p: &Process, cgroups_path: Option<&str>) -> Value {
+/// The whole config.json for one process; `cgroups_path` places it below kiln's own cgroup for the step, `netns`
+/// is the network namespace made for it (`Network::Outbound`).
+pub fn config(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) -> Value {
     let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
     let mut namespaces = vec![
         json!({"type": "pid"}),
@@ -130,8 +133,10 @@ pub fn config(p: &Process, cgroups_path: Option<&str>) -> Value {
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if p.network == Network::Isolated {
-        namespaces.push(json!({"type": "network"}));
+    match (p.network, netns) {
+        (Network::Host, _) => {}
+        (_, Some(path)) => namespaces.push(json!({"type": "network", "path": path})),
+        (_, None) => namespaces.push(json!({"type": "network"})),
     }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),

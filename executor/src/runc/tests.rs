@@ -201,7 +201,7 @@ fn cpu_and_pids_limits_reach_the_spec() {
     let mut p = process(Path::new("/r"), "true");
     p.limits.cpus = Some(1.5);
     p.limits.pids = Some(10);
-    let cfg = super::spec::config(&p, Some("/kiln/x/step"));
+    let cfg = super::spec::config(&p, Some("/kiln/x/step"), None);
     assert_eq!(cfg["linux"]["resources"]["cpu"]["quota"], 150_000);
     assert_eq!(cfg["linux"]["resources"]["pids"]["limit"], 10);
     assert_eq!(cfg["linux"]["cgroupsPath"], "/kiln/x/step");

@@ -87,6 +87,46 @@ pub trait ProcessRunner: Sync {
         -> Result<ProcessOutcome, String>;
 }
 
+/// Removes from the upper directory `upper` the directories in `dirs` (relative, with their mode, uid and gid
+/// before the step) that are there only because a mount stub was made below them: empty, not opaque, and with
+/// the owner and mode they had.
+fn drop_untouched_copy_ups(upper: &Path, dirs: &mut [(PathBuf, (u32, u32, u32))]) {
+    use std::os::unix::fs::MetadataExt;
+    // Deepest first, so a parent is looked at once its children are gone.
+    dirs.sort_by_key(|(d, _)| std::cmp::Reverse(d.components().count()));
+    for (rel, before) in dirs.iter() {
+        let dir = upper.join(rel);
+        let Ok(meta) = std::fs::symlink_metadata(&dir) else {
+            continue;
+        };
+        let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
+        let opaque = ["trusted.overlay.opaque", "user.overlay.opaque"]
+            .iter()
+            .any(|n| rustix::fs::lgetxattr(&dir, *n, &mut [0u8; 4]).is_ok());
+        if meta.is_dir() && empty && !opaque && (meta.mode(), meta.uid(), meta.gid()) == *before {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// The contents of a step's `/etc/hosts` and `/etc/resolv.conf`: the host's resolver (without loopback servers
+/// unless the step shares the host's network).
+fn network_files(network: crate::llb::NetworkMode) -> [(&'static str, String); 2] {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let resolv = executor::network::resolv_conf(
+        &read("/etc/resolv.conf").unwrap_or_default(),
+        read("/run/systemd/resolve/resolv.conf").as_deref(),
+        network == crate::llb::NetworkMode::Host,
+    );
+    [
+        (
+            "hosts",
+            executor::network::hosts(executor::runc::SANDBOX_HOSTNAME),
+        ),
+        ("resolv.conf", resolv),
+    ]
+}
+
 pub(super) fn run(
     w: &Worker<'_>,
     e: &ExecOp,
@@ -107,6 +147,23 @@ pub(super) fn run(
     let mut keep = Vec::new();
     let mut guards = Vec::new();
     let mut mounts = Vec::new();
+    // /etc/hosts and /etc/resolv.conf of the step's network, bound read-only as BuildKit does (so neither ends up
+    // in the step's result).
+    let etc = w.scratch_dir("etc")?;
+    for (name, text) in network_files(e.network) {
+        let path = etc.path().join(name);
+        std::fs::write(&path, text).map_err(|source| WorkerError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        mounts.push(ResolvedMount {
+            target: format!("/etc/{name}"),
+            kind: ResolvedMountKind::Bind {
+                source: path,
+                readonly: true,
+            },
+        });
+    }
     for m in e.mounts.iter().filter(|m| !m.output) {
         let kind = match &m.kind {
             MountKind::Bind => {
@@ -188,13 +245,29 @@ pub(super) fn run(
         // Mount points the runtime will create for this step are not part of its result: note the first missing
         // component of each target and remove what was created once the process is done.
         let mut stubs = Vec::new();
+        // The directories above each stub: creating the stub copies them up into the step's upper directory,
+        // which would make them part of the step's layer (an `etc/` entry in every RUN's layer).
+        let mut above: Vec<(PathBuf, (u32, u32, u32))> = Vec::new();
         for m in &mounts {
             let mut cur = rootfs.path().to_path_buf();
+            let mut rel = PathBuf::new();
             for part in m.target.split('/').filter(|p| !p.is_empty()) {
                 cur.push(part);
-                if std::fs::symlink_metadata(&cur).is_err() {
-                    stubs.push(cur.clone());
-                    break;
+                match std::fs::symlink_metadata(&cur) {
+                    Err(_) => {
+                        stubs.push(cur.clone());
+                        for dir in rel.ancestors().filter(|d| !d.as_os_str().is_empty()) {
+                            if let Ok(meta) = std::fs::symlink_metadata(rootfs.path().join(dir)) {
+                                use std::os::unix::fs::MetadataExt;
+                                above.push((
+                                    dir.to_path_buf(),
+                                    (meta.mode(), meta.uid(), meta.gid()),
+                                ));
+                            }
+                        }
+                        break;
+                    }
+                    Ok(_) => rel.push(part),
                 }
             }
         }
@@ -213,6 +286,7 @@ pub(super) fn run(
             };
         }
         rootfs.unmount()?;
+        drop_untouched_copy_ups(&active.diff_dir(), &mut above);
         outcome
     };
     drop(guards);

@@ -180,7 +180,8 @@ impl ProcessRunner for RuncRunner<'_> {
         // Secret files must exist as mount points in the rootfs? runc creates them; parents too.
         let network = match req.op.network {
             NetworkMode::Host => Network::Host,
-            NetworkMode::None | NetworkMode::Default => Network::Isolated,
+            NetworkMode::None => Network::Isolated,
+            NetworkMode::Default => Network::Outbound,
         };
         let process = Process {
             args: req.op.args.clone(),
@@ -189,7 +190,7 @@ impl ProcessRunner for RuncRunner<'_> {
             uid,
             gid,
             additional_gids: vec![],
-            hostname: "buildkitsandbox".to_string(),
+            hostname: executor::runc::SANDBOX_HOSTNAME.to_string(),
             rootfs: req.rootfs.to_path_buf(),
             mounts,
             network,
