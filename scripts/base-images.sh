@@ -25,6 +25,9 @@ tar --numeric-owner --owner=0 --group=0 --mtime='@0' --sort=name -C "$rootfs" -c
 "$kiln" import "$work/busybox.tar" busybox:latest
 
 if [ "${2:-}" = "--debian" ]; then
-  mmdebstrap --variant=minbase --format=tar bookworm "$work/debian.tar"
+  # The host's resolver and name are copied in for the bootstrap: an image must not carry them.
+  mmdebstrap --variant=minbase --format=tar \
+    --customize-hook='rm -f "$1/etc/resolv.conf" "$1/etc/hostname"' \
+    bookworm "$work/debian.tar"
   "$kiln" import "$work/debian.tar" debian:bookworm
 fi

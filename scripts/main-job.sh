@@ -8,6 +8,9 @@ need=()
 command -v runc >/dev/null 2>&1 || [ -x /usr/sbin/runc ] || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
 command -v umoci >/dev/null 2>&1 || need+=(umoci)
+# A RUN's default network: a namespace, a veth pair and NAT.
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
 if [ "${#need[@]}" -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}"
@@ -20,10 +23,4 @@ bash scripts/base-images.sh "$kiln"
 "$kiln" check examples/hello
 "$kiln" build -t hello:latest -o type=oci,dest=target/hello.oci.tar examples/hello
 "$kiln" images
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-mkdir "$work/layout"
-tar -C "$work/layout" -xf target/hello.oci.tar
-umoci unpack --image "$work/layout:docker.io/library/hello:latest" "$work/bundle" >/dev/null
-sed -i 's/"terminal": *true/"terminal": false/' "$work/bundle/config.json"
-(cd "$work/bundle" && runc run "kiln-hello-$$")
+bash scripts/run-image.sh target/hello.oci.tar docker.io/library/hello:latest

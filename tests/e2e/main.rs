@@ -4,6 +4,7 @@ mod build;
 mod cache;
 mod check;
 mod errors;
+mod examples;
 mod graph;
 mod network;
 mod platforms;

@@ -100,10 +100,21 @@ pub struct Root {
 impl Root {
     /// A fresh root holding `busybox:latest`.
     pub fn with_busybox(bin: &str) -> Root {
+        Root::with_bases(bin, &[])
+    }
+
+    /// A root holding busybox and a Debian base (`debian:bookworm`, bootstrapped from the Debian mirror with
+    /// mmdebstrap): what the compiled and ml-env examples build on.
+    pub fn with_debian(bin: &str) -> Root {
+        Root::with_bases(bin, &["--debian"])
+    }
+
+    fn with_bases(bin: &str, extra: &[&str]) -> Root {
         let dir = tempfile::tempdir().expect("create a kiln root");
         let out = Command::new("bash")
             .arg(repo_root().join("scripts/base-images.sh"))
             .arg(bin)
+            .args(extra)
             .env("KILN_ROOT", dir.path())
             .output()
             .expect("run scripts/base-images.sh");
