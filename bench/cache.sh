@@ -15,11 +15,8 @@ cd "$(dirname "$0")/.."
 reps=${1:-3}
 files=${2:-20000}
 big=${3:-300}
-export PATH="$PATH:/usr/sbin:/sbin"
-cargo build --release --locked -q
-kiln=$PWD/target/release/kiln
-work=$(mktemp -d /var/tmp/kiln-cachebench.XXXXXX)
 source bench/lib.sh
+setup_bench cachebench
 # Debian's docker.io CLI (its `docker build` drives the daemon's own BuildKit; a newer CLI would want buildx).
 docker_cli=/usr/bin/docker
 bk=0

@@ -10,10 +10,8 @@ cd "$(dirname "$0")/.."
 reps=${1:-3}
 size=${2:-1024}
 big=${3:-4096}
-export PATH="$PATH:/usr/sbin:/sbin"
-cargo build --release --locked -q
-kiln=$PWD/target/release/kiln
-work=$(mktemp -d /var/tmp/kiln-exportbench.XXXXXX)
+source bench/lib.sh
+setup_bench exportbench
 trap 'rm -rf "$work"' EXIT
 export KILN_ROOT=$work/root
 
@@ -25,7 +23,7 @@ make_ctx() { # DIR MIB
   printf 'FROM scratch\nCOPY . /data\n' > "$1/Dockerfile"
 }
 
-measure() { # NAME CMD...: appends "seconds rss_kib"
+measure_sh() { # NAME COMMAND-LINE...: as lib.sh's measure, for a shell command line (pipes)
   local name=$1; shift
   local s e
   s=$(date +%s.%N)
@@ -40,12 +38,10 @@ bytes=$(du -sb "$work/ctx" | cut -f1)
 for _ in $(seq "$reps"); do
   rm -f "$KILN_ROOT"/store/layers/*.json
   measure kiln "$kiln" build --progress=quiet -o type=oci,dest=$work/out.tar $work/ctx
-  measure gzip "tar -C $work/ctx -cf - . | gzip -6 > $work/out.gz"
-  measure pigz "tar -C $work/ctx -cf - . | pigz -6 > $work/out.gz"
+  measure_sh gzip "tar -C $work/ctx -cf - . | gzip -6 > $work/out.gz"
+  measure_sh pigz "tar -C $work/ctx -cf - . | pigz -6 > $work/out.gz"
 done
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-col() { awk "{print \$$2}" "$work/$1" | median; }
 echo
 echo "Layer of $size MiB (half random, half base64 text), $(nproc) cores, medians of $reps runs."
 echo

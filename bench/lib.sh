@@ -1,5 +1,13 @@
-# Shared by the benchmark scripts (sourced, with $work set): a loopback docker-registry with fresh storage, timing
-# with peak RSS, and medians.
+# Shared by the benchmark scripts (sourced from the repository's root): the common start (release build, work
+# directory), a loopback docker-registry with fresh storage, timing with peak RSS, and medians.
+
+# setup_bench NAME: puts the sbin directories on PATH, builds kiln (release) into $kiln, makes $work.
+setup_bench() {
+  export PATH="$PATH:/usr/sbin:/sbin"
+  cargo build --release --locked -q
+  kiln=$PWD/target/release/kiln
+  work=$(mktemp -d "/var/tmp/kiln-$1.XXXXXX")
+}
 
 reg_pid=
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -10,11 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
 size=${2:-2048}
-export PATH="$PATH:/usr/sbin:/sbin"
-cargo build --release --locked -q
-kiln=$PWD/target/release/kiln
-work=$(mktemp -d /var/tmp/kiln-regbench.XXXXXX)
 source bench/lib.sh
+setup_bench regbench
 trap 'stop_registry; buildah --root "$work/b-root" --runroot "$work/b-run" rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 bstore=(--root "$work/b-root" --runroot "$work/b-run" --storage-driver overlay)
 

@@ -7,10 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
-export PATH="$PATH:/usr/sbin:/sbin"
-cargo build --release --locked -q
-kiln=$PWD/target/release/kiln
-work=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
+source bench/lib.sh
+setup_bench bench
 trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 export KILN_ROOT=$work/kiln-root
 bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
@@ -23,7 +21,6 @@ printf 'FROM busybox\n' > "$work/base/Dockerfile"
 buildah "${bstore[@]}" pull -q "oci-archive:$work/busybox.oci.tar" >/dev/null
 buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/busybox:latest
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 now() { date +%s.%N; }
 timeit() { local s e; s=$(now); "$@" >/dev/null 2>&1; e=$(now); echo "$e - $s" | bc; }
 

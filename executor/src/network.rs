@@ -36,6 +36,9 @@ pub enum NetworkError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The host's NAT and forwarding rules could not be put in place (remembered for the rest of the process).
+    #[error("{0}")]
+    Rules(String),
     /// Every subnet of the pool is taken.
     #[error("all {SLOTS} step networks of 10.213.0.0/16 are in use")]
     Exhausted,
@@ -151,10 +154,7 @@ impl StepNetwork {
         RULES
             .get_or_init(|| ensure_rules().map_err(|e| e.to_string()))
             .clone()
-            .map_err(|detail| NetworkError::Command {
-                command: "iptables".to_string(),
-                detail,
-            })?;
+            .map_err(NetworkError::Rules)?;
         let claims = claims.to_path_buf();
         std::fs::create_dir_all(&claims).map_err(|source| NetworkError::Io {
             path: claims.clone(),
