@@ -302,8 +302,9 @@ pub struct BuildArgs {
     /// How many steps may run at once (default: the CPU count).
     #[arg(long = "max-parallelism", value_name = "N")]
     pub max_parallelism: Option<usize>,
-    /// The OCI runtime that runs RUN steps.
-    #[arg(long, default_value = "runc", value_name = "runc|PATH")]
+    /// What runs RUN steps: kiln's own sandbox (`builtin`), or an OCI runtime binary such as runc, by name or
+    /// path, fed the same spec.
+    #[arg(long, default_value = "builtin", value_name = "builtin|runc|PATH")]
     pub runtime: String,
     /// Run the build checks and report them instead of building (as `docker build --check`).
     #[arg(long)]

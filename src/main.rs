@@ -9,6 +9,7 @@ mod progress;
 mod request;
 mod resolver;
 mod root;
+mod signals;
 mod stdin_context;
 
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ pub enum Failure {
     Build(String),
     /// Exit 2: bad usage or a bad Dockerfile; the message is already rendered.
     Usage(String),
+    /// Exit 128 + the signal: the build was stopped by SIGINT or SIGTERM (and cleaned up after).
+    Interrupted(i32),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,10 @@ fn main() -> ExitCode {
         Err(Failure::Usage(msg)) => {
             eprintln!("error: {msg}");
             ExitCode::from(2)
+        }
+        Err(Failure::Interrupted(signal)) => {
+            eprintln!("error: the build was stopped by signal {signal}; its running steps were killed and cleaned up");
+            ExitCode::from((128 + signal).clamp(0, 255) as u8)
         }
     }
 }

@@ -56,6 +56,14 @@ pub enum CgroupError {
     /// Limits were asked for but the host offers no memory controller.
     #[error("resource limits need a cgroup memory controller, and this host offers none (cgroup v1 memory or v2 with memory delegated)")]
     Unavailable,
+    /// A limit was asked for whose controller the host does not offer.
+    #[error("--{flag} needs the cgroup {controller} controller, and this host does not offer it")]
+    MissingController {
+        /// The controller.
+        controller: &'static str,
+        /// The kiln build flag that asked for it.
+        flag: &'static str,
+    },
     /// Writing the cgroup tree failed.
     #[error("{path}: {source}")]
     Io {
@@ -70,7 +78,10 @@ pub enum CgroupError {
 #[derive(Debug)]
 pub struct StepCgroup {
     layout: Layout,
+    /// The memory controller's directory (v1) or the one directory (v2).
     dir: PathBuf,
+    /// Every directory made for the step: one per v1 controller, or the one v2 directory.
+    dirs: Vec<PathBuf>,
     name: String,
 }
 
@@ -112,8 +123,31 @@ impl StepCgroup {
         name: &str,
         limits: &Limits,
     ) -> Result<Option<StepCgroup>, CgroupError> {
+        let mut dirs = Vec::new();
         let dir = match layout {
-            Layout::V1 { memory } => memory.join("kiln").join(name),
+            Layout::V1 { memory } => {
+                // pids and cpu have hierarchies of their own beside memory's.
+                let sys = memory.parent().unwrap_or(memory);
+                for (controller, wanted) in [
+                    ("pids", limits.pids.is_some()),
+                    ("cpu", limits.cpus.is_some()),
+                ] {
+                    let base = sys.join(controller);
+                    if base.join("cgroup.procs").exists() {
+                        dirs.push(base.join("kiln").join(name));
+                    } else if wanted {
+                        return Err(CgroupError::MissingController {
+                            controller,
+                            flag: if controller == "pids" {
+                                "pids-limit"
+                            } else {
+                                "cpus"
+                            },
+                        });
+                    }
+                }
+                memory.join("kiln").join(name)
+            }
             Layout::V2 { root } => {
                 // Controllers must be enabled on every level above the step's cgroup.
                 mkdir(&root.join("kiln"))?;
@@ -131,15 +165,60 @@ impl StepCgroup {
                 }
                 root.join("kiln").join(name)
             }
-            Layout::Unavailable if limits.memory.is_some() => return Err(CgroupError::Unavailable),
+            Layout::Unavailable if *limits != Limits::default() => {
+                return Err(CgroupError::Unavailable)
+            }
             Layout::Unavailable => return Ok(None),
         };
-        mkdir(&dir)?;
+        dirs.insert(0, dir.clone());
+        // Dropping removes whatever was made so far if a later step fails.
         let cg = StepCgroup {
             layout: layout.clone(),
             dir,
+            dirs,
             name: name.to_string(),
         };
+        for d in &cg.dirs {
+            mkdir(d)?;
+        }
+        cg.set_limits(limits)?;
+        Ok(Some(cg))
+    }
+
+    fn set_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+        const PERIOD: u64 = 100_000;
+        let quota = |c: f64| ((c * PERIOD as f64).round() as u64).max(1000);
+        let v1_dir = |controller: &str| {
+            self.dirs
+                .iter()
+                .find(|d| {
+                    d.parent()
+                        .and_then(Path::parent)
+                        .is_some_and(|p| p.ends_with(controller))
+                })
+                .cloned()
+        };
+        match &self.layout {
+            Layout::V1 { .. } => {
+                if let (Some(n), Some(d)) = (limits.pids, v1_dir("pids")) {
+                    write(d.join("pids.max"), &n.to_string())?;
+                }
+                if let (Some(c), Some(d)) = (limits.cpus, v1_dir("cpu")) {
+                    write(d.join("cpu.cfs_period_us"), &PERIOD.to_string())?;
+                    write(d.join("cpu.cfs_quota_us"), &quota(c).to_string())?;
+                }
+            }
+            Layout::V2 { .. } => {
+                if let Some(n) = limits.pids {
+                    write(self.dir.join("pids.max"), &n.to_string())?;
+                }
+                if let Some(c) = limits.cpus {
+                    write(self.dir.join("cpu.max"), &format!("{} {PERIOD}", quota(c)))?;
+                }
+            }
+            Layout::Unavailable => {}
+        }
+        let cg = self;
         if let Some(bytes) = limits.memory {
             match &cg.layout {
                 Layout::V1 { .. } => {
@@ -160,7 +239,19 @@ impl StepCgroup {
                 Layout::Unavailable => {}
             }
         }
-        Ok(Some(cg))
+        Ok(())
+    }
+
+    /// Kills every process in the step's cgroup (a cancelled step's, wherever its namespaces put them).
+    pub fn kill_all(&self) {
+        for d in &self.dirs {
+            kill_procs(d);
+        }
+    }
+
+    /// The `cgroup.procs` files a process writes itself into to enter the step's cgroup (one per v1 controller).
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
     /// The `cgroupsPath` to give the runtime: a child of this cgroup, so the limit above it holds.
@@ -206,15 +297,37 @@ impl Drop for StepCgroup {
                 remove_v1_tree(sys, &self.name);
             }
         }
-        // Children first (the runtime normally removes its own); rmdir is how cgroups are removed.
-        if let Ok(entries) = std::fs::read_dir(&self.dir) {
-            for e in entries.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    let _ = std::fs::remove_dir(e.path());
+        // Children first (the runtime normally removes its own); rmdir is how cgroups are removed. A process
+        // of the step that outlived it (the kernel is still tearing its PID namespace down) is killed, and the
+        // removal retried while the kernel empties the cgroup.
+        for dir in &self.dirs {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
+            for attempt in 0..100 {
+                match std::fs::remove_dir(dir) {
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 99 => {
+                        kill_procs(dir);
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    _ => break,
                 }
             }
         }
-        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Kills every process in the cgroup `dir`.
+fn kill_procs(dir: &Path) {
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+    for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+        if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        }
     }
 }
 
@@ -235,12 +348,7 @@ pub fn sweep(sys: &Path, stale: &dyn Fn(&str) -> bool) {
                 continue;
             }
             for dir in [e.path().join("step"), e.path()] {
-                let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
-                for pid in procs.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
-                    if let Some(pid) = rustix::process::Pid::from_raw(pid) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                    }
-                }
+                kill_procs(&dir);
             }
             // The kernel takes a moment to empty a cgroup of killed processes.
             for _ in 0..50 {

@@ -1,7 +1,14 @@
-//! kiln's executor: runs one process of a build in a sandbox. Today through an external OCI runtime ([`runc`]),
-//! fed Docker's default sandbox config, in a cgroup ([`cgroup`]) and a network ([`network`]) of its own; the
-//! built-in runtime arrives with the executor issue.
+//! kiln's executor: runs one process of a build in a sandbox. A step is described once, as an OCI runtime spec
+//! ([`spec`]) over a [`process::Process`]; the built-in runtime ([`sandbox`], the default) or an external OCI
+//! runtime such as runc ([`runc`]) runs it, in a cgroup ([`cgroup`]) and a network ([`network`]) of its own.
 
 pub mod cgroup;
 pub mod network;
+pub mod process;
 pub mod runc;
+pub mod runtime;
+pub mod sandbox;
+pub mod spec;
+
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,7 @@ use oci::store::Store;
 use solver::llb::{NetworkMode, Op, SecurityMode, VertexId};
 use solver::scheduler::{CancelToken, Event, Scheduler, SolveError};
 use solver::worker::{
-    CacheEvent, Fs, LocalDir, RuncRunner, SecretSource, StoreImages, Worker, WorkerError,
+    CacheEvent, Fs, LocalDir, SandboxRunner, SecretSource, StoreImages, Worker, WorkerError,
 };
 
 use crate::cli::BuildArgs;
@@ -325,8 +325,8 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
     }
     let _trace = TraceOnDrop(&progress, args.trace.as_deref());
     let desc = |id: VertexId| def.vertex(id).meta.description.clone();
-    let runner = RuncRunner::new(
-        args.runtime.clone(),
+    let runner = SandboxRunner::new(
+        &args.runtime,
         &root.join("runc"),
         secrets,
         Box::new(|step, line| progress.line(step, line)),
@@ -386,7 +386,22 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
     });
     let cancel = CancelToken::default();
     let (stop_ticker, ticks) = std::sync::mpsc::channel::<()>();
+    let (stop_watch, watch) = std::sync::mpsc::channel::<()>();
+    let signals = crate::signals::Guard::install();
     let result = std::thread::scope(|scope| {
+        // SIGINT/SIGTERM cancel the build: running steps are killed and cleaned up, the rest never start.
+        {
+            let (cancel, signals) = (&cancel, &signals);
+            scope.spawn(move || {
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    watch.recv_timeout(std::time::Duration::from_millis(50))
+                {
+                    if signals.received().is_some() {
+                        cancel.cancel();
+                    }
+                }
+            });
+        }
         // The live display's timers move even while no step prints anything; the ticker stops as soon as the
         // solve ends (its channel closes), so it never delays the build.
         if mode == Mode::Tty {
@@ -416,8 +431,13 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
             Event::Failed(_) => {}
         });
         drop(stop_ticker);
+        drop(stop_watch);
         r
     });
+    if let Some(signal) = signals.received() {
+        return Err(Failure::Interrupted(signal));
+    }
+    drop(signals);
     let outputs_by_vertex = match result {
         Ok(o) => o,
         Err(SolveError::Op(id, err)) => {
@@ -828,6 +848,7 @@ fn export(
 fn failure_text(f: Failure) -> String {
     match f {
         Failure::Build(m) | Failure::Usage(m) => m,
+        Failure::Interrupted(s) => format!("stopped by signal {s}"),
     }
 }
 

@@ -459,6 +459,7 @@ pub fn auto_gc(root: &Path, policy: Option<PrunePolicy>) {
         ),
         Ok(_) => {}
         Err(Failure::Build(e) | Failure::Usage(e)) => eprintln!("warning: gc: {e}"),
+        Err(Failure::Interrupted(_)) => {}
     }
 }
 

@@ -5,16 +5,79 @@ use std::path::Path;
 use super::{scoped, FileOpError};
 use crate::llb::{Chown, UserRef};
 
-fn lookup(root: &Path, file: &str, name: &str) -> Result<Option<(u32, u32)>, FileOpError> {
+/// The lines of `file` in the rootfs, split at `:`; a missing file has none.
+fn entries(root: &Path, file: &str) -> Result<Vec<Vec<String>>, FileOpError> {
     let path = scoped::resolve(root, file, true)?;
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => return Err(FileOpError::Io { path, source }),
     };
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(':').collect();
-        if fields.first() == Some(&name) && fields.len() >= 3 {
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(':').map(str::to_string).collect())
+        .collect())
+}
+
+/// Who a RUN step runs as: uid, gid and supplementary groups, as runc's user lookup (which BuildKit uses)
+/// decides them from `USER user[:group]`. A user found in /etc/passwd (by name or uid) brings its primary group
+/// and, unless a group is named, every group of /etc/group that lists it; a uid not in /etc/passwd runs with
+/// gid 0 and no other groups.
+pub fn resolve_run_user(root: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>), FileOpError> {
+    let (user, group) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    let passwd = entries(root, "/etc/passwd")?;
+    let numeric = user.parse::<u32>().ok();
+    let found = passwd.iter().find(|f| {
+        f.len() >= 4
+            && match numeric {
+                Some(n) => f[2].parse::<u32>() == Ok(n),
+                None => f[0] == user,
+            }
+    });
+    let (uid, mut gid, name) = match (found, numeric) {
+        (Some(f), _) => (
+            f[2].parse().unwrap_or(0),
+            f[3].parse().unwrap_or(0),
+            Some(f[0].clone()),
+        ),
+        (None, Some(n)) => (n, 0, None),
+        (None, None) => return Err(FileOpError::UnknownUser(user.to_string())),
+    };
+    let groups = entries(root, "/etc/group")?;
+    let mut supplementary = Vec::new();
+    match group.filter(|g| !g.is_empty()) {
+        Some(g) => {
+            gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => groups
+                    .iter()
+                    .find(|f| f.len() >= 3 && f[0] == g)
+                    .and_then(|f| f[2].parse().ok())
+                    .ok_or_else(|| FileOpError::UnknownGroup(g.to_string()))?,
+            }
+        }
+        None => {
+            if let Some(name) = &name {
+                for f in groups.iter().filter(|f| f.len() >= 4) {
+                    if f[3].split(',').any(|m| m == name) {
+                        if let Ok(g) = f[2].parse::<u32>() {
+                            supplementary.push(g);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok((uid, gid, supplementary))
+}
+
+fn lookup(root: &Path, file: &str, name: &str) -> Result<Option<(u32, u32)>, FileOpError> {
+    for fields in entries(root, file)? {
+        if fields.first().map(String::as_str) == Some(name) && fields.len() >= 3 {
             let id = fields[2].parse().ok();
             let gid = fields.get(3).and_then(|g| g.parse().ok()).unwrap_or(0);
             if let Some(id) = id {
@@ -47,8 +110,8 @@ pub fn resolve_chown(root: &Path, chown: &Chown) -> Result<(u32, u32), FileOpErr
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_and_ids() {
+    /// A rootfs with a `root` and an `app` user, and `group` as its /etc/group.
+    fn rootfs(group: &str) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("etc")).unwrap();
         std::fs::write(
@@ -56,7 +119,32 @@ mod tests {
             "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/home/app:/bin/sh\n",
         )
         .unwrap();
-        std::fs::write(d.path().join("etc/group"), "root:x:0:\nstaff:x:50:\n").unwrap();
+        std::fs::write(d.path().join("etc/group"), group).unwrap();
+        d
+    }
+
+    #[test]
+    fn run_users_as_runc_resolves_them() {
+        let d =
+            rootfs("root:x:0:\napp:x:1001:\nwheel:x:10:root,app\naudio:x:29:app\nstaff:x:50:\n");
+        let r = |s: &str| resolve_run_user(d.path(), s);
+        assert_eq!(r("app").unwrap(), (1000, 1001, vec![10, 29]));
+        assert_eq!(r("1000").unwrap(), (1000, 1001, vec![10, 29]), "by uid");
+        assert_eq!(
+            r("app:staff").unwrap(),
+            (1000, 50, vec![]),
+            "a named group replaces them"
+        );
+        assert_eq!(r("app:7").unwrap(), (1000, 7, vec![]));
+        assert_eq!(r("4242").unwrap(), (4242, 0, vec![]), "unknown uid: gid 0");
+        assert_eq!(r("root").unwrap(), (0, 0, vec![10]));
+        assert!(matches!(r("nobody"), Err(FileOpError::UnknownUser(_))));
+        assert!(matches!(r("app:nope"), Err(FileOpError::UnknownGroup(_))));
+    }
+
+    #[test]
+    fn names_and_ids() {
+        let d = rootfs("root:x:0:\nstaff:x:50:\n");
         let c =
             |u: UserRef, g: Option<UserRef>| resolve_chown(d.path(), &Chown { user: u, group: g });
         assert_eq!(c(UserRef::Name("app".into()), None).unwrap(), (1000, 1001));

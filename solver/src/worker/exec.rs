@@ -121,7 +121,7 @@ fn network_files(network: crate::llb::NetworkMode) -> [(&'static str, String); 2
     [
         (
             "hosts",
-            executor::network::hosts(executor::runc::SANDBOX_HOSTNAME),
+            executor::network::hosts(executor::process::SANDBOX_HOSTNAME),
         ),
         ("resolv.conf", resolv),
     ]

@@ -5,7 +5,7 @@
 mod exec;
 mod images;
 mod keys;
-mod runc;
+mod runner;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +22,7 @@ use crate::snapshot::{SnapshotError, Snapshotter};
 
 pub use exec::{ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMount, ResolvedMountKind};
 pub use images::StoreImages;
-pub use runc::{RuncRunner, SecretSource};
+pub use runner::{SandboxRunner, SecretSource};
 
 /// The solver's view of the image store (and, later, the registry).
 pub trait ImageProvider: Sync {

@@ -1,14 +1,16 @@
-//! The executor seam filled with an OCI runtime (runc): a step's request turned into the runtime's process
-//! description, with USER resolved in the step's rootfs and secrets bound from their sources.
+//! The executor seam filled with a real runtime (the built-in one, or an OCI runtime binary): a step's request
+//! turned into the runtime's process description, with USER resolved in the step's rootfs (supplementary groups
+//! included) and secrets bound from their sources.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use executor::runc::{Mount, Network, Process, Runc};
+use executor::process::{Mount, Network, Process};
+use executor::runtime::Runtime;
 
 use super::exec::{ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMountKind};
-use crate::fileop::resolve_chown;
-use crate::llb::{Chown, NetworkMode, UserRef};
+use crate::fileop::resolve_run_user;
+use crate::llb::NetworkMode;
 use crate::scheduler::CancelToken;
 
 /// Where a `--secret` comes from.
@@ -23,9 +25,9 @@ pub enum SecretSource {
 /// Receives each output line of a step: `(step description, line)`.
 pub type LineSink<'a> = Box<dyn Fn(&str, &str) + Sync + 'a>;
 
-/// Runs steps with an OCI runtime binary.
-pub struct RuncRunner<'a> {
-    runc: Runc,
+/// Runs steps with a runtime.
+pub struct SandboxRunner<'a> {
+    runtime: Runtime,
     secrets: BTreeMap<String, SecretSource>,
     scratch: PathBuf,
     on_line: LineSink<'a>,
@@ -33,16 +35,17 @@ pub struct RuncRunner<'a> {
     ssh: BTreeMap<String, PathBuf>,
 }
 
-impl<'a> RuncRunner<'a> {
-    /// A runner using `binary`, keeping state under `work`; `on_line(step, line)` sees each output line.
+impl<'a> SandboxRunner<'a> {
+    /// A runner using the runtime named `runtime` (`builtin`, or an OCI runtime binary), keeping state under
+    /// `work`; `on_line(step, line)` sees each output line.
     pub fn new(
-        binary: impl Into<PathBuf>,
+        runtime: &str,
         work: &std::path::Path,
         secrets: BTreeMap<String, SecretSource>,
         on_line: LineSink<'a>,
-    ) -> RuncRunner<'a> {
-        RuncRunner {
-            runc: Runc::new(binary, work),
+    ) -> SandboxRunner<'a> {
+        SandboxRunner {
+            runtime: Runtime::named(runtime, work),
             secrets,
             scratch: work.join("secrets"),
             on_line,
@@ -59,7 +62,7 @@ impl<'a> RuncRunner<'a> {
 
     /// Removes what kiln processes killed mid-step left behind (containers, processes, cgroups).
     pub fn sweep_stale(&self) {
-        self.runc.sweep_stale();
+        self.runtime.sweep_stale();
     }
 
     /// Every RUN step gets these cgroup limits (`kiln build --memory`, `--cpus`, `--pids-limit`).
@@ -69,31 +72,17 @@ impl<'a> RuncRunner<'a> {
     }
 }
 
-fn user_ref(s: &str) -> UserRef {
-    match s.parse::<u32>() {
-        Ok(n) => UserRef::Id(n),
-        Err(_) => UserRef::Name(s.to_string()),
-    }
-}
-
-impl ProcessRunner for RuncRunner<'_> {
+impl ProcessRunner for SandboxRunner<'_> {
     fn run(
         &self,
         req: &ProcessRequest<'_>,
-        _cancel: &CancelToken,
+        cancel: &CancelToken,
     ) -> Result<ProcessOutcome, String> {
-        let (uid, gid) = if req.op.user.is_empty() {
-            (0, 0)
+        let (uid, gid, additional_gids) = if req.op.user.is_empty() {
+            (0, 0, Vec::new())
         } else {
-            let (u, g) = match req.op.user.split_once(':') {
-                Some((u, g)) => (u, Some(g)),
-                None => (req.op.user.as_str(), None),
-            };
-            let chown = Chown {
-                user: user_ref(u),
-                group: g.map(user_ref),
-            };
-            resolve_chown(req.rootfs, &chown).map_err(|e| format!("USER {}: {e}", req.op.user))?
+            resolve_run_user(req.rootfs, &req.op.user)
+                .map_err(|e| format!("USER {}: {e}", req.op.user))?
         };
         let mut env = req.op.env.clone();
         let mut mounts = Vec::new();
@@ -177,7 +166,6 @@ impl ProcessRunner for RuncRunner<'_> {
                 }
             }
         }
-        // Secret files must exist as mount points in the rootfs? runc creates them; parents too.
         let network = match req.op.network {
             NetworkMode::Host => Network::Host,
             NetworkMode::None => Network::Isolated,
@@ -189,15 +177,19 @@ impl ProcessRunner for RuncRunner<'_> {
             cwd: req.op.cwd.clone(),
             uid,
             gid,
-            additional_gids: vec![],
-            hostname: executor::runc::SANDBOX_HOSTNAME.to_string(),
+            additional_gids,
+            hostname: executor::process::SANDBOX_HOSTNAME.to_string(),
             rootfs: req.rootfs.to_path_buf(),
             mounts,
             network,
             limits: self.limits,
         };
         let step = req.description.to_string();
-        let result = self.runc.run(&process, &|line| (self.on_line)(&step, line));
+        let result = self
+            .runtime
+            .run(&process, &|line| (self.on_line)(&step, line), &|| {
+                cancel.is_cancelled()
+            });
         for f in secret_files {
             let _ = std::fs::remove_file(f);
         }

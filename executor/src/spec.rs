@@ -1,11 +1,19 @@
-//! The OCI runtime config kiln hands to runc: Docker's default sandbox for a build step (namespaces, default
-//! capabilities, masked and read-only /proc paths, a minimal /dev, read-only /sys, no_new_privs).
+//! The OCI runtime spec of a build step: Docker's default sandbox (namespaces, default capabilities, masked and
+//! read-only /proc paths, a minimal /dev, read-only /sys, no_new_privs, a seccomp filter). Both runtimes run
+//! from this one description: runc reads it as config.json, the built-in runtime ([`crate::sandbox`]) interprets
+//! it field by field, so the sandbox is defined once.
 
+use oci_spec::runtime::Spec;
 use serde_json::{json, Value};
 
 use std::path::Path;
 
-use super::{Mount, Network, Process};
+use crate::process::{Mount, Network, Process};
+
+/// The spec could not be formed (a value kiln put in it does not fit the OCI types).
+#[derive(Debug, thiserror::Error)]
+#[error("the OCI runtime spec of the step is invalid: {0}")]
+pub struct SpecError(#[from] serde_json::Error);
 
 /// Docker's default capability set: what a RUN may do as root inside its sandbox.
 pub const DEFAULT_CAPABILITIES: [&str; 14] = [
@@ -98,11 +106,31 @@ pub const DENIED_SYSCALLS: [&str; 40] = [
     "vm86",
 ];
 
+/// The namespace flags of clone(2) (`CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
+/// CLONE_NEWPID | CLONE_NEWNET`): a clone asking for any of them is refused, as Docker's profile does for steps
+/// without CAP_SYS_ADMIN, since the denied `unshare` would otherwise be one clone away.
+pub const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
+
 fn seccomp() -> Value {
+    let mut syscalls = vec![
+        json!({"names": DENIED_SYSCALLS.as_slice(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}),
+    ];
+    // One rule per flag: a filter can test `arg & mask == value`, so "any of these bits" is seven tests.
+    for bit in (0..32)
+        .map(|b| 1u64 << b)
+        .filter(|b| CLONE_NAMESPACE_FLAGS & b != 0)
+    {
+        syscalls.push(
+            json!({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+            "args": [{"index": 0, "value": bit, "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"}]}),
+        );
+    }
+    // clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc fall back to clone.
+    syscalls.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}));
     json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
-        "syscalls": [{"names": DENIED_SYSCALLS.as_slice(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        "syscalls": syscalls
     })
 }
 
@@ -123,9 +151,19 @@ fn nofile_limit() -> u64 {
     own.map_or(1_048_576, |h| h.min(1_048_576))
 }
 
-/// The whole config.json for one process; `cgroups_path` places it below kiln's own cgroup for the step, `netns`
-/// is the network namespace made for it (`Network::Outbound`).
-pub fn config(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) -> Value {
+/// The whole spec for one process; `cgroups_path` places it below kiln's own cgroup for the step, `netns` is the
+/// network namespace made for it (`Network::Outbound`).
+pub fn config(
+    p: &Process,
+    cgroups_path: Option<&str>,
+    netns: Option<&Path>,
+) -> Result<Spec, SpecError> {
+    Ok(serde_json::from_value(config_json(p, cgroups_path, netns))?)
+}
+
+/// The spec as JSON, written the way the OCI runtime spec documents it (and checked against its types by
+/// [`config`]).
+fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) -> Value {
     let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
     let mut namespaces = vec![
         json!({"type": "pid"}),

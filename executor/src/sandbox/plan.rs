@@ -1,0 +1,569 @@
+//! The spec turned into a plan the child can carry out with raw system calls alone: between fork and exec in a
+//! multi-threaded program nothing may allocate or take a lock, so every path, flag, argument vector and filter is
+//! made here, in the parent, beforehand. Mount targets are resolved here too, inside the rootfs (a symlink in an
+//! image never points a mount at the host).
+
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use super::SandboxError;
+
+/// One thing done to the new root before pivot_root, in order.
+pub(super) enum Step {
+    /// A mount onto a target inside the rootfs.
+    Mount {
+        /// Each path from the rootfs down to the target: each must be a directory or missing (then made), never a
+        /// symlink; the last is the target.
+        target: Vec<CString>,
+        /// The target is a file (a bind of a file).
+        file: bool,
+        source: Option<CString>,
+        fstype: Option<CString>,
+        flags: libc::c_ulong,
+        data: Option<CString>,
+        /// Flags to apply with a second, remounting call (a bind's read-only and nosuid/nodev/noexec).
+        remount: Option<libc::c_ulong>,
+        /// Propagation to set afterwards (MS_PRIVATE, MS_SLAVE, ... with MS_REC).
+        propagation: libc::c_ulong,
+    },
+    /// A device node.
+    Device {
+        path: CString,
+        mode: libc::mode_t,
+        dev: libc::dev_t,
+    },
+    /// A symlink (`/dev/fd` and friends).
+    Symlink { target: CString, link: CString },
+}
+
+/// Capability sets as capset(2) takes them (low and high 32 bits).
+#[derive(Clone, Copy, Default)]
+pub(super) struct CapSets {
+    pub effective: u64,
+    pub permitted: u64,
+    pub inheritable: u64,
+}
+
+/// Everything the child does, prepared.
+pub(super) struct Plan {
+    /// kiln's pid: the first child stops if it was orphaned before it could arrange to die with kiln.
+    pub parent: libc::pid_t,
+    pub cgroup_procs: Vec<CString>,
+    pub netns: Option<OwnedFd>,
+    pub unshare: libc::c_int,
+    pub loopback: bool,
+    pub rootfs: CString,
+    pub steps: Vec<Step>,
+    pub masked: Vec<CString>,
+    pub readonly: Vec<CString>,
+    pub hostname: Option<CString>,
+    pub rlimits: Vec<(u32, u64, u64)>,
+    pub cwd: Vec<CString>,
+    pub uid: libc::uid_t,
+    pub gid: libc::gid_t,
+    pub groups: Vec<libc::gid_t>,
+    pub drop_bounding: Vec<libc::c_ulong>,
+    pub caps: CapSets,
+    pub no_new_privs: bool,
+    pub seccomp: Vec<libc::sock_filter>,
+    /// Owned here for `argv_ptrs` and `envp_ptrs`, which point into them.
+    #[allow(dead_code)]
+    pub argv: Vec<CString>,
+    #[allow(dead_code)]
+    pub envp: Vec<CString>,
+    /// Where to look for argv\[0\]: itself when it holds a slash, else each `$PATH` entry joined with it.
+    pub exec: Vec<CString>,
+    /// Null-terminated pointer arrays into `argv` and `envp` (built here: the child may not allocate).
+    pub argv_ptrs: Vec<*const libc::c_char>,
+    pub envp_ptrs: Vec<*const libc::c_char>,
+    /// Where the child reports a failed set-up step (closed on exec).
+    pub report: OwnedFd,
+}
+
+// SAFETY: the raw pointers point into `argv` and `envp`, which the plan owns and never changes after building;
+// they are only read, in the child.
+unsafe impl Send for Plan {}
+// SAFETY: as above.
+unsafe impl Sync for Plan {}
+
+fn cstring(s: impl AsRef<OsStr>) -> Result<CString, SandboxError> {
+    CString::new(s.as_ref().as_bytes()).map_err(|_| {
+        SandboxError::Spec(format!(
+            "{:?} holds a NUL byte",
+            s.as_ref().to_string_lossy()
+        ))
+    })
+}
+
+/// `/a/./b/../c` → `[a, c]`: a path inside the container, cleaned as BuildKit cleans mount targets.
+fn clean(p: &Path) -> Vec<OsString> {
+    let mut out: Vec<OsString> = Vec::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n.to_os_string()),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Where the container path `parts` is on the host, symlinks in the rootfs `root` followed as they would be
+/// inside it (an absolute link restarts at `root`, `..` stops at it). Missing components are kept as they are.
+fn resolve_in_root(root: &Path, parts: &[OsString]) -> Result<PathBuf, SandboxError> {
+    let path: Vec<&str> = parts
+        .iter()
+        .map(|p| {
+            p.to_str()
+                .ok_or_else(|| SandboxError::Spec(format!("{p:?} is not UTF-8")))
+        })
+        .collect::<Result<_, _>>()?;
+    oci::scoped::resolve(root, &path.join("/"), true).map_err(|e| SandboxError::Spec(e.to_string()))
+}
+
+/// Each path from below `root` down to `target` (which is inside it).
+fn prefixes(root: &Path, target: &Path) -> Result<Vec<CString>, SandboxError> {
+    let rel = target.strip_prefix(root).unwrap_or(target);
+    let mut cur = root.to_path_buf();
+    let mut out = Vec::new();
+    for c in rel.components() {
+        cur.push(c);
+        out.push(cstring(&cur)?);
+    }
+    if out.is_empty() {
+        out.push(cstring(root)?);
+    }
+    Ok(out)
+}
+
+/// Splits OCI mount options into mount(2) flags, the flags a bind needs a remount for, propagation, and the
+/// filesystem's own data string.
+fn mount_options(
+    options: &[String],
+) -> (libc::c_ulong, libc::c_ulong, libc::c_ulong, Option<String>) {
+    let (mut flags, mut propagation) = (0, 0);
+    let mut data = Vec::new();
+    for o in options {
+        let (set, clear): (libc::c_ulong, libc::c_ulong) = match o.as_str() {
+            "ro" => (libc::MS_RDONLY, 0),
+            "rw" => (0, libc::MS_RDONLY),
+            "nosuid" => (libc::MS_NOSUID, 0),
+            "suid" => (0, libc::MS_NOSUID),
+            "nodev" => (libc::MS_NODEV, 0),
+            "dev" => (0, libc::MS_NODEV),
+            "noexec" => (libc::MS_NOEXEC, 0),
+            "exec" => (0, libc::MS_NOEXEC),
+            "sync" => (libc::MS_SYNCHRONOUS, 0),
+            "noatime" => (libc::MS_NOATIME, 0),
+            "nodiratime" => (libc::MS_NODIRATIME, 0),
+            "relatime" => (libc::MS_RELATIME, 0),
+            "strictatime" => (libc::MS_STRICTATIME, 0),
+            "bind" => (libc::MS_BIND, 0),
+            "rbind" => (libc::MS_BIND | libc::MS_REC, 0),
+            p @ ("private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared"
+            | "unbindable" | "runbindable") => {
+                propagation = match p.trim_start_matches('r') {
+                    "private" => libc::MS_PRIVATE,
+                    "slave" => libc::MS_SLAVE,
+                    "shared" => libc::MS_SHARED,
+                    _ => libc::MS_UNBINDABLE,
+                } | if p.starts_with('r') { libc::MS_REC } else { 0 };
+                (0, 0)
+            }
+            other => {
+                data.push(other.to_string());
+                (0, 0)
+            }
+        };
+        flags = (flags | set) & !clear;
+    }
+    let remount = flags & (libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC);
+    let data = (!data.is_empty()).then(|| data.join(","));
+    (flags, remount, propagation, data)
+}
+
+/// Capability numbers by the names the spec uses (without `CAP_`).
+fn capability_number(name: &str) -> Option<u32> {
+    const NAMES: [&str; 41] = [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "KILL",
+        "SETGID",
+        "SETUID",
+        "SETPCAP",
+        "LINUX_IMMUTABLE",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_ADMIN",
+        "NET_RAW",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "SYS_MODULE",
+        "SYS_RAWIO",
+        "SYS_CHROOT",
+        "SYS_PTRACE",
+        "SYS_PACCT",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_NICE",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "MKNOD",
+        "LEASE",
+        "AUDIT_WRITE",
+        "AUDIT_CONTROL",
+        "SETFCAP",
+        "MAC_OVERRIDE",
+        "MAC_ADMIN",
+        "SYSLOG",
+        "WAKE_ALARM",
+        "BLOCK_SUSPEND",
+        "AUDIT_READ",
+        "PERFMON",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+    ];
+    let name = name.strip_prefix("CAP_").unwrap_or(name);
+    NAMES.iter().position(|n| *n == name).map(|i| i as u32)
+}
+
+fn cap_mask(set: &Option<oci_spec::runtime::Capabilities>) -> Result<u64, SandboxError> {
+    let mut mask = 0u64;
+    for c in set.iter().flatten() {
+        let name = c.to_string();
+        let n = capability_number(&name)
+            .ok_or_else(|| SandboxError::Spec(format!("unknown capability {name}")))?;
+        mask |= 1 << n;
+    }
+    Ok(mask)
+}
+
+fn rlimit_resource(typ: oci_spec::runtime::PosixRlimitType) -> Result<u32, SandboxError> {
+    let name = serde_json::to_value(typ)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    Ok(match name.as_str() {
+        "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        _ => return Err(SandboxError::Spec(format!("unknown rlimit {name}"))),
+    } as u32)
+}
+
+/// The device nodes of a minimal /dev (runc's defaults): name, major, minor.
+const DEVICES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+/// The links of a minimal /dev: name, target.
+const DEV_LINKS: [(&str, &str); 5] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+];
+
+fn last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(40)
+}
+
+impl Plan {
+    /// Prepares `spec` to be run, the step entering the cgroups whose `cgroup.procs` files are `cgroup_procs`.
+    pub(super) fn new(
+        spec: &Spec,
+        cgroup_procs: &[PathBuf],
+        report: OwnedFd,
+    ) -> Result<Plan, SandboxError> {
+        let missing = |what: &str| SandboxError::Spec(format!("the spec has no {what}"));
+        let process = spec.process().as_ref().ok_or_else(|| missing("process"))?;
+        let linux = spec
+            .linux()
+            .as_ref()
+            .ok_or_else(|| missing("linux section"))?;
+        let root = spec
+            .root()
+            .as_ref()
+            .ok_or_else(|| missing("root"))?
+            .path()
+            .clone();
+
+        let mut unshare = 0;
+        let mut netns = None;
+        let mut loopback = false;
+        for ns in linux.namespaces().iter().flatten() {
+            let flag = match ns.typ() {
+                LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+                LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+                LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+                LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+                LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+                LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+                other => {
+                    return Err(SandboxError::Spec(format!(
+                        "the {other:?} namespace is not supported by the built-in runtime"
+                    )))
+                }
+            };
+            match ns.path() {
+                Some(path) if flag == libc::CLONE_NEWNET => {
+                    let f = std::fs::File::open(path).map_err(|source| SandboxError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    netns = Some(OwnedFd::from(f));
+                }
+                Some(path) => {
+                    return Err(SandboxError::Spec(format!(
+                        "joining {} is not supported by the built-in runtime",
+                        path.display()
+                    )))
+                }
+                None => {
+                    unshare |= flag;
+                    loopback |= flag == libc::CLONE_NEWNET;
+                }
+            }
+        }
+        if unshare & libc::CLONE_NEWNS == 0 {
+            return Err(SandboxError::Spec(
+                "the built-in runtime needs a mount namespace".into(),
+            ));
+        }
+
+        // Mounts, each target resolved inside the rootfs, or below an earlier mount when it lies under one (a
+        // fresh /dev tmpfs holds no symlinks; anything else there is checked in the child).
+        let mut steps = Vec::new();
+        let mut mounted: Vec<(Vec<OsString>, PathBuf)> = Vec::new();
+        let mut dev_dir = None;
+        for m in spec.mounts().iter().flatten() {
+            let parts = clean(m.destination());
+            let under = mounted
+                .iter()
+                .filter(|(dest, _)| parts.starts_with(dest) && parts.len() > dest.len())
+                .max_by_key(|(dest, _)| dest.len());
+            let host = match under {
+                Some((dest, host)) => parts[dest.len()..]
+                    .iter()
+                    .fold(host.clone(), |p, c| p.join(c)),
+                None => resolve_in_root(&root, &parts)?,
+            };
+            let (flags, remount, propagation, data) =
+                mount_options(m.options().as_deref().unwrap_or_default());
+            let bind = flags & libc::MS_BIND != 0;
+            let file = bind
+                && m.source()
+                    .as_ref()
+                    .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()));
+            let fstype = m.typ().as_deref().filter(|t| !bind && *t != "bind");
+            if m.destination() == Path::new("/dev") {
+                dev_dir = Some(host.clone());
+            }
+            steps.push(Step::Mount {
+                target: prefixes(&root, &host)?,
+                file,
+                source: m.source().as_ref().map(cstring).transpose()?,
+                fstype: fstype.map(cstring).transpose()?,
+                // A bind takes its flags only through a remount.
+                flags: if bind {
+                    flags & (libc::MS_BIND | libc::MS_REC)
+                } else {
+                    flags
+                },
+                data: if bind {
+                    None
+                } else {
+                    data.map(cstring).transpose()?
+                },
+                remount: (bind && remount != 0).then_some(remount),
+                propagation,
+            });
+            mounted.push((parts, host));
+        }
+        if let Some(dev) = dev_dir {
+            for (name, major, minor) in DEVICES {
+                steps.push(Step::Device {
+                    path: cstring(dev.join(name))?,
+                    mode: libc::S_IFCHR | 0o666,
+                    dev: libc::makedev(major, minor),
+                });
+            }
+            for (name, target) in DEV_LINKS {
+                steps.push(Step::Symlink {
+                    target: cstring(target)?,
+                    link: cstring(dev.join(name))?,
+                });
+            }
+        }
+
+        let caps = process.capabilities().as_ref();
+        let bounding = caps.map_or(Ok(0), |c| cap_mask(c.bounding()))?;
+        let drop_bounding = (0..=last_cap())
+            .filter(|n| bounding & (1 << n) == 0)
+            .map(libc::c_ulong::from)
+            .collect();
+        let caps = CapSets {
+            effective: caps.map_or(Ok(0), |c| cap_mask(c.effective()))?,
+            permitted: caps.map_or(Ok(0), |c| cap_mask(c.permitted()))?,
+            inheritable: caps.map_or(Ok(0), |c| cap_mask(c.inheritable()))?,
+        };
+        let seccomp = match linux.seccomp() {
+            Some(s) => super::seccomp::compile(s)?,
+            None => Vec::new(),
+        };
+
+        let args = process.args().clone().unwrap_or_default();
+        let program = args.first().ok_or_else(|| missing("command"))?;
+        let env = process.env().clone().unwrap_or_default();
+        let exec = if program.contains('/') {
+            vec![cstring(program)?]
+        } else {
+            let path = env
+                .iter()
+                .find_map(|e| e.strip_prefix("PATH="))
+                .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+            path.split(':')
+                .map(|d| if d.is_empty() { "." } else { d })
+                .map(|d| cstring(format!("{}/{program}", d.trim_end_matches('/'))))
+                .collect::<Result<_, _>>()?
+        };
+        let argv: Vec<CString> = args.iter().map(cstring).collect::<Result<_, _>>()?;
+        let envp: Vec<CString> = env.iter().map(cstring).collect::<Result<_, _>>()?;
+        let ptrs = |v: &[CString]| {
+            v.iter()
+                .map(|c| c.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect::<Vec<_>>()
+        };
+        let cwd_parts = clean(process.cwd());
+        let mut cwd = Vec::new();
+        let mut cur = PathBuf::from("/");
+        for c in &cwd_parts {
+            cur.push(c);
+            cwd.push(cstring(&cur)?);
+        }
+        if cwd.is_empty() {
+            cwd.push(cstring("/")?);
+        }
+        let user = process.user();
+
+        Ok(Plan {
+            parent: std::process::id() as libc::pid_t,
+            cgroup_procs: cgroup_procs.iter().map(cstring).collect::<Result<_, _>>()?,
+            netns,
+            unshare,
+            loopback,
+            rootfs: cstring(&root)?,
+            steps,
+            masked: linux
+                .masked_paths()
+                .iter()
+                .flatten()
+                .map(cstring)
+                .collect::<Result<_, _>>()?,
+            readonly: linux
+                .readonly_paths()
+                .iter()
+                .flatten()
+                .map(cstring)
+                .collect::<Result<_, _>>()?,
+            hostname: spec.hostname().as_ref().map(cstring).transpose()?,
+            rlimits: process
+                .rlimits()
+                .iter()
+                .flatten()
+                .map(|r| Ok((rlimit_resource(r.typ())?, r.soft(), r.hard())))
+                .collect::<Result<_, SandboxError>>()?,
+            cwd,
+            uid: user.uid(),
+            gid: user.gid(),
+            groups: user.additional_gids().clone().unwrap_or_default(),
+            drop_bounding,
+            caps,
+            no_new_privs: process.no_new_privileges().unwrap_or(false),
+            seccomp,
+            argv_ptrs: ptrs(&argv),
+            envp_ptrs: ptrs(&envp),
+            argv,
+            envp,
+            exec,
+            report,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_resolve_inside_the_rootfs() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        std::fs::create_dir_all(r.join("usr/etc")).unwrap();
+        std::os::unix::fs::symlink("/usr/etc", r.join("etc")).unwrap();
+        std::os::unix::fs::symlink("../../../../..", r.join("up")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", r.join("usr/pw")).unwrap();
+        let go = |p: &str| resolve_in_root(r, &clean(Path::new(p))).unwrap();
+        assert_eq!(go("/etc/hosts"), r.join("usr/etc/hosts"), "absolute link");
+        assert_eq!(go("/up/x"), r.join("x"), "`..` stops at the root");
+        assert_eq!(go("/../../x"), r.join("x"));
+        assert_eq!(go("/usr/pw"), r.join("usr/etc/passwd"), "link to a link");
+        let loop_root = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("b", loop_root.path().join("a")).unwrap();
+        std::os::unix::fs::symlink("a", loop_root.path().join("b")).unwrap();
+        assert!(resolve_in_root(loop_root.path(), &clean(Path::new("/a/x"))).is_err());
+    }
+
+    #[test]
+    fn options_split_into_flags_remounts_propagation_and_data() {
+        let o = |v: &[&str]| mount_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let (flags, remount, prop, data) = o(&["rbind", "rprivate", "ro"]);
+        assert_eq!(
+            flags & (libc::MS_BIND | libc::MS_REC),
+            libc::MS_BIND | libc::MS_REC
+        );
+        assert_eq!(remount, libc::MS_RDONLY);
+        assert_eq!(prop, libc::MS_PRIVATE | libc::MS_REC);
+        assert_eq!(data, None);
+        let (flags, _, prop, data) = o(&["nosuid", "strictatime", "mode=755", "size=65536k"]);
+        assert_eq!(flags, libc::MS_NOSUID | libc::MS_STRICTATIME);
+        assert_eq!(prop, 0);
+        assert_eq!(data.as_deref(), Some("mode=755,size=65536k"));
+        assert_eq!(capability_number("CAP_CHOWN"), Some(0));
+        assert_eq!(capability_number("AUDIT_WRITE"), Some(29));
+        assert_eq!(capability_number("SETFCAP"), Some(31));
+    }
+}

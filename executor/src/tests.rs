@@ -1,0 +1,388 @@
+//! Both runtimes running real steps in a busybox rootfs (needs root, runc and busybox-static, which `.ci/run`
+//! installs). Every check is written once and run under the built-in runtime and under runc.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::process::{Mount, Network, Outcome, Process};
+use crate::runtime::Runtime;
+
+type Make = fn(&Path) -> Runtime;
+
+fn builtin(work: &Path) -> Runtime {
+    Runtime::named(crate::runtime::BUILTIN, work)
+}
+
+fn runc(work: &Path) -> Runtime {
+    Runtime::named("runc", work)
+}
+
+fn run(rt: &Runtime, p: &Process) -> Outcome {
+    rt.run(p, &|_| {}, &|| false).unwrap()
+}
+
+fn busybox_rootfs(dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
+    for tool in [
+        "sh", "cat", "echo", "id", "hostname", "ls", "mount", "grep", "touch", "ip", "unshare",
+        "swapoff", "head", "tr", "wc", "pgrep", "sleep", "true", "wget", "nc", "kill", "ps",
+    ] {
+        std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
+    }
+    for d in ["proc", "sys", "dev", "etc", "tmp"] {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+    }
+}
+
+fn process(rootfs: &Path, cmd: &str) -> Process {
+    Process {
+        args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
+        env: vec!["PATH=/bin".into()],
+        cwd: "/".into(),
+        uid: 0,
+        gid: 0,
+        additional_gids: vec![],
+        hostname: "kiln-test".into(),
+        rootfs: rootfs.to_path_buf(),
+        mounts: vec![],
+        network: Network::Isolated,
+        limits: Default::default(),
+    }
+}
+
+fn runs_in_a_sandbox_and_reports_exit_codes(make: Make) {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let runc = make(work.path());
+    let seen = Mutex::new(Vec::new());
+    let out = runc
+        .run(
+            &process(&rootfs, "hostname; echo hi > /tmp/x; cat /tmp/x; grep -E 'CapEff|NoNewPrivs|Seccomp:' /proc/self/status; ls /proc | grep -cE '^[0-9]+$'"),
+            &|l| seen.lock().unwrap().push(l.to_string()),
+            &|| false,
+        )
+        .unwrap();
+    assert_eq!(out.exit_code, 0, "{:?}", out.output);
+    assert_eq!(out.output[0], "kiln-test");
+    assert_eq!(out.output[1], "hi");
+    assert!(
+        out.output
+            .iter()
+            .any(|l| l.contains("CapEff:") && l.ends_with("00000000a80425fb")),
+        "{:?}",
+        out.output
+    );
+    assert!(out
+        .output
+        .iter()
+        .any(|l| l.starts_with("NoNewPrivs:") && l.ends_with('1')));
+    assert!(
+        out.output
+            .iter()
+            .any(|l| l.starts_with("Seccomp:") && l.ends_with('2')),
+        "a seccomp filter is in force: {:?}",
+        out.output
+    );
+    assert!(
+        out.output
+            .last()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n <= 3),
+        "only the step's own processes are visible: {:?}",
+        out.output
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("tmp/x")).unwrap(),
+        "hi\n",
+        "writes land in the rootfs"
+    );
+    assert_eq!(seen.lock().unwrap().len(), out.output.len());
+
+    let fail = run(&runc, &process(&rootfs, "echo bye; exit 7"));
+    assert_eq!(fail.exit_code, 7);
+    let denied = run(&runc, &process(&rootfs, "mount -t tmpfs none /tmp"));
+    assert_ne!(denied.exit_code, 0, "mounting is not allowed");
+    let net = run(
+        &runc,
+        &process(
+            &rootfs,
+            "ls /sys/class/net; cat /sys/class/net/lo/operstate",
+        ),
+    );
+    assert_eq!(net.output[0], "lo", "an isolated step has loopback only");
+    assert_eq!(net.output.len(), 2, "{:?}", net.output);
+    assert!(
+        std::fs::read_dir(work.path().join("bundles"))
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(true),
+        "bundles are removed"
+    );
+}
+
+fn bind_and_tmpfs_mounts(make: Make) {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let host = work.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("data"), "from host\n").unwrap();
+    let mut p = process(
+        &rootfs,
+        "cat /src/data; touch /src/new 2>/dev/null || echo ro; touch /scratch/ok && echo tmpfs",
+    );
+    p.mounts = vec![
+        Mount::Bind {
+            source: host.clone(),
+            target: "/src".into(),
+            readonly: true,
+        },
+        Mount::Tmpfs {
+            target: "/scratch".into(),
+            size: Some(1 << 20),
+        },
+    ];
+    let out = run(&make(work.path()), &p);
+    assert_eq!(out.output, ["from host", "ro", "tmpfs"]);
+    assert!(!host.join("new").exists());
+}
+
+/// The cgroup tests look at the whole kiln tree, so they take turns.
+static CGROUP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn no_kiln_cgroups_left() {
+    for c in ["memory", "pids", "cpu"] {
+        let dir = Path::new("/sys/fs/cgroup").join(c).join("kiln");
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.path().is_dir())
+                    .map(|e| e.file_name())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{c}: cgroups left behind: {left:?}");
+    }
+}
+
+fn a_memory_hog_is_oom_killed_and_reported_as_such(make: Make) {
+    let _turn = CGROUP_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let runc = make(work.path());
+    // 200 MiB into a shell variable, under a 64 MiB limit.
+    let mut p = process(
+        &rootfs,
+        "x=$(head -c 209715200 /dev/zero | tr '\\0' a); echo ${#x}",
+    );
+    p.limits.memory = Some(64 << 20);
+    let o = run(&runc, &p);
+    assert_ne!(o.exit_code, 0, "{o:?}");
+    assert!(o.oom_killed, "{o:?}");
+    // The same step without a limit is not reported as OOM.
+    let mut small = process(&rootfs, "exit 3");
+    small.limits.memory = Some(64 << 20);
+    let o = run(&runc, &small);
+    assert_eq!((o.exit_code, o.oom_killed), (3, false));
+    no_kiln_cgroups_left();
+}
+
+fn a_fork_bomb_stops_at_the_pids_limit(make: Make) {
+    let _turn = CGROUP_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let runc = make(work.path());
+    let mut p = process(
+        &rootfs,
+        "i=0; while [ $i -lt 200 ]; do sleep 30 & i=$((i+1)); done; echo started all",
+    );
+    p.limits.pids = Some(32);
+    let lines = std::sync::Mutex::new(Vec::new());
+    let o = runc
+        .run(&p, &|l| lines.lock().unwrap().push(l.to_string()), &|| {
+            false
+        })
+        .unwrap();
+    let out = lines.into_inner().unwrap().join("\n");
+    assert!(!out.contains("started all"), "{out}");
+    assert_ne!(o.exit_code, 0, "{out}");
+    no_kiln_cgroups_left();
+}
+
+#[test]
+fn cpu_and_pids_limits_reach_the_spec() {
+    let mut p = process(Path::new("/r"), "true");
+    p.limits.cpus = Some(1.5);
+    p.limits.pids = Some(10);
+    let cfg =
+        serde_json::to_value(crate::spec::config(&p, Some("/kiln/x/step"), None).unwrap()).unwrap();
+    assert_eq!(cfg["linux"]["resources"]["cpu"]["quota"], 150_000);
+    assert_eq!(cfg["linux"]["resources"]["pids"]["limit"], 10);
+    assert_eq!(cfg["linux"]["cgroupsPath"], "/kiln/x/step");
+}
+
+fn denied_syscalls_fail_with_eperm(make: Make) {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let runc = make(work.path());
+    // A user namespace needs no capability, so only the seccomp filter refuses `unshare -U`; swapoff is refused
+    // twice over (no CAP_SYS_ADMIN, and denied).
+    let o = run(
+        &runc,
+        &process(
+            &rootfs,
+            "unshare -U true; echo unshare=$?; swapoff -a; echo swapoff=$?",
+        ),
+    );
+    let out = o.output.join("\n");
+    assert!(out.contains("unshare=1"), "{out}");
+    assert!(!out.contains("swapoff=0"), "{out}");
+    assert!(out.contains("Operation not permitted"), "{out}");
+}
+
+fn users_groups_and_working_directory(make: Make) {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let mut p = process(
+        &rootfs,
+        "id -u; id -g; id -G; pwd; grep CapEff /proc/self/status; touch /etc/x 2>/dev/null || echo denied",
+    );
+    p.uid = 1000;
+    p.gid = 1000;
+    p.additional_gids = vec![27, 100];
+    p.cwd = "/work/dir".into();
+    let o = run(&make(work.path()), &p);
+    assert_eq!(o.exit_code, 0, "{o:?}");
+    assert_eq!(
+        o.output,
+        [
+            "1000",
+            "1000",
+            "1000 27 100",
+            "/work/dir",
+            "CapEff:\t0000000000000000",
+            "denied"
+        ]
+    );
+    assert!(
+        rootfs.join("work/dir").is_dir(),
+        "the working directory is made"
+    );
+}
+
+fn the_host_is_out_of_sight(make: Make) {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let o = run(
+        &make(work.path()),
+        &process(
+            &rootfs,
+            "cat /proc/keys /proc/timer_list 2>&1 | grep -c . ; \
+             echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo sys-ro; \
+             touch /sys/kernel/x 2>/dev/null || echo sysfs-ro; \
+             hostname other 2>/dev/null || echo no-hostname; \
+             ls /dev; ls -d /proc/1/root/bin",
+        ),
+    );
+    let out = o.output.join("\n");
+    assert!(
+        o.output[0] == "0",
+        "masked /proc files read as empty: {out}"
+    );
+    for want in [
+        "sys-ro",
+        "sysfs-ro",
+        "no-hostname",
+        "null",
+        "urandom",
+        "pts",
+        "shm",
+        "ptmx",
+        "stdout",
+        "/proc/1/root/bin",
+    ] {
+        assert!(o.output.iter().any(|l| l == want), "{want}: {out}");
+    }
+}
+
+fn a_missing_command_is_an_error_that_names_it(make: Make) {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let mut p = process(&rootfs, "");
+    p.args = vec!["no-such-tool".into(), "x".into()];
+    match make(work.path()).run(&p, &|_| {}, &|| false) {
+        Err(e) => assert!(e.to_string().contains("no-such-tool"), "{e}"),
+        Ok(o) => {
+            // runc reports it on stderr with a non-zero exit.
+            assert_ne!(o.exit_code, 0);
+            assert!(o.output.join("\n").contains("no-such-tool"), "{o:?}");
+        }
+    }
+}
+
+fn a_cancelled_step_is_killed_with_everything_it_started(make: Make) {
+    let _turn = CGROUP_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let mut p = process(&rootfs, "sleep 300 & sleep 300 & echo started; wait");
+    p.limits.pids = Some(100);
+    let started = std::sync::atomic::AtomicBool::new(false);
+    let t0 = std::time::Instant::now();
+    let o = make(work.path())
+        .run(
+            &p,
+            &|l| {
+                if l == "started" {
+                    started.store(true, std::sync::atomic::Ordering::SeqCst)
+                }
+            },
+            &|| started.load(std::sync::atomic::Ordering::SeqCst),
+        )
+        .unwrap();
+    assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{o:?}");
+    assert_eq!(o.exit_code, 137, "{o:?}");
+    let sleepers = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
+    assert!(sleepers.stdout.is_empty(), "left running: {sleepers:?}");
+    no_kiln_cgroups_left();
+}
+
+/// Instantiates every check above for each runtime.
+macro_rules! under {
+    ($runtime:ident: $($check:ident),* $(,)?) => {
+        mod $runtime {
+            $(
+                #[test]
+                fn $check() {
+                    super::$check(super::$runtime)
+                }
+            )*
+        }
+    };
+    ($($runtime:ident),*) => {
+        $(under!($runtime:
+            runs_in_a_sandbox_and_reports_exit_codes,
+            bind_and_tmpfs_mounts,
+            a_memory_hog_is_oom_killed_and_reported_as_such,
+            a_fork_bomb_stops_at_the_pids_limit,
+            denied_syscalls_fail_with_eperm,
+            users_groups_and_working_directory,
+            the_host_is_out_of_sight,
+            a_missing_command_is_an_error_that_names_it,
+            a_cancelled_step_is_killed_with_everything_it_started,
+        );)*
+    };
+}
+
+under!(builtin, runc);
