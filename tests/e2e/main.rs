@@ -6,6 +6,7 @@ mod check;
 mod errors;
 mod examples;
 mod graph;
+mod lifecycle;
 mod network;
 mod platforms;
 mod registry;
