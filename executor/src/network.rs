@@ -137,6 +137,12 @@ fn ensure_rules() -> Result<(), NetworkError> {
     Ok(())
 }
 
+/// Networks of finished steps waiting for the next step of this process.
+static POOLED: std::sync::Mutex<Vec<StepNetwork>> = std::sync::Mutex::new(Vec::new());
+
+/// At most this many idle networks are kept.
+const POOL_LIMIT: usize = 16;
+
 /// One step's network namespace, veth pair and subnet; all of it goes when this is dropped.
 #[derive(Debug)]
 pub struct StepNetwork {
@@ -224,6 +230,37 @@ impl StepNetwork {
                  route add default via {host_ip}\n"
             )),
         )
+    }
+
+    /// A network for step `id`: one a finished step of this process gave back ([`StepNetwork::release`]), else a
+    /// new one. Making one costs tens of milliseconds of `ip` and kernel work, most of a short RUN's cost, and a
+    /// step cannot change its network's configuration (it has no CAP_NET_ADMIN), so, as BuildKit pools its CNI
+    /// namespaces, finished steps' networks are reused; every process of the step that used one is dead by then.
+    pub fn acquire(id: &str, claims: &Path) -> Result<StepNetwork, NetworkError> {
+        let reused = POOLED.lock().ok().and_then(|mut p| p.pop());
+        match reused {
+            Some(n) => Ok(n),
+            None => StepNetwork::create(id, claims),
+        }
+    }
+
+    /// Gives a finished step's network back for the next step of this process (see [`StepNetwork::acquire`]).
+    pub fn release(self) {
+        if let Ok(mut p) = POOLED.lock() {
+            if p.len() < POOL_LIMIT {
+                p.push(self);
+            }
+        }
+    }
+
+    /// Removes every pooled network: called when the process is done running steps. (A process that dies
+    /// first leaves them to [`StepNetwork::sweep`], which knows them by the dead pid in their names.)
+    pub fn drain_pool() {
+        let drained: Vec<StepNetwork> = POOLED
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        drop(drained);
     }
 
     /// The namespace to give the runtime (`linux.namespaces[].path`).

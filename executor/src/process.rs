@@ -126,7 +126,7 @@ impl StepResources {
             &p.limits,
         )?;
         let network = match p.network {
-            Network::Outbound => Some(crate::network::StepNetwork::create(
+            Network::Outbound => Some(crate::network::StepNetwork::acquire(
                 &id,
                 std::path::Path::new(crate::network::CLAIMS),
             )?),
@@ -148,6 +148,16 @@ impl StepResources {
     pub fn sweep_stale() {
         crate::cgroup::sweep(std::path::Path::new("/sys/fs/cgroup"), &is_stale);
         crate::network::StepNetwork::sweep(std::path::Path::new(crate::network::CLAIMS), &is_stale);
+    }
+}
+
+impl Drop for StepResources {
+    fn drop(&mut self) {
+        // The cgroup goes with the step; the network waits for the next one.
+        self.cgroup = None;
+        if let Some(n) = self.network.take() {
+            n.release();
+        }
     }
 }
 

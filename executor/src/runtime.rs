@@ -53,6 +53,11 @@ impl Runtime {
         })
     }
 
+    /// Removes the networks kept for reuse between steps: call once no more steps will run.
+    pub fn finish(&self) {
+        crate::network::StepNetwork::drain_pool();
+    }
+
     /// Removes what kiln processes killed mid-step left behind.
     pub fn sweep_stale(&self) {
         match self {

@@ -285,8 +285,8 @@ fn the_host_is_out_of_sight(make: Make) {
         &process(
             &rootfs,
             "cat /proc/keys /proc/timer_list 2>&1 | grep -c . ; \
-             echo 1 > /proc/sys/kernel/domainname 2>/dev/null || echo sys-ro; \
-             touch /sys/kernel/x 2>/dev/null || echo sysfs-ro; \
+             { echo 1 > /proc/sys/kernel/domainname; } 2>/dev/null || echo sys-ro; \
+             { touch /sys/kernel/x; } 2>/dev/null || echo sysfs-ro; \
              hostname other 2>/dev/null || echo no-hostname; \
              ls /dev; ls -d /proc/1/root/bin",
         ),

@@ -72,6 +72,12 @@ impl<'a> SandboxRunner<'a> {
     }
 }
 
+impl Drop for SandboxRunner<'_> {
+    fn drop(&mut self) {
+        self.runtime.finish();
+    }
+}
+
 impl ProcessRunner for SandboxRunner<'_> {
     fn run(
         &self,

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The cost of a RUN step itself: a Dockerfile of N `RUN true` steps in a chain, built with --no-cache (buildah:
+# --no-cache --layers), so every step starts a sandbox, runs, and commits a snapshot. Prints a markdown table of
+# medians per RUN: kiln with its built-in runtime (default network, and --network=none), kiln with runc, buildah
+# (runc, --isolation oci), and the kiln/buildah ratios; then the executor alone (executor/examples/overhead.rs:
+# `/bin/true` N times in a plain busybox rootfs, no snapshots), built-in runtime beside runc.
+# N is at most 48 for builds: a longer chain of snapshots does not fit one overlay mount yet (see README).
+# Usage (as root): bench/runs.sh [REPS] [N] [EXEC_N]   — needs buildah, runc, bc and GNU time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps=${1:-3}
+n=${2:-40}
+exec_n=${3:-100}
+source bench/lib.sh
+setup_bench runs
+trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+export KILN_ROOT=$work/kiln-root
+bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
+
+bash scripts/base-images.sh "$kiln" >/dev/null
+mkdir -p "$work/base"
+printf 'FROM busybox\n' > "$work/base/Dockerfile"
+"$kiln" build --progress=quiet -o "type=oci,dest=$work/busybox.oci.tar" -t busybox-export "$work/base"
+buildah "${bstore[@]}" pull -q "oci-archive:$work/busybox.oci.tar" >/dev/null
+buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/busybox:latest
+
+ctx=$work/ctx
+mkdir -p "$ctx"
+{ echo "FROM busybox"; for i in $(seq "$n"); do echo "RUN true $i"; done; } > "$ctx/Dockerfile"
+
+variants=(builtin builtin-none runc buildah)
+for _ in $(seq "$reps"); do
+  for v in "${variants[@]}"; do
+    case $v in
+      builtin) cmd=("$kiln" build --progress=quiet --no-cache "$ctx") ;;
+      builtin-none) cmd=("$kiln" build --progress=quiet --no-cache --network=none "$ctx") ;;
+      runc) cmd=("$kiln" build --progress=quiet --no-cache --runtime=runc "$ctx") ;;
+      buildah) cmd=(buildah "${bstore[@]}" build --no-cache --layers --isolation oci -t runs:latest "$ctx") ;;
+    esac
+    measure "$v" "${cmd[@]}"
+  done
+done
+
+per_run() { local m; m=$(col "$1" 1); echo "scale=1; $m * 1000 / $n" | bc; }
+b=$(per_run buildah)
+echo "| runtime | ms per RUN | build of $n RUNs (s) | /buildah | peak RSS (MiB) |"
+echo "| --- | --- | --- | --- | --- |"
+for v in "${variants[@]}"; do
+  ms=$(per_run "$v")
+  printf '| %s | %s | %.2f | %.2f | %d |\n' "$v" "$ms" "$(col "$v" 1)" "$(echo "scale=3; $ms / $b" | bc)" \
+    "$(( $(col "$v" 2 | cut -d. -f1) / 1024 ))"
+done
+
+cargo build --release --locked -q -p executor --example overhead
+rootfs=$work/rootfs
+mkdir -p "$rootfs/bin" "$rootfs/proc" "$rootfs/dev" "$rootfs/sys" "$rootfs/etc"
+cp /bin/busybox "$rootfs/bin/"
+ln -s busybox "$rootfs/bin/true"
+echo
+echo "| executor alone ($exec_n runs of /bin/true) | ms per run, default network | ms per run, --network=none |"
+echo "| --- | --- | --- |"
+for rt in builtin runc; do
+  d=(); z=()
+  for _ in $(seq "$reps"); do
+    d+=("$(target/release/examples/overhead "$rootfs" "$exec_n" "$rt" default)")
+    z+=("$(target/release/examples/overhead "$rootfs" "$exec_n" "$rt" none)")
+  done
+  echo "| $rt | $(printf '%s\n' "${d[@]}" | median) | $(printf '%s\n' "${z[@]}" | median) |"
+done
