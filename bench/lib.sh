@@ -9,6 +9,20 @@ setup_bench() {
   work=$(mktemp -d "/var/tmp/kiln-$1.XXXXXX")
 }
 
+# setup_busybox_for_both: kiln's busybox base in $KILN_ROOT (under $work), and the same image in a buildah
+# storage of its own ($bstore), via an OCI archive kiln exports; buildah's containers and $work go at exit.
+setup_busybox_for_both() {
+  trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+  export KILN_ROOT=$work/kiln-root
+  bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
+  bash scripts/base-images.sh "$kiln" >/dev/null
+  mkdir -p "$work/base"
+  printf 'FROM busybox\n' > "$work/base/Dockerfile"
+  "$kiln" build --progress=quiet -o "type=oci,dest=$work/busybox.oci.tar" -t busybox-export "$work/base"
+  buildah "${bstore[@]}" pull -q "oci-archive:$work/busybox.oci.tar" >/dev/null
+  buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/busybox:latest
+}
+
 reg_pid=
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 host=127.0.0.1:$port

@@ -9,17 +9,7 @@ cd "$(dirname "$0")/.."
 reps=${1:-3}
 source bench/lib.sh
 setup_bench bench
-trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-export KILN_ROOT=$work/kiln-root
-bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
-
-bash scripts/base-images.sh "$kiln" >/dev/null
-# The same busybox for buildah, via an OCI archive kiln exports.
-mkdir -p "$work/base"
-printf 'FROM busybox\n' > "$work/base/Dockerfile"
-"$kiln" build --progress=quiet -o "type=oci,dest=$work/busybox.oci.tar" -t busybox-export "$work/base"
-buildah "${bstore[@]}" pull -q "oci-archive:$work/busybox.oci.tar" >/dev/null
-buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/busybox:latest
+setup_busybox_for_both
 
 now() { date +%s.%N; }
 timeit() { local s e; s=$(now); "$@" >/dev/null 2>&1; e=$(now); echo "$e - $s" | bc; }

@@ -13,16 +13,7 @@ n=${2:-40}
 exec_n=${3:-100}
 source bench/lib.sh
 setup_bench runs
-trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
-export KILN_ROOT=$work/kiln-root
-bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
-
-bash scripts/base-images.sh "$kiln" >/dev/null
-mkdir -p "$work/base"
-printf 'FROM busybox\n' > "$work/base/Dockerfile"
-"$kiln" build --progress=quiet -o "type=oci,dest=$work/busybox.oci.tar" -t busybox-export "$work/base"
-buildah "${bstore[@]}" pull -q "oci-archive:$work/busybox.oci.tar" >/dev/null
-buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/busybox:latest
+setup_busybox_for_both
 
 ctx=$work/ctx
 mkdir -p "$ctx"
