@@ -411,14 +411,16 @@ mod tests {
         let layout = detect(v2.path());
         let limits = Limits {
             memory: Some(64 << 20),
-            ..Default::default()
+            cpus: Some(1.5),
+            pids: Some(100),
         };
         let cg = StepCgroup::create(&layout, "s1", &limits).unwrap().unwrap();
         let dir = v2.path().join("kiln/s1");
-        assert_eq!(
-            std::fs::read_to_string(dir.join("memory.max")).unwrap(),
-            "67108864"
-        );
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        assert_eq!(read("memory.max"), "67108864");
+        assert_eq!(read("pids.max"), "100");
+        assert_eq!(read("cpu.max"), "150000 100000");
+        assert_eq!(cg.procs_files(), [dir.join("cgroup.procs")], "one directory to enter");
         assert_eq!(
             std::fs::read_to_string(v2.path().join("cgroup.subtree_control")).unwrap(),
             "+memory +pids +cpu"
@@ -432,7 +434,7 @@ mod tests {
         .unwrap();
         assert!(cg.oom_killed(137));
         // Files stand in for the kernel's here, so removal is left to the kernel's rules in real use.
-        for f in ["memory.max", "memory.events"] {
+        for f in ["memory.max", "memory.events", "pids.max", "cpu.max"] {
             std::fs::remove_file(dir.join(f)).unwrap();
         }
         drop(cg);
@@ -454,6 +456,39 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn v1_puts_each_limit_in_its_controller_and_enters_them_all() {
+        let d = tempfile::tempdir().unwrap();
+        for c in ["memory", "pids", "cpu"] {
+            std::fs::create_dir(d.path().join(c)).unwrap();
+            std::fs::write(d.path().join(c).join("cgroup.procs"), "").unwrap();
+        }
+        std::fs::write(d.path().join("memory/memory.limit_in_bytes"), "").unwrap();
+        let limits = Limits {
+            memory: Some(1 << 20),
+            cpus: Some(0.5),
+            pids: Some(7),
+        };
+        let cg = StepCgroup::create(&detect(d.path()), "s", &limits)
+            .unwrap()
+            .unwrap();
+        let read = |f: &str| std::fs::read_to_string(d.path().join(f)).unwrap();
+        assert_eq!(read("memory/kiln/s/memory.limit_in_bytes"), "1048576");
+        assert_eq!(read("pids/kiln/s/pids.max"), "7");
+        assert_eq!(read("cpu/kiln/s/cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu/kiln/s/cpu.cfs_period_us"), "100000");
+        assert_eq!(cg.procs_files().len(), 3);
+        let no_cpu = tempfile::tempdir().unwrap();
+        std::fs::create_dir(no_cpu.path().join("memory")).unwrap();
+        std::fs::write(no_cpu.path().join("memory/memory.limit_in_bytes"), "").unwrap();
+        assert!(matches!(
+            StepCgroup::create(&detect(no_cpu.path()), "s", &limits),
+            Err(CgroupError::MissingController { .. })
+        ));
+        // Plain files stand in for the kernel's: leave removal to the tempdir.
+        std::mem::forget(cg);
     }
 
     #[test]
