@@ -5,3 +5,6 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The builds, their limits, crashes and networks once more with runc running the same specs: both runtimes must
+# behave alike.
+KILN_RUNTIME=runc cargo test --locked -p kiln --test e2e -- build:: network:: lifecycle::

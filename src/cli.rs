@@ -304,7 +304,12 @@ pub struct BuildArgs {
     pub max_parallelism: Option<usize>,
     /// What runs RUN steps: kiln's own sandbox (`builtin`), or an OCI runtime binary such as runc, by name or
     /// path, fed the same spec.
-    #[arg(long, default_value = "builtin", value_name = "builtin|runc|PATH")]
+    #[arg(
+        long,
+        env = "KILN_RUNTIME",
+        default_value = "builtin",
+        value_name = "builtin|runc|PATH"
+    )]
     pub runtime: String,
     /// Run the build checks and report them instead of building (as `docker build --check`).
     #[arg(long)]
