@@ -420,7 +420,11 @@ mod tests {
         assert_eq!(read("memory.max"), "67108864");
         assert_eq!(read("pids.max"), "100");
         assert_eq!(read("cpu.max"), "150000 100000");
-        assert_eq!(cg.procs_files(), [dir.join("cgroup.procs")], "one directory to enter");
+        assert_eq!(
+            cg.procs_files(),
+            [dir.join("cgroup.procs")],
+            "one directory to enter"
+        );
         assert_eq!(
             std::fs::read_to_string(v2.path().join("cgroup.subtree_control")).unwrap(),
             "+memory +pids +cpu"
