@@ -333,7 +333,8 @@ fn a_cancelled_step_is_killed_with_everything_it_started(make: Make) {
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
-    let mut p = process(&rootfs, "sleep 300 & sleep 300 & echo started; wait");
+    // A duration nothing else on the machine sleeps for, so only this step's sleepers match below.
+    let mut p = process(&rootfs, "sleep 2718 & sleep 2718 & echo started; wait");
     p.limits.pids = Some(100);
     let started = std::sync::atomic::AtomicBool::new(false);
     let t0 = std::time::Instant::now();
@@ -351,7 +352,7 @@ fn a_cancelled_step_is_killed_with_everything_it_started(make: Make) {
     assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{o:?}");
     assert_eq!(o.exit_code, 137, "{o:?}");
     let sleepers = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 300"])
+        .args(["-f", "^sleep 2718$"])
         .output()
         .unwrap();
     assert!(sleepers.stdout.is_empty(), "left running: {sleepers:?}");
