@@ -4,12 +4,11 @@
 # medians per RUN: kiln with its built-in runtime (default network, and --network=none), kiln with runc, buildah
 # (runc, --isolation oci), and the kiln/buildah ratios; then the executor alone (executor/examples/overhead.rs:
 # `/bin/true` N times in a plain busybox rootfs, no snapshots), built-in runtime beside runc.
-# N is at most 48 for builds: a longer chain of snapshots does not fit one overlay mount yet (see README).
 # Usage (as root): bench/runs.sh [REPS] [N] [EXEC_N]   — needs buildah, runc, bc and GNU time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
-n=${2:-40}
+n=${2:-100}
 exec_n=${3:-100}
 source bench/lib.sh
 setup_bench runs

@@ -77,3 +77,33 @@ fn an_abandoned_snapshot_leaves_nothing() {
         Err(SnapshotError::Missing(_))
     ));
 }
+
+#[test]
+fn a_chain_deeper_than_one_page_of_paths_still_mounts() {
+    assert!(
+        is_root(),
+        "snapshot tests need root (kiln mounts overlayfs)"
+    );
+    let d = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(&d.path().join("snapshots")).unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // 120 layers of ~100-byte paths: three times what the kernel's one page of options holds.
+    let mut parent: Option<String> = None;
+    for i in 0..120 {
+        let a = s.prepare(parent.as_deref()).unwrap();
+        std::fs::write(a.diff_dir().join(format!("f{i}")), i.to_string()).unwrap();
+        parent = Some(s.commit(a).unwrap());
+    }
+    let top = parent.unwrap();
+    let next = s.prepare(Some(&top)).unwrap();
+    let m = s.mount(&next, &mnt).unwrap();
+    assert_eq!(std::fs::read_to_string(mnt.join("f0")).unwrap(), "0");
+    assert_eq!(std::fs::read_to_string(mnt.join("f119")).unwrap(), "119");
+    std::fs::write(mnt.join("top"), "t").unwrap();
+    m.unmount().unwrap();
+    assert!(next.diff_dir().join("top").exists());
+    let m = s.mount_readonly(&top, &mnt).unwrap();
+    assert_eq!(std::fs::read_to_string(mnt.join("f60")).unwrap(), "60");
+    drop(m);
+}
