@@ -10,8 +10,8 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-#[test]
-fn layers_hold_exactly_their_changes() {
+/// A snapshotter in a fresh directory and an empty mount point beside it.
+fn fixture() -> (tempfile::TempDir, Snapshotter, std::path::PathBuf) {
     assert!(
         is_root(),
         "snapshot tests need root (kiln mounts overlayfs)"
@@ -20,6 +20,12 @@ fn layers_hold_exactly_their_changes() {
     let s = Snapshotter::open(&d.path().join("snapshots")).unwrap();
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
+    (d, s, mnt)
+}
+
+#[test]
+fn layers_hold_exactly_their_changes() {
+    let (d, s, mnt) = fixture();
 
     let base = s.prepare(None).unwrap();
     let m = s.mount(&base, &mnt).unwrap();
@@ -80,14 +86,7 @@ fn an_abandoned_snapshot_leaves_nothing() {
 
 #[test]
 fn a_chain_deeper_than_one_page_of_paths_still_mounts() {
-    assert!(
-        is_root(),
-        "snapshot tests need root (kiln mounts overlayfs)"
-    );
-    let d = tempfile::tempdir().unwrap();
-    let s = Snapshotter::open(&d.path().join("snapshots")).unwrap();
-    let mnt = d.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
+    let (d, s, mnt) = fixture();
     // 120 layers of ~100-byte paths: three times what the kernel's one page of options holds.
     let mut parent: Option<String> = None;
     for i in 0..120 {
