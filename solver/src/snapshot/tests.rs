@@ -25,7 +25,7 @@ fn fixture() -> (tempfile::TempDir, Snapshotter, std::path::PathBuf) {
 
 #[test]
 fn layers_hold_exactly_their_changes() {
-    let (d, s, mnt) = fixture();
+    let (_dir, s, mnt) = fixture();
 
     let base = s.prepare(None).unwrap();
     let m = s.mount(&base, &mnt).unwrap();
@@ -86,7 +86,7 @@ fn an_abandoned_snapshot_leaves_nothing() {
 
 #[test]
 fn a_chain_deeper_than_one_page_of_paths_still_mounts() {
-    let (d, s, mnt) = fixture();
+    let (_dir, s, mnt) = fixture();
     // 120 layers of ~100-byte paths: three times what the kernel's one page of options holds.
     let mut parent: Option<String> = None;
     for i in 0..120 {
