@@ -63,7 +63,7 @@ fn interrupt(runtime: &str, signal: &str, sleeper: &str) {
         format!(
             "FROM busybox AS a\nRUN echo started; {sleeper} & {sleeper}\n\
              FROM busybox AS b\nRUN --network=none {sleeper}\n\
-             FROM busybox\nCOPY --from=a /etc/hostname /a\nCOPY --from=b /etc/hostname /b\n"
+             FROM busybox\nCOPY --from=a /bin/sh /a\nCOPY --from=b /bin/sh /b\n"
         ),
     );
     let mut child = root
@@ -121,7 +121,7 @@ fn a_failed_step_stops_its_running_siblings_and_leaves_nothing_behind() {
         "Dockerfile",
         "FROM busybox AS slow\nRUN sleep 3603\n\
          FROM busybox AS bad\nRUN sleep 1; echo giving up; exit 3\n\
-         FROM busybox\nCOPY --from=slow /etc/hostname /a\nCOPY --from=bad /etc/hostname /b\n",
+         FROM busybox\nCOPY --from=slow /bin/sh /a\nCOPY --from=bad /bin/sh /b\n",
     );
     let t0 = Instant::now();
     let child = root

@@ -7,6 +7,7 @@ mod errors;
 mod examples;
 mod graph;
 mod lifecycle;
+mod mounts;
 mod network;
 mod platforms;
 mod registry;

@@ -146,6 +146,8 @@ pub(super) fn run(
     let merged = w.scratch_dir("rootfs")?;
     let mut keep = Vec::new();
     let mut guards = Vec::new();
+    // Cache directories held for the step (their sharing mode's turn ends when it does).
+    let mut leases = Vec::new();
     let mut mounts = Vec::new();
     // /etc/hosts and /etc/resolv.conf of the step's network, bound read-only as BuildKit does (so neither ends up
     // in the step's result).
@@ -187,23 +189,47 @@ pub(super) fn run(
                 }
             }
             MountKind::Cache {
-                id, uid, gid, mode, ..
+                id,
+                sharing,
+                uid,
+                gid,
+                mode,
             } => {
-                let dir = w
+                let base = w
                     .cache_mounts
                     .join(oci::Digest::sha256_of(id.as_bytes()).hex());
-                if !dir.exists() {
-                    std::fs::create_dir_all(&dir).map_err(|source| WorkerError::Io {
-                        path: dir.clone(),
-                        source,
-                    })?;
-                    let _ = std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid));
+                // With `from=`, a fresh cache starts as a copy of `source` in that stage.
+                let seed = match m.input.and_then(|i| inputs.get(i)) {
+                    Some(o) => Some(w.input_view(&o.fs, &mut guards, &mut keep)?),
+                    None => None,
+                };
+                let init = |dir: &Path| -> Result<(), WorkerError> {
+                    if let Some(input) = &seed {
+                        let copy = crate::llb::CopyAction {
+                            src: m.selector.clone(),
+                            follow_symlinks: true,
+                            ..crate::llb::CopyAction::whole_tree(0)
+                        };
+                        crate::fileop::apply(
+                            dir,
+                            &[crate::llb::FileAction::Copy(copy)],
+                            std::slice::from_ref(input),
+                        )?;
+                    }
+                    let _ = std::os::unix::fs::chown(dir, Some(*uid), Some(*gid));
                     use std::os::unix::fs::PermissionsExt;
-                    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode));
-                }
-                // Every sharing mode uses the one directory for now; `private` and `locked` are not yet isolated.
+                    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode)).map_err(
+                        |source| WorkerError::Io {
+                            path: dir.to_path_buf(),
+                            source,
+                        },
+                    )
+                };
+                let lease = super::cachemount::acquire(&base, *sharing, cancel, &init)?;
+                let source = lease.dir.clone();
+                leases.push(lease);
                 ResolvedMountKind::Bind {
-                    source: dir,
+                    source,
                     readonly: m.readonly,
                 }
             }
@@ -290,6 +316,7 @@ pub(super) fn run(
         outcome
     };
     drop(guards);
+    drop(leases);
     let command = e.args.join(" ");
     match outcome {
         Ok(o) if o.exit_code == 0 => Ok(w.snapshots.commit(active)?),

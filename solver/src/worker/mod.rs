@@ -2,6 +2,7 @@
 //! lookups before and cache records after. Base images and processes come through two seams, [`ImageProvider`]
 //! and [`ProcessRunner`], which the store and the executor implement, and which tests can fake.
 
+mod cachemount;
 mod exec;
 mod images;
 mod keys;

@@ -1,0 +1,58 @@
+//! `RUN --mount=type=cache` as BuildKit defines it: `sharing=locked` steps take turns, `sharing=private` steps
+//! running at once get directories of their own, and `from=`/`source=` seed a fresh cache from a stage.
+
+use kiln_tests::{Context, Root};
+
+use crate::KILN;
+
+#[test]
+fn cache_mounts_share_lock_or_stay_private_and_start_from_a_stage() {
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox AS seed\nRUN mkdir -p /s && echo seeded > /s/file\n\
+         FROM busybox AS a\n\
+         RUN --mount=type=cache,id=L,target=/c,sharing=locked sh -c 'echo a-in >> /c/log; sleep 1; echo a-out >> /c/log'\n\
+         FROM busybox AS b\n\
+         RUN --mount=type=cache,id=L,target=/c,sharing=locked sh -c 'echo b-in >> /c/log; sleep 1; echo b-out >> /c/log'\n\
+         FROM busybox AS p1\n\
+         RUN --mount=type=cache,id=P,target=/c,sharing=private sh -c 'touch /c/p1; sleep 2; ls /c > /seen'\n\
+         FROM busybox AS p2\n\
+         RUN --mount=type=cache,id=P,target=/c,sharing=private sh -c 'touch /c/p2; sleep 2; ls /c > /seen'\n\
+         FROM busybox AS f\n\
+         RUN --mount=type=cache,id=F,target=/c,from=seed,source=/s cat /c/file > /got\n\
+         FROM busybox\n\
+         COPY --from=a /bin/sh /a\nCOPY --from=b /bin/sh /b\n\
+         RUN --mount=type=cache,id=L,target=/c cat /c/log > /log\n\
+         COPY --from=p1 /seen /p1\nCOPY --from=p2 /seen /p2\nCOPY --from=f /got /got\n",
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let dest = format!("type=local,dest={}", out.path().display());
+    let r = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=plain",
+            "--max-parallelism",
+            "8",
+            "-o",
+            &dest,
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let read = |f: &str| std::fs::read_to_string(out.path().join(f)).expect(f);
+    let log: Vec<String> = read("log").lines().map(str::to_string).collect();
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(
+        log[0].ends_with("-in") && log[1] == log[0].replace("-in", "-out"),
+        "locked steps took turns: {log:?}"
+    );
+    assert_eq!(
+        read("p1").trim(),
+        "p1",
+        "private steps at once see only their own"
+    );
+    assert_eq!(read("p2").trim(), "p2");
+    assert_eq!(read("got"), "seeded\n", "from= seeds a fresh cache");
+}
