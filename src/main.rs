@@ -9,6 +9,7 @@ mod progress;
 mod request;
 mod resolver;
 mod root;
+mod rootless;
 mod signals;
 mod stdin_context;
 
@@ -36,6 +37,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // An ordinary user's kiln works inside a user namespace of its own (before any thread starts).
+    if let Err(e) = rootless::enter() {
+        eprintln!("error: rootless: {e}");
+        return ExitCode::from(1);
+    }
     let result = match cli.command {
         cli::Command::Graph(args) => commands::graph::run(&args),
         cli::Command::Check(args) => commands::check::run(&args),

@@ -13,7 +13,8 @@ pub fn root_dir(args: &RootArgs) -> PathBuf {
     let is_root = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
         .unwrap_or(false);
-    if is_root {
+    // A rootless kiln is root only inside its own user namespace: its state stays in the user's home.
+    if is_root && !crate::rootless::active() {
         return PathBuf::from("/var/lib/kiln");
     }
     if let Some(x) = std::env::var_os("XDG_DATA_HOME") {

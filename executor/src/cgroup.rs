@@ -54,7 +54,7 @@ pub fn detect(sys: &Path) -> Layout {
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     /// Limits were asked for but the host offers no memory controller.
-    #[error("resource limits need a cgroup memory controller, and this host offers none (cgroup v1 memory or v2 with memory delegated)")]
+    #[error("resource limits need a cgroup memory controller kiln may write, and this host offers none (cgroup v1 memory or v2 with memory delegated; a rootless kiln has no delegation here)")]
     Unavailable,
     /// A limit was asked for whose controller the host does not offer.
     #[error("--{flag} needs the cgroup {controller} controller, and this host does not offer it")]

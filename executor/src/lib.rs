@@ -8,6 +8,7 @@ pub mod process;
 pub mod runc;
 pub mod runtime;
 pub mod sandbox;
+pub mod slirp;
 pub mod spec;
 
 #[cfg(test)]

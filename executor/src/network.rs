@@ -39,6 +39,9 @@ pub enum NetworkError {
     /// The host's NAT and forwarding rules could not be put in place (remembered for the rest of the process).
     #[error("{0}")]
     Rules(String),
+    /// slirp4netns, a rootless step's network, could not be started.
+    #[error("slirp4netns: {0} (a rootless RUN's default network needs slirp4netns and a /dev/net/tun the user may open, mode 0666 as Debian's udev rules make it; RUN --network=none avoids it)")]
+    Slirp(String),
     /// Every subnet of the pool is taken.
     #[error("all {SLOTS} step networks of 10.213.0.0/16 are in use")]
     Exhausted,
@@ -302,6 +305,34 @@ impl Drop for StepNetwork {
         );
         let _ = std::fs::remove_file(&self.claim);
     }
+}
+
+/// Brings `lo` up in the calling thread's network namespace (a new one has it down; runc brings it up too).
+/// Only raw system calls and no allocation: the sandbox calls it between fork and exec. Returns the errno.
+pub(crate) fn loopback_up() -> Result<(), i32> {
+    let errno = || std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    // SAFETY: a socket used for two ioctls on a zeroed, NUL-terminated ifreq, then closed.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(errno());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, b) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *b as libc::c_char;
+        }
+        let mut r = libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req);
+        if r == 0 {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            r = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+        }
+        let e = errno();
+        libc::close(s);
+        if r != 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 /// The `/etc/resolv.conf` a step gets: the host's, without loopback name servers (a step's 127.0.0.1 is its own),

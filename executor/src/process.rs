@@ -82,6 +82,21 @@ pub struct Outcome {
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// Whether kiln runs inside a user namespace (rootless): it is root only there, so the host's cgroups, device
+/// numbers and network plumbing are out of its reach and the sandbox uses what a user may (see
+/// [`crate::slirp`]).
+pub fn in_user_namespace() -> bool {
+    static ANSWER: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ANSWER.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| {
+                let first: Vec<&str> = m.split_whitespace().take(3).collect();
+                first != ["0", "0", "4294967295"]
+            })
+            .unwrap_or(false)
+    })
+}
+
 /// A fresh step id, `kiln-<pid>-<n>`: it names the step's cgroup, network namespace and runtime state, and lets a
 /// later kiln process tell that the step's owner is gone ([`is_stale`]).
 pub fn next_step_id() -> String {
@@ -110,7 +125,15 @@ pub(crate) struct StepResources {
     /// The step's id ([`next_step_id`]).
     pub id: String,
     pub cgroup: Option<crate::cgroup::StepCgroup>,
-    pub network: Option<crate::network::StepNetwork>,
+    pub network: Option<StepNet>,
+}
+
+/// A step's own network with outbound access.
+pub(crate) enum StepNet {
+    /// veth and NAT, made as root.
+    Bridge(crate::network::StepNetwork),
+    /// slirp4netns, for a rootless kiln.
+    Slirp(crate::slirp::SlirpNetwork),
 }
 
 impl StepResources {
@@ -120,16 +143,23 @@ impl StepResources {
         E: From<crate::cgroup::CgroupError> + From<crate::network::NetworkError>,
     {
         let id = next_step_id();
-        let cgroup = crate::cgroup::StepCgroup::create(
-            &crate::cgroup::detect(std::path::Path::new("/sys/fs/cgroup")),
-            &id,
-            &p.limits,
-        )?;
+        let rootless = in_user_namespace();
+        // Rootless: the host's cgroups are not kiln's to write (no delegation), so steps run without one unless
+        // limits were asked for, which then cannot be had.
+        let layout = if rootless && p.limits == crate::cgroup::Limits::default() {
+            crate::cgroup::Layout::Unavailable
+        } else {
+            crate::cgroup::detect(std::path::Path::new("/sys/fs/cgroup"))
+        };
+        let cgroup = crate::cgroup::StepCgroup::create(&layout, &id, &p.limits)?;
         let network = match p.network {
-            Network::Outbound => Some(crate::network::StepNetwork::acquire(
+            Network::Outbound if rootless => {
+                Some(StepNet::Slirp(crate::slirp::SlirpNetwork::create()?))
+            }
+            Network::Outbound => Some(StepNet::Bridge(crate::network::StepNetwork::acquire(
                 &id,
                 std::path::Path::new(crate::network::CLAIMS),
-            )?),
+            )?)),
             Network::Isolated | Network::Host => None,
         };
         Ok(StepResources {
@@ -141,7 +171,10 @@ impl StepResources {
 
     /// The network namespace to run in, if the step has its own.
     pub fn netns(&self) -> Option<PathBuf> {
-        self.network.as_ref().map(|n| n.netns_path())
+        self.network.as_ref().map(|n| match n {
+            StepNet::Bridge(b) => b.netns_path(),
+            StepNet::Slirp(s) => s.netns_path(),
+        })
     }
 
     /// Removes the cgroups and networks of steps whose kiln process died (see [`is_stale`]).
@@ -155,7 +188,7 @@ impl Drop for StepResources {
     fn drop(&mut self) {
         // The cgroup goes with the step; the network waits for the next one.
         self.cgroup = None;
-        if let Some(n) = self.network.take() {
+        if let Some(StepNet::Bridge(n)) = self.network.take() {
             n.release();
         }
     }

@@ -11,6 +11,7 @@ mod mounts;
 mod network;
 mod platforms;
 mod registry;
+mod rootless;
 mod store;
 
 /// The binary under test, built by cargo for this test target.

@@ -2,26 +2,9 @@
 //! the host's loopback services out of reach), `none` (loopback only), `host` (only with `--allow network.host`);
 //! /etc/hosts and /etc/resolv.conf provided and left out of the result.
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
-
-use kiln_tests::{run, Context, Root};
+use kiln_tests::{loopback_service, run, Context, Root};
 
 use crate::KILN;
-
-/// A web server on the host's loopback that answers every request with `secret`.
-fn loopback_service() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let mut buf = [0u8; 1024];
-            let _ = conn.read(&mut buf);
-            let _ = conn.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nsecret");
-        }
-    });
-    port
-}
 
 /// Whether a step printed `word` as a line of its own output (not merely in its echoed command line).
 fn said(stderr: &str, word: &str) -> bool {

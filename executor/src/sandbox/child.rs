@@ -134,26 +134,9 @@ pub(super) unsafe fn first(plan: &Plan) -> ! {
 
 /// Brings `lo` up in a new network namespace (runc does the same), so `--network=none` still has loopback.
 unsafe fn loopback_up(plan: &Plan) {
-    let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-    check(plan, Stage::Loopback, 0, s.into());
-    let mut req: libc::ifreq = std::mem::zeroed();
-    for (d, b) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *d = *b as libc::c_char;
+    if let Err(e) = crate::network::loopback_up() {
+        fail(plan, Stage::Loopback, 0, e);
     }
-    check(
-        plan,
-        Stage::Loopback,
-        0,
-        libc::ioctl(s, libc::SIOCGIFFLAGS, &mut req).into(),
-    );
-    req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    check(
-        plan,
-        Stage::Loopback,
-        0,
-        libc::ioctl(s, libc::SIOCSIFFLAGS, &req).into(),
-    );
-    libc::close(s);
 }
 
 /// Makes each missing path of `target` (directories, and the last a file when `file`), refusing symlinks.
@@ -421,12 +404,11 @@ unsafe fn second(plan: &Plan) -> ! {
     if plan.uid != 0 {
         libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
     }
-    check(
-        plan,
-        Stage::Groups,
-        0,
-        libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr()),
-    );
+    let r = libc::syscall(libc::SYS_setgroups, plan.groups.len(), plan.groups.as_ptr());
+    // A user namespace with a single-id mapping forbids setgroups; with no groups to set, none are lost.
+    if r != 0 && !(plan.groups.is_empty() && errno() == libc::EPERM) {
+        fail(plan, Stage::Groups, 0, errno());
+    }
     // Raw calls: glibc's wrappers would signal other threads to change theirs too, and there are none here.
     check(
         plan,

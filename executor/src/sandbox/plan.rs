@@ -274,6 +274,19 @@ fn rlimit_resource(typ: oci_spec::runtime::PosixRlimitType) -> Result<u32, Sandb
     } as u32)
 }
 
+/// Whether group `gid` exists in this user namespace (`/proc/self/gid_map` maps it).
+fn gid_mapped(gid: u32) -> bool {
+    std::fs::read_to_string("/proc/self/gid_map").is_ok_and(|m| {
+        m.lines().any(|l| {
+            let f: Vec<u64> = l
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            f.len() == 3 && (f[0]..f[0] + f[2]).contains(&u64::from(gid))
+        })
+    })
+}
+
 /// The device nodes of a minimal /dev (runc's defaults): name, major, minor.
 const DEVICES: [(&str, u32, u32); 6] = [
     ("null", 1, 3),
@@ -320,6 +333,7 @@ impl Plan {
             .path()
             .clone();
 
+        let rootless = crate::process::in_user_namespace();
         let mut unshare = 0;
         let mut netns = None;
         let mut loopback = false;
@@ -380,21 +394,45 @@ impl Plan {
                     .fold(host.clone(), |p, c| p.join(c)),
                 None => resolve_in_root(&root, &parts)?,
             };
-            let (flags, remount, propagation, data) =
+            let (mut flags, mut remount, propagation, mut data) =
                 mount_options(m.options().as_deref().unwrap_or_default());
+            let mut source = m.source().clone();
+            let mut typ = m.typ().clone();
+            // Rootless with the host's network: sysfs may only be mounted by the network namespace's owner, so
+            // the host's /sys is bound read-only instead (as runc does).
+            if rootless && typ.as_deref() == Some("sysfs") && unshare & libc::CLONE_NEWNET == 0 {
+                source = Some(PathBuf::from("/sys"));
+                typ = Some("bind".into());
+                flags = libc::MS_BIND | libc::MS_REC;
+                remount = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+                data = None;
+            }
             let bind = flags & libc::MS_BIND != 0;
+            // Rootless with a single-id mapping: devpts's gid=5 names a group the namespace does not have.
+            if rootless && typ.as_deref() == Some("devpts") {
+                data = data.map(|d| {
+                    d.split(',')
+                        .filter(|o| {
+                            o.strip_prefix("gid=")
+                                .and_then(|g| g.parse::<u32>().ok())
+                                .is_none_or(gid_mapped)
+                        })
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+            }
             let file = bind
-                && m.source()
+                && source
                     .as_ref()
                     .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()));
-            let fstype = m.typ().as_deref().filter(|t| !bind && *t != "bind");
+            let fstype = typ.as_deref().filter(|t| !bind && *t != "bind");
             if m.destination() == Path::new("/dev") {
                 dev_dir = Some(host.clone());
             }
             steps.push(Step::Mount {
                 target: prefixes(&root, &host)?,
                 file,
-                source: m.source().as_ref().map(cstring).transpose()?,
+                source: source.as_ref().map(cstring).transpose()?,
                 fstype: fstype.map(cstring).transpose()?,
                 // A bind takes its flags only through a remount.
                 flags: if bind {
@@ -414,10 +452,24 @@ impl Plan {
         }
         if let Some(dev) = dev_dir {
             for (name, major, minor) in DEVICES {
-                steps.push(Step::Device {
-                    path: cstring(dev.join(name))?,
-                    mode: libc::S_IFCHR | 0o666,
-                    dev: libc::makedev(major, minor),
+                // Rootless: device nodes cannot be made in a user namespace; the host's are bound instead.
+                steps.push(if rootless {
+                    Step::Mount {
+                        target: prefixes(&root, &dev.join(name))?,
+                        file: true,
+                        source: Some(cstring(Path::new("/dev").join(name))?),
+                        fstype: None,
+                        flags: libc::MS_BIND,
+                        data: None,
+                        remount: None,
+                        propagation: 0,
+                    }
+                } else {
+                    Step::Device {
+                        path: cstring(dev.join(name))?,
+                        mode: libc::S_IFCHR | 0o666,
+                        dev: libc::makedev(major, minor),
+                    }
                 });
             }
             for (name, target) in DEV_LINKS {

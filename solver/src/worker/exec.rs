@@ -113,11 +113,17 @@ fn drop_untouched_copy_ups(upper: &Path, dirs: &mut [(PathBuf, (u32, u32, u32))]
 /// unless the step shares the host's network).
 fn network_files(network: crate::llb::NetworkMode) -> [(&'static str, String); 2] {
     let read = |p: &str| std::fs::read_to_string(p).ok();
-    let resolv = executor::network::resolv_conf(
-        &read("/etc/resolv.conf").unwrap_or_default(),
-        read("/run/systemd/resolve/resolv.conf").as_deref(),
-        network == crate::llb::NetworkMode::Host,
-    );
+    let resolv =
+        if network == crate::llb::NetworkMode::Default && executor::process::in_user_namespace() {
+            // Rootless: slirp4netns's own resolver forwards to the host's, loopback ones included.
+            format!("nameserver {}\n", executor::slirp::DNS)
+        } else {
+            executor::network::resolv_conf(
+                &read("/etc/resolv.conf").unwrap_or_default(),
+                read("/run/systemd/resolve/resolv.conf").as_deref(),
+                network == crate::llb::NetworkMode::Host,
+            )
+        };
     [
         (
             "hosts",
