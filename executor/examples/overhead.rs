@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Network::Outbound
         },
         limits: Default::default(),
+        privileged: false,
     };
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {

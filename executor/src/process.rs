@@ -67,6 +67,9 @@ pub struct Process {
     pub network: Network,
     /// cgroup limits.
     pub limits: crate::cgroup::Limits,
+    /// `RUN --security=insecure`: every capability, no seccomp filter, no masked or read-only /proc paths, a
+    /// writable /sys (BuildKit's privileged mode).
+    pub privileged: bool,
 }
 
 /// How the process ended.

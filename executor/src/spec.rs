@@ -33,6 +33,63 @@ pub const DEFAULT_CAPABILITIES: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
+/// Every capability the kernel knows (to 6.x), for privileged steps.
+pub const ALL_CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// kiln's own capability bounding set (`CapBnd` of /proc/self/status); all bits when it cannot be read.
+pub fn own_bounding_set() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("CapBnd:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(u64::MAX)
+}
+
 /// /proc and /sys paths hidden from the process (runc's and Docker's defaults).
 pub const MASKED_PATHS: [&str; 11] = [
     "/proc/asound",
@@ -164,7 +221,18 @@ pub fn config(
 /// The spec as JSON, written the way the OCI runtime spec documents it (and checked against its types by
 /// [`config`]).
 fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) -> Value {
-    let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
+    let caps: Vec<&str> = if p.privileged {
+        // Every capability kiln itself may pass on: a step cannot be given one outside kiln's bounding set.
+        let own = own_bounding_set();
+        ALL_CAPABILITIES
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| own & (1u64 << bit) != 0)
+            .map(|(_, name)| *name)
+            .collect()
+    } else {
+        DEFAULT_CAPABILITIES.to_vec()
+    };
     let mut namespaces = vec![
         json!({"type": "pid"}),
         json!({"type": "ipc"}),
@@ -182,7 +250,8 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
+               "options": ["nosuid", "noexec", "nodev", if p.privileged { "rw" } else { "ro" }]}),
     ];
     for m in &p.mounts {
         mounts.push(match m {
@@ -221,6 +290,13 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
         "resources": resources,
         "seccomp": seccomp(),
     });
+    if p.privileged {
+        linux["maskedPaths"] = json!([]);
+        linux["readonlyPaths"] = json!([]);
+        if let Some(l) = linux.as_object_mut() {
+            l.remove("seccomp");
+        }
+    }
     if let Some(path) = cgroups_path {
         linux["cgroupsPath"] = json!(path);
     }

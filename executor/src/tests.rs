@@ -49,6 +49,7 @@ fn process(rootfs: &Path, cmd: &str) -> Process {
         mounts: vec![],
         network: Network::Isolated,
         limits: Default::default(),
+        privileged: false,
     }
 }
 
@@ -359,6 +360,32 @@ fn a_cancelled_step_is_killed_with_everything_it_started(make: Make) {
     no_kiln_cgroups_left();
 }
 
+fn a_privileged_step_has_every_capability_and_no_filter(make: Make) {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let mut p = process(
+        &rootfs,
+        "grep -E '^(CapEff|Seccomp):' /proc/self/status; mount -t tmpfs none /tmp && echo mounted; \
+         wc -c < /proc/timer_list",
+    );
+    p.privileged = true;
+    let o = run(&make(work.path()), &p);
+    assert_eq!(o.exit_code, 0, "{o:?}");
+    let want_caps = format!(
+        "CapEff:\t{:016x}",
+        ((1u64 << (crate::spec::ALL_CAPABILITIES.len())) - 1) & crate::spec::own_bounding_set()
+    );
+    assert!(o.output.contains(&want_caps), "{o:?}");
+    assert!(o.output.iter().any(|l| l == "Seccomp:\t0"), "{o:?}");
+    assert!(o.output.iter().any(|l| l == "mounted"), "{o:?}");
+    assert_ne!(
+        o.output.last().map(String::as_str),
+        Some("0"),
+        "nothing masked: {o:?}"
+    );
+}
+
 /// Instantiates every check above for each runtime.
 macro_rules! under {
     ($runtime:ident: $($check:ident),* $(,)?) => {
@@ -382,6 +409,7 @@ macro_rules! under {
             the_host_is_out_of_sight,
             a_missing_command_is_an_error_that_names_it,
             a_cancelled_step_is_killed_with_everything_it_started,
+            a_privileged_step_has_every_capability_and_no_filter,
         );)*
     };
 }

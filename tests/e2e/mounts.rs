@@ -56,3 +56,75 @@ fn cache_mounts_share_lock_or_stay_private_and_start_from_a_stage() {
     assert_eq!(read("p2").trim(), "p2");
     assert_eq!(read("got"), "seeded\n", "from= seeds a fresh cache");
 }
+
+#[test]
+fn a_rw_bind_mount_takes_writes_and_throws_them_away() {
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new().file("Dockerfile", "FROM busybox AS stage\nRUN mkdir /d && echo kept > /d/f\n\
+         FROM busybox\n\
+         RUN --mount=type=bind,rw,target=/src sh -c 'echo new > /src/new && rm /src/Dockerfile && ls /src > /seen-context'\n\
+         RUN --mount=type=bind,from=stage,source=/d,target=/d,rw sh -c 'echo changed > /d/f && cat /d/f > /seen-stage'\n\
+         COPY --from=stage /d/f /after\n")
+        .file("data.txt", "data\n");
+    let out = tempfile::tempdir().expect("tempdir");
+    let dest = format!("type=local,dest={}", out.path().display());
+    let r = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=plain",
+            "-o",
+            &dest,
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let read = |f: &str| std::fs::read_to_string(out.path().join(f)).expect(f);
+    assert_eq!(
+        read("seen-context"),
+        "data.txt\nnew\n",
+        "the step saw its own writes"
+    );
+    assert!(
+        ctx.path().join("Dockerfile").exists(),
+        "the context is untouched"
+    );
+    assert!(!ctx.path().join("new").exists(), "the context is untouched");
+    assert_eq!(read("seen-stage"), "changed\n");
+    assert_eq!(read("after"), "kept\n", "the stage is untouched");
+}
+
+#[test]
+fn security_insecure_needs_its_entitlement_and_then_runs_privileged() {
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN --security=insecure sh -c 'grep Seccomp: /proc/self/status > /seccomp; mkdir -p /m && mount -t tmpfs none /m && echo yes > /mounted'\n",
+    );
+    let path = ctx.path().to_str().expect("utf-8");
+    let denied = root.kiln(KILN, &["build", "--progress=plain", path]);
+    assert_ne!(denied.code, 0);
+    assert!(
+        denied.stderr.contains("security.insecure"),
+        "{}",
+        denied.stderr
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let dest = format!("type=local,dest={}", out.path().display());
+    let r = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=plain",
+            "--allow",
+            "security.insecure",
+            "-o",
+            &dest,
+            path,
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let read = |f: &str| std::fs::read_to_string(out.path().join(f)).expect(f);
+    assert_eq!(read("seccomp"), "Seccomp:\t0\n");
+    assert_eq!(read("mounted"), "yes\n");
+}

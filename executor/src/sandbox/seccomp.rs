@@ -263,6 +263,7 @@ mod tests {
             mounts: vec![],
             network: crate::process::Network::Isolated,
             limits: Default::default(),
+            privileged: false,
         };
         let spec = crate::spec::config(&p, None, None).unwrap();
         let s = spec.linux().as_ref().unwrap().seccomp().clone().unwrap();

@@ -216,6 +216,17 @@ impl Snapshotter {
         )
     }
 
+    /// Mounts `lower` with a throw-away `upper` and `work` at `target`: a writable view whose writes never reach
+    /// `lower` (`RUN --mount=type=bind,rw` discards them with `upper`).
+    pub fn mount_scratch(
+        lower: &Path,
+        upper: &Path,
+        work: &Path,
+        target: &Path,
+    ) -> Result<Mounted, SnapshotError> {
+        overlay::mount(&[lower.to_path_buf()], upper, work, target)
+    }
+
     /// Mounts a committed snapshot read-only at `target` (for copies out of it).
     pub fn mount_readonly(&self, id: &str, target: &Path) -> Result<Mounted, SnapshotError> {
         let mut lowers = self.chain(id)?;

@@ -189,9 +189,17 @@ pub(super) fn run(
                         p
                     }
                 };
-                ResolvedMountKind::Bind {
-                    source,
-                    readonly: m.readonly,
+                if m.readonly {
+                    ResolvedMountKind::Bind {
+                        source,
+                        readonly: true,
+                    }
+                } else {
+                    // rw: the step writes into a throw-away layer over the source, as BuildKit discards them.
+                    ResolvedMountKind::Bind {
+                        source: w.scratch_copy(&source, &mut guards, &mut keep)?,
+                        readonly: false,
+                    }
                 }
             }
             MountKind::Cache {

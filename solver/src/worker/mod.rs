@@ -421,6 +421,32 @@ impl<'a> Worker<'a> {
     }
 
     /// Makes an input readable as a directory: a read-only mount of a snapshot, a local directory, or an empty dir.
+    /// A writable stand-in for `source` whose writes are thrown away with the step: an overlay over a directory,
+    /// a copy of a file.
+    fn scratch_copy(
+        &self,
+        source: &Path,
+        guards: &mut Vec<crate::snapshot::Mounted>,
+        keep: &mut Vec<tempfile_dir::TempDir>,
+    ) -> Result<PathBuf, WorkerError> {
+        let d = self.scratch_dir("rw")?;
+        let base = d.path().to_path_buf();
+        keep.push(d);
+        if !source.is_dir() {
+            let copy = base.join("file");
+            std::fs::copy(source, &copy).map_err(io(&copy))?;
+            return Ok(copy);
+        }
+        let (upper, work, view) = (base.join("upper"), base.join("work"), base.join("view"));
+        for dir in [&upper, &work, &view] {
+            std::fs::create_dir(dir).map_err(io(dir))?;
+        }
+        guards.push(crate::snapshot::Snapshotter::mount_scratch(
+            source, &upper, &work, &view,
+        )?);
+        Ok(view)
+    }
+
     fn input_view(
         &self,
         fs: &Fs,

@@ -189,6 +189,8 @@ impl ProcessRunner for SandboxRunner<'_> {
             mounts,
             network,
             limits: self.limits,
+            // `RUN --security=insecure` (allowed by `--allow security.insecure`): BuildKit's privileged step.
+            privileged: req.op.security == crate::llb::SecurityMode::Insecure,
         };
         let step = req.description.to_string();
         let result = self
