@@ -5,6 +5,18 @@ use kiln_tests::{Context, Root};
 
 use crate::KILN;
 
+/// Builds `ctx` with `extra` flags into a fresh directory and returns a reader of the files there.
+fn build_to_dir(root: &Root, ctx: &Context, extra: &[&str]) -> impl Fn(&str) -> String {
+    let out = tempfile::tempdir().expect("tempdir");
+    let dest = format!("type=local,dest={}", out.path().display());
+    let mut args = vec!["build", "--progress=plain", "-o", &dest];
+    args.extend_from_slice(extra);
+    args.push(ctx.path().to_str().expect("utf-8"));
+    let r = root.kiln(KILN, &args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    move |f: &str| std::fs::read_to_string(out.path().join(f)).expect(f)
+}
+
 #[test]
 fn cache_mounts_share_lock_or_stay_private_and_start_from_a_stage() {
     let root = Root::with_busybox(KILN);
@@ -26,22 +38,7 @@ fn cache_mounts_share_lock_or_stay_private_and_start_from_a_stage() {
          RUN --mount=type=cache,id=L,target=/c cat /c/log > /log\n\
          COPY --from=p1 /seen /p1\nCOPY --from=p2 /seen /p2\nCOPY --from=f /got /got\n",
     );
-    let out = tempfile::tempdir().expect("tempdir");
-    let dest = format!("type=local,dest={}", out.path().display());
-    let r = root.kiln(
-        KILN,
-        &[
-            "build",
-            "--progress=plain",
-            "--max-parallelism",
-            "8",
-            "-o",
-            &dest,
-            ctx.path().to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let read = |f: &str| std::fs::read_to_string(out.path().join(f)).expect(f);
+    let read = build_to_dir(&root, &ctx, &["--max-parallelism", "8"]);
     let log: Vec<String> = read("log").lines().map(str::to_string).collect();
     assert_eq!(log.len(), 4, "{log:?}");
     assert!(
@@ -66,20 +63,7 @@ fn a_rw_bind_mount_takes_writes_and_throws_them_away() {
          RUN --mount=type=bind,from=stage,source=/d,target=/d,rw sh -c 'echo changed > /d/f && cat /d/f > /seen-stage'\n\
          COPY --from=stage /d/f /after\n")
         .file("data.txt", "data\n");
-    let out = tempfile::tempdir().expect("tempdir");
-    let dest = format!("type=local,dest={}", out.path().display());
-    let r = root.kiln(
-        KILN,
-        &[
-            "build",
-            "--progress=plain",
-            "-o",
-            &dest,
-            ctx.path().to_str().expect("utf-8"),
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let read = |f: &str| std::fs::read_to_string(out.path().join(f)).expect(f);
+    let read = build_to_dir(&root, &ctx, &[]);
     assert_eq!(
         read("seen-context"),
         "data.txt\nnew\n",
@@ -109,22 +93,7 @@ fn security_insecure_needs_its_entitlement_and_then_runs_privileged() {
         "{}",
         denied.stderr
     );
-    let out = tempfile::tempdir().expect("tempdir");
-    let dest = format!("type=local,dest={}", out.path().display());
-    let r = root.kiln(
-        KILN,
-        &[
-            "build",
-            "--progress=plain",
-            "--allow",
-            "security.insecure",
-            "-o",
-            &dest,
-            path,
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let read = |f: &str| std::fs::read_to_string(out.path().join(f)).expect(f);
+    let read = build_to_dir(&root, &ctx, &["--allow", "security.insecure"]);
     assert_eq!(read("seccomp"), "Seccomp:\t0\n");
     assert_eq!(read("mounted"), "yes\n");
 }
