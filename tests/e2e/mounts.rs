@@ -97,3 +97,91 @@ fn security_insecure_needs_its_entitlement_and_then_runs_privileged() {
     assert_eq!(read("seccomp"), "Seccomp:\t0\n");
     assert_eq!(read("mounted"), "yes\n");
 }
+
+/// Every file under `dir` whose bytes hold `needle`.
+fn files_holding(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => found.extend(files_holding(&p, needle)),
+            Ok(t)
+                if t.is_file()
+                    && std::fs::read(&p)
+                        .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle)) =>
+            {
+                found.push(p)
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+#[test]
+fn a_secret_is_readable_in_its_step_only_and_kept_nowhere() {
+    let root = Root::with_busybox(KILN);
+    let secret = "s3cr3t-value-9f2c";
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN --mount=type=secret,id=tok,mode=0440,uid=1000,gid=100 \
+             stat -c '%a %u %g' /run/secrets/tok > /perm && cat /run/secrets/tok | wc -c > /len\n\
+         RUN --mount=type=secret,id=envtok,env=TOKEN sh -c 'echo ${#TOKEN} > /envlen'\n\
+         RUN ls /run/secrets 2>/dev/null | wc -l > /left\n",
+    );
+    let holder = tempfile::tempdir().expect("tempdir");
+    let src = holder.path().join("tok");
+    std::fs::write(&src, secret).expect("secret file");
+    let secret_arg = format!("id=tok,src={}", src.display());
+    let out = tempfile::tempdir().expect("tempdir");
+    let archive = out.path().join("image.tar");
+    let oci = format!(
+        "type=oci,dest={},compression=uncompressed",
+        archive.display()
+    );
+    let r = root.kiln_with(
+        KILN,
+        &[
+            "build",
+            "--progress=plain",
+            "--secret",
+            &secret_arg,
+            "--secret",
+            "id=envtok,env=KILN_TEST_TOKEN",
+            "-t",
+            "secrets:1",
+            "-o",
+            &oci,
+            ctx.path().to_str().expect("utf-8"),
+        ],
+        &[("KILN_TEST_TOKEN", secret)],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains(secret), "not in the progress log");
+    let read = build_to_dir(
+        &root,
+        &ctx,
+        &[
+            "--secret",
+            &secret_arg,
+            "--secret",
+            "id=envtok,env=KILN_TEST_TOKEN",
+        ],
+    );
+    assert_eq!(
+        read("perm"),
+        "440 1000 100\n",
+        "mode, uid and gid of the mount"
+    );
+    assert_eq!(read("len").trim(), secret.len().to_string());
+    assert_eq!(read("left").trim(), "0", "a later step has no secret");
+    // Nowhere in the store, snapshots, cache records or the exported image (layers, config, history).
+    let held = files_holding(root.path(), secret.as_bytes());
+    assert!(held.is_empty(), "{held:?}");
+    assert!(files_holding(out.path(), secret.as_bytes()).is_empty());
+}

@@ -109,7 +109,9 @@ impl ProcessRunner for SandboxRunner<'_> {
                     id,
                     env: as_env,
                     required,
-                    ..
+                    mode,
+                    uid,
+                    gid,
                 } => {
                     let value = match self.secrets.get(id) {
                         Some(SecretSource::File(p)) => Some(
@@ -132,12 +134,32 @@ impl ProcessRunner for SandboxRunner<'_> {
                     }
                     if !m.target.is_empty() {
                         std::fs::create_dir_all(&self.scratch).map_err(|e| e.to_string())?;
+                        // Unique across the steps running at once in this process.
+                        static SEQ: std::sync::atomic::AtomicU64 =
+                            std::sync::atomic::AtomicU64::new(0);
                         let file = self.scratch.join(format!(
                             "{}-{}",
                             std::process::id(),
-                            secret_files.len()
+                            SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
                         ));
-                        std::fs::write(&file, &value).map_err(|e| e.to_string())?;
+                        {
+                            use std::io::Write;
+                            use std::os::unix::fs::OpenOptionsExt;
+                            // Made with the mount's mode from the start: the value is never readable more widely.
+                            let mut f = std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .mode(*mode)
+                                .open(&file)
+                                .map_err(|e| format!("secret {id}: {}: {e}", file.display()))?;
+                            f.write_all(&value)
+                                .map_err(|e| format!("secret {id}: {}: {e}", file.display()))?;
+                        }
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))
+                            .map_err(|e| format!("secret {id}: {e}"))?;
+                        std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
+                            .map_err(|e| format!("secret {id}: {e}"))?;
                         mounts.push(Mount::Bind {
                             source: file.clone(),
                             target: m.target.clone(),
