@@ -126,16 +126,22 @@ impl StepCgroup {
         let mut dirs = Vec::new();
         let dir = match layout {
             Layout::V1 { memory } => {
-                // pids and cpu have hierarchies of their own beside memory's.
+                // pids and cpu have hierarchies of their own beside memory's (the step's own cgroup is always
+                // the memory controller's, which tells an OOM kill apart).
                 let sys = memory.parent().unwrap_or(memory);
                 for (controller, wanted) in [
                     ("pids", limits.pids.is_some()),
                     ("cpu", limits.cpus.is_some()),
                 ] {
+                    // Only where a limit is asked for: entering a v1 cgroup costs a grace period of the
+                    // kernel's, per controller, per step.
+                    if !wanted {
+                        continue;
+                    }
                     let base = sys.join(controller);
                     if base.join("cgroup.procs").exists() {
                         dirs.push(base.join("kiln").join(name));
-                    } else if wanted {
+                    } else {
                         return Err(CgroupError::MissingController {
                             controller,
                             flag: if controller == "pids" {
