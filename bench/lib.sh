@@ -12,7 +12,7 @@ setup_bench() {
 # setup_busybox_for_both: kiln's busybox base in $KILN_ROOT (under $work), and the same image in a buildah
 # storage of its own ($bstore), via an OCI archive kiln exports; buildah's containers and $work go at exit.
 setup_busybox_for_both() {
-  trap 'buildah rm --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+  trap 'buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
   export KILN_ROOT=$work/kiln-root
   bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
   bash scripts/base-images.sh "$kiln" >/dev/null
