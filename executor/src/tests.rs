@@ -54,6 +54,7 @@ fn process(rootfs: &Path, cmd: &str) -> Process {
 }
 
 fn runs_in_a_sandbox_and_reports_exit_codes(make: Make) {
+    let _turn = shared_turn();
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -124,6 +125,7 @@ fn runs_in_a_sandbox_and_reports_exit_codes(make: Make) {
 }
 
 fn bind_and_tmpfs_mounts(make: Make) {
+    let _turn = shared_turn();
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -150,8 +152,13 @@ fn bind_and_tmpfs_mounts(make: Make) {
     assert!(!host.join("new").exists());
 }
 
-/// The cgroup tests look at the whole kiln tree, so they take turns.
-static CGROUP_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// The cgroup tests look at the whole kiln tree, so they run alone (write); every other test's steps make
+/// cgroups too, so they hold it shared (read) while they run.
+static CGROUP_TESTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_turn() -> std::sync::RwLockReadGuard<'static, ()> {
+    CGROUP_TESTS.read().unwrap_or_else(|p| p.into_inner())
+}
 
 fn no_kiln_cgroups_left() {
     for c in ["memory", "pids", "cpu"] {
@@ -169,7 +176,7 @@ fn no_kiln_cgroups_left() {
 }
 
 fn a_memory_hog_is_oom_killed_and_reported_as_such(make: Make) {
-    let _turn = CGROUP_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = CGROUP_TESTS.write().unwrap_or_else(|p| p.into_inner());
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -192,7 +199,7 @@ fn a_memory_hog_is_oom_killed_and_reported_as_such(make: Make) {
 }
 
 fn a_fork_bomb_stops_at_the_pids_limit(make: Make) {
-    let _turn = CGROUP_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = CGROUP_TESTS.write().unwrap_or_else(|p| p.into_inner());
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -227,6 +234,7 @@ fn cpu_and_pids_limits_reach_the_spec() {
 }
 
 fn denied_syscalls_fail_with_eperm(make: Make) {
+    let _turn = shared_turn();
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -247,6 +255,7 @@ fn denied_syscalls_fail_with_eperm(make: Make) {
 }
 
 fn users_groups_and_working_directory(make: Make) {
+    let _turn = shared_turn();
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -278,6 +287,7 @@ fn users_groups_and_working_directory(make: Make) {
 }
 
 fn the_host_is_out_of_sight(make: Make) {
+    let _turn = shared_turn();
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -314,6 +324,7 @@ fn the_host_is_out_of_sight(make: Make) {
 }
 
 fn a_missing_command_is_an_error_that_names_it(make: Make) {
+    let _turn = shared_turn();
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -330,7 +341,7 @@ fn a_missing_command_is_an_error_that_names_it(make: Make) {
 }
 
 fn a_cancelled_step_is_killed_with_everything_it_started(make: Make) {
-    let _turn = CGROUP_TESTS.lock().unwrap_or_else(|p| p.into_inner());
+    let _turn = CGROUP_TESTS.write().unwrap_or_else(|p| p.into_inner());
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
@@ -361,6 +372,7 @@ fn a_cancelled_step_is_killed_with_everything_it_started(make: Make) {
 }
 
 fn a_privileged_step_has_every_capability_and_no_filter(make: Make) {
+    let _turn = shared_turn();
     let work = tempfile::tempdir().unwrap();
     let rootfs = work.path().join("rootfs");
     busybox_rootfs(&rootfs);
