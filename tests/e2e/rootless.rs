@@ -19,6 +19,19 @@ fn uid_of(user: &str) -> u32 {
         let made = run("useradd", &["--create-home", user], None);
         assert_eq!(made.code, 0, "useradd: {}", made.stderr);
     }
+    // useradd gives the user a subordinate id range where /etc/subuid exists; a fresh machine may have none.
+    for file in ["/etc/subuid", "/etc/subgid"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if !text.lines().any(|l| l.starts_with(&format!("{user}:"))) {
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .expect(file);
+            std::io::Write::write_all(&mut f, format!("{user}:300000:65536\n").as_bytes())
+                .expect(file);
+        }
+    }
     run("id", &["-u", user], None)
         .stdout
         .trim()
