@@ -27,7 +27,8 @@ fn busybox_rootfs(dir: &Path) {
     std::fs::copy("/bin/busybox", bin.join("busybox")).expect("busybox-static is installed");
     for tool in [
         "sh", "cat", "echo", "id", "hostname", "ls", "mount", "grep", "touch", "ip", "unshare",
-        "swapoff", "head", "tr", "wc", "pgrep", "sleep", "true", "wget", "nc", "kill", "ps",
+        "swapoff", "head", "tr", "wc", "pgrep", "mknod", "dd", "sleep", "true", "wget", "nc",
+        "kill", "ps",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
     }
@@ -398,6 +399,34 @@ fn a_privileged_step_has_every_capability_and_no_filter(make: Make) {
     );
 }
 
+fn a_device_node_a_step_makes_cannot_be_opened(make: Make) {
+    let _turn = shared_turn();
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    let host = work.path().join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    // /dev/fuse (c 10:229) opens for root without any capability and is not among a step's devices: a node for it
+    // made inside the step (CAP_MKNOD allows that) must not open, wherever the step makes it.
+    let mut p = process(
+        &rootfs,
+        "for d in /tmp /dev /src; do mknod $d/fuse c 10 229 && \
+         { head -c 0 $d/fuse 2>/dev/null && echo $d:opened || echo $d:denied; }; done; \
+         echo x > /dev/null && echo null-works",
+    );
+    p.mounts = vec![Mount::Bind {
+        source: host.clone(),
+        target: "/src".into(),
+        readonly: false,
+    }];
+    let o = run(&make(work.path()), &p);
+    assert_eq!(
+        o.output,
+        ["/tmp:denied", "/dev:denied", "/src:denied", "null-works"],
+        "{o:?}"
+    );
+}
+
 /// Instantiates every check above for each runtime.
 macro_rules! under {
     ($runtime:ident: $($check:ident),* $(,)?) => {
@@ -422,6 +451,7 @@ macro_rules! under {
             a_missing_command_is_an_error_that_names_it,
             a_cancelled_step_is_killed_with_everything_it_started,
             a_privileged_step_has_every_capability_and_no_filter,
+            a_device_node_a_step_makes_cannot_be_opened,
         );)*
     };
 }

@@ -214,6 +214,20 @@ unsafe fn second(plan: &Plan) -> ! {
         )
         .into(),
     );
+    // The rootfs is nodev: a device node a step makes there cannot be opened (see plan.rs).
+    check(
+        plan,
+        Stage::RootBind,
+        1,
+        libc::mount(
+            std::ptr::null(),
+            root,
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REMOUNT | libc::MS_NODEV,
+            std::ptr::null(),
+        )
+        .into(),
+    );
     for (i, step) in plan.steps.iter().enumerate() {
         match step {
             Step::Mount {
@@ -271,14 +285,6 @@ unsafe fn second(plan: &Plan) -> ! {
                         .into(),
                     );
                 }
-            }
-            Step::Device { path, mode, dev } => {
-                check(
-                    plan,
-                    Stage::Device,
-                    i,
-                    libc::mknod(path.as_ptr(), *mode, *dev).into(),
-                );
             }
             Step::Symlink { target, link } => {
                 check(

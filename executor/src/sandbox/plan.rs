@@ -30,12 +30,6 @@ pub(super) enum Step {
         /// Propagation to set afterwards (MS_PRIVATE, MS_SLAVE, ... with MS_REC).
         propagation: libc::c_ulong,
     },
-    /// A device node.
-    Device {
-        path: CString,
-        mode: libc::mode_t,
-        dev: libc::dev_t,
-    },
     /// A symlink (`/dev/fd` and friends).
     Symlink { target: CString, link: CString },
 }
@@ -287,15 +281,8 @@ fn gid_mapped(gid: u32) -> bool {
     })
 }
 
-/// The device nodes of a minimal /dev (runc's defaults): name, major, minor.
-const DEVICES: [(&str, u32, u32); 6] = [
-    ("null", 1, 3),
-    ("zero", 1, 5),
-    ("full", 1, 7),
-    ("random", 1, 8),
-    ("urandom", 1, 9),
-    ("tty", 5, 0),
-];
+/// The device nodes of a minimal /dev (runc's defaults), bound from the host's.
+const DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
 /// The links of a minimal /dev: name, target.
 const DEV_LINKS: [(&str, &str); 5] = [
@@ -426,8 +413,15 @@ impl Plan {
                     .as_ref()
                     .is_some_and(|s| std::fs::metadata(s).is_ok_and(|md| !md.is_dir()));
             let fstype = typ.as_deref().filter(|t| !bind && *t != "bind");
+            // Without a device cgroup, CAP_MKNOD would let a step make a node for any host device and open it:
+            // every filesystem a step can write is mounted nodev instead (the rootfs, /dev, binds), and /dev's
+            // few devices are the host's own nodes bound in (which also works in a user namespace).
             if m.destination() == Path::new("/dev") {
                 dev_dir = Some(host.clone());
+                flags |= libc::MS_NODEV;
+            }
+            if bind {
+                remount |= libc::MS_NODEV;
             }
             steps.push(Step::Mount {
                 target: prefixes(&root, &host)?,
@@ -451,25 +445,16 @@ impl Plan {
             mounted.push((parts, host));
         }
         if let Some(dev) = dev_dir {
-            for (name, major, minor) in DEVICES {
-                // Rootless: device nodes cannot be made in a user namespace; the host's are bound instead.
-                steps.push(if rootless {
-                    Step::Mount {
-                        target: prefixes(&root, &dev.join(name))?,
-                        file: true,
-                        source: Some(cstring(Path::new("/dev").join(name))?),
-                        fstype: None,
-                        flags: libc::MS_BIND,
-                        data: None,
-                        remount: None,
-                        propagation: 0,
-                    }
-                } else {
-                    Step::Device {
-                        path: cstring(dev.join(name))?,
-                        mode: libc::S_IFCHR | 0o666,
-                        dev: libc::makedev(major, minor),
-                    }
+            for name in DEVICES {
+                steps.push(Step::Mount {
+                    target: prefixes(&root, &dev.join(name))?,
+                    file: true,
+                    source: Some(cstring(Path::new("/dev").join(name))?),
+                    fstype: None,
+                    flags: libc::MS_BIND,
+                    data: None,
+                    remount: None,
+                    propagation: 0,
                 });
             }
             for (name, target) in DEV_LINKS {
