@@ -106,12 +106,11 @@ pub const MASKED_PATHS: [&str; 11] = [
 ];
 
 /// /proc paths the process may read but not write.
-pub const READONLY_PATHS: [&str; 6] = [
+pub const READONLY_PATHS: [&str; 5] = [
     "/proc/bus",
     "/proc/fs",
     "/proc/irq",
     "/proc/sys",
-    "/proc/sysrq-trigger",
     "/proc/sysrq-trigger",
 ];
 

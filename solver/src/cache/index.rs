@@ -62,9 +62,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> IndexError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` so that readers see the old file or the whole new one, never a part, and the new
-/// one survives a crash once this returns.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
+/// Writes `bytes` to `path` so that readers see the old file or the whole new one, never a part; when `durable`,
+/// the new one also survives a crash once this returns.
+fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), IndexError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut n = 0u32;
     let (tmp, mut file) = loop {
@@ -81,11 +81,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IndexError> {
     };
     let result = (|| {
         file.write_all(bytes).map_err(io(&tmp))?;
-        file.sync_all().map_err(io(&tmp))?;
+        if durable {
+            file.sync_all().map_err(io(&tmp))?;
+        }
         std::fs::rename(&tmp, path).map_err(io(path))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(dir))
+        if durable {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -138,11 +143,14 @@ impl CacheIndex {
             path: self.record_path(&record.key),
             reason: e.to_string(),
         })?;
-        write_atomic(&self.record_path(&record.key), &bytes)?;
+        write_atomic(&self.record_path(&record.key), &bytes, true)?;
         if let Some(slot) = &record.slot {
+            // A slot only names the record a later miss is explained against: after a crash it may name an older
+            // record or be missing, which costs an explanation, never a wrong hit, so it is not synced.
             write_atomic(
                 &self.dir.join("slots").join(slot_file(slot)),
                 record.key.to_string().as_bytes(),
+                false,
             )?;
         }
         Ok(())
