@@ -53,6 +53,32 @@ fn lock(f: &File, op: libc::c_int, wait: bool, cancel: &CancelToken) -> Result<b
     }
 }
 
+/// rename(2) that fails with EEXIST instead of replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths relative to the working directory.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Opens (making it first, through `init`, when missing) the cache directory `dir`.
 fn open(dir: &Path, init: &dyn Fn(&Path) -> Result<(), WorkerError>) -> Result<File, WorkerError> {
     if !dir.exists() {
@@ -63,9 +89,11 @@ fn open(dir: &Path, init: &dyn Fn(&Path) -> Result<(), WorkerError>) -> Result<F
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         init(&tmp)?;
-        if let Err(e) = std::fs::rename(&tmp, dir) {
+        // Never over another's: a plain rename replaces an empty directory, so two steps making the same new
+        // cache at once would each lock a directory of their own.
+        if let Err(e) = rename_noreplace(&tmp, dir) {
             let _ = std::fs::remove_dir_all(&tmp);
-            // Another build made it first: use theirs.
+            // Another step or build made it first: use theirs.
             if !dir.is_dir() {
                 return Err(io(dir)(e));
             }
@@ -164,6 +192,40 @@ mod tests {
             Err(WorkerError::Cancelled)
         ));
         drop(held);
+    }
+
+    #[test]
+    fn steps_making_one_new_cache_at_once_share_one_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("c");
+        let cancel = CancelToken::default();
+        let order = std::sync::Mutex::new(Vec::new());
+        let slow_init = |_: &Path| -> Result<(), WorkerError> {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            Ok(())
+        };
+        std::thread::scope(|s| {
+            for who in ["a", "b", "c"] {
+                let (base, cancel, order, slow_init) = (&base, &cancel, &order, &slow_init);
+                s.spawn(move || {
+                    let l = acquire(base, CacheSharing::Locked, cancel, slow_init).unwrap();
+                    order.lock().unwrap().push(format!("{who}-in"));
+                    std::thread::sleep(std::time::Duration::from_millis(30));
+                    order.lock().unwrap().push(format!("{who}-out"));
+                    drop(l);
+                });
+            }
+        });
+        let order = order.into_inner().unwrap();
+        for pair in order.chunks(2) {
+            assert_eq!(
+                pair[1],
+                pair[0].replace("-in", "-out"),
+                "took turns: {order:?}"
+            );
+        }
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "one directory, no temporary left: {left:?}");
     }
 
     #[test]
