@@ -78,7 +78,30 @@ unsafe fn check(plan: &Plan, stage: Stage, index: usize, r: libc::c_long) {
 ///
 /// # Safety
 /// Only in a freshly forked child; `plan` was built by [`Plan::new`].
+/// Closes every descriptor from 3 up except `keep` (ascending). Right after fork: a copy of a descriptor another
+/// thread has open for writing (a binary being copied into a rootfs) would make exec of that file fail with
+/// ETXTBSY for as long as this process held it.
+unsafe fn close_all_but(keep: &[i32]) {
+    let mut from = 3u32;
+    for &k in keep.iter().chain(std::iter::once(&i32::MAX)) {
+        let k = k as u32;
+        if k > from {
+            let to = k - 1;
+            if libc::syscall(libc::SYS_close_range, from, to, 0u32) == -1 {
+                for fd in from..=to.min(4095) {
+                    libc::close(fd as i32);
+                }
+            }
+        }
+        from = from.max(k.saturating_add(1));
+    }
+}
+
 pub(super) unsafe fn first(plan: &Plan) -> ! {
+    // Keep only the report pipe and the network namespace to join.
+    let report = plan.report.as_raw_fd();
+    let netns = plan.netns.as_ref().map_or(report, |n| n.as_raw_fd());
+    close_all_but(&[report.min(netns), report.max(netns)]);
     // Die with kiln; if kiln is already gone, stop here.
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
     if libc::getppid() != plan.parent {
@@ -108,12 +131,8 @@ pub(super) unsafe fn first(plan: &Plan) -> ! {
     if pid == 0 {
         second(plan);
     }
-    // Hold nothing of kiln's open: an inherited pipe end would keep another step's reader waiting.
-    if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) == -1 {
-        for fd in 3..1024 {
-            libc::close(fd);
-        }
-    }
+    // Hold nothing open while waiting: an inherited pipe end would keep another step's reader waiting.
+    close_all_but(&[]);
     let mut status = 0;
     loop {
         let r = libc::waitpid(pid as libc::pid_t, &mut status, 0);
@@ -179,13 +198,8 @@ fn opt(c: &Option<std::ffi::CString>) -> *const libc::c_char {
 /// PID 1 of the step: builds its root, drops privileges, execs.
 unsafe fn second(plan: &Plan) -> ! {
     libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-    // Every descriptor but stdio closes on exec (the report pipe included, which tells kiln the exec happened).
-    libc::syscall(
-        libc::SYS_close_range,
-        3u32,
-        u32::MAX,
-        libc::CLOSE_RANGE_CLOEXEC,
-    );
+    // Only the report pipe is left (close-on-exec, so its end tells kiln the exec happened).
+    close_all_but(&[plan.report.as_raw_fd()]);
     libc::umask(0);
     let root = plan.rootfs.as_ptr();
     check(
