@@ -37,6 +37,14 @@ fn busybox_rootfs(dir: &Path) {
     }
 }
 
+/// A work directory holding a busybox rootfs, and that rootfs.
+fn sandbox_dir() -> (tempfile::TempDir, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let rootfs = work.path().join("rootfs");
+    busybox_rootfs(&rootfs);
+    (work, rootfs)
+}
+
 fn process(rootfs: &Path, cmd: &str) -> Process {
     Process {
         args: vec!["/bin/sh".into(), "-c".into(), cmd.into()],
@@ -56,9 +64,7 @@ fn process(rootfs: &Path, cmd: &str) -> Process {
 
 fn runs_in_a_sandbox_and_reports_exit_codes(make: Make) {
     let _turn = shared_turn();
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let runc = make(work.path());
     let seen = Mutex::new(Vec::new());
     let out = runc
@@ -127,9 +133,7 @@ fn runs_in_a_sandbox_and_reports_exit_codes(make: Make) {
 
 fn bind_and_tmpfs_mounts(make: Make) {
     let _turn = shared_turn();
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let host = work.path().join("host");
     std::fs::create_dir_all(&host).unwrap();
     std::fs::write(host.join("data"), "from host\n").unwrap();
@@ -178,9 +182,7 @@ fn no_kiln_cgroups_left() {
 
 fn a_memory_hog_is_oom_killed_and_reported_as_such(make: Make) {
     let _turn = CGROUP_TESTS.write().unwrap_or_else(|p| p.into_inner());
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let runc = make(work.path());
     // 200 MiB into a shell variable, under a 64 MiB limit.
     let mut p = process(
@@ -201,9 +203,7 @@ fn a_memory_hog_is_oom_killed_and_reported_as_such(make: Make) {
 
 fn a_fork_bomb_stops_at_the_pids_limit(make: Make) {
     let _turn = CGROUP_TESTS.write().unwrap_or_else(|p| p.into_inner());
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let runc = make(work.path());
     let mut p = process(
         &rootfs,
@@ -236,9 +236,7 @@ fn cpu_and_pids_limits_reach_the_spec() {
 
 fn denied_syscalls_fail_with_eperm(make: Make) {
     let _turn = shared_turn();
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let runc = make(work.path());
     // A user namespace needs no capability, so only the seccomp filter refuses `unshare -U`; swapoff is refused
     // twice over (no CAP_SYS_ADMIN, and denied).
@@ -257,9 +255,7 @@ fn denied_syscalls_fail_with_eperm(make: Make) {
 
 fn users_groups_and_working_directory(make: Make) {
     let _turn = shared_turn();
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let mut p = process(
         &rootfs,
         "id -u; id -g; id -G; pwd; grep CapEff /proc/self/status; touch /etc/x 2>/dev/null || echo denied",
@@ -267,7 +263,7 @@ fn users_groups_and_working_directory(make: Make) {
     p.uid = 1000;
     p.gid = 1000;
     p.additional_gids = vec![27, 100];
-    p.cwd = "/work/dir".into();
+    p.cwd = "/app/dir".into();
     let o = run(&make(work.path()), &p);
     assert_eq!(o.exit_code, 0, "{o:?}");
     assert_eq!(
@@ -276,22 +272,20 @@ fn users_groups_and_working_directory(make: Make) {
             "1000",
             "1000",
             "1000 27 100",
-            "/work/dir",
+            "/app/dir",
             "CapEff:\t0000000000000000",
             "denied"
         ]
     );
     assert!(
-        rootfs.join("work/dir").is_dir(),
+        rootfs.join("app/dir").is_dir(),
         "the working directory is made"
     );
 }
 
 fn the_host_is_out_of_sight(make: Make) {
     let _turn = shared_turn();
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let o = run(
         &make(work.path()),
         &process(
@@ -326,9 +320,7 @@ fn the_host_is_out_of_sight(make: Make) {
 
 fn a_missing_command_is_an_error_that_names_it(make: Make) {
     let _turn = shared_turn();
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let mut p = process(&rootfs, "");
     p.args = vec!["no-such-tool".into(), "x".into()];
     match make(work.path()).run(&p, &|_| {}, &|| false) {
@@ -343,9 +335,7 @@ fn a_missing_command_is_an_error_that_names_it(make: Make) {
 
 fn a_cancelled_step_is_killed_with_everything_it_started(make: Make) {
     let _turn = CGROUP_TESTS.write().unwrap_or_else(|p| p.into_inner());
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     // A duration nothing else on the machine sleeps for, so only this step's sleepers match below.
     let mut p = process(&rootfs, "sleep 2718 & sleep 2718 & echo started; wait");
     p.limits.pids = Some(100);
@@ -374,9 +364,7 @@ fn a_cancelled_step_is_killed_with_everything_it_started(make: Make) {
 
 fn a_privileged_step_has_every_capability_and_no_filter(make: Make) {
     let _turn = shared_turn();
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let mut p = process(
         &rootfs,
         "grep -E '^(CapEff|Seccomp):' /proc/self/status; mount -t tmpfs none /tmp && echo mounted; \
@@ -401,9 +389,7 @@ fn a_privileged_step_has_every_capability_and_no_filter(make: Make) {
 
 fn a_device_node_a_step_makes_cannot_be_opened(make: Make) {
     let _turn = shared_turn();
-    let work = tempfile::tempdir().unwrap();
-    let rootfs = work.path().join("rootfs");
-    busybox_rootfs(&rootfs);
+    let (work, rootfs) = sandbox_dir();
     let host = work.path().join("host");
     std::fs::create_dir_all(&host).unwrap();
     // /dev/fuse (c 10:229) opens for root without any capability and is not among a step's devices: a node for it
