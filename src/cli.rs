@@ -46,6 +46,22 @@ pub enum Command {
     Du(DuArgs),
     /// Remove build cache, least recently used first (images stay; `kiln rmi` removes those).
     Prune(PruneArgs),
+    /// Check the whole root (blobs, images, cache records, snapshots, leftovers of interrupted builds); --repair
+    /// removes what is damaged or dangles.
+    Doctor(DoctorArgs),
+}
+
+/// `kiln doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Remove what is damaged or dangles, and the leftovers of interrupted builds.
+    #[arg(long)]
+    pub repair: bool,
+    /// Skip reading every blob back to check its digest.
+    #[arg(long)]
+    pub quick: bool,
 }
 
 /// `kiln du`.

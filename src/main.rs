@@ -59,6 +59,7 @@ fn main() -> ExitCode {
         cli::Command::Logout(args) => commands::registry::logout(&args),
         cli::Command::Du(args) => commands::gc::du(&args),
         cli::Command::Prune(args) => commands::gc::prune(&args),
+        cli::Command::Doctor(args) => commands::doctor::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

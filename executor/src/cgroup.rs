@@ -337,6 +337,25 @@ fn kill_procs(dir: &Path) {
     }
 }
 
+/// The step cgroups under `kiln/` whose names `stale` picks, in every controller (v1) or the unified tree (v2):
+/// what [`sweep`] would remove.
+pub fn stale_dirs(sys: &Path, stale: &dyn Fn(&str) -> bool) -> Vec<PathBuf> {
+    let mut bases: Vec<PathBuf> = vec![sys.join("kiln")];
+    if let Ok(controllers) = std::fs::read_dir(sys) {
+        bases.extend(controllers.flatten().map(|c| c.path().join("kiln")));
+    }
+    let mut out = Vec::new();
+    for base in bases {
+        for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            if stale(&e.file_name().to_string_lossy()) && e.path().is_dir() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Removes the step cgroups under `kiln/` whose names `stale` picks, in every controller (v1) or the unified tree
 /// (v2), killing any process left in them first.
 pub fn sweep(sys: &Path, stale: &dyn Fn(&str) -> bool) {

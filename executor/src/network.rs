@@ -271,6 +271,19 @@ impl StepNetwork {
         Path::new("/run/netns").join(&self.name)
     }
 
+    /// The networks of steps whose kiln process died (their namespace names): what [`StepNetwork::sweep`] removes.
+    pub fn stale(claims: &Path, stale: &dyn Fn(&str) -> bool) -> Vec<String> {
+        let mut out: Vec<String> = std::fs::read_dir(claims)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .filter(|owner| stale(owner))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Removes what a step of a kiln process that died left behind (its namespace, veth and subnet claim).
     pub fn sweep(claims: &Path, stale: &dyn Fn(&str) -> bool) {
         let Ok(entries) = std::fs::read_dir(claims) else {

@@ -123,6 +123,27 @@ pub fn is_stale(name: &str) -> bool {
     pid != std::process::id() && !std::path::Path::new("/proc").join(pid.to_string()).exists()
 }
 
+/// What steps of dead kiln processes left on the host (cgroup directories, network namespaces), described
+/// for `kiln doctor`; [`sweep_stale`] removes them.
+pub fn stale_leftovers() -> Vec<String> {
+    let mut out: Vec<String> =
+        crate::cgroup::stale_dirs(std::path::Path::new("/sys/fs/cgroup"), &is_stale)
+            .into_iter()
+            .map(|d| format!("cgroup {}", d.display()))
+            .collect();
+    out.extend(
+        crate::network::StepNetwork::stale(std::path::Path::new(crate::network::CLAIMS), &is_stale)
+            .into_iter()
+            .map(|n| format!("network namespace {n}")),
+    );
+    out
+}
+
+/// Removes what steps of dead kiln processes left on the host (see [`stale_leftovers`]).
+pub fn sweep_stale() {
+    StepResources::sweep_stale();
+}
+
 /// What a step owns on the host besides its processes: its cgroup and its network, both removed when dropped.
 pub(crate) struct StepResources {
     /// The step's id ([`next_step_id`]).

@@ -399,6 +399,7 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
             out.bytes += size;
         }
     }
+    crate::commands::doctor::remove_dangling_pointers(root)?;
     Ok(out)
 }
 

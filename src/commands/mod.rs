@@ -3,6 +3,7 @@
 pub mod archive;
 pub mod build;
 pub mod check;
+pub mod doctor;
 pub mod gc;
 pub mod graph;
 pub mod images;

@@ -3,6 +3,7 @@
 mod build;
 mod cache;
 mod check;
+mod doctor;
 mod errors;
 mod examples;
 mod graph;

@@ -3,12 +3,14 @@
 //! leaves a wrong one; and the image index (name:tag → manifest digest) replaced atomically under a lock, with an
 //! entry written only after the manifest it points to exists.
 
+mod check;
 mod images;
 mod ingest;
 mod platforms;
 
 use std::path::{Path, PathBuf};
 
+pub use check::BlobFile;
 pub use images::ImageEntry;
 pub use ingest::BlobWriter;
 pub use platforms::Stored;

@@ -201,6 +201,41 @@ impl CacheIndex {
         }
     }
 
+    /// Every file of the index as it reads, for `kiln doctor`: records (or why one does not parse), slot pointers
+    /// (with the key each names, if it parses), and temporary files a writer left.
+    pub fn files(&self) -> Result<IndexFiles, IndexError> {
+        let mut out = IndexFiles::default();
+        for sub in ["records", "slots"] {
+            let dir = self.dir.join(sub);
+            for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
+                let path = e.map_err(io(&dir))?.path();
+                let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+                if name.as_deref().is_some_and(|n| n.starts_with(".tmp.")) {
+                    out.temporary.push(path);
+                } else if sub == "records" {
+                    let read = match self.read(&path) {
+                        Ok(Some(r)) if path.file_stem().is_some_and(|s| *s == *r.key.hex()) => {
+                            Ok(r)
+                        }
+                        Ok(Some(r)) => Err(format!("holds the record of {}", r.key)),
+                        Ok(None) => continue,
+                        Err(e) => Err(e.to_string()),
+                    };
+                    out.records.push((path, read));
+                } else {
+                    let key = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<Digest>().ok());
+                    out.slots.push((path, key));
+                }
+            }
+        }
+        out.records.sort_by(|a, b| a.0.cmp(&b.0));
+        out.slots.sort();
+        out.temporary.sort();
+        Ok(out)
+    }
+
     /// Every readable record (damaged ones are skipped; `kiln doctor` reports them).
     pub fn list(&self) -> Result<Vec<CacheRecord>, IndexError> {
         let dir = self.dir.join("records");
@@ -216,6 +251,17 @@ impl CacheIndex {
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
+}
+
+/// The files of a cache index (see [`CacheIndex::files`]).
+#[derive(Debug, Default)]
+pub struct IndexFiles {
+    /// Each record file, parsed, or why it does not parse.
+    pub records: Vec<(PathBuf, Result<CacheRecord, String>)>,
+    /// Each slot pointer and the key it names (`None`: unreadable).
+    pub slots: Vec<(PathBuf, Option<Digest>)>,
+    /// Temporary files of writes that never finished.
+    pub temporary: Vec<PathBuf>,
 }
 
 #[cfg(test)]

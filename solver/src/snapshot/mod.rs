@@ -246,6 +246,38 @@ impl Snapshotter {
         }
     }
 
+    /// Every entry of the snapshot directory and what it is, for `kiln doctor`.
+    pub fn entries(&self) -> Result<Vec<SnapshotEntry>, SnapshotError> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let e = e.map_err(io(&self.dir))?;
+            let id = e.file_name().to_string_lossy().into_owned();
+            if id == "empty" {
+                continue;
+            }
+            let path = e.path();
+            let state = if id.starts_with("tmp-") || !path.join("meta.json").exists() {
+                SnapshotState::Stray
+            } else {
+                match std::fs::read(path.join("meta.json")) {
+                    Err(e) => SnapshotState::Damaged(format!("meta.json: {e}")),
+                    Ok(bytes) => match serde_json::from_slice::<Meta>(&bytes) {
+                        Err(e) => SnapshotState::Damaged(format!("meta.json: {e}")),
+                        Ok(_) if !path.join("diff").is_dir() => {
+                            SnapshotState::Damaged("no diff directory".to_string())
+                        }
+                        Ok(meta) => SnapshotState::Committed {
+                            parent: meta.parent,
+                        },
+                    },
+                }
+            };
+            out.push(SnapshotEntry { id, path, state });
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
     /// Leftovers of interrupted work (`tmp-*` directories), for clean-up and `kiln doctor`.
     pub fn stray(&self) -> Result<Vec<PathBuf>, SnapshotError> {
         let mut out = Vec::new();
@@ -257,6 +289,31 @@ impl Snapshotter {
         }
         Ok(out)
     }
+}
+
+/// One entry of the snapshot directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// Its name: a snapshot id, or `tmp-<id>` for work in progress.
+    pub id: String,
+    /// Its directory.
+    pub path: PathBuf,
+    /// What it is.
+    pub state: SnapshotState,
+}
+
+/// What a directory of the snapshot store holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotState {
+    /// A committed snapshot on top of `parent` (which a healthy store also holds).
+    Committed {
+        /// The parent snapshot.
+        parent: Option<String>,
+    },
+    /// Work in progress, or what an interrupted step left: nothing refers to it.
+    Stray,
+    /// Committed once, but unreadable now.
+    Damaged(String),
 }
 
 /// fsyncs every file and directory of a tree (what a crash must not lose once a snapshot is committed).

@@ -1,0 +1,546 @@
+//! `kiln doctor`: checks a whole root — every blob against its digest, every image, cache record and memo against
+//! what it points at, and the leftovers an interrupted kiln leaves (ingest files, `tmp-` snapshots, work
+//! directories, mounts, cgroups, network namespaces, runtime state) — and with `--repair` removes what is damaged
+//! or dangles. It holds the root's lock exclusively, so it waits for running builds and what it calls a leftover
+//! really belongs to no one.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use oci::manifest::Manifest;
+use oci::store::{BlobFile, Store, Stored};
+use oci::Digest;
+use solver::cache::CacheIndex;
+use solver::snapshot::{SnapshotState, Snapshotter};
+
+use crate::cli::DoctorArgs;
+use crate::{root, Failure};
+
+fn fail(e: impl std::fmt::Display) -> Failure {
+    Failure::Build(e.to_string())
+}
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// Something kiln wrote is not what it should be (a blob whose content changed, a record whose snapshot is
+    /// gone): a crash-safe store never shows one, so each is a bug, a disk fault or a hand edit.
+    Damaged,
+    /// What an interrupted kiln left (kill -9, power loss): costs space, never a wrong result.
+    Leftover,
+}
+
+/// What `--repair` does about a finding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Fix {
+    /// Detach a mount (lazily: nothing may use it once no kiln runs).
+    Unmount(PathBuf),
+    /// Remove a file or a directory tree.
+    Remove(PathBuf),
+    /// Forget an image name whose content is incomplete.
+    ForgetImage(String),
+    /// Remove a dead step's container state with the OCI runtime, then its directory.
+    RuncState(PathBuf),
+    /// Remove the cgroups and network namespaces of dead kiln processes.
+    SweepHost,
+}
+
+/// One thing `kiln doctor` found.
+#[derive(Debug, Clone)]
+pub struct Finding {
+    severity: Severity,
+    what: String,
+    fix: Fix,
+}
+
+impl Finding {
+    fn damaged(what: String, fix: Fix) -> Finding {
+        Finding {
+            severity: Severity::Damaged,
+            what,
+            fix,
+        }
+    }
+
+    fn leftover(what: String, fix: Fix) -> Finding {
+        Finding {
+            severity: Severity::Leftover,
+            what,
+            fix,
+        }
+    }
+}
+
+/// Mount points at or below `root`, deepest first (as `/proc/self/mountinfo` escapes them: `\040` for a space).
+fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(root) && p != root)
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = b
+            .get(i + 1..i + 4)
+            .filter(|_| b[i] == b'\\')
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match code {
+            Some(v) => {
+                out.push(v);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The `digest` a memo file (`store/layers/*.json`) names, if it parses.
+fn memo_digest(path: &Path) -> Option<Digest> {
+    let bytes = std::fs::read(path).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v.get("digest")?.as_str()?.parse().ok()
+}
+
+/// Everything wrong with the root, in the order `--repair` must fix it (mounts before the directories under them,
+/// images and records before what they point at goes).
+pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
+    let mut out = Vec::new();
+    for m in mounts_under(root) {
+        out.push(Finding::leftover(
+            format!("mount {} of an interrupted step", m.display()),
+            Fix::Unmount(m),
+        ));
+    }
+    for p in entries(&root.join("work")) {
+        out.push(Finding::leftover(
+            format!("work directory {} of an interrupted step", p.display()),
+            Fix::Remove(p),
+        ));
+    }
+    let runtime = root.join("runc");
+    for p in entries(&runtime.join("runc-state")) {
+        out.push(Finding::leftover(
+            format!("runtime state {} of an interrupted step", p.display()),
+            Fix::RuncState(p),
+        ));
+    }
+    for (sub, what) in [
+        ("bundles", "runtime bundle"),
+        ("secrets", "secrets directory"),
+    ] {
+        for p in entries(&runtime.join(sub)) {
+            out.push(Finding::leftover(
+                format!("{what} {} of an interrupted step", p.display()),
+                Fix::Remove(p),
+            ));
+        }
+    }
+    for what in executor::process::stale_leftovers() {
+        out.push(Finding::leftover(
+            format!("{what} of a kiln process that died"),
+            Fix::SweepHost,
+        ));
+    }
+
+    let store = Store::open(&root.join("store")).map_err(fail)?;
+    for p in store.ingest_files().map_err(fail)? {
+        out.push(Finding::leftover(
+            format!(
+                "ingest file {} (a blob write that never finished)",
+                p.display()
+            ),
+            Fix::Remove(p),
+        ));
+    }
+    let mut blobs = BTreeSet::new();
+    for f in store.blob_files().map_err(fail)? {
+        match f {
+            BlobFile::Foreign(p) => out.push(Finding::leftover(
+                format!("{} is not a blob (its name is no digest)", p.display()),
+                Fix::Remove(p),
+            )),
+            BlobFile::Blob(d) => {
+                let actual = if verify_blobs {
+                    store.verify_blob(&d).map_err(fail)?
+                } else {
+                    d.clone()
+                };
+                if actual == d {
+                    blobs.insert(d);
+                } else {
+                    out.push(Finding::damaged(
+                        format!("blob {d}: its content hashes to {actual}"),
+                        Fix::Remove(store.blob_path(&d)),
+                    ));
+                }
+            }
+        }
+    }
+    match store.list_images() {
+        Err(e) => out.push(Finding::damaged(
+            format!("the image index cannot be read: {e}"),
+            Fix::Remove(root.join("store/index/images.json")),
+        )),
+        Ok(images) => {
+            for entry in images {
+                if let Some(problem) = image_problem(&store, &blobs, &entry.manifest) {
+                    out.push(Finding::damaged(
+                        format!("image {}: {problem}", entry.name),
+                        Fix::ForgetImage(entry.name),
+                    ));
+                }
+            }
+        }
+    }
+    for p in entries(&root.join("store/layers")) {
+        if !memo_digest(&p).is_some_and(|d| blobs.contains(&d)) {
+            out.push(Finding::leftover(
+                format!("layer memo {} names no blob of the store", p.display()),
+                Fix::Remove(p),
+            ));
+        }
+    }
+
+    let snaps = Snapshotter::open(&root.join("snapshots")).map_err(fail)?;
+    let mut parents: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for e in snaps.entries().map_err(fail)? {
+        match e.state {
+            SnapshotState::Stray => out.push(Finding::leftover(
+                format!(
+                    "snapshot directory {} (work of an interrupted step)",
+                    e.path.display()
+                ),
+                Fix::Remove(e.path),
+            )),
+            SnapshotState::Damaged(why) => out.push(Finding::damaged(
+                format!("snapshot {}: {why}", e.id),
+                Fix::Remove(e.path),
+            )),
+            SnapshotState::Committed { parent } => {
+                parents.insert(e.id, parent);
+            }
+        }
+    }
+    // A snapshot is whole when its parent is: children of a missing or damaged snapshot are damaged too.
+    let mut known: BTreeMap<String, bool> = BTreeMap::new();
+    for id in parents.keys() {
+        // Walk up to a snapshot whose state is known (or to a base, or to a missing parent), then mark the path.
+        let mut path = Vec::new();
+        let mut cur = Some(id.clone());
+        let ok = loop {
+            let Some(c) = cur else { break true };
+            if let Some(k) = known.get(&c) {
+                break *k;
+            }
+            let Some(parent) = parents.get(&c) else {
+                break false;
+            };
+            if path.len() > parents.len() {
+                break false; // a cycle: no chain kiln writes has one
+            }
+            path.push(c);
+            cur = parent.clone();
+        };
+        for p in path {
+            known.insert(p, ok);
+        }
+    }
+    let whole: BTreeSet<String> = known
+        .into_iter()
+        .filter(|(_, ok)| *ok)
+        .map(|(id, _)| id)
+        .collect();
+    for (id, parent) in &parents {
+        if !whole.contains(id) {
+            out.push(Finding::damaged(
+                format!(
+                    "snapshot {id}: its parent {} is missing or damaged",
+                    parent.as_deref().unwrap_or("?")
+                ),
+                Fix::Remove(root.join("snapshots").join(id)),
+            ));
+        }
+    }
+
+    let index = CacheIndex::open(&root.join("cache")).map_err(fail)?;
+    let files = index.files().map_err(fail)?;
+    let mut records = BTreeSet::new();
+    for (path, read) in files.records {
+        match read {
+            Err(why) => out.push(Finding::damaged(
+                format!("cache record {}: {why}", path.display()),
+                Fix::Remove(path),
+            )),
+            Ok(r) if !whole.contains(&r.snapshot) => out.push(Finding::damaged(
+                format!(
+                    "cache record of {:?}: its snapshot {} is missing or damaged",
+                    r.description, r.snapshot
+                ),
+                Fix::Remove(path),
+            )),
+            Ok(r) => {
+                records.insert(r.key);
+            }
+        }
+    }
+    for path in files.temporary {
+        out.push(Finding::leftover(
+            format!(
+                "temporary file {} of an unfinished index write",
+                path.display()
+            ),
+            Fix::Remove(path),
+        ));
+    }
+    for (path, key) in files.slots {
+        if !key.is_some_and(|k| records.contains(&k)) {
+            out.push(Finding::leftover(
+                format!("slot pointer {} names no cache record", path.display()),
+                Fix::Remove(path),
+            ));
+        }
+    }
+    for p in entries(&root.join("cache/imported")) {
+        let id = std::fs::read_to_string(&p).unwrap_or_default();
+        if !whole.contains(id.trim()) {
+            out.push(Finding::leftover(
+                format!("imported-layer memo {} names no snapshot", p.display()),
+                Fix::Remove(p),
+            ));
+        }
+    }
+    for p in entries(&root.join("statcache")) {
+        let parses = std::fs::read(&p)
+            .ok()
+            .is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+        if !parses {
+            out.push(Finding::leftover(
+                format!("stat cache {} does not parse", p.display()),
+                Fix::Remove(p),
+            ));
+        }
+    }
+    for p in entries(&root.join("cachemounts")) {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.contains(".tmp-")) {
+            out.push(Finding::leftover(
+                format!("cache mount {} was never finished", p.display()),
+                Fix::Remove(p),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Why the image `manifest` cannot be used as it is, if it cannot: a blob it needs is missing or damaged.
+fn image_problem(store: &Store, blobs: &BTreeSet<Digest>, manifest: &Digest) -> Option<String> {
+    if !blobs.contains(manifest) {
+        return Some(format!("its manifest {manifest} is missing"));
+    }
+    let children = match store.manifest_kind(manifest) {
+        Err(e) => return Some(format!("its manifest {manifest} does not parse: {e}")),
+        Ok(Stored::Manifest) => vec![manifest.clone()],
+        // A pulled index keeps only the platforms that were pulled; one is enough.
+        Ok(Stored::Index(index)) => {
+            let held: Vec<Digest> = index
+                .manifests
+                .into_iter()
+                .map(|m| m.digest)
+                .filter(|d| blobs.contains(d))
+                .collect();
+            if held.is_empty() {
+                return Some(format!("no manifest its index {manifest} lists is held"));
+            }
+            held
+        }
+    };
+    for m in children {
+        let parsed: Manifest = match store.read_json(&m) {
+            Ok(p) => p,
+            Err(e) => return Some(format!("manifest {m} does not parse: {e}")),
+        };
+        if !blobs.contains(&parsed.config.digest) {
+            return Some(format!("its config {} is missing", parsed.config.digest));
+        }
+        if let Some(l) = parsed.layers.iter().find(|l| !blobs.contains(&l.digest)) {
+            return Some(format!("its layer {} is missing", l.digest));
+        }
+    }
+    None
+}
+
+fn remove(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+    }
+}
+
+/// Carries out the fixes of `findings` in order; returns what could not be done.
+pub fn repair(root: &Path, findings: &[Finding]) -> Vec<String> {
+    let mut failed = Vec::new();
+    let mut swept = false;
+    let store = Store::open(&root.join("store"));
+    for f in findings {
+        let result: Result<(), String> = match &f.fix {
+            Fix::Unmount(p) => rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH)
+                .map_err(|e| format!("unmounting {}: {e}", p.display())),
+            Fix::Remove(p) => remove(p).map_err(|e| format!("removing {}: {e}", p.display())),
+            Fix::ForgetImage(name) => match &store {
+                Ok(s) => s.remove_image(name).map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Fix::RuncState(p) => {
+                if let (Some(state), Some(name)) = (p.parent(), p.file_name()) {
+                    let _ = std::process::Command::new("runc")
+                        .arg("--root")
+                        .arg(state)
+                        .args(["delete", "--force"])
+                        .arg(name)
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .status();
+                }
+                remove(p).map_err(|e| format!("removing {}: {e}", p.display()))
+            }
+            Fix::SweepHost => {
+                if !swept {
+                    executor::process::sweep_stale();
+                    swept = true;
+                }
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            failed.push(e);
+        }
+    }
+    failed
+}
+
+/// Removes the pointers that name what a prune took away (slot pointers, layer and imported-layer memos): they
+/// would only be found dangling by the next `kiln doctor`. The caller holds the root's lock exclusively.
+pub fn remove_dangling_pointers(root: &Path) -> Result<(), Failure> {
+    let dangling: Vec<Finding> = check(root, false)?
+        .into_iter()
+        .filter(|f| {
+            f.severity == Severity::Leftover
+                && matches!(&f.fix, Fix::Remove(p) if p.starts_with(root.join("cache/slots"))
+                    || p.starts_with(root.join("cache/imported"))
+                    || p.starts_with(root.join("store/layers")))
+        })
+        .collect();
+    let failed = repair(root, &dangling);
+    match failed.first() {
+        Some(e) => Err(Failure::Build(e.clone())),
+        None => Ok(()),
+    }
+}
+
+/// Runs `kiln doctor`.
+pub fn run(args: &DoctorArgs) -> Result<(), Failure> {
+    let root = root::root_dir(&args.root);
+    if !root.is_dir() {
+        return Err(Failure::Usage(format!(
+            "{}: no kiln root here (give --root or KILN_ROOT)",
+            root.display()
+        )));
+    }
+    let _lock = root::lock(&root, true).map_err(Failure::Build)?;
+    let findings = check(&root, !args.quick)?;
+    for f in &findings {
+        let tag = match f.severity {
+            Severity::Damaged => "damaged",
+            Severity::Leftover => "leftover",
+        };
+        println!("{tag:<9} {}", f.what);
+    }
+    let damaged = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Damaged)
+        .count();
+    let leftovers = findings.len() - damaged;
+    if findings.is_empty() {
+        println!("kiln doctor: {} is consistent", root.display());
+        return Ok(());
+    }
+    if !args.repair {
+        return Err(Failure::Build(format!(
+            "{damaged} damaged, {leftovers} leftover in {}; `kiln doctor --repair` removes them",
+            root.display()
+        )));
+    }
+    let failed = repair(&root, &findings);
+    let remaining = check(&root, false)?;
+    for f in &remaining {
+        println!("remains   {}", f.what);
+    }
+    if let Some(e) = failed.first().filter(|_| !remaining.is_empty()) {
+        return Err(Failure::Build(format!(
+            "repair left {} problems: {e}",
+            remaining.len()
+        )));
+    }
+    if !remaining.is_empty() {
+        return Err(Failure::Build(format!(
+            "repair left {} problems",
+            remaining.len()
+        )));
+    }
+    let forgotten = findings
+        .iter()
+        .filter(|f| matches!(f.fix, Fix::ForgetImage(_)))
+        .count();
+    println!(
+        "kiln doctor: repaired {damaged} damaged, removed {leftovers} leftover{}",
+        if forgotten > 0 {
+            format!("; {forgotten} image names were forgotten (pull or build them again)")
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo(r"/a\040b/c"), "/a b/c");
+        assert_eq!(unescape_mountinfo(r"/tab\011x"), "/tab\tx");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
+    }
+}
