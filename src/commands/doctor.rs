@@ -71,46 +71,6 @@ impl Finding {
     }
 }
 
-/// Mount points at or below `root`, deepest first (as `/proc/self/mountinfo` escapes them: `\040` for a space).
-fn mounts_under(root: &Path) -> Vec<PathBuf> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape_mountinfo(p)))
-        .filter(|p| p.starts_with(root) && p != root)
-        .collect();
-    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    out.dedup();
-    out
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let code = b
-            .get(i + 1..i + 4)
-            .filter(|_| b[i] == b'\\')
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u8::from_str_radix(d, 8).ok());
-        match code {
-            Some(v) => {
-                out.push(v);
-                i += 4;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn entries(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
@@ -133,7 +93,7 @@ fn memo_digest(path: &Path) -> Option<Digest> {
 /// images and records before what they point at goes).
 pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
     let mut out = Vec::new();
-    for m in mounts_under(root) {
+    for m in solver::worker::sweep::mounts_under(root) {
         out.push(Finding::leftover(
             format!("mount {} of an interrupted step", m.display()),
             Fix::Unmount(m),
@@ -530,17 +490,4 @@ pub fn run(args: &DoctorArgs) -> Result<(), Failure> {
         }
     );
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape_mountinfo(r"/a\040b/c"), "/a b/c");
-        assert_eq!(unescape_mountinfo(r"/tab\011x"), "/tab\tx");
-        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
-        assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
-    }
 }

@@ -3,6 +3,7 @@
 mod build;
 mod cache;
 mod check;
+mod crash;
 mod doctor;
 mod errors;
 mod examples;

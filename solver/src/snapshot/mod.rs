@@ -125,7 +125,7 @@ impl Snapshotter {
             }
         }
         let id = new_id();
-        let dir = self.dir.join(format!("tmp-{id}"));
+        let dir = self.dir.join(format!("tmp-{}-{id}", std::process::id()));
         for sub in ["diff", "work"] {
             std::fs::create_dir_all(dir.join(sub)).map_err(io(&dir))?;
         }

@@ -7,6 +7,7 @@ mod exec;
 mod images;
 mod keys;
 mod runner;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -164,6 +165,8 @@ impl<'a> Worker<'a> {
         let cache = CacheIndex::open(&root.join("cache"))?;
         let work = root.join("work");
         std::fs::create_dir_all(&work).map_err(io(&work))?;
+        // What killed builds left (mounts, scratch, half-made snapshots and blobs) goes before this one starts.
+        sweep::sweep_dead(root);
         let cache_mounts = root.join("cachemounts");
         std::fs::create_dir_all(&cache_mounts).map_err(io(&cache_mounts))?;
         let stat_dir = root.join("statcache");

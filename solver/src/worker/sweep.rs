@@ -1,0 +1,167 @@
+//! Tidying after kiln processes that died (kill -9, power loss): their scratch directories and the mounts on
+//! them, their half-written snapshots and blobs. Everything such a process makes is named with its pid, so a
+//! later build removes what belongs to dead processes only, while other builds on the same root keep running.
+
+use std::path::{Path, PathBuf};
+
+/// Whether the process `pid` is gone (a zombie still counts as alive; a reused pid only delays the clean-up).
+pub fn dead(pid: u32) -> bool {
+    pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Mount points strictly below `dir`, deepest first.
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir) && p != dir)
+        .collect();
+    out.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    out.dedup();
+    out
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\011` for a tab, `\012`, `\134`).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let code = b
+            .get(i + 1..i + 4)
+            .filter(|_| b[i] == b'\\')
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match code {
+            Some(v) => {
+                out.push(v);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detaches every mount below `dir` (and on it), then removes it; a file is just removed.
+pub fn remove_mounted_tree(dir: &Path) -> std::io::Result<()> {
+    for m in mounts_under(dir) {
+        let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+    }
+    if let Some(m) = mounts_under(dir.parent().unwrap_or(dir))
+        .into_iter()
+        .find(|m| m == dir)
+    {
+        let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+    }
+    let removed = match std::fs::symlink_metadata(dir) {
+        Ok(m) if !m.is_dir() => std::fs::remove_file(dir),
+        _ => std::fs::remove_dir_all(dir),
+    };
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The pid in a name kiln gives to per-process work: `<what>-<pid>-<n>` (scratch), `tmp-<pid>-<id>`
+/// (snapshots), `<pid>-<n>` (ingest).
+fn owner(name: &str) -> Option<u32> {
+    let parts: Vec<&str> = name.split('-').collect();
+    match parts.as_slice() {
+        [pid, n] if n.parse::<u64>().is_ok() => pid.parse().ok(),
+        ["tmp", pid, _] => pid.parse().ok(),
+        [.., pid, n] if n.parse::<u64>().is_ok() => pid.parse().ok(),
+        _ => None,
+    }
+}
+
+/// Removes what dead kiln processes left in `root`: scratch directories under `work/` (unmounting first),
+/// `tmp-` snapshots, ingest files. Returns how many entries went.
+pub fn sweep_dead(root: &Path) -> usize {
+    let mut removed = 0;
+    for sub in ["work", "snapshots", "store/ingest"] {
+        let Ok(entries) = std::fs::read_dir(root.join(sub)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if sub == "snapshots" && !name.starts_with("tmp-") {
+                continue;
+            }
+            if owner(&name).is_some_and(dead) && remove_mounted_tree(&e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_say_their_owner() {
+        assert_eq!(owner("rootfs-123-4"), Some(123));
+        assert_eq!(owner("cache-src-77-0"), Some(77));
+        assert_eq!(owner("tmp-99-abcdef"), Some(99));
+        assert_eq!(owner("4242-0"), Some(4242));
+        assert_eq!(owner("abcdef"), None);
+        assert_eq!(owner("tmp-abcdef"), None);
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo(r"/a\040b/c"), "/a b/c");
+        assert_eq!(unescape_mountinfo(r"/tab\011x"), "/tab\tx");
+        assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
+    }
+
+    #[test]
+    fn only_what_dead_processes_left_is_swept() {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        for p in [
+            format!("work/rootfs-{gone}-1/sub"),
+            format!("work/rootfs-{me}-1"),
+            format!("snapshots/tmp-{gone}-abc/diff"),
+            format!("snapshots/tmp-{me}-abc/diff"),
+            "snapshots/0123abcd/diff".to_string(),
+        ] {
+            std::fs::create_dir_all(root.path().join(p)).unwrap();
+        }
+        std::fs::create_dir_all(root.path().join("store/ingest")).unwrap();
+        std::fs::write(root.path().join(format!("store/ingest/{gone}-3")), "x").unwrap();
+        std::fs::write(root.path().join(format!("store/ingest/{me}-3")), "x").unwrap();
+        let mnt = root.path().join(format!("work/rootfs-{gone}-1/sub"));
+        let mounted = rustix::mount::mount(
+            "none",
+            &mnt,
+            "tmpfs",
+            rustix::mount::MountFlags::empty(),
+            None,
+        )
+        .is_ok();
+        let n = sweep_dead(root.path());
+        assert_eq!(n, 3);
+        assert!(!root.path().join(format!("work/rootfs-{gone}-1")).exists());
+        assert!(root.path().join(format!("work/rootfs-{me}-1")).exists());
+        assert!(root.path().join(format!("snapshots/tmp-{me}-abc")).exists());
+        assert!(root.path().join("snapshots/0123abcd").exists());
+        assert!(root.path().join(format!("store/ingest/{me}-3")).exists());
+        if mounted {
+            assert!(mounts_under(root.path()).is_empty());
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! The crash suite: kiln killed with SIGKILL at random moments of builds that write large layers, of pushes and of
+//! pulls. After every kill `kiln doctor` finds nothing damaged (only leftovers), the registry holds no manifest
+//! whose blobs are missing, and the next run succeeds and reuses what finished before the kill. The number of kills
+//! is KILN_CRASH_KILLS (default 50); KILN_CRASH_SEED replays a run (the seed is in every failure message).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kiln_tests::registry::{Auth, Registry};
+use kiln_tests::{Context, Root};
+
+use crate::KILN;
+
+/// xorshift64*: enough randomness to spread kills, and replayable from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in [0, 1).
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Runs `cmd`, SIGKILLs it after `after`; true when it was still running then (a real kill).
+fn killed_after(mut cmd: Command, after: Duration) -> bool {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start kiln");
+    let deadline = Instant::now() + after;
+    while Instant::now() < deadline {
+        if child.try_wait().expect("wait").is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let running = child.try_wait().expect("wait").is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    running
+}
+
+/// The `damaged` lines of `kiln doctor` on `root` (leftovers of the kill are allowed).
+fn damage(root: &Path) -> Vec<String> {
+    let out = kiln_tests::run(
+        KILN,
+        &["doctor", "--root", root.to_str().expect("utf-8")],
+        None,
+    );
+    assert!(
+        out.code == 0 || out.code == 1,
+        "doctor failed: {}",
+        out.stderr
+    );
+    out.stdout
+        .lines()
+        .filter(|l| l.starts_with("damaged"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Descriptions of the cache records in `root`, by record file.
+fn records(root: &Path) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for e in std::fs::read_dir(root.join("cache/records"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if let Ok(text) = std::fs::read_to_string(e.path()) {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+                let d = v["description"].as_str().unwrap_or_default().to_string();
+                out.insert((e.file_name().to_string_lossy().into_owned(), d));
+            }
+        }
+    }
+    out
+}
+
+/// The step descriptions (`[2/4] RUN ...`) that plain progress reports CACHED.
+fn cached_steps(stderr: &str) -> BTreeSet<String> {
+    let mut names = std::collections::BTreeMap::new();
+    let mut out = BTreeSet::new();
+    for l in stderr.lines() {
+        let Some((id, rest)) = l.split_once(' ') else {
+            continue;
+        };
+        if rest.starts_with('[') {
+            names.entry(id.to_string()).or_insert(rest.to_string());
+        } else if rest == "CACHED" {
+            if let Some(n) = names.get(id) {
+                out.insert(n.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Changes a few bytes of the big context file, so its COPY (and what follows) is new work.
+fn touch_big(path: &Path, rng: &mut Rng) {
+    let mut bytes = std::fs::read(path).expect("read big.bin");
+    let at = (rng.next() as usize) % bytes.len();
+    bytes[at] = bytes[at].wrapping_add(1);
+    std::fs::write(path, bytes).expect("write big.bin");
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Op {
+    Build,
+    Push,
+    Pull,
+}
+
+#[test]
+fn kill_9_at_random_moments_never_damages_the_store_and_the_next_run_reuses_finished_work() {
+    let kills: usize = std::env::var("KILN_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let seed: u64 = std::env::var("KILN_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64 | 1)
+        });
+    let mut rng = Rng(seed);
+    let root = Root::with_busybox(KILN);
+    let pull_root = Root::empty();
+    let registry = Registry::start(Auth::Anonymous);
+    let mut noise = vec![0u8; 24 << 20];
+    for chunk in noise.chunks_mut(8) {
+        chunk.copy_from_slice(&rng.next().to_le_bytes()[..chunk.len()]);
+    }
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox\nARG N\nCOPY big.bin /data/big.bin\n\
+             RUN head -c 16777216 /dev/urandom > /data/gen && echo $N > /data/n\n\
+             RUN md5sum /data/big.bin /data/gen > /data/sums\n",
+        )
+        .file("big.bin", noise);
+    let big = ctx.path().join("big.bin");
+    let ctx_path = ctx.path().to_str().expect("utf-8").to_string();
+    let build_args = |n: usize| -> Vec<String> {
+        [
+            "build",
+            "--progress=plain",
+            "--build-arg",
+            &format!("N={n}"),
+            "-t",
+            "crash:latest",
+            &ctx_path,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let why = |what: &str| format!("{what} (KILN_CRASH_SEED={seed})");
+
+    // Uninterrupted runs first: they say how long each operation takes, so kills land all through it.
+    let timed = |f: &dyn Fn() -> kiln_tests::Run| {
+        let t = Instant::now();
+        let r = f();
+        assert_eq!(r.code, 0, "{}", why(&r.stderr));
+        t.elapsed()
+    };
+    let args0 = build_args(0);
+    let args0: Vec<&str> = args0.iter().map(String::as_str).collect();
+    let mut took_build = timed(&|| root.kiln(KILN, &args0));
+    let target = |v: usize| format!("{}/crash:v{v}", registry.host);
+    let mut took_push = timed(&|| root.kiln(KILN, &["push", "crash:latest", &target(0)]));
+    let mut took_pull = timed(&|| pull_root.kiln(KILN, &["pull", &target(0)]));
+    let mut pushed = 0usize;
+
+    let (mut done, mut attempts, mut n) = (0usize, 0usize, 0usize);
+    let mut by_op = [0usize; 3];
+    while done < kills {
+        attempts += 1;
+        assert!(
+            attempts < kills * 4,
+            "{}",
+            why("too many kills landed after the operation finished")
+        );
+        let op = [Op::Build, Op::Build, Op::Build, Op::Push, Op::Pull][attempts % 5];
+        match op {
+            Op::Build => {
+                n += 1;
+                touch_big(&big, &mut rng);
+                let args = build_args(n);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let before = records(root.path());
+                let at = took_build.mul_f64(rng.unit() * 1.1);
+                if !killed_after(root.command(KILN, &args), at) {
+                    continue;
+                }
+                let bad = damage(root.path());
+                assert!(
+                    bad.is_empty(),
+                    "{}",
+                    why(&format!("build killed at {at:?}: {bad:?}"))
+                );
+                let finished: BTreeSet<String> = records(root.path())
+                    .difference(&before)
+                    .map(|(_, d)| d.clone())
+                    .collect();
+                let t = Instant::now();
+                let again = root.kiln(KILN, &args);
+                took_build = t.elapsed().max(took_build / 2);
+                assert_eq!(again.code, 0, "{}", why(&again.stderr));
+                let cached = cached_steps(&again.stderr);
+                for step in &finished {
+                    assert!(
+                        cached.iter().any(|c| c.contains(step.as_str())),
+                        "{}",
+                        why(&format!(
+                            "{step} finished before the kill at {at:?} but ran again:\n{}",
+                            again.stderr
+                        ))
+                    );
+                }
+                by_op[0] += 1;
+            }
+            Op::Push => {
+                let v = pushed + 1;
+                let at = took_push.mul_f64(rng.unit() * 1.1);
+                if !killed_after(
+                    root.command(KILN, &["push", "crash:latest", &target(v)]),
+                    at,
+                ) {
+                    pushed = v;
+                    continue;
+                }
+                let bad = damage(root.path());
+                assert!(
+                    bad.is_empty(),
+                    "{}",
+                    why(&format!("push killed at {at:?}: {bad:?}"))
+                );
+                let dangling = registry.manifests_with_missing_blobs();
+                assert!(dangling.is_empty(), "{}", why(&format!("{dangling:?}")));
+                let t = Instant::now();
+                let again = root.kiln(KILN, &["push", "crash:latest", &target(v)]);
+                took_push = t.elapsed().max(took_push / 2);
+                assert_eq!(again.code, 0, "{}", why(&again.stderr));
+                pushed = v;
+                by_op[1] += 1;
+            }
+            Op::Pull => {
+                let at = took_pull.mul_f64(rng.unit() * 1.1);
+                let what = target(pushed);
+                if !killed_after(pull_root.command(KILN, &["pull", &what]), at) {
+                    continue;
+                }
+                let bad = damage(pull_root.path());
+                assert!(
+                    bad.is_empty(),
+                    "{}",
+                    why(&format!("pull killed at {at:?}: {bad:?}"))
+                );
+                let t = Instant::now();
+                let again = pull_root.kiln(KILN, &["pull", &what]);
+                took_pull = t.elapsed().max(took_pull / 2);
+                assert_eq!(again.code, 0, "{}", why(&again.stderr));
+                by_op[2] += 1;
+            }
+        }
+        done += 1;
+    }
+    eprintln!(
+        "crash suite: {done} kills (builds {}, pushes {}, pulls {}) in {attempts} attempts, seed {seed}",
+        by_op[0], by_op[1], by_op[2]
+    );
+    // A clean build tidies what the killed ones left in the root; doctor then finds nothing at all.
+    let last = build_args(n);
+    let last: Vec<&str> = last.iter().map(String::as_str).collect();
+    let r = root.kiln(KILN, &last);
+    assert_eq!(r.code, 0, "{}", why(&r.stderr));
+    let clean = root.kiln(KILN, &["doctor"]);
+    assert_eq!(
+        clean.code,
+        0,
+        "{}",
+        why(&format!("{}{}", clean.stdout, clean.stderr))
+    );
+    // The pull root has had no build to tidy it: repair does, then it is clean too.
+    let repaired = pull_root.kiln(KILN, &["doctor", "--repair"]);
+    assert_eq!(repaired.code, 0, "{}", why(&repaired.stdout));
+    let images = pull_root.kiln(KILN, &["images"]);
+    assert!(images.stdout.contains("crash"), "{}", images.stdout);
+}
