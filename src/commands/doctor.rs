@@ -308,6 +308,15 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             ));
         }
     }
+    for p in entries(&root.join("store/sources")) {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        if name.is_some_and(|n| n.contains(".tmp-")) {
+            out.push(Finding::leftover(
+                format!("registry source list {} was never finished", p.display()),
+                Fix::Remove(p),
+            ));
+        }
+    }
     for p in entries(&root.join("cachemounts")) {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
         if name.is_some_and(|n| n.contains(".tmp-")) {

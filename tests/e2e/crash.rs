@@ -300,3 +300,231 @@ fn kill_9_at_random_moments_never_damages_the_store_and_the_next_run_reuses_fini
     let images = pull_root.kiln(KILN, &["images"]);
     assert!(images.stdout.contains("crash"), "{}", images.stdout);
 }
+
+/// One durability-relevant system call of a trace.
+#[derive(Debug, Clone)]
+enum Call {
+    Fsync(String),
+    Rename(String, String),
+}
+
+/// The fsync and rename calls of an `strace -f -y` log, in the order they completed (a call another thread
+/// interrupted is joined with its `resumed` line).
+fn calls(trace: &str) -> Vec<Call> {
+    let mut pending: std::collections::BTreeMap<String, String> = Default::default();
+    let mut out = Vec::new();
+    for line in trace.lines() {
+        let Some((pid, rest)) = line.split_once(' ') else {
+            continue;
+        };
+        let text = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
+            pending.insert(pid.to_string(), head.to_string());
+            continue;
+        } else if let Some(i) = rest.find("resumed>") {
+            let head = pending.remove(pid).unwrap_or_default();
+            format!("{head}{}", &rest[i + "resumed>".len()..])
+        } else {
+            rest.to_string()
+        };
+        if !text.contains(") = 0") && !text.trim_end().ends_with("= 0") {
+            continue;
+        }
+        let quoted: Vec<&str> = text.split('"').skip(1).step_by(2).collect();
+        if text.starts_with("fsync(") || text.starts_with("fdatasync(") {
+            if let (Some(a), Some(b)) = (text.find('<'), text.find(">)")) {
+                out.push(Call::Fsync(text[a + 1..b].to_string()));
+            }
+        } else if text.starts_with("rename") && quoted.len() >= 2 {
+            out.push(Call::Rename(quoted[0].to_string(), quoted[1].to_string()));
+        }
+    }
+    out
+}
+
+/// Checks containerd's discipline on a trace: whatever a rename publishes was synced first, and the directory it
+/// lands in is synced afterwards before anything that points at it is published. `unsynced` names the
+/// directories whose files are deliberately not synced (hints that cost an explanation, never a wrong result).
+fn check_order(trace: &[Call], root: &Path, unsynced: &[&str]) -> Vec<String> {
+    let root = root.to_string_lossy().to_string();
+    let mut problems = Vec::new();
+    let synced_before = |i: usize, path: &str| {
+        trace[..i]
+            .iter()
+            .any(|c| matches!(c, Call::Fsync(p) if p == path))
+    };
+    let dir_synced_after = |i: usize, dir: &str| {
+        trace[i + 1..]
+            .iter()
+            .any(|c| matches!(c, Call::Fsync(p) if p == dir))
+    };
+    for (i, c) in trace.iter().enumerate() {
+        let Call::Rename(src, dst) = c else { continue };
+        if !dst.starts_with(&root) || unsynced.iter().any(|u| dst.contains(u)) {
+            continue;
+        }
+        if !synced_before(i, src) {
+            problems.push(format!("{dst} published before {src} was synced"));
+        }
+        let dir = Path::new(dst)
+            .parent()
+            .map(|d| d.to_string_lossy().to_string())
+            .unwrap_or_default();
+        if !dir_synced_after(i, &dir) {
+            problems.push(format!("{dir} not synced after {dst} was renamed into it"));
+        }
+    }
+    problems
+}
+
+/// Position of the first rename whose target ends with `suffix`, and of the first fsync of `dir` after `from`.
+fn renamed_at(trace: &[Call], suffix: &str) -> Option<usize> {
+    trace
+        .iter()
+        .position(|c| matches!(c, Call::Rename(_, d) if d.ends_with(suffix)))
+}
+
+fn dir_synced_after(trace: &[Call], from: usize, dir: &str) -> Option<usize> {
+    trace[from..]
+        .iter()
+        .position(|c| matches!(c, Call::Fsync(p) if p == dir))
+        .map(|i| i + from)
+}
+
+fn strace(root: &Path, args: &[&str]) -> Vec<Call> {
+    let log = root.join("strace.log");
+    let out = Command::new("strace")
+        .args([
+            "-f",
+            "-y",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(KILN)
+        .args(args)
+        .env("KILN_ROOT", root)
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/sbin:/sbin",
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .output()
+        .expect("run strace (apt-get install strace)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&log).expect("trace");
+    std::fs::remove_file(&log).expect("remove trace");
+    calls(&text)
+}
+
+#[test]
+fn every_write_is_synced_before_what_points_at_it_is_published() {
+    let root = Root::with_busybox(KILN);
+    let registry = Registry::start(Auth::Anonymous);
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox\nCOPY f /f\nRUN echo hi > /x && mkdir -p /d/e && echo deep > /d/e/f\n",
+        )
+        .file("f", "data");
+    let build = strace(
+        root.path(),
+        &[
+            "build",
+            "--progress=quiet",
+            "-t",
+            "synced:1",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    // Slot pointers and stat caches are hints: an older one after a power cut costs an explanation or a re-hash.
+    let problems = check_order(&build, root.path(), &["/cache/slots/", "/statcache/"]);
+    assert!(problems.is_empty(), "build: {problems:#?}\n{build:#?}");
+    // A record is published only once the snapshot it names is in place and its directory synced.
+    let snapshots = root.path().join("snapshots").to_string_lossy().to_string();
+    let mut records_checked = 0;
+    for e in std::fs::read_dir(root.path().join("cache/records"))
+        .expect("records")
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(rec_at) = renamed_at(&build, &format!("/cache/records/{name}")) else {
+            continue;
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(e.path()).expect("record"))
+                .expect("json");
+        let snap = v["snapshot"].as_str().expect("snapshot");
+        let snap_at = renamed_at(&build, &format!("/snapshots/{snap}"))
+            .expect("the snapshot was made in this build");
+        let synced = dir_synced_after(&build, snap_at, &snapshots).expect("snapshots dir synced");
+        assert!(
+            snap_at < synced && synced < rec_at,
+            "record {name}: snapshot {snap} at {snap_at}, synced {synced}, record {rec_at}"
+        );
+        // The snapshot's own directory and every file in it were synced before it was renamed into place.
+        let tmp = match &build[snap_at] {
+            Call::Rename(src, _) => src.clone(),
+            Call::Fsync(_) => unreachable!(),
+        };
+        for must in [
+            format!("{tmp}/meta.json"),
+            format!("{tmp}/diff"),
+            tmp.clone(),
+        ] {
+            assert!(
+                build[..snap_at]
+                    .iter()
+                    .any(|c| matches!(c, Call::Fsync(p) if *p == must)),
+                "{must} not synced before {snap} was published"
+            );
+        }
+        records_checked += 1;
+    }
+    assert_eq!(
+        records_checked, 3,
+        "the base image's unpacking, the COPY and the RUN made records"
+    );
+    // The image name is published after every blob of the image.
+    let index_at = renamed_at(&build, "/store/index/images.json").expect("images.json written");
+    let inspect = root.kiln(KILN, &["inspect", "synced:1"]);
+    let v: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("inspect");
+    let mut blobs = vec![v["Digest"].as_str().expect("digest").to_string()];
+    blobs.push(
+        v["Manifest"]["config"]["digest"]
+            .as_str()
+            .expect("config")
+            .to_string(),
+    );
+    for l in v["Manifest"]["layers"].as_array().expect("layers") {
+        blobs.push(l["digest"].as_str().expect("layer").to_string());
+    }
+    for b in &blobs {
+        if let Some(at) = renamed_at(&build, b.trim_start_matches("sha256:")) {
+            assert!(at < index_at, "blob {b} published after the image name");
+        }
+    }
+
+    // A pull into an empty root: each blob synced and in place before the name that needs it.
+    let target = format!("{}/synced:1", registry.host);
+    let pushed = root.kiln(KILN, &["push", "synced:1", &target]);
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    let other = Root::empty();
+    let pull = strace(other.path(), &["pull", &target]);
+    // Where blobs were seen in registries is a hint too: a lost entry costs an upload instead of a mount.
+    let problems = check_order(&pull, other.path(), &["/store/sources/"]);
+    assert!(problems.is_empty(), "pull: {problems:#?}\n{pull:#?}");
+    let index_at = renamed_at(&pull, "/store/index/images.json").expect("images.json written");
+    let blob_renames = pull[..index_at]
+        .iter()
+        .filter(|c| matches!(c, Call::Rename(_, d) if d.contains("/store/blobs/")))
+        .count();
+    assert!(blob_renames >= blobs.len(), "{pull:#?}");
+}

@@ -151,6 +151,10 @@ impl Snapshotter {
         std::fs::File::open(&meta_path)
             .and_then(|f| f.sync_all())
             .map_err(io(&meta_path))?;
+        // The directory's own entries (diff, meta.json) must be durable before the rename publishes it.
+        std::fs::File::open(&active.dir)
+            .and_then(|f| f.sync_all())
+            .map_err(io(&active.dir))?;
         let final_dir = self.path(&active.id);
         std::fs::rename(&active.dir, &final_dir).map_err(io(&final_dir))?;
         std::fs::File::open(&self.dir)
