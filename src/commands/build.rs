@@ -122,7 +122,7 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     )?;
     let root = root::root_dir(&args.root);
     let lock = root::lock(&root, false).map_err(Failure::Build)?;
-    let result = build(args);
+    let result = build(args).map_err(|f| full_disk(&root, f));
     drop(lock);
     if result.is_ok() {
         crate::commands::gc::auto_gc(&root, gc);
@@ -443,7 +443,12 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
         Err(SolveError::Op(id, err)) => {
             let d = desc(id);
             progress.failed(&d, &err.to_string());
-            return Err(Failure::Build(build_error(&loaded, def.vertex(id), &err)));
+            return Err(Failure::Build(build_error(
+                &loaded,
+                def.vertex(id),
+                &err,
+                &root,
+            )));
         }
         Err(SolveError::Cancelled) => {
             return Err(Failure::Build("the build was cancelled".to_string()))
@@ -608,7 +613,38 @@ fn platform_meta(m: &solver::llb::VertexMeta, platform: &str) -> solver::llb::Ve
     m
 }
 
-fn build_error(loaded: &request::Loaded, v: &solver::llb::Vertex, err: &WorkerError) -> String {
+/// Whether an error's text says the disk is full (ENOSPC, however deep in the error it was wrapped).
+fn is_no_space(text: &str) -> bool {
+    text.contains("No space left on device") || text.contains("(os error 28)")
+}
+
+fn no_space_line(root: &std::path::Path, what: &str) -> String {
+    format!(
+        "{what}: no space left on device in kiln's root {}: free space, or remove build cache with `kiln prune`",
+        root.display()
+    )
+}
+
+/// One line for a build that filled kiln's root, instead of the internal path the write failed on.
+fn full_disk(root: &std::path::Path, f: Failure) -> Failure {
+    match f {
+        Failure::Build(msg) if is_no_space(&msg) && !msg.contains("kiln prune") => {
+            Failure::Build(no_space_line(root, "exporting the image"))
+        }
+        other => other,
+    }
+}
+
+fn build_error(
+    loaded: &request::Loaded,
+    v: &solver::llb::Vertex,
+    err: &WorkerError,
+    root: &std::path::Path,
+) -> String {
+    // A full disk is no fault of the Dockerfile: one line naming the step, not the internal path it failed on.
+    if is_no_space(&err.to_string()) && !matches!(err, WorkerError::Process { .. }) {
+        return no_space_line(root, &format!("failed to solve: {}", v.meta.description));
+    }
     let mut msg = format!("failed to solve: {err}");
     if let WorkerError::Process { output_tail, .. } = err {
         if !output_tail.is_empty() {

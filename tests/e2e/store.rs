@@ -475,3 +475,110 @@ fn a_hostile_base_image_fails_the_build_and_leaves_no_snapshot() {
     );
     assert!(!run_in(&store, &["images"]).stdout.contains("out:1"));
 }
+
+/// Random bytes (incompressible, so sizes on disk are what they say).
+fn noise(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("urandom"),
+        &mut v,
+    )
+    .expect("read urandom");
+    v
+}
+
+#[test]
+fn a_build_that_fills_the_disk_fails_with_one_line_and_the_root_stays_consistent() {
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let m = run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=16m",
+            "kiln-full-build",
+            mnt.path().to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(m.code, 0, "mount a small tmpfs (needs root): {}", m.stderr);
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _guard = Unmount(mnt.path());
+    let root = mnt.path().join("root");
+    let base = std::process::Command::new("bash")
+        .arg(repo_root().join("scripts/base-images.sh"))
+        .arg(KILN)
+        .env("KILN_ROOT", &root)
+        .output()
+        .expect("base images");
+    assert!(
+        base.status.success(),
+        "{}",
+        String::from_utf8_lossy(&base.stderr)
+    );
+    let ctx = kiln_tests::Context::new()
+        .file("Dockerfile", "FROM busybox\nCOPY big /big\n")
+        .file("big", noise(20 << 20));
+    let ctx_path = ctx.path().to_str().expect("utf-8");
+    let one_line = |r: &kiln_tests::Run, what: &str| {
+        assert_eq!(r.code, 1, "{what}: {}", r.stderr);
+        let lines: Vec<&str> = r.stderr.trim().lines().collect();
+        assert_eq!(lines.len(), 1, "{what}: one line: {}", r.stderr);
+        assert!(
+            lines[0].contains("no space left on device in kiln's root")
+                && lines[0].contains(&root.display().to_string())
+                && lines[0].contains("kiln prune"),
+            "{what}: {}",
+            r.stderr
+        );
+        lines[0].to_string()
+    };
+    let doctor_clean = |what: &str| {
+        let d = run_in(&root, &["doctor"]);
+        assert_eq!(d.code, 0, "{what}: {}{}", d.stdout, d.stderr);
+    };
+
+    // The COPY itself cannot fit: the step is named, not the scratch path the write failed on.
+    let copy = run_in(
+        &root,
+        &["build", "--progress=quiet", "-t", "full:1", ctx_path],
+    );
+    let line = one_line(&copy, "COPY");
+    assert!(
+        line.contains("[2/2] COPY big /big") && !line.contains("/work/"),
+        "{line}"
+    );
+    doctor_clean("after the COPY");
+
+    // The step fits, its layer blob does not: the export fails the same way.
+    std::fs::write(ctx.path().join("big"), noise(7 << 20)).expect("write");
+    let export = run_in(
+        &root,
+        &["build", "--progress=quiet", "-t", "full:1", ctx_path],
+    );
+    one_line(&export, "export");
+    doctor_clean("after the export");
+    let images = run_in(&root, &["images"]);
+    assert!(
+        !images.stdout.contains("full"),
+        "no half image is named: {}",
+        images.stdout
+    );
+
+    // Space made by prune: the same root builds again.
+    let pruned = run_in(&root, &["prune", "--all", "--force"]);
+    assert_eq!(pruned.code, 0, "{}", pruned.stderr);
+    std::fs::write(ctx.path().join("big"), noise(1 << 20)).expect("write");
+    let ok = run_in(
+        &root,
+        &["build", "--progress=quiet", "-t", "full:1", ctx_path],
+    );
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    doctor_clean("after a build that fits");
+}
