@@ -311,29 +311,44 @@ fn tar_dir(dir: &std::path::Path, dest: &std::path::Path) {
     assert_eq!(run("tar", &["-C", dir, "-cf", dest, "."], None).code, 0);
 }
 
+/// A tmpfs of a few MiB, unmounted on drop: a disk that fills up.
+struct SmallDisk(tempfile::TempDir);
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "kiln-full",
+                dir.path().to_str().expect("utf-8"),
+            ],
+            None,
+        );
+        assert_eq!(m.code, 0, "mount a small tmpfs (needs root): {}", m.stderr);
+        SmallDisk(dir)
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
 #[test]
 fn a_full_disk_fails_with_one_clear_line_and_leaves_the_store_consistent() {
-    let mnt = tempfile::tempdir().expect("tempdir");
-    let m = run(
-        "mount",
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=4m",
-            "kiln-full",
-            mnt.path().to_str().expect("utf-8"),
-        ],
-        None,
-    );
-    assert_eq!(m.code, 0, "mount a small tmpfs (needs root): {}", m.stderr);
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.path());
+    let mnt = SmallDisk::mount("4m");
     let root = mnt.path().join("root");
     // A small image first, so there is an index to keep intact.
     let work = tempfile::tempdir().expect("tempdir");
@@ -489,27 +504,7 @@ fn noise(len: usize) -> Vec<u8> {
 
 #[test]
 fn a_build_that_fills_the_disk_fails_with_one_line_and_the_root_stays_consistent() {
-    let mnt = tempfile::tempdir().expect("tempdir");
-    let m = run(
-        "mount",
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=16m",
-            "kiln-full-build",
-            mnt.path().to_str().expect("utf-8"),
-        ],
-        None,
-    );
-    assert_eq!(m.code, 0, "mount a small tmpfs (needs root): {}", m.stderr);
-    struct Unmount<'a>(&'a std::path::Path);
-    impl Drop for Unmount<'_> {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(self.0).status();
-        }
-    }
-    let _guard = Unmount(mnt.path());
+    let mnt = SmallDisk::mount("16m");
     let root = mnt.path().join("root");
     let base = std::process::Command::new("bash")
         .arg(repo_root().join("scripts/base-images.sh"))
