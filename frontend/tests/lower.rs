@@ -355,6 +355,13 @@ fn unused_build_args_are_reported() {
         &NoResolver,
     );
     assert_eq!(l.unused_build_args, ["UNUSED"]);
+    // The builder's own build args are consumed by it, never reported.
+    let l = lower_with(
+        "FROM busybox\n",
+        &opts_with_args(&[("SOURCE_DATE_EPOCH", "0"), ("BUILDKIT_INLINE_CACHE", "1")]),
+        &NoResolver,
+    );
+    assert!(l.unused_build_args.is_empty(), "{:?}", l.unused_build_args);
 }
 
 #[test]

@@ -288,6 +288,12 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             ));
         }
     }
+    for p in entries(&root.join("cache/locks")) {
+        out.push(Finding::leftover(
+            format!("step lock {} of a build that was killed", p.display()),
+            Fix::Remove(p),
+        ));
+    }
     for p in entries(&root.join("cache/imported")) {
         let id = std::fs::read_to_string(&p).unwrap_or_default();
         if !whole.contains(id.trim()) {

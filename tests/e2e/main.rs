@@ -3,6 +3,7 @@
 mod build;
 mod cache;
 mod check;
+mod concurrency;
 mod crash;
 mod doctor;
 mod errors;

@@ -271,7 +271,14 @@ pub fn lower_stages(
     let unused_build_args = opts
         .build_args
         .keys()
-        .filter(|k| !used.contains(*k) && !is_proxy_arg(k) && !args::is_builtin(k))
+        // SOURCE_DATE_EPOCH and BUILDKIT_* are read by the builder itself, as BuildKit's frontend reads them.
+        .filter(|k| {
+            !used.contains(*k)
+                && !is_proxy_arg(k)
+                && !args::is_builtin(k)
+                && *k != "SOURCE_DATE_EPOCH"
+                && !k.starts_with("BUILDKIT_")
+        })
         .cloned()
         .collect();
     let mut stages_out: Vec<StageResult> = lowerer.done.values().cloned().collect();

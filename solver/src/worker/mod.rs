@@ -7,6 +7,7 @@ mod exec;
 mod images;
 mod keys;
 mod runner;
+mod steplock;
 pub mod sweep;
 
 use std::collections::BTreeMap;
@@ -143,6 +144,8 @@ pub struct Worker<'a> {
     on_cache: Box<dyn Fn(CacheEvent) + Sync + 'a>,
     imported: Option<(ImportedCache, Store)>,
     imported_dir: PathBuf,
+    /// Step locks (see `steplock`): one build of those sharing the root makes a step, the others reuse it.
+    locks: PathBuf,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WorkerError + '_ {
@@ -196,6 +199,7 @@ impl<'a> Worker<'a> {
             on_cache,
             imported: None,
             imported_dir,
+            locks: root.join("cache").join("locks"),
         })
     }
 
@@ -271,17 +275,8 @@ impl<'a> Worker<'a> {
         let parts = self.key_parts(v, inputs)?;
         let key = parts.key();
         if !v.meta.ignore_cache {
-            if let Some(rec) = self.cache.get(&key)? {
-                if self.snapshots.exists(&rec.snapshot) {
-                    // GC removes the least recently used first.
-                    self.cache.touch(&key);
-                    (self.on_cache)(CacheEvent::Hit(id));
-                    return Ok(StepOutput {
-                        key,
-                        fs: Fs::Snapshot(rec.snapshot),
-                        cached: true,
-                    });
-                }
+            if let Some(hit) = self.local_hit(id, &key)? {
+                return Ok(hit);
             }
         }
         if !v.meta.ignore_cache {
@@ -295,6 +290,20 @@ impl<'a> Worker<'a> {
                 });
             }
         }
+        // Another build on this root may be making the same step right now: wait for it, then reuse its result.
+        let _step_lock = if v.meta.ignore_cache {
+            None
+        } else {
+            let lock = steplock::acquire(&self.locks, key.hex(), &|| cancel.is_cancelled())
+                .map_err(|e| match e {
+                    steplock::LockError::Cancelled => WorkerError::Cancelled,
+                    steplock::LockError::Io(e) => io(&self.locks)(e),
+                })?;
+            if let Some(hit) = self.local_hit(id, &key)? {
+                return Ok(hit);
+            }
+            Some(lock)
+        };
         let reasons = match &v.meta.slot {
             Some(slot) => match self.cache.last_for_slot(slot)? {
                 Some(prev) if prev.key != key => explain(&prev.parts, &parts),
@@ -360,6 +369,24 @@ impl<'a> Worker<'a> {
 
     /// The snapshot of an imported record for `key`, made from its layers (fetched now if the store lacks them);
     /// `None` when no imported cache holds the key or its result could not be brought in.
+    /// The step's result from this root's cache, if it holds one whose snapshot still exists.
+    fn local_hit(&self, id: VertexId, key: &Digest) -> Result<Option<StepOutput>, WorkerError> {
+        let Some(rec) = self.cache.get(key)? else {
+            return Ok(None);
+        };
+        if !self.snapshots.exists(&rec.snapshot) {
+            return Ok(None);
+        }
+        // GC removes the least recently used first.
+        self.cache.touch(key);
+        (self.on_cache)(CacheEvent::Hit(id));
+        Ok(Some(StepOutput {
+            key: key.clone(),
+            fs: Fs::Snapshot(rec.snapshot),
+            cached: true,
+        }))
+    }
+
     fn imported_snapshot(&self, id: VertexId, key: &Digest) -> Result<Option<String>, WorkerError> {
         let Some((cache, store)) = &self.imported else {
             return Ok(None);

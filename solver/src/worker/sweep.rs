@@ -84,7 +84,7 @@ fn owner(name: &str) -> Option<u32> {
 }
 
 /// Removes what dead kiln processes left in `root`: scratch directories under `work/` (unmounting first),
-/// `tmp-` snapshots, ingest files. Returns how many entries went.
+/// `tmp-` snapshots, ingest files, step locks no one holds. Returns how many entries went.
 pub fn sweep_dead(root: &Path) -> usize {
     let mut removed = 0;
     for sub in ["work", "snapshots", "store/ingest"] {
@@ -101,7 +101,7 @@ pub fn sweep_dead(root: &Path) -> usize {
             }
         }
     }
-    removed
+    removed + super::steplock::sweep(&root.join("cache").join("locks"))
 }
 
 #[cfg(test)]
