@@ -413,6 +413,55 @@ fn a_device_node_a_step_makes_cannot_be_opened(make: Make) {
     );
 }
 
+/// What a hostile step tries, each denied: mounting, loading a kernel module, setting the clock, reaching the host
+/// through /proc (its processes, its root, its sysctls, sysrq, kcore), joining the host's namespaces.
+fn escapes_are_denied(make: Make) {
+    let _turn = shared_turn();
+    let (work, rootfs) = sandbox_dir();
+    for tool in ["insmod", "date", "nsenter", "sysctl", "chroot"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
+    }
+    let marker = work.path().join("host-only-marker");
+    std::fs::write(&marker, "host").unwrap();
+    let cmd = format!(
+        "mount -t tmpfs none /tmp 2>/dev/null && echo mount:allowed || echo mount:denied; \
+         head -c 64 /dev/zero > /tmp/m.ko; insmod /tmp/m.ko 2>&1 | grep -q 'not permitted' && echo insmod:denied; \
+         date -s 2001-01-01 2>&1 | grep -q 'not permitted' && echo date:denied; echo year:$(date +%Y); \
+         kill -0 {host_pid} 2>/dev/null && echo host-pid:visible || echo host-pid:invisible; \
+         nsenter -t 1 -m -n true 2>/dev/null && echo nsenter:allowed || echo nsenter:denied; \
+         cat /proc/1/root{marker} 2>/dev/null || echo proc-root:confined; \
+         sysctl -w kernel.domainname=x >/dev/null 2>&1 && echo sysctl:allowed || echo sysctl:denied; \
+         {{ echo h > /proc/sysrq-trigger; }} 2>/dev/null && echo sysrq:allowed || echo sysrq:denied; \
+         echo kcore:$(head -c 16 /proc/kcore 2>/dev/null | wc -c); \
+         ls /proc | grep -c '^[0-9]'",
+        host_pid = std::process::id(),
+        marker = marker.display(),
+    );
+    let o = run(&make(work.path()), &process(&rootfs, &cmd));
+    let out = o.output.join("\n");
+    for want in [
+        "mount:denied",
+        "insmod:denied",
+        "date:denied",
+        "host-pid:invisible",
+        "nsenter:denied",
+        "proc-root:confined",
+        "sysctl:denied",
+        "sysrq:denied",
+        "kcore:0",
+    ] {
+        // (busybox's date exits 0 when it cannot set the clock: its message and the year say what happened)
+        assert!(o.output.iter().any(|l| l == want), "{want}: {out}");
+    }
+    assert!(!out.contains("year:2001"), "{out}");
+    let pids: usize = o.output.last().and_then(|l| l.parse().ok()).unwrap_or(999);
+    assert!(
+        pids < 10,
+        "only the step's own processes are in /proc: {out}"
+    );
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), "host");
+}
+
 /// Instantiates every check above for each runtime.
 macro_rules! under {
     ($runtime:ident: $($check:ident),* $(,)?) => {
@@ -438,6 +487,7 @@ macro_rules! under {
             a_cancelled_step_is_killed_with_everything_it_started,
             a_privileged_step_has_every_capability_and_no_filter,
             a_device_node_a_step_makes_cannot_be_opened,
+            escapes_are_denied,
         );)*
     };
 }
