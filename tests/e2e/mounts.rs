@@ -152,6 +152,9 @@ fn a_secret_is_readable_in_its_step_only_and_kept_nowhere() {
             &secret_arg,
             "--secret",
             "id=envtok,env=KILN_TEST_TOKEN",
+            // A secret-looking build arg the Dockerfile never declares: its value must go nowhere either.
+            "--build-arg",
+            "AWS_SECRET_ACCESS_KEY=argval-77e1d0",
             "-t",
             "secrets:1",
             "-o",
@@ -184,4 +187,7 @@ fn a_secret_is_readable_in_its_step_only_and_kept_nowhere() {
     let held = files_holding(root.path(), secret.as_bytes());
     assert!(held.is_empty(), "{held:?}");
     assert!(files_holding(out.path(), secret.as_bytes()).is_empty());
+    assert!(!r.stderr.contains("argval-77e1d0"), "{}", r.stderr);
+    assert!(files_holding(root.path(), b"argval-77e1d0").is_empty());
+    assert!(files_holding(out.path(), b"argval-77e1d0").is_empty());
 }
