@@ -47,26 +47,38 @@ pub fn render_located(file: &str, lines: &[String], span: Option<Span>, message:
     let col = span.start_col.max(1);
     let mut out = format!("{file}:{line_no}:{col}: {message}");
     if let Some(line) = lines.get(line_no - 1) {
-        let shown: String = line
+        // A window of the line around the column: a hostile line can be megabytes long.
+        let chars: Vec<char> = line
             .chars()
             .map(|c| if c == '\t' { ' ' } else { c })
             .collect();
+        let first = (col - 1).saturating_sub(WINDOW / 2).min(chars.len());
+        let last = (first + WINDOW).min(chars.len());
+        let mut shown: String = chars[first..last].iter().collect();
+        let lead = if first > 0 { "…" } else { "" };
+        if last < chars.len() {
+            shown.push('…');
+        }
         let gutter = format!("{line_no}");
         out.push_str(&format!(
-            "\n {gutter} | {shown}\n {} | ",
-            " ".repeat(gutter.len())
+            "\n {gutter} | {lead}{shown}\n {} | {}",
+            " ".repeat(gutter.len()),
+            " ".repeat(lead.chars().count())
         ));
-        out.push_str(&" ".repeat(col - 1));
+        out.push_str(&" ".repeat((col - 1).saturating_sub(first)));
         let width = if span.end_line == span.start_line && span.end_col > span.start_col {
             span.end_col - span.start_col
         } else {
-            line.chars().count().saturating_sub(col - 1).max(1)
+            chars.len().saturating_sub(col - 1).max(1)
         };
         out.push('^');
-        out.push_str(&"~".repeat(width.saturating_sub(1).min(200)));
+        out.push_str(&"~".repeat(width.saturating_sub(1).min(last.saturating_sub(col))));
     }
     out
 }
+
+/// How many characters of a source line an error shows.
+const WINDOW: usize = 160;
 
 impl From<crate::parser::ParseError> for FrontendError {
     fn from(e: crate::parser::ParseError) -> Self {
@@ -97,6 +109,38 @@ mod tests {
             "~".repeat(8)
         );
         assert_eq!(text, expected, "the caret spans the 9 chars of --bogus=1");
+    }
+
+    #[test]
+    fn a_huge_line_is_shown_as_a_window_around_the_column() {
+        let long = format!("RUN echo {}", "a".repeat(1_000_000));
+        let lines = vec!["FROM busybox".to_string(), long];
+        let span = Span {
+            start_line: 2,
+            start_col: 1,
+            end_line: 2,
+            end_col: 1,
+        };
+        let text = FrontendError::at(span, "too long").render("Dockerfile", &lines);
+        assert!(text.len() < 600, "{}", text.len());
+        assert!(
+            text.contains(" 2 | RUN echo aaa") && text.contains("a…\n"),
+            "{text}"
+        );
+        // A column far along the line: the window moves there, and the caret stays under it.
+        let mid = Span {
+            start_line: 2,
+            start_col: 500_000,
+            end_line: 2,
+            end_col: 500_003,
+        };
+        let text = FrontendError::at(mid, "here").render("Dockerfile", &lines);
+        let rows: Vec<&str> = text.lines().collect();
+        assert!(rows[1].starts_with(" 2 | …aaa"), "{text}");
+        let caret = rows[2].find('^').expect("caret");
+        assert_eq!(rows[2][caret..].trim_end(), "^~~");
+        // " 2 | " is five characters, then the lead "…", then 80 characters of the window before the column.
+        assert_eq!(rows[2].chars().position(|c| c == '^'), Some(5 + 1 + 80));
     }
 
     #[test]

@@ -51,8 +51,7 @@ impl Lowerer<'_> {
                     if k.is_empty() {
                         return Err(FrontendError::at(node.span, "ENV names can not be blank"));
                     }
-                    st.image.config.set_env(&k, &v);
-                    st.invalidate_scope();
+                    st.set_env(&k, &v);
                     parts.push(format!("{k}={v}"));
                 }
                 history(st, format!("ENV {}", parts.join(" ")), true);

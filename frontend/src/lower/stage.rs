@@ -41,8 +41,11 @@ pub(super) struct StageState {
     pub step: usize,
     pub total: usize,
     pub ignore_cache: bool,
-    /// The expansion scope and defined names, built on first use after ENV or ARG last changed them.
+    /// The expansion scope and defined names, built on first use after ARG last changed them (ENV updates it).
     scope_cache: std::cell::RefCell<Option<std::rc::Rc<ScopeAndNames>>>,
+    /// Where each ENV name sits in the image's env list, so that ENV costs the same on the ten-thousandth line as
+    /// on the first (built on first use; checked against the list before each use).
+    env_index: Option<std::collections::HashMap<String, usize>>,
 }
 
 impl StageState {
@@ -55,7 +58,49 @@ impl StageState {
             .clone()
     }
 
-    /// Called whenever ENV or ARG change what words expand to.
+    /// Sets an ENV variable in the image and in the expansion scope, in time independent of how many are set.
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        let env = &mut self.image.config.env;
+        let entry = format!("{key}={value}");
+        let named = |kv: &str| kv.split_once('=').map_or(kv, |(k, _)| k) == key;
+        let stale = self.env_index.as_ref().is_none_or(|i| i.len() != env.len());
+        if stale {
+            let mut index = std::collections::HashMap::with_capacity(env.len());
+            for (i, kv) in env.iter().enumerate() {
+                index
+                    .entry(
+                        kv.split_once('=')
+                            .map_or(kv.as_str(), |(k, _)| k)
+                            .to_string(),
+                    )
+                    .or_insert(i);
+            }
+            if index.len() != env.len() {
+                // Duplicate names in a base image's env: nothing to index, the list is searched instead.
+                self.image.config.set_env(key, value);
+                self.env_index = None;
+                self.invalidate_scope();
+                return;
+            }
+            self.env_index = Some(index);
+        }
+        let index = self.env_index.get_or_insert_with(Default::default);
+        match index.get(key).copied() {
+            Some(i) if env.get(i).is_some_and(|kv| named(kv)) => env[i] = entry,
+            _ => {
+                index.insert(key.to_string(), env.len());
+                env.push(entry);
+            }
+        }
+        // ENV overrides an ARG of the same name: the cached scope takes the value as it is.
+        if let Some(cache) = self.scope_cache.get_mut() {
+            let (scope, names) = std::rc::Rc::make_mut(cache);
+            scope.set(key, value);
+            names.insert(key.to_string());
+        }
+    }
+
+    /// Called whenever ARG changes what words expand to.
     pub fn invalidate_scope(&mut self) {
         *self.scope_cache.get_mut() = None;
     }
@@ -359,6 +404,7 @@ impl<'a> Lowerer<'a> {
             total: 1 + stage.instructions.len(),
             ignore_cache,
             scope_cache: Default::default(),
+            env_index: None,
         };
         let from_text = format!("FROM {base}");
         if let Some(ctx) = self.opts.build_contexts.get(&base).cloned() {

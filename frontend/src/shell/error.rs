@@ -11,7 +11,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShellError {
     /// The word being expanded and what went wrong in it (BuildKit: `failed to process "…": …`).
-    #[error("failed to process {}: {cause}", go_quote(.word))]
+    #[error("failed to process {}: {cause}", go_quote(&clip(.word)))]
     Failed {
         /// The word as given to the lexer.
         word: String,
@@ -74,6 +74,15 @@ impl ShellError {
 ///
 /// Printable characters stay as they are; `"` and `\` are escaped; control characters use
 /// Go's short escapes, `\xNN` or `\uNNNN`/`\UNNNNNNNN`.
+/// A word cut to its first 200 characters for a message (a hostile Dockerfile's word can be megabytes long).
+fn clip(word: &str) -> String {
+    const MAX: usize = 200;
+    match word.char_indices().nth(MAX) {
+        None => word.to_string(),
+        Some((at, _)) => format!("{}… ({} more bytes)", &word[..at], word.len() - at),
+    }
+}
+
 pub fn go_quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
@@ -136,6 +145,17 @@ mod tests {
         };
         assert_eq!(e.to_string(), "failed to process \"${X:?oops}\": X: oops");
         assert!(matches!(e.cause(), ShellError::Required { .. }));
+    }
+
+    #[test]
+    fn a_long_word_is_clipped_in_messages() {
+        let e = ShellError::Failed {
+            word: "x".repeat(10_000),
+            cause: Box::new(ShellError::MissingBrace),
+        };
+        let text = e.to_string();
+        assert!(text.len() < 300, "{text}");
+        assert!(text.contains("(9800 more bytes)"), "{text}");
     }
 
     #[test]
