@@ -9,6 +9,7 @@ mod doctor;
 mod errors;
 mod examples;
 mod graph;
+mod hostile;
 mod lifecycle;
 mod mounts;
 mod network;
