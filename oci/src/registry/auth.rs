@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-/// A parsed `WWW-Authenticate` challenge.
+/// A parsed `WWW-Authenticate` challenge (public so that the fuzz target can reach the parser of a header any
+/// server may send).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Challenge {
+pub enum Challenge {
     /// `Basic realm=...`.
     Basic,
     /// `Bearer realm=...,service=...,scope=...`.
@@ -21,7 +22,7 @@ pub(crate) enum Challenge {
 }
 
 /// Parses the first challenge of a `WWW-Authenticate` header (registries send one).
-pub(crate) fn parse_challenge(header: &str) -> Option<Challenge> {
+pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let header = header.trim();
     let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
     let params = parse_params(rest);

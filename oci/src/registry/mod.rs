@@ -11,6 +11,7 @@ mod push;
 mod sources;
 mod transport;
 
+pub use auth::{parse_challenge, Challenge};
 pub use error::RegistryError;
 pub use pull::{fetch_blob_into, fetch_manifest_bytes, pull, resolve, Pulled};
 pub use push::{push, upload_stream, Pushed};
