@@ -579,3 +579,122 @@ fn docker_hub_names_are_pulled_through_a_mirror_from_the_config_file() {
         r.stderr
     );
 }
+
+/// sha256 hex of `bytes` (by sha256sum, as the tests check digests with real tools).
+fn sha256_hex(bytes: &[u8]) -> String {
+    let r = run("sha256sum", &["-"], Some(bytes));
+    r.stdout.split(' ').next().expect("a digest").to_string()
+}
+
+/// Writes `bytes` into the registry's own storage as a blob of `repo` (what a broken or malicious registry
+/// would serve: no validation on the way in), returning its digest hex. `hex` overrides the name it is kept under.
+fn plant_blob(reg: &Registry, repo: &str, bytes: &[u8], hex: Option<&str>) -> String {
+    let hex = hex.map_or_else(|| sha256_hex(bytes), str::to_string);
+    let v2 = reg.data().join("docker/registry/v2");
+    let blob = v2.join("blobs/sha256").join(&hex[..2]).join(&hex);
+    std::fs::create_dir_all(&blob).expect("blob dir");
+    std::fs::write(blob.join("data"), bytes).expect("blob data");
+    let link = v2
+        .join("repositories")
+        .join(repo)
+        .join("_layers/sha256")
+        .join(&hex);
+    std::fs::create_dir_all(&link).expect("layer link dir");
+    std::fs::write(link.join("link"), format!("sha256:{hex}")).expect("layer link");
+    hex
+}
+
+/// Tags `manifest` (planted as it is, unchecked) as `repo:tag` in the registry's storage.
+fn plant_manifest(reg: &Registry, repo: &str, tag: &str, manifest: &[u8]) {
+    let hex = plant_blob(reg, repo, manifest, None);
+    let m = reg
+        .data()
+        .join("docker/registry/v2/repositories")
+        .join(repo)
+        .join("_manifests");
+    for dir in [
+        m.join("revisions/sha256").join(&hex),
+        m.join("tags").join(tag).join("current"),
+        m.join("tags").join(tag).join("index/sha256").join(&hex),
+    ] {
+        std::fs::create_dir_all(&dir).expect("manifest dir");
+        std::fs::write(dir.join("link"), format!("sha256:{hex}")).expect("manifest link");
+    }
+}
+
+#[test]
+fn manifests_with_wrong_sizes_or_digests_are_refused_and_leave_nothing_behind() {
+    let reg = Registry::start(Auth::Anonymous);
+    let root = Root::with_busybox(KILN);
+    let pushed = root.kiln(KILN, &["push", "busybox", &format!("{}/bb:1", reg.host)]);
+    assert_eq!(pushed.code, 0, "{}", pushed.stderr);
+    let good = skopeo_inspect(
+        &format!("docker://{}/bb:1", reg.host),
+        &["--tls-verify=false"],
+    );
+
+    // The layer one byte shorter than the manifest says; then a layer whose bytes are not what its digest names.
+    let mut short = good.clone();
+    let size = short["layers"][0]["size"].as_u64().expect("size");
+    short["layers"][0]["size"] = serde_json::json!(size - 1);
+    plant_manifest(
+        &reg,
+        "bb",
+        "short",
+        &serde_json::to_vec(&short).expect("json"),
+    );
+    let liar = b"not the layer its digest names".to_vec();
+    let claimed = sha256_hex(b"something else entirely");
+    plant_blob(&reg, "bb", &liar, Some(&claimed));
+    let mut lying = good.clone();
+    lying["layers"][0]["digest"] = serde_json::json!(format!("sha256:{claimed}"));
+    lying["layers"][0]["size"] = serde_json::json!(liar.len());
+    plant_manifest(
+        &reg,
+        "bb",
+        "lying",
+        &serde_json::to_vec(&lying).expect("json"),
+    );
+    // A manifest whose config is not JSON at all.
+    let mut garbage = good.clone();
+    let junk = plant_blob(&reg, "bb", b"\x00\xffnot json", None);
+    garbage["config"]["digest"] = serde_json::json!(format!("sha256:{junk}"));
+    garbage["config"]["size"] = serde_json::json!(10);
+    plant_manifest(
+        &reg,
+        "bb",
+        "garbage",
+        &serde_json::to_vec(&garbage).expect("json"),
+    );
+
+    let other = Root::empty();
+    let env = [
+        ("KILN_REGISTRY_RETRIES", "1"),
+        ("KILN_REGISTRY_BACKOFF_MS", "10"),
+    ];
+    for (tag, needle) in [
+        ("short", "byte"),
+        ("lying", &claimed[..12]),
+        ("garbage", &junk[..12]),
+    ] {
+        let r = other.kiln_with(
+            KILN,
+            &["pull", &format!("{}/bb:{tag}", reg.host)],
+            &env,
+            None,
+        );
+        assert_eq!(r.code, 1, "{tag}: {}", r.stderr);
+        assert_eq!(
+            r.stderr.trim().lines().count(),
+            1,
+            "{tag}: one line: {}",
+            r.stderr
+        );
+        assert!(r.stderr.contains(needle), "{tag}: {}", r.stderr);
+        no_ingest_leftovers(&other);
+        let images = other.kiln(KILN, &["images"]);
+        assert!(!images.stdout.contains("bb"), "{tag}: {}", images.stdout);
+        let doctor = other.kiln(KILN, &["doctor"]);
+        assert_eq!(doctor.code, 0, "{tag}: {}{}", doctor.stdout, doctor.stderr);
+    }
+}

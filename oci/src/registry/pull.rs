@@ -300,6 +300,13 @@ fn pull_from(
     let mut blobs = vec![manifest.config.clone()];
     blobs.extend(manifest.layers.iter().cloned());
     let downloaded = fetch_all(client, store, host, r, &blobs)?;
+    // The config is the image: one that does not parse would only fail later, at a FROM far from its cause.
+    if let Err(e) = store.read_json::<crate::image::Image>(&manifest.config.digest) {
+        return Err(RegistryError::Invalid {
+            url: r.to_string(),
+            reason: format!("config {} is not an image config: {e}", manifest.config.digest),
+        });
+    }
     super::sources::record(store, &r.registry, &r.repository, &blobs);
     let digest = store.put_bytes(&bytes)?;
     for b in &index_bytes {
