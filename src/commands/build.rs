@@ -233,7 +233,7 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
     // fetched once.
     let registry = std::sync::Arc::new(crate::commands::registry::client(&args.registry)?);
     let resolver = StoreResolver::new(store.clone(), Some(registry.clone()), args.pull);
-    let (definition, targets) = lower_platforms(&loaded, &resolver)?;
+    let (definition, targets) = lower_platforms(&loaded, &resolver, &project_of(request_args))?;
     let def = &definition;
     let roots: Vec<VertexId> = targets.iter().filter_map(|t| t.root).collect();
     if targets.len() > 1 {
@@ -561,9 +561,31 @@ struct Built {
 /// Lowers the Dockerfile once per target platform and merges the graphs, so a multi-platform build is one solve:
 /// work the platforms share (a `FROM --platform=$BUILDPLATFORM` builder stage) is one vertex and runs once, the
 /// rest runs in parallel. With several platforms each step's name and cache slot carry its platform.
+/// Which project a build is, for its steps' cache slots: the context directory's name and the Dockerfile's path
+/// in it. Two projects sharing a root then never explain a miss of one against a record of the other, while
+/// the same project checked out under the same name elsewhere (another CI runner) keeps its slots.
+fn project_of(args: &crate::cli::RequestArgs) -> String {
+    let context = std::fs::canonicalize(&args.context).unwrap_or_else(|_| args.context.clone());
+    let name = context
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dockerfile = match &args.file {
+        Some(f) => {
+            let f = std::fs::canonicalize(f).unwrap_or_else(|_| f.clone());
+            f.strip_prefix(&context)
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_else(|_| f.to_string_lossy().into_owned())
+        }
+        None => "Dockerfile".to_string(),
+    };
+    oci::Digest::sha256_of(format!("{name}\0{dockerfile}").as_bytes()).hex()[..12].to_string()
+}
+
 fn lower_platforms(
     loaded: &request::Loaded,
     resolver: &StoreResolver,
+    project: &str,
 ) -> Result<(solver::llb::Definition, Vec<Target>), Failure> {
     let platforms: Vec<Option<oci::Platform>> = if loaded.platforms.len() > 1 {
         loaded.platforms.iter().cloned().map(Some).collect()
@@ -586,11 +608,13 @@ fn lower_platforms(
         let platform = platform.unwrap_or_else(|| lowered.target.platform.clone());
         let label = platform.to_string();
         let map = def.absorb(&lowered.definition, |m| {
-            if multi {
+            let mut m = if multi {
                 platform_meta(m, &label)
             } else {
                 m.clone()
-            }
+            };
+            m.slot = m.slot.map(|s| format!("{project} {s}"));
+            m
         });
         targets.push(Target {
             root: lowered.target.root.map(|r| map[r.index()]),

@@ -98,6 +98,20 @@ fn the_cache_never_misses_without_cause_and_says_why_it_missed() {
         "only the steps that see MODE re-run:\n{}",
         arg.stderr
     );
+
+    // Another project built into the same root is never explained against this one's records.
+    let other = Context::new().file("Dockerfile", "FROM busybox\nWORKDIR /elsewhere\nCOPY . .\n");
+    let o = build(&root, &other, &[]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(!o.stderr.contains("cache miss"), "{}", o.stderr);
+    // And this project still is, after the other ran.
+    std::fs::write(ctx.path().join("src/a.txt"), "A\n").expect("change");
+    let back = build(&root, &ctx, &["-t", "app:1", "--build-arg", "MODE=slow"]);
+    assert!(
+        back.stderr.contains("cache miss: file changed: src/a.txt"),
+        "{}",
+        back.stderr
+    );
 }
 
 #[test]

@@ -304,7 +304,10 @@ fn pull_from(
     if let Err(e) = store.read_json::<crate::image::Image>(&manifest.config.digest) {
         return Err(RegistryError::Invalid {
             url: r.to_string(),
-            reason: format!("config {} is not an image config: {e}", manifest.config.digest),
+            reason: format!(
+                "config {} is not an image config: {e}",
+                manifest.config.digest
+            ),
         });
     }
     super::sources::record(store, &r.registry, &r.repository, &blobs);
