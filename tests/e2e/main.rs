@@ -5,6 +5,7 @@ mod cache;
 mod check;
 mod concurrency;
 mod crash;
+mod differential;
 mod doctor;
 mod errors;
 mod examples;

@@ -13,7 +13,7 @@ pub use oci::scoped;
 use std::path::{Path, PathBuf};
 
 pub use mode::apply_mode;
-pub use users::{resolve_chown, resolve_run_user};
+pub use users::{resolve_chown, resolve_run_user, run_user_home};
 
 use crate::llb::FileAction;
 use crate::patterns::PatternError;

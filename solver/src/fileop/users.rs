@@ -20,6 +20,20 @@ fn entries(root: &Path, file: &str) -> Result<Vec<Vec<String>>, FileOpError> {
         .collect())
 }
 
+/// The home directory runc gives a process whose environment has no HOME (BuildKit's RUN steps get it that way):
+/// the /etc/passwd entry of `uid`, else `/`.
+pub fn run_user_home(root: &Path, uid: u32) -> String {
+    entries(root, "/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.into_iter()
+                .find(|f| f.len() >= 6 && f[2].parse::<u32>() == Ok(uid))
+                .map(|f| f[5].clone())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".to_string())
+}
+
 /// Who a RUN step runs as: uid, gid and supplementary groups, as runc's user lookup (which BuildKit uses)
 /// decides them from `USER user[:group]`. A user found in /etc/passwd (by name or uid) brings its primary group
 /// and, unless a group is named, every group of /etc/group that lists it; a uid not in /etc/passwd runs with
@@ -140,6 +154,16 @@ mod tests {
         assert_eq!(r("root").unwrap(), (0, 0, vec![10]));
         assert!(matches!(r("nobody"), Err(FileOpError::UnknownUser(_))));
         assert!(matches!(r("app:nope"), Err(FileOpError::UnknownGroup(_))));
+    }
+
+    #[test]
+    fn home_is_the_users_passwd_entry_or_the_root_directory() {
+        let d = rootfs("root:x:0:\n");
+        assert_eq!(run_user_home(d.path(), 0), "/root");
+        assert_eq!(run_user_home(d.path(), 1000), "/home/app");
+        assert_eq!(run_user_home(d.path(), 4242), "/", "unknown uid");
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(run_user_home(empty.path(), 0), "/", "no /etc/passwd");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use executor::process::{Mount, Network, Process};
 use executor::runtime::Runtime;
 
 use super::exec::{ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMountKind};
-use crate::fileop::resolve_run_user;
+use crate::fileop::{resolve_run_user, run_user_home};
 use crate::llb::NetworkMode;
 use crate::scheduler::CancelToken;
 
@@ -91,6 +91,10 @@ impl ProcessRunner for SandboxRunner<'_> {
                 .map_err(|e| format!("USER {}: {e}", req.op.user))?
         };
         let mut env = req.op.env.clone();
+        // As runc does at start-up (so both runtimes agree): HOME from the user's passwd entry unless set.
+        if !env.iter().any(|e| e.starts_with("HOME=")) {
+            env.push(format!("HOME={}", run_user_home(req.rootfs, uid)));
+        }
         let mut mounts = Vec::new();
         let mut secret_files = Vec::new();
         let mut ssh_count = 0usize;
