@@ -311,13 +311,7 @@ fn exported_images_are_accepted_by_skopeo_umoci_and_runc() {
     let ran = std::process::Command::new("runc")
         .args(["run", &id])
         .current_dir(&bundle)
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", kiln_tests::path_with_sbin())
         .output()
         .expect("runc");
     assert_eq!(

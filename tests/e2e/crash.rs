@@ -405,13 +405,7 @@ fn strace(root: &Path, args: &[&str]) -> Vec<Call> {
         .arg(KILN)
         .args(args)
         .env("KILN_ROOT", root)
-        .env(
-            "PATH",
-            format!(
-                "{}:/usr/sbin:/sbin",
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", kiln_tests::path_with_sbin())
         .output()
         .expect("run strace (apt-get install strace)");
     assert!(

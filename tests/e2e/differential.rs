@@ -47,13 +47,7 @@ impl Buildah {
             .arg("--runroot")
             .arg(self.dir.path().join("run"))
             .args(["--storage-driver", "overlay"])
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/sbin:/sbin",
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            );
+            .env("PATH", kiln_tests::path_with_sbin());
         c
     }
 

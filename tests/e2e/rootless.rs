@@ -41,10 +41,7 @@ fn uid_of(user: &str) -> u32 {
 
 /// Runs `args` as the user, with the sbin directories on PATH.
 fn as_user(args: &[&str]) -> kiln_tests::Run {
-    let path = format!(
-        "{}:/usr/sbin:/sbin",
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = kiln_tests::path_with_sbin();
     let mut cmd = Command::new("runuser");
     cmd.args(["-u", USER, "--", "env", &format!("PATH={path}")])
         .args(args);

@@ -156,13 +156,7 @@ impl Root {
         let mut cmd = Command::new(bin);
         cmd.args(args)
             .env("KILN_ROOT", self.dir.path())
-            .env(
-                "PATH",
-                format!(
-                    "{}:/usr/sbin:/sbin",
-                    std::env::var("PATH").unwrap_or_default()
-                ),
-            )
+            .env("PATH", path_with_sbin())
             .stdin(Stdio::null());
         cmd
     }
@@ -171,6 +165,14 @@ impl Root {
     pub fn kiln(&self, bin: &str, args: &[&str]) -> Run {
         self.kiln_with(bin, args, &[], None)
     }
+}
+
+/// $PATH with the system directories root's tools live in (runc, ip, iptables), for the programs tests start.
+pub fn path_with_sbin() -> String {
+    format!(
+        "{}:/usr/sbin:/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// The repository's root (the workspace).
