@@ -286,6 +286,57 @@ ENTRYPOINT echo hi
 ",
         files: &[],
     },
+    Case {
+        name: "expansion",
+        dockerfile: "ARG BASE=busybox
+ARG GLOBAL=g1
+FROM $BASE
+ARG GLOBAL
+ARG LOCAL=l1
+ENV DIR=/opt/${LOCAL} NAME=${GLOBAL:-none}-${UNSET:-dflt} LIT='$NOT'
+WORKDIR $DIR
+COPY a.txt ${DIR}/${NAME}.txt
+RUN echo \"$GLOBAL $LOCAL $NAME $LIT ${DIR#/opt/}\" > out
+LABEL dir=$DIR name=\"${NAME}\"
+",
+        files: &[("a.txt", "a\n")],
+    },
+    Case {
+        name: "ignore",
+        dockerfile: "FROM busybox
+COPY . /ctx/
+",
+        files: &[
+            (".dockerignore", "*.log\n**/tmp\n!keep.log\nsecret/\n"),
+            ("a.log", "x"),
+            ("keep.log", "k"),
+            ("src/tmp/x", "x"),
+            ("src/main.c", "int main;\n"),
+            ("secret/key", "k"),
+        ],
+    },
+    Case {
+        name: "metadata",
+        dockerfile: "FROM busybox
+HEALTHCHECK --interval=5s --timeout=2s --retries=4 CMD wget -q localhost || exit 1
+ONBUILD RUN echo child
+ENTRYPOINT [\"/bin/echo\"]
+CMD hello world
+EXPOSE 8080/tcp
+USER nobody
+",
+        files: &[],
+    },
+    Case {
+        name: "overwrite",
+        dockerfile: "FROM busybox
+RUN mkdir -p /d/sub && echo old > /d/sub/f && echo keep > /d/k && ln -s sub /d/link
+COPY d/ /d/
+RUN rm -rf /d/sub && mkdir /d/sub && echo new > /d/sub/g
+COPY --chown=1:1 d/sub/f /d/link/
+",
+        files: &[("d/sub/f", "from context\n"), ("d/n", "n\n")],
+    },
 ];
 
 #[test]
