@@ -214,6 +214,11 @@ struct Case {
     files: &'static [(&'static str, &'static str)],
 }
 
+/// Archives some cases ADD: made in the context by the system's tar, so their bytes are not kiln's.
+const ARCHIVES: &str =
+    "mkdir -p tree/sub && echo one > tree/one && echo two > tree/sub/two && chmod 700 tree/sub \
+     && ln -s one tree/link && tar cf plain.tar tree && tar czf packed.tgz tree && rm -rf tree";
+
 const CASES: &[Case] = &[
     Case {
         name: "config",
@@ -337,6 +342,15 @@ COPY --chown=1:1 d/sub/f /d/link/
 ",
         files: &[("d/sub/f", "from context\n"), ("d/n", "n\n")],
     },
+    Case {
+        name: "add",
+        dockerfile: "FROM busybox
+ADD plain.tar /p/
+ADD packed.tgz /z
+ADD notatar.tar /files/
+",
+        files: &[("notatar.tar", "text named like a tar\n")],
+    },
 ];
 
 #[test]
@@ -350,6 +364,14 @@ fn kiln_and_buildah_build_the_same_filesystems_and_configs() {
             ctx = ctx.file(p, c);
         }
         let c = ctx.path().to_str().expect("utf-8");
+        if case.dockerfile.contains(".tar") {
+            let made = Command::new("sh")
+                .args(["-c", ARCHIVES])
+                .current_dir(ctx.path())
+                .status()
+                .expect("sh");
+            assert!(made.success());
+        }
         let out = tempfile::tempdir().expect("tempdir");
         let (k_dir, b_dir) = (out.path().join("kiln"), out.path().join("buildah"));
         let tag = format!("diff-{}", case.name);

@@ -205,3 +205,38 @@ fn contexts_and_images_full_of_escapes_stay_inside_the_build() {
         r.stderr
     );
 }
+
+#[test]
+fn add_of_a_hostile_archive_fails_naming_the_entry_and_writes_nothing_outside() {
+    let root = Root::with_busybox(KILN);
+    let corpus = kiln_tests::repo_root().join("tests/corpus/hostile-layers");
+    for (archive, why) in [
+        ("traversal.tar", "may not contain '..'"),
+        ("absolute.tar", "absolute names are not allowed"),
+        ("hardlink-out.tar", "hardlink target"),
+    ] {
+        let ctx = Context::new()
+            .file("Dockerfile", format!("FROM busybox\nADD {archive} /x/\n"))
+            .file(
+                archive,
+                std::fs::read(corpus.join(archive)).expect("corpus"),
+            );
+        let r = root.kiln(
+            KILN,
+            &[
+                "build",
+                "--progress=plain",
+                ctx.path().to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(r.code, 1, "{archive}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(why) && r.stderr.contains("\"/x/\"") && !r.stderr.contains("/work/"),
+            "{archive}: {}",
+            r.stderr
+        );
+    }
+    for escaped in ["/kiln-hostile-escape", "/tmp/kiln-hostile-escape"] {
+        assert!(!std::path::Path::new(escaped).exists(), "{escaped}");
+    }
+}

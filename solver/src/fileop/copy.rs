@@ -235,6 +235,14 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
                 // A directory made to receive a source directory's contents takes that directory's metadata.
                 copier.finish(abs, &into, &meta, true)?;
             }
+        } else if c.unpack_archive && meta.is_file() && super::archive::is_tar_archive(abs) {
+            // ADD of a local archive: its contents go into the destination, which is a directory.
+            let into = match &kept {
+                Some(k) if !k.is_empty() => dest.join(k),
+                _ => dest.clone(),
+            };
+            create_dirs(target, &into, 0o755, true, created_owner)?;
+            super::archive::unpack(abs, &into, &c.src, &c.dest)?;
         } else {
             let file_dest = match &kept {
                 Some(k) => dest.join(k),

@@ -2,6 +2,7 @@
 //! directory that holds the base filesystem, with BuildKit's semantics (wildcards, a directory's contents versus
 //! the directory, trailing slashes, --chown/--chmod, --parents, --exclude) and every path confined to its root.
 
+mod archive;
 mod attrs;
 mod copy;
 mod mode;
