@@ -21,7 +21,11 @@ for t in "${targets[@]}"; do
   if ! cargo +nightly fuzz run "$t" "corpus/$t" "${seeds[@]}" -- \
       -max_total_time="$secs" -rss_limit_mb=4096 -timeout=20 -print_final_stats=1 >"$log" 2>&1; then
     failed=1
-    echo "$t: crashed — see fuzz/artifacts/$t/ and the log below" >&2
+    if grep -q "failed to build fuzz script" "$log"; then
+      echo "$t: did not build — the log below" >&2
+    else
+      echo "$t: crashed — see fuzz/artifacts/$t/ and the log below" >&2
+    fi
     tail -40 "$log" >&2
   fi
   line="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 || true)"
