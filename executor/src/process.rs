@@ -100,14 +100,22 @@ pub fn in_user_namespace() -> bool {
     })
 }
 
-/// A fresh step id, `kiln-<pid>-<n>`: it names the step's cgroup, network namespace and runtime state, and lets a
-/// later kiln process tell that the step's owner is gone ([`is_stale`]).
+static OWNER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Tags every step id this process makes with `tag` (kiln derives it from its root), so that what a dead kiln
+/// left on the host can be told apart by root: `kiln doctor` reports its own root's, and no other's.
+pub fn set_owner_tag(tag: &str) {
+    let _ = OWNER.set(tag.to_string());
+}
+
+/// A fresh step id, `kiln-<pid>-<n>[-<tag>]`: it names the step's cgroup, network namespace and runtime state,
+/// and lets a later kiln process tell that the step's owner is gone ([`is_stale`]).
 pub fn next_step_id() -> String {
-    format!(
-        "kiln-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+    let (pid, n) = (std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+    match OWNER.get() {
+        Some(tag) => format!("kiln-{pid}-{n}-{tag}"),
+        None => format!("kiln-{pid}-{n}"),
+    }
 }
 
 /// Whether `name` is the id of a step whose kiln process no longer runs (killed with -9, crashed): what it left
@@ -124,15 +132,19 @@ pub fn is_stale(name: &str) -> bool {
 }
 
 /// What steps of dead kiln processes left on the host (cgroup directories, network namespaces), described
-/// for `kiln doctor`; [`sweep_stale`] removes them.
-pub fn stale_leftovers() -> Vec<String> {
+/// for `kiln doctor`: only those tagged `tag` when one is given (see [`set_owner_tag`]); [`sweep_stale`] removes
+/// them all.
+pub fn stale_leftovers(tag: Option<&str>) -> Vec<String> {
+    let suffix = tag.map(|t| format!("-{t}"));
+    let ours =
+        |name: &str| is_stale(name) && suffix.as_ref().is_none_or(|s| name.ends_with(s.as_str()));
     let mut out: Vec<String> =
-        crate::cgroup::stale_dirs(std::path::Path::new("/sys/fs/cgroup"), &is_stale)
+        crate::cgroup::stale_dirs(std::path::Path::new("/sys/fs/cgroup"), &ours)
             .into_iter()
             .map(|d| format!("cgroup {}", d.display()))
             .collect();
     out.extend(
-        crate::network::StepNetwork::stale(std::path::Path::new(crate::network::CLAIMS), &is_stale)
+        crate::network::StepNetwork::stale(std::path::Path::new(crate::network::CLAIMS), &ours)
             .into_iter()
             .map(|n| format!("network namespace {n}")),
     );

@@ -122,6 +122,7 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     )?;
     let root = root::root_dir(&args.root);
     let lock = root::lock(&root, false).map_err(Failure::Build)?;
+    executor::process::set_owner_tag(&crate::commands::doctor::owner_tag(&root));
     let result = build(args).map_err(|f| full_disk(&root, f));
     drop(lock);
     if result.is_ok() {

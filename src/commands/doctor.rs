@@ -71,6 +71,13 @@ impl Finding {
     }
 }
 
+/// The tag a root's builds give their step ids (cgroups, network namespaces), so that host leftovers can be
+/// traced to the root whose build left them.
+pub fn owner_tag(root: &Path) -> String {
+    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+    Digest::sha256_of(canonical.to_string_lossy().as_bytes()).hex()[..10].to_string()
+}
+
 fn entries(dir: &Path) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
         .into_iter()
@@ -123,7 +130,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             ));
         }
     }
-    for what in executor::process::stale_leftovers() {
+    for what in executor::process::stale_leftovers(Some(&owner_tag(root))) {
         out.push(Finding::leftover(
             format!("{what} of a kiln process that died"),
             Fix::SweepHost,

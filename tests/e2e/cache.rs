@@ -96,13 +96,12 @@ fn a_second_runner_with_an_empty_root_runs_no_run_step_and_finds_its_cache_mount
         "A's result"
     );
 
-    // A changed input makes B run the pip step, which finds A's cache mount contents.
-    let changed = Context::new()
-        .file("Dockerfile", &dockerfile)
-        .file("input.txt", "two");
+    // A changed input (in the same checkout: explanations are per project) makes B run the pip step, which
+    // finds A's cache mount contents.
+    std::fs::write(ctx.path().join("input.txt"), "two").expect("change input");
     let r = build(
         &b,
-        &changed,
+        &ctx,
         &[
             "--cache-from",
             &cache,

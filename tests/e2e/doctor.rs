@@ -87,10 +87,17 @@ fn doctor_reports_damage_and_leftovers_and_repair_makes_the_root_consistent() {
     let mut child = std::process::Command::new("true").spawn().expect("spawn");
     let dead = child.id();
     child.wait().expect("reap");
-    let cgroup = std::path::Path::new("/sys/fs/cgroup/pids/kiln").join(format!("kiln-{dead}-0"));
+    // Step ids carry a tag of their root, so doctor reports this root's host leftovers and not another's.
+    let canonical = std::fs::canonicalize(r).expect("canonical root");
+    let digest = oci::Digest::sha256_of(canonical.to_string_lossy().as_bytes());
+    let tag = &digest.hex()[..10];
+    let pids = std::path::Path::new("/sys/fs/cgroup/pids/kiln");
+    let cgroup = pids.join(format!("kiln-{dead}-0-{tag}"));
+    let foreign = pids.join(format!("kiln-{dead}-1-0123456789"));
     let have_v1_pids = std::path::Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists();
     if have_v1_pids {
         std::fs::create_dir_all(&cgroup).expect("make a cgroup");
+        std::fs::create_dir_all(&foreign).expect("make a cgroup");
     }
 
     let found = doctor(&root, &[]);
@@ -112,7 +119,11 @@ fn doctor_reports_damage_and_leftovers_and_repair_makes_the_root_consistent() {
     line_with(&["leftover", "mount", "work/step-1/rootfs"]);
     line_with(&["leftover", "secrets directory", "kiln-1-0"]);
     if have_v1_pids {
-        line_with(&["leftover", "cgroup", &format!("kiln-{dead}-0")]);
+        line_with(&["leftover", "cgroup", &format!("kiln-{dead}-0-{tag}")]);
+        assert!(
+            !out.contains(&format!("kiln-{dead}-1-")),
+            "another root's: {out}"
+        );
     }
     assert!(
         found.stderr.contains("doctor --repair"),
@@ -135,6 +146,7 @@ fn doctor_reports_damage_and_leftovers_and_repair_makes_the_root_consistent() {
         "no secret stays on disk"
     );
     assert!(!cgroup.exists());
+    let _ = std::fs::remove_dir(&foreign);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(mnt.to_str().expect("utf-8")), "{mounts}");
     let after = doctor(&root, &[]);
