@@ -280,6 +280,23 @@ fn digests_are_stable_and_independent_stages_unaffected_by_edits() {
 }
 
 #[test]
+fn copy_steps_are_named_with_their_flags_as_buildkit_names_them() {
+    let l =
+        lower_str("FROM busybox AS b\nRUN true\nFROM busybox\nCOPY --from=b --chown=1:1 /o /o\n");
+    let names: Vec<String> = l
+        .definition
+        .ids()
+        .map(|id| l.definition.vertex(id).meta.description.clone())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n == "[2/2] COPY --from=b --chown=1:1 /o /o"),
+        "{names:?}"
+    );
+}
+
+#[test]
 fn no_cache_filter_marks_only_that_stage() {
     let src = "FROM busybox AS dep\nRUN echo dep\nFROM dep\nRUN echo final\n";
     let opts = BuildOpts {

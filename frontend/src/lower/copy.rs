@@ -340,7 +340,9 @@ impl Lowerer<'_> {
                 }
             }
         }
-        let text = format!("{kw} {} {dest_raw}", shown.join(" "));
+        // As BuildKit names the step: the instruction with its flags as written, then the paths.
+        let flags: String = node.flags.iter().map(|f| format!("{f} ")).collect();
+        let text = format!("{kw} {flags}{} {dest_raw}", shown.join(" "));
         let mut meta = st.describe(&text);
         meta.lines = Some((node.span.start_line, node.span.end_line));
         let op = Op::File(FileOp {
