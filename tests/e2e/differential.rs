@@ -366,6 +366,27 @@ RUN ls -ln /home/nobody/work > /listing && ls -ld /home/nobody/work | cut -c1-10
 ",
         files: &[("a.txt", "a\n")],
     },
+    Case {
+        name: "copyedge",
+        dockerfile: "FROM busybox
+COPY dir /newdir
+COPY dir/* /star/
+COPY d* /dstar/
+COPY dir/sub/ /sub-contents
+COPY empty /empty-into
+COPY a.txt /a/b/c/
+COPY a.txt /nodir
+RUN mkdir /exists
+COPY dir /exists
+",
+        files: &[
+            ("dir/top", "t\n"),
+            ("dir/sub/deep", "d\n"),
+            ("dir/sub/more/x", "x\n"),
+            ("empty/.keep", ""),
+            ("a.txt", "a\n"),
+        ],
+    },
 ];
 
 #[test]
