@@ -100,7 +100,8 @@ fn memo_digest(path: &Path) -> Option<Digest> {
 /// images and records before what they point at goes).
 pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
     let mut out = Vec::new();
-    for m in solver::worker::sweep::mounts_under(root) {
+    // kiln mounts only under work/ (step root filesystems, scratch views); anything else is the user's.
+    for m in solver::worker::sweep::mounts_under(&root.join("work")) {
         out.push(Finding::leftover(
             format!("mount {} of an interrupted step", m.display()),
             Fix::Unmount(m),
