@@ -424,9 +424,19 @@ fn kiln_and_buildah_build_the_same_filesystems_and_configs() {
             ],
         );
         assert_eq!(k.code, 0, "{}: kiln: {}", case.name, k.stderr);
-        // Default (OCI) format loses Healthcheck, OnBuild and Shell: ask buildah for Docker's.
+        // Default (OCI) format loses Healthcheck, OnBuild and Shell: ask buildah for Docker's. No step needs a
+        // network, so buildah sets none up.
         buildah.run(&[
-            "build", "-q", "--layers", "--format", "docker", "-t", &tag, c,
+            "build",
+            "-q",
+            "--layers",
+            "--network",
+            "host",
+            "--format",
+            "docker",
+            "-t",
+            &tag,
+            c,
         ]);
         let from = buildah.run(&["from", "-q", &tag]);
         let mnt = PathBuf::from(buildah.run(&["mount", from.trim()]).trim());
