@@ -1,6 +1,7 @@
 //! The crash suite: kiln killed with SIGKILL at random moments of builds that write large layers, of pushes and of
 //! pulls. After every kill `kiln doctor` finds nothing damaged (only leftovers), the registry holds no manifest
-//! whose blobs are missing, and the next run succeeds and reuses what finished before the kill. The number of kills
+//! whose blobs are missing, and the next run succeeds, reuses what finished before the kill and tidies what the
+//! kill left, so that `kiln doctor` then finds nothing at all. The number of kills
 //! is KILN_CRASH_KILLS (default 50); KILN_CRASH_SEED replays a run (the seed is in every failure message).
 
 use std::collections::BTreeSet;
@@ -67,6 +68,16 @@ fn damage(root: &Path) -> Vec<String> {
         .filter(|l| l.starts_with("damaged"))
         .map(str::to_string)
         .collect()
+}
+
+/// `kiln doctor --quick` on `root` finds nothing at all: the run after a kill tidied what the kill left.
+fn tidy(root: &Path, why: &str) {
+    let out = kiln_tests::run(
+        KILN,
+        &["doctor", "--quick", "--root", root.to_str().expect("utf-8")],
+        None,
+    );
+    assert_eq!(out.code, 0, "{why}: {}{}", out.stdout, out.stderr);
 }
 
 /// Descriptions of the cache records in `root`, by record file.
@@ -219,6 +230,10 @@ fn kill_9_at_random_moments_never_damages_the_store_and_the_next_run_reuses_fini
                 let again = root.kiln(KILN, &args);
                 took_build = t.elapsed().max(took_build / 2);
                 assert_eq!(again.code, 0, "{}", why(&again.stderr));
+                tidy(
+                    root.path(),
+                    &why("after the build that followed a killed one"),
+                );
                 let cached = cached_steps(&again.stderr);
                 for step in &finished {
                     assert!(
@@ -254,6 +269,10 @@ fn kill_9_at_random_moments_never_damages_the_store_and_the_next_run_reuses_fini
                 let again = root.kiln(KILN, &["push", "crash:latest", &target(v)]);
                 took_push = t.elapsed().max(took_push / 2);
                 assert_eq!(again.code, 0, "{}", why(&again.stderr));
+                tidy(
+                    root.path(),
+                    &why("after the push that followed a killed one"),
+                );
                 pushed = v;
                 by_op[1] += 1;
             }
@@ -273,6 +292,10 @@ fn kill_9_at_random_moments_never_damages_the_store_and_the_next_run_reuses_fini
                 let again = pull_root.kiln(KILN, &["pull", &what]);
                 took_pull = t.elapsed().max(took_pull / 2);
                 assert_eq!(again.code, 0, "{}", why(&again.stderr));
+                tidy(
+                    pull_root.path(),
+                    &why("after the pull that followed a killed one"),
+                );
                 by_op[2] += 1;
             }
         }

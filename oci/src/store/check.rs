@@ -90,5 +90,18 @@ mod tests {
             store.ingest_files().unwrap().is_empty(),
             "a dropped writer leaves nothing"
         );
+        // A dead writer's file goes when the store is next opened; a live one's stays.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        std::fs::write(dir.path().join(format!("ingest/{dead}-0")), b"half").unwrap();
+        let live = store.writer().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.ingest_files().unwrap().len(),
+            1,
+            "only the live writer's file"
+        );
+        drop(live);
     }
 }

@@ -82,9 +82,30 @@ impl Store {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io(&p))?;
         }
-        Ok(Store {
+        let store = Store {
             root: root.to_path_buf(),
-        })
+        };
+        store.sweep_dead_ingest();
+        Ok(store)
+    }
+
+    /// Removes the ingest files of writers whose process is gone (`<pid>-<n>`; killed with -9 mid-blob), so any
+    /// kiln command that opens the store tidies after a dead one. A live writer's file is never touched.
+    fn sweep_dead_ingest(&self) {
+        for e in self.ingest_files().unwrap_or_default() {
+            let pid = e
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = pid {
+                let gone =
+                    pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists();
+                if gone {
+                    let _ = std::fs::remove_file(&e);
+                }
+            }
+        }
     }
 
     /// The store's root.
