@@ -138,7 +138,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
         ));
     }
 
-    let store = Store::open(&root.join("store")).map_err(fail)?;
+    let store = Store::open_as_is(&root.join("store")).map_err(fail)?;
     for p in store.ingest_files().map_err(fail)? {
         out.push(Finding::leftover(
             format!(
@@ -393,7 +393,7 @@ fn remove(p: &Path) -> std::io::Result<()> {
 pub fn repair(root: &Path, findings: &[Finding]) -> Vec<String> {
     let mut failed = Vec::new();
     let mut swept = false;
-    let store = Store::open(&root.join("store"));
+    let store = Store::open_as_is(&root.join("store"));
     for f in findings {
         let result: Result<(), String> = match &f.fix {
             Fix::Unmount(p) => rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH)

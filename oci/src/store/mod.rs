@@ -76,17 +76,22 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating) the store under `root`.
+    /// Opens (creating) the store under `root`, removing what writers that died left in its ingest area.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
+        let store = Store::open_as_is(root)?;
+        store.sweep_dead_ingest();
+        Ok(store)
+    }
+
+    /// Opens (creating) the store without tidying anything: for `kiln doctor`, which reports before it changes.
+    pub fn open_as_is(root: &Path) -> Result<Store, StoreError> {
         for sub in ["blobs/sha256", "ingest", "index"] {
             let p = root.join(sub);
             std::fs::create_dir_all(&p).map_err(io(&p))?;
         }
-        let store = Store {
+        Ok(Store {
             root: root.to_path_buf(),
-        };
-        store.sweep_dead_ingest();
-        Ok(store)
+        })
     }
 
     /// Removes the ingest files of writers whose process is gone (`<pid>-<n>`; killed with -9 mid-blob), so any
