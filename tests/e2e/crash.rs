@@ -340,6 +340,8 @@ fn calls(trace: &str) -> Vec<Call> {
         let Some((pid, rest)) = line.split_once(' ') else {
             continue;
         };
+        // strace pads the pid column: `2496  rename(...)` when pids are short.
+        let rest = rest.trim_start();
         let text = if let Some(head) = rest.strip_suffix(" <unfinished ...>") {
             pending.insert(pid.to_string(), head.to_string());
             continue;
