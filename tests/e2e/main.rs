@@ -16,6 +16,7 @@ mod mounts;
 mod network;
 mod platforms;
 mod registry;
+mod remote;
 mod rootless;
 mod store;
 

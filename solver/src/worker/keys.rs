@@ -73,6 +73,8 @@ impl Worker<'_> {
                     })?;
                 resolved = Some(d);
             }
+            // What the URL serves now is part of the key: fetched here, kept for the step.
+            Op::Source(SourceOp::Http(h)) => resolved = Some(self.fetch(h)?.digest),
             _ => {}
         }
         Ok(KeyParts {

@@ -4,6 +4,7 @@
 
 mod cachemount;
 mod exec;
+mod http;
 mod images;
 mod keys;
 mod runner;
@@ -107,6 +108,9 @@ pub enum WorkerError {
     /// The build context a source names was not given.
     #[error("no local directory named {0:?} was given to the build")]
     NoLocal(String),
+    /// `ADD <url>` could not download what it names (the URL and what went wrong).
+    #[error("{0}")]
+    Download(String),
     /// I/O on a working path.
     #[error("{path}: {source}")]
     Io {
@@ -146,6 +150,9 @@ pub struct Worker<'a> {
     imported_dir: PathBuf,
     /// Step locks (see `steplock`): one build of those sharing the root makes a step, the others reuse it.
     locks: PathBuf,
+    /// `ADD <url>` downloads of this build, kept in scratch space until the worker goes.
+    downloads: http::Downloads,
+    downloads_dir: tempfile_dir::TempDir,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WorkerError + '_ {
@@ -176,6 +183,7 @@ impl<'a> Worker<'a> {
         std::fs::create_dir_all(&stat_dir).map_err(io(&stat_dir))?;
         let imported_dir = root.join("cache").join("imported");
         std::fs::create_dir_all(&imported_dir).map_err(io(&imported_dir))?;
+        let downloads_dir = tempfile_dir::TempDir::new_in(&work, "downloads").map_err(io(&work))?;
         let mut hashers = BTreeMap::new();
         for (name, l) in &locals {
             let cache_file = stat_dir.join(format!(
@@ -200,6 +208,8 @@ impl<'a> Worker<'a> {
             imported: None,
             imported_dir,
             locks: root.join("cache").join("locks"),
+            downloads: http::Downloads::default(),
+            downloads_dir,
         })
     }
 
@@ -327,6 +337,13 @@ impl<'a> Worker<'a> {
                     })?;
                 self.snapshots.commit(active)?
             }
+            Op::Source(SourceOp::Http(h)) => {
+                let fetched = self.fetch(h)?;
+                let active = self.snapshots.prepare(None)?;
+                let diff = active.diff_dir();
+                http::place(h, &fetched, &diff).map_err(io(&diff))?;
+                self.snapshots.commit(active)?
+            }
             Op::Source(other) => {
                 return Err(WorkerError::Image {
                     reference: format!("{other:?}"),
@@ -369,6 +386,13 @@ impl<'a> Worker<'a> {
 
     /// The snapshot of an imported record for `key`, made from its layers (fetched now if the store lacks them);
     /// `None` when no imported cache holds the key or its result could not be brought in.
+    /// The download of an `ADD <url>` (made once per build).
+    fn fetch(&self, h: &crate::llb::HttpSource) -> Result<http::Fetched, WorkerError> {
+        self.downloads
+            .fetch(h, self.downloads_dir.path())
+            .map_err(WorkerError::Download)
+    }
+
     /// The step's result from this root's cache, if it holds one whose snapshot still exists.
     fn local_hit(&self, id: VertexId, key: &Digest) -> Result<Option<StepOutput>, WorkerError> {
         let Some(rec) = self.cache.get(key)? else {
