@@ -344,6 +344,12 @@ impl<'a> Worker<'a> {
                 http::place(h, &fetched, &diff).map_err(io(&diff))?;
                 self.snapshots.commit(active)?
             }
+            Op::Source(SourceOp::Git(g)) => {
+                return Err(WorkerError::Download(format!(
+                    "{}: git sources (ADD <git url>) are not supported yet",
+                    g.remote
+                )))
+            }
             Op::Source(other) => {
                 return Err(WorkerError::Image {
                     reference: format!("{other:?}"),
