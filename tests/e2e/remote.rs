@@ -165,3 +165,156 @@ fn add_of_a_url_downloads_keys_by_content_and_checks_checksums() {
         "changed again\n"
     );
 }
+
+/// `git daemon` serving `base` on a loopback port, stopped on drop.
+struct GitDaemon {
+    child: std::process::Child,
+    pid_file: std::path::PathBuf,
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        // `git daemon` runs the daemon as a child of its own: stop that one by its pid file too.
+        if let Ok(pid) = std::fs::read_to_string(&self.pid_file) {
+            let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_AUTHOR_NAME", "kiln")
+        .env("GIT_AUTHOR_EMAIL", "kiln@example.invalid")
+        .env("GIT_COMMITTER_NAME", "kiln")
+        .env("GIT_COMMITTER_EMAIL", "kiln@example.invalid")
+        .output()
+        .expect("git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn add_of_a_git_url_checks_out_the_ref_its_subdirectory_and_keys_by_commit() {
+    let base = tempfile::tempdir().expect("tempdir");
+    let repo = base.path().join("repo.git");
+    std::fs::create_dir_all(repo.join("sub")).expect("mkdir");
+    std::fs::write(repo.join("top.txt"), "top v1\n").expect("write");
+    std::fs::write(repo.join("sub/inner.txt"), "inner v1\n").expect("write");
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    git(&repo, &["tag", "-a", "v1", "-m", "v1"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    let port = kiln_tests::registry::free_port();
+    let pid_file = base.path().join("daemon.pid");
+    let child = std::process::Command::new("git")
+        .args([
+            "daemon",
+            "--reuseaddr",
+            "--export-all",
+            "--listen=127.0.0.1",
+            &format!("--port={port}"),
+            &format!("--pid-file={}", pid_file.display()),
+            &format!("--base-path={}", base.path().display()),
+        ])
+        .arg(base.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("git daemon");
+    let _daemon = GitDaemon { child, pid_file };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "git daemon did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let remote = format!("git://127.0.0.1:{port}/repo.git");
+
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        format!(
+            "FROM busybox\nADD {remote}#main /whole\nADD {remote}#v1:sub /sub\n\
+             ADD --keep-git-dir=true {remote} /kept\nADD --checksum={first} {remote}#main /pinned\n"
+        ),
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let dest = format!("type=local,dest={}", out.path().display());
+    let c = ctx.path().to_str().expect("utf-8");
+    let r = root.kiln(KILN, &["build", "--progress=plain", "-o", &dest, c]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let read = |p: &str| std::fs::read_to_string(out.path().join(p)).expect(p);
+    assert_eq!(read("whole/top.txt"), "top v1\n");
+    assert_eq!(read("whole/sub/inner.txt"), "inner v1\n");
+    assert!(
+        !out.path().join("whole/.git").exists(),
+        "no .git without --keep-git-dir"
+    );
+    assert_eq!(
+        read("sub/inner.txt"),
+        "inner v1\n",
+        "the fragment's sub-directory"
+    );
+    assert!(
+        out.path().join("kept/.git").is_dir(),
+        "--keep-git-dir keeps it"
+    );
+    assert_eq!(read("pinned/top.txt"), "top v1\n");
+
+    // Unchanged remote: every step cached.
+    let again = root.kiln(KILN, &["build", "--progress=plain", "-o", &dest, c]);
+    assert!(
+        again.stderr.contains("kiln: 0 step(s) run"),
+        "{}",
+        again.stderr
+    );
+
+    // A new commit on main: `#main` moves, the tag stays, and the pinned checksum no longer matches.
+    std::fs::write(repo.join("top.txt"), "top v2\n").expect("write");
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    let moved = root.kiln(KILN, &["build", "--progress=plain", "-o", &dest, c]);
+    assert_eq!(moved.code, 1, "{}", moved.stderr);
+    assert!(
+        moved.stderr.contains("checksum mismatch"),
+        "{}",
+        moved.stderr
+    );
+    let unpinned = Context::new().file(
+        "Dockerfile",
+        format!("FROM busybox\nADD {remote}#main /whole\nADD {remote}#v1:sub /sub\n"),
+    );
+    let u = unpinned.path().to_str().expect("utf-8");
+    let r = root.kiln(KILN, &["build", "--progress=plain", "-o", &dest, u]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(read("whole/top.txt"), "top v2\n");
+    let missing = Context::new().file(
+        "Dockerfile",
+        format!("FROM busybox\nADD {remote}#nope /x\n"),
+    );
+    let r = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=quiet",
+            missing.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&remote) && r.stderr.contains("nope"),
+        "{}",
+        r.stderr
+    );
+}

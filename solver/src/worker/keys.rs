@@ -75,6 +75,10 @@ impl Worker<'_> {
             }
             // What the URL serves now is part of the key: fetched here, kept for the step.
             Op::Source(SourceOp::Http(h)) => resolved = Some(self.fetch(h)?.digest),
+            // A git source is the commit its ref names now.
+            Op::Source(SourceOp::Git(g)) => {
+                resolved = Some(oci::Digest::sha256_of(self.git_commit(g)?.as_bytes()))
+            }
             _ => {}
         }
         Ok(KeyParts {

@@ -4,6 +4,7 @@
 
 mod cachemount;
 mod exec;
+mod git;
 mod http;
 mod images;
 mod keys;
@@ -153,6 +154,8 @@ pub struct Worker<'a> {
     /// `ADD <url>` downloads of this build, kept in scratch space until the worker goes.
     downloads: http::Downloads,
     downloads_dir: tempfile_dir::TempDir,
+    /// The commits `ADD <git url>` refs resolved to in this build (`remote#ref` → commit).
+    git_commits: std::sync::Mutex<BTreeMap<String, String>>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WorkerError + '_ {
@@ -210,6 +213,7 @@ impl<'a> Worker<'a> {
             locks: root.join("cache").join("locks"),
             downloads: http::Downloads::default(),
             downloads_dir,
+            git_commits: Default::default(),
         })
     }
 
@@ -345,10 +349,12 @@ impl<'a> Worker<'a> {
                 self.snapshots.commit(active)?
             }
             Op::Source(SourceOp::Git(g)) => {
-                return Err(WorkerError::Download(format!(
-                    "{}: git sources (ADD <git url>) are not supported yet",
-                    g.remote
-                )))
+                let commit = self.git_commit(g)?;
+                let scratch = self.scratch_dir("git")?;
+                let active = self.snapshots.prepare(None)?;
+                git::checkout(g, &commit, scratch.path(), &active.diff_dir())
+                    .map_err(WorkerError::Download)?;
+                self.snapshots.commit(active)?
             }
             Op::Source(other) => {
                 return Err(WorkerError::Image {
@@ -397,6 +403,28 @@ impl<'a> Worker<'a> {
         self.downloads
             .fetch(h, self.downloads_dir.path())
             .map_err(WorkerError::Download)
+    }
+
+    /// The commit an `ADD <git url>` names now (asked of the remote once per build).
+    fn git_commit(&self, g: &crate::llb::GitSource) -> Result<String, WorkerError> {
+        let name = format!("{}#{}", g.remote, g.reference.as_deref().unwrap_or("HEAD"));
+        let known = self
+            .git_commits
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&name).cloned());
+        let commit = match known {
+            Some(c) => c,
+            None => {
+                let c = git::resolve(g).map_err(WorkerError::Download)?;
+                if let Ok(mut m) = self.git_commits.lock() {
+                    m.insert(name, c.clone());
+                }
+                c
+            }
+        };
+        git::check(g, &commit).map_err(WorkerError::Download)?;
+        Ok(commit)
     }
 
     /// The step's result from this root's cache, if it holds one whose snapshot still exists.
