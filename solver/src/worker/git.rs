@@ -23,11 +23,7 @@ fn git(args: &[&str], cwd: Option<&Path>) -> Result<String, String> {
         .map_err(|e| format!("running git (is it installed?): {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        let last = err
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .last()
-            .unwrap_or("");
+        let last = err.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
         return Err(format!(
             "git {}: {}",
             args.first().unwrap_or(&""),
