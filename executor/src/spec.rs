@@ -207,6 +207,60 @@ fn nofile_limit() -> u64 {
     own.map_or(1_048_576, |h| h.min(1_048_576))
 }
 
+/// Nodes of a minimal /dev that every step gets anyway (runc makes them itself).
+const DEFAULT_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The host's device nodes under `dev` (and one level of sub-directories, for /dev/net/tun and the like), as
+/// `linux.devices` entries: what a privileged step gets, as BuildKit's insecure mode gives it the host's devices.
+/// The terminal and pseudo-terminal nodes are left out (a step has its own devpts and no console).
+fn host_devices(dev: &Path) -> Vec<Value> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out = Vec::new();
+    let mut dirs = vec![(dev.to_path_buf(), 0)];
+    while let Some((dir, depth)) = dirs.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(m) = std::fs::symlink_metadata(&path) else {
+                continue;
+            };
+            let t = m.file_type();
+            if t.is_dir() && depth == 0 && !["pts", "shm", "mqueue", "fd"].contains(&name.as_str())
+            {
+                dirs.push((path, 1));
+                continue;
+            }
+            let kind = if t.is_char_device() {
+                "c"
+            } else if t.is_block_device() {
+                "b"
+            } else {
+                continue;
+            };
+            let skip = (depth == 0 && DEFAULT_DEVICES.contains(&name.as_str()))
+                || name == "console"
+                || name == "ptmx"
+                || name.starts_with("tty");
+            if skip {
+                continue;
+            }
+            let rdev = m.rdev();
+            let inside = Path::new("/dev").join(path.strip_prefix(dev).unwrap_or(&path));
+            out.push(json!({
+                "path": inside,
+                "type": kind,
+                "major": libc::major(rdev),
+                "minor": libc::minor(rdev),
+                "fileMode": m.mode() & 0o7777,
+                "uid": m.uid(),
+                "gid": m.gid(),
+            }));
+        }
+    }
+    out.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+    out
+}
+
 /// The whole spec for one process; `cgroups_path` places it below kiln's own cgroup for the step, `netns` is the
 /// network namespace made for it (`Network::Outbound`).
 pub fn config(
@@ -292,6 +346,8 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
     if p.privileged {
         linux["maskedPaths"] = json!([]);
         linux["readonlyPaths"] = json!([]);
+        linux["devices"] = json!(host_devices(Path::new("/dev")));
+        linux["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
         if let Some(l) = linux.as_object_mut() {
             l.remove("seccomp");
         }

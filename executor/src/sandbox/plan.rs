@@ -457,6 +457,21 @@ impl Plan {
                     propagation: 0,
                 });
             }
+            // A privileged step's host devices (the spec lists them): bound like the defaults.
+            let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
+            for d in devices.into_iter().flatten() {
+                let rel = d.path().strip_prefix("/dev").unwrap_or(d.path());
+                steps.push(Step::Mount {
+                    target: prefixes(&root, &dev.join(rel))?,
+                    file: true,
+                    source: Some(cstring(d.path())?),
+                    fstype: None,
+                    flags: libc::MS_BIND,
+                    data: None,
+                    remount: None,
+                    propagation: 0,
+                });
+            }
             for (name, target) in DEV_LINKS {
                 steps.push(Step::Symlink {
                     target: cstring(target)?,
