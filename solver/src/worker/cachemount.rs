@@ -110,14 +110,15 @@ pub(super) fn acquire(
     init: &dyn Fn(&Path) -> Result<(), WorkerError>,
 ) -> Result<Lease, WorkerError> {
     match sharing {
-        CacheSharing::Shared | CacheSharing::Locked => {
+        // As BuildKit: shared users never wait, not even for a locked one; locked users take turns among
+        // themselves (and with a private user holding the first directory).
+        CacheSharing::Shared => Ok(Lease {
+            dir: base.to_path_buf(),
+            _lock: open(base, init)?,
+        }),
+        CacheSharing::Locked => {
             let f = open(base, init)?;
-            let op = if sharing == CacheSharing::Shared {
-                libc::LOCK_SH
-            } else {
-                libc::LOCK_EX
-            };
-            lock(&f, op, true, cancel)?;
+            lock(&f, libc::LOCK_EX, true, cancel)?;
             Ok(Lease {
                 dir: base.to_path_buf(),
                 _lock: f,
@@ -164,26 +165,30 @@ mod tests {
     }
 
     #[test]
-    fn locked_users_take_turns_and_shared_ones_share() {
+    fn locked_users_take_turns_and_shared_ones_never_wait() {
         let d = tempfile::tempdir().unwrap();
         let base = d.path().join("c");
         let cancel = CancelToken::default();
         let s1 = acquire(&base, CacheSharing::Shared, &cancel, &none).unwrap();
         let s2 = acquire(&base, CacheSharing::Shared, &cancel, &none).unwrap();
         assert_eq!(s1.dir, s2.dir, "shared users use one directory at once");
+        // Shared users hold nothing a locked user waits for, and the other way round (BuildKit's semantics).
+        let l1 = acquire(&base, CacheSharing::Locked, &cancel, &none).unwrap();
+        let s3 = acquire(&base, CacheSharing::Shared, &cancel, &none).unwrap();
+        assert_eq!(s3.dir, l1.dir);
+        drop((s1, s2, s3));
         let order = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|s| {
             s.spawn(|| {
                 let l = acquire(&base, CacheSharing::Locked, &cancel, &none).unwrap();
-                order.lock().unwrap().push("locked");
+                order.lock().unwrap().push("second locked");
                 drop(l);
             });
             std::thread::sleep(std::time::Duration::from_millis(200));
-            order.lock().unwrap().push("shared done");
-            drop(s1);
-            drop(s2);
+            order.lock().unwrap().push("first locked done");
+            drop(l1);
         });
-        assert_eq!(*order.lock().unwrap(), ["shared done", "locked"]);
+        assert_eq!(*order.lock().unwrap(), ["first locked done", "second locked"]);
         // A waiting step is released by cancellation.
         let held = acquire(&base, CacheSharing::Locked, &cancel, &none).unwrap();
         cancel.cancel();
