@@ -188,7 +188,10 @@ mod tests {
             order.lock().unwrap().push("first locked done");
             drop(l1);
         });
-        assert_eq!(*order.lock().unwrap(), ["first locked done", "second locked"]);
+        assert_eq!(
+            *order.lock().unwrap(),
+            ["first locked done", "second locked"]
+        );
         // A waiting step is released by cancellation.
         let held = acquire(&base, CacheSharing::Locked, &cancel, &none).unwrap();
         cancel.cancel();
