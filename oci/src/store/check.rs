@@ -95,6 +95,9 @@ mod tests {
         let dead = child.id();
         child.wait().unwrap();
         std::fs::write(dir.path().join(format!("ingest/{dead}-0")), b"half").unwrap();
+        std::fs::create_dir_all(dir.path().join("sources")).unwrap();
+        std::fs::write(dir.path().join(format!("sources/ab.tmp-{dead}")), b"half").unwrap();
+        std::fs::write(dir.path().join("sources/ab"), b"kept").unwrap();
         let live = store.writer().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(
@@ -102,6 +105,8 @@ mod tests {
             1,
             "only the live writer's file"
         );
+        assert!(!dir.path().join(format!("sources/ab.tmp-{dead}")).exists());
+        assert!(dir.path().join("sources/ab").exists());
         drop(live);
     }
 }

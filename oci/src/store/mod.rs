@@ -94,21 +94,42 @@ impl Store {
         })
     }
 
-    /// Removes the ingest files of writers whose process is gone (`<pid>-<n>`; killed with -9 mid-blob), so any
-    /// kiln command that opens the store tidies after a dead one. A live writer's file is never touched.
+    /// Removes what writers whose process is gone left (killed with -9 mid-write): ingest files `<pid>-<n>`,
+    /// image index writes `images.json.<pid>.tmp` and registry source lists `<digest>.tmp-<pid>`, so any kiln command that opens the store tidies after a dead
+    /// one. A live writer's file is never touched.
     fn sweep_dead_ingest(&self) {
+        let gone = |pid: Option<u32>| {
+            pid.is_some_and(|p| {
+                p != std::process::id() && !Path::new("/proc").join(p.to_string()).exists()
+            })
+        };
         for e in self.ingest_files().unwrap_or_default() {
-            let pid = e
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.split('-').next())
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = pid {
-                let gone =
-                    pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists();
-                if gone {
-                    let _ = std::fs::remove_file(&e);
-                }
+            let name = e.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if gone(name.split('-').next().and_then(|p| p.parse().ok())) {
+                let _ = std::fs::remove_file(&e);
+            }
+        }
+        // images.json.<pid>.tmp: an index write that never reached its rename.
+        for e in std::fs::read_dir(self.root.join("index"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("images.json.")
+                .and_then(|r| r.strip_suffix(".tmp"))
+                .and_then(|p| p.parse().ok());
+            if gone(pid) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let sources = self.root.join("sources");
+        for e in std::fs::read_dir(&sources).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name.rsplit_once(".tmp-").and_then(|(_, p)| p.parse().ok());
+            if gone(pid) {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }

@@ -84,7 +84,8 @@ fn owner(name: &str) -> Option<u32> {
 }
 
 /// Removes what dead kiln processes left in `root`: scratch directories under `work/` (unmounting first),
-/// `tmp-` snapshots, ingest files, step locks no one holds. Returns how many entries went.
+/// `tmp-` snapshots, ingest files, temporary files of index writes, half-made cache mounts, step locks no one
+/// holds. Returns how many entries went.
 pub fn sweep_dead(root: &Path) -> usize {
     let mut removed = 0;
     for sub in ["work", "snapshots", "store/ingest"] {
@@ -101,12 +102,47 @@ pub fn sweep_dead(root: &Path) -> usize {
             }
         }
     }
+    // Temporary files of atomic writes (`<name>.tmp.<pid>.<n>`, `.statcache.<pid>.<n>.tmp`) and half-made cache
+    // mount directories (`<id>.tmp-<pid>-<n>`).
+    for sub in ["cache/records", "cache/slots", "statcache", "cachemounts"] {
+        for e in std::fs::read_dir(root.join(sub))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if temp_owner(&name).is_some_and(dead) && remove_mounted_tree(&e.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
     removed + super::steplock::sweep(&root.join("cache").join("locks"))
+}
+
+/// The pid in the name of a temporary file of an atomic write, or of a cache mount directory being made.
+fn temp_owner(name: &str) -> Option<u32> {
+    if let Some(rest) = name
+        .strip_prefix(".tmp.")
+        .or_else(|| name.strip_prefix(".statcache."))
+    {
+        return rest.split('.').next()?.parse().ok();
+    }
+    let (_, rest) = name.rsplit_once(".tmp-")?;
+    rest.split('-').next()?.parse().ok()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temporary_names_say_their_owner() {
+        assert_eq!(temp_owner(".tmp.123.0"), Some(123));
+        assert_eq!(temp_owner(".statcache.77.3.tmp"), Some(77));
+        assert_eq!(temp_owner("pip.tmp-55-2"), Some(55));
+        assert_eq!(temp_owner("abc.json"), None);
+        assert_eq!(temp_owner("pip"), None);
+    }
 
     #[test]
     fn names_say_their_owner() {
@@ -142,6 +178,13 @@ mod tests {
             std::fs::create_dir_all(root.path().join(p)).unwrap();
         }
         std::fs::create_dir_all(root.path().join("store/ingest")).unwrap();
+        std::fs::create_dir_all(root.path().join("cache/records")).unwrap();
+        std::fs::write(
+            root.path().join(format!("cache/records/.tmp.{gone}.0")),
+            "{",
+        )
+        .unwrap();
+        std::fs::write(root.path().join("cache/records/abc.json"), "{}").unwrap();
         std::fs::write(root.path().join(format!("store/ingest/{gone}-3")), "x").unwrap();
         std::fs::write(root.path().join(format!("store/ingest/{me}-3")), "x").unwrap();
         let mnt = root.path().join(format!("work/rootfs-{gone}-1/sub"));
@@ -154,7 +197,12 @@ mod tests {
         )
         .is_ok();
         let n = sweep_dead(root.path());
-        assert_eq!(n, 3);
+        assert_eq!(n, 4);
+        assert!(!root
+            .path()
+            .join(format!("cache/records/.tmp.{gone}.0"))
+            .exists());
+        assert!(root.path().join("cache/records/abc.json").exists());
         assert!(!root.path().join(format!("work/rootfs-{gone}-1")).exists());
         assert!(root.path().join(format!("work/rootfs-{me}-1")).exists());
         assert!(root.path().join(format!("snapshots/tmp-{me}-abc")).exists());
