@@ -11,6 +11,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use oci::Digest;
 use rayon::prelude::*;
@@ -48,7 +49,13 @@ pub struct ContextHasher {
     ignore: PatternMatcher,
     cache: Mutex<StatCache>,
     files_read: AtomicUsize,
+    racy_window: Duration,
 }
+
+/// How recently a file may have changed and still have its digest remembered by stat: twice the coarsest
+/// timestamp tick of common Linux filesystems (one second), so a same-size rewrite right after a build hashed the
+/// file is never taken for unchanged. Such files are simply re-read by the next build.
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 const MAX_SYMLINK_HOPS: usize = 40;
 
@@ -70,7 +77,15 @@ impl ContextHasher {
             ignore: PatternMatcher::new(ignore_patterns)?,
             cache: Mutex::new(cache),
             files_read: AtomicUsize::new(0),
+            racy_window: RACY_WINDOW,
         })
+    }
+
+    /// Sets how recently changed files are not remembered (tests shorten it rather than sleep two seconds).
+    #[cfg(test)]
+    pub(crate) fn with_racy_window(mut self, window: Duration) -> Self {
+        self.racy_window = window;
+        self
     }
 
     /// How many files had their content read (the rest came from the stat cache).
@@ -294,6 +309,7 @@ impl ContextHasher {
         if let Some(d) = self.cache.lock().ok().and_then(|c| c.get(&path, &key)) {
             return Ok(d);
         }
+        let hashed_at = SystemTime::now();
         let io = |source| HashError::Io {
             path: path.clone(),
             source,
@@ -310,8 +326,10 @@ impl ContextHasher {
         }
         self.files_read.fetch_add(1, Ordering::Relaxed);
         let d = finish(h);
-        if let Ok(mut c) = self.cache.lock() {
-            c.insert(path.clone(), key, d.clone());
+        if !key.is_racy(hashed_at, self.racy_window) {
+            if let Ok(mut c) = self.cache.lock() {
+                c.insert(path.clone(), key, d.clone());
+            }
         }
         Ok(d)
     }

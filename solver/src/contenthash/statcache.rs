@@ -33,6 +33,18 @@ impl StatKey {
             ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         }
     }
+
+    /// True when the file changed (or claims to have changed) less than `window` before `hashed_at`. Such a stat
+    /// cannot vouch for the contents: a rewrite of the same size within the same timestamp tick (a few
+    /// milliseconds here, a whole second on filesystems with coarse times) leaves the stat as it was, so a digest
+    /// remembered under it could outlive the contents it was read from. Git calls these entries racy.
+    pub fn is_racy(&self, hashed_at: std::time::SystemTime, window: std::time::Duration) -> bool {
+        let at = hashed_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let safe_before = at - window.as_nanos() as i128;
+        self.ctime_ns >= safe_before || self.mtime_ns >= safe_before
+    }
 }
 
 #[derive(Serialize, Deserialize)]

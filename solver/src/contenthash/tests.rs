@@ -113,22 +113,50 @@ fn the_stat_cache_skips_unchanged_files_and_gives_the_same_result() {
     let d = ctx();
     let store = tempfile::tempdir().expect("tempdir");
     let cache_file = store.path().join("statcache.json");
-    let first =
-        ContextHasher::new(d.path(), &[] as &[&str], StatCache::load(&cache_file)).expect("hasher");
+    // Files this fresh are racy (see the next test); a short window and a short wait make them remembered.
+    let window = std::time::Duration::from_millis(50);
+    std::thread::sleep(window * 2);
+    let hasher = |cache: &std::path::Path| {
+        ContextHasher::new(d.path(), &[] as &[&str], StatCache::load(cache))
+            .expect("hasher")
+            .with_racy_window(window)
+    };
+    let first = hasher(&cache_file);
     let a = first.checksum(".").expect("checksum");
     assert_eq!(first.files_read(), 4);
     first.into_stat_cache().save(&cache_file).expect("save");
 
-    let second =
-        ContextHasher::new(d.path(), &[] as &[&str], StatCache::load(&cache_file)).expect("hasher");
+    let second = hasher(&cache_file);
     assert_eq!(second.checksum(".").expect("checksum"), a);
     assert_eq!(second.files_read(), 0, "nothing changed, nothing re-read");
 
     std::fs::write(d.path().join("src/a.txt"), "A").expect("change");
-    let third =
-        ContextHasher::new(d.path(), &[] as &[&str], StatCache::load(&cache_file)).expect("hasher");
+    let third = hasher(&cache_file);
     let c = third.checksum(".").expect("checksum");
     assert_eq!(third.files_read(), 1, "only the changed file is re-read");
     let cold = sum(d.path(), &[], ".");
     assert_eq!(c, cold, "cached and uncached checksums agree");
+}
+
+#[test]
+fn a_file_changed_within_the_racy_window_is_read_again_next_time() {
+    // A same-size rewrite within one timestamp tick leaves the stat as it was (kernels before 6.13, or
+    // filesystems with whole-second times), so a digest remembered for a file that fresh could outlive its
+    // contents: it is not remembered, and the next build reads the file again.
+    let d = tempfile::tempdir().expect("tempdir");
+    std::fs::write(d.path().join("f"), "fresh").expect("write");
+    let h = ContextHasher::new(d.path(), &[] as &[&str], StatCache::default()).expect("hasher");
+    h.checksum("f").expect("checksum");
+    assert!(
+        h.into_stat_cache().is_empty(),
+        "a racy entry was remembered"
+    );
+
+    let window = std::time::Duration::from_millis(50);
+    std::thread::sleep(window * 2);
+    let h = ContextHasher::new(d.path(), &[] as &[&str], StatCache::default())
+        .expect("hasher")
+        .with_racy_window(window);
+    h.checksum("f").expect("checksum");
+    assert_eq!(h.into_stat_cache().len(), 1, "a settled file is remembered");
 }
