@@ -336,6 +336,8 @@ fn kill_9_at_random_moments_never_damages_the_store_and_the_next_run_reuses_fini
 #[derive(Debug, Clone)]
 enum Call {
     Fsync(String),
+    /// `syncfs` of the filesystem holding this path (a whole tree made durable in one call).
+    Syncfs(String),
     Rename(String, String),
 }
 
@@ -366,6 +368,10 @@ fn calls(trace: &str) -> Vec<Call> {
         if text.starts_with("fsync(") || text.starts_with("fdatasync(") {
             if let (Some(a), Some(b)) = (text.find('<'), text.find(">)")) {
                 out.push(Call::Fsync(text[a + 1..b].to_string()));
+            }
+        } else if text.starts_with("syncfs(") {
+            if let (Some(a), Some(b)) = (text.find('<'), text.find(">)")) {
+                out.push(Call::Syncfs(text[a + 1..b].to_string()));
             }
         } else if text.starts_with("rename") && quoted.len() >= 2 {
             out.push(Call::Rename(quoted[0].to_string(), quoted[1].to_string()));
@@ -431,7 +437,7 @@ fn strace(root: &Path, args: &[&str]) -> Vec<Call> {
             "-y",
             "-qq",
             "-e",
-            "trace=fsync,fdatasync,rename,renameat,renameat2",
+            "trace=fsync,fdatasync,syncfs,rename,renameat,renameat2",
             "-o",
         ])
         .arg(&log)
@@ -458,9 +464,12 @@ fn every_write_is_synced_before_what_points_at_it_is_published() {
     let ctx = Context::new()
         .file(
             "Dockerfile",
-            "FROM busybox\nCOPY f /f\nRUN echo hi > /x && mkdir -p /d/e && echo deep > /d/e/f\n",
+            "FROM busybox\nCOPY f /f\nCOPY many /many\nRUN echo hi > /x && mkdir -p /d/e && echo deep > /d/e/f\n",
         )
         .file("f", "data");
+    // Enough files that the snapshot is made durable with one syncfs rather than an fsync per file.
+    let ctx = (0..300).fold(ctx, |c, i| c.file(&format!("many/{i}"), format!("{i}")));
+    let mut by_syncfs = 0;
     let build = strace(
         root.path(),
         &[
@@ -499,13 +508,23 @@ fn every_write_is_synced_before_what_points_at_it_is_published() {
         // The snapshot's own directory and every file in it were synced before it was renamed into place.
         let tmp = match &build[snap_at] {
             Call::Rename(src, _) => src.clone(),
-            Call::Fsync(_) => unreachable!(),
+            _ => unreachable!(),
         };
-        for must in [
-            format!("{tmp}/meta.json"),
-            format!("{tmp}/diff"),
-            tmp.clone(),
-        ] {
+        let diff = format!("{tmp}/diff");
+        let fsynced = build[..snap_at]
+            .iter()
+            .any(|c| matches!(c, Call::Fsync(p) if *p == diff));
+        let syncfsed = build[..snap_at]
+            .iter()
+            .any(|c| matches!(c, Call::Syncfs(p) if p.starts_with(&format!("{tmp}/"))));
+        assert!(
+            fsynced || syncfsed,
+            "{diff} not synced before {snap} was published"
+        );
+        if syncfsed && !fsynced {
+            by_syncfs += 1;
+        }
+        for must in [format!("{tmp}/meta.json"), tmp.clone()] {
             assert!(
                 build[..snap_at]
                     .iter()
@@ -516,9 +535,10 @@ fn every_write_is_synced_before_what_points_at_it_is_published() {
         records_checked += 1;
     }
     assert_eq!(
-        records_checked, 3,
-        "the base image's unpacking, the COPY and the RUN made records"
+        records_checked, 4,
+        "the base image's unpacking, the two COPYs and the RUN made records"
     );
+    assert_eq!(by_syncfs, 1, "the 300-file COPY was synced with one syncfs");
     // The image name is published after every blob of the image.
     let index_at = renamed_at(&build, "/store/index/images.json").expect("images.json written");
     let inspect = root.kiln(KILN, &["inspect", "synced:1"]);
