@@ -217,7 +217,8 @@ struct Case {
 /// Archives some cases ADD: made in the context by the system's tar, so their bytes are not kiln's.
 const ARCHIVES: &str =
     "mkdir -p tree/sub && echo one > tree/one && echo two > tree/sub/two && chmod 700 tree/sub \
-     && ln -s one tree/link && tar cf plain.tar tree && tar czf packed.tgz tree && rm -rf tree";
+     && ln -s one tree/link && tar cf plain.tar tree && tar czf packed.tgz tree && tar cjf packed.tbz2 tree \
+     && tar cJf packed.txz tree && rm -rf tree";
 
 const CASES: &[Case] = &[
     Case {
@@ -347,6 +348,8 @@ COPY --chown=1:1 d/sub/f /d/link/
         dockerfile: "FROM busybox
 ADD plain.tar /p/
 ADD packed.tgz /z
+ADD packed.tbz2 /bz/
+ADD packed.txz /xz/
 ADD notatar.tar /files/
 ",
         files: &[("notatar.tar", "text named like a tar\n")],

@@ -1,35 +1,45 @@
-//! ADD's auto-extraction of local tar archives (plain, gzip or zstd), as BuildKit does it: a source file that is
-//! a tar archive is unpacked into the destination directory instead of copied; anything else is copied as a file.
-//! Entries are confined to the destination: one that climbs out (`../`, an absolute name, a link through a
-//! symlink) fails the step, as Docker's breakout check does.
+//! ADD's auto-extraction of local tar archives (plain, gzip, bzip2, xz or zstd), as Docker and BuildKit do it: a
+//! source file that is a tar archive is unpacked into the destination directory instead of copied; anything else
+//! is copied as a file. Entries are confined to the destination: one that climbs out (`../`, an absolute name, a
+//! link through a symlink) fails the step, as Docker's breakout check does.
 
 use std::io::Read;
 use std::path::Path;
 
 use super::FileOpError;
 
-/// Whether the file at `path` is a tar archive kiln can unpack: a ustar/GNU header (or a v7 header with a valid
-/// checksum) at the start, after gzip or zstd decompression when the file is compressed.
-pub fn is_tar_archive(path: &Path) -> bool {
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut magic = [0u8; 4];
-    let Ok(n) = f.read(&mut magic) else {
-        return false;
-    };
-    let Ok(f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut reader: Box<dyn Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
-        Box::new(flate2::read::MultiGzDecoder::new(f))
-    } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        match zstd::stream::read::Decoder::new(f) {
-            Ok(d) => Box::new(d),
-            Err(_) => return false,
+/// The file at `path`, decompressed when its first bytes are a gzip, bzip2, xz or zstd magic number (what
+/// Docker's `DecompressStream` recognises; the name never matters).
+fn decompressed(path: &Path) -> std::io::Result<Box<dyn Read>> {
+    let mut magic = [0u8; 6];
+    let mut f = std::fs::File::open(path)?;
+    let mut n = 0;
+    while n < magic.len() {
+        match f.read(&mut magic[n..])? {
+            0 => break,
+            k => n += k,
         }
+    }
+    let head = &magic[..n];
+    let f = std::io::BufReader::new(std::fs::File::open(path)?);
+    Ok(if head.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::MultiGzDecoder::new(f))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Box::new(zstd::stream::read::Decoder::with_buffer(f)?)
+    } else if head.starts_with(b"BZh") {
+        Box::new(bzip2::bufread::MultiBzDecoder::new(f))
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Box::new(xz2::bufread::XzDecoder::new_multi_decoder(f))
     } else {
         Box::new(f)
+    })
+}
+
+/// Whether the file at `path` is a tar archive kiln can unpack: a ustar/GNU header (or a v7 header with a valid
+/// checksum) at the start, after decompression when the file is compressed.
+pub fn is_tar_archive(path: &Path) -> bool {
+    let Ok(mut reader) = decompressed(path) else {
+        return false;
     };
     let mut header = [0u8; 512];
     if reader.read_exact(&mut header).is_err() {
@@ -69,7 +79,7 @@ pub fn unpack(src: &Path, dest: &Path, add_src: &str, add_dest: &str) -> Result<
         path: dest.to_path_buf(),
         source,
     })?;
-    let file = std::fs::File::open(src).map_err(|source| FileOpError::Io {
+    let file = decompressed(src).map_err(|source| FileOpError::Io {
         path: src.to_path_buf(),
         source,
     })?;
@@ -99,7 +109,7 @@ mod tests {
     }
 
     #[test]
-    fn tars_plain_gzip_and_zstd_are_archives_other_files_are_not() {
+    fn tars_plain_or_compressed_are_archives_other_files_are_not() {
         let d = tempfile::tempdir().unwrap();
         let tar = tar_of(&[("a/b.txt", b"hi")]);
         std::fs::write(d.path().join("plain.tar"), &tar).unwrap();
@@ -111,18 +121,33 @@ mod tests {
             zstd::encode_all(&tar[..], 1).unwrap(),
         )
         .unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        std::io::Write::write_all(&mut bz, &tar).unwrap();
+        std::fs::write(d.path().join("t.tar.bz2"), bz.finish().unwrap()).unwrap();
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 1);
+        std::io::Write::write_all(&mut xz, &tar).unwrap();
+        std::fs::write(d.path().join("t.txz"), xz.finish().unwrap()).unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        std::io::Write::write_all(&mut bz, b"bzipped text, not a tar").unwrap();
+        std::fs::write(d.path().join("text.bz2"), bz.finish().unwrap()).unwrap();
         std::fs::write(d.path().join("text.tar"), "just text, named like a tar").unwrap();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut gz, b"gzipped text").unwrap();
         std::fs::write(d.path().join("text.gz"), gz.finish().unwrap()).unwrap();
-        for yes in ["plain.tar", "t.tgz", "t.tar.zst"] {
+        for yes in ["plain.tar", "t.tgz", "t.tar.zst", "t.tar.bz2", "t.txz"] {
             assert!(is_tar_archive(&d.path().join(yes)), "{yes}");
         }
-        for no in ["text.tar", "text.gz", "missing"] {
+        for no in ["text.tar", "text.gz", "text.bz2", "missing"] {
             assert!(!is_tar_archive(&d.path().join(no)), "{no}");
         }
-        let out = d.path().join("out");
-        unpack(&d.path().join("t.tgz"), &out, "t.tgz", "/out/").unwrap();
-        assert_eq!(std::fs::read(out.join("a/b.txt")).unwrap(), b"hi");
+        for packed in ["t.tgz", "t.tar.zst", "t.tar.bz2", "t.txz"] {
+            let out = d.path().join(format!("out-{packed}"));
+            unpack(&d.path().join(packed), &out, packed, "/out/").unwrap();
+            assert_eq!(
+                std::fs::read(out.join("a/b.txt")).unwrap(),
+                b"hi",
+                "{packed}"
+            );
+        }
     }
 }
