@@ -340,7 +340,35 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             ));
         }
     }
+    // Kept `ADD <url>` downloads: a 304 from the server trusts these bytes, so each must hash to its name.
+    for p in entries(&root.join("downloads")) {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with(".tmp-") {
+            out.push(Finding::leftover(
+                format!("download {} was never finished", p.display()),
+                Fix::Remove(p),
+            ));
+        } else if verify_blobs && !name.ends_with(".json") && !hashes_to(&p, &name) {
+            out.push(Finding::damaged(
+                format!("kept download {} does not hash to its name", p.display()),
+                Fix::Remove(p),
+            ));
+        }
+    }
     Ok(out)
+}
+
+/// Whether the file at `p` has the sha256 `hex`.
+fn hashes_to(p: &Path, hex: &str) -> bool {
+    use sha2::Digest as _;
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
+    let mut h = sha2::Sha256::new();
+    std::io::copy(&mut f, &mut h).is_ok() && format!("{:x}", h.finalize()) == hex
 }
 
 /// Why the image `manifest` cannot be used as it is, if it cannot: a blob it needs is missing or damaged.

@@ -391,6 +391,7 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
             out.bytes += size;
         }
         let _ = std::fs::remove_dir_all(root.join("statcache"));
+        let _ = std::fs::remove_dir_all(root.join("downloads"));
     }
     // Blobs no image names: compressed copies, exported caches, layers of removed images. All can be made again.
     for (d, size) in u.loose_blobs() {

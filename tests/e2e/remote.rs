@@ -1,6 +1,7 @@
 //! `ADD <url>` against a small HTTP server in the test: the file lands with mode 0600 and the server's
-//! Last-Modified as its time; an unchanged file keeps the build cached, a changed one re-runs what depends on it;
-//! `--checksum` is enforced; a 404 fails in one line naming the URL and the status.
+//! Last-Modified as its time; an unchanged file keeps the build cached (asked with If-None-Match, answered 304, no
+//! transfer), a changed one re-runs what depends on it; `--checksum` is enforced; a 404 fails in one line naming
+//! the URL and the status.
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -9,11 +10,13 @@ use kiln_tests::{Context, Root};
 
 use crate::KILN;
 
-/// Serves `body` at `/files/hello.txt` (Last-Modified: 6 Nov 1994), 404 elsewhere; counts the GETs.
+/// Serves `body` at `/files/hello.txt` (Last-Modified: 6 Nov 1994, an ETag of its content; 304 to a matching
+/// If-None-Match), 404 elsewhere; counts the bodies sent and the 304s.
 struct Server {
     port: u16,
     body: Arc<Mutex<Vec<u8>>>,
     gets: Arc<Mutex<usize>>,
+    not_modified: Arc<Mutex<usize>>,
 }
 
 impl Server {
@@ -22,7 +25,8 @@ impl Server {
         let port = listener.local_addr().expect("addr").port();
         let body = Arc::new(Mutex::new(body.to_vec()));
         let gets = Arc::new(Mutex::new(0));
-        let (b, g) = (body.clone(), gets.clone());
+        let not_modified = Arc::new(Mutex::new(0));
+        let (b, g, nm) = (body.clone(), gets.clone(), not_modified.clone());
         std::thread::spawn(move || {
             for mut conn in listener.incoming().flatten() {
                 let mut req = Vec::new();
@@ -34,16 +38,31 @@ impl Server {
                     }
                 }
                 let text = String::from_utf8_lossy(&req);
+                let asked = text
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("if-none-match")
+                            .then(|| v.trim().to_string())
+                    })
+                    .unwrap_or_default();
                 let reply = if text.starts_with("GET /files/hello.txt ") {
-                    *g.lock().expect("count") += 1;
                     let body = b.lock().expect("body").clone();
-                    let mut r = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    r.extend_from_slice(&body);
-                    r
+                    let etag = format!("\"{}\"", &sha256(&body)[7..23]);
+                    if asked == etag {
+                        *nm.lock().expect("count") += 1;
+                        format!("HTTP/1.1 304 Not Modified\r\nETag: {etag}\r\nConnection: close\r\n\r\n")
+                            .into_bytes()
+                    } else {
+                        *g.lock().expect("count") += 1;
+                        let mut r = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nETag: {etag}\r\nLast-Modified: Sun, 06 Nov 1994 08:49:37 GMT\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .into_bytes();
+                        r.extend_from_slice(&body);
+                        r
+                    }
                 } else {
                     b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
                         .to_vec()
@@ -51,7 +70,12 @@ impl Server {
                 let _ = conn.write_all(&reply);
             }
         });
-        Server { port, body, gets }
+        Server {
+            port,
+            body,
+            gets,
+            not_modified,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -105,7 +129,7 @@ fn add_of_a_url_downloads_keys_by_content_and_checks_checksums() {
         "one URL is fetched once per build"
     );
 
-    // Unchanged: fetched again (its content is the key) and every step cached.
+    // Unchanged: asked again with If-None-Match, answered 304 (nothing sent), and every step cached.
     let again = build(out.path());
     assert_eq!(again.code, 0, "{}", again.stderr);
     assert!(
@@ -113,7 +137,56 @@ fn add_of_a_url_downloads_keys_by_content_and_checks_checksums() {
         "every step cached:\n{}",
         again.stderr
     );
-    assert_eq!(*server.gets.lock().expect("gets"), 2);
+    assert_eq!(*server.gets.lock().expect("gets"), 1, "no second transfer");
+    assert_eq!(*server.not_modified.lock().expect("304s"), 1);
+
+    // A 304 while the step itself must run again (its parent changed): the kept bytes are what lands.
+    let after_run = Context::new().file(
+        "Dockerfile",
+        format!("FROM busybox\nARG N\nRUN echo $N > /n\nADD {url} /got/\n"),
+    );
+    let out3 = tempfile::tempdir().expect("tempdir");
+    for n in ["1", "2"] {
+        let r = root.kiln(
+            KILN,
+            &[
+                "build",
+                "--progress=plain",
+                "--build-arg",
+                &format!("N={n}"),
+                "-o",
+                &format!("type=local,dest={}", out3.path().display()),
+                after_run.path().to_str().expect("utf-8"),
+            ],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        assert_eq!(
+            std::fs::read_to_string(out3.path().join("got/hello.txt")).expect("got"),
+            "hello over http\n"
+        );
+    }
+    assert_eq!(*server.gets.lock().expect("gets"), 1, "no second transfer");
+    assert_eq!(*server.not_modified.lock().expect("304s"), 3);
+    // Kept bytes are checked by doctor: damaged ones are reported (a 304 would trust them).
+    let kept: Vec<_> = std::fs::read_dir(root.path().join("downloads"))
+        .expect("downloads kept in the root")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_none())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let doctor = root.kiln(KILN, &["doctor"]);
+    assert_eq!(doctor.code, 0, "{}{}", doctor.stdout, doctor.stderr);
+    let good = std::fs::read(&kept[0]).expect("kept");
+    std::fs::write(&kept[0], b"tampered\n").expect("tamper");
+    let doctor = root.kiln(KILN, &["doctor"]);
+    assert_eq!(doctor.code, 1, "{}{}", doctor.stdout, doctor.stderr);
+    assert!(
+        doctor.stdout.contains("does not hash to its name"),
+        "{}",
+        doctor.stdout
+    );
+    std::fs::write(&kept[0], good).expect("restore");
 
     // Changed on the server: the checksum no longer holds, and the step fails naming the URL.
     *server.body.lock().expect("body") = b"changed\n".to_vec();

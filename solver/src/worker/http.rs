@@ -2,12 +2,16 @@
 //! cache key is computed, because its content is part of the key, as BuildKit keys an HTTP source by what it
 //! fetched: an unchanged file keeps every later step cached, a changed one re-runs what depends on it. The file
 //! gets mode 0600 unless the op says otherwise, and the server's Last-Modified as its mtime.
+//!
+//! A response with an ETag is kept in the root (`downloads/`), and the next build asks with `If-None-Match`, as
+//! BuildKit does: a `304 Not Modified` costs no transfer, and the kept bytes serve a step that must run again.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use crate::llb::HttpSource;
@@ -15,7 +19,7 @@ use crate::llb::HttpSource;
 /// A download kept for the step that made it.
 #[derive(Debug, Clone)]
 pub struct Fetched {
-    /// The downloaded bytes on disk (scratch space, removed with the worker's downloads).
+    /// The downloaded bytes on disk (scratch space, or the root's kept downloads; never written to).
     pub path: PathBuf,
     /// Their digest.
     pub digest: oci::Digest,
@@ -28,10 +32,22 @@ pub struct Fetched {
 #[derive(Debug, Default)]
 pub struct Downloads {
     done: Mutex<BTreeMap<String, Arc<Once>>>,
+    /// Where responses with an ETag are kept across builds (none: every build downloads in full).
+    kept: Option<PathBuf>,
 }
 
 /// One URL's download, made by whichever step asks first.
 type Once = OnceLock<Result<Fetched, String>>;
+
+/// What is remembered of a URL whose response had an ETag: `<sha256 of the URL>.json` beside the bytes, which are
+/// kept under their own digest.
+#[derive(Debug, Serialize, Deserialize)]
+struct Kept {
+    url: String,
+    etag: String,
+    digest: oci::Digest,
+    modified: Option<i64>,
+}
 
 /// Why a download failed: one line with the URL and what the server said.
 fn fail(url: &str, what: impl std::fmt::Display) -> String {
@@ -39,6 +55,14 @@ fn fail(url: &str, what: impl std::fmt::Display) -> String {
 }
 
 impl Downloads {
+    /// Downloads that keep ETag'd responses in `dir` (made if missing) for conditional requests by later builds.
+    pub fn keeping(dir: PathBuf) -> Downloads {
+        Downloads {
+            done: Mutex::default(),
+            kept: Some(dir),
+        }
+    }
+
     /// Fetches `src` into `dir` (once per build) and checks `--checksum`.
     pub fn fetch(&self, src: &HttpSource, dir: &Path) -> Result<Fetched, String> {
         let (cell, n) = {
@@ -46,22 +70,59 @@ impl Downloads {
             let n = done.len();
             (done.entry(src.url.clone()).or_default().clone(), n)
         };
-        let fetched = cell.get_or_init(|| download(&src.url, &dir.join(format!("download-{n}"))));
+        let fetched = cell.get_or_init(|| {
+            download(
+                &src.url,
+                &dir.join(format!("download-{n}")),
+                self.kept.as_deref(),
+            )
+        });
         check(src, fetched.clone()?)
     }
 }
 
-/// GETs `url` into `path`, hashing it on the way.
-fn download(url: &str, path: &Path) -> Result<Fetched, String> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| fail(url, format!("{}: {e}", dir.display())))?;
-    }
+fn memo_path(kept: &Path, url: &str) -> PathBuf {
+    kept.join(format!(
+        "{}.json",
+        oci::Digest::sha256_of(url.as_bytes()).hex()
+    ))
+}
+
+/// What `kept` remembers of `url`, if its bytes are still there.
+fn remembered(kept: &Path, url: &str) -> Option<(Kept, PathBuf)> {
+    let memo: Kept = serde_json::from_slice(&std::fs::read(memo_path(kept, url)).ok()?).ok()?;
+    let bytes = kept.join(memo.digest.hex());
+    (memo.url == url && bytes.is_file()).then_some((memo, bytes))
+}
+
+/// GETs `url` into `path`, hashing it on the way; with `kept`, asks `If-None-Match` for what an earlier build
+/// kept and keeps what comes with an ETag.
+fn download(url: &str, path: &Path, kept: Option<&Path>) -> Result<Fetched, String> {
+    let dir = match kept {
+        Some(k) => k,
+        None => path.parent().unwrap_or(Path::new(".")),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(url, format!("{}: {e}", dir.display())))?;
     let client = reqwest::blocking::Client::builder()
         .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| fail(url, e))?;
-    let mut resp = client.get(url).send().map_err(|e| fail(url, e))?;
+    let before = kept.and_then(|k| remembered(k, url));
+    let mut req = client.get(url);
+    if let Some((memo, _)) = &before {
+        req = req.header(reqwest::header::IF_NONE_MATCH, &memo.etag);
+    }
+    let mut resp = req.send().map_err(|e| fail(url, e))?;
     let status = resp.status();
+    if status == reqwest::StatusCode::NOT_MODIFIED {
+        if let Some((memo, bytes)) = before {
+            return Ok(Fetched {
+                path: bytes,
+                digest: memo.digest,
+                modified: memo.modified,
+            });
+        }
+    }
     if !status.is_success() {
         return Err(fail(url, format!("GET answered HTTP {status}")));
     }
@@ -70,24 +131,77 @@ fn download(url: &str, path: &Path) -> Result<Fetched, String> {
         .get(reqwest::header::LAST_MODIFIED)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_http_date);
-    let mut out = std::fs::File::create(path).map_err(|e| fail(url, e))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
-    loop {
-        let k = resp
-            .read(&mut buf)
-            .map_err(|e| fail(url, format!("download broke: {e}")))?;
-        if k == 0 {
-            break;
+    let etag = resp
+        .headers()
+        .get(reqwest::header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // Kept bytes are written beside their final name and renamed once hashed, so a killed build leaves only a
+    // temporary (swept by the next build) and a kept file is always whole.
+    let (write_to, keep) = match (kept, &etag) {
+        (Some(k), Some(_)) => (
+            k.join(format!(".tmp-{}-{}", std::process::id(), unique())),
+            true,
+        ),
+        _ => (path.to_path_buf(), false),
+    };
+    let written = (|| {
+        let mut out = std::fs::File::create(&write_to).map_err(|e| fail(url, e))?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let k = resp
+                .read(&mut buf)
+                .map_err(|e| fail(url, format!("download broke: {e}")))?;
+            if k == 0 {
+                break;
+            }
+            hasher.update(&buf[..k]);
+            out.write_all(&buf[..k]).map_err(|e| fail(url, e))?;
         }
-        hasher.update(&buf[..k]);
-        out.write_all(&buf[..k]).map_err(|e| fail(url, e))?;
+        Ok::<_, String>(oci::Digest::from_sha256_bytes(&hasher.finalize().into()))
+    })();
+    let digest = match written {
+        Ok(d) => d,
+        Err(e) => {
+            let _ = std::fs::remove_file(&write_to);
+            return Err(e);
+        }
+    };
+    if let (true, Some(k), Some(etag)) = (keep, kept, etag) {
+        let bytes = k.join(digest.hex());
+        std::fs::rename(&write_to, &bytes).map_err(|e| fail(url, e))?;
+        let memo = Kept {
+            url: url.to_string(),
+            etag,
+            digest: digest.clone(),
+            modified,
+        };
+        // The memo is a hint: losing it costs one full download.
+        let tmp = k.join(format!(".tmp-{}-{}", std::process::id(), unique()));
+        if let Ok(text) = serde_json::to_vec(&memo) {
+            if std::fs::write(&tmp, text).is_ok() {
+                let _ = std::fs::rename(&tmp, memo_path(k, url));
+            }
+        }
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(Fetched {
+            path: bytes,
+            digest,
+            modified,
+        });
     }
     Ok(Fetched {
         path: path.to_path_buf(),
-        digest: oci::Digest::from_sha256_bytes(&hasher.finalize().into()),
+        digest,
         modified,
     })
+}
+
+/// A number no other temporary of this process has used.
+fn unique() -> usize {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Seconds since the epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, what servers send).

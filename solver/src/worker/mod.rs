@@ -211,7 +211,7 @@ impl<'a> Worker<'a> {
             imported: None,
             imported_dir,
             locks: root.join("cache").join("locks"),
-            downloads: http::Downloads::default(),
+            downloads: http::Downloads::keeping(root.join("downloads")),
             downloads_dir,
             git_commits: Default::default(),
         })

@@ -102,9 +102,15 @@ pub fn sweep_dead(root: &Path) -> usize {
             }
         }
     }
-    // Temporary files of atomic writes (`<name>.tmp.<pid>.<n>`, `.statcache.<pid>.<n>.tmp`) and half-made cache
-    // mount directories (`<id>.tmp-<pid>-<n>`).
-    for sub in ["cache/records", "cache/slots", "statcache", "cachemounts"] {
+    // Temporary files of atomic writes (`<name>.tmp.<pid>.<n>`, `.statcache.<pid>.<n>.tmp`, downloads'
+    // `.tmp-<pid>-<n>`) and half-made cache mount directories (`<id>.tmp-<pid>-<n>`).
+    for sub in [
+        "cache/records",
+        "cache/slots",
+        "statcache",
+        "cachemounts",
+        "downloads",
+    ] {
         for e in std::fs::read_dir(root.join(sub))
             .into_iter()
             .flatten()
@@ -140,6 +146,7 @@ mod tests {
         assert_eq!(temp_owner(".tmp.123.0"), Some(123));
         assert_eq!(temp_owner(".statcache.77.3.tmp"), Some(77));
         assert_eq!(temp_owner("pip.tmp-55-2"), Some(55));
+        assert_eq!(temp_owner(".tmp-56-0"), Some(56));
         assert_eq!(temp_owner("abc.json"), None);
         assert_eq!(temp_owner("pip"), None);
     }
