@@ -114,6 +114,34 @@ fn the_cache_never_misses_without_cause_and_says_why_it_missed() {
     );
 }
 
+/// A selection too big to list inside its cache record (more than 2,000 files) still names the one file that
+/// changed, and only that one: the listing is kept beside the record. (Before, each build kept a different subset
+/// — the first 2,000 hashed, in whatever order the threads finished — and a miss named files that had not changed.)
+#[test]
+fn a_miss_in_a_big_context_names_exactly_the_file_that_changed() {
+    let root = Root::with_busybox(KILN);
+    let mut ctx = Context::new().file("Dockerfile", "FROM busybox\nCOPY . /app\n");
+    for i in 0..2500 {
+        ctx = ctx.file(&format!("d{}/f{i}.txt", i % 25), format!("{i}\n"));
+    }
+    let first = build(&root, &ctx, &[]);
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    std::fs::write(ctx.path().join("d7/f1907.txt"), "changed\n").expect("change");
+    let r = build(&root, &ctx, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let reasons: Vec<&str> = r
+        .stderr
+        .lines()
+        .filter(|l| l.contains("cache miss:"))
+        .collect();
+    assert_eq!(reasons.len(), 1, "one reason, for the COPY:\n{}", r.stderr);
+    assert!(
+        reasons[0].ends_with("cache miss: file changed: d7/f1907.txt"),
+        "{}",
+        r.stderr
+    );
+}
+
 #[test]
 fn a_failing_run_exits_1_with_its_output_and_line_and_unused_stages_never_run() {
     let root = Root::with_busybox(KILN);

@@ -169,6 +169,7 @@ mod tests {
                 .collect::<BTreeMap<_, _>>(),
             resolved: None,
             files: BTreeMap::new(),
+            listing: None,
         }
     }
 
@@ -225,6 +226,7 @@ mod tests {
             content: BTreeMap::new(),
             resolved: Some(Digest::sha256_of(resolved.as_bytes())),
             files: BTreeMap::new(),
+            listing: None,
         };
         assert_eq!(
             explain(&img("m1"), &img("m2")),

@@ -98,6 +98,9 @@ fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> Result<(), IndexErr
     result
 }
 
+/// How many per-file checksums a record keeps inline; more go to a listing file of their own.
+pub const INLINE_FILES: usize = 2000;
+
 fn slot_file(slot: &str) -> String {
     format!("{}.json", Digest::sha256_of(slot.as_bytes()).hex())
 }
@@ -137,8 +140,30 @@ impl CacheIndex {
         self.read(&self.record_path(key))
     }
 
-    /// Records a finished step and makes it its slot's latest. Call only once the snapshot exists.
+    /// Records a finished step and makes it its slot's latest. Call only once the snapshot exists. A selection of
+    /// more than [`INLINE_FILES`] files has its per-file listing written beside the records (`listings/`, named
+    /// by its digest) rather than inside the record, which every cache hit reads.
     pub fn put(&self, record: &CacheRecord) -> Result<(), IndexError> {
+        let mut stored;
+        let mut record = record;
+        if record.parts.files.len() > INLINE_FILES {
+            stored = record.clone();
+            let listing = std::mem::take(&mut stored.parts.files);
+            let bytes = serde_json::to_vec(&listing).map_err(|e| IndexError::Damaged {
+                path: self.dir.join("listings"),
+                reason: e.to_string(),
+            })?;
+            let d = Digest::sha256_of(&bytes);
+            let dir = self.dir.join("listings");
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let p = dir.join(format!("{}.json", d.hex()));
+            // A listing is a hint, like a slot: losing it costs an explanation naming the source, not the file.
+            if !p.exists() {
+                write_atomic(&p, &bytes, false)?;
+            }
+            stored.parts.listing = Some(d);
+            record = &stored;
+        }
         let bytes = serde_json::to_vec(record).map_err(|e| IndexError::Damaged {
             path: self.record_path(&record.key),
             reason: e.to_string(),
@@ -173,6 +198,53 @@ impl CacheIndex {
         }
     }
 
+    /// `parts` with its per-file listing filled in from `listings/` when the record keeps it there (empty when
+    /// that file is gone).
+    pub fn with_listing(&self, parts: &KeyParts) -> KeyParts {
+        let mut out = parts.clone();
+        if let Some(d) = &parts.listing {
+            let p = self.dir.join("listings").join(format!("{}.json", d.hex()));
+            if let Some(files) = std::fs::read(&p)
+                .ok()
+                .filter(|b| Digest::sha256_of(b) == *d)
+                .and_then(|b| serde_json::from_slice(&b).ok())
+            {
+                out.files = files;
+            }
+        }
+        out
+    }
+
+    /// Removes listings no remaining record names (after GC removed records); returns how many went.
+    pub fn remove_unused_listings(&self) -> usize {
+        let used: std::collections::BTreeSet<String> = self
+            .list()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| {
+                r.parts
+                    .listing
+                    .as_ref()
+                    .map(|d| format!("{}.json", d.hex()))
+            })
+            .collect();
+        let mut n = 0;
+        for e in std::fs::read_dir(self.dir.join("listings"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.')
+                && !used.contains(&name)
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Marks a record used now (its file's modification time), for least-recently-used GC. Best effort: a
     /// record that cannot be touched only looks older than it is.
     pub fn touch(&self, key: &Digest) {
@@ -205,13 +277,19 @@ impl CacheIndex {
     /// (with the key each names, if it parses), and temporary files a writer left.
     pub fn files(&self) -> Result<IndexFiles, IndexError> {
         let mut out = IndexFiles::default();
-        for sub in ["records", "slots"] {
+        for sub in ["records", "slots", "listings"] {
             let dir = self.dir.join(sub);
-            for e in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let entries = match std::fs::read_dir(&dir) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && sub == "listings" => continue,
+                r => r.map_err(io(&dir))?,
+            };
+            for e in entries {
                 let path = e.map_err(io(&dir))?.path();
                 let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
                 if name.as_deref().is_some_and(|n| n.starts_with(".tmp.")) {
                     out.temporary.push(path);
+                } else if sub == "listings" {
+                    continue;
                 } else if sub == "records" {
                     let read = match self.read(&path) {
                         Ok(Some(r)) if path.file_stem().is_some_and(|s| *s == *r.key.hex()) => {
@@ -302,6 +380,37 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty(), "no temporary files remain");
+    }
+
+    #[test]
+    fn a_long_file_listing_is_kept_beside_the_record_and_read_back_for_explanations() {
+        let d = tempfile::tempdir().unwrap();
+        let idx = CacheIndex::open(d.path()).unwrap();
+        let mut big = record("/big", "stage#3");
+        for i in 0..INLINE_FILES + 1 {
+            big.parts
+                .files
+                .insert(format!("f{i}"), Digest::sha256_of(i.to_string().as_bytes()));
+        }
+        idx.put(&big).unwrap();
+        let stored = idx.get(&big.key).unwrap().unwrap();
+        assert!(stored.parts.files.is_empty() && stored.parts.listing.is_some());
+        assert!(
+            std::fs::metadata(
+                d.path()
+                    .join("records")
+                    .join(format!("{}.json", big.key.hex()))
+            )
+            .unwrap()
+            .len()
+                < 4096,
+            "the record stays small"
+        );
+        assert_eq!(idx.with_listing(&stored.parts).files, big.parts.files);
+        assert_eq!(idx.remove_unused_listings(), 0);
+        idx.remove(&big.key).unwrap();
+        assert_eq!(idx.remove_unused_listings(), 1);
+        assert!(idx.with_listing(&stored.parts).files.is_empty());
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub struct KeyParts {
     /// Per-file checksums of the selected paths (not part of the key): what lets a miss name the file.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, Digest>,
+    /// A stored record lists `files` here, in a file of its own, when there are too many to keep in the record
+    /// (see [`crate::cache::CacheIndex::put`]); not part of the key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Digest>,
 }
 
 #[derive(Serialize)]
@@ -65,6 +69,7 @@ pub(crate) fn mkdir_parts(path: &str) -> KeyParts {
         content: BTreeMap::new(),
         resolved: None,
         files: BTreeMap::new(),
+        listing: None,
     }
 }
 
@@ -88,6 +93,7 @@ mod tests {
             content: BTreeMap::from([("1:/a".to_string(), Digest::sha256_of(content.as_bytes()))]),
             resolved: None,
             files: BTreeMap::new(),
+            listing: None,
         }
     }
 

@@ -8,5 +8,5 @@ pub mod key;
 
 pub use explain::{explain, MissReason};
 pub use imported::{BlobSource, ImportedCache, PortableRecord};
-pub use index::{CacheIndex, CacheRecord, IndexError, IndexFiles};
+pub use index::{CacheIndex, CacheRecord, IndexError, IndexFiles, INLINE_FILES};
 pub use key::KeyParts;

@@ -59,9 +59,6 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 
 const MAX_SYMLINK_HOPS: usize = 40;
 
-/// How many selected files a checksum lists for explanations (a bigger selection is explained by its path).
-pub const MAX_LISTED_FILES: usize = 2000;
-
 /// Per-file checksums of a selection, by path relative to the context root.
 pub type Files = std::collections::BTreeMap<String, Digest>;
 
@@ -104,8 +101,8 @@ impl ContextHasher {
         self.checksum_inner(src, None)
     }
 
-    /// As [`ContextHasher::checksum`], also listing the checksum of every file and symlink selected (up to
-    /// [`MAX_LISTED_FILES`]), so a later miss can name the exact file that changed.
+    /// As [`ContextHasher::checksum`], also listing the checksum of every file and symlink selected, so a later
+    /// miss can name the exact file that changed.
     pub fn checksum_with_files(&self, src: &str) -> Result<(Digest, Files), HashError> {
         let files = Mutex::new(Files::new());
         let d = self.checksum_inner(src, Some(&files))?;
@@ -295,9 +292,7 @@ impl ContextHasher {
         let digest = finish(h);
         if let (Some(f), false) = (files, ft.is_dir()) {
             if let Ok(mut f) = f.lock() {
-                if f.len() < MAX_LISTED_FILES {
-                    f.insert(rel.to_string(), digest.clone());
-                }
+                f.insert(rel.to_string(), digest.clone());
             }
         }
         Ok(Some(digest))

@@ -87,6 +87,7 @@ impl Worker<'_> {
             content,
             resolved,
             files,
+            listing: None,
         })
     }
 }

@@ -320,7 +320,9 @@ impl<'a> Worker<'a> {
         };
         let reasons = match &v.meta.slot {
             Some(slot) => match self.cache.last_for_slot(slot)? {
-                Some(prev) if prev.key != key => explain(&prev.parts, &parts),
+                Some(prev) if prev.key != key => {
+                    explain(&self.cache.with_listing(&prev.parts), &parts)
+                }
                 _ => Vec::new(),
             },
             None => Vec::new(),

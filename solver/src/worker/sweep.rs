@@ -107,6 +107,7 @@ pub fn sweep_dead(root: &Path) -> usize {
     for sub in [
         "cache/records",
         "cache/slots",
+        "cache/listings",
         "statcache",
         "cachemounts",
         "downloads",
