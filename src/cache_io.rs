@@ -408,6 +408,10 @@ pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<Strin
                 let dest = blob_dir.join(b.digest.hex());
                 if !dest.exists() {
                     let tmp = dest.with_extension("kiln-tmp");
+                    state
+                        .store
+                        .materialize(&b.digest)
+                        .map_err(|e| e.to_string())?;
                     std::fs::copy(state.store.blob_path(&b.digest), &tmp)
                         .and_then(|_| std::fs::rename(&tmp, &dest))
                         .map_err(|e| format!("{}: {e}", dest.display()))?;

@@ -161,7 +161,19 @@ pub fn layer_blob(
             }
         }
     }
-    let made = dir_blob(store, &layer.diff, compression, opts)?;
+    // The local store's uncompressed layers are lazy: the snapshot is already the layer, so only its digest is
+    // computed now and the tar is written when something reads it.
+    let made = if matches!(compression, Compression::None) && !layer.id.is_empty() {
+        let (digest, size, entries) = oci::store::digest_of_diff(&layer.diff, opts)?;
+        store.keep_lazy(&digest, size, &layer.diff, opts)?;
+        LayerBlob {
+            diff_id: digest.clone(),
+            descriptor: Descriptor::new(MEDIA_LAYER_TAR, digest, size),
+            empty: entries == 0,
+        }
+    } else {
+        dir_blob(store, &layer.diff, compression, opts)?
+    };
     let record = json!({"diff_id": made.diff_id.to_string(), "digest": made.descriptor.digest.to_string(), "size": made.descriptor.size, "media_type": made.descriptor.media_type, "empty": made.empty});
     let _ = std::fs::write(&memo, record.to_string());
     Ok(made)

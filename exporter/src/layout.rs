@@ -136,6 +136,7 @@ pub fn write_layout_dir(store: &Store, images: &[Tagged], dir: &Path) -> Result<
     for b in all_blobs(store, images)? {
         let dest = blobs_dir.join(b.digest.hex());
         if !dest.exists() {
+            store.materialize(&b.digest)?;
             std::fs::copy(store.blob_path(&b.digest), &dest).map_err(io(&dest))?;
         }
     }
@@ -203,11 +204,13 @@ mod tests {
     use crate::{export_image, Compression, ExportOptions, LayerSource};
 
     fn image_in(store: &Store, file: &str) -> Descriptor {
-        let snap = tempfile::tempdir().unwrap();
-        std::fs::write(snap.path().join(file), file).unwrap();
+        // A snapshot lives as long as the store (the image's layer is lazy: rendered from it when read).
+        let snap = store.root().join("snapshots").join(file);
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join(file), file).unwrap();
         let layers = vec![LayerSource {
             id: file.to_string(),
-            diff: snap.path().to_path_buf(),
+            diff: snap,
         }];
         let image = oci::Image {
             architecture: "amd64".into(),

@@ -3,7 +3,8 @@
 //! as OCI layouts ([`layout`]).
 
 pub mod convert;
-pub mod diff;
+/// A snapshot's upper directory as a layer tar (it lives in `oci::layer`, which the store renders lazy layers with).
+pub use oci::layer::diff;
 mod hashing;
 pub mod image;
 pub mod index;

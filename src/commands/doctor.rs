@@ -172,6 +172,50 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             }
         }
     }
+    // Lazy layers (the tar is rendered from a snapshot when read): the snapshot must still be there and still
+    // render the recorded digest.
+    for (d, dir) in store.lazy_blobs() {
+        let recipe = store.root().join("lazy").join(format!("{}.json", d.hex()));
+        if blobs.contains(&d) {
+            out.push(Finding::leftover(
+                format!("lazy layer {d} is also stored"),
+                Fix::Remove(recipe),
+            ));
+        } else if !dir.is_dir() {
+            out.push(Finding::leftover(
+                format!("lazy layer {d} names {}, which is gone", dir.display()),
+                Fix::Remove(recipe),
+            ));
+        } else {
+            let actual = if verify_blobs {
+                store.verify_lazy(&d).map_err(|e| e.to_string())
+            } else {
+                Ok(d.clone())
+            };
+            match actual {
+                Ok(a) if a == d => {
+                    blobs.insert(d);
+                }
+                Ok(a) => out.push(Finding::damaged(
+                    format!("lazy layer {d}: {} now renders {a}", dir.display()),
+                    Fix::Remove(recipe),
+                )),
+                Err(e) => out.push(Finding::damaged(
+                    format!("lazy layer {d}: {e}"),
+                    Fix::Remove(recipe),
+                )),
+            }
+        }
+    }
+    for p in entries(&store.root().join("lazy")) {
+        let name = file_name(&p);
+        if name.starts_with(".tmp-") {
+            out.push(Finding::leftover(
+                format!("lazy layer record {} was never finished", p.display()),
+                Fix::Remove(p),
+            ));
+        }
+    }
     match store.list_images() {
         Err(e) => out.push(Finding::damaged(
             format!("the image index cannot be read: {e}"),
@@ -342,10 +386,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
     }
     // Kept `ADD <url>` downloads: a 304 from the server trusts these bytes, so each must hash to its name.
     for p in entries(&root.join("downloads")) {
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = file_name(&p);
         if name.starts_with(".tmp-") {
             out.push(Finding::leftover(
                 format!("download {} was never finished", p.display()),
@@ -359,6 +400,13 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
         }
     }
     Ok(out)
+}
+
+/// The last component of `p`, as text (empty for none).
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Whether the file at `p` has the sha256 `hex`.

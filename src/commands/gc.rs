@@ -362,6 +362,7 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
         index.remove(&r.key).map_err(fail)?;
         out.records += 1;
     }
+    index.remove_unused_listings();
     // Every snapshot no remaining record reaches goes, children before parents.
     let reached = u.reachable(keep.iter().copied());
     let mut doomed: Vec<&String> = u
@@ -380,6 +381,10 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
     };
     doomed.sort_by_key(|s| std::cmp::Reverse(depth(s)));
     for s in doomed {
+        // An image whose layer is this snapshot (a lazy layer) gets its bytes written before the snapshot goes.
+        store
+            .materialize_under(&snaps.diff_dir(s), &|d| u.image_blobs.contains(d))
+            .map_err(fail)?;
         snaps.remove(s).map_err(fail)?;
         out.snapshots += 1;
         out.bytes += u.snapshot_sizes.get(s).copied().unwrap_or(0);
@@ -398,6 +403,11 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
         if std::fs::remove_file(store.blob_path(d)).is_ok() {
             out.blobs += 1;
             out.bytes += size;
+        }
+    }
+    for (d, _) in store.lazy_blobs() {
+        if !u.image_blobs.contains(&d) {
+            store.remove_lazy(&d).map_err(fail)?;
         }
     }
     crate::commands::doctor::remove_dangling_pointers(root)?;

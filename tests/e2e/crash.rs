@@ -553,11 +553,26 @@ fn every_write_is_synced_before_what_points_at_it_is_published() {
     for l in v["Manifest"]["layers"].as_array().expect("layers") {
         blobs.push(l["digest"].as_str().expect("layer").to_string());
     }
+    // A layer the build made is lazy (a recipe naming its snapshot, `store/lazy/<hex>.json`, synced like a blob
+    // by check_order above); the rest are blobs. Either is published before the name.
+    let mut lazy = 0;
     for b in &blobs {
-        if let Some(at) = renamed_at(&build, b.trim_start_matches("sha256:")) {
+        let hex = b.trim_start_matches("sha256:");
+        if let Some(at) = renamed_at(&build, hex) {
             assert!(at < index_at, "blob {b} published after the image name");
         }
+        if let Some(at) = renamed_at(&build, &format!("/store/lazy/{hex}.json")) {
+            assert!(
+                at < index_at,
+                "lazy layer {b} published after the image name"
+            );
+            lazy += 1;
+        }
     }
+    assert_eq!(
+        lazy, 4,
+        "the base's snapshot, the two COPYs and the RUN made lazy layers"
+    );
 
     // A pull into an empty root: each blob synced and in place before the name that needs it.
     let target = format!("{}/synced:1", registry.host);

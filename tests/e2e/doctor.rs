@@ -53,8 +53,11 @@ fn doctor_reports_damage_and_leftovers_and_repair_makes_the_root_consistent() {
     assert_eq!(clean.code, 0, "{}{}", clean.stdout, clean.stderr);
     assert!(clean.stdout.contains("is consistent"), "{}", clean.stdout);
 
-    // Damage: a layer blob changed on disk, a snapshot with a child gone, a record that does not parse.
+    // Damage: a layer blob changed on disk, a snapshot with a child gone, a record that does not parse. (A built
+    // image's layers are lazy — rendered from their snapshots when read — so saving the image writes them first.)
     let r = root.path();
+    let saved = root.kiln(KILN, &["save", "doc:1", "-o", "/dev/null"]);
+    assert_eq!(saved.code, 0, "{}", saved.stderr);
     let layer = last_layer(&root, "doc:1");
     let blob = r
         .join("store/blobs/sha256")

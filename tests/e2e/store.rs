@@ -552,11 +552,18 @@ fn a_build_that_fills_the_disk_fails_with_one_line_and_the_root_stays_consistent
     );
     doctor_clean("after the COPY");
 
-    // The step fits, its layer blob does not: the export fails the same way.
+    // The step fits, its layer blob does not: the export fails the same way. (An uncompressed image in the
+    // store is lazy, rendered from the snapshot when read, so it is a gzip layer that must be written.)
     std::fs::write(ctx.path().join("big"), noise(7 << 20)).expect("write");
     let export = run_in(
         &root,
-        &["build", "--progress=quiet", "-t", "full:1", ctx_path],
+        &[
+            "build",
+            "--progress=quiet",
+            "-o",
+            "type=image,name=full:1,compression=gzip",
+            ctx_path,
+        ],
     );
     one_line(&export, "export");
     doctor_clean("after the export");
@@ -577,4 +584,72 @@ fn a_build_that_fills_the_disk_fails_with_one_line_and_the_root_stays_consistent
     );
     assert_eq!(ok.code, 0, "{}", ok.stderr);
     doctor_clean("after a build that fits");
+}
+
+/// A built image's uncompressed layers are lazy: the store records which snapshot each renders from and writes
+/// the tar only when something reads it, so a build writes its data once. Read, saved, pruned: the bytes are the
+/// digest the manifest names.
+#[test]
+fn built_layers_are_written_only_when_read_and_outlive_their_snapshots() {
+    let root = Root::with_busybox(KILN);
+    let ctx = kiln_tests::Context::new()
+        .file("Dockerfile", "FROM busybox\nCOPY f /f\nRUN echo hi > /x\n")
+        .file("f", noise(1 << 20));
+    let built = build_tagged(root.path(), "lazy:1", &ctx);
+    assert_eq!(built.code, 0, "{}", built.stderr);
+    let inspect = root.kiln(KILN, &["inspect", "lazy:1"]);
+    assert_eq!(inspect.code, 0, "{}", inspect.stderr);
+    let v: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("json");
+    let layers: Vec<String> = v["Manifest"]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_string())
+        .collect();
+    let built_layers = &layers[layers.len() - 2..];
+    let blob = |d: &str| {
+        root.path()
+            .join("store/blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    for d in built_layers {
+        assert!(!blob(d).exists(), "{d} was written at build time");
+        assert!(root
+            .path()
+            .join("store/lazy")
+            .join(format!("{}.json", d.trim_start_matches("sha256:")))
+            .is_file());
+    }
+    let doctor = root.kiln(KILN, &["doctor"]);
+    assert_eq!(doctor.code, 0, "{}{}", doctor.stdout, doctor.stderr);
+
+    // Prune drops every snapshot: the image's lazy layers are written first, and hash to their digests.
+    let pruned = root.kiln(KILN, &["prune", "--all", "--force"]);
+    assert_eq!(pruned.code, 0, "{}", pruned.stderr);
+    let left: Vec<_> = std::fs::read_dir(root.path().join("snapshots"))
+        .expect("snapshots")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "empty")
+        .collect();
+    assert!(left.is_empty(), "prune --all left snapshots: {left:?}");
+    for d in built_layers {
+        let bytes = std::fs::read(blob(d)).expect("written by prune");
+        assert_eq!(&oci::Digest::sha256_of(&bytes).to_string(), d);
+    }
+    let doctor = root.kiln(KILN, &["doctor"]);
+    assert_eq!(doctor.code, 0, "{}{}", doctor.stdout, doctor.stderr);
+
+    // The image still builds on and runs.
+    let on = kiln_tests::Context::new().file(
+        "Dockerfile",
+        "FROM lazy:1\nRUN cat /x && test -s /f && echo ok > /ok\n",
+    );
+    let r = build_tagged(root.path(), "on:1", &on);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+fn build_tagged(root: &std::path::Path, tag: &str, ctx: &kiln_tests::Context) -> kiln_tests::Run {
+    let path = ctx.path().to_str().expect("utf-8");
+    run_in(root, &["build", "--progress=quiet", "-t", tag, path])
 }

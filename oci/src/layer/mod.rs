@@ -1,6 +1,8 @@
 //! Layers: applying a layer tar onto a snapshot directory (OCI whiteouts to overlay whiteouts, or deletions when
-//! flattening), with every entry confined to the target.
+//! flattening), with every entry confined to the target; and the reverse, a snapshot's upper directory written as a
+//! layer tar (here, not in the exporter, because the store renders lazily kept layers from it).
 
 mod apply;
+pub mod diff;
 
 pub use apply::{apply_layer, ApplyStats, LayerError, Whiteouts};

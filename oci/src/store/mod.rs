@@ -6,6 +6,7 @@
 mod check;
 mod images;
 mod ingest;
+mod lazy;
 mod platforms;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 pub use check::BlobFile;
 pub use images::ImageEntry;
 pub use ingest::BlobWriter;
+pub use lazy::digest_of_diff;
 pub use platforms::Stored;
 
 use crate::Digest;
@@ -95,8 +97,8 @@ impl Store {
     }
 
     /// Removes what writers whose process is gone left (killed with -9 mid-write): ingest files `<pid>-<n>`,
-    /// image index writes `images.json.<pid>.tmp` and registry source lists `<digest>.tmp-<pid>`, so any kiln command that opens the store tidies after a dead
-    /// one. A live writer's file is never touched.
+    /// image index writes, lazy layer recipes and registry source lists, so any kiln command that opens the store
+    /// tidies after a dead one. A live writer's file is never touched.
     fn sweep_dead_ingest(&self) {
         let gone = |pid: Option<u32>| {
             pid.is_some_and(|p| {
@@ -109,27 +111,30 @@ impl Store {
                 let _ = std::fs::remove_file(&e);
             }
         }
-        // images.json.<pid>.tmp: an index write that never reached its rename.
-        for e in std::fs::read_dir(self.root.join("index"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .strip_prefix("images.json.")
-                .and_then(|r| r.strip_suffix(".tmp"))
-                .and_then(|p| p.parse().ok());
-            if gone(pid) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let sources = self.root.join("sources");
-        for e in std::fs::read_dir(&sources).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name.rsplit_once(".tmp-").and_then(|(_, p)| p.parse().ok());
-            if gone(pid) {
-                let _ = std::fs::remove_file(e.path());
+        // Temporaries whose name says their writer: `index/images.json.<pid>.tmp` (an index write),
+        // `lazy/.tmp-<pid>-<hex>` (a lazy layer's recipe) and `sources/<digest>.tmp-<pid>` (a registry source list),
+        // each left by a writer killed before its rename.
+        type PidOf = fn(&str) -> Option<&str>;
+        let owners: [(&str, PidOf); 3] = [
+            ("index", |n| {
+                n.strip_prefix("images.json.")
+                    .and_then(|r| r.strip_suffix(".tmp"))
+            }),
+            ("lazy", |n| {
+                n.strip_prefix(".tmp-").and_then(|r| r.split('-').next())
+            }),
+            ("sources", |n| n.rsplit_once(".tmp-").map(|(_, p)| p)),
+        ];
+        for (sub, owner) in owners {
+            for e in std::fs::read_dir(self.root.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if gone(owner(&name).and_then(|p| p.parse().ok())) {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
     }
@@ -144,13 +149,14 @@ impl Store {
         self.root.join("blobs").join(d.algorithm()).join(d.hex())
     }
 
-    /// Whether the blob exists.
+    /// Whether the blob exists (stored, or lazy with its directory in place).
     pub fn has(&self, d: &Digest) -> bool {
-        self.blob_path(d).is_file()
+        self.blob_path(d).is_file() || self.is_lazy(d)
     }
 
-    /// Opens a blob for reading.
+    /// Opens a blob for reading (a lazy one is written first).
     pub fn open_blob(&self, d: &Digest) -> Result<std::fs::File, StoreError> {
+        self.materialize_if_lazy(d)?;
         let p = self.blob_path(d);
         std::fs::File::open(&p).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
@@ -158,9 +164,14 @@ impl Store {
         })
     }
 
-    /// A blob's size in bytes (what a descriptor records).
+    /// A blob's size in bytes (what a descriptor records); a lazy blob's without writing it.
     pub fn blob_size(&self, d: &Digest) -> Result<u64, StoreError> {
         let p = self.blob_path(d);
+        if !p.is_file() {
+            if let Some(size) = self.lazy_size(d) {
+                return Ok(size);
+            }
+        }
         std::fs::metadata(&p)
             .map(|m| m.len())
             .map_err(|e| match e.kind() {
@@ -171,11 +182,19 @@ impl Store {
 
     /// Reads a (small) blob whole.
     pub fn read_blob(&self, d: &Digest) -> Result<Vec<u8>, StoreError> {
+        self.materialize_if_lazy(d)?;
         let p = self.blob_path(d);
         std::fs::read(&p).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => StoreError::MissingBlob(d.clone()),
             _ => io(&p)(e),
         })
+    }
+
+    fn materialize_if_lazy(&self, d: &Digest) -> Result<(), StoreError> {
+        if !self.blob_path(d).is_file() && self.is_lazy(d) {
+            self.materialize(d)?;
+        }
+        Ok(())
     }
 
     /// A writer into the ingest area; commit it to make the blob visible.

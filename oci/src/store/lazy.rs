@@ -1,0 +1,320 @@
+//! Lazy layers: an uncompressed layer of a built image kept as a recipe — the snapshot directory it is the diff
+//! of, and the diff options — instead of a second copy of its bytes. Its digest was computed when the image was
+//! made, by rendering the directory once into a hash; the bytes are written into the store only when something
+//! reads them (push, save, a build on the image), and checked against that digest then. Snapshots never change
+//! once committed and the diff is deterministic, so the render gives the same bytes every time; a snapshot that
+//! is about to be pruned has its image's lazy layers written first ([`Store::materialize_under`]).
+//!
+//! This is what buildah's storage does (the layer is the diff directory; the tar is made when needed) and saves a
+//! build one full write of every layer it makes.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::{io, Store, StoreError};
+use crate::layer::diff::{write_diff, DiffOptions};
+use crate::Digest;
+
+/// How to make a lazy blob again: `<store>/lazy/<hex>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Recipe {
+    /// The snapshot directory, relative to the store's root (the root may move as a whole).
+    dir: PathBuf,
+    /// The diff's SOURCE_DATE_EPOCH clamp.
+    source_date_epoch: Option<i64>,
+    /// The tar's size in bytes.
+    size: u64,
+}
+
+/// A sink that only hashes and counts: rendering a lazy layer to learn its digest writes nothing.
+struct Hashing {
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl Write for Hashing {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        sha2::Digest::update(&mut self.hasher, buf);
+        self.size += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The digest, size and entry count of `dir`'s layer tar, computed without writing it.
+pub fn digest_of_diff(dir: &Path, opts: DiffOptions) -> Result<(Digest, u64, u64), StoreError> {
+    let sink = Hashing {
+        hasher: sha2::Digest::new(),
+        size: 0,
+    };
+    let (sink, entries) = write_diff(dir, sink, opts).map_err(|e| StoreError::Io {
+        path: e.path,
+        source: e.source,
+    })?;
+    let digest = Digest::from_sha256_bytes(&sha2::Digest::finalize(sink.hasher).into());
+    Ok((digest, sink.size, entries))
+}
+
+impl Store {
+    fn recipe_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("lazy").join(format!("{}.json", d.hex()))
+    }
+
+    /// A recipe's directory, with its `..` resolved against the store's root (lexically: nothing is a symlink).
+    fn dir_of(&self, r: &Recipe) -> PathBuf {
+        let mut out = self.root.clone();
+        for c in r.dir.components() {
+            match c {
+                std::path::Component::ParentDir => {
+                    out.pop();
+                }
+                std::path::Component::Normal(n) => out.push(n),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn recipe(&self, d: &Digest) -> Option<Recipe> {
+        let r: Recipe = serde_json::from_slice(&std::fs::read(self.recipe_path(d)).ok()?).ok()?;
+        self.dir_of(&r).is_dir().then_some(r)
+    }
+
+    /// Records that blob `d` (`size` bytes) is the layer tar of snapshot directory `dir` under `opts`, without
+    /// writing it; `d` must be what [`digest_of_diff`] gave. Durable before it returns, like a committed blob.
+    pub fn keep_lazy(
+        &self,
+        d: &Digest,
+        size: u64,
+        dir: &Path,
+        opts: DiffOptions,
+    ) -> Result<(), StoreError> {
+        if self.blob_path(d).is_file() || self.recipe(d).is_some() {
+            return Ok(());
+        }
+        let rel = relative_to(dir, &self.root).ok_or_else(|| StoreError::Corrupt {
+            path: dir.to_path_buf(),
+            reason: "a lazy layer's directory must be under the kiln root".to_string(),
+        })?;
+        let recipe = Recipe {
+            dir: rel,
+            source_date_epoch: opts.source_date_epoch,
+            size,
+        };
+        let lazy = self.root.join("lazy");
+        std::fs::create_dir_all(&lazy).map_err(io(&lazy))?;
+        let bytes = serde_json::to_vec(&recipe).map_err(|e| StoreError::Corrupt {
+            path: self.recipe_path(d),
+            reason: e.to_string(),
+        })?;
+        let tmp = lazy.join(format!(".tmp-{}-{}", std::process::id(), d.hex()));
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.recipe_path(d))?;
+            std::fs::File::open(&lazy)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.map_err(io(&self.recipe_path(d)))
+    }
+
+    /// Whether `d` is a lazy blob whose directory is still there.
+    pub fn is_lazy(&self, d: &Digest) -> bool {
+        !self.blob_path(d).is_file() && self.recipe(d).is_some()
+    }
+
+    /// The size of lazy blob `d`, without writing it.
+    pub(super) fn lazy_size(&self, d: &Digest) -> Option<u64> {
+        self.recipe(d).map(|r| r.size)
+    }
+
+    /// Writes lazy blob `d` into the store (verified against its digest) if it is not there yet; a blob that is
+    /// neither stored nor lazy is missing.
+    pub fn materialize(&self, d: &Digest) -> Result<(), StoreError> {
+        if self.blob_path(d).is_file() {
+            return Ok(());
+        }
+        let Some(r) = self.recipe(d) else {
+            return Err(StoreError::MissingBlob(d.clone()));
+        };
+        let mut w = self.writer()?;
+        let dir = self.dir_of(&r);
+        write_diff(
+            &dir,
+            &mut w,
+            DiffOptions {
+                source_date_epoch: r.source_date_epoch,
+            },
+        )
+        .map_err(|e| StoreError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+        w.commit(Some(d))?;
+        let _ = std::fs::remove_file(self.recipe_path(d));
+        Ok(())
+    }
+
+    /// Every lazy blob, with the directory it renders (whether or not that still exists).
+    pub fn lazy_blobs(&self) -> Vec<(Digest, PathBuf)> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(self.root.join("lazy"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(hex) = name.strip_suffix(".json") else {
+                continue;
+            };
+            let Ok(d) = format!("sha256:{hex}").parse::<Digest>() else {
+                continue;
+            };
+            if let Ok(r) = std::fs::read(e.path())
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<Recipe>(&b).map_err(|e| e.to_string()))
+            {
+                out.push((d, self.dir_of(&r)));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Forgets lazy blob `d` (its image is gone, or its bytes were written).
+    pub fn remove_lazy(&self, d: &Digest) -> Result<(), StoreError> {
+        let p = self.recipe_path(d);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io(&p)(e)),
+        }
+    }
+
+    /// Writes every lazy blob in `keep` whose directory is under `dir` (a snapshot about to be removed) and
+    /// forgets those not in `keep`: afterwards nothing in the store needs `dir`.
+    pub fn materialize_under(
+        &self,
+        dir: &Path,
+        keep: &dyn Fn(&Digest) -> bool,
+    ) -> Result<(), StoreError> {
+        for (d, from) in self.lazy_blobs() {
+            if from.starts_with(dir) {
+                if keep(&d) {
+                    self.materialize(&d)?;
+                } else {
+                    self.remove_lazy(&d)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Renders lazy blob `d` again into a hash (nothing written) and returns that digest: `d` itself when its
+    /// directory still gives the bytes it was recorded with.
+    pub fn verify_lazy(&self, d: &Digest) -> Result<Digest, StoreError> {
+        let r = self
+            .recipe(d)
+            .ok_or_else(|| StoreError::MissingBlob(d.clone()))?;
+        let (got, _, _) = digest_of_diff(
+            &self.dir_of(&r),
+            DiffOptions {
+                source_date_epoch: r.source_date_epoch,
+            },
+        )?;
+        Ok(got)
+    }
+}
+
+/// `path` relative to `base` (both absolute), climbing with `..` where needed.
+fn relative_to(path: &Path, base: &Path) -> Option<PathBuf> {
+    let path = std::path::absolute(path).ok()?;
+    let base = std::path::absolute(base).ok()?;
+    let p: Vec<_> = path.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common == 0 {
+        return None;
+    }
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &p[common..] {
+        out.push(c);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lazy_layer_is_written_when_read_and_matches_a_direct_render() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(&root.path().join("store")).unwrap();
+        let snap = root.path().join("snapshots/abc/diff");
+        std::fs::create_dir_all(snap.join("app")).unwrap();
+        std::fs::write(snap.join("app/f"), "content").unwrap();
+        let opts = DiffOptions {
+            source_date_epoch: Some(1),
+        };
+        let (d, size, entries) = digest_of_diff(&snap, opts).unwrap();
+        assert_eq!(entries, 2);
+        store.keep_lazy(&d, size, &snap, opts).unwrap();
+        assert!(store.has(&d) && store.is_lazy(&d));
+        assert!(!store.blob_path(&d).exists(), "nothing written yet");
+        assert_eq!(store.blob_size(&d).unwrap(), size);
+        assert_eq!(store.verify_lazy(&d).unwrap(), d);
+        let bytes = store.read_blob(&d).unwrap();
+        assert!(store.blob_path(&d).is_file() && !store.is_lazy(&d));
+        let mut direct = Vec::new();
+        write_diff(&snap, &mut direct, opts).unwrap();
+        assert_eq!(bytes, direct);
+
+        // A directory that no longer renders what was recorded is refused, never served.
+        let snap2 = root.path().join("snapshots/def/diff");
+        std::fs::create_dir_all(&snap2).unwrap();
+        std::fs::write(snap2.join("g"), "one").unwrap();
+        let (d2, size2, _) = digest_of_diff(&snap2, opts).unwrap();
+        store.keep_lazy(&d2, size2, &snap2, opts).unwrap();
+        std::fs::write(snap2.join("g"), "two").unwrap();
+        assert_ne!(store.verify_lazy(&d2).unwrap(), d2);
+        assert!(matches!(
+            store.open_blob(&d2),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        assert!(!store.blob_path(&d2).exists());
+
+        // A snapshot about to go: kept images' lazy blobs are written, the rest forgotten.
+        let snap3 = root.path().join("snapshots/ghi/diff");
+        std::fs::create_dir_all(&snap3).unwrap();
+        std::fs::write(snap3.join("h"), "x").unwrap();
+        let (d3, size3, _) = digest_of_diff(&snap3, opts).unwrap();
+        store.keep_lazy(&d3, size3, &snap3, opts).unwrap();
+        store
+            .materialize_under(&root.path().join("snapshots/ghi"), &|d| *d == d3)
+            .unwrap();
+        assert!(store.blob_path(&d3).is_file());
+        store
+            .materialize_under(&root.path().join("snapshots/def"), &|_| false)
+            .unwrap();
+        assert!(!store.has(&d2));
+    }
+
+    #[test]
+    fn relative_paths_climb_out_of_the_store() {
+        assert_eq!(
+            relative_to(Path::new("/r/snapshots/a/diff"), Path::new("/r/store")),
+            Some(PathBuf::from("../snapshots/a/diff"))
+        );
+    }
+}
