@@ -209,6 +209,15 @@ pub fn write_to(
         let mut out = std::io::stdout().lock();
         return f(&mut out).map_err(crate::Failure::Build);
     }
+    // A device or pipe (`-o /dev/null`, a process substitution) is written as it is: a temporary renamed over it
+    // would replace the device node with a file.
+    if std::fs::metadata(dest).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dest)
+            .map_err(|e| crate::Failure::Build(format!("{dest}: {e}")))?;
+        return f(&mut file).map_err(crate::Failure::Build);
+    }
     let tmp = format!("{dest}.kiln-partial");
     let mut file =
         std::fs::File::create(&tmp).map_err(|e| crate::Failure::Build(format!("{tmp}: {e}")))?;
@@ -227,6 +236,34 @@ pub fn write_to(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_destination_is_written_not_replaced() {
+        let d = tempfile::tempdir().unwrap();
+        let null = d.path().join("null");
+        let made = rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &null,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, 3),
+        );
+        if made.is_err() {
+            eprintln!("cannot make a device node here (not root?): nothing to check");
+            return;
+        }
+        let dest = null.to_str().unwrap();
+        write_to(dest, |w| {
+            w.write_all(b"archive bytes").map_err(|e| e.to_string())
+        })
+        .unwrap();
+        let m = std::fs::symlink_metadata(&null).unwrap();
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_char_device(&m.file_type()),
+            "the device node is still there"
+        );
+        assert!(!d.path().join("null.kiln-partial").exists());
+    }
 
     #[test]
     fn specs() {
