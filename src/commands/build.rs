@@ -925,6 +925,7 @@ fn copy_tree(fs_root: &Path, dest: &Path) -> Result<(), String> {
         root: fs_root.to_path_buf(),
         default_owner: None,
         ignore: vec![],
+        reused: None,
     };
     solver::fileop::apply(dest, &[solver::llb::FileAction::Copy(copy)], &[input])
         .map_err(|e| e.to_string())

@@ -1,6 +1,8 @@
 //! `kiln build` with real parts: busybox made offline, overlayfs snapshots, runc, and skopeo/umoci checking what
 //! kiln wrote.
 
+use std::os::unix::fs::MetadataExt;
+
 use kiln_tests::{repo_root, run, Context, Root};
 
 use crate::KILN;
@@ -140,6 +142,80 @@ fn a_miss_in_a_big_context_names_exactly_the_file_that_changed() {
         "{}",
         r.stderr
     );
+}
+
+/// The layers of `image` in `root`, bottom first.
+fn layers_of(root: &Root, image: &str) -> Vec<String> {
+    let out = root.kiln(KILN, &["inspect", image]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).expect("inspect json");
+    v["Manifest"]["layers"]
+        .as_array()
+        .expect("layers")
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_string())
+        .collect()
+}
+
+/// A COPY that re-runs because some context files changed starts from a clone of its previous result (files
+/// linked, not written) and replaces only what changed: its layer is exactly a fresh root's, and the previous
+/// result is untouched (going back to the old files hits the old record and gives the old layer).
+#[test]
+fn a_rerun_copy_reuses_unchanged_files_and_gives_exactly_a_fresh_builds_layer() {
+    let root = Root::with_busybox(KILN);
+    let mut ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nCOPY . /app\nRUN cat /app/a.txt > /copied\n",
+    );
+    for i in 0..60 {
+        ctx = ctx.file(&format!("d{}/f{i}.txt", i % 4), format!("file {i}\n"));
+    }
+    ctx = ctx.file("a.txt", "first\n");
+    let path = ctx.path().to_str().expect("utf-8").to_string();
+    let tagged = |r: &Root, tag: &str| {
+        let b = r.kiln(KILN, &["build", "--progress=plain", "-t", tag, &path]);
+        assert_eq!(b.code, 0, "{}", b.stderr);
+        b
+    };
+    tagged(&root, "r:1");
+    let first = layers_of(&root, "r:1");
+    std::fs::write(ctx.path().join("a.txt"), "second, longer\n").expect("change");
+    std::fs::write(ctx.path().join("d1/f5.txt"), "FILE 5\n").expect("change");
+    let again = tagged(&root, "r:2");
+    assert!(
+        again.stderr.contains("cache miss: file changed: a.txt"),
+        "{}",
+        again.stderr
+    );
+    let second = layers_of(&root, "r:2");
+    // The unchanged files of the new result are the old result's, linked.
+    let linked = std::fs::read_dir(root.path().join("snapshots"))
+        .expect("snapshots")
+        .flatten()
+        .map(|e| e.path().join("diff/app/d2/f6.txt"))
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.nlink() >= 2))
+        .count();
+    assert_eq!(linked, 2, "both COPY results hold one inode for d2/f6.txt");
+
+    let fresh = Root::with_busybox(KILN);
+    tagged(&fresh, "r:2");
+    // (The RUN's layer holds a file made at run time, so only the COPY's is compared.)
+    assert_eq!(
+        second[1],
+        layers_of(&fresh, "r:2")[1],
+        "a reused COPY gives a fresh build's layer"
+    );
+
+    std::fs::write(ctx.path().join("a.txt"), "first\n").expect("change back");
+    std::fs::write(ctx.path().join("d1/f5.txt"), "file 5\n").expect("change back");
+    // The old contents again: the old record hits, and its snapshot still renders the layer it was recorded with
+    // (doctor re-renders every lazy layer), so the clone wrote nothing through the links.
+    let back = tagged(&root, "r:3");
+    assert!(back.stderr.contains(" CACHED"), "{}", back.stderr);
+    let third = layers_of(&root, "r:3");
+    assert_eq!(third[1], first[1], "the old COPY result is the one reused");
+    let doctor = root.kiln(KILN, &["doctor"]);
+    assert_eq!(doctor.code, 0, "{}{}", doctor.stdout, doctor.stderr);
 }
 
 #[test]

@@ -15,6 +15,18 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> FileOpError + '_ {
     }
 }
 
+/// Whether `path` carries extended attributes other than overlay's own (unknown counts as yes).
+pub fn has_xattrs(path: &Path) -> bool {
+    let mut names = vec![0u8; 4096];
+    match rustix::fs::llistxattr(path, &mut names[..]) {
+        Ok(n) => names[..n].split(|b| *b == 0).any(|n| {
+            !n.is_empty() && !n.starts_with(b"trusted.overlay.") && !n.starts_with(b"user.overlay.")
+        }),
+        Err(rustix::io::Errno::NOTSUP) => false,
+        Err(_) => true,
+    }
+}
+
 /// Copies extended attributes (security.capability among them), except overlay's own.
 pub fn copy_xattrs(src: &Path, dst: &Path) -> Result<(), FileOpError> {
     let mut names = vec![0u8; 4096];

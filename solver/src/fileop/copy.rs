@@ -141,6 +141,8 @@ struct Copier<'a> {
     mode: Option<&'a FileMode>,
     exclude: PatternMatcher,
     links: HashMap<(u64, u64), PathBuf>,
+    /// The input's files already in place at their destination (see [`super::Reused`]).
+    unchanged: Option<&'a std::collections::HashSet<String>>,
 }
 
 /// Runs one copy action into `target`.
@@ -193,6 +195,7 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         mode: c.mode.as_ref(),
         exclude: PatternMatcher::new(&c.exclude_patterns)?,
         links: HashMap::new(),
+        unchanged: input.reused.as_deref().map(|r| &r.unchanged),
     };
     let created_owner = c.chown.as_ref().map(|_| owner).unwrap_or(None);
     for (rel, abs) in &sources {
@@ -222,7 +225,14 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
                 Some(k) if !k.is_empty() => dest.join(k),
                 _ => dest.clone(),
             };
-            let existed = std::fs::symlink_metadata(&into).is_ok();
+            // In a target cloned from this copy's previous result, the destination exists because that result
+            // made it; whether it existed before the copy is the base's to say.
+            let existed = match &input.reused {
+                Some(r) => into
+                    .strip_prefix(target)
+                    .is_ok_and(|rel| std::fs::symlink_metadata(r.base.join(rel)).is_ok()),
+                None => std::fs::symlink_metadata(&into).is_ok(),
+            };
             create_dirs(
                 target,
                 &into,
@@ -254,7 +264,7 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
                     create_dirs(target, parent, 0o755, true, created_owner)?;
                 }
             }
-            copier.copy_entry(abs, &file_dest, &meta, &c.src)?;
+            copier.copy_entry(abs, &file_dest, &meta, &c.src, rel)?;
         }
     }
     Ok(())
@@ -291,7 +301,8 @@ impl Copier<'_> {
             if meta.is_dir() {
                 self.copy_dir(&src, &dst, &meta, &child_rel)?;
             } else {
-                self.copy_entry(&src, &dst, &meta, &child_rel)?;
+                let input_rel = join_rel(&self.source_rel, &child_rel);
+                self.copy_entry(&src, &dst, &meta, &child_rel, &input_rel)?;
             }
         }
         Ok(())
@@ -322,9 +333,13 @@ impl Copier<'_> {
         dst: &Path,
         meta: &std::fs::Metadata,
         shown: &str,
+        input_rel: &str,
     ) -> Result<(), FileOpError> {
         if meta.is_dir() {
             return self.copy_dir(src, dst, meta, "");
+        }
+        if self.already_in_place(src, dst, meta, input_rel) {
+            return Ok(());
         }
         match std::fs::symlink_metadata(dst) {
             Ok(m) if m.is_dir() => {
@@ -376,6 +391,39 @@ impl Copier<'_> {
             .map_err(|e| io(dst)(e.into()))?;
         }
         self.finish(src, dst, meta, false)
+    }
+
+    /// Whether `dst` already is what copying `src` would make: the source is among the input's unchanged files
+    /// and `dst` is a regular file with the size, owner, mode and time the copy would give it. Only ever true in a
+    /// target cloned from the previous result of this copy, whose files are links to that result's (immutable)
+    /// files: those are never written in place, only replaced.
+    fn already_in_place(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: &std::fs::Metadata,
+        input_rel: &str,
+    ) -> bool {
+        let Some(unchanged) = self.unchanged else {
+            return false;
+        };
+        if !meta.is_file() || meta.nlink() > 1 || !unchanged.contains(input_rel) {
+            return false;
+        }
+        let Ok(d) = std::fs::symlink_metadata(dst) else {
+            return false;
+        };
+        let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
+        let mode = match self.mode {
+            Some(m) => apply_mode(m, meta.mode(), false),
+            None => meta.mode() & 0o7777,
+        };
+        d.is_file()
+            && d.len() == meta.len()
+            && (d.uid(), d.gid()) == (uid, gid)
+            && d.mode() & 0o7777 == mode
+            && (d.mtime(), d.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec())
+            && !attrs::has_xattrs(src)
     }
 
     fn finish(

@@ -13,6 +13,7 @@ pub use oci::scoped;
 
 use std::path::{Path, PathBuf};
 
+pub use attrs::copy_xattrs;
 pub use mode::apply_mode;
 pub use users::{resolve_chown, resolve_run_user, run_user_home};
 
@@ -70,6 +71,19 @@ pub struct Input {
     pub default_owner: Option<(u32, u32)>,
     /// Paths of this input that do not exist for copies (the context's .dockerignore), relative to its root.
     pub ignore: Vec<String>,
+    /// Set when the target was cloned from the previous result of this same copy (see [`Reused`]).
+    pub reused: Option<std::sync::Arc<Reused>>,
+}
+
+/// A copy into a target cloned from its own previous result.
+#[derive(Debug)]
+pub struct Reused {
+    /// Files of the input (relative to its root) whose content is what the target already holds at their
+    /// destination: a destination file with the metadata the copy would give it is left as it is.
+    pub unchanged: std::collections::HashSet<String>,
+    /// The target as it was before the clone (the copy's base, read-only): whether a destination existed before
+    /// the copy is judged here, not in the clone.
+    pub base: PathBuf,
 }
 
 /// Applies `actions` in order to `target` (a directory holding the base filesystem, written in place).

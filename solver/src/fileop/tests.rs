@@ -60,6 +60,7 @@ fn run(f: &Fixture, c: CopyAction) -> Result<(), FileOpError> {
         root: f.ctx.clone(),
         default_owner: Some((0, 0)),
         ignore: vec!["*.secret".to_string(), "dir/sub/ignored".to_string()],
+        reused: None,
     };
     apply(&f.root, &[FileAction::Copy(c)], &[input])
 }

@@ -8,6 +8,7 @@ mod git;
 mod http;
 mod images;
 mod keys;
+mod reuse;
 mod runner;
 mod steplock;
 pub mod sweep;
@@ -318,15 +319,23 @@ impl<'a> Worker<'a> {
             }
             Some(lock)
         };
-        let reasons = match &v.meta.slot {
-            Some(slot) => match self.cache.last_for_slot(slot)? {
-                Some(prev) if prev.key != key => {
-                    explain(&self.cache.with_listing(&prev.parts), &parts)
-                }
-                _ => Vec::new(),
-            },
-            None => Vec::new(),
+        // The slot's last record, when it is not this key: what the miss is explained against, and what a re-run
+        // COPY can start from.
+        let prev = match &v.meta.slot {
+            Some(slot) => self
+                .cache
+                .last_for_slot(slot)?
+                .filter(|p| p.key != key)
+                .map(|p| {
+                    let parts = self.cache.with_listing(&p.parts);
+                    (p.snapshot, parts)
+                }),
+            None => None,
         };
+        let reasons = prev
+            .as_ref()
+            .map(|(_, p)| explain(p, &parts))
+            .unwrap_or_default();
         (self.on_cache)(CacheEvent::Miss(id, reasons));
         let snapshot = match &v.op {
             Op::Source(SourceOp::Image(img)) => {
@@ -364,7 +373,12 @@ impl<'a> Worker<'a> {
                     reason: "this source type is not supported yet".to_string(),
                 })
             }
-            Op::File(f) => self.run_file(f, inputs)?,
+            Op::File(f) => {
+                let reuse = prev.as_ref().and_then(|(snapshot, p)| {
+                    reuse::plan(f, &parts, p, &self.snapshots.diff_dir(snapshot))
+                });
+                self.run_file(f, inputs, reuse)?
+            }
             Op::Exec(e) => self.run_exec(e, v, inputs, cancel)?,
             Op::Merge(m) => self.run_merge(&m.layers, inputs)?,
         };
@@ -548,6 +562,7 @@ impl<'a> Worker<'a> {
                 root: path.clone(),
                 default_owner: Some((0, 0)),
                 ignore: ignore.clone(),
+                reused: None,
             }),
             Fs::Empty => {
                 let d = self.scratch_dir("empty")?;
@@ -557,6 +572,7 @@ impl<'a> Worker<'a> {
                     root,
                     default_owner: None,
                     ignore: vec![],
+                    reused: None,
                 })
             }
             Fs::Snapshot(id) => {
@@ -568,6 +584,7 @@ impl<'a> Worker<'a> {
                     root,
                     default_owner: None,
                     ignore: vec![],
+                    reused: None,
                 })
             }
         }
@@ -580,7 +597,12 @@ impl<'a> Worker<'a> {
         }
     }
 
-    fn run_file(&self, f: &FileOp, inputs: &[StepOutput]) -> Result<String, WorkerError> {
+    fn run_file(
+        &self,
+        f: &FileOp,
+        inputs: &[StepOutput],
+        reuse: Option<reuse::Reuse>,
+    ) -> Result<String, WorkerError> {
         let parent = Self::parent_of(f.base.and_then(|i| inputs.get(i)).map(|o| &o.fs));
         let active = self.snapshots.prepare(parent.as_deref())?;
         let merged = self.scratch_dir("merged")?;
@@ -590,7 +612,22 @@ impl<'a> Worker<'a> {
             .iter()
             .map(|o| self.input_view(&o.fs, &mut guards, &mut keep))
             .collect();
-        let views = views?;
+        let mut views = views?;
+        // A re-run COPY from the context starts from a clone of its previous result (see `reuse`).
+        if let (Some(r), [crate::llb::FileAction::Copy(c)]) = (reuse, f.actions.as_slice()) {
+            let from_context = matches!(inputs.get(c.source).map(|o| &o.fs), Some(Fs::Local(..)));
+            let base = f.base.and_then(|b| views.get(b)).map(|v| v.root.clone());
+            if let (true, Some(base)) = (from_context && reuse::clonable(&r.from), base) {
+                let diff = active.diff_dir();
+                reuse::clone_tree(&r.from, &diff).map_err(io(&diff))?;
+                if let Some(view) = views.get_mut(c.source) {
+                    view.reused = Some(std::sync::Arc::new(crate::fileop::Reused {
+                        unchanged: r.unchanged,
+                        base,
+                    }));
+                }
+            }
+        }
         {
             let mount = self.snapshots.mount(&active, merged.path())?;
             fileop::apply(mount.path(), &f.actions, &views)?;

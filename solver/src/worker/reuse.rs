@@ -1,0 +1,184 @@
+//! A COPY from the build context that runs again because some of its files changed starts from its previous
+//! result instead of from nothing: that snapshot's tree is cloned into the new one (directories made, files
+//! hard-linked — no data is written), and the copy then replaces only the files whose content changed. On a
+//! 20,000-file context with one file changed this turns a full rewrite of the context into one file's.
+//!
+//! It is safe because snapshots are immutable once committed and the copy never writes a destination file in
+//! place (it unlinks, then creates), so the linked inodes are only ever read. It applies only when the previous
+//! record is the same op over the same inputs and selects the same paths (only contents changed), and when the
+//! previous tree holds nothing but directories, regular files and symlinks without overlay markers (no
+//! whiteouts, no opaque directories): anything else is copied the ordinary way.
+
+use std::collections::HashSet;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::cache::KeyParts;
+use crate::llb::{FileAction, FileOp};
+
+/// What a re-run COPY can start from.
+pub(super) struct Reuse {
+    /// The previous result's tree (its snapshot's diff directory).
+    pub from: PathBuf,
+    /// Context paths whose content is unchanged since that result.
+    pub unchanged: HashSet<String>,
+}
+
+/// The reuse open to `f` (with key parts `now`) given the slot's previous record (`prev`, its listing filled in)
+/// whose result is the tree `prev_diff`.
+pub(super) fn plan(f: &FileOp, now: &KeyParts, prev: &KeyParts, prev_diff: &Path) -> Option<Reuse> {
+    let [FileAction::Copy(_)] = f.actions.as_slice() else {
+        return None;
+    };
+    if prev.op != now.op || prev.inputs != now.inputs || now.files.is_empty() {
+        return None;
+    }
+    if prev.files.len() != now.files.len() || !prev.files.keys().eq(now.files.keys()) {
+        return None;
+    }
+    let unchanged: HashSet<String> = now
+        .files
+        .iter()
+        .filter(|(k, d)| prev.files.get(*k) == Some(*d))
+        .map(|(k, _)| k.clone())
+        .collect();
+    if unchanged.is_empty() || !prev_diff.is_dir() {
+        return None;
+    }
+    Some(Reuse {
+        from: prev_diff.to_path_buf(),
+        unchanged,
+    })
+}
+
+/// Whether `dir` holds only what [`clone_tree`] can reproduce exactly.
+pub(super) fn clonable(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    if has_overlay_marker(dir) {
+        return false;
+    }
+    for e in rd {
+        let Ok(e) = e else { return false };
+        let Ok(ft) = e.file_type() else { return false };
+        if ft.is_dir() {
+            if !clonable(&e.path()) {
+                return false;
+            }
+        } else if !(ft.is_file() || ft.is_symlink()) || ft.is_char_device() {
+            return false;
+        }
+    }
+    true
+}
+
+fn has_overlay_marker(dir: &Path) -> bool {
+    let mut v = [0u8; 8];
+    [
+        "trusted.overlay.opaque",
+        "user.overlay.opaque",
+        "trusted.overlay.redirect",
+    ]
+    .iter()
+    .any(|n| rustix::fs::lgetxattr(dir, *n, &mut v[..]).is_ok())
+}
+
+/// Reproduces the tree `from` under `to` (an empty directory): directories with their owner, mode, times and
+/// extended attributes, symlinks, and regular files as hard links to `from`'s.
+pub(super) fn clone_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let src = e.path();
+        let dst = to.join(e.file_name());
+        let meta = std::fs::symlink_metadata(&src)?;
+        if meta.is_dir() {
+            std::fs::create_dir(&dst)?;
+            clone_tree(&src, &dst)?;
+            carry_dir_metadata(&src, &dst, &meta)?;
+        } else if meta.file_type().is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+            std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
+            set_times(&dst, &meta)?;
+        } else {
+            std::fs::hard_link(&src, &dst)?;
+        }
+    }
+    Ok(())
+}
+
+fn carry_dir_metadata(src: &Path, dst: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    crate::fileop::copy_xattrs(src, dst).map_err(std::io::Error::other)?;
+    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
+    std::fs::set_permissions(
+        dst,
+        std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
+    )?;
+    set_times(dst, meta)
+}
+
+fn set_times(p: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    let ts = |s: i64, ns: i64| rustix::fs::Timespec {
+        tv_sec: s,
+        tv_nsec: ns as _,
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        p,
+        &rustix::fs::Timestamps {
+            last_access: ts(meta.atime(), meta.atime_nsec()),
+            last_modification: ts(meta.mtime(), meta.mtime_nsec()),
+        },
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cloned_tree_links_files_and_keeps_directory_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        let from = d.path().join("from");
+        std::fs::create_dir_all(from.join("app/sub")).unwrap();
+        std::fs::write(from.join("app/sub/f"), "data").unwrap();
+        std::os::unix::fs::symlink("sub/f", from.join("app/link")).unwrap();
+        std::fs::set_permissions(
+            from.join("app/sub"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        assert!(clonable(&from));
+        let to = d.path().join("to");
+        std::fs::create_dir(&to).unwrap();
+        clone_tree(&from, &to).unwrap();
+        let a = std::fs::metadata(from.join("app/sub/f")).unwrap();
+        let b = std::fs::metadata(to.join("app/sub/f")).unwrap();
+        assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()), "a link, not a copy");
+        assert_eq!(
+            std::fs::read_link(to.join("app/link")).unwrap(),
+            PathBuf::from("sub/f")
+        );
+        let m = std::fs::metadata(to.join("app/sub")).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o700);
+        assert_eq!(
+            m.mtime(),
+            std::fs::metadata(from.join("app/sub")).unwrap().mtime()
+        );
+
+        // A tree with overlay markers is not cloned.
+        let fifo = d.path().join("fifo-tree");
+        std::fs::create_dir(&fifo).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo.join("p"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        assert!(!clonable(&fifo));
+    }
+}
