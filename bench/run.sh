@@ -90,7 +90,7 @@ kiln_build "$ctx" >/dev/null 2>&1
 buildah_build "$ctx" >/dev/null 2>&1
 k=(); b=(); rss=()
 for _ in $(seq "$reps"); do
-  rm -rf "$KILN_ROOT/layers" "$work/k.tar" "$work/b.tar"
+  rm -rf "$KILN_ROOT/store/layers" "$work/k.tar" "$work/b.tar"
   s=$(now)
   /usr/bin/time -f %M -o "$work/rss" "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx" >/dev/null 2>&1
   e=$(now); k+=("$(echo "$e - $s" | bc)"); rss+=("$(( $(cat "$work/rss") / 1024 ))")
