@@ -42,28 +42,41 @@ fn compressed(
             }
         }
     }
-    let mut input = store.open_blob(src)?;
+    // A lazy layer (a built image's, see `oci::store`) is rendered straight into the compressor: its
+    // uncompressed bytes are never stored.
+    let lazy = store.is_lazy(src);
+    let mut input = if lazy {
+        None
+    } else {
+        Some(store.open_blob(src)?)
+    };
+    let mut feed = |w: &mut dyn Write| -> Result<(), ExportError> {
+        match input.as_mut() {
+            Some(f) => copy(f, w, &mut vec![0u8; 1 << 20]).map_err(io_err(store)),
+            None => store
+                .render_lazy(src, w)
+                .map(|_| ())
+                .map_err(ExportError::from),
+        }
+    };
     let counted = Tee {
         main: HashingWriter::new(store.writer()?),
         extra: tee(),
     };
-    let mut buf = vec![0u8; 1 << 20];
     let counted = match compression {
         Compression::Gzip(level) => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let mut gz = crate::pgzip::ParallelGzip::new(counted, level.min(9), threads);
-            copy(&mut input, &mut gz, &mut buf).map_err(io_err(store))?;
+            feed(&mut gz)?;
             gz.finish().map_err(io_err(store))?
         }
         Compression::Zstd(level) => {
             let mut zs =
                 zstd::stream::write::Encoder::new(counted, level).map_err(io_err(store))?;
-            copy(&mut input, &mut zs, &mut buf).map_err(io_err(store))?;
+            feed(&mut zs)?;
             zs.finish().map_err(io_err(store))?
         }
-        Compression::None => {
-            return Ok((src.clone(), input.metadata().map_err(io_err(store))?.len()))
-        }
+        Compression::None => return Ok((src.clone(), store.blob_size(src)?)),
     };
     // The second writer is closed first: its reader (an upload) ends as soon as the last byte is made.
     let Tee { main, extra } = counted;
@@ -99,7 +112,7 @@ impl<W: Write> Write for Tee<W> {
     }
 }
 
-fn copy(r: &mut impl Read, w: &mut impl Write, buf: &mut [u8]) -> std::io::Result<()> {
+fn copy(r: &mut impl Read, w: &mut (impl Write + ?Sized), buf: &mut [u8]) -> std::io::Result<()> {
     loop {
         let n = r.read(buf)?;
         if n == 0 {

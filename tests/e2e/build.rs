@@ -171,6 +171,7 @@ fn a_rerun_copy_reuses_unchanged_files_and_gives_exactly_a_fresh_builds_layer() 
         ctx = ctx.file(&format!("d{}/f{i}.txt", i % 4), format!("file {i}\n"));
     }
     ctx = ctx.file("a.txt", "first\n");
+    std::fs::create_dir_all(ctx.path().join("empty/inner")).expect("empty dirs");
     let path = ctx.path().to_str().expect("utf-8").to_string();
     let tagged = |r: &Root, tag: &str| {
         let b = r.kiln(KILN, &["build", "--progress=plain", "-t", tag, &path]);
@@ -216,6 +217,19 @@ fn a_rerun_copy_reuses_unchanged_files_and_gives_exactly_a_fresh_builds_layer() 
     assert_eq!(third[1], first[1], "the old COPY result is the one reused");
     let doctor = root.kiln(KILN, &["doctor"]);
     assert_eq!(doctor.code, 0, "{}{}", doctor.stdout, doctor.stderr);
+
+    // A removed (empty) directory, then a removed file, never survive from the previous result.
+    let fresh = Root::with_busybox(KILN);
+    std::fs::remove_dir_all(ctx.path().join("empty/inner")).expect("remove dir");
+    std::fs::write(ctx.path().join("d0/f0.txt"), "changed too\n").expect("change");
+    tagged(&root, "r:4");
+    tagged(&fresh, "r:4");
+    assert_eq!(layers_of(&root, "r:4")[1], layers_of(&fresh, "r:4")[1]);
+    std::fs::remove_file(ctx.path().join("d3/f7.txt")).expect("remove file");
+    std::fs::write(ctx.path().join("d0/f0.txt"), "changed again\n").expect("change");
+    tagged(&root, "r:5");
+    tagged(&fresh, "r:5");
+    assert_eq!(layers_of(&root, "r:5")[1], layers_of(&fresh, "r:5")[1]);
 }
 
 #[test]

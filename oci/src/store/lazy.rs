@@ -162,6 +162,58 @@ impl Store {
         Ok(())
     }
 
+    /// Writes lazy blob `d`'s bytes into `out` without storing them (a push compresses them on the way), checking
+    /// they hash to `d`; `Ok(false)` when `d` is not lazy. A mismatch is an error once everything was written, so
+    /// the caller must not keep what it made of them.
+    pub fn render_lazy(&self, d: &Digest, out: &mut dyn Write) -> Result<bool, StoreError> {
+        if self.blob_path(d).is_file() {
+            return Ok(false);
+        }
+        let Some(r) = self.recipe(d) else {
+            return Ok(false);
+        };
+        struct Both<'a> {
+            out: &'a mut dyn Write,
+            hash: Hashing,
+        }
+        impl Write for Both<'_> {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                let n = self.out.write(buf)?;
+                self.hash.write_all(&buf[..n])?;
+                Ok(n)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                self.out.flush()
+            }
+        }
+        let both = Both {
+            out,
+            hash: Hashing {
+                hasher: sha2::Digest::new(),
+                size: 0,
+            },
+        };
+        let (both, _) = write_diff(
+            &self.dir_of(&r),
+            both,
+            DiffOptions {
+                source_date_epoch: r.source_date_epoch,
+            },
+        )
+        .map_err(|e| StoreError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+        let actual = Digest::from_sha256_bytes(&sha2::Digest::finalize(both.hash.hasher).into());
+        if &actual != d {
+            return Err(StoreError::DigestMismatch {
+                expected: d.clone(),
+                actual,
+            });
+        }
+        Ok(true)
+    }
+
     /// Every lazy blob, with the directory it renders (whether or not that still exists).
     pub fn lazy_blobs(&self) -> Vec<(Digest, PathBuf)> {
         let mut out = Vec::new();
@@ -274,7 +326,11 @@ mod tests {
         assert!(!store.blob_path(&d).exists(), "nothing written yet");
         assert_eq!(store.blob_size(&d).unwrap(), size);
         assert_eq!(store.verify_lazy(&d).unwrap(), d);
+        let mut rendered = Vec::new();
+        assert!(store.render_lazy(&d, &mut rendered).unwrap());
+        assert!(!store.blob_path(&d).exists(), "rendering stores nothing");
         let bytes = store.read_blob(&d).unwrap();
+        assert_eq!(bytes, rendered);
         assert!(store.blob_path(&d).is_file() && !store.is_lazy(&d));
         let mut direct = Vec::new();
         write_diff(&snap, &mut direct, opts).unwrap();
@@ -288,6 +344,10 @@ mod tests {
         store.keep_lazy(&d2, size2, &snap2, opts).unwrap();
         std::fs::write(snap2.join("g"), "two").unwrap();
         assert_ne!(store.verify_lazy(&d2).unwrap(), d2);
+        assert!(matches!(
+            store.render_lazy(&d2, &mut Vec::new()),
+            Err(StoreError::DigestMismatch { .. })
+        ));
         assert!(matches!(
             store.open_blob(&d2),
             Err(StoreError::DigestMismatch { .. })

@@ -62,7 +62,13 @@ fn env_map(env: &[String]) -> std::collections::BTreeMap<&str, &str> {
 pub fn explain(prev: &KeyParts, now: &KeyParts) -> Vec<MissReason> {
     let mut out = Vec::new();
     let paths: BTreeSet<&String> = prev.content.keys().chain(now.content.keys()).collect();
-    let listed: BTreeSet<&String> = prev.files.keys().chain(now.files.keys()).collect();
+    // Directories are listed as `dir/` (by their own metadata); a miss names files.
+    let listed: BTreeSet<&String> = prev
+        .files
+        .keys()
+        .chain(now.files.keys())
+        .filter(|k| !k.ends_with('/'))
+        .collect();
     for p in paths {
         if prev.content.get(p) != now.content.get(p) {
             let shown = p.split_once(':').map_or(p.as_str(), |(_, path)| path);

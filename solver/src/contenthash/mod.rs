@@ -290,9 +290,16 @@ impl ContextHasher {
             h.update(format!("special {header} {}", m.rdev()));
         }
         let digest = finish(h);
-        if let (Some(f), false) = (files, ft.is_dir()) {
+        if let Some(f) = files {
             if let Ok(mut f) = f.lock() {
-                f.insert(rel.to_string(), digest.clone());
+                if !ft.is_dir() {
+                    f.insert(rel.to_string(), digest.clone());
+                } else if !rel.is_empty() {
+                    // A directory is listed as `rel/` by its own metadata only, so the listing says which
+                    // directories exist (a COPY re-run from its previous result needs the same ones) without a
+                    // directory standing for every file changed under it.
+                    f.insert(format!("{rel}/"), Digest::sha256_of(header.as_bytes()));
+                }
             }
         }
         Ok(Some(digest))

@@ -4,6 +4,8 @@
 //! owner, mode, xattrs, times and hardlinks.
 
 use std::collections::HashMap;
+
+use rayon::prelude::*;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -129,6 +131,20 @@ fn create_dirs(
             reason: "a file is in the way of a directory".to_string(),
         }),
         Err(e) => Err(io(dest)(e)),
+    }
+}
+
+/// Makes way for a file at `dst`: an existing file goes (unlinked, never written in place); a directory there is
+/// an error naming the source as the instruction gave it.
+fn clear_for_file(dst: &Path, shown: &str) -> Result<(), FileOpError> {
+    match std::fs::symlink_metadata(dst) {
+        Ok(m) if m.is_dir() => Err(FileOpError::Conflict {
+            src: shown.to_string(),
+            dest: dst.display().to_string(),
+            reason: "cannot replace a directory with a file".to_string(),
+        }),
+        Ok(_) => std::fs::remove_file(dst).map_err(io(dst)),
+        Err(_) => Ok(()),
     }
 }
 
@@ -283,6 +299,9 @@ impl Copier<'_> {
             names.push(e.map_err(io(src_dir))?.file_name());
         }
         names.sort();
+        // Plain files (the bulk of a context) are copied in parallel once the rest of the directory is done; their
+        // order does not matter (a layer lists entries sorted) and the first error in name order is reported.
+        let mut plain: Vec<(PathBuf, PathBuf, std::fs::Metadata, String, String)> = Vec::new();
         for n in names {
             let child_rel = join_rel(rel, &n.to_string_lossy());
             if !self.exclude.is_empty() && self.exclude.matches_or_parent_matches(&child_rel) {
@@ -298,14 +317,23 @@ impl Copier<'_> {
             let src = src_dir.join(&n);
             let dst = dst_dir.join(&n);
             let meta = std::fs::symlink_metadata(&src).map_err(io(&src))?;
+            let input_rel = join_rel(&self.source_rel, &child_rel);
             if meta.is_dir() {
                 self.copy_dir(&src, &dst, &meta, &child_rel)?;
+            } else if meta.is_file() && meta.nlink() <= 1 {
+                plain.push((src, dst, meta, child_rel, input_rel));
             } else {
-                let input_rel = join_rel(&self.source_rel, &child_rel);
                 self.copy_entry(&src, &dst, &meta, &child_rel, &input_rel)?;
             }
         }
-        Ok(())
+        let this = &*self;
+        let results: Vec<Result<(), FileOpError>> = plain
+            .par_iter()
+            .map(|(src, dst, meta, shown, input_rel)| {
+                this.copy_plain_file(src, dst, meta, shown, input_rel)
+            })
+            .collect();
+        results.into_iter().collect()
     }
 
     fn copy_dir(
@@ -338,20 +366,10 @@ impl Copier<'_> {
         if meta.is_dir() {
             return self.copy_dir(src, dst, meta, "");
         }
-        if self.already_in_place(src, dst, meta, input_rel) {
-            return Ok(());
+        if meta.is_file() && meta.nlink() <= 1 {
+            return self.copy_plain_file(src, dst, meta, shown, input_rel);
         }
-        match std::fs::symlink_metadata(dst) {
-            Ok(m) if m.is_dir() => {
-                return Err(FileOpError::Conflict {
-                    src: shown.to_string(),
-                    dest: dst.display().to_string(),
-                    reason: "cannot replace a directory with a file".to_string(),
-                })
-            }
-            Ok(_) => std::fs::remove_file(dst).map_err(io(dst))?,
-            Err(_) => {}
-        }
+        clear_for_file(dst, shown)?;
         let ft = meta.file_type();
         if ft.is_symlink() {
             let link = std::fs::read_link(src).map_err(io(src))?;
@@ -390,6 +408,23 @@ impl Copier<'_> {
             )
             .map_err(|e| io(dst)(e.into()))?;
         }
+        self.finish(src, dst, meta, false)
+    }
+
+    /// Copies a regular file with no other links: needs only `&self`, so a directory's files go in parallel.
+    fn copy_plain_file(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: &std::fs::Metadata,
+        shown: &str,
+        input_rel: &str,
+    ) -> Result<(), FileOpError> {
+        if self.already_in_place(src, dst, meta, input_rel) {
+            return Ok(());
+        }
+        clear_for_file(dst, shown)?;
+        std::fs::copy(src, dst).map_err(io(dst))?;
         self.finish(src, dst, meta, false)
     }
 

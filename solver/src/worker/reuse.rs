@@ -36,10 +36,12 @@ pub(super) fn plan(f: &FileOp, now: &KeyParts, prev: &KeyParts, prev_diff: &Path
     if prev.files.len() != now.files.len() || !prev.files.keys().eq(now.files.keys()) {
         return None;
     }
+    // The same paths, directories included (`dir/`): a removed file or directory would otherwise survive in the
+    // clone.
     let unchanged: HashSet<String> = now
         .files
         .iter()
-        .filter(|(k, d)| prev.files.get(*k) == Some(*d))
+        .filter(|(k, d)| !k.ends_with('/') && prev.files.get(*k) == Some(*d))
         .map(|(k, _)| k.clone())
         .collect();
     if unchanged.is_empty() || !prev_diff.is_dir() {
