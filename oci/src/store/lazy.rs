@@ -79,6 +79,19 @@ impl Store {
         out
     }
 
+    /// Writes a recipe's layer tar into `out`.
+    fn render<W: Write>(&self, r: &Recipe, out: W) -> Result<W, StoreError> {
+        let opts = DiffOptions {
+            source_date_epoch: r.source_date_epoch,
+        };
+        write_diff(&self.dir_of(r), out, opts)
+            .map(|(w, _)| w)
+            .map_err(|e| StoreError::Io {
+                path: e.path,
+                source: e.source,
+            })
+    }
+
     fn recipe(&self, d: &Digest) -> Option<Recipe> {
         let r: Recipe = serde_json::from_slice(&std::fs::read(self.recipe_path(d)).ok()?).ok()?;
         self.dir_of(&r).is_dir().then_some(r)
@@ -145,18 +158,7 @@ impl Store {
             return Err(StoreError::MissingBlob(d.clone()));
         };
         let mut w = self.writer()?;
-        let dir = self.dir_of(&r);
-        write_diff(
-            &dir,
-            &mut w,
-            DiffOptions {
-                source_date_epoch: r.source_date_epoch,
-            },
-        )
-        .map_err(|e| StoreError::Io {
-            path: e.path,
-            source: e.source,
-        })?;
+        self.render(&r, &mut w)?;
         w.commit(Some(d))?;
         let _ = std::fs::remove_file(self.recipe_path(d));
         Ok(())
@@ -193,17 +195,7 @@ impl Store {
                 size: 0,
             },
         };
-        let (both, _) = write_diff(
-            &self.dir_of(&r),
-            both,
-            DiffOptions {
-                source_date_epoch: r.source_date_epoch,
-            },
-        )
-        .map_err(|e| StoreError::Io {
-            path: e.path,
-            source: e.source,
-        })?;
+        let both = self.render(&r, both)?;
         let actual = Digest::from_sha256_bytes(&sha2::Digest::finalize(both.hash.hasher).into());
         if &actual != d {
             return Err(StoreError::DigestMismatch {
