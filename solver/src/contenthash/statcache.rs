@@ -58,6 +58,8 @@ struct Record {
 #[derive(Debug, Clone, Default)]
 pub struct StatCache {
     entries: HashMap<PathBuf, (StatKey, Digest)>,
+    /// Whether anything was learned since loading (an unchanged cache is not written back).
+    changed: bool,
 }
 
 impl StatCache {
@@ -71,7 +73,16 @@ impl StatCache {
 
     /// Remembers `digest` for `path` at `key`.
     pub fn insert(&mut self, path: PathBuf, key: StatKey, digest: Digest) {
-        self.entries.insert(path, (key, digest));
+        let entry = (key, digest);
+        if self.entries.get(&path) != Some(&entry) {
+            self.entries.insert(path, entry);
+            self.changed = true;
+        }
+    }
+
+    /// Whether [`StatCache::insert`] learned anything since the cache was loaded or made.
+    pub fn is_changed(&self) -> bool {
+        self.changed
     }
 
     /// Number of remembered files.
@@ -96,10 +107,12 @@ impl StatCache {
                 .into_iter()
                 .map(|r| (r.path, (r.key, r.digest)))
                 .collect(),
+            changed: false,
         }
     }
 
-    /// Saves atomically: a temporary file, fsynced, renamed over `file`.
+    /// Saves atomically: a temporary file renamed over `file`. Not fsynced: the cache is a hint, and one lost or
+    /// emptied by a power cut only costs the next build a re-read of the context.
     pub fn save(&self, file: &Path) -> Result<(), HashError> {
         let io = |source| HashError::Io {
             path: file.to_path_buf(),
@@ -119,7 +132,6 @@ impl StatCache {
         let dir = file.parent().unwrap_or(Path::new("."));
         let mut tmp = tempfile_in(dir).map_err(io)?;
         tmp.1.write_all(&bytes).map_err(io)?;
-        tmp.1.sync_all().map_err(io)?;
         std::fs::rename(&tmp.0, file).map_err(io)?;
         Ok(())
     }

@@ -227,7 +227,8 @@ impl<'a> Worker<'a> {
         self
     }
 
-    /// Saves what the context hashers learned, so the next build re-reads only changed files.
+    /// Saves what the context hashers learned (when they learned anything), so the next build re-reads only
+    /// changed files.
     pub fn save_stat_caches(self, root: &Path) -> Result<(), WorkerError> {
         let stat_dir = root.join("statcache");
         for (name, h) in self.hashers {
@@ -236,7 +237,10 @@ impl<'a> Worker<'a> {
                     "{}.json",
                     Digest::sha256_of(l.path.to_string_lossy().as_bytes()).hex()
                 ));
-                h.into_stat_cache().save(&f)?;
+                let cache = h.into_stat_cache();
+                if cache.is_changed() {
+                    cache.save(&f)?;
+                }
             }
         }
         Ok(())
