@@ -175,7 +175,7 @@ mod tests {
         std::fs::create_dir(&fifo).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &fifo.join("p"),
+            fifo.join("p"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o644),
             0,
