@@ -9,8 +9,8 @@ use oci::manifest::{LayerCompression, Manifest, MEDIA_DOCKER_MANIFEST};
 use oci::store::Store;
 use oci::Digest;
 
-use crate::hashing::HashingWriter;
 use crate::image::{Compression, ExportError};
+use oci::HashingWriter;
 
 fn io_err(store: &Store) -> impl Fn(std::io::Error) -> ExportError + '_ {
     move |source| ExportError::Io {

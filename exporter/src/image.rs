@@ -13,7 +13,7 @@ use oci::{Digest, History, Image};
 use serde_json::json;
 
 use crate::diff::{write_diff, DiffError, DiffOptions};
-use crate::hashing::HashingWriter;
+use oci::HashingWriter;
 
 /// Layer compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,6 @@
 pub mod convert;
 /// A snapshot's upper directory as a layer tar (it lives in `oci::layer`, which the store renders lazy layers with).
 pub use oci::layer::diff;
-mod hashing;
 pub mod image;
 pub mod index;
 pub mod layout;

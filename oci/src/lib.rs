@@ -5,6 +5,7 @@
 
 pub mod archive;
 pub mod digest;
+mod hashing;
 pub mod image;
 pub mod layer;
 pub mod manifest;
@@ -15,5 +16,6 @@ pub mod scoped;
 pub mod store;
 
 pub use digest::{Digest, DigestError};
+pub use hashing::HashingWriter;
 pub use image::{ContainerConfig, Healthcheck, History, Image, RootFs};
 pub use platform::{Platform, PlatformError};

@@ -362,7 +362,7 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
         index.remove(&r.key).map_err(fail)?;
         out.records += 1;
     }
-    index.remove_unused_listings();
+    index.remove_unused_listings(keep.iter().copied());
     // Every snapshot no remaining record reaches goes, children before parents.
     let reached = u.reachable(keep.iter().copied());
     let mut doomed: Vec<&String> = u

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{io, Store, StoreError};
 use crate::layer::diff::{write_diff, DiffOptions};
-use crate::Digest;
+use crate::{Digest, HashingWriter};
 
 /// How to make a lazy blob again: `<store>/lazy/<hex>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,35 +28,15 @@ struct Recipe {
     size: u64,
 }
 
-/// A sink that only hashes and counts: rendering a lazy layer to learn its digest writes nothing.
-struct Hashing {
-    hasher: sha2::Sha256,
-    size: u64,
-}
-
-impl Write for Hashing {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        sha2::Digest::update(&mut self.hasher, buf);
-        self.size += buf.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The digest, size and entry count of `dir`'s layer tar, computed without writing it.
 pub fn digest_of_diff(dir: &Path, opts: DiffOptions) -> Result<(Digest, u64, u64), StoreError> {
-    let sink = Hashing {
-        hasher: sha2::Digest::new(),
-        size: 0,
-    };
-    let (sink, entries) = write_diff(dir, sink, opts).map_err(|e| StoreError::Io {
-        path: e.path,
-        source: e.source,
-    })?;
-    let digest = Digest::from_sha256_bytes(&sha2::Digest::finalize(sink.hasher).into());
-    Ok((digest, sink.size, entries))
+    let (sink, entries) =
+        write_diff(dir, HashingWriter::new(std::io::sink()), opts).map_err(|e| StoreError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
+    let (_, digest, size) = sink.finish();
+    Ok((digest, size, entries))
 }
 
 impl Store {
@@ -174,29 +154,7 @@ impl Store {
         let Some(r) = self.recipe(d) else {
             return Ok(false);
         };
-        struct Both<'a> {
-            out: &'a mut dyn Write,
-            hash: Hashing,
-        }
-        impl Write for Both<'_> {
-            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-                let n = self.out.write(buf)?;
-                self.hash.write_all(&buf[..n])?;
-                Ok(n)
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                self.out.flush()
-            }
-        }
-        let both = Both {
-            out,
-            hash: Hashing {
-                hasher: sha2::Digest::new(),
-                size: 0,
-            },
-        };
-        let both = self.render(&r, both)?;
-        let actual = Digest::from_sha256_bytes(&sha2::Digest::finalize(both.hash.hasher).into());
+        let (_, actual, _) = self.render(&r, HashingWriter::new(out))?.finish();
         if &actual != d {
             return Err(StoreError::DigestMismatch {
                 expected: d.clone(),

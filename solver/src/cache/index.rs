@@ -215,12 +215,13 @@ impl CacheIndex {
         out
     }
 
-    /// Removes listings no remaining record names (after GC removed records); returns how many went.
-    pub fn remove_unused_listings(&self) -> usize {
-        let used: std::collections::BTreeSet<String> = self
-            .list()
-            .unwrap_or_default()
-            .iter()
+    /// Removes listings none of `kept` (the records GC left) names; returns how many went.
+    pub fn remove_unused_listings<'a>(
+        &self,
+        kept: impl IntoIterator<Item = &'a CacheRecord>,
+    ) -> usize {
+        let used: std::collections::BTreeSet<String> = kept
+            .into_iter()
             .filter_map(|r| {
                 r.parts
                     .listing
@@ -407,9 +408,9 @@ mod tests {
             "the record stays small"
         );
         assert_eq!(idx.with_listing(&stored.parts).files, big.parts.files);
-        assert_eq!(idx.remove_unused_listings(), 0);
+        assert_eq!(idx.remove_unused_listings([&stored]), 0);
         idx.remove(&big.key).unwrap();
-        assert_eq!(idx.remove_unused_listings(), 1);
+        assert_eq!(idx.remove_unused_listings([]), 1);
         assert!(idx.with_listing(&stored.parts).files.is_empty());
     }
 

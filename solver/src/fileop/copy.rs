@@ -448,17 +448,24 @@ impl Copier<'_> {
         let Ok(d) = std::fs::symlink_metadata(dst) else {
             return false;
         };
-        let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
-        let mode = match self.mode {
-            Some(m) => apply_mode(m, meta.mode(), false),
-            None => meta.mode() & 0o7777,
-        };
+        let ((uid, gid), mode) = self.owner_and_mode(meta, false);
         d.is_file()
             && d.len() == meta.len()
             && (d.uid(), d.gid()) == (uid, gid)
             && d.mode() & 0o7777 == mode
             && (d.mtime(), d.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec())
             && !attrs::has_xattrs(src)
+    }
+
+    /// The owner and mode the copy gives an entry with source metadata `meta` (`--chown`, `--chmod`, else the
+    /// source's own).
+    fn owner_and_mode(&self, meta: &std::fs::Metadata, is_dir: bool) -> ((u32, u32), u32) {
+        let owner = self.owner.unwrap_or((meta.uid(), meta.gid()));
+        let mode = match self.mode {
+            Some(m) => apply_mode(m, meta.mode(), is_dir),
+            None => meta.mode() & 0o7777,
+        };
+        (owner, mode)
     }
 
     fn finish(
@@ -469,12 +476,8 @@ impl Copier<'_> {
         is_dir: bool,
     ) -> Result<(), FileOpError> {
         attrs::copy_xattrs(src, dst)?;
-        let (uid, gid) = self.owner.unwrap_or((meta.uid(), meta.gid()));
+        let ((uid, gid), mode) = self.owner_and_mode(meta, is_dir);
         attrs::set_owner(dst, uid, gid)?;
-        let mode = match self.mode {
-            Some(m) => apply_mode(m, meta.mode(), is_dir),
-            None => meta.mode() & 0o7777,
-        };
         attrs::set_mode(dst, mode)?;
         attrs::set_times_from(dst, meta)
     }

@@ -13,7 +13,7 @@ pub use oci::scoped;
 
 use std::path::{Path, PathBuf};
 
-pub use attrs::copy_xattrs;
+pub use attrs::{copy_xattrs, set_mode, set_owner, set_times_from};
 pub use mode::apply_mode;
 pub use users::{resolve_chown, resolve_run_user, run_user_home};
 

@@ -623,7 +623,7 @@ impl<'a> Worker<'a> {
             let base = f.base.and_then(|b| views.get(b)).map(|v| v.root.clone());
             if let (true, Some(base)) = (from_context && reuse::clonable(&r.from), base) {
                 let diff = active.diff_dir();
-                reuse::clone_tree(&r.from, &diff).map_err(io(&diff))?;
+                reuse::clone_tree(&r.from, &diff)?;
                 if let Some(view) = views.get_mut(c.source) {
                     view.reused = Some(std::sync::Arc::new(crate::fileop::Reused {
                         unchanged: r.unchanged,

@@ -14,6 +14,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::cache::KeyParts;
+use crate::fileop::{self, FileOpError};
 use crate::llb::{FileAction, FileOp};
 
 /// What a re-run COPY can start from.
@@ -88,52 +89,33 @@ fn has_overlay_marker(dir: &Path) -> bool {
 
 /// Reproduces the tree `from` under `to` (an empty directory): directories with their owner, mode, times and
 /// extended attributes, symlinks, and regular files as hard links to `from`'s.
-pub(super) fn clone_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
+pub(super) fn clone_tree(from: &Path, to: &Path) -> Result<(), FileOpError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| FileOpError::Io { path: p, source }
+    };
+    for e in std::fs::read_dir(from).map_err(io(from))? {
+        let e = e.map_err(io(from))?;
         let src = e.path();
         let dst = to.join(e.file_name());
-        let meta = std::fs::symlink_metadata(&src)?;
+        let meta = std::fs::symlink_metadata(&src).map_err(io(&src))?;
         if meta.is_dir() {
-            std::fs::create_dir(&dst)?;
+            std::fs::create_dir(&dst).map_err(io(&dst))?;
             clone_tree(&src, &dst)?;
-            carry_dir_metadata(&src, &dst, &meta)?;
+            fileop::copy_xattrs(&src, &dst)?;
+            fileop::set_owner(&dst, meta.uid(), meta.gid())?;
+            fileop::set_mode(&dst, meta.mode())?;
+            fileop::set_times_from(&dst, &meta)?;
         } else if meta.file_type().is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
-            std::os::unix::fs::lchown(&dst, Some(meta.uid()), Some(meta.gid()))?;
-            set_times(&dst, &meta)?;
+            let target = std::fs::read_link(&src).map_err(io(&src))?;
+            std::os::unix::fs::symlink(target, &dst).map_err(io(&dst))?;
+            fileop::set_owner(&dst, meta.uid(), meta.gid())?;
+            fileop::set_times_from(&dst, &meta)?;
         } else {
-            std::fs::hard_link(&src, &dst)?;
+            std::fs::hard_link(&src, &dst).map_err(io(&dst))?;
         }
     }
     Ok(())
-}
-
-fn carry_dir_metadata(src: &Path, dst: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
-    crate::fileop::copy_xattrs(src, dst).map_err(std::io::Error::other)?;
-    std::os::unix::fs::lchown(dst, Some(meta.uid()), Some(meta.gid()))?;
-    std::fs::set_permissions(
-        dst,
-        std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
-    )?;
-    set_times(dst, meta)
-}
-
-fn set_times(p: &Path, meta: &std::fs::Metadata) -> std::io::Result<()> {
-    let ts = |s: i64, ns: i64| rustix::fs::Timespec {
-        tv_sec: s,
-        tv_nsec: ns as _,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        p,
-        &rustix::fs::Timestamps {
-            last_access: ts(meta.atime(), meta.atime_nsec()),
-            last_modification: ts(meta.mtime(), meta.mtime_nsec()),
-        },
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-    )
-    .map_err(std::io::Error::from)
 }
 
 #[cfg(test)]

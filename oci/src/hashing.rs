@@ -1,9 +1,9 @@
 //! A writer that hashes what passes through it, so the diffID (uncompressed) and the blob digest (compressed)
-//! come out of the one pass that writes the layer.
+//! come out of the one pass that writes the layer, and a lazy layer's digest out of a render into a sink.
 
 use std::io::Write;
 
-use oci::Digest;
+use crate::Digest;
 use sha2::{Digest as _, Sha256};
 
 /// Hashes and counts everything written to the inner writer.
