@@ -39,9 +39,16 @@ impl Digest {
 
     /// A sha256 digest from a finished hash, for callers that hash as they stream.
     pub fn from_sha256_bytes(bytes: &[u8; 32]) -> Digest {
+        // By table rather than `hex::encode`'s char iterator: a warm rebuild makes one of these per context file.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = String::with_capacity(64);
+        for b in bytes {
+            hex.push(char::from(HEX[usize::from(b >> 4)]));
+            hex.push(char::from(HEX[usize::from(b & 15)]));
+        }
         Digest {
             algorithm: "sha256".to_string(),
-            hex: hex::encode(bytes),
+            hex,
         }
     }
 

@@ -16,6 +16,6 @@ pub mod scoped;
 pub mod store;
 
 pub use digest::{Digest, DigestError};
-pub use hashing::HashingWriter;
+pub use hashing::{HashingWriter, ThreadedHasher};
 pub use image::{ContainerConfig, Healthcheck, History, Image, RootFs};
 pub use platform::{Platform, PlatformError};

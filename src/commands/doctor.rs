@@ -358,7 +358,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
     for p in entries(&root.join("statcache")) {
         let parses = std::fs::read(&p)
             .ok()
-            .is_some_and(|b| serde_json::from_slice::<serde_json::Value>(&b).is_ok());
+            .is_some_and(|b| solver::contenthash::StatCache::parse(&b).is_some());
         if !parses {
             out.push(Finding::leftover(
                 format!("stat cache {} does not parse", p.display()),

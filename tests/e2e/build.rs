@@ -230,6 +230,25 @@ fn a_rerun_copy_reuses_unchanged_files_and_gives_exactly_a_fresh_builds_layer() 
     tagged(&root, "r:5");
     tagged(&fresh, "r:5");
     assert_eq!(layers_of(&root, "r:5")[1], layers_of(&fresh, "r:5")[1]);
+
+    // A file only touched (same contents, another mtime) beside a changed one is copied again, not left linked
+    // with its old mtime: a fresh build keeps the new one.
+    let touched = std::process::Command::new("touch")
+        .args(["-d", "@1000000000"])
+        .arg(ctx.path().join("d2/f6.txt"))
+        .status()
+        .expect("touch");
+    assert!(touched.success());
+    std::fs::write(ctx.path().join("d0/f0.txt"), "changed a third time\n").expect("change");
+    let sixth = tagged(&root, "r:6");
+    assert!(
+        sixth.stderr.contains("cache miss: file changed: d0/f0.txt"),
+        "{}",
+        sixth.stderr
+    );
+    let fresh = Root::with_busybox(KILN);
+    tagged(&fresh, "r:6");
+    assert_eq!(layers_of(&root, "r:6")[1], layers_of(&fresh, "r:6")[1]);
 }
 
 #[test]

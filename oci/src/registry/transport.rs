@@ -55,7 +55,10 @@ impl Default for ClientOptions {
 
 /// A registry client: one per kiln command, shared by the threads that move blobs.
 pub struct Client {
-    http: reqwest::blocking::Client,
+    /// Built on first use: loading the system's CA roots costs tens of milliseconds, which a build whose images
+    /// are all local (every warm rebuild) should not pay.
+    http: std::sync::OnceLock<reqwest::blocking::Client>,
+    roots: Vec<reqwest::Certificate>,
     pub(crate) opts: ClientOptions,
     schemes: Mutex<HashMap<String, &'static str>>,
     challenges: Mutex<HashMap<String, Challenge>>,
@@ -142,15 +145,32 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 impl Client {
-    /// A client with `opts`; fails only when a CA file cannot be read.
-    pub fn new(opts: ClientOptions) -> Result<Client, RegistryError> {
+    /// The HTTP client, made on first use with the system's roots plus `--registry-ca`. A build failure (no
+    /// usable TLS backend) is a connection error of the first request.
+    fn http(&self) -> Result<&reqwest::blocking::Client, RegistryError> {
+        if let Some(c) = self.http.get() {
+            return Ok(c);
+        }
         let mut b = reqwest::blocking::Client::builder()
             .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(15))
             // Applied to each read of a body, so it bounds a stalled transfer, not a long one.
             .timeout(Duration::from_secs(120))
             .tcp_keepalive(Duration::from_secs(30))
-            .pool_max_idle_per_host(opts.concurrency.max(1) * 2);
+            .pool_max_idle_per_host(self.opts.concurrency.max(1) * 2);
+        for c in &self.roots {
+            b = b.add_root_certificate(c.clone());
+        }
+        let built = b.build().map_err(|e| RegistryError::Connection {
+            url: String::new(),
+            reason: e.to_string(),
+        })?;
+        Ok(self.http.get_or_init(|| built))
+    }
+
+    /// A client with `opts`; fails only when a CA file cannot be read.
+    pub fn new(opts: ClientOptions) -> Result<Client, RegistryError> {
+        let mut roots = Vec::new();
         for f in &opts.ca_files {
             let pem = std::fs::read(f).map_err(|e| {
                 RegistryError::Credentials(format!("--registry-ca {}: {e}", f.display()))
@@ -158,16 +178,11 @@ impl Client {
             let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 RegistryError::Credentials(format!("--registry-ca {}: {e}", f.display()))
             })?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
+            roots.extend(certs);
         }
-        let http = b.build().map_err(|e| RegistryError::Connection {
-            url: String::new(),
-            reason: e.to_string(),
-        })?;
         Ok(Client {
-            http,
+            http: std::sync::OnceLock::new(),
+            roots,
             opts,
             schemes: Mutex::new(HashMap::new()),
             challenges: Mutex::new(HashMap::new()),
@@ -190,7 +205,7 @@ impl Client {
             None => {
                 // Docker's rule for insecure registries: HTTPS first, plain HTTP if HTTPS cannot even connect.
                 let probe = format!("https://{host}/v2/");
-                let s = match self.http.get(&probe).send() {
+                let s = match self.http()?.get(&probe).send() {
                     Ok(_) => "https",
                     // A server that speaks TLS with a certificate we do not trust stays on HTTPS, so the
                     // error the user sees is the certificate's, not a confusing plain-HTTP one.
@@ -285,7 +300,7 @@ impl Client {
         let cred = self.credential(Self::registry_of(host))?;
         let mut attempt = 0;
         let resp = loop {
-            let mut rb = self.http.get(url.clone());
+            let mut rb = self.http()?.get(url.clone());
             if let Some(c) = &cred {
                 rb = rb.header(AUTHORIZATION, Self::basic(c));
             }
@@ -382,7 +397,7 @@ impl Client {
         let mut attempt = 0u32;
         let mut reauthed = false;
         loop {
-            let mut rb = self.http.request(req.method.clone(), &req.url);
+            let mut rb = self.http()?.request(req.method.clone(), &req.url);
             for (k, v) in &req.headers {
                 rb = rb.header(*k, v);
             }

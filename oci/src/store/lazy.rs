@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{io, Store, StoreError};
 use crate::layer::diff::{write_diff, DiffOptions};
-use crate::{Digest, HashingWriter};
+use crate::{Digest, HashingWriter, ThreadedHasher};
 
 /// How to make a lazy blob again: `<store>/lazy/<hex>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,11 +31,14 @@ struct Recipe {
 /// The digest, size and entry count of `dir`'s layer tar, computed without writing it.
 pub fn digest_of_diff(dir: &Path, opts: DiffOptions) -> Result<(Digest, u64, u64), StoreError> {
     let (sink, entries) =
-        write_diff(dir, HashingWriter::new(std::io::sink()), opts).map_err(|e| StoreError::Io {
+        write_diff(dir, ThreadedHasher::new(), opts).map_err(|e| StoreError::Io {
             path: e.path,
             source: e.source,
         })?;
-    let (_, digest, size) = sink.finish();
+    let (digest, size) = sink.finish().map_err(|source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     Ok((digest, size, entries))
 }
 

@@ -112,7 +112,7 @@ fn wildcards_symlinks_and_errors() {
 fn the_stat_cache_skips_unchanged_files_and_gives_the_same_result() {
     let d = ctx();
     let store = tempfile::tempdir().expect("tempdir");
-    let cache_file = store.path().join("statcache.json");
+    let cache_file = store.path().join("statcache.bin");
     // Files this fresh are racy (see the next test); a short window and a short wait make them remembered.
     let window = std::time::Duration::from_millis(50);
     std::thread::sleep(window * 2);
@@ -159,4 +159,37 @@ fn a_file_changed_within_the_racy_window_is_read_again_next_time() {
         .with_racy_window(window);
     h.checksum("f").expect("checksum");
     assert_eq!(h.into_stat_cache().len(), 1, "a settled file is remembered");
+}
+
+#[test]
+fn a_saved_stat_cache_loads_whole_or_not_at_all() {
+    let d = ctx();
+    let store = tempfile::tempdir().expect("tempdir");
+    let file = store.path().join("c.bin");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let h = ContextHasher::new(d.path(), &[] as &[&str], StatCache::default())
+        .expect("hasher")
+        .with_racy_window(std::time::Duration::from_millis(50));
+    let (_, files) = h.checksum_with_files(".").expect("checksum");
+    let cache = h.into_stat_cache();
+    assert_eq!(cache.len(), 4);
+    cache.save(&file).expect("save");
+    let loaded = StatCache::load(&file);
+    assert_eq!(loaded.len(), 4);
+    // Every remembered digest comes back for the file's current stat: the SHA-256 of its contents.
+    for rel in files.keys().filter(|r| !r.ends_with('/')) {
+        let path = d.path().join(rel);
+        let m = std::fs::symlink_metadata(&path).expect("stat");
+        if m.file_type().is_file() {
+            let got = loaded.get(&path, &StatKey::of(&m)).expect("remembered");
+            let bytes = std::fs::read(&path).expect("read");
+            assert_eq!(got, oci::Digest::sha256_of(&bytes), "{rel}");
+        }
+    }
+    // A truncated or foreign file is no cache at all, never a partial one.
+    let bytes = std::fs::read(&file).expect("read");
+    assert!(StatCache::parse(&bytes[..bytes.len() - 1]).is_none());
+    assert!(StatCache::parse(b"[]").is_none());
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).expect("truncate");
+    assert!(StatCache::load(&file).is_empty());
 }

@@ -157,8 +157,11 @@ struct Copier<'a> {
     mode: Option<&'a FileMode>,
     exclude: PatternMatcher,
     links: HashMap<(u64, u64), PathBuf>,
-    /// The input's files already in place at their destination (see [`super::Reused`]).
-    unchanged: Option<&'a std::collections::HashSet<String>>,
+    /// The input's files already in place at their destination, and what the clone linked (see
+    /// [`super::Reused`]).
+    reused: Option<&'a super::Reused>,
+    /// The copy's target, against which destinations are looked up among the cloned files.
+    target: &'a Path,
 }
 
 /// Runs one copy action into `target`.
@@ -211,7 +214,8 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         mode: c.mode.as_ref(),
         exclude: PatternMatcher::new(&c.exclude_patterns)?,
         links: HashMap::new(),
-        unchanged: input.reused.as_deref().map(|r| &r.unchanged),
+        reused: input.reused.as_deref(),
+        target,
     };
     let created_owner = c.chown.as_ref().map(|_| owner).unwrap_or(None);
     for (rel, abs) in &sources {
@@ -439,21 +443,27 @@ impl Copier<'_> {
         meta: &std::fs::Metadata,
         input_rel: &str,
     ) -> bool {
-        let Some(unchanged) = self.unchanged else {
+        let Some(reused) = self.reused else {
             return false;
         };
-        if !meta.is_file() || meta.nlink() > 1 || !unchanged.contains(input_rel) {
+        if !meta.is_file() || meta.nlink() > 1 || !reused.unchanged.contains(input_rel) {
             return false;
         }
-        let Ok(d) = std::fs::symlink_metadata(dst) else {
+        // The clone's record of the destination stands for a stat of it: the file is a link the clone made,
+        // and nothing else in this copy writes that path before this check.
+        let Some(d) = dst
+            .strip_prefix(self.target)
+            .ok()
+            .and_then(|rel| rel.to_str())
+            .and_then(|rel| reused.cloned.get(rel))
+        else {
             return false;
         };
         let ((uid, gid), mode) = self.owner_and_mode(meta, false);
-        d.is_file()
-            && d.len() == meta.len()
-            && (d.uid(), d.gid()) == (uid, gid)
-            && d.mode() & 0o7777 == mode
-            && (d.mtime(), d.mtime_nsec()) == (meta.mtime(), meta.mtime_nsec())
+        d.size == meta.len()
+            && (d.uid, d.gid) == (uid, gid)
+            && d.mode == mode
+            && d.mtime == (meta.mtime(), meta.mtime_nsec())
             && !attrs::has_xattrs(src)
     }
 

@@ -84,6 +84,38 @@ pub struct Reused {
     /// The target as it was before the clone (the copy's base, read-only): whether a destination existed before
     /// the copy is judged here, not in the clone.
     pub base: PathBuf,
+    /// The files the clone linked, by path relative to the target, with their (and so the destinations')
+    /// metadata.
+    pub cloned: std::collections::HashMap<String, ClonedFile>,
+}
+
+/// What the copy's skip check compares of a destination file the clone linked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClonedFile {
+    /// Bytes.
+    pub size: u64,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Permission bits (`0o7777`).
+    pub mode: u32,
+    /// Modification time, seconds and nanoseconds.
+    pub mtime: (i64, i64),
+}
+
+impl ClonedFile {
+    /// The parts of `m` the skip check compares.
+    pub fn of(m: &std::fs::Metadata) -> ClonedFile {
+        use std::os::unix::fs::MetadataExt;
+        ClonedFile {
+            size: m.size(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode() & 0o7777,
+            mtime: (m.mtime(), m.mtime_nsec()),
+        }
+    }
 }
 
 /// Applies `actions` in order to `target` (a directory holding the base filesystem, written in place).

@@ -26,7 +26,11 @@ impl Worker<'_> {
             return Ok(None);
         };
         let (digest, listed) = hasher.checksum_with_files(path)?;
-        files.extend(listed);
+        if files.is_empty() {
+            *files = listed;
+        } else {
+            files.extend(listed);
+        }
         Ok(Some(digest))
     }
 

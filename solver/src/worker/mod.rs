@@ -190,10 +190,7 @@ impl<'a> Worker<'a> {
         let downloads_dir = tempfile_dir::TempDir::new_in(&work, "downloads").map_err(io(&work))?;
         let mut hashers = BTreeMap::new();
         for (name, l) in &locals {
-            let cache_file = stat_dir.join(format!(
-                "{}.json",
-                Digest::sha256_of(l.path.to_string_lossy().as_bytes()).hex()
-            ));
+            let cache_file = stat_dir.join(StatCache::file_name(&l.path));
             hashers.insert(
                 name.clone(),
                 ContextHasher::new(&l.path, &l.ignore, StatCache::load(&cache_file))?,
@@ -233,10 +230,7 @@ impl<'a> Worker<'a> {
         let stat_dir = root.join("statcache");
         for (name, h) in self.hashers {
             if let Some(l) = self.locals.get(&name) {
-                let f = stat_dir.join(format!(
-                    "{}.json",
-                    Digest::sha256_of(l.path.to_string_lossy().as_bytes()).hex()
-                ));
+                let f = stat_dir.join(StatCache::file_name(&l.path));
                 let cache = h.into_stat_cache();
                 if cache.is_changed() {
                     cache.save(&f)?;
@@ -623,11 +617,12 @@ impl<'a> Worker<'a> {
             let base = f.base.and_then(|b| views.get(b)).map(|v| v.root.clone());
             if let (true, Some(base)) = (from_context && reuse::clonable(&r.from), base) {
                 let diff = active.diff_dir();
-                reuse::clone_tree(&r.from, &diff)?;
+                let cloned = reuse::clone_tree(&r.from, &diff)?;
                 if let Some(view) = views.get_mut(c.source) {
                     view.reused = Some(std::sync::Arc::new(crate::fileop::Reused {
                         unchanged: r.unchanged,
                         base,
+                        cloned,
                     }));
                 }
             }
