@@ -219,9 +219,10 @@ pub fn write_to(
         return f(&mut file).map_err(crate::Failure::Build);
     }
     let tmp = format!("{dest}.kiln-partial");
-    let mut file =
+    let file =
         std::fs::File::create(&tmp).map_err(|e| crate::Failure::Build(format!("{tmp}: {e}")))?;
-    let result = f(&mut file).and_then(|_| file.sync_all().map_err(|e| e.to_string()));
+    let mut file = oci::writeback::EagerFile::new(file);
+    let result = f(&mut file).and_then(|_| file.get_ref().sync_all().map_err(|e| e.to_string()));
     match result {
         Ok(()) => {
             std::fs::rename(&tmp, dest).map_err(|e| crate::Failure::Build(format!("{dest}: {e}")))

@@ -10,7 +10,7 @@ use oci::store::Store;
 use oci::Digest;
 
 use crate::image::{Compression, ExportError};
-use oci::HashingWriter;
+use oci::Offloaded;
 
 fn io_err(store: &Store) -> impl Fn(std::io::Error) -> ExportError + '_ {
     move |source| ExportError::Io {
@@ -59,8 +59,9 @@ fn compressed(
                 .map_err(ExportError::from),
         }
     };
+    // The blob writer hashes and writes on a thread of its own, beside the render and the compressor.
     let counted = Tee {
-        main: HashingWriter::new(store.writer()?),
+        main: Offloaded::new(store.writer()?),
         extra: tee(),
     };
     let counted = match compression {
@@ -81,9 +82,8 @@ fn compressed(
     // The second writer is closed first: its reader (an upload) ends as soon as the last byte is made.
     let Tee { main, extra } = counted;
     drop(extra);
-    let (mut writer, digest, size) = main.finish();
-    writer.flush().map_err(io_err(store))?;
-    let (stored, _) = writer.commit(Some(&digest))?;
+    let writer = main.finish().map_err(io_err(store))?;
+    let (stored, size) = writer.commit(None)?;
     let record = serde_json::json!({"digest": stored.to_string(), "size": size});
     let _ = std::fs::write(&memo, record.to_string());
     Ok((stored, size))

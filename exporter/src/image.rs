@@ -1,7 +1,6 @@
 //! Image assembly: each snapshot layer compressed once (remembered by snapshot id and compression), the image
 //! config with `rootfs.diff_ids` and history, the manifest, all stored before the names that point to them.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use oci::manifest::{
@@ -13,7 +12,7 @@ use oci::{Digest, History, Image};
 use serde_json::json;
 
 use crate::diff::{write_diff, DiffError, DiffOptions};
-use oci::HashingWriter;
+use oci::{HashedAside, Offloaded};
 
 /// Layer compression.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,47 +189,45 @@ pub fn dir_blob(
         id: String::new(),
         diff: dir.to_path_buf(),
     };
-    let blob = store.writer()?;
-    let counted = HashingWriter::new(blob);
+    let io = |source| ExportError::Io {
+        path: layer.diff.clone(),
+        source,
+    };
+    // Every stage but the render runs beside it: the compressor on its workers, the diffID's hash and the store
+    // writer (which hashes the blob) on threads of their own.
+    let blob = Offloaded::new(store.writer()?);
     let (blob, diff_id, entries, media) = match compression {
         Compression::Gzip(level) => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-            let gz = crate::pgzip::ParallelGzip::new(counted, level.min(9), threads);
-            let (inner, entries) = write_diff(&layer.diff, HashingWriter::new(gz), opts)?;
-            let (gz, diff_id, _) = inner.finish();
-            let counted = gz.finish().map_err(|source| ExportError::Io {
-                path: layer.diff.clone(),
-                source,
-            })?;
-            (counted, diff_id, entries, MEDIA_LAYER_GZIP)
+            let gz = crate::pgzip::ParallelGzip::new(blob, level.min(9), threads);
+            let (inner, entries) = write_diff(&layer.diff, HashedAside::new(gz), opts)?;
+            let (gz, diff_id, _) = inner.finish().map_err(io)?;
+            (
+                gz.finish().map_err(io)?,
+                Some(diff_id),
+                entries,
+                MEDIA_LAYER_GZIP,
+            )
         }
         Compression::Zstd(level) => {
-            let zs = zstd::stream::write::Encoder::new(counted, level).map_err(|source| {
-                ExportError::Io {
-                    path: layer.diff.clone(),
-                    source,
-                }
-            })?;
-            let (inner, entries) = write_diff(&layer.diff, HashingWriter::new(zs), opts)?;
-            let (zs, diff_id, _) = inner.finish();
-            let counted = zs.finish().map_err(|source| ExportError::Io {
-                path: layer.diff.clone(),
-                source,
-            })?;
-            (counted, diff_id, entries, MEDIA_LAYER_ZSTD)
+            let zs = zstd::stream::write::Encoder::new(blob, level).map_err(io)?;
+            let (inner, entries) = write_diff(&layer.diff, HashedAside::new(zs), opts)?;
+            let (zs, diff_id, _) = inner.finish().map_err(io)?;
+            (
+                zs.finish().map_err(io)?,
+                Some(diff_id),
+                entries,
+                MEDIA_LAYER_ZSTD,
+            )
         }
+        // Uncompressed, the blob is the tar: its digest is the diffID.
         Compression::None => {
-            let (inner, entries) = write_diff(&layer.diff, HashingWriter::new(counted), opts)?;
-            let (counted, diff_id, _) = inner.finish();
-            (counted, diff_id, entries, MEDIA_LAYER_TAR)
+            let (blob, entries) = write_diff(&layer.diff, blob, opts)?;
+            (blob, None, entries, MEDIA_LAYER_TAR)
         }
     };
-    let (mut writer, digest, size) = blob.finish();
-    writer.flush().map_err(|source| ExportError::Io {
-        path: layer.diff.clone(),
-        source,
-    })?;
-    let (stored, _) = writer.commit(Some(&digest))?;
+    let (stored, size) = blob.finish().map_err(io)?.commit(None)?;
+    let diff_id = diff_id.unwrap_or_else(|| stored.clone());
     Ok(LayerBlob {
         diff_id,
         descriptor: Descriptor::new(media, stored, size),

@@ -9,13 +9,16 @@ mod hashing;
 pub mod image;
 pub mod layer;
 pub mod manifest;
+mod offload;
 pub mod platform;
 pub mod reference;
 pub mod registry;
 pub mod scoped;
 pub mod store;
+pub mod writeback;
 
 pub use digest::{Digest, DigestError};
-pub use hashing::{HashingWriter, ThreadedHasher};
+pub use hashing::HashingWriter;
 pub use image::{ContainerConfig, Healthcheck, History, Image, RootFs};
+pub use offload::{HashedAside, Offloaded};
 pub use platform::{Platform, PlatformError};

@@ -14,7 +14,7 @@ static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A blob being written.
 pub struct BlobWriter {
-    file: Option<std::fs::File>,
+    file: Option<crate::writeback::EagerFile>,
     path: PathBuf,
     hasher: Sha256,
     size: u64,
@@ -34,7 +34,7 @@ impl BlobWriter {
             .open(&path)
             .map_err(io(&path))?;
         Ok(BlobWriter {
-            file: Some(file),
+            file: Some(crate::writeback::EagerFile::new(file)),
             path,
             hasher: Sha256::new(),
             size: 0,
@@ -46,7 +46,7 @@ impl BlobWriter {
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
         let file = self.file.take();
         if let Some(f) = &file {
-            f.sync_all().map_err(io(&self.path))?;
+            f.get_ref().sync_all().map_err(io(&self.path))?;
         }
         drop(file);
         let digest = Digest::from_sha256_bytes(&std::mem::take(&mut self.hasher).finalize().into());

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{io, Store, StoreError};
 use crate::layer::diff::{write_diff, DiffOptions};
-use crate::{Digest, HashingWriter, ThreadedHasher};
+use crate::{Digest, HashedAside, HashingWriter, Offloaded};
 
 /// How to make a lazy blob again: `<store>/lazy/<hex>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,15 +30,17 @@ struct Recipe {
 
 /// The digest, size and entry count of `dir`'s layer tar, computed without writing it.
 pub fn digest_of_diff(dir: &Path, opts: DiffOptions) -> Result<(Digest, u64, u64), StoreError> {
-    let (sink, entries) =
-        write_diff(dir, ThreadedHasher::new(), opts).map_err(|e| StoreError::Io {
-            path: e.path,
-            source: e.source,
-        })?;
-    let (digest, size) = sink.finish().map_err(|source| StoreError::Io {
+    // Hashed on a thread of its own, so reading the snapshot and hashing the tar overlap.
+    let sink = Offloaded::new(HashingWriter::new(std::io::sink()));
+    let (sink, entries) = write_diff(dir, sink, opts).map_err(|e| StoreError::Io {
+        path: e.path,
+        source: e.source,
+    })?;
+    let sink = sink.finish().map_err(|source| StoreError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
+    let (_, digest, size) = sink.finish();
     Ok((digest, size, entries))
 }
 
@@ -157,7 +159,13 @@ impl Store {
         let Some(r) = self.recipe(d) else {
             return Ok(false);
         };
-        let (_, actual, _) = self.render(&r, HashingWriter::new(out))?.finish();
+        // The check's hash runs on a thread of its own beside the render and whatever consumes `out` (a
+        // compressor): on one thread it would cost as much as the render itself.
+        let teed = self.render(&r, HashedAside::new(out))?;
+        let (_, actual, _) = teed.finish().map_err(|source| StoreError::Io {
+            path: self.dir_of(&r),
+            source,
+        })?;
         if &actual != d {
             return Err(StoreError::DigestMismatch {
                 expected: d.clone(),
