@@ -7,12 +7,30 @@ setup_bench() {
   cargo build --release --locked -q
   kiln=$PWD/target/release/kiln
   work=$(mktemp -d "/var/tmp/kiln-$1.XXXXXX")
+  # With BENCH_LOOP_GIB set, $work is a fresh journalled ext4 of that size (a sparse file on a loop device): this
+  # machine's root filesystem has no journal, and there ext4 makes file creation several times slower for minutes
+  # after any big deletion (buildah deletes its working containers after every build), so cold rows would measure
+  # the other tool's cleanup. Most machines' filesystems are journalled.
+  if [ -n "${BENCH_LOOP_GIB:-}" ]; then
+    truncate -s "${BENCH_LOOP_GIB}G" "$work.img"
+    mkfs.ext4 -q -F "$work.img"
+    mount -o loop "$work.img" "$work"
+  fi
+}
+
+# cleanup_work: removes $work (and unmounts and removes its loop filesystem, when it has one).
+cleanup_work() {
+  if mountpoint -q "$work"; then
+    umount "$work" 2>/dev/null || umount -l "$work"
+    rm -f "$work.img"
+  fi
+  rm -rf "$work"
 }
 
 # setup_busybox_for_both: kiln's busybox base in $KILN_ROOT (under $work), and the same image in a buildah
 # storage of its own ($bstore), via an OCI archive kiln exports; buildah's containers and $work go at exit.
 setup_busybox_for_both() {
-  trap 'buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+  trap 'buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; cleanup_work' EXIT
   export KILN_ROOT=$work/kiln-root
   bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
   bash scripts/base-images.sh "$kiln" >/dev/null

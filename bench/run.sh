@@ -4,9 +4,12 @@
 # `COPY . /app`, with a RUN after it; four independent CPU-bound stages. Scenarios: cold build (empty root/storage),
 # unchanged rebuild, touch-only rebuild, one file changed.
 # Usage (as root): bench/run.sh [REPS]   — needs buildah, bc and GNU time (apt-get install buildah bc time).
+# Runs on a loop-mounted journalled ext4 of BENCH_LOOP_GIB GiB (default 24, sparse); BENCH_LOOP_GIB= runs in /var/tmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
+# On a fresh journalled ext4 by default (see setup_bench); BENCH_LOOP_GIB= (empty) runs on /var/tmp as it is.
+export BENCH_LOOP_GIB=${BENCH_LOOP_GIB-24}
 source bench/lib.sh
 setup_bench bench
 setup_busybox_for_both
