@@ -129,8 +129,8 @@ pub fn push_image(
     let (converted, streamed) = std::thread::scope(|s| {
         let mut uploads = Vec::new();
         let mut tee = || -> Option<Box<dyn std::io::Write + Send>> {
-            let (r, w) = std::io::pipe().ok()?;
-            uploads.push(s.spawn(move || oci::registry::upload_stream(c, first, r)));
+            let (w, chunks) = oci::registry::ChunkWriter::channel();
+            uploads.push(s.spawn(move || oci::registry::upload_stream(c, first, chunks)));
             Some(Box::new(w))
         };
         let converted =

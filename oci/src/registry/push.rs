@@ -478,73 +478,158 @@ fn push_tree(
     Ok(media)
 }
 
-/// Uploads a blob whose digest is not known yet — a layer being compressed as it is sent — in one streamed PATCH,
-/// then puts it under the digest hashed on the way (docker push's way). The stream cannot be replayed, so a
-/// failure here is final for this attempt; callers fall back to an ordinary upload from the store.
-pub fn upload_stream<R: std::io::Read + Send + 'static>(
+/// Bytes of each PATCH of a streamed upload: large enough that a request's round trip is small beside its
+/// transfer, small enough that the chunks in flight (at most three) stay well under the memory target.
+pub const STREAM_CHUNK: usize = 2 << 20;
+
+/// The writing end of a streamed upload: what is written is gathered into chunks of [`STREAM_CHUNK`] bytes, each
+/// handed whole to [`upload_stream`] on its own thread. A chunk is one request body sent in one piece, which a
+/// reader-backed body (8 KiB at a time, through a pipe and a thread hand-off each) cannot do; and a chunk can be
+/// sent again when its request fails. Dropping the writer ends the stream.
+pub struct ChunkWriter {
+    buf: Vec<u8>,
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+}
+
+impl ChunkWriter {
+    /// A writer and the receiving end to give to [`upload_stream`].
+    pub fn channel() -> (ChunkWriter, std::sync::mpsc::Receiver<Vec<u8>>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        (
+            ChunkWriter {
+                buf: Vec::with_capacity(STREAM_CHUNK),
+                tx: Some(tx),
+            },
+            rx,
+        )
+    }
+
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_CHUNK));
+        match &self.tx {
+            Some(tx) if tx.send(chunk).is_ok() => Ok(()),
+            _ => {
+                self.tx = None;
+                Err(std::io::Error::other("the streamed upload stopped"))
+            }
+        }
+    }
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = (STREAM_CHUNK - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == STREAM_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            let _ = self.send();
+        }
+    }
+}
+
+/// Uploads a blob whose digest is not known yet — a layer being compressed as it is sent — as the chunks of a
+/// [`ChunkWriter`] arrive, one PATCH each (a failed chunk is sent again from where the registry says it stands),
+/// then puts it under the digest hashed on the way (docker push's way). The stream cannot be replayed from its
+/// start, so a chunk that cannot be sent ends this attempt; callers fall back to an ordinary upload from the store.
+pub fn upload_stream(
     client: &Client,
     target: &Reference,
-    reader: R,
+    chunks: std::sync::mpsc::Receiver<Vec<u8>>,
 ) -> Result<(Digest, u64), RegistryError> {
     let host = target.endpoint_host().to_string();
     let scopes = push_scopes(target, None);
-    let location = start_upload(client, &host, target, &scopes)?;
-    let hashed = std::sync::Arc::new(std::sync::Mutex::new((sha2::Sha256::default(), 0u64)));
-    let reader = HashingReader {
-        inner: reader,
-        state: hashed.clone(),
-    };
-    let once = std::sync::Mutex::new(Some(reader));
-    let body = move || {
-        once.lock()
-            .ok()
-            .and_then(|mut r| r.take())
-            .map(Body::new)
-            .ok_or_else(|| std::io::Error::other("a streamed upload cannot be sent twice"))
-    };
-    let resp = client.send(&Req {
-        method: Method::PATCH,
-        url: location.clone(),
-        host: &host,
-        scopes: &scopes,
-        headers: vec![(
-            CONTENT_TYPE.as_str(),
-            "application/octet-stream".to_string(),
-        )],
-        body: Some(&body),
-    })?;
-    if resp.status() != StatusCode::ACCEPTED {
-        return Err(unexpected(&Method::PATCH, &location, resp));
-    }
-    let location = resolve_location(&location, &resp)?;
-    let (digest, size) = {
-        let mut st = hashed.lock().map_err(|_| RegistryError::Invalid {
-            url: location.clone(),
-            reason: "hash state poisoned".to_string(),
-        })?;
-        let h = std::mem::take(&mut st.0);
-        (
-            Digest::from_sha256_bytes(&sha2::Digest::finalize(h).into()),
-            st.1,
-        )
-    };
-    finish_upload(client, &host, &scopes, &location, &digest)?;
-    Ok((digest, size))
-}
-
-/// Hashes what is read through it, so a streamed upload knows its digest when the stream ends.
-struct HashingReader<R> {
-    inner: R,
-    state: std::sync::Arc<std::sync::Mutex<(sha2::Sha256, u64)>>,
-}
-
-impl<R: std::io::Read> std::io::Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if let Ok(mut st) = self.state.lock() {
-            sha2::Digest::update(&mut st.0, &buf[..n]);
-            st.1 += n as u64;
+    let mut location = start_upload(client, &host, target, &scopes)?;
+    let mut hasher = sha2::Sha256::default();
+    let mut offset = 0u64;
+    for chunk in chunks {
+        if chunk.is_empty() {
+            continue;
         }
-        Ok(n)
+        sha2::Digest::update(&mut hasher, &chunk);
+        let len = chunk.len() as u64;
+        let chunk = bytes::Bytes::from(chunk);
+        let mut setbacks = 0u32;
+        loop {
+            let body = || Ok(reqwest::blocking::Body::from(chunk.clone()));
+            let sent = client.send(&Req {
+                method: Method::PATCH,
+                url: location.clone(),
+                host: &host,
+                scopes: &scopes,
+                headers: vec![
+                    (
+                        CONTENT_TYPE.as_str(),
+                        "application/octet-stream".to_string(),
+                    ),
+                    (CONTENT_LENGTH.as_str(), len.to_string()),
+                    ("content-range", format!("{}-{}", offset, offset + len - 1)),
+                ],
+                body: Some(&body),
+            });
+            match sent {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    location = resolve_location(&location, &resp)?;
+                    break;
+                }
+                other => {
+                    // Only a chunk the registry did not keep at all can be sent again: the bytes before it are
+                    // gone from this side.
+                    setbacks += 1;
+                    match (other, upload_offset(client, &host, &scopes, &location)) {
+                        (_, Some((at, next)))
+                            if setbacks <= client.opts.retries && at == offset =>
+                        {
+                            location = next;
+                        }
+                        (Ok(resp), _) => return Err(unexpected(&Method::PATCH, &location, resp)),
+                        (Err(e), _) => return Err(e),
+                    }
+                }
+            }
+        }
+        offset += len;
+    }
+    let digest = Digest::from_sha256_bytes(&sha2::Digest::finalize(hasher).into());
+    finish_upload(client, &host, &scopes, &location, &digest)?;
+    Ok((digest, offset))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn a_chunk_writer_hands_over_whole_chunks_then_the_rest_and_stops_when_the_upload_does() {
+        let (mut w, rx) = ChunkWriter::channel();
+        let reader = std::thread::spawn(move || rx.iter().map(|c| c.len()).collect::<Vec<_>>());
+        let data = vec![7u8; 2 * STREAM_CHUNK + 12_345];
+        for piece in data.chunks(1_000_003) {
+            w.write_all(piece).unwrap();
+        }
+        drop(w);
+        assert_eq!(
+            reader.join().unwrap(),
+            vec![STREAM_CHUNK, STREAM_CHUNK, 12_345]
+        );
+
+        let (mut w, rx) = ChunkWriter::channel();
+        drop(rx);
+        assert!(
+            w.write_all(&data).is_err(),
+            "a stopped upload fails the writer, so the tee drops it"
+        );
     }
 }
