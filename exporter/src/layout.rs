@@ -4,7 +4,7 @@
 //! `docker load`, `podman load`, skopeo, umoci and containerd all read it.
 
 use std::collections::BTreeSet;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use oci::manifest::{Descriptor, Index, Manifest, MEDIA_INDEX};
@@ -127,6 +127,26 @@ fn all_blobs(store: &Store, images: &[Tagged]) -> Result<Vec<Descriptor>, Export
     Ok(out)
 }
 
+/// Copies exactly `len` bytes of `src` to `out` in 1 MiB pieces; a blob that changed size under the copy is an
+/// error (its header already promised `len`).
+fn copy_exactly(src: &mut impl Read, out: &mut impl Write, len: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; (1 << 20).min(len as usize).max(1)];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = src.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the blob is shorter than its size",
+            ));
+        }
+        out.write_all(&buf[..n])?;
+        left -= n as u64;
+    }
+    Ok(len)
+}
+
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 
 /// Writes images as an OCI layout directory at `dir`.
@@ -186,14 +206,25 @@ pub fn write_archive<W: Write>(
         )?;
     }
     for b in all_blobs(store, images)? {
+        let path = store.blob_path(&b.digest);
         let mut f = store.open_blob(&b.digest)?;
-        let size = f.metadata().map_err(io(&store.blob_path(&b.digest)))?.len();
-        add(
-            &mut tar,
-            &format!("blobs/sha256/{}", b.digest.hex()),
-            size,
-            &mut f,
-        )?;
+        let size = f.metadata().map_err(io(&path))?.len();
+        // The header through the tar writer, the data by hand: its copy moves 8 KiB per write, 45,000 writes for
+        // a 370 MB layer, where 1 MiB writes take a third of the time.
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(0o644);
+        h.set_mtime(0);
+        h.set_size(size);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_path(format!("blobs/sha256/{}", b.digest.hex()))
+            .map_err(io(&root))?;
+        h.set_cksum();
+        let out = tar.get_mut();
+        out.write_all(h.as_bytes()).map_err(io(&root))?;
+        let copied = copy_exactly(&mut f, out, size).map_err(io(&path))?;
+        let pad = (512 - copied % 512) % 512;
+        out.write_all(&[0u8; 512][..pad as usize])
+            .map_err(io(&root))?;
     }
     tar.into_inner().map_err(io(&root))
 }
