@@ -85,6 +85,9 @@ impl Drop for Active {
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
     dir: PathBuf,
+    /// Parents of committed snapshots already read, shared by clones: a committed snapshot never changes, and
+    /// every step walks its whole chain to mount it, so a chain of N steps read N(N+1)/2 `meta.json` files.
+    parents: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Option<String>>>>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -105,7 +108,38 @@ impl Snapshotter {
         std::fs::create_dir_all(dir.join("empty")).map_err(io(dir))?;
         Ok(Snapshotter {
             dir: dir.to_path_buf(),
+            parents: Default::default(),
         })
+    }
+
+    /// The parent of the committed snapshot `id`, from memory once read.
+    fn parent_of(&self, id: &str) -> Result<Option<String>, SnapshotError> {
+        if let Some(p) = self.parents.lock().ok().and_then(|m| m.get(id).cloned()) {
+            return Ok(p);
+        }
+        let meta_path = self.path(id).join("meta.json");
+        let bytes =
+            std::fs::read(&meta_path).map_err(|_| SnapshotError::Missing(id.to_string()))?;
+        let meta: Meta =
+            serde_json::from_slice(&bytes).map_err(|e| io(&meta_path)(std::io::Error::other(e)))?;
+        if let Ok(mut m) = self.parents.lock() {
+            m.insert(id.to_string(), meta.parent.clone());
+        }
+        Ok(meta.parent)
+    }
+
+    /// `id` and its ancestors, top first.
+    fn walk(&self, id: &str) -> Result<Vec<String>, SnapshotError> {
+        let mut out = Vec::new();
+        let mut cur = Some(id.to_string());
+        while let Some(c) = cur {
+            cur = self.parent_of(&c)?;
+            out.push(c);
+            if out.len() > 10_000 {
+                return Err(SnapshotError::ChainTooDeep(out.len()));
+            }
+        }
+        Ok(out)
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -166,19 +200,7 @@ impl Snapshotter {
 
     /// The ids of `id` and its ancestors, bottom (oldest) first: the layers of an image built on `id`.
     pub fn chain_ids(&self, id: &str) -> Result<Vec<String>, SnapshotError> {
-        let mut out = Vec::new();
-        let mut cur = Some(id.to_string());
-        while let Some(c) = cur {
-            let meta_path = self.path(&c).join("meta.json");
-            let bytes = std::fs::read(&meta_path).map_err(|_| SnapshotError::Missing(c.clone()))?;
-            let meta: Meta = serde_json::from_slice(&bytes)
-                .map_err(|e| io(&meta_path)(std::io::Error::other(e)))?;
-            out.push(c);
-            cur = meta.parent;
-            if out.len() > 10_000 {
-                return Err(SnapshotError::ChainTooDeep(out.len()));
-            }
-        }
+        let mut out = self.walk(id)?;
         out.reverse();
         Ok(out)
     }
@@ -190,20 +212,11 @@ impl Snapshotter {
 
     /// The diff directories of `id` and its ancestors, top first.
     pub fn chain(&self, id: &str) -> Result<Vec<PathBuf>, SnapshotError> {
-        let mut out = Vec::new();
-        let mut cur = Some(id.to_string());
-        while let Some(c) = cur {
-            let meta_path = self.path(&c).join("meta.json");
-            let bytes = std::fs::read(&meta_path).map_err(|_| SnapshotError::Missing(c.clone()))?;
-            let meta: Meta = serde_json::from_slice(&bytes)
-                .map_err(|e| io(&meta_path)(std::io::Error::other(e)))?;
-            out.push(self.path(&c).join("diff"));
-            cur = meta.parent;
-            if out.len() > 10_000 {
-                return Err(SnapshotError::ChainTooDeep(out.len()));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .walk(id)?
+            .iter()
+            .map(|c| self.path(c).join("diff"))
+            .collect())
     }
 
     /// Mounts an overlay of `active` over its parent chain at `target` (read-write; writes land in its diff).
@@ -243,6 +256,9 @@ impl Snapshotter {
     /// Removes a committed snapshot (GC; the caller makes sure no child or record still needs it).
     pub fn remove(&self, id: &str) -> Result<(), SnapshotError> {
         let p = self.path(id);
+        if let Ok(mut m) = self.parents.lock() {
+            m.remove(id);
+        }
         match std::fs::remove_dir_all(&p) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

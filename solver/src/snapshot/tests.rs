@@ -106,3 +106,38 @@ fn a_chain_deeper_than_one_page_of_paths_still_mounts() {
     assert_eq!(std::fs::read_to_string(mnt.join("f60")).unwrap(), "60");
     drop(m);
 }
+
+#[test]
+fn a_chain_is_read_from_disk_once_and_forgotten_with_what_is_removed() {
+    let (dir, s, _mnt) = fixture();
+    let mut parent = None;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let a = s.prepare(parent.as_deref()).unwrap();
+        let id = s.commit(a).unwrap();
+        parent = Some(id.clone());
+        ids.push(id);
+    }
+    assert_eq!(s.chain_ids(&ids[2]).unwrap(), ids);
+    // Walked once, the chain no longer reads the ancestors' meta.json (committed snapshots never change)...
+    std::fs::write(
+        dir.path().join("snapshots").join(&ids[0]).join("meta.json"),
+        "garbage",
+    )
+    .unwrap();
+    assert_eq!(s.chain_ids(&ids[2]).unwrap(), ids);
+    assert_eq!(
+        s.clone().chain(&ids[1]).unwrap().len(),
+        2,
+        "clones share what was read"
+    );
+    // ...while a snapshotter that never read it does.
+    let fresh = Snapshotter::open(&dir.path().join("snapshots")).unwrap();
+    assert!(fresh.chain_ids(&ids[2]).is_err());
+    // A removed snapshot is forgotten.
+    s.remove(&ids[2]).unwrap();
+    assert!(matches!(
+        s.chain_ids(&ids[2]),
+        Err(SnapshotError::Missing(_))
+    ));
+}
