@@ -8,8 +8,9 @@
 //! Each block is first judged from three 32 KiB samples (start, middle, end), so that deflate's expensive match
 //! search runs only where it pays; the judgement depends only on the bytes and the level, so the output stays
 //! deterministic:
-//! - a block that Huffman coding alone cannot shrink by 1% (random data, wheels, model weights) is written as stored
-//!   deflate blocks: already-compressed layers cost almost nothing to "compress";
+//! - a block that neither Huffman coding alone nor a quick (level 1) match search can shrink by 1% (random data,
+//!   wheels, model weights) is written as stored deflate blocks: already-compressed layers cost almost nothing to
+//!   "compress";
 //! - a block whose samples the full deflate at the requested level shrinks less than 1% beyond Huffman coding alone
 //!   (text without repeats, such as base64) is Huffman-coded without a match search: ~4× faster than level 6 on such
 //!   data, for the same size;
@@ -124,7 +125,20 @@ fn plan(block: &[u8], level: u32) -> io::Result<Plan> {
         huffman[i] = out.len();
     }
     if huffman.iter().all(|&h| h * 100 >= SAMPLE * 99) {
-        return Ok(Plan::Stored);
+        // Evenly spread bytes can still repeat (a file twice in a layer, a repeating pattern): only when a quick
+        // match search finds nothing either is the block stored.
+        let mut repeats = false;
+        for sample in &samples {
+            deflate_into(sample, 1, Strategy::Default, DeflateFlush::Finish, &mut out)?;
+            if out.len() * 100 < SAMPLE * 99 {
+                repeats = true;
+                break;
+            }
+        }
+        if !repeats {
+            return Ok(Plan::Stored);
+        }
+        return Ok(Plan::Deflate);
     }
     for (i, sample) in samples.iter().enumerate() {
         deflate_into(
@@ -434,6 +448,19 @@ mod tests {
             "small blocks are always deflated"
         );
         assert_eq!(plan(&random, 0).unwrap(), Plan::Deflate, "level 0 stores");
+        // Evenly spread bytes that repeat: Huffman coding gains nothing, matches gain everything.
+        let ramp: Vec<u8> = (0..BLOCK as u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(plan(&ramp, 6).unwrap(), Plan::Deflate);
+        let mut twice = random[..BLOCK / 2].to_vec();
+        for (i, b) in twice.iter_mut().enumerate() {
+            *b = random[i % 20_000];
+        }
+        twice.extend_from_slice(&twice.clone());
+        assert_eq!(
+            plan(&twice, 6).unwrap(),
+            Plan::Deflate,
+            "random data that repeats within the window"
+        );
     }
 
     /// Base64 of random bytes: 6 bits of entropy per byte and no repeats for a match search to find.
