@@ -24,13 +24,31 @@ impl Mounted {
         &self.target
     }
 
-    /// Unmounts now, reporting failure (drop does the same silently).
+    /// Unmounts now, reporting failure (drop does the same silently). A busy mount is retried for up to ~2 s:
+    /// CI once saw EBUSY unmounting a COPY's overlay while RUN steps of other stages were starting. The likely
+    /// cause: a sandbox process forked at the moment the copy had a file of that overlay open holds a duplicate
+    /// of the descriptor until its first instruction closes it, which on two busy cores can be milliseconds later
+    /// (the same window once gave ETXTBSY, see the sandbox's `close_all_but`). Kiln's mounts are private, so the
+    /// step's own copy of the mount table does not hold them.
     pub fn unmount(mut self) -> Result<(), SnapshotError> {
         self.mounted = false;
-        rustix::mount::unmount(&self.target, UnmountFlags::empty()).map_err(|e| SnapshotError::Io {
-            path: self.target.clone(),
-            source: e.into(),
-        })
+        let mut pause = std::time::Duration::from_millis(1);
+        let mut waited = std::time::Duration::ZERO;
+        loop {
+            match rustix::mount::unmount(&self.target, UnmountFlags::empty()) {
+                Err(rustix::io::Errno::BUSY) if waited < std::time::Duration::from_secs(2) => {
+                    std::thread::sleep(pause);
+                    waited += pause;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                other => {
+                    return other.map_err(|e| SnapshotError::Io {
+                        path: self.target.clone(),
+                        source: e.into(),
+                    })
+                }
+            }
+        }
     }
 }
 
