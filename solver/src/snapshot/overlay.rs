@@ -28,8 +28,7 @@ impl Mounted {
     /// CI once saw EBUSY unmounting a COPY's overlay while RUN steps of other stages were starting. The likely
     /// cause: a sandbox process forked at the moment the copy had a file of that overlay open holds a duplicate
     /// of the descriptor until its first instruction closes it, which on two busy cores can be milliseconds later
-    /// (the same window once gave ETXTBSY, see the sandbox's `close_all_but`). Kiln's mounts are private, so the
-    /// step's own copy of the mount table does not hold them.
+    /// (the same window once gave ETXTBSY, see the sandbox's `close_all_but`).
     pub fn unmount(mut self) -> Result<(), SnapshotError> {
         self.mounted = false;
         let mut pause = std::time::Duration::from_millis(1);
