@@ -113,42 +113,27 @@ fn plan(block: &[u8], level: u32) -> io::Result<Plan> {
         &block[block.len() - SAMPLE..],
     ];
     let mut out = Vec::new();
+    let mut size = |sample: &[u8], level: u32, strategy: Strategy| -> io::Result<usize> {
+        deflate_into(sample, level, strategy, DeflateFlush::Finish, &mut out)?;
+        Ok(out.len())
+    };
+    let shrinks = |n: usize| n * 100 < SAMPLE * 99;
     let mut huffman = [0usize; 3];
-    for (i, sample) in samples.iter().enumerate() {
-        deflate_into(
-            sample,
-            level,
-            Strategy::HuffmanOnly,
-            DeflateFlush::Finish,
-            &mut out,
-        )?;
-        huffman[i] = out.len();
+    for (h, sample) in huffman.iter_mut().zip(samples) {
+        *h = size(sample, level, Strategy::HuffmanOnly)?;
     }
-    if huffman.iter().all(|&h| h * 100 >= SAMPLE * 99) {
+    if !huffman.iter().any(|&h| shrinks(h)) {
         // Evenly spread bytes can still repeat (a file twice in a layer, a repeating pattern): only when a quick
         // match search finds nothing either is the block stored.
-        let mut repeats = false;
-        for sample in &samples {
-            deflate_into(sample, 1, Strategy::Default, DeflateFlush::Finish, &mut out)?;
-            if out.len() * 100 < SAMPLE * 99 {
-                repeats = true;
-                break;
+        for sample in samples {
+            if shrinks(size(sample, 1, Strategy::Default)?) {
+                return Ok(Plan::Deflate);
             }
         }
-        if !repeats {
-            return Ok(Plan::Stored);
-        }
-        return Ok(Plan::Deflate);
+        return Ok(Plan::Stored);
     }
-    for (i, sample) in samples.iter().enumerate() {
-        deflate_into(
-            sample,
-            level,
-            Strategy::Default,
-            DeflateFlush::Finish,
-            &mut out,
-        )?;
-        if huffman[i] * 100 > out.len() * 101 {
+    for (&h, sample) in huffman.iter().zip(samples) {
+        if h * 100 > size(sample, level, Strategy::Default)? * 101 {
             return Ok(Plan::Deflate);
         }
     }

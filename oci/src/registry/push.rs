@@ -10,7 +10,7 @@ use reqwest::blocking::Body;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 
-use super::transport::{unexpected, Client, Req};
+use super::transport::{unexpected, BodyFn, Client, Req};
 use super::RegistryError;
 use crate::manifest::{
     Descriptor, Index, Manifest, MEDIA_DOCKER_INDEX, MEDIA_INDEX, MEDIA_MANIFEST,
@@ -264,21 +264,7 @@ fn upload_blob(
             let len = client.opts.chunk_size.min(d.size - offset);
             let start = offset;
             let body = move || section_body(store, &d.digest, start, len);
-            let sent = client.send(&Req {
-                method: Method::PATCH,
-                url: location.clone(),
-                host,
-                scopes: &scopes,
-                headers: vec![
-                    (
-                        CONTENT_TYPE.as_str(),
-                        "application/octet-stream".to_string(),
-                    ),
-                    (CONTENT_LENGTH.as_str(), len.to_string()),
-                    ("content-range", format!("{}-{}", start, start + len - 1)),
-                ],
-                body: Some(&body),
-            });
+            let sent = patch_chunk(client, host, &scopes, &location, start, len, &body);
             match sent {
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                     location = resolve_location(&location, &resp)?;
@@ -312,6 +298,33 @@ fn upload_blob(
         t.bytes += d.size
     });
     Ok(())
+}
+
+/// Sends `len` bytes (from `body`) at `start` of the upload at `location`: one PATCH with its Content-Range.
+fn patch_chunk(
+    client: &Client,
+    host: &str,
+    scopes: &[String],
+    location: &str,
+    start: u64,
+    len: u64,
+    body: BodyFn<'_>,
+) -> Result<reqwest::blocking::Response, RegistryError> {
+    client.send(&Req {
+        method: Method::PATCH,
+        url: location.to_string(),
+        host,
+        scopes,
+        headers: vec![
+            (
+                CONTENT_TYPE.as_str(),
+                "application/octet-stream".to_string(),
+            ),
+            (CONTENT_LENGTH.as_str(), len.to_string()),
+            ("content-range", format!("{}-{}", start, start + len - 1)),
+        ],
+        body: Some(body),
+    })
 }
 
 fn upload_all(
@@ -563,21 +576,7 @@ pub fn upload_stream(
         let mut setbacks = 0u32;
         loop {
             let body = || Ok(reqwest::blocking::Body::from(chunk.clone()));
-            let sent = client.send(&Req {
-                method: Method::PATCH,
-                url: location.clone(),
-                host: &host,
-                scopes: &scopes,
-                headers: vec![
-                    (
-                        CONTENT_TYPE.as_str(),
-                        "application/octet-stream".to_string(),
-                    ),
-                    (CONTENT_LENGTH.as_str(), len.to_string()),
-                    ("content-range", format!("{}-{}", offset, offset + len - 1)),
-                ],
-                body: Some(&body),
-            });
+            let sent = patch_chunk(client, &host, &scopes, &location, offset, len, &body);
             match sent {
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                     location = resolve_location(&location, &resp)?;
