@@ -2,7 +2,6 @@
 //! network, and how it ended. The built-in runtime and an external OCI runtime take the same [`Process`] (turned
 //! into the same OCI spec by [`crate::spec`]), so a build behaves the same under either.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -230,100 +229,226 @@ impl Drop for StepResources {
     }
 }
 
-/// Runs a spawned child to its end: its output lines collected (see [`collect_lines`]) while it is waited for
-/// (see [`wait_or_kill`]). Returns the lines and the exit code.
+/// Runs a spawned child to its end on the calling thread: its stdout and stderr read as they come (each line handed
+/// to `on_line` and kept, interleaved in the order they arrived), its exit watched through a pidfd, and
+/// `cancelled` checked every 50 ms — when it turns true the child is killed and `on_cancel` takes the rest of the
+/// step. One `poll` loop instead of a thread per stream and one per wait: a RUN step used to start and stop four
+/// threads. The child is reaped only at the end, so a kill never reaches a recycled pid. Returns the lines and
+/// the exit code (128+signal when killed).
 pub(crate) fn supervise(
     child: &mut std::process::Child,
     on_line: &(dyn Fn(&str) + Sync),
     cancelled: &(dyn Fn() -> bool + Sync),
     on_cancel: &(dyn Fn() + Sync),
 ) -> (Vec<String>, std::io::Result<i32>) {
-    let mut streams: Vec<Box<dyn Read + Send>> = Vec::new();
+    use std::os::fd::{AsRawFd, OwnedFd};
+    let pid = child.id() as libc::pid_t;
+    let mut streams: Vec<LineSplitter> = Vec::new();
     if let Some(o) = child.stdout.take() {
-        streams.push(Box::new(o));
+        streams.push(LineSplitter::new(OwnedFd::from(o)));
     }
     if let Some(e) = child.stderr.take() {
-        streams.push(Box::new(e));
+        streams.push(LineSplitter::new(OwnedFd::from(e)));
     }
-    std::thread::scope(|s| {
-        let reader = s.spawn(|| collect_lines(streams, on_line));
-        let exit = wait_or_kill(child, cancelled, on_cancel);
-        (reader.join().unwrap_or_default(), exit)
-    })
-}
-
-/// Reads a child's stdout and stderr to their ends, handing each line to `on_line` as it comes and keeping them
-/// all, interleaved in the order they arrived.
-fn collect_lines(
-    streams: Vec<Box<dyn Read + Send>>,
-    on_line: &(dyn Fn(&str) + Sync),
-) -> Vec<String> {
-    let lines = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for r in streams {
-            let lines = &lines;
-            s.spawn(move || {
-                for line in BufReader::new(r).lines().map_while(Result::ok) {
-                    on_line(&line);
-                    if let Ok(mut l) = lines.lock() {
-                        l.push(line);
-                    }
-                }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor (owned from here on) or -1.
+    let pidfd = unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        (fd >= 0).then(|| <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32))
+    };
+    let mut lines = Vec::new();
+    let mut exited = false;
+    let mut killed = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if !killed && cancelled() {
+            killed = true;
+            // SAFETY: the child is not reaped yet (that happens below), so `pid` is still ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            on_cancel();
+        }
+        let open: Vec<usize> = (0..streams.len()).filter(|&i| !streams[i].closed).collect();
+        // Without a pidfd (kernels before 5.3) the exit is seen by `try_wait` once the output has ended.
+        let watch_exit = !exited && pidfd.is_some();
+        if open.is_empty() && !watch_exit {
+            break;
+        }
+        let mut fds: Vec<libc::pollfd> = open
+            .iter()
+            .map(|&i| libc::pollfd {
+                fd: streams[i].fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        if let (true, Some(p)) = (watch_exit, &pidfd) {
+            fds.push(libc::pollfd {
+                fd: p.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
             });
         }
-    });
-    lines.into_inner().unwrap_or_default()
+        // SAFETY: `fds` is a live array of `fds.len()` pollfd structures.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 50) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return (lines, Err(e));
+        }
+        for (k, &i) in open.iter().enumerate() {
+            if fds[k].revents != 0 {
+                streams[i].read_some(&mut buf, &mut |line| {
+                    on_line(&line);
+                    lines.push(line);
+                });
+            }
+        }
+        if watch_exit && fds.last().is_some_and(|f| f.revents != 0) {
+            exited = true;
+        }
+    }
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) => {
+                if !killed && cancelled() {
+                    killed = true;
+                    // SAFETY: not reaped yet, as above.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                    on_cancel();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            Err(e) => return (lines, Err(e)),
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    (lines, Ok(code))
 }
 
-/// Waits for `child` while polling `cancelled`: when it turns true the child is killed (and with it, through
-/// the runtime's own means, everything it started). The child is reaped only after the watcher has stopped, so
-/// a kill never reaches a recycled pid.
-fn wait_or_kill(
-    child: &mut std::process::Child,
-    cancelled: &(dyn Fn() -> bool + Sync),
-    on_cancel: &(dyn Fn() + Sync),
-) -> std::io::Result<i32> {
-    let pid = child.id() as libc::pid_t;
-    let done = std::sync::Mutex::new(false);
-    let wake = std::sync::Condvar::new();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            // SAFETY: waitid with WNOWAIT only observes the exit; the zombie stays until `child.wait` below.
-            unsafe {
-                let mut info: libc::siginfo_t = std::mem::zeroed();
-                while libc::waitid(
-                    libc::P_PID,
-                    pid as libc::id_t,
-                    &mut info,
-                    libc::WEXITED | libc::WNOWAIT,
-                ) == -1
-                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
-                {
-                }
-            }
-            if let Ok(mut d) = done.lock() {
-                *d = true;
-            }
-            wake.notify_all();
-        });
-        let Ok(mut d) = done.lock() else { return };
-        let mut killed = false;
-        while !*d {
-            if !killed && cancelled() {
-                killed = true;
-                // SAFETY: the child is not reaped yet (see above), so `pid` is still ours.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                on_cancel();
-            }
-            d = match wake.wait_timeout(d, std::time::Duration::from_millis(50)) {
-                Ok((g, _)) => g,
-                Err(_) => return,
-            };
+/// One output stream of a child, cut into lines (a last line without a newline counts; bytes that are not UTF-8
+/// are replaced, never a reason to stop reading).
+struct LineSplitter {
+    fd: std::os::fd::OwnedFd,
+    pending: Vec<u8>,
+    closed: bool,
+}
+
+impl LineSplitter {
+    fn new(fd: std::os::fd::OwnedFd) -> LineSplitter {
+        LineSplitter {
+            fd,
+            pending: Vec::new(),
+            closed: false,
         }
-    });
-    let status = child.wait()?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+
+    /// One read (the stream was reported ready): each completed line goes to `emit`; at the end of the stream the
+    /// unfinished one does too.
+    fn read_some(&mut self, buf: &mut [u8], emit: &mut dyn FnMut(String)) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: reads into `buf`, which is valid for `buf.len()` bytes.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::EINTR) | Some(libc::EAGAIN)) {
+                return;
+            }
+        }
+        if n <= 0 {
+            self.closed = true;
+            if !self.pending.is_empty() {
+                let rest = std::mem::take(&mut self.pending);
+                emit(line_text(&rest));
+            }
+            return;
+        }
+        self.pending.extend_from_slice(&buf[..n as usize]);
+        let mut start = 0;
+        while let Some(at) = self.pending[start..].iter().position(|&b| b == b'\n') {
+            emit(line_text(&self.pending[start..start + at]));
+            start += at + 1;
+        }
+        self.pending.drain(..start);
+    }
+}
+
+/// A line's text without its newline (and carriage return, as `BufRead::lines` drops it).
+fn line_text(bytes: &[u8]) -> String {
+    let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `sh -c script` with both output streams piped.
+    fn sh(script: &str) -> std::process::Child {
+        std::process::Command::new("/bin/sh")
+            .args(["-c", script])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn lines_are_cut_across_reads_and_nothing_stops_the_reading() {
+        use std::io::Write;
+        let (r, mut w) = std::io::pipe().unwrap();
+        let mut s = LineSplitter::new(std::os::fd::OwnedFd::from(r));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4];
+        // Read 4 bytes at a time, so lines end mid-read: a CRLF line, bytes that are not UTF-8, an empty line and
+        // a last line with no newline.
+        w.write_all(b"one\ntwo\r\nbad \xff byte\n\nlast").unwrap();
+        drop(w);
+        while !s.closed {
+            s.read_some(&mut buf, &mut |l| got.push(l));
+        }
+        assert_eq!(got, ["one", "two", "bad \u{fffd} byte", "", "last"]);
+    }
+
+    #[test]
+    fn supervise_keeps_every_line_of_both_streams_and_the_exit_code() {
+        let mut child = sh(
+            "i=0; while [ $i -lt 3000 ]; do echo out $i; echo err $i >&2; i=$((i+1)); done; exit 3",
+        );
+        let seen = std::sync::Mutex::new(0usize);
+        let (lines, code) = supervise(
+            &mut child,
+            &|_| *seen.lock().unwrap() += 1,
+            &|| false,
+            &|| {},
+        );
+        assert_eq!(code.unwrap(), 3);
+        assert_eq!(lines.len(), 6000);
+        assert_eq!(*seen.lock().unwrap(), 6000);
+        let outs: Vec<&String> = lines.iter().filter(|l| l.starts_with("out ")).collect();
+        assert_eq!(outs.first().map(|s| s.as_str()), Some("out 0"));
+        assert_eq!(outs.last().map(|s| s.as_str()), Some("out 2999"));
+    }
+
+    #[test]
+    fn supervise_kills_the_child_once_cancelled() {
+        let mut child = sh("echo started; exec sleep 30");
+        let started = std::time::Instant::now();
+        let cancelled = std::sync::atomic::AtomicBool::new(false);
+        let called = std::sync::atomic::AtomicBool::new(false);
+        let (lines, code) = supervise(
+            &mut child,
+            &|_| cancelled.store(true, std::sync::atomic::Ordering::SeqCst),
+            &|| cancelled.load(std::sync::atomic::Ordering::SeqCst),
+            &|| called.store(true, std::sync::atomic::Ordering::SeqCst),
+        );
+        assert_eq!(lines, ["started"]);
+        assert_eq!(code.unwrap(), 128 + libc::SIGKILL);
+        assert!(called.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
 }

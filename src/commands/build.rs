@@ -435,6 +435,8 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
         drop(stop_watch);
         r
     });
+    // The records of the steps that finished are published whatever the outcome (a re-run reuses them).
+    let settled = worker.settle();
     if let Some(signal) = signals.received() {
         return Err(Failure::Interrupted(signal));
     }
@@ -455,6 +457,7 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
             return Err(Failure::Build("the build was cancelled".to_string()))
         }
     };
+    settled.map_err(|e| Failure::Build(e.to_string()))?;
     let snapshots = worker.snapshots().clone();
     worker
         .save_stat_caches(&root)

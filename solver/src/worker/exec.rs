@@ -331,6 +331,11 @@ pub(super) fn run(
     };
     drop(guards);
     drop(leases);
+    // The emptied mount point and the /etc files go behind the steps that follow.
+    w.behind.later(move || {
+        drop((merged, etc));
+        Ok(())
+    });
     let command = e.args.join(" ");
     match outcome {
         Ok(o) if o.exit_code == 0 => Ok(w.snapshots.commit(active)?),

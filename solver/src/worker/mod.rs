@@ -2,6 +2,7 @@
 //! lookups before and cache records after. Base images and processes come through two seams, [`ImageProvider`]
 //! and [`ProcessRunner`], which the store and the executor implement, and which tests can fake.
 
+mod behind;
 mod cachemount;
 mod exec;
 mod git;
@@ -157,6 +158,8 @@ pub struct Worker<'a> {
     downloads_dir: tempfile_dir::TempDir,
     /// The commits `ADD <git url>` refs resolved to in this build (`remote#ref` → commit).
     git_commits: std::sync::Mutex<BTreeMap<String, String>>,
+    /// Cache records and scratch removal, done while the next steps run (see `behind`).
+    behind: behind::Behind,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WorkerError + '_ {
@@ -212,6 +215,7 @@ impl<'a> Worker<'a> {
             downloads: http::Downloads::keeping(root.join("downloads")),
             downloads_dir,
             git_commits: Default::default(),
+            behind: behind::Behind::start(),
         })
     }
 
@@ -222,6 +226,12 @@ impl<'a> Worker<'a> {
             self.imported = Some((cache, store));
         }
         self
+    }
+
+    /// Waits until the records of every finished step are published (and scratch space removed); the first error
+    /// that work met. A build calls it before it reports its result.
+    pub fn settle(&self) -> Result<(), WorkerError> {
+        self.behind.settle()
     }
 
     /// Saves what the context hashers learned (when they learned anything), so the next build re-reads only
@@ -294,7 +304,7 @@ impl<'a> Worker<'a> {
         }
         if !v.meta.ignore_cache {
             if let Some(snapshot) = self.imported_snapshot(id, &key)? {
-                self.record(&key, parts, &snapshot, v)?;
+                self.record(&key, parts, &snapshot, v, None);
                 (self.on_cache)(CacheEvent::Hit(id));
                 return Ok(StepOutput {
                     key,
@@ -304,7 +314,7 @@ impl<'a> Worker<'a> {
             }
         }
         // Another build on this root may be making the same step right now: wait for it, then reuse its result.
-        let _step_lock = if v.meta.ignore_cache {
+        let step_lock = if v.meta.ignore_cache {
             None
         } else {
             let lock = steplock::acquire(&self.locks, key.hex(), &|| cancel.is_cancelled())
@@ -380,7 +390,7 @@ impl<'a> Worker<'a> {
             Op::Exec(e) => self.run_exec(e, v, inputs, cancel)?,
             Op::Merge(m) => self.run_merge(&m.layers, inputs)?,
         };
-        self.record(&key, parts, &snapshot, v)?;
+        self.record(&key, parts, &snapshot, v, step_lock);
         Ok(StepOutput {
             key,
             fs: Fs::Snapshot(snapshot),
@@ -388,26 +398,34 @@ impl<'a> Worker<'a> {
         })
     }
 
+    /// Publishes the step's cache record behind the steps that follow (its snapshot is already durable); `lock`,
+    /// the step lock other builds wait on, is let go only once the record is there for them to find.
     fn record(
         &self,
         key: &Digest,
         parts: crate::cache::KeyParts,
         snapshot: &str,
         v: &Vertex,
-    ) -> Result<(), WorkerError> {
+        lock: Option<steplock::StepLock>,
+    ) {
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        self.cache.put(&CacheRecord {
+        let record = CacheRecord {
             key: key.clone(),
             parts,
             snapshot: snapshot.to_string(),
             slot: v.meta.slot.clone(),
             description: v.meta.description.clone(),
             created,
-        })?;
-        Ok(())
+        };
+        let cache = self.cache.clone();
+        self.behind.later(move || {
+            cache.put(&record)?;
+            drop(lock);
+            Ok(())
+        });
     }
 
     /// The snapshot of an imported record for `key`, made from its layers (fetched now if the store lacks them);
