@@ -2,8 +2,9 @@
 # Benchmarks kiln beside buildah on this machine and prints a markdown table (medians of REPS runs).
 # Cases: hello (examples/hello); a context of 20,000 small files plus one 300 MiB random file copied with
 # `COPY . /app`, with a RUN after it; four independent CPU-bound stages. Scenarios: cold build (empty root/storage),
-# unchanged rebuild, touch-only rebuild, one file changed.
-# Usage (as root): bench/run.sh [REPS]   — needs buildah, bc and GNU time (apt-get install buildah bc time).
+# unchanged rebuild, touch-only rebuild, one file changed; then each case's image exported to an OCI archive and
+# pushed to a loopback registry (Debian's docker-registry, fresh storage for every push). Peak RSS from GNU time.
+# Usage (as root): bench/run.sh [REPS]   — needs buildah, docker-registry, bc and GNU time.
 # Runs on a loop-mounted journalled ext4 of BENCH_LOOP_GIB GiB (default 24, sparse); BENCH_LOOP_GIB= runs in /var/tmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,9 +14,8 @@ export BENCH_LOOP_GIB=${BENCH_LOOP_GIB-24}
 source bench/lib.sh
 setup_bench bench
 setup_busybox_for_both
+trap 'stop_registry; buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; cleanup_work' EXIT
 
-now() { date +%s.%N; }
-timeit() { local s e; s=$(now); "$@" >/dev/null 2>&1; e=$(now); echo "$e - $s" | bc; }
 
 kiln_build() { "$kiln" build --progress=quiet -t bench:latest "$1"; }
 buildah_build() { buildah "${bstore[@]}" build --layers --isolation oci -t bench:latest "$1"; }
@@ -66,8 +66,8 @@ reset_tools() {
 }
 
 make_cases
-echo "| case | scenario | kiln (s) | buildah (s) | kiln/buildah |"
-echo "| --- | --- | --- | --- | --- |"
+echo "| case | scenario | kiln (s) | buildah (s) | kiln/buildah | kiln peak RSS (MiB) |"
+echo "| --- | --- | --- | --- | --- | --- |"
 for case in hello bigctx cpu; do
   ctx=$work/cases/$case
   touch_file=$ctx/Dockerfile
@@ -75,40 +75,50 @@ for case in hello bigctx cpu; do
   [ "$case" = hello ] && touch_file=$ctx/greeting.txt && change_file=$ctx/greeting.txt
   [ "$case" = bigctx ] && touch_file=$ctx/files/05/f5000.txt && change_file=$ctx/files/05/f5001.txt
   for scenario in cold unchanged touch changed; do
-    k=(); b=()
     for _ in $(seq "$reps"); do
       if [ "$scenario" = cold ]; then reset_tools; else kiln_build "$ctx" >/dev/null 2>&1; buildah_build "$ctx" >/dev/null 2>&1; fi
       case $scenario in
         touch) touch "$touch_file" ;;
         changed) [ "$case" = cpu ] && printf '# change %s\n' "$RANDOM" >> "$change_file" || printf 'x%s' "$RANDOM" >> "$change_file" ;;
       esac
-      k+=("$(timeit kiln_build "$ctx")")
+      measure "$case-$scenario-kiln" "$kiln" build --progress=quiet -t bench:latest "$ctx"
       case $scenario in
         touch) touch "$touch_file" ;;
         changed) [ "$case" = cpu ] && printf '# change %s\n' "$RANDOM" >> "$change_file" || printf 'x%s' "$RANDOM" >> "$change_file" ;;
       esac
-      b+=("$(timeit buildah_build "$ctx")")
+      measure "$case-$scenario-buildah" buildah "${bstore[@]}" build --layers --isolation oci -t bench:latest "$ctx"
     done
-    km=$(printf '%s\n' "${k[@]}" | median); bm=$(printf '%s\n' "${b[@]}" | median)
-    printf '| %s | %s | %.2f | %.2f | %.2f |\n' "$case" "$scenario" "$km" "$bm" "$(echo "$km / $bm" | bc -l)"
+    km=$(col "$case-$scenario-kiln" 1); bm=$(col "$case-$scenario-buildah" 1); kr=$(col "$case-$scenario-kiln" 2)
+    printf '| %s | %s | %.2f | %.2f | %.2f | %d |\n' "$case" "$scenario" "$km" "$bm" "$(echo "$km / $bm" | bc -l)" \
+      "$((${kr%.*} / 1024))"
   done
 done
 
-# Export of the big-context image (380 MB: 300 MiB random + 20,000 small files) as an OCI archive, with gzip. kiln's
-# memo of compressed layers is cleared before each run so every run compresses; peak RSS from /usr/bin/time.
+# Export and push of each case's image: to an OCI archive with gzip, and to a loopback registry with fresh storage
+# for every push (so every layer is uploaded). kiln's memo of compressed layers is cleared before each run so every
+# run compresses, as buildah's does.
 echo
-echo "| export (bigctx image → OCI archive, gzip) | kiln (s) | buildah (s) | kiln/buildah | kiln peak RSS (MiB) |"
-echo "| --- | --- | --- | --- | --- |"
-ctx=$work/cases/bigctx
-kiln_build "$ctx" >/dev/null 2>&1
-buildah_build "$ctx" >/dev/null 2>&1
-k=(); b=(); rss=()
-for _ in $(seq "$reps"); do
-  rm -rf "$KILN_ROOT/store/layers" "$work/k.tar" "$work/b.tar"
-  s=$(now)
-  /usr/bin/time -f %M -o "$work/rss" "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx" >/dev/null 2>&1
-  e=$(now); k+=("$(echo "$e - $s" | bc)"); rss+=("$(( $(cat "$work/rss") / 1024 ))")
-  b+=("$(timeit buildah "${bstore[@]}" push bench:latest "oci-archive:$work/b.tar")")
+echo "| case | scenario | kiln (s) | buildah (s) | kiln/buildah | kiln peak RSS (MiB) | buildah peak RSS (MiB) |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+for case in hello bigctx cpu; do
+  ctx=$work/cases/$case
+  kiln_build "$ctx" >/dev/null 2>&1
+  buildah_build "$ctx" >/dev/null 2>&1
+  for _ in $(seq "$reps"); do
+    rm -rf "$KILN_ROOT/store/layers" "$work/k.tar" "$work/b.tar"
+    measure "$case-export-kiln" "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx"
+    measure "$case-export-buildah" buildah "${bstore[@]}" push bench:latest "oci-archive:$work/b.tar"
+    rm -rf "$KILN_ROOT/store/layers"
+    start_registry
+    measure "$case-push-kiln" "$kiln" push bench:latest "$host/bench/$case:1"
+    start_registry
+    measure "$case-push-buildah" buildah "${bstore[@]}" push --tls-verify=false bench:latest "docker://$host/bench/$case:1"
+  done
+  for sc in export push; do
+    km=$(col "$case-$sc-kiln" 1); bm=$(col "$case-$sc-buildah" 1)
+    kr=$(col "$case-$sc-kiln" 2); br=$(col "$case-$sc-buildah" 2)
+    printf '| %s | %s | %.2f | %.2f | %.2f | %d | %d |\n' "$case" "$sc" "$km" "$bm" "$(echo "$km / $bm" | bc -l)" \
+      "$((${kr%.*} / 1024))" "$((${br%.*} / 1024))"
+  done
 done
-km=$(printf '%s\n' "${k[@]}" | median); bm=$(printf '%s\n' "${b[@]}" | median); rm_=$(printf '%s\n' "${rss[@]}" | median)
-printf '| export | %.2f | %.2f | %.2f | %s |\n' "$km" "$bm" "$(echo "$km / $bm" | bc -l)" "$rm_"
+stop_registry

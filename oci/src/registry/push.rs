@@ -80,9 +80,27 @@ fn with_query(url: &str, key: &str, value: &str) -> String {
     format!("{url}{sep}{key}={value}")
 }
 
+/// Sections up to this size are read into memory and sent as one buffer. A reader-backed body crosses reqwest's
+/// blocking bridge 8 KiB at a time — a read, a hand-off to the runtime thread and a `writev` each: 1.9 s of
+/// system time for a 367 MB upload here, against a few tenths with whole buffers. The default chunk size matches,
+/// so every chunk is sent this way; at most [`ClientOptions::concurrency`](super::ClientOptions) of them are held.
+const IN_MEMORY_SECTION: u64 = 16 << 20;
+
+/// `len` bytes of the stored blob `d` from `start`, as a request body.
 fn section_body(store: &Store, d: &Digest, start: u64, len: u64) -> std::io::Result<Body> {
     let mut f = store.open_blob(d).map_err(std::io::Error::other)?;
     f.seek(SeekFrom::Start(start))?;
+    if len <= IN_MEMORY_SECTION {
+        let mut buf = Vec::with_capacity(len as usize);
+        f.take(len).read_to_end(&mut buf)?;
+        if buf.len() as u64 != len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("blob {d} ends before byte {}", start + len),
+            ));
+        }
+        return Ok(Body::from(buf));
+    }
     Ok(Body::sized(f.take(len), len))
 }
 

@@ -47,7 +47,7 @@ impl Default for ClientOptions {
             retries: 4,
             backoff: Duration::from_millis(250),
             concurrency: 3,
-            chunk_size: 64 << 20,
+            chunk_size: 16 << 20,
             mirrors: HashMap::new(),
         }
     }
