@@ -2,6 +2,7 @@
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::mount::{MountFlags, UnmountFlags};
 
@@ -138,11 +139,31 @@ pub fn mount(
     let mut held = Vec::new();
     let lower = lowerdir(
         lowers,
-        MAX_LOWER_DATA.saturating_sub(rest.len() + "lowerdir=".len()),
+        MAX_LOWER_DATA.saturating_sub(rest.len() + ",volatile".len() + "lowerdir=".len()),
         &mut held,
     )?;
-    do_mount(target, format!("lowerdir={lower}{rest}"))
+    let options = format!("lowerdir={lower}{rest}");
+    if VOLATILE_REFUSED.load(Ordering::Relaxed) {
+        return do_mount(target, options);
+    }
+    match do_mount(target, format!("{options},volatile")) {
+        Err(SnapshotError::Mount { source, .. })
+            if source.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) =>
+        {
+            VOLATILE_REFUSED.store(true, Ordering::Relaxed);
+            do_mount(target, options)
+        }
+        other => other,
+    }
 }
+
+/// Writable overlays are mounted `volatile` (Linux 5.10+; buildah's `fsync=volatile`): a step's own fsyncs and the
+/// sync of the whole upper filesystem at unmount are skipped. A step's result becomes durable only when its
+/// snapshot is committed (`sync_tree` of its diff, then `meta.json` and the renames), and a step cut short is
+/// thrown away, so nothing a crash could leave behind depends on those syncs; what they cost did count — an
+/// `apt-get install` fsyncs every file it unpacks, and each unmount flushed the disk. Set once a kernel refuses
+/// the option (EINVAL), so later mounts do not try it again.
+pub(super) static VOLATILE_REFUSED: AtomicBool = AtomicBool::new(false);
 
 /// Mounts `lowers` (top first, at least two) read-only.
 pub fn mount_lower_only(lowers: &[PathBuf], target: &Path) -> Result<Mounted, SnapshotError> {

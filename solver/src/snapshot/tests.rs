@@ -141,3 +141,32 @@ fn a_chain_is_read_from_disk_once_and_forgotten_with_what_is_removed() {
         Err(SnapshotError::Missing(_))
     ));
 }
+
+#[test]
+fn a_writable_mount_is_volatile_and_its_commit_is_still_whole() {
+    let (_dir, s, mnt) = fixture();
+    let a = s.prepare(None).unwrap();
+    let m = s.mount(&a, &mnt).unwrap();
+    std::fs::write(mnt.join("f"), "data").unwrap();
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let line = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(mnt.to_str().unwrap()))
+        .expect("the overlay is mounted");
+    // Kernels before 5.10 refuse the option; kiln then mounts without it (and says so nowhere else).
+    if !overlay::VOLATILE_REFUSED.load(std::sync::atomic::Ordering::Relaxed) {
+        assert!(line.contains("volatile"), "{line}");
+    }
+    m.unmount().unwrap();
+    // The overlay's volatile marker lives in its work directory, which the commit removes with the rest.
+    let id = s.commit(a).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(s.diff_dir(&id).join("f")).unwrap(),
+        "data"
+    );
+    assert!(!s.path(&id).join("work").exists());
+    let b = s.prepare(Some(&id)).unwrap();
+    let m = s.mount(&b, &mnt).unwrap();
+    assert_eq!(std::fs::read_to_string(mnt.join("f")).unwrap(), "data");
+    m.unmount().unwrap();
+}
