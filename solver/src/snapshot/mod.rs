@@ -88,6 +88,11 @@ pub struct Snapshotter {
     /// Parents of committed snapshots already read, shared by clones: a committed snapshot never changes, and
     /// every step walks its whole chain to mount it, so a chain of N steps read N(N+1)/2 `meta.json` files.
     parents: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Option<String>>>>,
+    /// Set by [`Snapshotter::commit_unsynced`], cleared by [`Snapshotter::sync_published`]: renames into the
+    /// snapshots directory not yet made durable (shared by clones).
+    unsynced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Held while the directory is synced, so a caller that finds nothing unsynced knows no sync is still under way.
+    syncing: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -109,6 +114,8 @@ impl Snapshotter {
         Ok(Snapshotter {
             dir: dir.to_path_buf(),
             parents: Default::default(),
+            unsynced: Default::default(),
+            syncing: Default::default(),
         })
     }
 
@@ -171,8 +178,19 @@ impl Snapshotter {
         })
     }
 
-    /// Makes an active snapshot durable and visible: syncs its files, writes its metadata, renames it into place.
-    pub fn commit(&self, mut active: Active) -> Result<String, SnapshotError> {
+    /// Makes an active snapshot durable and visible: syncs its files, writes its metadata, renames it into place,
+    /// and syncs the snapshots directory so the rename itself survives a crash.
+    pub fn commit(&self, active: Active) -> Result<String, SnapshotError> {
+        let id = self.commit_unsynced(active)?;
+        self.sync_published()?;
+        Ok(id)
+    }
+
+    /// [`Snapshotter::commit`] but for the last sync — of the snapshots directory, which makes the rename durable
+    /// — left to [`Snapshotter::sync_published`], which whoever records a reference to the snapshot calls first
+    /// (the worker, before a cache record). A build's steps mount the snapshot at once either way; one directory
+    /// sync was a journal commit on every RUN step's path, now one for all the steps whose records wait behind.
+    pub fn commit_unsynced(&self, mut active: Active) -> Result<String, SnapshotError> {
         let meta = Meta {
             parent: active.parent.clone(),
         };
@@ -191,11 +209,27 @@ impl Snapshotter {
             .map_err(io(&active.dir))?;
         let final_dir = self.path(&active.id);
         std::fs::rename(&active.dir, &final_dir).map_err(io(&final_dir))?;
-        std::fs::File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir))?;
+        self.unsynced
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         active.committed = true;
         Ok(active.id.clone())
+    }
+
+    /// Makes every rename of [`Snapshotter::commit_unsynced`] so far durable (one directory sync, skipped when
+    /// there is none).
+    pub fn sync_published(&self) -> Result<(), SnapshotError> {
+        let _turn = self.syncing.lock().unwrap_or_else(|p| p.into_inner());
+        if self
+            .unsynced
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            if let Err(e) = std::fs::File::open(&self.dir).and_then(|d| d.sync_all()) {
+                self.unsynced
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                return Err(io(&self.dir)(e));
+            }
+        }
+        Ok(())
     }
 
     /// The ids of `id` and its ancestors, bottom (oldest) first: the layers of an image built on `id`.

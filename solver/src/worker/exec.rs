@@ -338,7 +338,7 @@ pub(super) fn run(
     });
     let command = e.args.join(" ");
     match outcome {
-        Ok(o) if o.exit_code == 0 => Ok(w.snapshots.commit(active)?),
+        Ok(o) if o.exit_code == 0 => Ok(w.snapshots.commit_unsynced(active)?),
         Ok(o) => Err(WorkerError::Process {
             command,
             reason: if o.oom_killed {

@@ -231,7 +231,9 @@ impl<'a> Worker<'a> {
     /// Waits until the records of every finished step are published (and scratch space removed); the first error
     /// that work met. A build calls it before it reports its result.
     pub fn settle(&self) -> Result<(), WorkerError> {
-        self.behind.settle()
+        self.behind.settle()?;
+        // Snapshots no record names (a failed build's last steps) are made durable too: exports read them next.
+        Ok(self.snapshots.sync_published()?)
     }
 
     /// Saves what the context hashers learned (when they learned anything), so the next build re-reads only
@@ -358,14 +360,14 @@ impl<'a> Worker<'a> {
                         reference: img.reference.clone(),
                         reason,
                     })?;
-                self.snapshots.commit(active)?
+                self.snapshots.commit_unsynced(active)?
             }
             Op::Source(SourceOp::Http(h)) => {
                 let fetched = self.fetch(h)?;
                 let active = self.snapshots.prepare(None)?;
                 let diff = active.diff_dir();
                 http::place(h, &fetched, &diff).map_err(io(&diff))?;
-                self.snapshots.commit(active)?
+                self.snapshots.commit_unsynced(active)?
             }
             Op::Source(SourceOp::Git(g)) => {
                 let commit = self.git_commit(g)?;
@@ -373,7 +375,7 @@ impl<'a> Worker<'a> {
                 let active = self.snapshots.prepare(None)?;
                 git::checkout(g, &commit, scratch.path(), &active.diff_dir())
                     .map_err(WorkerError::Download)?;
-                self.snapshots.commit(active)?
+                self.snapshots.commit_unsynced(active)?
             }
             Op::Source(other) => {
                 return Err(WorkerError::Image {
@@ -421,7 +423,10 @@ impl<'a> Worker<'a> {
             created,
         };
         let cache = self.cache.clone();
+        let snapshots = self.snapshots.clone();
         self.behind.later(move || {
+            // The record names a snapshot: its rename must be durable first.
+            snapshots.sync_published()?;
             cache.put(&record)?;
             drop(lock);
             Ok(())
@@ -526,7 +531,10 @@ impl<'a> Worker<'a> {
             let blob = store.open_blob(&layer.digest).map_err(|e| e.to_string())?;
             oci::layer::apply_layer(blob, &active.diff_dir(), oci::layer::Whiteouts::Overlay)
                 .map_err(|e| format!("layer {}: {e}", layer.digest))?;
-            let id = self.snapshots.commit(active).map_err(|e| e.to_string())?;
+            let id = self
+                .snapshots
+                .commit_unsynced(active)
+                .map_err(|e| e.to_string())?;
             // A lost memo only costs a second unpack; the snapshot itself is already durable.
             let _ = std::fs::write(&memo, &id);
             parent = Some(id);
@@ -535,7 +543,9 @@ impl<'a> Worker<'a> {
             Some(id) => Ok(id),
             None => {
                 let active = self.snapshots.prepare(None).map_err(|e| e.to_string())?;
-                self.snapshots.commit(active).map_err(|e| e.to_string())
+                self.snapshots
+                    .commit_unsynced(active)
+                    .map_err(|e| e.to_string())
             }
         }
     }
@@ -651,7 +661,7 @@ impl<'a> Worker<'a> {
             mount.unmount()?;
         }
         drop(guards);
-        Ok(self.snapshots.commit(active)?)
+        Ok(self.snapshots.commit_unsynced(active)?)
     }
 
     fn run_merge(&self, layers: &[usize], inputs: &[StepOutput]) -> Result<String, WorkerError> {
@@ -672,7 +682,7 @@ impl<'a> Worker<'a> {
             mount.unmount()?;
         }
         drop(guards);
-        Ok(self.snapshots.commit(active)?)
+        Ok(self.snapshots.commit_unsynced(active)?)
     }
 
     fn run_exec(
