@@ -5,11 +5,15 @@
 # (runc, --isolation oci), and the kiln/buildah ratios; then the executor alone (executor/examples/overhead.rs:
 # `/bin/true` N times in a plain busybox rootfs, no snapshots), built-in runtime beside runc.
 # Usage (as root): bench/runs.sh [REPS] [N] [EXEC_N]   — needs buildah, runc, bc and GNU time.
+# Runs on a loop-mounted journalled ext4 of BENCH_LOOP_GIB GiB (default 24, sparse), as bench/run.sh does: on this
+# machine's unjournalled root, each step's create-and-delete churn made the next builds' inode allocation slower
+# (a fresh root's 100-RUN build took 0.9, 1.2, 2.0, 1.4 s in a row). BENCH_LOOP_GIB= runs in /var/tmp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-3}
 n=${2:-100}
 exec_n=${3:-100}
+export BENCH_LOOP_GIB=${BENCH_LOOP_GIB-24}
 source bench/lib.sh
 setup_bench runs
 setup_busybox_for_both
