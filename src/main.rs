@@ -42,7 +42,52 @@ fn main() -> ExitCode {
         eprintln!("error: rootless: {e}");
         return ExitCode::from(1);
     }
-    let result = match cli.command {
+    // A reader that went away (`kiln images | head`) makes `println!` panic; that is the end of the output, not a
+    // bug to report: its message is kept off stderr, the command unwinds (its cleanup runs) and kiln exits 141
+    // (128 + SIGPIPE), as a tool that SIGPIPE killed would. SIGPIPE's default cannot simply be restored: kiln
+    // writes to sockets (registries), where EPIPE must stay an error.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_stdout(info.payload()) {
+            report(info)
+        }
+    }));
+    let result =
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatch(cli.command))) {
+            Ok(r) => r,
+            Err(p) if is_broken_stdout(&*p) => return ExitCode::from(141),
+            Err(p) => std::panic::resume_unwind(p),
+        };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Build(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Usage(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Interrupted(signal)) => {
+            eprintln!("error: the build was stopped by signal {signal}; its running steps were killed and cleaned up");
+            ExitCode::from((128 + signal).clamp(0, 255) as u8)
+        }
+    }
+}
+
+/// Whether a panic is std's "failed printing to stdout" for a closed pipe.
+fn is_broken_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let msg = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe")
+}
+
+/// Runs the command the arguments name.
+fn dispatch(command: cli::Command) -> Result<(), Failure> {
+    match command {
         cli::Command::Graph(args) => commands::graph::run(&args),
         cli::Command::Check(args) => commands::check::run(&args),
         cli::Command::Build(args) => commands::build::run(&args),
@@ -60,20 +105,5 @@ fn main() -> ExitCode {
         cli::Command::Du(args) => commands::gc::du(&args),
         cli::Command::Prune(args) => commands::gc::prune(&args),
         cli::Command::Doctor(args) => commands::doctor::run(&args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Build(msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(1)
-        }
-        Err(Failure::Usage(msg)) => {
-            eprintln!("error: {msg}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Interrupted(signal)) => {
-            eprintln!("error: the build was stopped by signal {signal}; its running steps were killed and cleaned up");
-            ExitCode::from((128 + signal).clamp(0, 255) as u8)
-        }
     }
 }

@@ -88,3 +88,21 @@ fn no_input_panics() {
         );
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_without_a_panic_report() {
+    let root = tempfile::tempdir().expect("root");
+    // The read end is closed before kiln starts, so its first line meets a broken pipe.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = std::process::Command::new(KILN)
+        .arg("images")
+        .env("KILN_ROOT", root.path())
+        .stdout(writer)
+        .output()
+        .expect("run kiln");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
+}
