@@ -258,14 +258,17 @@ pub(crate) fn supervise(
     let mut lines = Vec::new();
     let mut exited = false;
     let mut killed = false;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
+    let mut kill_if_cancelled = || {
         if !killed && cancelled() {
             killed = true;
-            // SAFETY: the child is not reaped yet (that happens below), so `pid` is still ours.
+            // SAFETY: the child is reaped only at the very end, so `pid` is still ours.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             on_cancel();
         }
+    };
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        kill_if_cancelled();
         let open: Vec<usize> = (0..streams.len()).filter(|&i| !streams[i].closed).collect();
         // Without a pidfd (kernels before 5.3) the exit is seen by `try_wait` once the output has ended.
         let watch_exit = !exited && pidfd.is_some();
@@ -312,12 +315,7 @@ pub(crate) fn supervise(
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {
-                if !killed && cancelled() {
-                    killed = true;
-                    // SAFETY: not reaped yet, as above.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                    on_cancel();
-                }
+                kill_if_cancelled();
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
             Err(e) => return (lines, Err(e)),
