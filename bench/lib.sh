@@ -60,6 +60,18 @@ start_registry() {
   echo "registry did not start" >&2; exit 1
 }
 
+# put_blob FILE : uploads FILE (named by its sha256, as the store names blobs) to the registry at $host in one
+# monolithic PUT, as no client can do with less of the registry's work.
+put_blob() {
+  local loc sep
+  loc=$(curl -sf -D - -o /dev/null -X POST "http://$host/v2/floor/blobs/uploads/" | tr -d '\r' |
+    awk 'tolower($1) == "location:" {print $2}')
+  case $loc in http*) ;; *) loc=http://$host$loc ;; esac
+  case $loc in *\?*) sep='&' ;; *) sep='?' ;; esac
+  curl -sf -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' -T "$1" \
+    "$loc${sep}digest=sha256:$(basename "$1")"
+}
+
 # measure NAME CMD... : runs CMD, appends "seconds rss_kib" to $work/NAME
 measure() {
   local name=$1; shift

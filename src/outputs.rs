@@ -19,11 +19,12 @@ pub struct LayerOptions {
     pub oci_media_types: Option<bool>,
     /// `rewrite-timestamp=true|false`.
     pub rewrite_timestamp: Option<bool>,
+    /// `force-compression=true|false`.
+    pub force_compression: bool,
 }
 
 impl LayerOptions {
     /// The export options for an output whose defaults are `default_compression` and `default_oci`.
-    /// kiln re-makes every layer it writes from its snapshots, so `force-compression` holds always.
     pub fn resolve(
         &self,
         default_compression: Compression,
@@ -48,6 +49,7 @@ impl LayerOptions {
                 || matches!(compression, Compression::Zstd(_)),
             source_date_epoch: epoch,
             clamp_file_times: self.rewrite_timestamp.unwrap_or(true),
+            force_compression: self.force_compression,
         }
     }
 }
@@ -164,9 +166,7 @@ pub fn parse(spec: &str) -> Result<Output, String> {
                         format!("-o {spec}: compression-level={v:?} is not a number")
                     })?)
             }
-            ("force-compression", true) => {
-                parse_bool(spec, k, v)?;
-            }
+            ("force-compression", true) => layers.force_compression = parse_bool(spec, k, v)?,
             ("oci-mediatypes", true) => layers.oci_media_types = Some(parse_bool(spec, k, v)?),
             ("rewrite-timestamp", true) => layers.rewrite_timestamp = Some(parse_bool(spec, k, v)?),
             _ => return Err(format!("-o {spec}: {k}= is not an option of type={kind}")),

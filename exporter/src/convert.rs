@@ -20,7 +20,7 @@ fn io_err(store: &Store) -> impl Fn(std::io::Error) -> ExportError + '_ {
 }
 
 /// The compressed blob of the uncompressed layer `src`: made once, then found by its memo.
-fn compressed(
+pub(crate) fn compressed(
     store: &Store,
     src: &Digest,
     compression: Compression,

@@ -49,6 +49,9 @@ pub struct ExportOptions {
     /// BuildKit's `rewrite-timestamp`: file times newer than SOURCE_DATE_EPOCH are clamped to it. kiln defaults it
     /// on whenever SOURCE_DATE_EPOCH is set, so that the documented way to a reproducible image is one setting.
     pub clamp_file_times: bool,
+    /// BuildKit's `force-compression`: base image layers of another compression than `compression` are not carried
+    /// as they are (the snapshot they were unpacked into is exported as one layer of the asked compression).
+    pub force_compression: bool,
 }
 
 impl ExportOptions {
@@ -59,6 +62,7 @@ impl ExportOptions {
             oci_media_types: true,
             source_date_epoch,
             clamp_file_times: true,
+            force_compression: false,
         }
     }
 }
@@ -70,6 +74,9 @@ pub struct LayerSource {
     pub id: String,
     /// Its diff directory.
     pub diff: PathBuf,
+    /// The base image manifest the snapshot was unpacked from: its layers are exported as they are, as BuildKit
+    /// does, when the store still holds them.
+    pub unpacked_from: Option<Digest>,
 }
 
 /// Why an export failed.
@@ -178,6 +185,59 @@ pub fn layer_blob(
     Ok(made)
 }
 
+/// The layers of the base image `manifest`, for the snapshot unpacked from it: the base's own blobs (so a
+/// registry that has the base has them already, and the image keeps the base's layers as BuildKit's does) with the
+/// base's diffIDs. An uncompressed base layer (a kiln-built base) is compressed once when a compression is asked
+/// for. `None` when they cannot stand for the snapshot: the base is no longer in the store, a layer type kiln does
+/// not know, or `force-compression` asks for another compression than a layer has; the snapshot is then exported
+/// as one layer made from its files.
+fn base_layers(
+    store: &Store,
+    manifest: &Digest,
+    options: &ExportOptions,
+) -> Result<Option<Vec<LayerBlob>>, ExportError> {
+    let Ok(m) = store.read_json::<Manifest>(manifest) else {
+        return Ok(None);
+    };
+    let Ok(config) = store.read_json::<Image>(&m.config.digest) else {
+        return Ok(None);
+    };
+    if config.rootfs.diff_ids.len() != m.layers.len() {
+        return Ok(None);
+    }
+    let wanted = match options.compression {
+        Compression::None => LayerCompression::None,
+        Compression::Gzip(_) => LayerCompression::Gzip,
+        Compression::Zstd(_) => LayerCompression::Zstd,
+    };
+    let mut out = Vec::with_capacity(m.layers.len());
+    for (desc, diff_id) in m.layers.iter().zip(&config.rootfs.diff_ids) {
+        let Some(has) = LayerCompression::of_media_type(&desc.media_type) else {
+            return Ok(None);
+        };
+        if !store.has(&desc.digest) {
+            return Ok(None);
+        }
+        let descriptor = if has == wanted {
+            Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size)
+        } else if has == LayerCompression::None {
+            let (digest, size) =
+                crate::convert::compressed(store, &desc.digest, options.compression, &mut || None)?;
+            Descriptor::new(wanted.media_type(true), digest, size)
+        } else if options.force_compression {
+            return Ok(None);
+        } else {
+            Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size)
+        };
+        out.push(LayerBlob {
+            diff_id: diff_id.clone(),
+            descriptor,
+            empty: false,
+        });
+    }
+    Ok(Some(out))
+}
+
 /// The layer blob of a directory tree as it is now (no memo): what a cache mount's contents are exported as.
 pub fn dir_blob(
     store: &Store,
@@ -188,6 +248,7 @@ pub fn dir_blob(
     let layer = LayerSource {
         id: String::new(),
         diff: dir.to_path_buf(),
+        unpacked_from: None,
     };
     let io = |source| ExportError::Io {
         path: layer.diff.clone(),
@@ -271,8 +332,18 @@ pub fn export_image(
     };
     let mut blobs = Vec::new();
     for l in layers {
-        let mut b = layer_blob(store, l, options.compression, opts)?;
-        if !b.empty {
+        let base = match &l.unpacked_from {
+            Some(manifest) => base_layers(store, manifest, options)?,
+            None => None,
+        };
+        let made = match base {
+            Some(base) => base,
+            None => vec![layer_blob(store, l, options.compression, opts)?],
+        };
+        for mut b in made {
+            if b.empty {
+                continue;
+            }
             if let Some(c) = LayerCompression::of_media_type(&b.descriptor.media_type) {
                 b.descriptor.media_type = c.media_type(options.oci_media_types).to_string();
             }
@@ -353,6 +424,15 @@ pub fn export_image(
 mod tests {
     use super::*;
 
+    /// An empty image config for linux/amd64.
+    fn linux_amd64() -> Image {
+        Image {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn dates() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
@@ -371,17 +451,15 @@ mod tests {
             LayerSource {
                 id: "s1".into(),
                 diff: snap.path().to_path_buf(),
+                unpacked_from: None,
             },
             LayerSource {
                 id: "s2".into(),
                 diff: empty.path().to_path_buf(),
+                unpacked_from: None,
             },
         ];
-        let mut image = Image {
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            ..Default::default()
-        };
+        let mut image = linux_amd64();
         image.history.push(History {
             created_by: "COPY hello / # buildkit".into(),
             ..Default::default()
@@ -427,6 +505,113 @@ mod tests {
         assert_eq!(names, ["hello"]);
     }
 
+    /// A base image in `store` with a gzip layer and an uncompressed one (a kiln-built base), and the directory
+    /// both unpack to (what the worker's base snapshot holds).
+    fn base_image(store: &Store) -> (Digest, Vec<LayerBlob>, tempfile::TempDir) {
+        let (one, two, unpacked) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        for (dir, name) in [(&one, "etc-os-release"), (&two, "bin-tool")] {
+            std::fs::write(dir.path().join(name), name).unwrap();
+            std::fs::write(unpacked.path().join(name), name).unwrap();
+        }
+        let opts = DiffOptions::default();
+        let layers = vec![
+            dir_blob(store, one.path(), Compression::Gzip(6), opts).unwrap(),
+            dir_blob(store, two.path(), Compression::None, opts).unwrap(),
+        ];
+        let mut config = linux_amd64();
+        config.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.clone()).collect();
+        let config_bytes = serde_json::to_vec(&config).unwrap();
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(MEDIA_MANIFEST.to_string()),
+            config: Descriptor::new(
+                MEDIA_CONFIG,
+                store.put_bytes(&config_bytes).unwrap(),
+                config_bytes.len() as u64,
+            ),
+            layers: layers.iter().map(|l| l.descriptor.clone()).collect(),
+            annotations: Default::default(),
+        };
+        let digest = store
+            .put_bytes(&serde_json::to_vec(&manifest).unwrap())
+            .unwrap();
+        (digest, layers, unpacked)
+    }
+
+    #[test]
+    fn a_base_image_keeps_its_own_layers() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let (base, base_layers, unpacked) = base_image(&store);
+        let own = tempfile::tempdir().unwrap();
+        std::fs::write(own.path().join("app"), "app").unwrap();
+        let layers = |unpacked_from: Option<Digest>| {
+            vec![
+                LayerSource {
+                    id: "base".into(),
+                    diff: unpacked.path().to_path_buf(),
+                    unpacked_from,
+                },
+                LayerSource {
+                    id: "own".into(),
+                    diff: own.path().to_path_buf(),
+                    unpacked_from: None,
+                },
+            ]
+        };
+        let image = linux_amd64();
+        let export = |unpacked_from: Option<Digest>, options: &ExportOptions| {
+            let e =
+                export_image(&store, &layers(unpacked_from), image.clone(), options, &[]).unwrap();
+            let m: Manifest = store.read_json(&e.manifest.digest).unwrap();
+            let c: Image = store.read_json(&e.config).unwrap();
+            (m, c)
+        };
+        let gzip = ExportOptions::new(Compression::Gzip(6), Some(7));
+        let (m, c) = export(Some(base.clone()), &gzip);
+        assert_eq!(m.layers.len(), 3, "two base layers and the image's own");
+        assert_eq!(
+            m.layers[0].digest, base_layers[0].descriptor.digest,
+            "the base's gzip blob itself"
+        );
+        assert_eq!(
+            c.rootfs.diff_ids[..2],
+            [
+                base_layers[0].diff_id.clone(),
+                base_layers[1].diff_id.clone()
+            ]
+        );
+        // The uncompressed base layer is compressed, its diffID unchanged.
+        assert_eq!(m.layers[1].media_type, MEDIA_LAYER_GZIP);
+        let mut tar = Vec::new();
+        std::io::Read::read_to_end(
+            &mut flate2::read::GzDecoder::new(store.open_blob(&m.layers[1].digest).unwrap()),
+            &mut tar,
+        )
+        .unwrap();
+        assert_eq!(Digest::sha256_of(&tar), base_layers[1].diff_id);
+        // zstd asked for: the gzip layer stays as it is, unless force-compression.
+        let mut zstd = ExportOptions::new(Compression::Zstd(3), Some(7));
+        let (m, _) = export(Some(base.clone()), &zstd);
+        assert_eq!(m.layers[0].digest, base_layers[0].descriptor.digest);
+        zstd.force_compression = true;
+        let (m, c) = export(Some(base.clone()), &zstd);
+        assert_eq!(m.layers.len(), 2, "the base made again as one layer");
+        assert!(m.layers.iter().all(|l| l.media_type == MEDIA_LAYER_ZSTD));
+        assert!(!c.rootfs.diff_ids.contains(&base_layers[0].diff_id));
+        // A base no longer in the store, or no base known: one layer made from the snapshot.
+        let gone = Digest::sha256_of(b"not a manifest");
+        for from in [Some(gone), None] {
+            let (m, _) = export(from, &gzip);
+            assert_eq!(m.layers.len(), 2);
+            assert_ne!(m.layers[0].digest, base_layers[0].descriptor.digest);
+        }
+    }
+
     #[test]
     fn docker_media_types_on_request_with_the_same_layers() {
         let root = tempfile::tempdir().unwrap();
@@ -436,12 +621,9 @@ mod tests {
         let layers = vec![LayerSource {
             id: "s".into(),
             diff: snap.path().to_path_buf(),
+            unpacked_from: None,
         }];
-        let image = Image {
-            architecture: "amd64".into(),
-            os: "linux".into(),
-            ..Default::default()
-        };
+        let image = linux_amd64();
         let mut docker = ExportOptions::new(Compression::Gzip(6), Some(7));
         docker.oci_media_types = false;
         let d = export_image(&store, &layers, image.clone(), &docker, &[]).unwrap();

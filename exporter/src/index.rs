@@ -55,6 +55,7 @@ mod tests {
         let layers = vec![LayerSource {
             id: arch.to_string(),
             diff: snap.path().to_path_buf(),
+            unpacked_from: None,
         }];
         let image = oci::Image {
             architecture: arch.into(),

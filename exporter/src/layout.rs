@@ -242,6 +242,7 @@ mod tests {
         let layers = vec![LayerSource {
             id: file.to_string(),
             diff: snap,
+            unpacked_from: None,
         }];
         let image = oci::Image {
             architecture: "amd64".into(),

@@ -734,6 +734,7 @@ fn export(
                 .into_iter()
                 .map(|s| LayerSource {
                     diff: snapshots.diff_dir(&s),
+                    unpacked_from: snapshots.unpacked_from(&s).and_then(|m| m.parse().ok()),
                     id: s,
                 })
                 .collect(),

@@ -407,6 +407,16 @@ fn exported_images_are_accepted_by_skopeo_umoci_and_runc() {
     let v: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("skopeo json");
     assert_eq!(v["Digest"], digest.as_str());
     assert_eq!(v["Labels"]["org.opencontainers.image.title"], "kiln hello");
+    // The base's layer is the base image's own blob (as BuildKit keeps it), not one made again from its files:
+    // a registry that has busybox has it already.
+    let base = root.kiln(KILN, &["inspect", "busybox"]);
+    assert_eq!(base.code, 0, "{}", base.stderr);
+    let base: serde_json::Value = serde_json::from_str(&base.stdout).expect("inspect json");
+    assert_eq!(
+        v["Layers"][0], base["Manifest"]["layers"][0]["digest"],
+        "{v} against {base}"
+    );
+    assert_eq!(v["Layers"].as_array().map(Vec::len), Some(4), "{v}");
 
     let layout = out.path().join("layout");
     std::fs::create_dir(&layout).expect("mkdir");

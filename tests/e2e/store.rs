@@ -219,19 +219,20 @@ fn compression_and_media_type_options_reach_the_manifest() {
         ],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
+    // hello built into one output.
+    let build_to = |output: String| {
+        let r = root.kiln(
+            KILN,
+            &["build", "--progress=quiet", "-o", &output, &hello()],
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    };
     // A layout directory (tar=false) is read by skopeo's oci: transport and copied on to an archive.
     let dir = out.path().join("layout");
-    let r = root.kiln(
-        KILN,
-        &[
-            "build",
-            "--progress=quiet",
-            "-o",
-            &format!("type=oci,dest={},tar=false,name=dir:1", dir.display()),
-            &hello(),
-        ],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    build_to(format!(
+        "type=oci,dest={},tar=false,name=dir:1",
+        dir.display()
+    ));
     let v = skopeo_inspect(
         &format!("oci:{}:docker.io/library/dir:1", dir.display()),
         false,
@@ -247,13 +248,28 @@ fn compression_and_media_type_options_reach_the_manifest() {
         None,
     );
     assert_eq!(c.code, 0, "skopeo copy oci: → oci-archive: {}", c.stderr);
-    let z = skopeo_inspect(&format!("oci-archive:{}", zstd.display()), true);
-    for l in z["layers"].as_array().expect("layers") {
-        assert_eq!(
-            l["mediaType"],
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-        );
-    }
+    // The base's gzip layer is kept as it is (BuildKit's default); the layers the build made are zstd, and
+    // force-compression makes every layer zstd.
+    let media = |archive: &std::path::Path| -> Vec<String> {
+        let m = skopeo_inspect(&format!("oci-archive:{}", archive.display()), true);
+        m["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| l["mediaType"].as_str().expect("mediaType").to_string())
+            .collect()
+    };
+    const ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    let z = media(&zstd);
+    assert_eq!(z[0], "application/vnd.oci.image.layer.v1.tar+gzip", "{z:?}");
+    assert!(z.len() > 1 && z[1..].iter().all(|m| m == ZSTD), "{z:?}");
+    let forced = out.path().join("forced.tar");
+    build_to(format!(
+        "type=oci,dest={},compression=zstd,force-compression=true",
+        forced.display()
+    ));
+    let f = media(&forced);
+    assert!(f.iter().all(|m| m == ZSTD), "{f:?}");
     let d = skopeo_inspect(&format!("oci-archive:{}", docker.display()), true);
     assert_eq!(
         d["mediaType"],

@@ -50,6 +50,9 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> SnapshotError + '_ {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Meta {
     parent: Option<String>,
+    /// The image manifest this snapshot is the unpacked form of (see [`Active::set_unpacked_from`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    unpacked_from: Option<String>,
 }
 
 /// A snapshot being written: its upper (`diff`) and overlay work directories, and its parent.
@@ -58,6 +61,7 @@ pub struct Active {
     id: String,
     dir: PathBuf,
     parent: Option<String>,
+    unpacked_from: Option<String>,
     committed: bool,
 }
 
@@ -70,6 +74,13 @@ impl Active {
     /// The parent snapshot.
     pub fn parent(&self) -> Option<&str> {
         self.parent.as_deref()
+    }
+
+    /// Records that this snapshot holds exactly the files of the image `manifest` (a base image unpacked), so an
+    /// export can carry the base's own layers — the same blobs a registry may already have — instead of one layer
+    /// re-made from the snapshot.
+    pub fn set_unpacked_from(&mut self, manifest: &str) {
+        self.unpacked_from = Some(manifest.to_string());
     }
 }
 
@@ -174,6 +185,7 @@ impl Snapshotter {
             id,
             dir,
             parent: parent.map(str::to_string),
+            unpacked_from: None,
             committed: false,
         })
     }
@@ -193,6 +205,7 @@ impl Snapshotter {
     pub fn commit_unsynced(&self, mut active: Active) -> Result<String, SnapshotError> {
         let meta = Meta {
             parent: active.parent.clone(),
+            unpacked_from: active.unpacked_from.clone(),
         };
         let _ = std::fs::remove_dir_all(active.dir.join("work"));
         sync_tree(&active.dir.join("diff"))?;
@@ -237,6 +250,14 @@ impl Snapshotter {
         let mut out = self.walk(id)?;
         out.reverse();
         Ok(out)
+    }
+
+    /// The image manifest a committed snapshot was unpacked from, if it was (see [`Active::set_unpacked_from`]).
+    /// A snapshot whose metadata cannot be read answers `None`: the export then re-makes its layer, which is
+    /// always correct.
+    pub fn unpacked_from(&self, id: &str) -> Option<String> {
+        let bytes = std::fs::read(self.path(id).join("meta.json")).ok()?;
+        serde_json::from_slice::<Meta>(&bytes).ok()?.unpacked_from
     }
 
     /// A committed snapshot's own diff directory.

@@ -85,6 +85,25 @@ fn an_abandoned_snapshot_leaves_nothing() {
 }
 
 #[test]
+fn the_image_a_snapshot_was_unpacked_from_is_kept_with_it() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(d.path()).unwrap();
+    let mut base = s.prepare(None).unwrap();
+    base.set_unpacked_from("sha256:abc");
+    let base = s.commit(base).unwrap();
+    let top = s.prepare(Some(&base)).unwrap();
+    let top = s.commit(top).unwrap();
+    assert_eq!(s.unpacked_from(&base).as_deref(), Some("sha256:abc"));
+    assert_eq!(s.unpacked_from(&top), None, "a step's own layer");
+    assert_eq!(s.unpacked_from("nope"), None);
+    // Snapshots committed before the field existed read as not unpacked.
+    let old = s.path(&top).join("meta.json");
+    std::fs::write(&old, format!(r#"{{"parent":"{base}"}}"#)).unwrap();
+    assert_eq!(s.unpacked_from(&top), None);
+    assert_eq!(s.chain_ids(&top).unwrap(), [base, top]);
+}
+
+#[test]
 fn a_chain_deeper_than_one_page_of_paths_still_mounts() {
     let (_dir, s, mnt) = fixture();
     // 120 layers of ~100-byte paths: three times what the kernel's one page of options holds.

@@ -353,13 +353,16 @@ impl<'a> Worker<'a> {
                     .resolved
                     .clone()
                     .unwrap_or_else(|| Digest::sha256_of(img.reference.as_bytes()));
-                let active = self.snapshots.prepare(None)?;
+                let mut active = self.snapshots.prepare(None)?;
                 self.images
                     .unpack(&manifest, &active.diff_dir())
                     .map_err(|reason| WorkerError::Image {
                         reference: img.reference.clone(),
                         reason,
                     })?;
+                if parts.resolved.is_some() {
+                    active.set_unpacked_from(&manifest.to_string());
+                }
                 self.snapshots.commit_unsynced(active)?
             }
             Op::Source(SourceOp::Http(h)) => {
