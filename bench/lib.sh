@@ -72,10 +72,15 @@ put_blob() {
     "$loc${sep}digest=sha256:$(basename "$1")"
 }
 
-# measure NAME CMD... : runs CMD, appends "seconds rss_kib" to $work/NAME
+# measure NAME CMD... : runs CMD, appends "seconds rss_kib" to $work/NAME. Every measure starts with nothing dirty:
+# kiln fsyncs what it commits (snapshots, store blobs, archives), and on ext4 an fsync waits for the journal to
+# write out everything dirty, so a kiln row measured right after buildah's unsynced hundreds of MB paid for their
+# writeback (bigctx export: 3.4 s in the bench against 2.0–2.5 s by hand on the same loop ext4); buildah mounts its
+# overlays with fsync=volatile and syncs nothing, so it never pays for kiln's.
 measure() {
   local name=$1; shift
   local s e
+  sync
   s=$(date +%s.%N)
   /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
   e=$(date +%s.%N)

@@ -43,14 +43,11 @@ echo "| --- | --- | --- | --- | --- |"
 for scenario in cold unchanged changed; do
   for _ in $(seq "$reps"); do
     if [ "$scenario" = cold ]; then reset_tools; else "${kcmd[@]}" >/dev/null 2>&1; "${bcmd[@]}" >/dev/null 2>&1; fi
-    # Each measured build starts with nothing dirty (as in bench/runs.sh): kiln fsyncs what it commits, and an
-    # fsync queued behind the other tool's unwritten hundreds of MB measured the disk, not the builder (0.2-0.35 s
-    # of a 0.01 s rebuild); buildah mounts its overlays with fsync=volatile and syncs nothing.
+    # Each measure starts with nothing dirty (see bench/lib.sh): an fsync queued behind the other tool's unwritten
+    # hundreds of MB measured the disk, not the builder (0.2-0.35 s of a 0.01 s rebuild).
     if [ "$scenario" = changed ]; then printf '# change %s\n' "$RANDOM" >> "$ctx/check.py"; fi
-    sync
     measure "k-$scenario" "${kcmd[@]}"
     if [ "$scenario" = changed ]; then printf '# change %s\n' "$RANDOM" >> "$ctx/check.py"; fi
-    sync
     measure "b-$scenario" "${bcmd[@]}"
   done
   k=$(col "k-$scenario" 1); b=$(col "b-$scenario" 1)

@@ -10,6 +10,7 @@ use oci::store::Store;
 use oci::Digest;
 
 use crate::image::{Compression, ExportError};
+use oci::registry::ChunkWriter;
 use oci::Offloaded;
 
 fn io_err(store: &Store) -> impl Fn(std::io::Error) -> ExportError + '_ {
@@ -24,7 +25,7 @@ pub(crate) fn compressed(
     store: &Store,
     src: &Digest,
     compression: Compression,
-    tee: &mut dyn FnMut() -> Option<Box<dyn Write + Send>>,
+    tee: &mut dyn FnMut() -> Option<ChunkWriter>,
 ) -> Result<(Digest, u64), ExportError> {
     let memo_dir = store.root().join("layers");
     std::fs::create_dir_all(&memo_dir).map_err(io_err(store))?;
@@ -79,10 +80,14 @@ pub(crate) fn compressed(
         }
         Compression::None => return Ok((src.clone(), store.blob_size(src)?)),
     };
-    // The second writer is closed first: its reader (an upload) ends as soon as the last byte is made.
+    // The upload is finished as soon as the last byte is made, with the digest the store writer hashed (it need
+    // not hash the same bytes again), while the blob is synced into the store.
     let Tee { main, extra } = counted;
-    drop(extra);
     let writer = main.finish().map_err(io_err(store))?;
+    if let Some(upload) = extra {
+        // A stopped upload is not an error: the push sends the blob from the store.
+        let _ = upload.finish(writer.digest());
+    }
     let (stored, size) = writer.commit(None)?;
     let record = serde_json::json!({"digest": stored.to_string(), "size": size});
     let _ = std::fs::write(&memo, record.to_string());
@@ -93,7 +98,7 @@ pub(crate) fn compressed(
 /// never fails the first.
 struct Tee<W: Write> {
     main: W,
-    extra: Option<Box<dyn Write + Send>>,
+    extra: Option<ChunkWriter>,
 }
 
 impl<W: Write> Write for Tee<W> {
@@ -139,7 +144,7 @@ pub fn compressed_manifest_teeing(
     store: &Store,
     manifest: &Digest,
     compression: Compression,
-    tee: &mut dyn FnMut() -> Option<Box<dyn Write + Send>>,
+    tee: &mut dyn FnMut() -> Option<ChunkWriter>,
 ) -> Result<Digest, ExportError> {
     if let oci::store::Stored::Index(mut index) = store.manifest_kind(manifest)? {
         // A multi-platform image: each platform's manifest converted, then an index of the converted ones.

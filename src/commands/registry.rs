@@ -128,10 +128,10 @@ pub fn push_image(
     };
     let (converted, streamed) = std::thread::scope(|s| {
         let mut uploads = Vec::new();
-        let mut tee = || -> Option<Box<dyn std::io::Write + Send>> {
+        let mut tee = || -> Option<oci::registry::ChunkWriter> {
             let (w, chunks) = oci::registry::ChunkWriter::channel();
             uploads.push(s.spawn(move || oci::registry::upload_stream(c, first, chunks)));
-            Some(Box::new(w))
+            Some(w)
         };
         let converted =
             exporter::compressed_manifest_teeing(store, manifest, compression, &mut tee);

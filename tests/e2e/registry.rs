@@ -57,6 +57,13 @@ fn push_and_pull_round_trip_with_skopeo_checking_and_a_second_push_uploading_not
     let r = root.kiln(KILN, &["push", "app:1", &target]);
     assert_eq!(r.code, 0, "push: {}", r.stderr);
     assert!(r.stderr.contains("3 blobs uploaded"), "{}", r.stderr);
+    // The layers compressed during the push were streamed and put under the digest the store hashed: the registry
+    // refused nothing (a wrong digest would be put, refused, and the layer sent again from the store).
+    let log = reg.log();
+    assert!(
+        !log.contains("digest invalid") && !log.contains("blob upload invalid"),
+        "{log}"
+    );
 
     // skopeo reads what kiln pushed and copies it out, verifying every digest on the way.
     let m = skopeo_inspect(&format!("docker://{target}"), &["--tls-verify=false"]);

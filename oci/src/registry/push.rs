@@ -519,13 +519,20 @@ pub const STREAM_CHUNK: usize = 4 << 20;
 /// The buffers of a streamed upload: one being filled, one waiting, one being sent.
 const STREAM_BUFFERS: usize = 3;
 
+/// What a [`ChunkWriter`] hands its upload: chunks, then the digest of all of them.
+enum Piece {
+    Chunk(Vec<u8>),
+    Done(Digest),
+}
+
 /// The writing end of a streamed upload: what is written is gathered into chunks of [`STREAM_CHUNK`] bytes, each
 /// handed whole to [`upload_stream`] on its own thread. A chunk is one request body sent in one piece, which a
 /// reader-backed body (8 KiB at a time, through a pipe and a thread hand-off each) cannot do; and a chunk can be
-/// sent again when its request fails. Dropping the writer ends the stream.
+/// sent again when its request fails. [`ChunkWriter::finish`] ends the stream with the blob's digest; dropping the
+/// writer without it abandons the upload.
 pub struct ChunkWriter {
     buf: Vec<u8>,
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    tx: Option<std::sync::mpsc::SyncSender<Piece>>,
     /// Buffers the upload has finished with.
     spare: std::sync::mpsc::Receiver<Vec<u8>>,
     /// Buffers made so far (never more than [`STREAM_BUFFERS`]).
@@ -535,13 +542,13 @@ pub struct ChunkWriter {
 /// The receiving end of a [`ChunkWriter`], for [`upload_stream`]: each chunk's buffer goes back to the writer once
 /// sent, so a push allocates [`STREAM_BUFFERS`] of them, not one per chunk.
 pub struct Chunks {
-    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    rx: std::sync::mpsc::Receiver<Piece>,
     back: std::sync::mpsc::SyncSender<Vec<u8>>,
 }
 
 impl Chunks {
-    /// The next chunk, until the writer is dropped.
-    pub fn next_chunk(&self) -> Option<Vec<u8>> {
+    /// The next piece, until the writer is finished or dropped.
+    fn next(&self) -> Option<Piece> {
         self.rx.recv().ok()
     }
 
@@ -586,13 +593,26 @@ impl ChunkWriter {
     fn send(&mut self) -> std::io::Result<()> {
         let next = self.fresh();
         let chunk = std::mem::replace(&mut self.buf, next);
+        self.hand_over(Piece::Chunk(chunk))
+    }
+
+    fn hand_over(&mut self, piece: Piece) -> std::io::Result<()> {
         match &self.tx {
-            Some(tx) if tx.send(chunk).is_ok() => Ok(()),
+            Some(tx) if tx.send(piece).is_ok() => Ok(()),
             _ => {
                 self.tx = None;
                 Err(std::io::Error::other("the streamed upload stopped"))
             }
         }
+    }
+
+    /// Ends the stream: the last partial chunk goes, then `digest` — the blob's, hashed by whoever wrote the same
+    /// bytes to the store, so the upload does not hash them a second time — under which the upload is put.
+    pub fn finish(mut self, digest: Digest) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.hand_over(Piece::Done(digest))
     }
 }
 
@@ -611,18 +631,11 @@ impl std::io::Write for ChunkWriter {
     }
 }
 
-impl Drop for ChunkWriter {
-    fn drop(&mut self) {
-        if !self.buf.is_empty() {
-            let _ = self.send();
-        }
-    }
-}
-
 /// Uploads a blob whose digest is not known yet — a layer being compressed as it is sent — as the chunks of a
 /// [`ChunkWriter`] arrive, one PATCH each (a failed chunk is sent again from where the registry says it stands),
-/// then puts it under the digest hashed on the way (docker push's way). The stream cannot be replayed from its
-/// start, so a chunk that cannot be sent ends this attempt; callers fall back to an ordinary upload from the store.
+/// then puts it under the digest the writer finishes with. The stream cannot be replayed from its start, so a chunk
+/// that cannot be sent, or a writer dropped unfinished, ends this attempt; callers fall back to an ordinary upload
+/// from the store.
 pub fn upload_stream(
     client: &Client,
     target: &Reference,
@@ -631,14 +644,22 @@ pub fn upload_stream(
     let host = target.endpoint_host().to_string();
     let scopes = push_scopes(target, None);
     let mut location = start_upload(client, &host, target, &scopes)?;
-    let mut hasher = sha2::Sha256::default();
     let mut offset = 0u64;
-    while let Some(chunk) = chunks.next_chunk() {
+    let digest = loop {
+        let chunk = match chunks.next() {
+            Some(Piece::Chunk(chunk)) => chunk,
+            Some(Piece::Done(digest)) => break digest,
+            None => {
+                return Err(RegistryError::Invalid {
+                    url: location,
+                    reason: "the streamed layer ended unfinished (its writer stopped)".to_string(),
+                })
+            }
+        };
         if chunk.is_empty() {
             chunks.give_back(chunk);
             continue;
         }
-        sha2::Digest::update(&mut hasher, &chunk);
         let len = chunk.len() as u64;
         let chunk = bytes::Bytes::from(chunk);
         let mut setbacks = 0u32;
@@ -669,8 +690,7 @@ pub fn upload_stream(
         offset += len;
         // The request is done with its body: the buffer (unshared again) goes back to be filled.
         chunks.give_back(Vec::from(chunk));
-    }
-    let digest = Digest::from_sha256_bytes(&sha2::Digest::finalize(hasher).into());
+    };
     finish_upload(client, &host, &scopes, &location, &digest)?;
     Ok((digest, offset))
 }
@@ -683,26 +703,44 @@ mod tests {
     #[test]
     fn a_chunk_writer_hands_over_whole_chunks_then_the_rest_and_stops_when_the_upload_does() {
         let (mut w, rx) = ChunkWriter::channel();
-        let reader = std::thread::spawn(move || {
-            let mut lens = Vec::new();
-            let mut seen = std::collections::BTreeSet::new();
-            while let Some(c) = rx.next_chunk() {
-                lens.push(c.len());
-                seen.insert(c.as_ptr() as usize);
-                rx.give_back(c);
-            }
-            (lens, seen.len())
-        });
+        let read_all = |rx: Chunks| {
+            std::thread::spawn(move || {
+                let mut lens = Vec::new();
+                let mut seen = std::collections::BTreeSet::new();
+                loop {
+                    match rx.next() {
+                        Some(Piece::Chunk(c)) => {
+                            lens.push(c.len());
+                            seen.insert(c.as_ptr() as usize);
+                            rx.give_back(c);
+                        }
+                        Some(Piece::Done(d)) => return (lens, seen.len(), Some(d)),
+                        None => return (lens, seen.len(), None),
+                    }
+                }
+            })
+        };
+        let reader = read_all(rx);
         let data = vec![7u8; 6 * STREAM_CHUNK + 12_345];
         for piece in data.chunks(1_000_003) {
             w.write_all(piece).unwrap();
         }
-        drop(w);
-        let (lens, buffers) = reader.join().unwrap();
+        let digest = Digest::sha256_of(&data);
+        w.finish(digest.clone()).unwrap();
+        let (lens, buffers, done) = reader.join().unwrap();
         let mut want = vec![STREAM_CHUNK; 6];
         want.push(12_345);
         assert_eq!(lens, want);
         assert!(buffers <= STREAM_BUFFERS, "{buffers} buffers for 7 chunks");
+        assert_eq!(done, Some(digest), "the digest comes last");
+
+        // A writer dropped unfinished gives no digest: the upload is abandoned, not put under a wrong name.
+        let (mut w, rx) = ChunkWriter::channel();
+        let reader = read_all(rx);
+        w.write_all(&data[..STREAM_CHUNK + 1]).unwrap();
+        drop(w);
+        let (lens, _, done) = reader.join().unwrap();
+        assert_eq!((lens, done), (vec![STREAM_CHUNK], None));
 
         // A buffer given back is the next one filled once all of them exist.
         let (mut w, rx) = ChunkWriter::channel();

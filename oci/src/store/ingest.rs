@@ -42,6 +42,12 @@ impl BlobWriter {
         })
     }
 
+    /// The digest of what was written so far — the name [`BlobWriter::commit`] gives it — for a streamed upload of
+    /// the same bytes, which then need not hash them again.
+    pub fn digest(&self) -> Digest {
+        Digest::from_sha256_bytes(&self.hasher.clone().finalize().into())
+    }
+
     /// Makes the blob durable and visible; with `expected`, a different digest is an error and nothing is kept.
     pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64), StoreError> {
         let file = self.file.take();
