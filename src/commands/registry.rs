@@ -126,7 +126,11 @@ pub fn push_image(
     let Some(first) = targets.first() else {
         return Err(Failure::Usage("nothing to push to".to_string()));
     };
-    let (converted, streamed) = std::thread::scope(|s| {
+    // What needs no compressing — configs, and layers already compressed (a base image's) — goes up to the first
+    // target beside the conversion rather than after it.
+    let ready = ready_blobs(store, manifest, compression)?;
+    let (converted, streamed, early) = std::thread::scope(|s| {
+        let early = s.spawn(|| oci::registry::push_blobs(c, store, &ready, first));
         let mut uploads = Vec::new();
         let mut tee = || -> Option<oci::registry::ChunkWriter> {
             let (w, chunks) = oci::registry::ChunkWriter::channel();
@@ -141,24 +145,58 @@ pub fn push_image(
             .filter_map(|h| h.join().ok().and_then(Result::ok))
             .map(|(d, _)| d)
             .collect();
-        (converted, streamed)
+        let early = early.join().unwrap_or_else(|_| {
+            Err(oci::registry::RegistryError::Connection {
+                url: first.to_string(),
+                reason: "an upload thread panicked".to_string(),
+            })
+        });
+        (converted, streamed, early)
     });
     let converted = converted.map_err(|e| fail(&e))?;
+    let early = early.map_err(|e| fail(&e))?;
     for t in targets {
-        let streamed_here = if t == first { &streamed[..] } else { &[] };
-        push_one(c, store, &converted, t, streamed_here)?;
+        let (streamed_here, early_here) = if t == first {
+            (&streamed[..], early.clone())
+        } else {
+            (&[][..], Default::default())
+        };
+        push_one(c, store, &converted, t, streamed_here, &early_here)?;
     }
     Ok(converted)
 }
 
+/// The blobs of the store image `manifest` that a push with `compression` sends as they are: every config, and
+/// the layers already compressed (all of them when the push compresses nothing).
+fn ready_blobs(
+    store: &Store,
+    manifest: &oci::Digest,
+    compression: exporter::Compression,
+) -> Result<Vec<oci::manifest::Descriptor>, Failure> {
+    let mut out = Vec::new();
+    for d in store.image_manifests(manifest).map_err(|e| fail(&e))? {
+        let m: oci::manifest::Manifest = store.read_json(&d).map_err(|e| fail(&e))?;
+        out.push(m.config);
+        out.extend(m.layers.into_iter().filter(|l| {
+            compression == exporter::Compression::None
+                || oci::manifest::LayerCompression::of_media_type(&l.media_type)
+                    .is_some_and(|c| c != oci::manifest::LayerCompression::None)
+        }));
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|d| seen.insert(d.digest.clone()));
+    Ok(out)
+}
+
 /// Pushes one manifest of the store and prints what went where; `streamed` are blobs already sent to this target
-/// while they were compressed (counted as uploads, which they were).
+/// while they were compressed, `early` what was sent beside the compression (both counted as what they were).
 pub fn push_one(
     c: &Client,
     store: &Store,
     manifest: &oci::Digest,
     target: &Reference,
     streamed: &[oci::Digest],
+    early: &oci::registry::BlobsSent,
 ) -> Result<oci::Digest, Failure> {
     let p = oci::registry::push(c, store, manifest, target).map_err(|e| fail(&e))?;
     let layers = layers_of(store, manifest)?;
@@ -166,13 +204,15 @@ pub fn push_one(
         .iter()
         .filter(|l| streamed.contains(&l.digest))
         .collect();
+    // The final push found what was sent before it already there.
+    let before = sent.len() + early.uploaded + early.mounted;
     eprintln!(
         "pushed {target}@{}: {} blobs uploaded ({} bytes), {} mounted, {} already there",
         p.digest,
-        p.uploaded + sent.len(),
-        p.bytes + sent.iter().map(|l| l.size).sum::<u64>(),
-        p.mounted,
-        p.existing.saturating_sub(sent.len())
+        p.uploaded + sent.len() + early.uploaded,
+        p.bytes + sent.iter().map(|l| l.size).sum::<u64>() + early.bytes,
+        p.mounted + early.mounted,
+        p.existing.saturating_sub(before)
     );
     Ok(p.digest)
 }

@@ -188,6 +188,44 @@ fn finish_upload(
     send_expecting(client, Method::PUT, &url, host, scopes, StatusCode::CREATED).map(|_| ())
 }
 
+/// The headers of a request carrying `len` bytes of a blob.
+fn octet_stream(len: u64) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            CONTENT_TYPE.as_str(),
+            "application/octet-stream".to_string(),
+        ),
+        (CONTENT_LENGTH.as_str(), len.to_string()),
+    ]
+}
+
+/// Closes an upload session with its last `len` bytes in the same request (a PUT with a body, which the
+/// distribution spec allows): one request fewer than a PATCH and then a PUT.
+#[allow(clippy::too_many_arguments)]
+fn finish_upload_with(
+    client: &Client,
+    host: &str,
+    scopes: &[String],
+    location: &str,
+    digest: &Digest,
+    len: u64,
+    body: BodyFn<'_>,
+) -> Result<(), RegistryError> {
+    let url = with_query(location, "digest", &digest.to_string());
+    let resp = client.send(&Req {
+        method: Method::PUT,
+        url: url.clone(),
+        host,
+        scopes,
+        headers: octet_stream(len),
+        body: Some(body),
+    })?;
+    if resp.status() != StatusCode::CREATED {
+        return Err(unexpected(&Method::PUT, &url, resp));
+    }
+    Ok(())
+}
+
 fn upload_blob(
     client: &Client,
     store: &Store,
@@ -257,24 +295,7 @@ fn upload_blob(
     };
     if d.size <= client.opts.chunk_size {
         let body = move || section_body(store, &d.digest, 0, d.size);
-        let url = with_query(&location, "digest", &d.digest.to_string());
-        let resp = client.send(&Req {
-            method: Method::PUT,
-            url: url.clone(),
-            host,
-            scopes: &scopes,
-            headers: vec![
-                (
-                    CONTENT_TYPE.as_str(),
-                    "application/octet-stream".to_string(),
-                ),
-                (CONTENT_LENGTH.as_str(), d.size.to_string()),
-            ],
-            body: Some(&body),
-        })?;
-        if resp.status() != StatusCode::CREATED {
-            return Err(unexpected(&Method::PUT, &url, resp));
-        }
+        finish_upload_with(client, host, &scopes, &location, &d.digest, d.size, &body)?;
     } else {
         let mut offset = 0u64;
         let mut setbacks = 0u32;
@@ -333,14 +354,11 @@ fn patch_chunk(
         url: location.to_string(),
         host,
         scopes,
-        headers: vec![
-            (
-                CONTENT_TYPE.as_str(),
-                "application/octet-stream".to_string(),
-            ),
-            (CONTENT_LENGTH.as_str(), len.to_string()),
-            ("content-range", format!("{}-{}", start, start + len - 1)),
-        ],
+        headers: {
+            let mut h = octet_stream(len);
+            h.push(("content-range", format!("{}-{}", start, start + len - 1)));
+            h
+        },
         body: Some(body),
     })
 }
@@ -440,6 +458,41 @@ pub fn push(
     })
 }
 
+/// Uploads `blobs` of the store to `target`'s repository — each skipped when the registry has it, mounted when kiln
+/// knows another repository there that holds it — and no manifest: what a push sends while its other layers are
+/// still being compressed (the config, a base image's layers).
+pub fn push_blobs(
+    client: &Client,
+    store: &Store,
+    blobs: &[Descriptor],
+    target: &Reference,
+) -> Result<BlobsSent, RegistryError> {
+    let host = target.endpoint_host().to_string();
+    let tally = std::sync::Mutex::new(Tally::default());
+    upload_all(client, store, &host, target, blobs, &tally)?;
+    super::sources::record(store, &target.registry, &target.repository, blobs);
+    let t = tally.into_inner().unwrap_or_default();
+    Ok(BlobsSent {
+        uploaded: t.uploaded,
+        mounted: t.mounted,
+        existing: t.existing,
+        bytes: t.bytes,
+    })
+}
+
+/// What [`push_blobs`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlobsSent {
+    /// Blobs uploaded.
+    pub uploaded: usize,
+    /// Blobs mounted from another repository.
+    pub mounted: usize,
+    /// Blobs the registry already had.
+    pub existing: usize,
+    /// Bytes sent.
+    pub bytes: u64,
+}
+
 /// Uploads what `digest` refers to (an index's manifests, put by digest; a manifest's blobs) and returns its media
 /// type; the caller puts `digest` itself.
 fn push_tree(
@@ -519,10 +572,10 @@ pub const STREAM_CHUNK: usize = 4 << 20;
 /// The buffers of a streamed upload: one being filled, one waiting, one being sent.
 const STREAM_BUFFERS: usize = 3;
 
-/// What a [`ChunkWriter`] hands its upload: chunks, then the digest of all of them.
+/// What a [`ChunkWriter`] hands its upload: whole chunks, then the rest with the digest of all of it.
 enum Piece {
     Chunk(Vec<u8>),
-    Done(Digest),
+    Last(Vec<u8>, Digest),
 }
 
 /// The writing end of a streamed upload: what is written is gathered into chunks of [`STREAM_CHUNK`] bytes, each
@@ -606,13 +659,11 @@ impl ChunkWriter {
         }
     }
 
-    /// Ends the stream: the last partial chunk goes, then `digest` — the blob's, hashed by whoever wrote the same
-    /// bytes to the store, so the upload does not hash them a second time — under which the upload is put.
+    /// Ends the stream: the last partial chunk goes with `digest` — the blob's, hashed by whoever wrote the same
+    /// bytes to the store, so the upload does not hash them a second time — and the upload puts both at once.
     pub fn finish(mut self, digest: Digest) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.send()?;
-        }
-        self.hand_over(Piece::Done(digest))
+        let rest = std::mem::take(&mut self.buf);
+        self.hand_over(Piece::Last(rest, digest))
     }
 }
 
@@ -633,7 +684,7 @@ impl std::io::Write for ChunkWriter {
 
 /// Uploads a blob whose digest is not known yet — a layer being compressed as it is sent — as the chunks of a
 /// [`ChunkWriter`] arrive, one PATCH each (a failed chunk is sent again from where the registry says it stands),
-/// then puts it under the digest the writer finishes with. The stream cannot be replayed from its start, so a chunk
+/// then puts the rest under the digest the writer finishes with, in one request. The stream cannot be replayed from its start, so a chunk
 /// that cannot be sent, or a writer dropped unfinished, ends this attempt; callers fall back to an ordinary upload
 /// from the store.
 pub fn upload_stream(
@@ -645,10 +696,10 @@ pub fn upload_stream(
     let scopes = push_scopes(target, None);
     let mut location = start_upload(client, &host, target, &scopes)?;
     let mut offset = 0u64;
-    let digest = loop {
+    let (rest, digest) = loop {
         let chunk = match chunks.next() {
             Some(Piece::Chunk(chunk)) => chunk,
-            Some(Piece::Done(digest)) => break digest,
+            Some(Piece::Last(rest, digest)) => break (rest, digest),
             None => {
                 return Err(RegistryError::Invalid {
                     url: location,
@@ -691,8 +742,11 @@ pub fn upload_stream(
         // The request is done with its body: the buffer (unshared again) goes back to be filled.
         chunks.give_back(Vec::from(chunk));
     };
-    finish_upload(client, &host, &scopes, &location, &digest)?;
-    Ok((digest, offset))
+    let len = rest.len() as u64;
+    let rest = bytes::Bytes::from(rest);
+    let body = || Ok(reqwest::blocking::Body::from(rest.clone()));
+    finish_upload_with(client, &host, &scopes, &location, &digest, len, &body)?;
+    Ok((digest, offset + len))
 }
 
 #[cfg(test)]
@@ -714,7 +768,10 @@ mod tests {
                             seen.insert(c.as_ptr() as usize);
                             rx.give_back(c);
                         }
-                        Some(Piece::Done(d)) => return (lens, seen.len(), Some(d)),
+                        Some(Piece::Last(rest, d)) => {
+                            lens.push(rest.len());
+                            return (lens, seen.len(), Some(d));
+                        }
                         None => return (lens, seen.len(), None),
                     }
                 }
@@ -732,7 +789,7 @@ mod tests {
         want.push(12_345);
         assert_eq!(lens, want);
         assert!(buffers <= STREAM_BUFFERS, "{buffers} buffers for 7 chunks");
-        assert_eq!(done, Some(digest), "the digest comes last");
+        assert_eq!(done, Some(digest), "the digest comes with the rest");
 
         // A writer dropped unfinished gives no digest: the upload is abandoned, not put under a wrong name.
         let (mut w, rx) = ChunkWriter::channel();
