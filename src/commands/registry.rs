@@ -155,13 +155,14 @@ pub fn push_image(
     });
     let converted = converted.map_err(|e| fail(&e))?;
     let early = early.map_err(|e| fail(&e))?;
+    let ready: Vec<oci::Digest> = ready.into_iter().map(|d| d.digest).collect();
     for t in targets {
         let (streamed_here, early_here) = if t == first {
-            (&streamed[..], early.clone())
+            (&streamed[..], (&ready[..], early.clone()))
         } else {
-            (&[][..], Default::default())
+            (&[][..], (&[][..], Default::default()))
         };
-        push_one(c, store, &converted, t, streamed_here, &early_here)?;
+        push_one(c, store, &converted, t, streamed_here, early_here)?;
     }
     Ok(converted)
 }
@@ -189,16 +190,19 @@ fn ready_blobs(
 }
 
 /// Pushes one manifest of the store and prints what went where; `streamed` are blobs already sent to this target
-/// while they were compressed, `early` what was sent beside the compression (both counted as what they were).
+/// while they were compressed, `early` the blobs sent beside the compression and what became of them (all of
+/// them are in the target already, and are counted as what they were).
 pub fn push_one(
     c: &Client,
     store: &Store,
     manifest: &oci::Digest,
     target: &Reference,
     streamed: &[oci::Digest],
-    early: &oci::registry::BlobsSent,
+    early: (&[oci::Digest], oci::registry::BlobsSent),
 ) -> Result<oci::Digest, Failure> {
-    let p = oci::registry::push(c, store, manifest, target).map_err(|e| fail(&e))?;
+    let (sent_early, early) = early;
+    let known: Vec<oci::Digest> = streamed.iter().chain(sent_early).cloned().collect();
+    let p = oci::registry::push_after(c, store, manifest, target, &known).map_err(|e| fail(&e))?;
     let layers = layers_of(store, manifest)?;
     let sent: Vec<&oci::manifest::Descriptor> = layers
         .iter()

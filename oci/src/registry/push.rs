@@ -40,6 +40,8 @@ struct Tally {
     mounted: usize,
     existing: usize,
     bytes: u64,
+    /// Blobs this push already put in the target repository: counted as there without asking.
+    known: Vec<Digest>,
 }
 
 fn push_scopes(r: &Reference, from: Option<&str>) -> Vec<String> {
@@ -245,6 +247,10 @@ fn upload_blob(
             f(&mut t)
         }
     };
+    if tally.lock().is_ok_and(|t| t.known.contains(&d.digest)) {
+        count(&|t| t.existing += 1);
+        return Ok(());
+    }
     let repo = &target.repository;
     let scopes = push_scopes(target, None);
     let blob_url = client.url(host, &format!("/v2/{repo}/blobs/{}", d.digest))?;
@@ -442,8 +448,23 @@ pub fn push(
     digest: &Digest,
     target: &Reference,
 ) -> Result<Pushed, RegistryError> {
+    push_after(client, store, digest, target, &[])
+}
+
+/// [`push`] after the blobs `known` were put in `target`'s repository by this same push (streamed while they were
+/// compressed, or sent beside that): they are counted as there without a HEAD each.
+pub fn push_after(
+    client: &Client,
+    store: &Store,
+    digest: &Digest,
+    target: &Reference,
+    known: &[Digest],
+) -> Result<Pushed, RegistryError> {
     let host = target.endpoint_host().to_string();
-    let tally = std::sync::Mutex::new(Tally::default());
+    let tally = std::sync::Mutex::new(Tally {
+        known: known.to_vec(),
+        ..Tally::default()
+    });
     let media = push_tree(client, store, &host, target, digest, &tally, 0)?;
     let bytes = store.read_blob(digest)?;
     let reference = target.tag.clone().unwrap_or_else(|| digest.to_string());
