@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::blocking::{Body, Response};
-use reqwest::header::{HeaderMap, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, AUTHORIZATION, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
 
 use super::auth::{parse_challenge, Challenge, TokenResponse};
@@ -58,6 +58,8 @@ pub struct Client {
     /// Built on first use: loading the system's CA roots costs tens of milliseconds, which a build whose images
     /// are all local (every warm rebuild) should not pay.
     http: std::sync::OnceLock<reqwest::blocking::Client>,
+    /// For plain-HTTP URLs (see [`Client::plain`]).
+    plain: std::sync::OnceLock<reqwest::blocking::Client>,
     roots: Vec<reqwest::Certificate>,
     pub(crate) opts: ClientOptions,
     schemes: Mutex<HashMap<String, &'static str>>,
@@ -151,13 +153,7 @@ impl Client {
         if let Some(c) = self.http.get() {
             return Ok(c);
         }
-        let mut b = reqwest::blocking::Client::builder()
-            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(15))
-            // Applied to each read of a body, so it bounds a stalled transfer, not a long one.
-            .timeout(Duration::from_secs(120))
-            .tcp_keepalive(Duration::from_secs(30))
-            .pool_max_idle_per_host(self.opts.concurrency.max(1) * 2);
+        let mut b = self.builder();
         for c in &self.roots {
             b = b.add_root_certificate(c.clone());
         }
@@ -166,6 +162,46 @@ impl Client {
             reason: e.to_string(),
         })?;
         Ok(self.http.get_or_init(|| built))
+    }
+
+    /// The client for plain-HTTP URLs (a loopback or insecure registry) and for the HTTPS probe of such a host. It
+    /// trusts no certificate at all, so loading the system's roots (~14 ms of a 65 ms push of a small image here)
+    /// is skipped; any TLS it meets fails as untrusted, which is all the probe needs to know. A redirect to an
+    /// HTTPS URL (a registry's blob storage) is not followed by it but handed back, for [`Client::send`] to make
+    /// the request again with the verifying client.
+    fn plain(&self) -> Result<&reqwest::blocking::Client, RegistryError> {
+        if let Some(c) = self.plain.get() {
+            return Ok(c);
+        }
+        let built = self
+            .builder()
+            .tls_built_in_root_certs(false)
+            .redirect(reqwest::redirect::Policy::custom(|a| {
+                if a.url().scheme() == "https" {
+                    a.stop()
+                } else if a.previous().len() >= 10 {
+                    a.error("too many redirects")
+                } else {
+                    a.follow()
+                }
+            }))
+            .build()
+            .map_err(|e| RegistryError::Connection {
+                url: String::new(),
+                reason: e.to_string(),
+            })?;
+        Ok(self.plain.get_or_init(|| built))
+    }
+
+    /// What both clients share.
+    fn builder(&self) -> reqwest::blocking::ClientBuilder {
+        reqwest::blocking::Client::builder()
+            .user_agent(concat!("kiln/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(15))
+            // Applied to each read of a body, so it bounds a stalled transfer, not a long one.
+            .timeout(Duration::from_secs(120))
+            .tcp_keepalive(Duration::from_secs(30))
+            .pool_max_idle_per_host(self.opts.concurrency.max(1) * 2)
     }
 
     /// A client with `opts`; fails only when a CA file cannot be read.
@@ -182,6 +218,7 @@ impl Client {
         }
         Ok(Client {
             http: std::sync::OnceLock::new(),
+            plain: std::sync::OnceLock::new(),
             roots,
             opts,
             schemes: Mutex::new(HashMap::new()),
@@ -205,7 +242,7 @@ impl Client {
             None => {
                 // Docker's rule for insecure registries: HTTPS first, plain HTTP if HTTPS cannot even connect.
                 let probe = format!("https://{host}/v2/");
-                let s = match self.http()?.get(&probe).send() {
+                let s = match self.plain()?.get(&probe).send() {
                     Ok(_) => "https",
                     // A server that speaks TLS with a certificate we do not trust stays on HTTPS, so the
                     // error the user sees is the certificate's, not a confusing plain-HTTP one.
@@ -396,8 +433,15 @@ impl Client {
     pub(crate) fn send(&self, req: &Req<'_>) -> Result<Response, RegistryError> {
         let mut attempt = 0u32;
         let mut reauthed = false;
+        // Plain HTTP goes through the client without TLS roots until it meets a redirect to HTTPS.
+        let mut verifying = !req.url.starts_with("http://");
         loop {
-            let mut rb = self.http()?.request(req.method.clone(), &req.url);
+            let http = if verifying {
+                self.http()?
+            } else {
+                self.plain()?
+            };
+            let mut rb = http.request(req.method.clone(), &req.url);
             for (k, v) in &req.headers {
                 rb = rb.header(*k, v);
             }
@@ -428,6 +472,10 @@ impl Client {
                 }
             };
             let status = resp.status();
+            if !verifying && status.is_redirection() && resp.headers().contains_key(LOCATION) {
+                verifying = true;
+                continue;
+            }
             if status == StatusCode::UNAUTHORIZED {
                 let challenge = resp
                     .headers()
@@ -530,6 +578,113 @@ mod tests {
         }
         for h in ["registry.example:5000", "10.0.0.1", "docker.io"] {
             assert!(!is_loopback(h), "{h}");
+        }
+    }
+
+    /// A plain-HTTP registry whose answer is a redirect to HTTPS (its blob storage): the request is made again by
+    /// the verifying client, which trusts `--registry-ca` and nothing it was not given.
+    #[test]
+    fn a_redirect_from_plain_http_to_https_is_followed_with_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+            ])
+            .args([
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+            ])
+            // A server certificate that is its own anchor, not a CA (which webpki refuses as a server's).
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "extendedKeyUsage=serverAuth"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tls_port = free().local_addr().unwrap().port();
+        // `-www` answers every GET with 200 and a status page.
+        let mut server = std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-accept",
+                &tls_port.to_string(),
+            ])
+            .arg("-cert")
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_err() {
+            assert!(Instant::now() < deadline, "s_server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let redirector = free();
+        let host = redirector.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            for conn in redirector.incoming() {
+                let Ok(mut c) = conn else { return };
+                let mut buf = [0u8; 4096];
+                let _ = std::io::Read::read(&mut c, &mut buf);
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: https://127.0.0.1:{tls_port}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = std::io::Write::write_all(&mut c, answer.as_bytes());
+            }
+        });
+        let get = |ca_files: Vec<PathBuf>| {
+            let client = Client::new(ClientOptions {
+                ca_files,
+                retries: 0,
+                ..ClientOptions::default()
+            })
+            .unwrap();
+            client.send(&Req {
+                method: Method::GET,
+                url: format!("http://{host}/v2/"),
+                host: &host,
+                scopes: &[],
+                headers: vec![],
+                body: None,
+            })
+        };
+        let trusted = get(vec![cert.clone()]).map(|r| r.status());
+        let untrusted = get(vec![]).map(|r| r.status());
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(trusted.unwrap(), StatusCode::OK);
+        match untrusted {
+            Err(RegistryError::Connection { reason, .. }) => {
+                assert!(
+                    reason.contains("certificate") || reason.contains("UnknownIssuer"),
+                    "{reason}"
+                )
+            }
+            other => panic!("a certificate nobody vouched for was accepted: {other:?}"),
         }
     }
 
