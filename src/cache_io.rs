@@ -448,8 +448,8 @@ pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<Strin
                 "cache exported to {r}: {} steps, {} cache mounts ({} blobs uploaded, {} already there)",
                 records,
                 mounts,
-                pushed.uploaded,
-                pushed.existing + pushed.mounted
+                pushed.blobs.uploaded,
+                pushed.blobs.existing + pushed.blobs.mounted
             ))
         }
     }

@@ -218,16 +218,16 @@ fn base_layers(
         if !store.has(&desc.digest) {
             return Ok(None);
         }
-        let descriptor = if has == wanted {
+        let descriptor = if has == wanted
+            || (has != LayerCompression::None && !options.force_compression)
+        {
             Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size)
         } else if has == LayerCompression::None {
             let (digest, size) =
                 crate::convert::compressed(store, &desc.digest, options.compression, &mut || None)?;
             Descriptor::new(wanted.media_type(true), digest, size)
-        } else if options.force_compression {
-            return Ok(None);
         } else {
-            Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size)
+            return Ok(None);
         };
         out.push(LayerBlob {
             diff_id: diff_id.clone(),

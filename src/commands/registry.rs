@@ -202,7 +202,9 @@ pub fn push_one(
 ) -> Result<oci::Digest, Failure> {
     let (sent_early, early) = early;
     let known: Vec<oci::Digest> = streamed.iter().chain(sent_early).cloned().collect();
-    let p = oci::registry::push_after(c, store, manifest, target, &known).map_err(|e| fail(&e))?;
+    let pushed =
+        oci::registry::push_after(c, store, manifest, target, &known).map_err(|e| fail(&e))?;
+    let p = &pushed.blobs;
     let layers = layers_of(store, manifest)?;
     let sent: Vec<&oci::manifest::Descriptor> = layers
         .iter()
@@ -212,13 +214,13 @@ pub fn push_one(
     let before = sent.len() + early.uploaded + early.mounted;
     eprintln!(
         "pushed {target}@{}: {} blobs uploaded ({} bytes), {} mounted, {} already there",
-        p.digest,
+        pushed.digest,
         p.uploaded + sent.len() + early.uploaded,
         p.bytes + sent.iter().map(|l| l.size).sum::<u64>() + early.bytes,
         p.mounted + early.mounted,
         p.existing.saturating_sub(before)
     );
-    Ok(p.digest)
+    Ok(pushed.digest)
 }
 
 /// The layers of a stored image; of every platform's image for an index.

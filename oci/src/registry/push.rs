@@ -24,14 +24,8 @@ use crate::Digest;
 pub struct Pushed {
     /// The manifest (or index) digest the registry now serves.
     pub digest: Digest,
-    /// Blobs uploaded.
-    pub uploaded: usize,
-    /// Blobs mounted from another repository.
-    pub mounted: usize,
-    /// Blobs the registry already had.
-    pub existing: usize,
-    /// Bytes sent.
-    pub bytes: u64,
+    /// What became of its blobs.
+    pub blobs: BlobsSent,
 }
 
 #[derive(Default)]
@@ -42,6 +36,17 @@ struct Tally {
     bytes: u64,
     /// Blobs this push already put in the target repository: counted as there without asking.
     known: Vec<Digest>,
+}
+
+impl Tally {
+    fn sent(self) -> BlobsSent {
+        BlobsSent {
+            uploaded: self.uploaded,
+            mounted: self.mounted,
+            existing: self.existing,
+            bytes: self.bytes,
+        }
+    }
 }
 
 fn push_scopes(r: &Reference, from: Option<&str>) -> Vec<String> {
@@ -469,13 +474,9 @@ pub fn push_after(
     let bytes = store.read_blob(digest)?;
     let reference = target.tag.clone().unwrap_or_else(|| digest.to_string());
     put_manifest(client, &host, target, &reference, &media, &bytes)?;
-    let t = tally.into_inner().unwrap_or_default();
     Ok(Pushed {
         digest: digest.clone(),
-        uploaded: t.uploaded,
-        mounted: t.mounted,
-        existing: t.existing,
-        bytes: t.bytes,
+        blobs: tally.into_inner().unwrap_or_default().sent(),
     })
 }
 
@@ -492,16 +493,10 @@ pub fn push_blobs(
     let tally = std::sync::Mutex::new(Tally::default());
     upload_all(client, store, &host, target, blobs, &tally)?;
     super::sources::record(store, &target.registry, &target.repository, blobs);
-    let t = tally.into_inner().unwrap_or_default();
-    Ok(BlobsSent {
-        uploaded: t.uploaded,
-        mounted: t.mounted,
-        existing: t.existing,
-        bytes: t.bytes,
-    })
+    Ok(tally.into_inner().unwrap_or_default().sent())
 }
 
-/// What [`push_blobs`] did.
+/// What a push, or [`push_blobs`], did with the blobs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlobsSent {
     /// Blobs uploaded.
@@ -705,9 +700,9 @@ impl std::io::Write for ChunkWriter {
 
 /// Uploads a blob whose digest is not known yet — a layer being compressed as it is sent — as the chunks of a
 /// [`ChunkWriter`] arrive, one PATCH each (a failed chunk is sent again from where the registry says it stands),
-/// then puts the rest under the digest the writer finishes with, in one request. The stream cannot be replayed from its start, so a chunk
-/// that cannot be sent, or a writer dropped unfinished, ends this attempt; callers fall back to an ordinary upload
-/// from the store.
+/// then puts the rest under the digest the writer finishes with, in one request. The stream cannot be replayed
+/// from its start, so a chunk that cannot be sent, or a writer dropped unfinished, ends this attempt; callers fall
+/// back to an ordinary upload from the store.
 pub fn upload_stream(
     client: &Client,
     target: &Reference,
