@@ -200,10 +200,11 @@ pub fn parse(spec: &str) -> Result<Output, String> {
 }
 
 /// Writes an output file through `DEST.kiln-partial` and a rename, so a failed build never leaves a truncated
-/// archive under the name a user (or a CI step) looks for; `-` writes to stdout.
+/// archive under the name a user (or a CI step) looks for; `-` writes to stdout. A file takes an image archive's
+/// blobs by in-kernel copies (`ArchiveOut`).
 pub fn write_to(
     dest: &str,
-    f: impl FnOnce(&mut dyn std::io::Write) -> Result<(), String>,
+    f: impl FnOnce(&mut dyn exporter::ArchiveOut) -> Result<(), String>,
 ) -> Result<(), crate::Failure> {
     if dest == "-" {
         let mut out = std::io::stdout().lock();

@@ -16,4 +16,4 @@ pub use image::{
     LayerSource,
 };
 pub use index::export_index;
-pub use layout::{write_archive, write_layout_dir, ArchiveFormat, Tagged};
+pub use layout::{write_archive, write_layout_dir, ArchiveFormat, ArchiveOut, Tagged};
