@@ -216,8 +216,8 @@ pub fn write_archive<W: ArchiveOut>(
         let path = store.blob_path(&b.digest);
         let mut f = store.open_blob(&b.digest)?;
         let size = f.metadata().map_err(io(&path))?.len();
-        // The header through the tar writer, the data by hand: its copy moves 8 KiB per write, 45,000 writes for
-        // a 370 MB layer, where the output's own copy is a third of that time or less.
+        // The header through the tar writer, the data by the output itself: the tar writer's copy moves 8 KiB per
+        // write (45,000 writes for a 370 MB layer); a file takes the blob by an in-kernel copy.
         let mut h = tar::Header::new_ustar();
         h.set_mode(0o644);
         h.set_mtime(0);
