@@ -208,7 +208,6 @@ fn octet_stream(len: u64) -> Vec<(&'static str, String)> {
 
 /// Closes an upload session with its last `len` bytes in the same request (a PUT with a body, which the
 /// distribution spec allows): one request fewer than a PATCH and then a PUT.
-#[allow(clippy::too_many_arguments)]
 fn finish_upload_with(
     client: &Client,
     host: &str,
