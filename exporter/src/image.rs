@@ -12,6 +12,7 @@ use oci::{Digest, History, Image};
 use serde_json::json;
 
 use crate::diff::{write_diff, DiffError, DiffOptions};
+use crate::layout::ArchiveStream;
 use oci::{HashedAside, Offloaded};
 
 /// Layer compression.
@@ -128,6 +129,18 @@ pub fn layer_blob(
     compression: Compression,
     opts: DiffOptions,
 ) -> Result<LayerBlob, ExportError> {
+    layer_blob_to(store, layer, compression, opts, None)
+}
+
+/// As [`layer_blob`]; a compressed layer made now goes straight into `archive` when it can take it as it is made
+/// (and is then not remembered: the store does not hold it).
+fn layer_blob_to(
+    store: &Store,
+    layer: &LayerSource,
+    compression: Compression,
+    opts: DiffOptions,
+    archive: Option<&mut ArchiveStream<'_>>,
+) -> Result<LayerBlob, ExportError> {
     let memo_dir = store.root().join("layers");
     std::fs::create_dir_all(&memo_dir).map_err(|source| ExportError::Io {
         path: memo_dir.clone(),
@@ -178,7 +191,12 @@ pub fn layer_blob(
             empty: entries == 0,
         }
     } else {
-        dir_blob(store, &layer.diff, compression, opts)?
+        match archive {
+            Some(archive) if archive.streams() => {
+                return dir_blob_into(&layer.diff, compression, opts, archive)
+            }
+            _ => dir_blob(store, &layer.diff, compression, opts)?,
+        }
     };
     let record = json!({"diff_id": made.diff_id.to_string(), "digest": made.descriptor.digest.to_string(), "size": made.descriptor.size, "media_type": made.descriptor.media_type, "empty": made.empty});
     let _ = std::fs::write(&memo, record.to_string());
@@ -245,54 +263,113 @@ pub fn dir_blob(
     compression: Compression,
     opts: DiffOptions,
 ) -> Result<LayerBlob, ExportError> {
-    let layer = LayerSource {
-        id: String::new(),
-        diff: dir.to_path_buf(),
-        unpacked_from: None,
-    };
     let io = |source| ExportError::Io {
-        path: layer.diff.clone(),
+        path: dir.to_path_buf(),
         source,
     };
     // Every stage but the render runs beside it: the compressor on its workers, the diffID's hash and the store
     // writer (which hashes the blob) on threads of their own.
     let blob = Offloaded::new(store.writer()?);
-    let (blob, diff_id, entries, media) = match compression {
+    let (blob, made) = compress_dir(dir, compression, opts, blob)?.split();
+    let (stored, size) = blob.finish().map_err(io)?.commit(None)?;
+    Ok(made.layer(stored, size))
+}
+
+/// The layer blob of `dir` written into `archive` as it is compressed, never stored: an archive export's new
+/// layers are written once, not into the store and then again into the archive. An empty layer is left out.
+fn dir_blob_into(
+    dir: &Path,
+    compression: Compression,
+    opts: DiffOptions,
+    archive: &mut ArchiveStream<'_>,
+) -> Result<LayerBlob, ExportError> {
+    let (blob, made) = compress_dir(dir, compression, opts, archive.new_blob())?.split();
+    let (digest, size) = blob.finish(made.entries > 0)?;
+    Ok(made.layer(digest, size))
+}
+
+/// A layer tar compressed into a blob writer, and what its pass learnt.
+struct Compressed<B> {
+    blob: B,
+    diff_id: Option<Digest>,
+    entries: u64,
+    media: &'static str,
+}
+
+impl<B> Compressed<B> {
+    fn split(self) -> (B, Compressed<()>) {
+        let Compressed {
+            blob,
+            diff_id,
+            entries,
+            media,
+        } = self;
+        (
+            blob,
+            Compressed {
+                blob: (),
+                diff_id,
+                entries,
+                media,
+            },
+        )
+    }
+
+    /// The layer, once the blob's digest and size are known (an uncompressed blob's digest is its diffID).
+    fn layer(self, digest: Digest, size: u64) -> LayerBlob {
+        LayerBlob {
+            diff_id: self.diff_id.unwrap_or_else(|| digest.clone()),
+            descriptor: Descriptor::new(self.media, digest, size),
+            empty: self.entries == 0,
+        }
+    }
+}
+
+/// Writes `dir`'s layer tar through `compression` into `blob`, hashing the tar (the diffID) on the way.
+fn compress_dir<B: std::io::Write>(
+    dir: &Path,
+    compression: Compression,
+    opts: DiffOptions,
+    blob: B,
+) -> Result<Compressed<B>, ExportError> {
+    let io = |source| ExportError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    Ok(match compression {
         Compression::Gzip(level) => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let gz = crate::pgzip::ParallelGzip::new(blob, level.min(9), threads);
-            let (inner, entries) = write_diff(&layer.diff, HashedAside::new(gz), opts)?;
+            let (inner, entries) = write_diff(dir, HashedAside::new(gz), opts)?;
             let (gz, diff_id, _) = inner.finish().map_err(io)?;
-            (
-                gz.finish().map_err(io)?,
-                Some(diff_id),
+            Compressed {
+                blob: gz.finish().map_err(io)?,
+                diff_id: Some(diff_id),
                 entries,
-                MEDIA_LAYER_GZIP,
-            )
+                media: MEDIA_LAYER_GZIP,
+            }
         }
         Compression::Zstd(level) => {
             let zs = zstd::stream::write::Encoder::new(blob, level).map_err(io)?;
-            let (inner, entries) = write_diff(&layer.diff, HashedAside::new(zs), opts)?;
+            let (inner, entries) = write_diff(dir, HashedAside::new(zs), opts)?;
             let (zs, diff_id, _) = inner.finish().map_err(io)?;
-            (
-                zs.finish().map_err(io)?,
-                Some(diff_id),
+            Compressed {
+                blob: zs.finish().map_err(io)?,
+                diff_id: Some(diff_id),
                 entries,
-                MEDIA_LAYER_ZSTD,
-            )
+                media: MEDIA_LAYER_ZSTD,
+            }
         }
         // Uncompressed, the blob is the tar: its digest is the diffID.
         Compression::None => {
-            let (blob, entries) = write_diff(&layer.diff, blob, opts)?;
-            (blob, None, entries, MEDIA_LAYER_TAR)
+            let (blob, entries) = write_diff(dir, blob, opts)?;
+            Compressed {
+                blob,
+                diff_id: None,
+                entries,
+                media: MEDIA_LAYER_TAR,
+            }
         }
-    };
-    let (stored, size) = blob.finish().map_err(io)?.commit(None)?;
-    let diff_id = diff_id.unwrap_or_else(|| stored.clone());
-    Ok(LayerBlob {
-        diff_id,
-        descriptor: Descriptor::new(media, stored, size),
-        empty: entries == 0,
     })
 }
 
@@ -322,9 +399,34 @@ fn rfc3339(epoch: i64) -> String {
 pub fn export_image(
     store: &Store,
     layers: &[LayerSource],
+    image: Image,
+    options: &ExportOptions,
+    names: &[String],
+) -> Result<ExportedImage, ExportError> {
+    export_image_to(store, layers, image, options, names, None)
+}
+
+/// Exports an image as [`export_image`] does and appends its blobs to `archive` as they are made, layers first,
+/// then its config and manifest: a layer compressed now is written into the archive alone (the store keeps the
+/// config and manifest, not the layer), the rest are copied from the store. [`ArchiveStream::finish`] then adds
+/// the JSON files.
+pub fn export_image_into(
+    store: &Store,
+    layers: &[LayerSource],
+    image: Image,
+    options: &ExportOptions,
+    archive: &mut ArchiveStream<'_>,
+) -> Result<ExportedImage, ExportError> {
+    export_image_to(store, layers, image, options, &[], Some(archive))
+}
+
+fn export_image_to(
+    store: &Store,
+    layers: &[LayerSource],
     mut image: Image,
     options: &ExportOptions,
     names: &[String],
+    mut archive: Option<&mut ArchiveStream<'_>>,
 ) -> Result<ExportedImage, ExportError> {
     let source_date_epoch = options.source_date_epoch;
     let opts = DiffOptions {
@@ -338,11 +440,20 @@ pub fn export_image(
         };
         let made = match base {
             Some(base) => base,
-            None => vec![layer_blob(store, l, options.compression, opts)?],
+            None => vec![layer_blob_to(
+                store,
+                l,
+                options.compression,
+                opts,
+                archive.as_deref_mut(),
+            )?],
         };
         for mut b in made {
             if b.empty {
                 continue;
+            }
+            if let Some(archive) = archive.as_deref_mut() {
+                archive.append_stored(store, &b.descriptor.digest)?;
             }
             if let Some(c) = LayerCompression::of_media_type(&b.descriptor.media_type) {
                 b.descriptor.media_type = c.media_type(options.oci_media_types).to_string();
@@ -411,6 +522,10 @@ pub fn export_image(
         source: std::io::Error::other(e),
     })?;
     let manifest_digest = store.put_bytes(&manifest_bytes)?;
+    if let Some(archive) = archive {
+        archive.append_stored(store, &config)?;
+        archive.append_stored(store, &manifest_digest)?;
+    }
     for n in names {
         store.set_image(n, &manifest_digest)?;
     }

@@ -45,18 +45,22 @@ fn json_bytes(v: &impl serde::Serialize) -> Result<Vec<u8>, ExportError> {
     })
 }
 
-/// The blobs of one image, manifest first (an index first, then each of its images'), possibly with repeats.
+/// The blobs of one image in the order an archive holds them: its layers, its config, then its manifest (an
+/// index's images one after the other, then the index), possibly with repeats. Blobs come before what names them,
+/// so an archive can be written while its layers are still being made.
 fn blobs_of(store: &Store, manifest: &Descriptor) -> Result<Vec<Descriptor>, ExportError> {
     if let Stored::Index(index) = store.manifest_kind(&manifest.digest)? {
-        let mut out = vec![manifest.clone()];
+        let mut out = Vec::new();
         for m in &index.manifests {
             out.extend(blobs_of(store, m)?);
         }
+        out.push(manifest.clone());
         return Ok(out);
     }
     let m: Manifest = store.read_json(&manifest.digest)?;
-    let mut out = vec![manifest.clone(), m.config.clone()];
-    out.extend(m.layers);
+    let mut out = m.layers;
+    out.push(m.config.clone());
+    out.push(manifest.clone());
     Ok(out)
 }
 
@@ -129,22 +133,92 @@ fn all_blobs(store: &Store, images: &[Tagged]) -> Result<Vec<Descriptor>, Export
 
 /// Where an archive is written. Any writer will do; a file being written (`EagerFile`) takes each blob by an
 /// in-kernel copy from the store instead of through this process, which for a layer of hundreds of MiB is most
-/// of what writing the archive costs.
+/// of what writing the archive costs, and lets an export write a layer into the archive as it is compressed
+/// ([`ArchiveStream::new_blob`]) instead of into the store first.
 pub trait ArchiveOut: Write {
     /// Appends exactly `len` bytes of `blob` (a blob that changed size under the copy is an error: its header
     /// already promised `len`).
     fn append_blob(&mut self, blob: &mut std::fs::File, len: u64) -> std::io::Result<()> {
         oci::writeback::copy_through(blob, self, len)
     }
+
+    /// Whether bytes already written can be overwritten ([`ArchiveOut::rewrite_at`]): a tar header holds its
+    /// entry's size, which a blob being compressed does not know until its end.
+    fn can_rewrite(&self) -> bool {
+        false
+    }
+
+    /// Overwrites `buf.len()` bytes written earlier at `offset`; only called when [`ArchiveOut::can_rewrite`].
+    fn rewrite_at(&mut self, _offset: u64, _buf: &[u8]) -> std::io::Result<()> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this output cannot go back to what it wrote",
+        ))
+    }
+
+    /// A writer carrying on at this output's end that another thread can own, so a layer's bytes are written
+    /// beside the work that makes them (`None`: they are written on the making thread). Nothing is written here
+    /// until it comes back through [`ArchiveOut::rejoin`].
+    fn split_off(&mut self) -> Option<oci::writeback::EagerFile> {
+        None
+    }
+
+    /// Takes back a writer [`ArchiveOut::split_off`] gave.
+    fn rejoin(&mut self, _aside: oci::writeback::EagerFile) {}
 }
 
-impl ArchiveOut for Vec<u8> {}
-impl ArchiveOut for std::fs::File {}
+impl ArchiveOut for Vec<u8> {
+    fn can_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        let at = usize::try_from(offset).map_err(std::io::Error::other)?;
+        match self.get_mut(at..at.saturating_add(buf.len())) {
+            Some(old) => {
+                old.copy_from_slice(buf);
+                Ok(())
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "rewriting past the end",
+            )),
+        }
+    }
+}
+
+impl ArchiveOut for std::fs::File {
+    fn can_rewrite(&self) -> bool {
+        // A regular file; a pipe or device given as the destination is written straight through.
+        self.metadata().is_ok_and(|m| m.is_file())
+    }
+
+    fn rewrite_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self, buf, offset)
+    }
+}
+
 impl ArchiveOut for std::io::StdoutLock<'_> {}
 
 impl ArchiveOut for oci::writeback::EagerFile {
     fn append_blob(&mut self, blob: &mut std::fs::File, len: u64) -> std::io::Result<()> {
         self.append_from(blob, len)
+    }
+
+    fn can_rewrite(&self) -> bool {
+        self.get_ref().can_rewrite()
+    }
+
+    fn rewrite_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(self.get_ref(), buf, offset)
+    }
+
+    fn split_off(&mut self) -> Option<oci::writeback::EagerFile> {
+        oci::writeback::EagerFile::split_off(self).ok()
+    }
+
+    fn rejoin(&mut self, aside: oci::writeback::EagerFile) {
+        oci::writeback::EagerFile::rejoin(self, aside)
     }
 }
 
@@ -152,6 +226,225 @@ impl<T: ArchiveOut + ?Sized> ArchiveOut for &mut T {
     fn append_blob(&mut self, blob: &mut std::fs::File, len: u64) -> std::io::Result<()> {
         (**self).append_blob(blob, len)
     }
+
+    fn can_rewrite(&self) -> bool {
+        (**self).can_rewrite()
+    }
+
+    fn rewrite_at(&mut self, offset: u64, buf: &[u8]) -> std::io::Result<()> {
+        (**self).rewrite_at(offset, buf)
+    }
+
+    fn split_off(&mut self) -> Option<oci::writeback::EagerFile> {
+        (**self).split_off()
+    }
+
+    fn rejoin(&mut self, aside: oci::writeback::EagerFile) {
+        (**self).rejoin(aside)
+    }
+}
+
+/// A blob this small is held in memory until it ends, then written with its header; a larger one gets a
+/// placeholder header that is filled in at its end. An empty layer (a tar of two zero blocks, compressed or not)
+/// is always held, so leaving it out of the archive never needs taking bytes back.
+const HOLD: usize = 1 << 20;
+
+/// An image archive being written: the blobs, each once, in the order [`blobs_of`] gives, then `oci-layout`,
+/// `index.json` and (a docker archive) `manifest.json` — the order containerd and BuildKit write, which lets an
+/// export put each layer into the archive as it compresses it, without a copy in the store first. Entries have
+/// zero times, so the same images give the same bytes however the layers got there.
+pub struct ArchiveStream<'a> {
+    out: &'a mut dyn ArchiveOut,
+    pos: u64,
+    written: BTreeSet<oci::Digest>,
+}
+
+impl<'a> ArchiveStream<'a> {
+    /// Starts an archive at the start of `out`.
+    pub fn new(out: &'a mut dyn ArchiveOut) -> ArchiveStream<'a> {
+        ArchiveStream {
+            out,
+            pos: 0,
+            written: BTreeSet::new(),
+        }
+    }
+
+    /// Whether a blob can be written as it is made ([`ArchiveStream::new_blob`]): the output can go back to fill
+    /// in its header. Otherwise (stdout, a pipe) a new blob goes into the store and is copied from there.
+    pub fn streams(&self) -> bool {
+        self.out.can_rewrite()
+    }
+
+    fn put(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
+        self.out
+            .write_all(bytes)
+            .map_err(io(Path::new("<archive>")))?;
+        self.pos += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn pad(&mut self, size: u64) -> Result<(), ExportError> {
+        let pad = (512 - size % 512) % 512;
+        self.put(&[0u8; 512][..pad as usize])
+    }
+
+    /// Appends blob `d` of the store unless the archive has it already. A lazy layer is rendered straight into
+    /// the archive where the output allows (instead of into the store, then copied).
+    pub fn append_stored(&mut self, store: &Store, d: &oci::Digest) -> Result<(), ExportError> {
+        if self.written.contains(d) {
+            return Ok(());
+        }
+        if self.streams() && store.is_lazy(d) {
+            let mut blob = self.new_blob();
+            store.render_lazy(d, &mut blob)?;
+            blob.finish(true)?;
+            return Ok(());
+        }
+        let path = store.blob_path(d);
+        let mut f = store.open_blob(d)?;
+        let size = f.metadata().map_err(io(&path))?.len();
+        // The header here, the data by the output itself: a file takes the blob by an in-kernel copy.
+        self.put(entry_header(&blob_name(d), size)?.as_bytes())?;
+        self.out.append_blob(&mut f, size).map_err(io(&path))?;
+        self.pos += size;
+        self.pad(size)?;
+        self.written.insert(d.clone());
+        Ok(())
+    }
+
+    /// A blob to write as it is made: its name and size go into its header when it ends.
+    pub fn new_blob(&mut self) -> NewBlob<'_, 'a> {
+        NewBlob {
+            archive: self,
+            held: Vec::new(),
+            header_at: None,
+            aside: None,
+            hash: oci::Offloaded::new(oci::HashingWriter::new(std::io::sink())),
+        }
+    }
+
+    fn add_file(&mut self, path: &str, data: &[u8]) -> Result<(), ExportError> {
+        self.put(entry_header(path, data.len() as u64)?.as_bytes())?;
+        self.put(data)?;
+        self.pad(data.len() as u64)
+    }
+
+    /// Appends every blob of `images` not written yet, then the layout's JSON files and the tar's end.
+    pub fn finish(
+        mut self,
+        store: &Store,
+        images: &[Tagged],
+        format: ArchiveFormat,
+    ) -> Result<(), ExportError> {
+        for b in all_blobs(store, images)? {
+            self.append_stored(store, &b.digest)?;
+        }
+        self.add_file("oci-layout", OCI_LAYOUT)?;
+        self.add_file("index.json", &index_json(images)?)?;
+        if format == ArchiveFormat::Docker {
+            self.add_file("manifest.json", &docker_manifest_json(store, images)?)?;
+        }
+        self.put(&[0u8; 1024])?;
+        self.out.flush().map_err(io(Path::new("<archive>")))
+    }
+}
+
+/// A blob being written into an archive as it is made (a layer coming out of its compressor), hashed on a thread
+/// of its own on the way.
+pub struct NewBlob<'s, 'a> {
+    archive: &'s mut ArchiveStream<'a>,
+    held: Vec<u8>,
+    header_at: Option<u64>,
+    /// The output's writer on a thread of its own, once the blob is past [`HOLD`] (where the output has one).
+    aside: Option<oci::Offloaded<oci::writeback::EagerFile>>,
+    hash: oci::Offloaded<oci::HashingWriter<std::io::Sink>>,
+}
+
+impl NewBlob<'_, '_> {
+    /// Ends the blob and gives its digest and size. A blob not `kept` (an empty layer, which an image leaves out)
+    /// leaves nothing in the archive when it was held; one that was already being written (it cannot be: an empty
+    /// layer is smaller than [`HOLD`]) would stay as an entry no manifest names.
+    pub fn finish(self, keep: bool) -> Result<(oci::Digest, u64), ExportError> {
+        let NewBlob {
+            archive,
+            held,
+            header_at,
+            aside,
+            hash,
+        } = self;
+        let archive_io = io(Path::new("<archive>"));
+        if let Some(aside) = aside {
+            archive.out.rejoin(aside.finish().map_err(&archive_io)?);
+        }
+        let (_, d, size) = hash.finish().map_err(&archive_io)?.finish();
+        match header_at {
+            None => {
+                if keep && !archive.written.contains(&d) {
+                    archive.put(entry_header(&blob_name(&d), size)?.as_bytes())?;
+                    archive.put(&held)?;
+                    archive.pad(size)?;
+                    archive.written.insert(d.clone());
+                }
+            }
+            Some(at) => {
+                // Two snapshots with the same large content would leave the second copy in the archive as a
+                // repeated entry under the same name: harmless to every reader, which keeps the last.
+                let header = entry_header(&blob_name(&d), size)?;
+                archive
+                    .out
+                    .rewrite_at(at, header.as_bytes())
+                    .map_err(&archive_io)?;
+                archive.pad(size)?;
+                archive.written.insert(d.clone());
+            }
+        }
+        Ok((d, size))
+    }
+}
+
+impl Write for NewBlob<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.hash.write_all(buf)?;
+        if self.header_at.is_some() {
+            match &mut self.aside {
+                Some(aside) => aside.write_all(buf)?,
+                None => self.archive.out.write_all(buf)?,
+            }
+            self.archive.pos += buf.len() as u64;
+            return Ok(buf.len());
+        }
+        self.held.extend_from_slice(buf);
+        if self.held.len() >= HOLD {
+            self.header_at = Some(self.archive.pos);
+            let held = std::mem::take(&mut self.held);
+            for part in [&[0u8; 512][..], &held] {
+                self.archive.out.write_all(part)?;
+                self.archive.pos += part.len() as u64;
+            }
+            self.aside = self.archive.out.split_off().map(oci::Offloaded::new);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn blob_name(d: &oci::Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+/// A regular file's ustar header: mode 0644, owner 0, time 0.
+fn entry_header(path: &str, size: u64) -> Result<tar::Header, ExportError> {
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_size(size);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_path(path).map_err(io(Path::new("<archive>")))?;
+    h.set_cksum();
+    Ok(h)
 }
 
 const OCI_LAYOUT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
@@ -173,67 +466,15 @@ pub fn write_layout_dir(store: &Store, images: &[Tagged], dir: &Path) -> Result<
     std::fs::write(&index, index_json(images)?).map_err(io(&index))
 }
 
-/// Writes images as an archive to `out`: the small JSON files first (so a reader can plan before the blobs
-/// arrive), then each blob once; entries in a fixed order with zero times, so the same images give the same bytes.
+/// Writes images as an archive to `out` (see [`ArchiveStream`] for its order).
 pub fn write_archive<W: ArchiveOut>(
     store: &Store,
     images: &[Tagged],
     format: ArchiveFormat,
-    out: W,
+    mut out: W,
 ) -> Result<W, ExportError> {
-    let root = PathBuf::from("<archive>");
-    let mut tar = tar::Builder::new(out);
-    let add = |tar: &mut tar::Builder<W>,
-               path: &str,
-               size: u64,
-               data: &mut dyn std::io::Read|
-     -> Result<(), ExportError> {
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_size(size);
-        h.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut h, path, data).map_err(io(&root))
-    };
-    add(
-        &mut tar,
-        "oci-layout",
-        OCI_LAYOUT.len() as u64,
-        &mut &OCI_LAYOUT[..],
-    )?;
-    let index = index_json(images)?;
-    add(&mut tar, "index.json", index.len() as u64, &mut &index[..])?;
-    if format == ArchiveFormat::Docker {
-        let manifest = docker_manifest_json(store, images)?;
-        add(
-            &mut tar,
-            "manifest.json",
-            manifest.len() as u64,
-            &mut &manifest[..],
-        )?;
-    }
-    for b in all_blobs(store, images)? {
-        let path = store.blob_path(&b.digest);
-        let mut f = store.open_blob(&b.digest)?;
-        let size = f.metadata().map_err(io(&path))?.len();
-        // The header through the tar writer, the data by the output itself: the tar writer's copy moves 8 KiB per
-        // write (45,000 writes for a 370 MB layer); a file takes the blob by an in-kernel copy.
-        let mut h = tar::Header::new_ustar();
-        h.set_mode(0o644);
-        h.set_mtime(0);
-        h.set_size(size);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_path(format!("blobs/sha256/{}", b.digest.hex()))
-            .map_err(io(&root))?;
-        h.set_cksum();
-        let out = tar.get_mut();
-        out.write_all(h.as_bytes()).map_err(io(&root))?;
-        out.append_blob(&mut f, size).map_err(io(&path))?;
-        let pad = (512 - size % 512) % 512;
-        out.write_all(&[0u8; 512][..pad as usize])
-            .map_err(io(&root))?;
-    }
-    tar.into_inner().map_err(io(&root))
+    ArchiveStream::new(&mut out).finish(store, images, format)?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -305,20 +546,158 @@ mod tests {
         assert_eq!(bytes, again, "the same images give the same bytes");
         let files = entries(&bytes);
         let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(&names[..3], ["oci-layout", "index.json", "manifest.json"]);
-        let blob_names: BTreeSet<&str> = names[3..].iter().copied().collect();
-        assert_eq!(blob_names.len(), names.len() - 3, "each blob once");
-        let manifest: serde_json::Value = serde_json::from_slice(&files[2].1).unwrap();
+        let n = names.len();
+        assert_eq!(
+            &names[n - 3..],
+            ["oci-layout", "index.json", "manifest.json"],
+            "the JSON files after the blobs"
+        );
+        let blob_names: BTreeSet<&str> = names[..n - 3].iter().copied().collect();
+        assert_eq!(blob_names.len(), n - 3, "each blob once");
+        let manifest: serde_json::Value = serde_json::from_slice(&files[n - 1].1).unwrap();
         assert_eq!(
             manifest[0]["RepoTags"],
             json!(["app:1", "reg.example:5000/x/app:2"])
         );
         assert_eq!(manifest[1]["RepoTags"], json!([]));
         let layer = manifest[0]["Layers"][0].as_str().unwrap();
-        assert!(names.contains(&layer), "{layer} is in the archive");
-        let index: Index = serde_json::from_slice(&files[1].1).unwrap();
+        assert_eq!(names[0], layer, "an image's layers first");
+        assert_eq!(
+            names[1..3],
+            [
+                manifest[0]["Config"].as_str().unwrap(),
+                format!("blobs/sha256/{}", a.digest.hex()).as_str()
+            ],
+            "then its config and manifest"
+        );
+        let index: Index = serde_json::from_slice(&files[n - 2].1).unwrap();
         assert_eq!(index.manifests.len(), 3, "two names for a, one unnamed b");
         assert_eq!(index.manifests[0].digest, a.digest);
+    }
+
+    /// An output that cannot go back (as stdout cannot).
+    struct Forward(Vec<u8>);
+
+    impl Write for Forward {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl ArchiveOut for Forward {}
+
+    /// Three snapshots: 3 MiB that gzip cannot shrink (past what a new blob holds back), a small file, nothing.
+    fn three_layers(root: &Path) -> Vec<LayerSource> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let noise: Vec<u8> = (0..3 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let files: [&[(&str, &[u8])]; 3] = [&[("big", &noise)], &[("small", b"small")], &[]];
+        files
+            .iter()
+            .enumerate()
+            .map(|(i, files)| {
+                let dir = root.join(format!("snapshots/{i}"));
+                std::fs::create_dir_all(&dir).unwrap();
+                for (name, data) in files.iter() {
+                    std::fs::write(dir.join(name), data).unwrap();
+                }
+                LayerSource {
+                    id: format!("s{i}"),
+                    diff: dir,
+                    unpacked_from: None,
+                }
+            })
+            .collect()
+    }
+
+    fn exported_into(
+        store: &Store,
+        layers: &[LayerSource],
+        out: &mut dyn ArchiveOut,
+    ) -> Descriptor {
+        let image = oci::Image {
+            architecture: "amd64".into(),
+            os: "linux".into(),
+            ..Default::default()
+        };
+        let options = ExportOptions::new(Compression::Gzip(6), Some(0));
+        let mut archive = ArchiveStream::new(out);
+        let made = crate::export_image_into(store, layers, image, &options, &mut archive).unwrap();
+        let tagged = [Tagged {
+            manifest: made.manifest.clone(),
+            names: vec!["app:1".into()],
+        }];
+        archive
+            .finish(store, &tagged, ArchiveFormat::Docker)
+            .unwrap();
+        made.manifest
+    }
+
+    #[test]
+    fn layers_compressed_into_an_archive_are_written_there_only_and_give_the_same_archive() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(&root.path().join("store")).unwrap();
+        let layers = three_layers(root.path());
+        let mut streamed = Vec::new();
+        let manifest = exported_into(&store, &layers, &mut streamed);
+        let m: Manifest = store.read_json(&manifest.digest).unwrap();
+        assert_eq!(m.layers.len(), 2, "the empty layer is left out");
+        assert!(
+            m.layers[0].size > HOLD as u64,
+            "the big layer was written before its size was known"
+        );
+        for l in &m.layers {
+            assert!(!store.has(&l.digest), "{} was not stored", l.digest);
+        }
+        let files = entries(&streamed);
+        let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+        let want: Vec<String> = m
+            .layers
+            .iter()
+            .chain([&m.config, &manifest])
+            .map(|d| format!("blobs/sha256/{}", d.digest.hex()))
+            .collect();
+        assert_eq!(
+            names[..4],
+            want.iter().map(String::as_str).collect::<Vec<_>>()[..]
+        );
+        for (path, data) in &files[..4] {
+            assert_eq!(
+                format!("blobs/sha256/{}", oci::Digest::sha256_of(data).hex()),
+                *path,
+                "an entry's bytes match its name"
+            );
+        }
+
+        // Into a file: the placeholder header filled in where it was written.
+        let out = tempfile::tempdir().unwrap();
+        let path = out.path().join("a.tar");
+        let mut file = oci::writeback::EagerFile::new(std::fs::File::create(&path).unwrap());
+        assert_eq!(exported_into(&store, &layers, &mut file), manifest);
+        assert!(!store.has(&m.layers[0].digest));
+        assert_eq!(std::fs::read(&path).unwrap(), streamed);
+
+        // Through an output that cannot go back, the layers are stored first and copied: the same bytes, and the
+        // same as the archive of the stored image.
+        let mut forward = Forward(Vec::new());
+        assert_eq!(exported_into(&store, &layers, &mut forward), manifest);
+        assert!(m.layers.iter().all(|l| store.has(&l.digest)));
+        assert_eq!(forward.0, streamed);
+        let tagged = [Tagged {
+            manifest,
+            names: vec!["app:1".into()],
+        }];
+        let saved = write_archive(&store, &tagged, ArchiveFormat::Docker, Vec::new()).unwrap();
+        assert_eq!(saved, streamed);
     }
 
     #[test]

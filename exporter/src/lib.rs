@@ -12,8 +12,10 @@ pub mod pgzip;
 
 pub use convert::{compressed_manifest, compressed_manifest_teeing};
 pub use image::{
-    dir_blob, export_image, layer_blob, Compression, ExportError, ExportOptions, ExportedImage,
-    LayerSource,
+    dir_blob, export_image, export_image_into, layer_blob, Compression, ExportError, ExportOptions,
+    ExportedImage, LayerSource,
 };
 pub use index::export_index;
-pub use layout::{write_archive, write_layout_dir, ArchiveFormat, ArchiveOut, Tagged};
+pub use layout::{
+    write_archive, write_layout_dir, ArchiveFormat, ArchiveOut, ArchiveStream, NewBlob, Tagged,
+};

@@ -113,7 +113,8 @@ fn deflate_into(
 }
 
 /// Judges a block from three samples (start, middle, end); cheapest test first, so an ordinary block costs three
-/// Huffman-only passes (~0.5 ms per MiB block) and one deflate of its middle sample.
+/// Huffman-only passes (~0.5 ms per MiB block) and one deflate of its middle sample, and a random one three byte
+/// counts and three quick match searches.
 fn plan(block: &[u8], level: u32) -> io::Result<Plan> {
     if level == 0 || block.len() < 4 * SAMPLE {
         return Ok(Plan::Deflate);
@@ -130,9 +131,16 @@ fn plan(block: &[u8], level: u32) -> io::Result<Plan> {
         Ok(out.len())
     };
     let shrinks = |n: usize| n * 100 < SAMPLE * 99;
-    let mut huffman = [0usize; 3];
-    for (h, sample) in huffman.iter_mut().zip(samples) {
-        *h = size(sample, level, Strategy::HuffmanOnly)?;
+    let mut huffman = [SAMPLE; 3];
+    // Random data (most of a layer of wheels, weights or archives) shows it cannot be Huffman-coded smaller by
+    // its byte counts alone: the three Huffman passes are skipped only when their result is certain.
+    if !samples
+        .iter()
+        .all(|s| order0_bound(s) * 1000 >= SAMPLE * 995)
+    {
+        for (h, sample) in huffman.iter_mut().zip(samples) {
+            *h = size(sample, level, Strategy::HuffmanOnly)?;
+        }
     }
     if !huffman.iter().any(|&h| shrinks(h)) {
         // Evenly spread bytes can still repeat (a file twice in a layer, a repeating pattern): only when a quick
@@ -172,6 +180,26 @@ fn plan(block: &[u8], level: u32) -> io::Result<Plan> {
         }
     }
     Ok(Plan::Rle)
+}
+
+/// A lower bound, in bytes, on any coding of `sample` that gives each byte a code of its own (Huffman coding
+/// alone, static codes, stored): its order-0 entropy. It is computed in floating point, so [`plan`] uses it only
+/// with a margin, to skip a pass whose outcome it makes certain; the plan never depends on its last bits.
+fn order0_bound(sample: &[u8]) -> usize {
+    let mut counts = [0u32; 256];
+    for &b in sample {
+        counts[b as usize] += 1;
+    }
+    let n = sample.len() as f64;
+    let bits: f64 = counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let c = f64::from(c);
+            c * (n / c).log2()
+        })
+        .sum();
+    (bits / 8.0) as usize
 }
 
 fn deflate_block(block: &[u8], level: u32, last: bool) -> io::Result<Vec<u8>> {
@@ -442,17 +470,22 @@ mod tests {
         assert_eq!(o.stdout, input, "gzip -t and -d accept it");
     }
 
-    #[test]
-    fn incompressible_blocks_are_recognised_by_their_samples() {
+    /// `n` bytes of a xorshift generator: what no compressor shrinks.
+    fn random_bytes(n: usize) -> Vec<u8> {
         let mut state = 0x2545_f491_4f6c_dd1du64;
-        let random: Vec<u8> = (0..BLOCK)
+        (0..n)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 7;
                 state ^= state << 17;
                 (state >> 32) as u8
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn incompressible_blocks_are_recognised_by_their_samples() {
+        let random = random_bytes(BLOCK);
         assert_eq!(plan(&random, 6).unwrap(), Plan::Stored);
         // A run is all that run-length matching needs.
         assert_eq!(plan(&vec![b'x'; BLOCK], 6).unwrap(), Plan::Rle);
@@ -482,6 +515,35 @@ mod tests {
             plan(&twice, 6).unwrap(),
             Plan::Deflate,
             "random data that repeats within the window"
+        );
+    }
+
+    #[test]
+    fn the_entropy_bound_is_below_every_huffman_coding_and_random_samples_reach_it() {
+        let random = random_bytes(SAMPLE);
+        let text = base64_like(SAMPLE);
+        let ramp: Vec<u8> = (0..SAMPLE as u32).map(|i| (i % 251) as u8).collect();
+        let skewed: Vec<u8> = random.iter().map(|&b| b & 0x3f | b >> 7).collect();
+        let mut out = Vec::new();
+        for sample in [&random, &text, &ramp, &skewed, &vec![0u8; SAMPLE]] {
+            deflate_into(
+                sample,
+                6,
+                Strategy::HuffmanOnly,
+                DeflateFlush::Finish,
+                &mut out,
+            )
+            .unwrap();
+            assert!(order0_bound(sample) <= out.len(), "a lower bound");
+        }
+        assert!(
+            order0_bound(&random) * 1000 >= SAMPLE * 995,
+            "random bytes skip the Huffman passes"
+        );
+        assert!(order0_bound(&text) * 1000 < SAMPLE * 995);
+        assert!(
+            order0_bound(&ramp) * 1000 >= SAMPLE * 995,
+            "evenly spread bytes too: the match search still judges them (see above)"
         );
     }
 

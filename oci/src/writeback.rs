@@ -66,6 +66,23 @@ impl EagerFile {
         Ok(())
     }
 
+    /// A second writer that carries on at this file's end on a duplicate descriptor (which shares the file's
+    /// offset), for another thread to write a long run of bytes (an archive's layer as it is compressed) while
+    /// this one waits; [`EagerFile::rejoin`] takes its position back before anything is written here again.
+    pub fn split_off(&self) -> io::Result<EagerFile> {
+        Ok(EagerFile {
+            file: self.file.try_clone()?,
+            written: self.written,
+            requested: self.requested,
+        })
+    }
+
+    /// Continues where a writer made by [`EagerFile::split_off`] stopped.
+    pub fn rejoin(&mut self, other: EagerFile) {
+        self.written = other.written;
+        self.requested = other.requested;
+    }
+
     fn advance(&mut self, n: u64) {
         self.written += n;
         if self.written - self.requested >= STEP {
@@ -171,6 +188,37 @@ mod tests {
         assert_eq!(&got[..4], b"head");
         assert_eq!(&got[4..4 + data.len()], &data[..]);
         assert_eq!(&got[4 + data.len()..8 + data.len()], b"tail");
+    }
+
+    #[test]
+    fn a_split_off_writer_continues_at_the_end_and_hands_its_position_back() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("f");
+        let mut f = EagerFile::new(File::create(&p).expect("create"));
+        f.write_all(b"head").expect("write");
+        let mut aside = f.split_off().expect("split");
+        let data = vec![7u8; STEP as usize + 10];
+        let aside = std::thread::spawn(move || {
+            aside.write_all(&data).expect("write aside");
+            aside
+        })
+        .join()
+        .expect("thread");
+        f.rejoin(aside);
+        assert_eq!(f.written, 4 + STEP + 10, "the other writer's bytes counted");
+        assert!(
+            f.requested > STEP,
+            "writeback asked for by the other writer"
+        );
+        f.write_all(b"tail").expect("write");
+        drop(f);
+        let got = std::fs::read(&p).expect("read");
+        assert_eq!(got.len(), 4 + STEP as usize + 10 + 4);
+        assert_eq!(
+            (&got[..4], &got[got.len() - 4..]),
+            (&b"head"[..], &b"tail"[..])
+        );
+        assert!(got[4..got.len() - 4].iter().all(|&b| b == 7));
     }
 
     #[test]

@@ -748,11 +748,24 @@ fn export(
         }
     }
     // One platform: its image, named. Several: each platform's image, then an index of them, named.
-    let export = |options: &ExportOptions, names: &[String]| -> Result<Produced, Failure> {
+    // With an archive, each image's blobs go into it as they are made (see `exporter::ArchiveStream`).
+    let export = |options: &ExportOptions,
+                  names: &[String],
+                  mut archive: Option<&mut exporter::ArchiveStream<'_>>|
+     -> Result<Produced, Failure> {
+        let one =
+            |layers: &[LayerSource],
+             image: oci::Image,
+             names: &[String],
+             archive: Option<&mut exporter::ArchiveStream<'_>>| match archive {
+                Some(archive) => {
+                    exporter::export_image_into(store, layers, image, options, archive)
+                }
+                None => exporter::export_image(store, layers, image, options, names),
+            };
         if let [only] = built {
             let image =
-                exporter::export_image(store, &layers[0], only.image.clone(), options, names)
-                    .map_err(|e| fail(&e))?;
+                one(&layers[0], only.image.clone(), names, archive).map_err(|e| fail(&e))?;
             return Ok(Produced {
                 manifest: image.manifest,
                 config: Some(image.config),
@@ -760,8 +773,8 @@ fn export(
         }
         let mut images = Vec::new();
         for (b, l) in built.iter().zip(&layers) {
-            let image = exporter::export_image(store, l, b.image.clone(), options, &[])
-                .map_err(|e| fail(&e))?;
+            let image =
+                one(l, b.image.clone(), &[], archive.as_deref_mut()).map_err(|e| fail(&e))?;
             images.push((b.platform.clone(), image));
         }
         let index = exporter::export_index(store, &images, options.oci_media_types, names)
@@ -783,7 +796,11 @@ fn export(
             } => {
                 // Kiln's own store keeps layers uncompressed unless told otherwise (nothing is gained by
                 // compressing what stays on this disk); archives and pushes get gzip, made once per snapshot.
-                let mut image = export(&opts.resolve(Compression::None, true, epoch), &all_names)?;
+                let mut image = export(
+                    &opts.resolve(Compression::None, true, epoch),
+                    &all_names,
+                    None,
+                )?;
                 if *push {
                     let targets = if own.is_empty() { names } else { &own[..] };
                     let refs = targets
@@ -817,26 +834,36 @@ fn export(
                 layers: opts,
             } => {
                 let options = opts.resolve(Compression::Gzip(6), !docker, epoch);
-                let image = export(&options, &[])?;
-                let tagged = [Tagged {
-                    manifest: image.manifest.clone(),
-                    names: names.clone(),
-                }];
+                let tagged = |image: &Produced| {
+                    [Tagged {
+                        manifest: image.manifest.clone(),
+                        names: names.clone(),
+                    }]
+                };
                 let format = if *docker {
                     ArchiveFormat::Docker
                 } else {
                     ArchiveFormat::Oci
                 };
-                if *tar {
+                let image = if *tar {
+                    let mut produced = None;
                     outputs::write_to(dest, |w| {
-                        exporter::write_archive(store, &tagged, format, w)
-                            .map(|_| ())
-                            .map_err(|e| e.to_string())
+                        let mut archive = exporter::ArchiveStream::new(w);
+                        let image =
+                            export(&options, &[], Some(&mut archive)).map_err(failure_text)?;
+                        archive
+                            .finish(store, &tagged(&image), format)
+                            .map_err(|e| e.to_string())?;
+                        produced = Some(image);
+                        Ok(())
                     })?;
+                    produced.ok_or_else(|| fail(&"the archive was written without an image"))?
                 } else {
-                    exporter::write_layout_dir(store, &tagged, Path::new(dest))
+                    let image = export(&options, &[], None)?;
+                    exporter::write_layout_dir(store, &tagged(&image), Path::new(dest))
                         .map_err(|e| fail(&e))?;
-                }
+                    image
+                };
                 exported = Some((image, names.clone()));
             }
             Output::Local { dest } => {

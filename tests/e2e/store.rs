@@ -669,3 +669,67 @@ fn build_tagged(root: &std::path::Path, tag: &str, ctx: &kiln_tests::Context) ->
     let path = ctx.path().to_str().expect("utf-8");
     run_in(root, &["build", "--progress=quiet", "-t", tag, path])
 }
+
+#[test]
+fn a_large_layer_goes_into_the_archive_as_it_is_compressed_and_stdout_gets_the_same_bytes() {
+    let root = Root::with_busybox(KILN);
+    // 3 MiB that gzip cannot shrink: past what the archive holds back before writing a layer's header.
+    let mut noise = vec![0u8; 3 << 20];
+    std::io::Read::read_exact(
+        &mut std::fs::File::open("/dev/urandom").expect("open /dev/urandom"),
+        &mut noise,
+    )
+    .expect("read /dev/urandom");
+    let ctx = kiln_tests::Context::new()
+        .file("Dockerfile", "FROM busybox\nCOPY noise.bin /noise.bin\n")
+        .file("noise.bin", &noise);
+    let ctx = ctx.path().to_str().expect("utf-8");
+    let out = tempfile::tempdir().expect("tempdir");
+    let file = out.path().join("file.tar");
+    let dest = format!("type=oci,dest={}", file.display());
+    // One image both times: its creation time fixed.
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let r = root.kiln_with(
+        KILN,
+        &["build", "--progress=quiet", "-o", &dest, ctx],
+        &epoch,
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    // skopeo checks every blob against its digest on the way.
+    let transport = format!("oci-archive:{}", file.display());
+    let copied = out.path().join("copied");
+    let c = run(
+        "skopeo",
+        &["copy", &transport, &format!("oci:{}:x", copied.display())],
+        None,
+    );
+    assert_eq!(c.code, 0, "skopeo copy: {}", c.stderr);
+    let v = skopeo_inspect(&transport, true);
+    let layer = v["layers"][1]["digest"].as_str().expect("the COPY layer");
+    assert!(v["layers"][1]["size"].as_u64().expect("size") > 3 << 20);
+    let hex = layer.trim_start_matches("sha256:");
+    assert!(
+        !root.path().join("store/blobs/sha256").join(hex).exists(),
+        "the layer was written into the archive only"
+    );
+
+    // Standard output cannot go back to a header: the layer goes through the store, and the archive is the same.
+    let piped = out.path().join("stdout.tar");
+    let status = root
+        .command(
+            KILN,
+            &["build", "--progress=quiet", "-o", "type=oci,dest=-", ctx],
+        )
+        .envs(epoch)
+        .stdout(std::fs::File::create(&piped).expect("create"))
+        .status()
+        .expect("run kiln");
+    assert!(status.success());
+    assert!(root.path().join("store/blobs/sha256").join(hex).exists());
+    assert!(
+        std::fs::read(&piped).expect("read") == std::fs::read(&file).expect("read"),
+        "the same bytes both ways"
+    );
+}
