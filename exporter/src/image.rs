@@ -191,11 +191,13 @@ fn layer_blob_to(
             empty: entries == 0,
         }
     } else {
+        // A snapshot never changes, so the digest its lazy layer recorded is its diffID.
+        let known = store.lazy_digest_of(&layer.diff, opts);
         match archive {
             Some(archive) if archive.streams() => {
-                return dir_blob_into(&layer.diff, compression, opts, archive)
+                return dir_blob_into(&layer.diff, compression, opts, archive, known)
             }
-            _ => dir_blob(store, &layer.diff, compression, opts)?,
+            _ => stored_blob(store, &layer.diff, compression, opts, known)?,
         }
     };
     let record = json!({"diff_id": made.diff_id.to_string(), "digest": made.descriptor.digest.to_string(), "size": made.descriptor.size, "media_type": made.descriptor.media_type, "empty": made.empty});
@@ -263,6 +265,18 @@ pub fn dir_blob(
     compression: Compression,
     opts: DiffOptions,
 ) -> Result<LayerBlob, ExportError> {
+    stored_blob(store, dir, compression, opts, None)
+}
+
+/// [`dir_blob`], with the tar's digest given when it is `known` (an immutable snapshot's, recorded by its lazy
+/// layer).
+fn stored_blob(
+    store: &Store,
+    dir: &Path,
+    compression: Compression,
+    opts: DiffOptions,
+    known: Option<Digest>,
+) -> Result<LayerBlob, ExportError> {
     let io = |source| ExportError::Io {
         path: dir.to_path_buf(),
         source,
@@ -270,7 +284,7 @@ pub fn dir_blob(
     // Every stage but the render runs beside it: the compressor on its workers, the diffID's hash and the store
     // writer (which hashes the blob) on threads of their own.
     let blob = Offloaded::new(store.writer()?);
-    let (blob, made) = compress_dir(dir, compression, opts, blob)?.split();
+    let (blob, made) = compress_dir(dir, compression, opts, blob, known)?.split();
     let (stored, size) = blob.finish().map_err(io)?.commit(None)?;
     Ok(made.layer(stored, size))
 }
@@ -282,8 +296,9 @@ fn dir_blob_into(
     compression: Compression,
     opts: DiffOptions,
     archive: &mut ArchiveStream<'_>,
+    known: Option<Digest>,
 ) -> Result<LayerBlob, ExportError> {
-    let (blob, made) = compress_dir(dir, compression, opts, archive.new_blob())?.split();
+    let (blob, made) = compress_dir(dir, compression, opts, archive.new_blob(), known)?.split();
     let (digest, size) = blob.finish(made.entries > 0)?;
     Ok(made.layer(digest, size))
 }
@@ -325,23 +340,42 @@ impl<B> Compressed<B> {
     }
 }
 
-/// Writes `dir`'s layer tar through `compression` into `blob`, hashing the tar (the diffID) on the way.
+/// Writes `dir`'s layer tar through `compression` into `blob`, hashing the tar (the diffID) on the way unless
+/// `known` gives it (a lazy layer of the same snapshot recorded it).
 fn compress_dir<B: std::io::Write>(
     dir: &Path,
     compression: Compression,
     opts: DiffOptions,
     blob: B,
+    known: Option<Digest>,
 ) -> Result<Compressed<B>, ExportError> {
     let io = |source| ExportError::Io {
         path: dir.to_path_buf(),
         source,
     };
+    // The tar into `encoder`, hashed aside when its digest is not known.
+    fn tar_into<E: std::io::Write>(
+        dir: &Path,
+        encoder: E,
+        opts: DiffOptions,
+        known: Option<Digest>,
+    ) -> Result<(E, Digest, u64), ExportError> {
+        if let Some(d) = known {
+            let (encoder, entries) = write_diff(dir, encoder, opts)?;
+            return Ok((encoder, d, entries));
+        }
+        let (inner, entries) = write_diff(dir, HashedAside::new(encoder), opts)?;
+        let (encoder, d, _) = inner.finish().map_err(|source| ExportError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Ok((encoder, d, entries))
+    }
     Ok(match compression {
         Compression::Gzip(level) => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let gz = crate::pgzip::ParallelGzip::new(blob, level.min(9), threads);
-            let (inner, entries) = write_diff(dir, HashedAside::new(gz), opts)?;
-            let (gz, diff_id, _) = inner.finish().map_err(io)?;
+            let (gz, diff_id, entries) = tar_into(dir, gz, opts, known)?;
             Compressed {
                 blob: gz.finish().map_err(io)?,
                 diff_id: Some(diff_id),
@@ -351,8 +385,7 @@ fn compress_dir<B: std::io::Write>(
         }
         Compression::Zstd(level) => {
             let zs = zstd::stream::write::Encoder::new(blob, level).map_err(io)?;
-            let (inner, entries) = write_diff(dir, HashedAside::new(zs), opts)?;
-            let (zs, diff_id, _) = inner.finish().map_err(io)?;
+            let (zs, diff_id, entries) = tar_into(dir, zs, opts, known)?;
             Compressed {
                 blob: zs.finish().map_err(io)?,
                 diff_id: Some(diff_id),
@@ -546,6 +579,44 @@ mod tests {
             os: "linux".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_snapshot_compressed_after_its_lazy_layer_takes_the_recorded_diff_id() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(&root.path().join("store")).unwrap();
+        let snap = root.path().join("snapshots/s1/diff");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("f"), "content").unwrap();
+        let layer = LayerSource {
+            id: "s1".into(),
+            diff: snap.clone(),
+            unpacked_from: None,
+        };
+        let opts = DiffOptions {
+            source_date_epoch: Some(0),
+        };
+        let plain = layer_blob(&store, &layer, Compression::None, opts).unwrap();
+        let gz = layer_blob(&store, &layer, Compression::Gzip(6), opts).unwrap();
+        assert_eq!(gz.diff_id, plain.diff_id);
+        // A digest that only the record can have given (not what the tar hashes to) shows the tar was not
+        // hashed again; another epoch is another tar, hashed.
+        let other = LayerSource {
+            id: "s2".into(),
+            diff: root.path().join("snapshots/s2/diff"),
+            unpacked_from: None,
+        };
+        std::fs::create_dir_all(&other.diff).unwrap();
+        std::fs::write(other.diff.join("f"), "content").unwrap();
+        let recorded = Digest::sha256_of(b"recorded");
+        store.keep_lazy(&recorded, 1, &other.diff, opts).unwrap();
+        let gz = layer_blob(&store, &other, Compression::Gzip(6), opts).unwrap();
+        assert_eq!(gz.diff_id, recorded);
+        let later = DiffOptions {
+            source_date_epoch: Some(1),
+        };
+        let gz = layer_blob(&store, &other, Compression::Gzip(6), later).unwrap();
+        assert_ne!(gz.diff_id, recorded);
     }
 
     #[test]

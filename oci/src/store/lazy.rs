@@ -77,6 +77,26 @@ impl Store {
             })
     }
 
+    /// Where the digest of `dir`'s lazy layer under `epoch` is noted: `<store>/lazy/dirs/<hash of the two>`.
+    fn dir_note_path(&self, rel: &Path, epoch: Option<i64>) -> PathBuf {
+        let key = format!("{}|{epoch:?}", rel.display());
+        self.root
+            .join("lazy/dirs")
+            .join(Digest::sha256_of(key.as_bytes()).hex())
+    }
+
+    /// The digest of `dir`'s layer tar under `opts` when a lazy blob records it: what an export compressing the
+    /// snapshot needs as its diffID, known without hashing the tar again (BuildKit keeps it as the layer's
+    /// uncompressed digest, buildah as its `UncompressedDigest`). Only a note that a live recipe confirms counts.
+    pub fn lazy_digest_of(&self, dir: &Path, opts: DiffOptions) -> Option<Digest> {
+        let rel = relative_to(dir, &self.root)?;
+        let note =
+            std::fs::read_to_string(self.dir_note_path(&rel, opts.source_date_epoch)).ok()?;
+        let d: Digest = note.trim().parse().ok()?;
+        let r = self.recipe(&d)?;
+        (r.dir == rel && r.source_date_epoch == opts.source_date_epoch).then_some(d)
+    }
+
     fn recipe(&self, d: &Digest) -> Option<Recipe> {
         let r: Recipe = serde_json::from_slice(&std::fs::read(self.recipe_path(d)).ok()?).ok()?;
         self.dir_of(&r).is_dir().then_some(r)
@@ -91,7 +111,12 @@ impl Store {
         dir: &Path,
         opts: DiffOptions,
     ) -> Result<(), StoreError> {
-        if self.blob_path(d).is_file() || self.recipe(d).is_some() {
+        if self.blob_path(d).is_file() {
+            return Ok(());
+        }
+        if let Some(r) = self.recipe(d) {
+            // A recipe from before notes were kept gets its note now.
+            self.note_dir(&r, d);
             return Ok(());
         }
         let rel = relative_to(dir, &self.root).ok_or_else(|| StoreError::Corrupt {
@@ -120,7 +145,19 @@ impl Store {
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
-        written.map_err(io(&self.recipe_path(d)))
+        written.map_err(io(&self.recipe_path(d)))?;
+        self.note_dir(&recipe, d);
+        Ok(())
+    }
+
+    /// Notes `d` under its recipe's directory. A hint, checked against the recipe when read: it needs no sync,
+    /// and failing to write it costs only a hash later.
+    fn note_dir(&self, r: &Recipe, d: &Digest) {
+        let note = self.dir_note_path(&r.dir, r.source_date_epoch);
+        if let Some(parent) = note.parent() {
+            let _ =
+                std::fs::create_dir_all(parent).and_then(|()| std::fs::write(&note, d.to_string()));
+        }
     }
 
     /// Whether `d` is a lazy blob whose directory is still there.
@@ -145,7 +182,7 @@ impl Store {
         let mut w = self.writer()?;
         self.render(&r, &mut w)?;
         w.commit(Some(d))?;
-        let _ = std::fs::remove_file(self.recipe_path(d));
+        let _ = self.remove_lazy(d);
         Ok(())
     }
 
@@ -203,6 +240,9 @@ impl Store {
 
     /// Forgets lazy blob `d` (its image is gone, or its bytes were written).
     pub fn remove_lazy(&self, d: &Digest) -> Result<(), StoreError> {
+        if let Some(r) = self.recipe(d) {
+            let _ = std::fs::remove_file(self.dir_note_path(&r.dir, r.source_date_epoch));
+        }
         let p = self.recipe_path(d);
         match std::fs::remove_file(&p) {
             Ok(()) => Ok(()),
@@ -285,6 +325,11 @@ mod tests {
         store.keep_lazy(&d, size, &snap, opts).unwrap();
         assert!(store.has(&d) && store.is_lazy(&d));
         assert!(!store.blob_path(&d).exists(), "nothing written yet");
+        assert_eq!(store.lazy_digest_of(&snap, opts), Some(d.clone()));
+        let other_epoch = DiffOptions {
+            source_date_epoch: Some(2),
+        };
+        assert_eq!(store.lazy_digest_of(&snap, other_epoch), None);
         assert_eq!(store.blob_size(&d).unwrap(), size);
         assert_eq!(store.verify_lazy(&d).unwrap(), d);
         let mut rendered = Vec::new();
@@ -293,6 +338,11 @@ mod tests {
         let bytes = store.read_blob(&d).unwrap();
         assert_eq!(bytes, rendered);
         assert!(store.blob_path(&d).is_file() && !store.is_lazy(&d));
+        assert_eq!(
+            store.lazy_digest_of(&snap, opts),
+            None,
+            "the note went with the recipe"
+        );
         let mut direct = Vec::new();
         write_diff(&snap, &mut direct, opts).unwrap();
         assert_eq!(bytes, direct);
