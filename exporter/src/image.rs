@@ -30,7 +30,7 @@ impl Compression {
     pub(crate) fn tag(&self) -> String {
         match self {
             // "pgzip": the block-parallel encoder, whose bytes differ from a one-stream gzip of the same level.
-            Compression::Gzip(l) => format!("pgzip-{l}"),
+            Compression::Gzip(l) => format!("pgzip2-{l}"),
             Compression::Zstd(l) => format!("zstd-{l}"),
             Compression::None => "none".to_string(),
         }
@@ -682,7 +682,7 @@ mod tests {
         );
         // The layer blob decompresses to a tar holding the file.
         let blob = store.open_blob(&m.layers[0].digest).unwrap();
-        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(blob));
+        let mut ar = tar::Archive::new(flate2::read::MultiGzDecoder::new(blob));
         let names: Vec<String> = ar
             .entries()
             .unwrap()
@@ -775,7 +775,7 @@ mod tests {
         assert_eq!(m.layers[1].media_type, MEDIA_LAYER_GZIP);
         let mut tar = Vec::new();
         std::io::Read::read_to_end(
-            &mut flate2::read::GzDecoder::new(store.open_blob(&m.layers[1].digest).unwrap()),
+            &mut flate2::read::MultiGzDecoder::new(store.open_blob(&m.layers[1].digest).unwrap()),
             &mut tar,
         )
         .unwrap();
