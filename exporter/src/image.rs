@@ -29,7 +29,8 @@ pub enum Compression {
 impl Compression {
     pub(crate) fn tag(&self) -> String {
         match self {
-            // "pgzip": the block-parallel encoder, whose bytes differ from a one-stream gzip of the same level.
+            // "pgzip2": the block-parallel encoder, whose bytes differ from a one-stream gzip of the same level
+            // (its second format: a gzip member ends after each block libdeflate deflated).
             Compression::Gzip(l) => format!("pgzip2-{l}"),
             Compression::Zstd(l) => format!("zstd-{l}"),
             Compression::None => "none".to_string(),

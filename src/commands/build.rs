@@ -795,7 +795,8 @@ fn export(
                 names: own,
             } => {
                 // Kiln's own store keeps layers uncompressed unless told otherwise (nothing is gained by
-                // compressing what stays on this disk); archives and pushes get gzip, made once per snapshot.
+                // compressing what stays on this disk); a push gets gzip, made once per snapshot and remembered,
+                // an archive written to a file gzip compressed straight into it.
                 let mut image = export(
                     &opts.resolve(Compression::None, true, epoch),
                     &all_names,
