@@ -119,9 +119,9 @@ fn deflate_into(
     Ok(())
 }
 
-/// Judges a block from three samples (start, middle, end); cheapest test first, so an ordinary block costs three
-/// Huffman-only passes (~0.5 ms per MiB block) and one deflate of its middle sample, and a random one three byte
-/// counts and three quick match searches.
+/// Judges a block from three samples (start, middle, end); cheapest test first, so an ordinary block costs one
+/// Huffman-only pass, one full deflate and one run-length deflate of its middle sample, and a random one three
+/// byte counts and three quick match searches.
 fn plan(block: &[u8], level: u32) -> io::Result<Plan> {
     if level == 0 || block.len() < 4 * SAMPLE {
         return Ok(Plan::Deflate);
@@ -138,18 +138,24 @@ fn plan(block: &[u8], level: u32) -> io::Result<Plan> {
         Ok(out.len())
     };
     let shrinks = |n: usize| n * 100 < SAMPLE * 99;
-    let mut huffman = [SAMPLE; 3];
-    // Random data (most of a layer of wheels, weights or archives) shows it cannot be Huffman-coded smaller by
-    // its byte counts alone: the three Huffman passes are skipped only when their result is certain.
-    if !samples
-        .iter()
-        .all(|s| order0_bound(s) * 1000 >= SAMPLE * 995)
-    {
-        for (h, sample) in huffman.iter_mut().zip(samples) {
-            *h = size(sample, level, Strategy::HuffmanOnly)?;
+    // Each sample's Huffman-only size, measured only when needed: an ordinary block shrinks on its first sample
+    // and fails the Huffman test there, so its other two are never coded.
+    let mut huffman: [Option<usize>; 3] = [None; 3];
+    let mut any_shrinks = false;
+    for (h, sample) in huffman.iter_mut().zip(samples) {
+        // Random data (most of a layer of wheels, weights or archives) shows by its byte counts alone that
+        // Huffman coding cannot shrink it: the pass is skipped only when its outcome is certain.
+        if order0_bound(sample) * 1000 >= SAMPLE * 995 {
+            continue;
+        }
+        let n = size(sample, level, Strategy::HuffmanOnly)?;
+        *h = Some(n);
+        if shrinks(n) {
+            any_shrinks = true;
+            break;
         }
     }
-    if !huffman.iter().any(|&h| shrinks(h)) {
+    if !any_shrinks {
         // Evenly spread bytes can still repeat (a file twice in a layer, a repeating pattern): only when a quick
         // match search finds nothing either is the block stored.
         for sample in samples {
@@ -163,7 +169,11 @@ fn plan(block: &[u8], level: u32) -> io::Result<Plan> {
     // first sample and the RLE test on its first sample too.
     let mut full: [Option<usize>; 3] = [None; 3];
     let mut huffman_enough = true;
-    for ((&h, sample), f) in huffman.iter().zip(samples).zip(full.iter_mut()) {
+    for ((h, sample), f) in huffman.into_iter().zip(samples).zip(full.iter_mut()) {
+        let h = match h {
+            Some(h) => h,
+            None => size(sample, level, Strategy::HuffmanOnly)?,
+        };
         let n = full_deflate(sample, level)?.len();
         *f = Some(n);
         if h * 100 > n * 101 {
