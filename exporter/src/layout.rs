@@ -107,12 +107,11 @@ fn docker_manifest_json(store: &Store, images: &[Tagged]) -> Result<Vec<u8>, Exp
             ));
         }
         let m: Manifest = store.read_json(&t.manifest.digest)?;
-        let path = |d: &oci::Digest| format!("blobs/sha256/{}", d.hex());
         let tags: Vec<&str> = t.names.iter().map(|n| familiar_name(n)).collect();
         entries.push(json!({
-            "Config": path(&m.config.digest),
+            "Config": blob_name(&m.config.digest),
             "RepoTags": tags,
-            "Layers": m.layers.iter().map(|l| path(&l.digest)).collect::<Vec<_>>(),
+            "Layers": m.layers.iter().map(|l| blob_name(&l.digest)).collect::<Vec<_>>(),
         }));
     }
     json_bytes(&entries)
@@ -255,6 +254,8 @@ const HOLD: usize = 1 << 20;
 /// zero times, so the same images give the same bytes however the layers got there.
 pub struct ArchiveStream<'a> {
     out: &'a mut dyn ArchiveOut,
+    /// Whether `out` can go back to fill in a header (asked once: it does not change while writing).
+    rewrites: bool,
     pos: u64,
     written: BTreeSet<oci::Digest>,
 }
@@ -263,6 +264,7 @@ impl<'a> ArchiveStream<'a> {
     /// Starts an archive at the start of `out`.
     pub fn new(out: &'a mut dyn ArchiveOut) -> ArchiveStream<'a> {
         ArchiveStream {
+            rewrites: out.can_rewrite(),
             out,
             pos: 0,
             written: BTreeSet::new(),
@@ -272,7 +274,7 @@ impl<'a> ArchiveStream<'a> {
     /// Whether a blob can be written as it is made ([`ArchiveStream::new_blob`]): the output can go back to fill
     /// in its header. Otherwise (stdout, a pipe) a new blob goes into the store and is copied from there.
     pub fn streams(&self) -> bool {
-        self.out.can_rewrite()
+        self.rewrites
     }
 
     fn put(&mut self, bytes: &[u8]) -> Result<(), ExportError> {
