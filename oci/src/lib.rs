@@ -11,6 +11,7 @@ pub mod layer;
 pub mod manifest;
 mod offload;
 pub mod platform;
+mod readahead;
 pub mod reference;
 pub mod registry;
 pub mod scoped;

@@ -144,3 +144,98 @@ fn zstd_layers_are_recognised_by_content() {
     apply_layer(&compressed[..], target.path(), Whiteouts::Delete).unwrap();
     assert_eq!(std::fs::read(target.path().join("z.txt")).unwrap(), b"zstd");
 }
+
+#[test]
+fn a_file_replaces_whatever_stands_in_its_way_and_never_writes_through_a_symlink() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("victim"), "keep").unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    std::os::unix::fs::symlink(outside.path().join("victim"), root.join("a")).unwrap();
+    std::fs::create_dir_all(root.join("b/inner")).unwrap();
+    std::fs::write(root.join("b/inner/f"), "old").unwrap();
+    std::fs::write(root.join("c"), "old contents, longer than the new").unwrap();
+    std::os::unix::fs::symlink(outside.path().join("new"), root.join("d")).unwrap();
+
+    // Large enough to cross several of the read-ahead's pieces and the copy's 1 MiB buffer.
+    let big: Vec<u8> = (0..3_500_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data, mode) in [
+        ("a", &b"new-a"[..], 0o644),
+        ("b", &b"new-b"[..], 0o644),
+        ("c", &b"new-c"[..], 0o4755),
+        ("d", &b"new-d"[..], 0o644),
+        ("big", &big[..], 0o600),
+    ] {
+        if name == "c" {
+            b.append_pax_extensions([("SCHILY.xattr.user.kiln", &b"v"[..])])
+                .unwrap();
+        }
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(F);
+        h.set_mode(mode);
+        h.set_uid(1000);
+        h.set_gid(1001);
+        h.set_mtime(1_234_567);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    let layer = gz(&b.into_inner().unwrap());
+    apply_layer(&layer[..], root, Whiteouts::Delete).unwrap();
+
+    assert_eq!(
+        std::fs::read_to_string(outside.path().join("victim")).unwrap(),
+        "keep"
+    );
+    assert!(
+        !outside.path().join("new").exists(),
+        "nothing made through a dangling symlink"
+    );
+    for (name, want) in [
+        ("a", "new-a"),
+        ("b", "new-b"),
+        ("c", "new-c"),
+        ("d", "new-d"),
+    ] {
+        let m = std::fs::symlink_metadata(root.join(name)).unwrap();
+        assert!(m.is_file(), "{name} is a regular file now");
+        assert_eq!(std::fs::read_to_string(root.join(name)).unwrap(), want);
+        assert_eq!(
+            (m.uid(), m.gid(), m.mtime()),
+            (1000, 1001, 1_234_567),
+            "{name}"
+        );
+    }
+    // The set-user-ID bit survives the change of owner (which clears it), so the mode is set after it.
+    let c = std::fs::metadata(root.join("c")).unwrap();
+    assert_eq!(c.mode() & 0o7777, 0o4755);
+    assert_eq!(std::fs::read(root.join("big")).unwrap(), big);
+    // User attributes, where this filesystem keeps them.
+    let probe = root.join("probe");
+    std::fs::write(&probe, "").unwrap();
+    if rustix::fs::setxattr(&probe, "user.probe", b"1", rustix::fs::XattrFlags::empty()).is_ok() {
+        let mut v = [0u8; 4];
+        let n = rustix::fs::getxattr(root.join("c"), "user.kiln", &mut v[..]).unwrap();
+        assert_eq!(&v[..n], b"v");
+    }
+}
+
+#[test]
+fn a_gzip_layer_cut_short_inside_a_large_file_fails_and_names_no_success() {
+    let big: Vec<u8> = (0..4_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(F);
+    h.set_mode(0o644);
+    h.set_size(big.len() as u64);
+    b.append_data(&mut h, "big", &big[..]).unwrap();
+    let layer = gz(&b.into_inner().unwrap());
+    let cut = &layer[..layer.len() * 2 / 3];
+    let t = tempfile::tempdir().unwrap();
+    match apply_layer(cut, t.path(), Whiteouts::Delete) {
+        Err(LayerError::Malformed(_)) => {}
+        other => panic!("a truncated layer must be malformed, got {other:?}"),
+    }
+}

@@ -10,7 +10,7 @@ use super::FileOpError;
 
 /// The file at `path`, decompressed when its first bytes are a gzip, bzip2, xz or zstd magic number (what
 /// Docker's `DecompressStream` recognises; the name never matters).
-fn decompressed(path: &Path) -> std::io::Result<Box<dyn Read>> {
+fn decompressed(path: &Path) -> std::io::Result<Box<dyn Read + Send>> {
     let mut magic = [0u8; 6];
     let mut f = std::fs::File::open(path)?;
     let mut n = 0;
