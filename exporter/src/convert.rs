@@ -20,27 +20,95 @@ fn io_err(store: &Store) -> impl Fn(std::io::Error) -> ExportError + '_ {
     }
 }
 
-/// The compressed blob of the uncompressed layer `src`: made once, then found by its memo.
+/// What a compression leaves in the store besides its memo.
+#[derive(Clone, Copy)]
+pub enum Keep<'a> {
+    /// The compressed blob: exports, and pushes that need it again (several targets, a failed stream's retry).
+    Blob,
+    /// Only its digest and size, when the layer is streamed to a push's one target, whose copy is the one needed:
+    /// writing the blob into the store as well cost the bigctx push (367 MB) 1.6 s of its 3.8 here, most of it
+    /// the store file's page-cache and disk writes. A memo without its blob is taken when the function says the
+    /// target holds that digest (a HEAD); else the layer is made again and streamed (as buildah does every time;
+    /// the same bytes).
+    DigestOnly(&'a dyn Fn(&Digest) -> bool),
+}
+
+/// The memo of `src` compressed with `compression`: a blob's digest and size, and whether the store keeps it.
+struct Memo {
+    digest: Digest,
+    size: u64,
+    kept: bool,
+}
+
+impl Memo {
+    fn path(store: &Store, src: &Digest, compression: Compression) -> std::path::PathBuf {
+        store.root().join("layers").join(format!(
+            "conv-{}.json",
+            Digest::sha256_of(format!("{src}|{}", compression.tag()).as_bytes()).hex()
+        ))
+    }
+
+    fn read(path: &std::path::Path) -> Option<Memo> {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        Some(Memo {
+            digest: v["digest"].as_str()?.parse().ok()?,
+            size: v["size"].as_u64()?,
+            // Memos written before digest-only ones existed say nothing: their blob was kept.
+            kept: v["kept"].as_bool().unwrap_or(true),
+        })
+    }
+
+    /// Written after the blob (when kept) is committed; a lost memo only costs a compression.
+    fn write(&self, path: &std::path::Path) {
+        let mut v = serde_json::json!({"digest": self.digest.to_string(), "size": self.size});
+        if !self.kept {
+            v["kept"] = serde_json::Value::Bool(false);
+        }
+        let _ = std::fs::write(path, v.to_string());
+    }
+}
+
+/// Where the compressed bytes go besides a streamed upload: the store, or only a hasher for their digest.
+enum Dest {
+    Store(oci::store::BlobWriter),
+    Digest(oci::HashingWriter<std::io::Sink>),
+}
+
+impl Write for Dest {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Dest::Store(w) => w.write(buf),
+            Dest::Digest(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Dest::Store(w) => w.flush(),
+            Dest::Digest(w) => w.flush(),
+        }
+    }
+}
+
+/// The compressed blob of the uncompressed layer `src`: made once, then found by its memo. With
+/// [`Keep::DigestOnly`] and a streamed upload from `tee`, the blob goes to the upload alone and only its digest
+/// and size are remembered; a memo is then enough without the blob.
 pub(crate) fn compressed(
     store: &Store,
     src: &Digest,
     compression: Compression,
     tee: &mut dyn FnMut() -> Option<ChunkWriter>,
+    keep: Keep,
 ) -> Result<(Digest, u64), ExportError> {
-    let memo_dir = store.root().join("layers");
-    std::fs::create_dir_all(&memo_dir).map_err(io_err(store))?;
-    let memo = memo_dir.join(format!(
-        "conv-{}.json",
-        Digest::sha256_of(format!("{src}|{}", compression.tag()).as_bytes()).hex()
-    ));
-    if let Ok(bytes) = std::fs::read(&memo) {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-            let d = v["digest"].as_str().and_then(|d| d.parse::<Digest>().ok());
-            if let (Some(d), Some(size)) = (d, v["size"].as_u64()) {
-                if store.has(&d) {
-                    return Ok((d, size));
-                }
-            }
+    if compression == Compression::None {
+        return Ok((src.clone(), store.blob_size(src)?));
+    }
+    let memo = Memo::path(store, src, compression);
+    std::fs::create_dir_all(memo.parent().unwrap_or(store.root())).map_err(io_err(store))?;
+    if let Some(m) = Memo::read(&memo) {
+        let held = |d: &Digest| matches!(keep, Keep::DigestOnly(at_target) if at_target(d));
+        if store.has(&m.digest) || held(&m.digest) {
+            return Ok((m.digest, m.size));
         }
     }
     // A lazy layer (a built image's, see `oci::store`) is rendered straight into the compressor: its
@@ -61,9 +129,14 @@ pub(crate) fn compressed(
         }
     };
     // The blob writer hashes and writes on a thread of its own, beside the render and the compressor.
+    let extra = tee();
+    let dest = match (keep, &extra) {
+        (Keep::DigestOnly(_), Some(_)) => Dest::Digest(oci::HashingWriter::new(std::io::sink())),
+        _ => Dest::Store(store.writer()?),
+    };
     let counted = Tee {
-        main: Offloaded::new(store.writer()?),
-        extra: tee(),
+        main: Offloaded::new(dest),
+        extra,
     };
     let counted = match compression {
         Compression::Gzip(level) => {
@@ -83,15 +156,31 @@ pub(crate) fn compressed(
     // The upload is finished as soon as the last byte is made, with the digest the store writer hashed (it need
     // not hash the same bytes again), while the blob is synced into the store.
     let Tee { main, extra } = counted;
-    let writer = main.finish().map_err(io_err(store))?;
+    let (writer, digest, size) = match main.finish().map_err(io_err(store))? {
+        Dest::Store(w) => {
+            let d = w.digest();
+            (Some(w), d, 0)
+        }
+        Dest::Digest(h) => {
+            let (_, d, n) = h.finish();
+            (None, d, n)
+        }
+    };
     if let Some(upload) = extra {
-        // A stopped upload is not an error: the push sends the blob from the store.
-        let _ = upload.finish(writer.digest());
+        // A stopped upload is not an error: the push sends the blob from the store, or (when the store was not
+        // given it) makes it again.
+        let _ = upload.finish(digest.clone());
     }
-    let (stored, size) = writer.commit(None)?;
-    let record = serde_json::json!({"digest": stored.to_string(), "size": size});
-    let _ = std::fs::write(&memo, record.to_string());
-    Ok((stored, size))
+    let memo_of = |digest: Digest, size: u64, kept: bool| Memo { digest, size, kept };
+    let made = match writer {
+        Some(w) => {
+            let (stored, size) = w.commit(None)?;
+            memo_of(stored, size, true)
+        }
+        None => memo_of(digest, size, false),
+    };
+    made.write(&memo);
+    Ok((made.digest, made.size))
 }
 
 /// Writes to the store and, while it accepts, to a second writer (a streamed upload); the second one failing
@@ -135,22 +224,26 @@ pub fn compressed_manifest(
     manifest: &Digest,
     compression: Compression,
 ) -> Result<Digest, ExportError> {
-    compressed_manifest_teeing(store, manifest, compression, &mut || None)
+    compressed_manifest_teeing(store, manifest, compression, &mut || None, Keep::Blob)
 }
 
 /// As [`compressed_manifest`], and every layer compressed now (not found in the memo) is also written, as it is
-/// made, to the writer `tee` returns for it — how a push sends a layer while compressing it.
+/// made, to the writer `tee` returns for it — how a push sends a layer while compressing it. With
+/// [`Keep::DigestOnly`] such a layer is not stored: the manifest may then name blobs the store lacks, each either
+/// streamed to the target or held there already.
 pub fn compressed_manifest_teeing(
     store: &Store,
     manifest: &Digest,
     compression: Compression,
     tee: &mut dyn FnMut() -> Option<ChunkWriter>,
+    keep: Keep,
 ) -> Result<Digest, ExportError> {
     if let oci::store::Stored::Index(mut index) = store.manifest_kind(manifest)? {
         // A multi-platform image: each platform's manifest converted, then an index of the converted ones.
         let mut changed = false;
         for entry in &mut index.manifests {
-            let converted = compressed_manifest_teeing(store, &entry.digest, compression, tee)?;
+            let converted =
+                compressed_manifest_teeing(store, &entry.digest, compression, tee, keep)?;
             if converted != entry.digest {
                 entry.size = store.blob_size(&converted)?;
                 entry.digest = converted;
@@ -178,7 +271,7 @@ pub fn compressed_manifest_teeing(
         if LayerCompression::of_media_type(&l.media_type) != Some(LayerCompression::None) {
             continue;
         }
-        let (d, size) = compressed(store, &l.digest, compression, tee)?;
+        let (d, size) = compressed(store, &l.digest, compression, tee, keep)?;
         l.digest = d;
         l.size = size;
         l.media_type = target.media_type(oci).to_string();
@@ -205,10 +298,8 @@ mod tests {
         Descriptor, MEDIA_CONFIG, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_MANIFEST,
     };
 
-    #[test]
-    fn uncompressed_layers_are_compressed_once_and_the_result_is_stable() {
-        let root = tempfile::tempdir().unwrap();
-        let store = Store::open(root.path()).unwrap();
+    /// A store holding an image of one uncompressed 3 MB layer: the layer's bytes and the manifest's digest.
+    fn one_layer_image(store: &Store) -> (Vec<u8>, Digest) {
         let layer: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         let ld = store.put_bytes(&layer).unwrap();
         let cd = store.put_bytes(b"{}").unwrap();
@@ -216,14 +307,70 @@ mod tests {
             schema_version: 2,
             media_type: Some(MEDIA_MANIFEST.into()),
             config: Descriptor::new(MEDIA_CONFIG, cd, 2),
-            layers: vec![Descriptor::new(
-                MEDIA_LAYER_TAR,
-                ld.clone(),
-                layer.len() as u64,
-            )],
+            layers: vec![Descriptor::new(MEDIA_LAYER_TAR, ld, layer.len() as u64)],
             annotations: Default::default(),
         };
         let md = store.put_bytes(&serde_json::to_vec(&m).unwrap()).unwrap();
+        (layer, md)
+    }
+
+    #[test]
+    fn a_layer_streamed_to_one_target_leaves_its_memo_only_and_is_made_again_the_same() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let (layer, md) = one_layer_image(&store);
+        // An upload whose receiving end is gone at once: the stream stops, as a failed upload's would.
+        let (w, chunks) = ChunkWriter::channel();
+        drop(chunks);
+        let mut w = Some(w);
+        let nowhere = |_: &Digest| false;
+        let a = compressed_manifest_teeing(
+            &store,
+            &md,
+            Compression::Gzip(6),
+            &mut || w.take(),
+            Keep::DigestOnly(&nowhere),
+        )
+        .unwrap();
+        let pushed: Manifest = store.read_json(&a).unwrap();
+        let ld = pushed.layers[0].digest.clone();
+        assert!(
+            !store.has(&ld),
+            "the store does not keep a layer made for a stream"
+        );
+
+        // The memo alone serves when the target holds the layer: nothing is compressed or streamed.
+        let held = |d: &Digest| *d == ld;
+        let mut streams = 0;
+        let b = compressed_manifest_teeing(
+            &store,
+            &md,
+            Compression::Gzip(6),
+            &mut || {
+                streams += 1;
+                None
+            },
+            Keep::DigestOnly(&held),
+        )
+        .unwrap();
+        assert_eq!((b.clone(), streams), (a.clone(), 0));
+
+        // Needed here (an export, or a target that lacks it): made again into the store, the same blob.
+        let c = compressed_manifest(&store, &md, Compression::Gzip(6)).unwrap();
+        assert_eq!(c, a);
+        assert!(store.has(&ld));
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(store.open_blob(&ld).unwrap())
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, layer);
+    }
+
+    #[test]
+    fn uncompressed_layers_are_compressed_once_and_the_result_is_stable() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let (layer, md) = one_layer_image(&store);
         let a = compressed_manifest(&store, &md, Compression::Gzip(6)).unwrap();
         assert_ne!(a, md);
         let pushed: Manifest = store.read_json(&a).unwrap();

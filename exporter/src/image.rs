@@ -239,17 +239,21 @@ fn base_layers(
         if !store.has(&desc.digest) {
             return Ok(None);
         }
-        let descriptor = if has == wanted
-            || (has != LayerCompression::None && !options.force_compression)
-        {
-            Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size)
-        } else if has == LayerCompression::None {
-            let (digest, size) =
-                crate::convert::compressed(store, &desc.digest, options.compression, &mut || None)?;
-            Descriptor::new(wanted.media_type(true), digest, size)
-        } else {
-            return Ok(None);
-        };
+        let descriptor =
+            if has == wanted || (has != LayerCompression::None && !options.force_compression) {
+                Descriptor::new(&desc.media_type, desc.digest.clone(), desc.size)
+            } else if has == LayerCompression::None {
+                let (digest, size) = crate::convert::compressed(
+                    store,
+                    &desc.digest,
+                    options.compression,
+                    &mut || None,
+                    crate::convert::Keep::Blob,
+                )?;
+                Descriptor::new(wanted.media_type(true), digest, size)
+            } else {
+                return Ok(None);
+            };
         out.push(LayerBlob {
             diff_id: diff_id.clone(),
             descriptor,

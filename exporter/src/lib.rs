@@ -10,7 +10,7 @@ pub mod index;
 pub mod layout;
 pub mod pgzip;
 
-pub use convert::{compressed_manifest, compressed_manifest_teeing};
+pub use convert::{compressed_manifest, compressed_manifest_teeing, Keep};
 pub use image::{
     dir_blob, export_image, export_image_into, layer_blob, Compression, ExportError, ExportOptions,
     ExportedImage, LayerSource,

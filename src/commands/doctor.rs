@@ -89,11 +89,13 @@ fn entries(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// The `digest` a memo file (`store/layers/*.json`) names, if it parses.
-fn memo_digest(path: &Path) -> Option<Digest> {
+/// The `digest` a memo file (`store/layers/*.json`) names, if it parses, and whether it says the store keeps that
+/// blob (a push's memo of a layer it only streamed says not: `exporter::Keep`).
+fn memo_digest(path: &Path) -> Option<(Digest, bool)> {
     let bytes = std::fs::read(path).ok()?;
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("digest")?.as_str()?.parse().ok()
+    let kept = v.get("kept").and_then(|k| k.as_bool()).unwrap_or(true);
+    Some((v.get("digest")?.as_str()?.parse().ok()?, kept))
 }
 
 /// Everything wrong with the root, in the order `--repair` must fix it (mounts before the directories under them,
@@ -233,7 +235,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
         }
     }
     for p in entries(&root.join("store/layers")) {
-        if !memo_digest(&p).is_some_and(|d| blobs.contains(&d)) {
+        if !memo_digest(&p).is_some_and(|(d, kept)| !kept || blobs.contains(&d)) {
             out.push(Finding::leftover(
                 format!("layer memo {} names no blob of the store", p.display()),
                 Fix::Remove(p),

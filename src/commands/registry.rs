@@ -115,7 +115,9 @@ pub fn push(args: &PushArgs) -> Result<(), Failure> {
 
 /// Pushes the store image `manifest` to each of `targets` with its layers compressed by `compression`. A layer
 /// compressed now (not found in the compression memo) is streamed to the first target as it is made, so
-/// compression and upload overlap; the push proper then finds it there.
+/// compression and upload overlap; the push proper then finds it there. With one target the store keeps only the
+/// memo of such a layer, not its compressed bytes (`exporter::Keep::DigestOnly`); a layer known only by its memo
+/// is checked at the target, and made again into the store when the target lacks it.
 pub fn push_image(
     c: &Client,
     store: &Store,
@@ -129,6 +131,18 @@ pub fn push_image(
     // What needs no compressing — configs, and layers already compressed (a base image's) — goes up to the first
     // target beside the conversion rather than after it.
     let ready = ready_blobs(store, manifest, compression)?;
+    // Layers remembered by digest only that the target holds or mounts (asked once each, an error taken as "no":
+    // the layer is made again), counted as what they were below.
+    let held = std::sync::Mutex::new(Vec::<(oci::Digest, bool)>::new());
+    let at_target = |d: &oci::Digest| match oci::registry::held_at(c, store, first, d) {
+        Ok(Some(mounted)) => {
+            held.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((d.clone(), mounted));
+            true
+        }
+        _ => false,
+    };
     let (converted, streamed, early) = std::thread::scope(|s| {
         let early = s.spawn(|| oci::registry::push_blobs(c, store, &ready, first));
         let mut uploads = Vec::new();
@@ -137,8 +151,13 @@ pub fn push_image(
             uploads.push(s.spawn(move || oci::registry::upload_stream(c, first, chunks)));
             Some(w)
         };
+        let keep = if targets.len() == 1 {
+            exporter::Keep::DigestOnly(&at_target)
+        } else {
+            exporter::Keep::Blob
+        };
         let converted =
-            exporter::compressed_manifest_teeing(store, manifest, compression, &mut tee);
+            exporter::compressed_manifest_teeing(store, manifest, compression, &mut tee, keep);
         // A failed stream is not an error: the push below uploads that blob from the store.
         let streamed: Vec<oci::Digest> = uploads
             .into_iter()
@@ -153,9 +172,22 @@ pub fn push_image(
         });
         (converted, streamed, early)
     });
-    let converted = converted.map_err(|e| fail(&e))?;
-    let early = early.map_err(|e| fail(&e))?;
-    let ready: Vec<oci::Digest> = ready.into_iter().map(|d| d.digest).collect();
+    let mut converted = converted.map_err(|e| fail(&e))?;
+    let mut early = early.map_err(|e| fail(&e))?;
+    let mut ready: Vec<oci::Digest> = ready.into_iter().map(|d| d.digest).collect();
+    for (d, mounted) in held.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        early.mounted += usize::from(mounted);
+        ready.push(d);
+    }
+    // A layer neither stored, streamed nor held by the target is one whose stream stopped: made again, into the
+    // store this time, for the push below to upload.
+    let absent = layers_of(store, &converted)?.into_iter().any(|l| {
+        !store.has(&l.digest) && !streamed.contains(&l.digest) && !ready.contains(&l.digest)
+    });
+    if absent {
+        converted =
+            exporter::compressed_manifest(store, manifest, compression).map_err(|e| fail(&e))?;
+    }
     for t in targets {
         let (streamed_here, early_here) = if t == first {
             (&streamed[..], (&ready[..], early.clone()))

@@ -112,6 +112,40 @@ fn push_and_pull_round_trip_with_skopeo_checking_and_a_second_push_uploading_not
         other.stderr
     );
 
+    // The layers the first push compressed went to the registry only: the store keeps their memo, not a second
+    // copy, and `kiln doctor` finds nothing wrong with that.
+    let pushed_layers: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let app_layer = pushed_layers.last().unwrap();
+    let stored = |d: &str| {
+        root.path()
+            .join("store/blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+            .exists()
+    };
+    assert!(
+        !stored(app_layer),
+        "a streamed layer is not kept in the store"
+    );
+    let doctor = root.kiln(KILN, &["doctor"]);
+    assert_eq!(doctor.code, 0, "doctor: {}{}", doctor.stdout, doctor.stderr);
+    // A registry that lacks it: the memo is not enough, so the layer is made again and sent — the same bytes.
+    let fresh = Registry::start(Auth::Anonymous);
+    let elsewhere = format!("{}/team/app:1", fresh.host);
+    let r = root.kiln(KILN, &["push", "app:1", &elsewhere]);
+    assert_eq!(r.code, 0, "push to a second registry: {}", r.stderr);
+    assert!(r.stderr.contains("3 blobs uploaded"), "{}", r.stderr);
+    let m2 = skopeo_inspect(&format!("docker://{elsewhere}"), &["--tls-verify=false"]);
+    assert_eq!(
+        m2["layers"], m["layers"],
+        "the layer made again is the same blob"
+    );
+    assert!(fresh.manifests_with_missing_blobs().is_empty());
+
     // A second machine: FROM pulls the pushed image by itself and a RUN sees its files.
     let b = Root::empty();
     let ctx = Context::new().file(

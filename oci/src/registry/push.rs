@@ -232,32 +232,26 @@ fn finish_upload_with(
     Ok(())
 }
 
-fn upload_blob(
+/// Where a blob stands in a push's target before any upload.
+enum Standing {
+    /// The repository holds it.
+    There,
+    /// Mounted just now from another repository of the same registry.
+    Mounted,
+    /// Neither; with the upload session a mount request opened instead, when one did.
+    Absent(Option<String>),
+}
+
+fn standing(
     client: &Client,
     store: &Store,
     host: &str,
     target: &Reference,
-    d: &Descriptor,
-    tally: &std::sync::Mutex<Tally>,
-) -> Result<(), RegistryError> {
-    if !store.has(&d.digest) {
-        return Err(RegistryError::MissingLocal {
-            reference: target.to_string(),
-            digest: d.digest.clone(),
-        });
-    }
-    let count = |f: &dyn Fn(&mut Tally)| {
-        if let Ok(mut t) = tally.lock() {
-            f(&mut t)
-        }
-    };
-    if tally.lock().is_ok_and(|t| t.known.contains(&d.digest)) {
-        count(&|t| t.existing += 1);
-        return Ok(());
-    }
+    digest: &Digest,
+) -> Result<Standing, RegistryError> {
     let repo = &target.repository;
     let scopes = push_scopes(target, None);
-    let blob_url = client.url(host, &format!("/v2/{repo}/blobs/{}", d.digest))?;
+    let blob_url = client.url(host, &format!("/v2/{repo}/blobs/{digest}"))?;
     let head = client.send(&Req {
         method: Method::HEAD,
         url: blob_url.clone(),
@@ -267,17 +261,15 @@ fn upload_blob(
         body: None,
     })?;
     if head.status().is_success() {
-        count(&|t| t.existing += 1);
-        return Ok(());
+        return Ok(Standing::There);
     }
     // Cross-repository mount: asked once per known source; 201 means done, 202 means an upload began instead.
-    let sources = super::sources::repositories(store, &d.digest, &target.registry, repo);
-    let mut location = None;
+    let sources = super::sources::repositories(store, digest, &target.registry, repo);
     for from in sources.iter().take(3) {
         let scopes = push_scopes(target, Some(from));
         let url = client.url(
             host,
-            &format!("/v2/{repo}/blobs/uploads/?mount={}&from={from}", d.digest),
+            &format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"),
         )?;
         let resp = client.send(&Req {
             method: Method::POST,
@@ -288,18 +280,92 @@ fn upload_blob(
             body: None,
         })?;
         match resp.status() {
-            StatusCode::CREATED => {
-                count(&|t| t.mounted += 1);
-                return Ok(());
-            }
+            StatusCode::CREATED => return Ok(Standing::Mounted),
             StatusCode::ACCEPTED => {
-                location = Some(resolve_location(&url, &resp)?);
-                break;
+                return Ok(Standing::Absent(Some(resolve_location(&url, &resp)?)))
             }
             _ => {}
         }
     }
-    let mut location = match location {
+    Ok(Standing::Absent(None))
+}
+
+/// Whether `target`'s repository holds the blob `digest`, mounting it from another repository of the same
+/// registry where kiln knows one: how a push confirms a layer it remembers only by its digest (see
+/// `exporter::Keep`) before naming it in a manifest. `Some(mounted)` when it is there; an upload session a mount
+/// request opened is cancelled.
+pub fn held_at(
+    client: &Client,
+    store: &Store,
+    target: &Reference,
+    digest: &Digest,
+) -> Result<Option<bool>, RegistryError> {
+    let host = target.endpoint_host().to_string();
+    match standing(client, store, &host, target, digest)? {
+        Standing::There => Ok(Some(false)),
+        Standing::Mounted => {
+            super::sources::record(
+                store,
+                &target.registry,
+                &target.repository,
+                &[Descriptor::new("", digest.clone(), 0)],
+            );
+            Ok(Some(true))
+        }
+        Standing::Absent(session) => {
+            if let Some(location) = session {
+                let scopes = push_scopes(target, None);
+                let _ = client.send(&Req {
+                    method: Method::DELETE,
+                    url: location,
+                    host: &host,
+                    scopes: &scopes,
+                    headers: vec![],
+                    body: None,
+                });
+            }
+            Ok(None)
+        }
+    }
+}
+
+fn upload_blob(
+    client: &Client,
+    store: &Store,
+    host: &str,
+    target: &Reference,
+    d: &Descriptor,
+    tally: &std::sync::Mutex<Tally>,
+) -> Result<(), RegistryError> {
+    let count = |f: &dyn Fn(&mut Tally)| {
+        if let Ok(mut t) = tally.lock() {
+            f(&mut t)
+        }
+    };
+    if tally.lock().is_ok_and(|t| t.known.contains(&d.digest)) {
+        count(&|t| t.existing += 1);
+        return Ok(());
+    }
+    let scopes = push_scopes(target, None);
+    let session = match standing(client, store, host, target, &d.digest)? {
+        Standing::There => {
+            count(&|t| t.existing += 1);
+            return Ok(());
+        }
+        Standing::Mounted => {
+            count(&|t| t.mounted += 1);
+            return Ok(());
+        }
+        Standing::Absent(location) => location,
+    };
+    // Only now are the bytes needed: a blob the registry has, or mounts, needs no copy here.
+    if !store.has(&d.digest) {
+        return Err(RegistryError::MissingLocal {
+            reference: target.to_string(),
+            digest: d.digest.clone(),
+        });
+    }
+    let mut location = match session {
         Some(l) => l,
         None => start_upload(client, host, target, &scopes)?,
     };
