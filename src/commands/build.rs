@@ -562,9 +562,6 @@ struct Built {
     image: oci::Image,
 }
 
-/// Lowers the Dockerfile once per target platform and merges the graphs, so a multi-platform build is one solve:
-/// work the platforms share (a `FROM --platform=$BUILDPLATFORM` builder stage) is one vertex and runs once, the
-/// rest runs in parallel. With several platforms each step's name and cache slot carry its platform.
 /// Which project a build is, for its steps' cache slots: the context directory's name and the Dockerfile's path
 /// in it. Two projects sharing a root then never explain a miss of one against a record of the other, while
 /// the same project checked out under the same name elsewhere (another CI runner) keeps its slots.
@@ -586,6 +583,9 @@ fn project_of(args: &crate::cli::RequestArgs) -> String {
     oci::Digest::sha256_of(format!("{name}\0{dockerfile}").as_bytes()).hex()[..12].to_string()
 }
 
+/// Lowers the Dockerfile once per target platform and merges the graphs, so a multi-platform build is one solve:
+/// work the platforms share (a `FROM --platform=$BUILDPLATFORM` builder stage) is one vertex and runs once, the
+/// rest runs in parallel. With several platforms each step's name and cache slot carry its platform.
 fn lower_platforms(
     loaded: &request::Loaded,
     resolver: &StoreResolver,
