@@ -83,17 +83,29 @@ pub fn apply_layer(
     target: &Path,
     whiteouts: Whiteouts,
 ) -> Result<ApplyStats, LayerError> {
+    apply_layer_owned(input, target, whiteouts, None)
+}
+
+/// As [`apply_layer`], every entry given the owner `owner` (uid, gid) instead of its own when one is named:
+/// `ADD --chown` of a local archive, which BuildKit applies to the unpacked entries (its
+/// `testDockerfileAddChownArchive`). Directories the archive only implies keep being made as root's.
+pub fn apply_layer_owned(
+    input: impl Read + Send,
+    target: &Path,
+    whiteouts: Whiteouts,
+    owner: Option<(u32, u32)>,
+) -> Result<ApplyStats, LayerError> {
     let mut buffered = BufReader::with_capacity(256 * 1024, input);
     let head = buffered.fill_buf().map_err(LayerError::Malformed)?;
     if head.starts_with(&[0x1f, 0x8b]) {
         let inflated = flate2::read::MultiGzDecoder::new(buffered);
-        read_ahead(inflated, |r| apply_tar(r, target, whiteouts))
+        read_ahead(inflated, |r| apply_tar(r, target, whiteouts, owner))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         let inflated =
             zstd::stream::read::Decoder::with_buffer(buffered).map_err(LayerError::Malformed)?;
-        read_ahead(inflated, |r| apply_tar(r, target, whiteouts))
+        read_ahead(inflated, |r| apply_tar(r, target, whiteouts, owner))
     } else {
-        apply_tar(buffered, target, whiteouts)
+        apply_tar(buffered, target, whiteouts, owner)
     }
 }
 
@@ -102,6 +114,7 @@ fn apply_tar(
     reader: impl Read,
     target: &Path,
     whiteouts: Whiteouts,
+    over: Option<(u32, u32)>,
 ) -> Result<ApplyStats, LayerError> {
     let mut archive = tar::Archive::new(reader);
     let mut stats = ApplyStats::default();
@@ -209,7 +222,7 @@ fn apply_tar(
                     let _ =
                         rustix::fs::fsetxattr(&f, &name, &value, rustix::fs::XattrFlags::empty());
                 }
-                let (uid, gid) = owner(&header);
+                let (uid, gid) = owner(&header, over);
                 let _ = rustix::fs::fchown(&f, Some(uid), Some(gid));
                 rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(mode))
                     .map_err(|e| write_err(e.into()))?;
@@ -266,7 +279,7 @@ fn apply_tar(
         for (name, value) in xattrs(&mut entry) {
             let _ = rustix::fs::lsetxattr(&dest, &name, &value, rustix::fs::XattrFlags::empty());
         }
-        let (uid, gid) = owner(&header);
+        let (uid, gid) = owner(&header, over);
         let _ = rustix::fs::chownat(
             rustix::fs::CWD,
             &dest,
@@ -323,10 +336,15 @@ fn xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn owner(header: &tar::Header) -> (rustix::fs::Uid, rustix::fs::Gid) {
+/// The entry's owner, or `over` when one is imposed.
+fn owner(header: &tar::Header, over: Option<(u32, u32)>) -> (rustix::fs::Uid, rustix::fs::Gid) {
+    let (uid, gid) = over.unwrap_or((
+        header.uid().unwrap_or(0) as u32,
+        header.gid().unwrap_or(0) as u32,
+    ));
     (
-        rustix::fs::Uid::from_raw(header.uid().unwrap_or(0) as u32),
-        rustix::fs::Gid::from_raw(header.gid().unwrap_or(0) as u32),
+        rustix::fs::Uid::from_raw(uid),
+        rustix::fs::Gid::from_raw(gid),
     )
 }
 

@@ -5,4 +5,4 @@
 mod apply;
 pub mod diff;
 
-pub use apply::{apply_layer, ApplyStats, LayerError, Whiteouts};
+pub use apply::{apply_layer, apply_layer_owned, ApplyStats, LayerError, Whiteouts};

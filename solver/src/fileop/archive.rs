@@ -72,9 +72,16 @@ fn is_tar_header(h: &[u8; 512]) -> bool {
     h[0] != 0 && sum == stored
 }
 
-/// Unpacks the archive `src` into the directory `dest` (made if missing); `add_src` and `add_dest` are the
-/// instruction's own paths, for the error.
-pub fn unpack(src: &Path, dest: &Path, add_src: &str, add_dest: &str) -> Result<(), FileOpError> {
+/// Unpacks the archive `src` into the directory `dest` (made if missing), every entry owned by `owner` when one
+/// is given (`ADD --chown`, as BuildKit does); `add_src` and `add_dest` are the instruction's own paths, for the
+/// error.
+pub fn unpack(
+    src: &Path,
+    dest: &Path,
+    owner: Option<(u32, u32)>,
+    add_src: &str,
+    add_dest: &str,
+) -> Result<(), FileOpError> {
     std::fs::create_dir_all(dest).map_err(|source| FileOpError::Io {
         path: dest.to_path_buf(),
         source,
@@ -83,7 +90,7 @@ pub fn unpack(src: &Path, dest: &Path, add_src: &str, add_dest: &str) -> Result<
         path: src.to_path_buf(),
         source,
     })?;
-    oci::layer::apply_layer(file, dest, oci::layer::Whiteouts::Delete)
+    oci::layer::apply_layer_owned(file, dest, oci::layer::Whiteouts::Delete, owner)
         .map(|_| ())
         .map_err(|e| FileOpError::Conflict {
             src: add_src.to_string(),
@@ -142,7 +149,7 @@ mod tests {
         }
         for packed in ["t.tgz", "t.tar.zst", "t.tar.bz2", "t.txz"] {
             let out = d.path().join(format!("out-{packed}"));
-            unpack(&d.path().join(packed), &out, packed, "/out/").unwrap();
+            unpack(&d.path().join(packed), &out, None, packed, "/out/").unwrap();
             assert_eq!(
                 std::fs::read(out.join("a/b.txt")).unwrap(),
                 b"hi",

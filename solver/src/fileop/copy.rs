@@ -272,7 +272,7 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
                 _ => dest.clone(),
             };
             create_dirs(target, &into, 0o755, true, created_owner)?;
-            super::archive::unpack(abs, &into, &c.src, &c.dest)?;
+            super::archive::unpack(abs, &into, created_owner, &c.src, &c.dest)?;
         } else {
             let file_dest = match &kept {
                 Some(k) => dest.join(k),

@@ -280,3 +280,63 @@ fn mkfile_mkdir_and_rm() {
     };
     assert!(apply(&f.root, &[no_parents], &[]).is_err());
 }
+
+/// A gzip tar in the fixture's context: a directory, a file and a symlink, owned by 1234:2345.
+fn owned_archive(f: &Fixture) {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, data) in [
+        ("pkg/", tar::EntryType::Directory, &b""[..]),
+        ("pkg/bin", tar::EntryType::Regular, &b"#!/bin/sh\n"[..]),
+        ("pkg/link", tar::EntryType::Symlink, &b""[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(if kind.is_dir() { 0o755 } else { 0o4755 });
+        h.set_uid(1234);
+        h.set_gid(2345);
+        h.set_size(data.len() as u64);
+        if kind == tar::EntryType::Symlink {
+            h.set_link_name("bin").unwrap();
+        }
+        b.append_data(&mut h, name, data).unwrap();
+    }
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &b.into_inner().unwrap()).unwrap();
+    std::fs::write(f.ctx.join("pkg.tgz"), gz.finish().unwrap()).unwrap();
+}
+
+#[test]
+fn add_of_an_archive_keeps_its_owners_unless_chown_names_one_for_every_entry() {
+    let owners = |root: &Path| -> Vec<(u32, u32)> {
+        ["pkg", "pkg/bin", "pkg/link"]
+            .iter()
+            .map(|p| {
+                let m = std::fs::symlink_metadata(root.join("out").join(p)).unwrap();
+                (m.uid(), m.gid())
+            })
+            .collect()
+    };
+    let f = fixture();
+    owned_archive(&f);
+    let mut add = copy_action("pkg.tgz", "/out/");
+    add.unpack_archive = true;
+    run(&f, add.clone()).unwrap();
+    assert_eq!(
+        owners(&f.root),
+        vec![(1234, 2345); 3],
+        "the archive's own owners"
+    );
+
+    // `ADD --chown=app` (BuildKit's testDockerfileAddChownArchive): every unpacked entry is app's, and the
+    // set-user-ID bit of the file survives the change of owner.
+    let f = fixture();
+    owned_archive(&f);
+    add.chown = Some(Chown {
+        user: UserRef::Name("app".into()),
+        group: None,
+    });
+    run(&f, add).unwrap();
+    assert_eq!(owners(&f.root), vec![(1000, 1000); 3]);
+    let bin = std::fs::metadata(f.root.join("out/pkg/bin")).unwrap();
+    assert_eq!(bin.mode() & 0o7777, 0o4755);
+}
