@@ -153,31 +153,34 @@ pub(crate) fn compressed(
         }
         Compression::None => return Ok((src.clone(), store.blob_size(src)?)),
     };
-    // The upload is finished as soon as the last byte is made, with the digest the store writer hashed (it need
-    // not hash the same bytes again), while the blob is synced into the store.
+    // The upload is finished as soon as the last byte is made, with the digest hashed beside the compression (it
+    // need not hash the same bytes again), while the blob, when kept, is synced into the store. A stopped upload is
+    // not an error: the push sends the blob from the store, or (when the store was not given it) makes it again.
     let Tee { main, extra } = counted;
-    let (writer, digest, size) = match main.finish().map_err(io_err(store))? {
-        Dest::Store(w) => {
-            let d = w.digest();
-            (Some(w), d, 0)
-        }
-        Dest::Digest(h) => {
-            let (_, d, n) = h.finish();
-            (None, d, n)
+    let finish_upload = |digest: &Digest| {
+        if let Some(upload) = extra {
+            let _ = upload.finish(digest.clone());
         }
     };
-    if let Some(upload) = extra {
-        // A stopped upload is not an error: the push sends the blob from the store, or (when the store was not
-        // given it) makes it again.
-        let _ = upload.finish(digest.clone());
-    }
-    let memo_of = |digest: Digest, size: u64, kept: bool| Memo { digest, size, kept };
-    let made = match writer {
-        Some(w) => {
-            let (stored, size) = w.commit(None)?;
-            memo_of(stored, size, true)
+    let made = match main.finish().map_err(io_err(store))? {
+        Dest::Store(w) => {
+            finish_upload(&w.digest());
+            let (digest, size) = w.commit(None)?;
+            Memo {
+                digest,
+                size,
+                kept: true,
+            }
         }
-        None => memo_of(digest, size, false),
+        Dest::Digest(h) => {
+            let (_, digest, size) = h.finish();
+            finish_upload(&digest);
+            Memo {
+                digest,
+                size,
+                kept: false,
+            }
+        }
     };
     made.write(&memo);
     Ok((made.digest, made.size))

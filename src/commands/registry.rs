@@ -135,10 +135,10 @@ pub fn push_image(
     // the layer is made again), counted as what they were below.
     let held = std::sync::Mutex::new(Vec::<(oci::Digest, bool)>::new());
     let at_target = |d: &oci::Digest| match oci::registry::held_at(c, store, first, d) {
-        Ok(Some(mounted)) => {
+        Ok(Some(how)) => {
             held.lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .push((d.clone(), mounted));
+                .push((d.clone(), how == oci::registry::Held::Mounted));
             true
         }
         _ => false,

@@ -15,7 +15,7 @@ pub use auth::{parse_challenge, Challenge};
 pub use error::RegistryError;
 pub use pull::{fetch_blob_into, fetch_manifest_bytes, pull, resolve, Pulled};
 pub use push::{
-    held_at, push, push_after, push_blobs, upload_stream, BlobsSent, ChunkWriter, Pushed,
+    held_at, push, push_after, push_blobs, upload_stream, BlobsSent, ChunkWriter, Held, Pushed,
     STREAM_CHUNK,
 };
 pub use transport::{Client, ClientOptions};

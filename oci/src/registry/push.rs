@@ -290,28 +290,28 @@ fn standing(
     Ok(Standing::Absent(None))
 }
 
+/// How a push's target came to hold a blob without an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// The repository had it.
+    Already,
+    /// Mounted just now from another repository of the same registry.
+    Mounted,
+}
+
 /// Whether `target`'s repository holds the blob `digest`, mounting it from another repository of the same
 /// registry where kiln knows one: how a push confirms a layer it remembers only by its digest (see
-/// `exporter::Keep`) before naming it in a manifest. `Some(mounted)` when it is there; an upload session a mount
-/// request opened is cancelled.
+/// `exporter::Keep`) before naming it in a manifest. An upload session a mount request opened is cancelled.
 pub fn held_at(
     client: &Client,
     store: &Store,
     target: &Reference,
     digest: &Digest,
-) -> Result<Option<bool>, RegistryError> {
+) -> Result<Option<Held>, RegistryError> {
     let host = target.endpoint_host().to_string();
     match standing(client, store, &host, target, digest)? {
-        Standing::There => Ok(Some(false)),
-        Standing::Mounted => {
-            super::sources::record(
-                store,
-                &target.registry,
-                &target.repository,
-                &[Descriptor::new("", digest.clone(), 0)],
-            );
-            Ok(Some(true))
-        }
+        Standing::There => Ok(Some(Held::Already)),
+        Standing::Mounted => Ok(Some(Held::Mounted)),
         Standing::Absent(session) => {
             if let Some(location) = session {
                 let scopes = push_scopes(target, None);
