@@ -209,6 +209,12 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             }
         }
     }
+    for p in store.stale_lazy_notes() {
+        out.push(Finding::leftover(
+            format!("lazy layer note {} names no lazy layer", p.display()),
+            Fix::Remove(p),
+        ));
+    }
     for p in entries(&store.root().join("lazy")) {
         let name = file_name(&p);
         if name.starts_with(".tmp-") {

@@ -430,6 +430,18 @@ fn prune_removes_the_least_recently_used_first_and_waits_for_a_running_build() {
         "{}",
         du.stdout
     );
+    // A removed image's lazy layers go with their snapshots, the notes of their digests included.
+    build(&root, &newer, &["-t", "gone:1"]);
+    assert_eq!(root.kiln(KILN, &["rmi", "gone:1"]).code, 0);
+    let p = root.kiln(KILN, &["prune", "-af"]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let d = root.kiln(KILN, &["doctor"]);
+    assert!(
+        d.stdout.contains("is consistent"),
+        "{}{}",
+        d.stdout,
+        d.stderr
+    );
 
     // kiln.toml's [gc] max-used-space prunes after a build.
     let config = tempfile::NamedTempFile::new().unwrap();

@@ -72,6 +72,9 @@ fn doctor_reports_damage_and_leftovers_and_repair_makes_the_root_consistent() {
     // Leftovers: what kill -9 in the middle of steps and blob writes leaves.
     std::fs::write(r.join("store/ingest/4242-0"), vec![7u8; 4096]).expect("ingest");
     std::fs::create_dir_all(r.join("snapshots/tmp-deadbeef/diff")).expect("tmp snapshot");
+    // A note of a lazy layer's digest whose recipe is gone (a crash between the two writes).
+    std::fs::create_dir_all(r.join("store/lazy/dirs")).expect("notes dir");
+    std::fs::write(r.join("store/lazy/dirs/abcdef"), &layer).expect("stray note");
     let mnt = r.join("work/step-1/rootfs");
     std::fs::create_dir_all(&mnt).expect("work dir");
     let m = run(
@@ -120,6 +123,7 @@ fn doctor_reports_damage_and_leftovers_and_repair_makes_the_root_consistent() {
     line_with(&["damaged", "its parent", &two]);
     line_with(&["leftover", "ingest file", "4242-0"]);
     line_with(&["leftover", "tmp-deadbeef"]);
+    line_with(&["leftover", "lazy layer note", "abcdef"]);
     line_with(&["leftover", "mount", "work/step-1/rootfs"]);
     line_with(&["leftover", "secrets directory", "kiln-1-0"]);
     if have_v1_pids {
@@ -150,6 +154,10 @@ fn doctor_reports_damage_and_leftovers_and_repair_makes_the_root_consistent() {
         "no secret stays on disk"
     );
     assert!(!cgroup.exists());
+    assert!(
+        !r.join("store/lazy/dirs/abcdef").exists(),
+        "the stray note went"
+    );
     let _ = std::fs::remove_dir(&foreign);
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(mnt.to_str().expect("utf-8")), "{mounts}");

@@ -97,9 +97,38 @@ impl Store {
         (r.dir == rel && r.source_date_epoch == opts.source_date_epoch).then_some(d)
     }
 
+    /// The recipe of `d`, whether or not its directory is still there.
+    fn read_recipe(&self, d: &Digest) -> Option<Recipe> {
+        serde_json::from_slice(&std::fs::read(self.recipe_path(d)).ok()?).ok()
+    }
+
     fn recipe(&self, d: &Digest) -> Option<Recipe> {
-        let r: Recipe = serde_json::from_slice(&std::fs::read(self.recipe_path(d)).ok()?).ok()?;
+        let r = self.read_recipe(d)?;
         self.dir_of(&r).is_dir().then_some(r)
+    }
+
+    /// Notes under `lazy/dirs/` that no recorded lazy layer stands behind (its recipe is gone, or names another
+    /// directory): what a crash between the two writes leaves, and what `remove_lazy` left behind before it read
+    /// recipes whose snapshot was already gone. Harmless, since a lookup checks the recipe; `kiln doctor` lists
+    /// them for removal.
+    pub fn stale_lazy_notes(&self) -> Vec<PathBuf> {
+        let dir = self.root.join("lazy/dirs");
+        let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|note| {
+                let backed = std::fs::read_to_string(note)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<Digest>().ok())
+                    .and_then(|d| self.read_recipe(&d))
+                    .is_some_and(|r| self.dir_note_path(&r.dir, r.source_date_epoch) == *note);
+                !backed
+            })
+            .collect();
+        out.sort();
+        out
     }
 
     /// Records that blob `d` (`size` bytes) is the layer tar of snapshot directory `dir` under `opts`, without
@@ -240,7 +269,8 @@ impl Store {
 
     /// Forgets lazy blob `d` (its image is gone, or its bytes were written).
     pub fn remove_lazy(&self, d: &Digest) -> Result<(), StoreError> {
-        if let Some(r) = self.recipe(d) {
+        // The note goes too, whether or not the snapshot is still there (prune removes snapshots first).
+        if let Some(r) = self.read_recipe(d) {
             let _ = std::fs::remove_file(self.dir_note_path(&r.dir, r.source_date_epoch));
         }
         let p = self.recipe_path(d);
@@ -379,6 +409,41 @@ mod tests {
             .materialize_under(&root.path().join("snapshots/def"), &|_| false)
             .unwrap();
         assert!(!store.has(&d2));
+        assert_eq!(store.stale_lazy_notes(), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn a_lazy_layer_forgotten_after_its_snapshot_went_takes_its_note_and_stray_notes_are_listed() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(&root.path().join("store")).unwrap();
+        let opts = DiffOptions {
+            source_date_epoch: None,
+        };
+        let snap = root.path().join("snapshots/abc/diff");
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("f"), "x").unwrap();
+        let (d, size, _) = digest_of_diff(&snap, opts).unwrap();
+        store.keep_lazy(&d, size, &snap, opts).unwrap();
+        let notes = || {
+            std::fs::read_dir(root.path().join("store/lazy/dirs"))
+                .map(|r| r.count())
+                .unwrap_or(0)
+        };
+        assert_eq!((notes(), store.stale_lazy_notes().len()), (1, 0));
+        // `kiln prune` removes the snapshot first, then forgets the layer: the note must go with it.
+        std::fs::remove_dir_all(root.path().join("snapshots/abc")).unwrap();
+        store.remove_lazy(&d).unwrap();
+        assert_eq!(notes(), 0);
+
+        // A note whose recipe is gone (a crash between the two writes) is stale; so is one under the wrong name.
+        let stray = root.path().join("store/lazy/dirs/0123");
+        std::fs::write(&stray, d.to_string()).unwrap();
+        std::fs::create_dir_all(&snap).unwrap();
+        std::fs::write(snap.join("f"), "x").unwrap();
+        store.keep_lazy(&d, size, &snap, opts).unwrap();
+        assert_eq!(store.stale_lazy_notes(), vec![stray.clone()]);
+        std::fs::remove_file(store.recipe_path(&d)).unwrap();
+        assert_eq!(store.stale_lazy_notes().len(), 2);
     }
 
     #[test]
