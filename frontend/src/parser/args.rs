@@ -204,7 +204,8 @@ fn whitespace_list(rest: &str) -> Vec<String> {
 }
 
 /// `Some(Ok(list))` for a JSON array of strings, `Some(Err)` for a JSON array with a non-string element, `None`
-/// when the text is not JSON (it is then shell form). Like Go's decoder, text after the array is ignored.
+/// when the text is not JSON (it is then shell form). Text after the array makes it shell form too, as in
+/// BuildKit (`testInvalidJSONCommands`: `ENTRYPOINT []random string` is `/bin/sh -c "[]random string"`).
 fn parse_json(rest: &str) -> Option<Result<Vec<String>, ArgError>> {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
@@ -212,6 +213,9 @@ fn parse_json(rest: &str) -> Option<Result<Vec<String>, ArgError>> {
     }
     let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<serde_json::Value>();
     let value = stream.next()?.ok()?;
+    if !rest[stream.byte_offset()..].trim().is_empty() {
+        return None;
+    }
     let items = value.as_array()?;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -377,6 +381,23 @@ mod tests {
         assert!(maybe_json("[]").unwrap().args.is_empty());
         assert_eq!(maybe_json("['a']").unwrap().args, ["['a']"]);
         assert_eq!(maybe_json("[\"a\"").unwrap().args, ["[\"a\""]);
+        // Anything after the array makes the whole text shell form (BuildKit's testInvalidJSONCommands).
+        let trailing = maybe_json("[\"echo\", \"hello\"]this is invalid").unwrap();
+        assert_eq!(
+            (trailing.args, trailing.json),
+            (
+                vec!["[\"echo\", \"hello\"]this is invalid".to_string()],
+                false
+            )
+        );
+        assert_eq!(
+            maybe_json("[]random string").unwrap().args,
+            ["[]random string"]
+        );
+        assert!(
+            maybe_json("[\"a\"]  ").unwrap().json,
+            "trailing blanks are not text"
+        );
         for bad in ["[1]", "[{}]", "[[\"a\"]]", "[true]", "[null]"] {
             assert!(maybe_json(bad).is_err(), "{bad}");
         }
