@@ -100,9 +100,37 @@ fn predefined_platform_args_and_proxy_args() {
     let l = lower_with(src, &opts, &NoResolver);
     let e = &execs(&l)[0];
     assert_eq!(env_of(e, "TARGETARCH").as_deref(), Some("arm64"));
+    // Proxies reach the process under both names (BuildKit's testBuiltinArgs reads $HTTP_PROXY after
+    // `--build-arg http_proxy=…`), but apart from the environment that names the step.
+    assert_eq!(env_of(e, "HTTP_PROXY"), None);
     assert_eq!(
-        env_of(e, "HTTP_PROXY").as_deref(),
-        Some("http://proxy:3128")
+        e.proxy_env,
+        [
+            "HTTP_PROXY=http://proxy:3128",
+            "http_proxy=http://proxy:3128"
+        ]
+    );
+    // …so another proxy is the same step: same vertex digests, same cache keys.
+    let other = BuildOpts {
+        build_args: BTreeMap::from([(
+            "http_proxy".to_string(),
+            "http://elsewhere:8080".to_string(),
+        )]),
+        ..opts.clone()
+    };
+    let l2 = lower_with(src, &other, &NoResolver);
+    let root_digest = |l: &Lowered| l.definition.digest(l.target.root.expect("a root")).clone();
+    assert_eq!(
+        root_digest(&l2),
+        root_digest(&l),
+        "a changed proxy changes no digest"
+    );
+    assert_eq!(
+        execs(&l2)[0].proxy_env,
+        [
+            "HTTP_PROXY=http://elsewhere:8080",
+            "http_proxy=http://elsewhere:8080"
+        ]
     );
     let run_history = l
         .target
@@ -405,4 +433,32 @@ fn errors_point_at_the_instruction() {
         assert_eq!(e.span.map(|s| s.start_line), Some(line), "{src}: {e}");
         assert!(e.message.contains(needle), "{src}: {}", e.message);
     }
+}
+
+#[test]
+fn mount_values_are_expanded_before_they_are_read_but_from_is_named_as_written() {
+    // BuildKit's testMountArg: the type itself may come from an ARG.
+    let l = lower_str(
+        "FROM busybox\nARG MNT_TYPE=cache\nARG MNT_TARGET=/cache\nRUN --mount=type=$MNT_TYPE,target=$MNT_TARGET,uid=${UID:-7} true\n",
+    );
+    let e = &execs(&l)[0];
+    let cache = e
+        .mounts
+        .iter()
+        .find(|m| matches!(m.kind, MountKind::Cache { .. }))
+        .expect("a cache mount from type=$MNT_TYPE");
+    assert_eq!(cache.target, "/cache");
+    // testMountFromError: `from` is refused when it names a variable.
+    let df = frontend::parser::parse(
+        "FROM busybox\nARG S=x\nRUN --mount=from=$S,type=cache,target=/t ls\n",
+    )
+    .expect("parses");
+    let err = match lower(&df, &BuildOpts::default(), &NoResolver) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("from=$S is refused"),
+    };
+    assert!(
+        err.contains("'from' doesn't support variable expansion"),
+        "{err}"
+    );
 }

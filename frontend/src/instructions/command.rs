@@ -427,7 +427,7 @@ impl Instruction {
             "run" => {
                 let f = flags(node, &[("mount", FlagKind::List), ("network", FlagKind::String), ("security", FlagKind::String)])?;
                 for m in f.list("mount") {
-                    parse_mount(&m).map_err(|e| err(node, format!("RUN --mount={m}: {e}")))?;
+                    check_mount(&m).map_err(|e| err(node, format!("RUN --mount={m}: {e}")))?;
                 }
                 if let Some(n) = f.string("network") {
                     if !matches!(n, "default" | "none" | "host") {
@@ -609,7 +609,27 @@ impl Instruction {
     }
 }
 
-/// Parses a `--mount` value for an already-expanded string (used at lowering).
-pub fn mount_spec(node: &Node, value: &str) -> Result<MountSpec, FrontendError> {
-    parse_mount(value).map_err(|e| err(node, format!("RUN --mount={value}: {e}")))
+/// Checks a `--mount` value as written. One with variables is parsed once they are expanded (at lowering:
+/// `type=$MNT_TYPE` is BuildKit's testMountArg), but its `from` may not use them, as in BuildKit (its
+/// testMountFromError): a stage to mount from is named as written.
+fn check_mount(value: &str) -> Result<(), String> {
+    if !value.contains('$') {
+        return parse_mount(value).map(|_| ());
+    }
+    // Expanded to itself here: only `from`'s refusal can be told before lowering.
+    let fields: Result<_, std::convert::Infallible> =
+        crate::instructions::mounts::expanded_mount_fields(value, |v| Ok(v.to_string()));
+    fields.unwrap_or_else(|never| match never {}).map(|_| ())
+}
+
+/// Parses a `--mount` value at lowering, each field's value expanded by `expand` (see
+/// [`crate::instructions::mounts::expanded_mount_fields`]).
+pub fn mount_spec(
+    node: &Node,
+    value: &str,
+    expand: impl FnMut(&str) -> Result<String, FrontendError>,
+) -> Result<MountSpec, FrontendError> {
+    crate::instructions::mounts::expanded_mount_fields(value, expand)?
+        .and_then(|fields| crate::instructions::mounts::parse_mount_fields(&fields))
+        .map_err(|e| err(node, format!("RUN --mount={value}: {e}")))
 }

@@ -125,11 +125,52 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
     Ok((n * mult as f64) as u64)
 }
 
-/// Parses one `--mount` value after the caller has expanded its variables.
+/// Parses one `--mount` value as written (no variables).
 pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
-    let fields = split_csv(value)?;
+    parse_mount_fields(&split_csv(value)?)
+}
+
+/// The fields of a `--mount` value (`key=value` or a bare key), each value's variables expanded by `expand` —
+/// every key's but `from`'s, which BuildKit refuses to expand (a stage to mount from is named as written) — for
+/// [`parse_mount_fields`].
+pub fn expanded_mount_fields<E>(
+    value: &str,
+    mut expand: impl FnMut(&str) -> Result<String, E>,
+) -> Result<Result<Vec<String>, String>, E> {
+    let fields = match split_csv(value) {
+        Ok(f) => f,
+        Err(e) => return Ok(Err(e)),
+    };
+    let mut out = Vec::with_capacity(fields.len());
+    for f in fields {
+        let Some((k, v)) = f.split_once('=') else {
+            out.push(f);
+            continue;
+        };
+        if k.trim().eq_ignore_ascii_case("from") {
+            if asks_expansion(v) {
+                return Ok(Err(
+                    "'from' doesn't support variable expansion, define alias stage instead"
+                        .to_string(),
+                ));
+            }
+            out.push(f);
+            continue;
+        }
+        out.push(format!("{k}={}", expand(v)?));
+    }
+    Ok(Ok(out))
+}
+
+/// Whether a value names a variable: a `$` with something after it (BuildKit's test, `\$.`).
+pub(crate) fn asks_expansion(v: &str) -> bool {
+    v.find('$').is_some_and(|i| i + 1 < v.len())
+}
+
+/// Parses the fields of one `--mount` value whose variables are expanded.
+pub fn parse_mount_fields(fields: &[String]) -> Result<MountSpec, String> {
     let mut kind = MountType::Bind;
-    for f in &fields {
+    for f in fields {
         if let Some(("type", t)) = f.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {
             kind = match t.to_ascii_lowercase().as_str() {
                 "bind" => MountType::Bind,
@@ -161,7 +202,7 @@ pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
         env: None,
     };
     let mut readonly_set = false;
-    for f in &fields {
+    for f in fields {
         let f = f.trim();
         if f.is_empty() {
             continue;

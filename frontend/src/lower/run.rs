@@ -5,6 +5,8 @@ use solver::llb::{
     CacheSharing, ExecOp, Mount, MountKind, NetworkMode, Op, SecurityMode, VertexId,
 };
 
+use std::collections::BTreeMap;
+
 use super::args::is_proxy_arg;
 use super::history::{history, shell_of};
 use super::paths;
@@ -96,6 +98,7 @@ impl Lowerer<'_> {
             mounts.push(m);
         }
         let env = self.run_env(st);
+        let proxy_env = self.proxy_env(&env);
         let network = match run.network.as_deref() {
             Some("none") => NetworkMode::None,
             Some("host") => NetworkMode::Host,
@@ -119,6 +122,7 @@ impl Lowerer<'_> {
             mounts,
             network,
             security,
+            proxy_env,
         });
         let mut meta = st.describe(node.original.trim());
         meta.lines = Some((node.span.start_line, node.span.end_line));
@@ -142,8 +146,37 @@ impl Lowerer<'_> {
         Ok(())
     }
 
+    /// The proxy variables a RUN gets besides `env` (see `ExecOp::proxy_env`): each proxy build arg, which needs
+    /// no declaration, under both its lower- and upper-case name as BuildKit sets them, unless `env` sets that
+    /// name itself. A name given as a build arg in its own case keeps that value.
+    fn proxy_env(&self, env: &[String]) -> Vec<String> {
+        let has = |k: &str| {
+            env.iter()
+                .any(|kv| kv.split_once('=').map_or(kv.as_str(), |(a, _)| a) == k)
+        };
+        let mut out: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in &self.opts.build_args {
+            if !is_proxy_arg(k) {
+                continue;
+            }
+            for name in [k.to_ascii_lowercase(), k.to_ascii_uppercase()] {
+                let exact = name == *k;
+                if !has(&name) && (exact || !out.contains_key(&name)) {
+                    out.insert(name, v.clone());
+                }
+            }
+        }
+        // The names exactly as given win over the other case's copy, whatever the order of the build args.
+        for (k, v) in &self.opts.build_args {
+            if is_proxy_arg(k) && !has(k) {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+        out.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+    }
+
     /// The environment of a RUN: the image's ENV (with Docker's default PATH when it has none), then the stage's
-    /// ARGs that ENV does not override, then proxy build args (which need no declaration).
+    /// ARGs that ENV does not override. Proxy build args come apart (`proxy_env`).
     fn run_env(&self, st: &StageState) -> Vec<String> {
         let mut env = st.image.config.env.clone();
         let has = |env: &[String], k: &str| {
@@ -160,11 +193,6 @@ impl Lowerer<'_> {
                 }
             }
         }
-        for (k, v) in &self.opts.build_args {
-            if is_proxy_arg(k) && !has(&env, k) {
-                env.push(format!("{k}={v}"));
-            }
-        }
         env
     }
 
@@ -175,18 +203,8 @@ impl Lowerer<'_> {
         node: &Node,
         inputs: &mut Inputs,
     ) -> Result<Mount, FrontendError> {
-        let mut spec = mount_spec(node, raw)?;
-        spec.target = self.expand_in(st, &spec.target, node)?;
-        for field in [
-            &mut spec.source,
-            &mut spec.from,
-            &mut spec.id,
-            &mut spec.env,
-        ] {
-            if let Some(v) = field.take() {
-                *field = Some(self.expand_in(st, &v, node)?);
-            }
-        }
+        // Every field's value is expanded before it is read (`type=$MNT_TYPE`, `uid=$UID`), as BuildKit does.
+        let spec = mount_spec(node, raw, |v| self.expand_in(st, v, node))?;
         let cwd = st.image.config.working_dir.clone();
         let target = if spec.target.is_empty() {
             String::new()

@@ -162,6 +162,7 @@ mod tests {
             }],
             network: NetworkMode::Default,
             security: SecurityMode::Sandbox,
+            proxy_env: Vec::new(),
         })
     }
 

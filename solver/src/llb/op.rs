@@ -152,6 +152,11 @@ pub struct ExecOp {
     pub network: NetworkMode,
     /// Security mode.
     pub security: SecurityMode,
+    /// Proxy variables from build args (`http_proxy` and the rest, each in both cases), added to the environment
+    /// when the process runs. Left out of the serialization, and so of the digest and every cache key: BuildKit
+    /// keeps its ProxyEnv out of the cache key, so a different proxy never reruns a step (its testBuiltinArgs).
+    #[serde(skip)]
+    pub proxy_env: Vec<String>,
 }
 
 /// Sharing mode of a cache mount.

@@ -91,6 +91,7 @@ impl ProcessRunner for SandboxRunner<'_> {
                 .map_err(|e| format!("USER {}: {e}", req.op.user))?
         };
         let mut env = req.op.env.clone();
+        env.extend(req.op.proxy_env.iter().cloned());
         // As runc does at start-up (so both runtimes agree): HOME from the user's passwd entry unless set.
         if !env.iter().any(|e| e.starts_with("HOME=")) {
             env.push(format!("HOME={}", run_user_home(req.rootfs, uid)));

@@ -122,6 +122,7 @@ fn definition(cmd: &str) -> (Definition, VertexId) {
             }],
             network: NetworkMode::None,
             security: SecurityMode::Sandbox,
+            proxy_env: Vec::new(),
         }),
         vec![copy],
         meta("s#3"),
