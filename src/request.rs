@@ -33,8 +33,19 @@ fn dockerfile_path(args: &RequestArgs) -> Option<PathBuf> {
     match &args.file {
         Some(f) if f.as_os_str() == "-" => None,
         Some(f) => Some(f.clone()),
-        None => Some(args.context.join("Dockerfile")),
+        None => Some(default_dockerfile(&args.context)),
     }
+}
+
+/// `CONTEXT/Dockerfile`, or `CONTEXT/dockerfile` when only that exists, as BuildKit falls back to the lower-case
+/// name (its testDockerfileLowercase).
+fn default_dockerfile(context: &std::path::Path) -> PathBuf {
+    let upper = context.join("Dockerfile");
+    let lower = context.join("dockerfile");
+    if !upper.exists() && lower.is_file() {
+        return lower;
+    }
+    upper
 }
 
 /// Reads the Dockerfile and ignore file and builds the options. Every failure is a usage error (exit 2).

@@ -462,3 +462,23 @@ fn mount_values_are_expanded_before_they_are_read_but_from_is_named_as_written()
         "{err}"
     );
 }
+
+#[test]
+fn targetstage_names_the_target_or_default() {
+    // BuildKit's testTargetStageNameArg: the ARG must be declared; an unnamed last stage is `default`.
+    let src = "FROM busybox AS base\nARG TARGETSTAGE\nRUN echo $TARGETSTAGE\nFROM scratch\nCOPY --from=base /x /x\n";
+    let value = |src: &str, target: Option<&str>| {
+        let opts = BuildOpts {
+            target: target.map(str::to_string),
+            ..BuildOpts::default()
+        };
+        env_of(
+            &execs(&lower_with(src, &opts, &NoResolver))[0],
+            "TARGETSTAGE",
+        )
+    };
+    assert_eq!(value(src, None).as_deref(), Some("default"));
+    assert_eq!(value(src, Some("base")).as_deref(), Some("base"));
+    let named = format!("{src}FROM scratch AS final\nCOPY --from=base /x /x\n");
+    assert_eq!(value(&named, None).as_deref(), Some("final"));
+}

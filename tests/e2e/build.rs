@@ -765,3 +765,20 @@ fn ssh_agents_are_forwarded_only_to_the_steps_that_mount_them() {
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("not an agent socket"), "{}", bad.stderr);
 }
+
+#[test]
+fn a_context_with_only_a_lower_case_dockerfile_builds_from_it() {
+    // BuildKit's testDockerfileLowercase.
+    let root = Root::empty();
+    let ctx = Context::new()
+        .file("dockerfile", "FROM scratch\nCOPY a.txt /a.txt\n")
+        .file("a.txt", "a\n");
+    let out = tempfile::tempdir().expect("tempdir");
+    let dest = format!("type=local,dest={}", out.path().display());
+    let r = build(&root, &ctx, &["-o", &dest]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("a.txt")).expect("a.txt"),
+        "a\n"
+    );
+}

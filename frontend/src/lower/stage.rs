@@ -192,7 +192,11 @@ impl<'a> Lowerer<'a> {
             me.global.set(&k, &v);
         }
         me.target = me.find_target()?;
-        let target_name = stages.stages[me.target].display_name();
+        // The target's own name; `default` for an unnamed last stage, as in BuildKit (testTargetStageNameArg).
+        let target_name = stages.stages[me.target]
+            .name
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
         me.global.set("TARGETSTAGE", &target_name);
         for inst in &stages.meta_args {
             let Command::Arg(decls) = &inst.command else {
