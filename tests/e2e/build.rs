@@ -782,3 +782,25 @@ fn a_context_with_only_a_lower_case_dockerfile_builds_from_it() {
         "a\n"
     );
 }
+
+#[test]
+fn a_wildcard_source_that_matches_nothing_copies_the_other_sources() {
+    // BuildKit's testEmptyWildcard; a file that later matches is picked up (the empty match is in the key).
+    let root = Root::empty();
+    let ctx = Context::new()
+        .file("Dockerfile", "FROM scratch\nCOPY foo nomatch* /\n")
+        .file("foo", "contents0");
+    let out = tempfile::tempdir().expect("tempdir");
+    let dest = format!("type=local,dest={}", out.path().join("a").display());
+    let r = build(&root, &ctx, &["-o", &dest]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("a/foo")).expect("foo"),
+        "contents0"
+    );
+    std::fs::write(ctx.path().join("nomatch-now"), "x").expect("write");
+    let dest = format!("type=local,dest={}", out.path().join("b").display());
+    let r = build(&root, &ctx, &["-o", &dest]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(out.path().join("b/nomatch-now").is_file(), "{}", r.stderr);
+}

@@ -8,10 +8,14 @@ use crate::cache::KeyParts;
 use crate::llb::{FileAction, MountKind, Op, SourceOp, Vertex};
 
 impl Worker<'_> {
+    /// The content checksum of `path` (a file, directory or wildcard) in the local directory `fs`. A wildcard that
+    /// matches nothing is an error unless `allow_empty`: then it checksums as an empty selection (COPY's sources,
+    /// BuildKit's AllowEmptyWildcard: `COPY foo nomatch* /` copies foo, its testEmptyWildcard).
     fn local_checksum(
         &self,
         fs: &Fs,
         path: &str,
+        allow_empty: bool,
         files: &mut BTreeMap<String, oci::Digest>,
     ) -> Result<Option<oci::Digest>, WorkerError> {
         let Fs::Local(dir, _) = fs else {
@@ -25,7 +29,16 @@ impl Worker<'_> {
         else {
             return Ok(None);
         };
-        let (digest, listed) = hasher.checksum_with_files(path)?;
+        let (digest, listed) = match hasher.checksum_with_files(path) {
+            Err(crate::contenthash::HashError::NotFound(_))
+                if allow_empty && path.contains(['*', '?', '[']) =>
+            {
+                return Ok(Some(oci::Digest::sha256_of(
+                    b"kiln: a wildcard matching nothing",
+                )));
+            }
+            other => other?,
+        };
         if files.is_empty() {
             *files = listed;
         } else {
@@ -47,7 +60,12 @@ impl Worker<'_> {
                 for a in &f.actions {
                     if let FileAction::Copy(c) = a {
                         if let Some(input) = inputs.get(c.source) {
-                            if let Some(d) = self.local_checksum(&input.fs, &c.src, &mut files)? {
+                            if let Some(d) = self.local_checksum(
+                                &input.fs,
+                                &c.src,
+                                c.allow_empty_wildcard,
+                                &mut files,
+                            )? {
                                 content.insert(format!("{}:{}", c.source, c.src), d);
                             }
                         }
@@ -59,7 +77,7 @@ impl Worker<'_> {
                     if let (Some(i), MountKind::Bind) = (m.input, &m.kind) {
                         if let Some(input) = inputs.get(i) {
                             if let Some(d) =
-                                self.local_checksum(&input.fs, &m.selector, &mut files)?
+                                self.local_checksum(&input.fs, &m.selector, false, &mut files)?
                             {
                                 content.insert(format!("{i}:{}", m.selector), d);
                             }
