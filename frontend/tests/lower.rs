@@ -482,3 +482,14 @@ fn targetstage_names_the_target_or_default() {
     let named = format!("{src}FROM scratch AS final\nCOPY --from=base /x /x\n");
     assert_eq!(value(&named, None).as_deref(), Some("final"));
 }
+
+#[test]
+fn an_image_from_scratch_has_path_and_a_working_directory() {
+    // BuildKit's testDockerfileScratchConfig.
+    let l = lower_str("FROM scratch\nENV foo=bar\n");
+    let c = &l.target.image.config;
+    assert_eq!(c.working_dir, "/");
+    assert!(c.env.iter().any(|e| e.starts_with("PATH=")) && c.env.contains(&"foo=bar".to_string()));
+    assert_eq!(l.target.image.history.len(), 1);
+    assert!(l.target.image.history[0].empty_layer);
+}

@@ -590,7 +590,8 @@ impl<'a> Lowerer<'a> {
     }
 }
 
-/// The config of an image built FROM scratch: Docker's default PATH, as BuildKit's empty image has.
+/// The config of an image built FROM scratch: Docker's default PATH and `/` as the working directory, as
+/// BuildKit's empty image has (its testDockerfileScratchConfig wants a working directory set).
 pub(super) fn empty_image(platform: &Platform) -> Image {
     Image {
         architecture: platform.architecture.clone(),
@@ -598,6 +599,7 @@ pub(super) fn empty_image(platform: &Platform) -> Image {
         variant: platform.variant.clone(),
         config: ContainerConfig {
             env: vec![format!("PATH={DEFAULT_PATH}")],
+            working_dir: "/".to_string(),
             ..Default::default()
         },
         ..Default::default()
