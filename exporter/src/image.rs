@@ -295,7 +295,7 @@ fn stored_blob(
 }
 
 /// The layer blob of `dir` written into `archive` as it is compressed, never stored: an archive export's new
-/// layers are written once, not into the store and then again into the archive. An empty layer is left out.
+/// layers are written once, not into the store and then again into the archive.
 fn dir_blob_into(
     dir: &Path,
     compression: Compression,
@@ -304,7 +304,7 @@ fn dir_blob_into(
     known: Option<Digest>,
 ) -> Result<LayerBlob, ExportError> {
     let (blob, made) = compress_dir(dir, compression, opts, archive.new_blob(), known)?.split();
-    let (digest, size) = blob.finish(made.entries > 0)?;
+    let (digest, size) = blob.finish()?;
     Ok(made.layer(digest, size))
 }
 
@@ -486,10 +486,9 @@ fn export_image_to(
                 archive.as_deref_mut(),
             )?],
         };
+        // A step that changed nothing keeps its (empty) layer, as BuildKit's do: each step's history entry then
+        // names its own layer.
         for mut b in made {
-            if b.empty {
-                continue;
-            }
             if let Some(archive) = archive.as_deref_mut() {
                 archive.append_stored(store, &b.descriptor.digest)?;
             }
@@ -677,10 +676,19 @@ mod tests {
         .unwrap();
         assert_eq!(a, b, "reproducible with SOURCE_DATE_EPOCH");
         let m: Manifest = store.read_json(&a.manifest.digest).unwrap();
-        assert_eq!(m.layers.len(), 1, "the empty layer is left out");
+        assert_eq!(
+            m.layers.len(),
+            2,
+            "a step that changed nothing keeps its layer"
+        );
         let cfg: Image = store.read_json(&a.config).unwrap();
-        assert_eq!(cfg.rootfs.diff_ids.len(), 1);
-        assert_eq!(cfg.history.iter().filter(|h| !h.empty_layer).count(), 1);
+        assert_eq!(cfg.rootfs.diff_ids.len(), 2);
+        assert_eq!(
+            cfg.rootfs.diff_ids[1].to_string(),
+            "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef",
+            "an empty tar"
+        );
+        assert_eq!(cfg.history.iter().filter(|h| !h.empty_layer).count(), 2);
         assert_eq!(
             store.get_image("app:1").unwrap().unwrap().manifest,
             a.manifest.digest

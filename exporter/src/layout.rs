@@ -299,7 +299,7 @@ impl<'a> ArchiveStream<'a> {
         if self.streams() && store.is_lazy(d) {
             let mut blob = self.new_blob();
             store.render_lazy(d, &mut blob)?;
-            blob.finish(true)?;
+            blob.finish()?;
             return Ok(());
         }
         let path = store.blob_path(d);
@@ -363,10 +363,8 @@ pub struct NewBlob<'s, 'a> {
 }
 
 impl NewBlob<'_, '_> {
-    /// Ends the blob and gives its digest and size. A blob not `kept` (an empty layer, which an image leaves out)
-    /// leaves nothing in the archive when it was held; one that was already being written (it cannot be: an empty
-    /// layer is smaller than [`HOLD`]) would stay as an entry no manifest names.
-    pub fn finish(self, keep: bool) -> Result<(oci::Digest, u64), ExportError> {
+    /// Ends the blob and gives its digest and size.
+    pub fn finish(self) -> Result<(oci::Digest, u64), ExportError> {
         let NewBlob {
             archive,
             held,
@@ -381,7 +379,7 @@ impl NewBlob<'_, '_> {
         let (_, d, size) = hash.finish().map_err(&archive_io)?.finish();
         match header_at {
             None => {
-                if keep && !archive.written.contains(&d) {
+                if !archive.written.contains(&d) {
                     archive.put(entry_header(&blob_name(&d), size)?.as_bytes())?;
                     archive.put(&held)?;
                     archive.pad(size)?;
@@ -652,7 +650,11 @@ mod tests {
         let mut streamed = Vec::new();
         let manifest = exported_into(&store, &layers, &mut streamed);
         let m: Manifest = store.read_json(&manifest.digest).unwrap();
-        assert_eq!(m.layers.len(), 2, "the empty layer is left out");
+        assert_eq!(
+            m.layers.len(),
+            3,
+            "a step that changed nothing keeps its (empty) layer"
+        );
         assert!(
             m.layers[0].size > HOLD as u64,
             "the big layer was written before its size was known"
@@ -669,10 +671,10 @@ mod tests {
             .map(|d| format!("blobs/sha256/{}", d.digest.hex()))
             .collect();
         assert_eq!(
-            names[..4],
+            names[..5],
             want.iter().map(String::as_str).collect::<Vec<_>>()[..]
         );
-        for (path, data) in &files[..4] {
+        for (path, data) in &files[..5] {
             assert_eq!(
                 format!("blobs/sha256/{}", oci::Digest::sha256_of(data).hex()),
                 *path,

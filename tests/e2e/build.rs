@@ -804,3 +804,59 @@ fn a_wildcard_source_that_matches_nothing_copies_the_other_sources() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(out.path().join("b/nomatch-now").is_file(), "{}", r.stderr);
 }
+
+#[test]
+fn each_step_s_history_entry_names_its_own_layer() {
+    // BuildKit's testExportedHistory: WORKDIR / makes no layer, a RUN that changes nothing keeps an empty one,
+    // and the history's non-empty entries line up with the layers.
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox AS base\nENV foo=bar\nCOPY foo /foo2\nFROM busybox\nLABEL lbl=val\nCOPY --from=base foo2 foo3\nWORKDIR /\nRUN echo bar > foo4\nRUN [\"ls\"]\n",
+        )
+        .file("foo", "contents0");
+    let r = build(&root, &ctx, &["-t", "hist:1"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let inspect = root.kiln(KILN, &["inspect", "hist:1"]);
+    let v: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("inspect json");
+    let config = &v["Config"];
+    let diff_ids = config["rootfs"]["diff_ids"].as_array().expect("diff_ids");
+    assert_eq!(
+        diff_ids.len(),
+        4,
+        "busybox, COPY, RUN echo, RUN ls: {config}"
+    );
+    assert_eq!(
+        diff_ids[3], "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef",
+        "RUN ls changed nothing: an empty tar"
+    );
+    let steps: Vec<(bool, String)> = config["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|h| {
+            (
+                h["empty_layer"].as_bool().unwrap_or(false),
+                h["created_by"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        (true, "LABEL lbl=val"),
+        (false, "COPY --from=base foo2 foo3"),
+        (true, "WORKDIR /"),
+        (false, "echo bar > foo4"),
+        (false, "RUN ls"),
+    ];
+    let tail = &steps[steps.len() - want.len()..];
+    for ((empty, by), (want_empty, want_by)) in tail.iter().zip(want) {
+        assert!(by.contains(want_by), "{by} / {want_by}: {steps:?}");
+        assert_eq!(*empty, want_empty, "{by}: {steps:?}");
+    }
+    assert_eq!(
+        steps.iter().filter(|(empty, _)| !empty).count(),
+        diff_ids.len(),
+        "{steps:?}"
+    );
+}

@@ -233,6 +233,11 @@ impl Lowerer<'_> {
         let wd = paths::resolve(&st.image.config.working_dir, &e, false);
         st.image.config.working_dir = wd.clone();
         st.workdir_set = true;
+        if wd == "/" {
+            // Nothing to make: no step and no layer, as in BuildKit (its testExportedHistory).
+            history(st, format!("WORKDIR {wd}"), true);
+            return Ok(());
+        }
         let chown = if st.image.config.user.is_empty() {
             None
         } else {
