@@ -341,17 +341,15 @@ fn make_manifest(state: &BuildState, to: &CacheTo) -> Result<Made, String> {
 }
 
 /// The inline cache of the image whose filesystem is the snapshot `last`: every step of the build whose result is
-/// one of `last`'s chain, with the number of (non-empty) image layers below and including it.
+/// one of `last`'s chain, with the number of image layers below and including it (one per snapshot: a step that
+/// changed nothing keeps its empty layer, as the image does).
 pub fn inline_cache(state: &BuildState, last: &str) -> Result<serde_json::Value, String> {
     let chain = state.snapshots.chain_ids(last).map_err(|e| e.to_string())?;
-    let mut depth = BTreeMap::new();
-    let mut layers = 0;
-    for s in &chain {
-        let empty = exporter::diff::is_empty_diff(&state.snapshots.diff_dir(s))
-            .map_err(|e| e.to_string())?;
-        layers += usize::from(!empty);
-        depth.insert(s.as_str(), layers);
-    }
+    let depth: BTreeMap<&str, usize> = chain
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i + 1))
+        .collect();
     let mut cache = InlineCache::default();
     let mut seen = BTreeSet::new();
     for step in &state.steps {

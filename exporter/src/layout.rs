@@ -244,8 +244,7 @@ impl<T: ArchiveOut + ?Sized> ArchiveOut for &mut T {
 }
 
 /// A blob this small is held in memory until it ends, then written with its header; a larger one gets a
-/// placeholder header that is filled in at its end. An empty layer (a tar of two zero blocks, compressed or not)
-/// is always held, so leaving it out of the archive never needs taking bytes back.
+/// placeholder header that is filled in at its end.
 const HOLD: usize = 1 << 20;
 
 /// An image archive being written: the blobs, each once, in the order [`blobs_of`] gives, then `oci-layout`,

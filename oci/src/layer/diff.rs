@@ -210,15 +210,6 @@ impl<W: Write> Walker<W> {
     }
 }
 
-/// Whether the upper directory `upper` makes an empty layer (one `write_diff` would write with no entries, which
-/// an image leaves out): callers that must count an image's layers before making them ask this.
-pub fn is_empty_diff(upper: &Path) -> Result<bool, DiffError> {
-    Ok(std::fs::read_dir(upper)
-        .map_err(err(upper))?
-        .next()
-        .is_none())
-}
-
 /// Writes the layer tar of the upper directory `upper` to `out`; returns the number of entries (0 = empty layer).
 pub fn write_diff<W: Write>(
     upper: &Path,
