@@ -174,7 +174,15 @@ impl ContextHasher {
     fn meta(&self, rel: &str) -> Result<Option<Metadata>, HashError> {
         match std::fs::symlink_metadata(self.abs(rel)) {
             Ok(m) => Ok(Some(m)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            // A path through a file names nothing (`sub/*/dir2` where `*` matched a plain file).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Ok(None)
+            }
             Err(source) => Err(HashError::Io {
                 path: self.abs(rel),
                 source,

@@ -51,7 +51,7 @@ pub(super) fn expand_wildcard_rel(
         } else {
             for base in &current {
                 let rel = join_rel(base, seg);
-                if std::fs::symlink_metadata(scoped::resolve(root, &rel, false)?).is_ok() {
+                if exists_under(root, &rel)? {
                     next.push(rel);
                 }
             }
@@ -63,6 +63,23 @@ pub(super) fn expand_wildcard_rel(
         .filter(|r| !r.is_empty())
         .map(|r| Ok((r.clone(), scoped::resolve(root, &r, false)?)))
         .collect()
+}
+
+/// Whether `rel` names something under `root`. A path through a file (`sub/*/dir2` where `*` matched a plain
+/// file) names nothing, as a shell's glob finds nothing there; other errors are errors.
+fn exists_under(root: &Path, rel: &str) -> Result<bool, FileOpError> {
+    match scoped::resolve(root, rel, false) {
+        Ok(p) => Ok(std::fs::symlink_metadata(p).is_ok()),
+        Err(scoped::ScopedError::Io { source, .. })
+            if matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The resolved paths under `root` matching a wildcard pattern.
@@ -190,11 +207,10 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
     let dest_exists_dir = std::fs::metadata(&dest)
         .map(|m| m.is_dir())
         .unwrap_or(false);
-    let dest_is_dir = c.dest.ends_with('/')
-        || c.dest.ends_with("/.")
-        || wildcard
-        || sources.len() > 1
-        || dest_exists_dir;
+    // A wildcard that matches one file copies it to the destination's name, as BuildKit does (its
+    // testCopyWildcards: `COPY f*.go foo2.go` makes the file foo2.go); several sources need a directory.
+    let dest_is_dir =
+        c.dest.ends_with('/') || c.dest.ends_with("/.") || sources.len() > 1 || dest_exists_dir;
     let owner = match &c.chown {
         Some(ch) => Some(resolve_chown(target, ch)?),
         None => input.default_owner,

@@ -340,3 +340,21 @@ fn add_of_an_archive_keeps_its_owners_unless_chown_names_one_for_every_entry() {
     let bin = std::fs::metadata(f.root.join("out/pkg/bin")).unwrap();
     assert_eq!(bin.mode() & 0o7777, 0o4755);
 }
+
+#[test]
+fn a_wildcard_matching_one_file_copies_it_to_the_destination_name() {
+    // BuildKit's testCopyWildcards: `COPY f*.go foo2.go` and `COPY sub/*/dir2/foo /subdest3/bar` make files,
+    // and a plain file where the pattern wants a directory (sub/top) is simply no match.
+    let f = fixture();
+    std::fs::write(f.ctx.join("foo.go"), "package foo").unwrap();
+    std::fs::create_dir_all(f.ctx.join("sub/dir1/dir2")).unwrap();
+    std::fs::write(f.ctx.join("sub/dir1/dir2/foo"), "deep").unwrap();
+    std::fs::write(f.ctx.join("sub/top"), "a file").unwrap();
+    run(&f, copy_action("f*.go", "foo2.go")).unwrap();
+    assert_eq!(read(f.root.join("foo2.go")), "package foo");
+    run(&f, copy_action("sub/*/dir2/foo", "/subdest3/bar")).unwrap();
+    assert_eq!(read(f.root.join("subdest3/bar")), "deep");
+    // Several matches still need (and make) a directory.
+    run(&f, copy_action("*.txt", "/several")).unwrap();
+    assert_eq!(read(f.root.join("several/a.txt")), "a");
+}
