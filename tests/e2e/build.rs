@@ -860,3 +860,24 @@ fn each_step_s_history_entry_names_its_own_layer() {
         "{steps:?}"
     );
 }
+
+#[test]
+fn a_step_runs_with_its_primary_group_among_its_groups() {
+    // BuildKit's testUserAdditionalGids (CVE-2023-25173), on a busybox given BuildKit's busybox's group lines.
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\n\
+         RUN echo 'daemon:x:1:1:daemon:/:/bin/sh' >> /etc/passwd && echo 'daemon:x:1:' >> /etc/group && echo 'wheel:x:10:root' >> /etc/group\n\
+         SHELL [\"/bin/sh\", \"-euxc\"]\n\
+         RUN [ \"$(id)\" = \"uid=0(root) gid=0(root) groups=0(root),10(wheel)\" ]\n\
+         USER 1234\n\
+         RUN [ \"$(id)\" = \"uid=1234 gid=0(root) groups=0(root)\" ]\n\
+         USER 1234:1234\n\
+         RUN [ \"$(id)\" = \"uid=1234 gid=1234 groups=1234\" ]\n\
+         USER daemon\n\
+         RUN [ \"$(id)\" = \"uid=1(daemon) gid=1(daemon) groups=1(daemon)\" ]\n",
+    );
+    let r = build(&root, &ctx, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

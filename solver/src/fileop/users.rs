@@ -37,7 +37,8 @@ pub fn run_user_home(root: &Path, uid: u32) -> String {
 /// Who a RUN step runs as: uid, gid and supplementary groups, as runc's user lookup (which BuildKit uses)
 /// decides them from `USER user[:group]`. A user found in /etc/passwd (by name or uid) brings its primary group
 /// and, unless a group is named, every group of /etc/group that lists it; a uid not in /etc/passwd runs with
-/// gid 0 and no other groups.
+/// gid 0. The primary group is always the first supplementary group too, as BuildKit and containerd give it since
+/// CVE-2023-25173 (BuildKit's testUserAdditionalGids: `USER 1234` runs with `groups=0(root)`).
 pub fn resolve_run_user(root: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>), FileOpError> {
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -62,7 +63,7 @@ pub fn resolve_run_user(root: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>),
         (None, None) => return Err(FileOpError::UnknownUser(user.to_string())),
     };
     let groups = entries(root, "/etc/group")?;
-    let mut supplementary = Vec::new();
+    let mut supplementary: Vec<u32> = Vec::new();
     match group.filter(|g| !g.is_empty()) {
         Some(g) => {
             gid = match g.parse::<u32>() {
@@ -86,6 +87,8 @@ pub fn resolve_run_user(root: &Path, spec: &str) -> Result<(u32, u32, Vec<u32>),
             }
         }
     }
+    supplementary.retain(|g| *g != gid);
+    supplementary.insert(0, gid);
     Ok((uid, gid, supplementary))
 }
 
@@ -142,16 +145,26 @@ mod tests {
         let d =
             rootfs("root:x:0:\napp:x:1001:\nwheel:x:10:root,app\naudio:x:29:app\nstaff:x:50:\n");
         let r = |s: &str| resolve_run_user(d.path(), s);
-        assert_eq!(r("app").unwrap(), (1000, 1001, vec![10, 29]));
-        assert_eq!(r("1000").unwrap(), (1000, 1001, vec![10, 29]), "by uid");
+        // The primary group leads the supplementary ones (BuildKit's testUserAdditionalGids).
+        assert_eq!(r("app").unwrap(), (1000, 1001, vec![1001, 10, 29]));
+        assert_eq!(
+            r("1000").unwrap(),
+            (1000, 1001, vec![1001, 10, 29]),
+            "by uid"
+        );
         assert_eq!(
             r("app:staff").unwrap(),
-            (1000, 50, vec![]),
+            (1000, 50, vec![50]),
             "a named group replaces them"
         );
-        assert_eq!(r("app:7").unwrap(), (1000, 7, vec![]));
-        assert_eq!(r("4242").unwrap(), (4242, 0, vec![]), "unknown uid: gid 0");
-        assert_eq!(r("root").unwrap(), (0, 0, vec![10]));
+        assert_eq!(r("app:7").unwrap(), (1000, 7, vec![7]));
+        assert_eq!(r("4242").unwrap(), (4242, 0, vec![0]), "unknown uid: gid 0");
+        assert_eq!(r("root").unwrap(), (0, 0, vec![0, 10]));
+        assert_eq!(
+            r("0").unwrap(),
+            (0, 0, vec![0, 10]),
+            "what a step without USER runs as"
+        );
         assert!(matches!(r("nobody"), Err(FileOpError::UnknownUser(_))));
         assert!(matches!(r("app:nope"), Err(FileOpError::UnknownGroup(_))));
     }

@@ -84,8 +84,9 @@ impl ProcessRunner for SandboxRunner<'_> {
         req: &ProcessRequest<'_>,
         cancel: &CancelToken,
     ) -> Result<ProcessOutcome, String> {
+        // No USER is uid 0, with root's groups from the rootfs (BuildKit: `groups=0(root),10(wheel)` on busybox).
         let (uid, gid, additional_gids) = if req.op.user.is_empty() {
-            (0, 0, Vec::new())
+            resolve_run_user(req.rootfs, "0").unwrap_or((0, 0, vec![0]))
         } else {
             resolve_run_user(req.rootfs, &req.op.user)
                 .map_err(|e| format!("USER {}: {e}", req.op.user))?
