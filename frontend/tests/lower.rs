@@ -493,3 +493,41 @@ fn an_image_from_scratch_has_path_and_a_working_directory() {
     assert_eq!(l.target.image.history.len(), 1);
     assert!(l.target.image.history[0].empty_layer);
 }
+
+#[test]
+fn a_redeclared_arg_keeps_its_place_in_the_run_history() {
+    // BuildKit's testExportedHistoryFlattenArgs.
+    let l = lower_str("FROM busybox\nARG foo=bar\nARG bar=123\nARG foo=bar2\nRUN ls /etc/\n");
+    let run = l
+        .target
+        .image
+        .history
+        .iter()
+        .find(|h| h.created_by.starts_with("RUN"))
+        .expect("RUN history");
+    assert!(
+        run.created_by.starts_with("RUN |2 foo=bar2 bar=123 "),
+        "{}",
+        run.created_by
+    );
+}
+
+#[test]
+fn copying_from_a_stage_defined_later_is_refused() {
+    // BuildKit's testOutOfOrderStage: not an image of that name.
+    for src in [
+        "FROM busybox AS target\nCOPY --from=build / /out\nFROM busybox AS build\nCOPY /Dockerfile /d2\nFROM target\n",
+        "FROM scratch AS build\nCOPY --from=build foo bar\n",
+    ] {
+        let df = frontend::parser::parse(src).expect("parses");
+        let err = match lower(&df, &BuildOpts::default(), &NoResolver) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{src}: must fail"),
+        };
+        assert!(
+            err.contains("cannot copy from stage")
+                && err.contains("needs to be defined before current stage"),
+            "{err}"
+        );
+    }
+}

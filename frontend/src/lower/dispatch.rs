@@ -158,8 +158,12 @@ impl Lowerer<'_> {
                     } else {
                         self.global.value(&d.name).map(str::to_string)
                     };
-                    st.args.retain(|(k, _)| k != &d.name);
-                    st.args.push((d.name.clone(), value.clone()));
+                    // A redeclared ARG keeps its place (BuildKit's testExportedHistoryFlattenArgs:
+                    // `ARG foo=bar`, `ARG bar=123`, `ARG foo=bar2` give `RUN |2 foo=bar2 bar=123`).
+                    match st.args.iter_mut().find(|(k, _)| k == &d.name) {
+                        Some(slot) => slot.1 = value.clone(),
+                        None => st.args.push((d.name.clone(), value.clone())),
+                    }
                     st.invalidate_scope();
                     parts.push(match &value {
                         Some(v) => format!("{}={v}", d.name),

@@ -581,6 +581,17 @@ impl<'a> Lowerer<'a> {
                 None => self.scratch(),
             });
         }
+        // A stage defined further down is no image of that name: BuildKit refuses it (testOutOfOrderStage).
+        if let Some(later) = self.stages.find(name).filter(|s| s.index >= st.index) {
+            let current = self.stages.stages[st.index].display_name();
+            return Err(FrontendError::at(
+                node.span,
+                format!(
+                    "cannot copy from stage {:?}, it needs to be defined before current stage {current:?}",
+                    later.display_name()
+                ),
+            ));
+        }
         let meta = VertexMeta {
             description: format!("FROM {name}"),
             ..Default::default()
