@@ -16,6 +16,15 @@ fn lower_str(src: &str) -> Lowered {
     lower_with(src, &BuildOpts::default(), &NoResolver)
 }
 
+/// The error lowering `src` must give.
+fn lower_err(src: &str) -> String {
+    let df = frontend::parser::parse(src).expect("parses");
+    match lower(&df, &BuildOpts::default(), &NoResolver) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("{src}: lowering must fail"),
+    }
+}
+
 fn opts_with_args(args: &[(&str, &str)]) -> BuildOpts {
     BuildOpts {
         build_args: args
@@ -449,14 +458,7 @@ fn mount_values_are_expanded_before_they_are_read_but_from_is_named_as_written()
         .expect("a cache mount from type=$MNT_TYPE");
     assert_eq!(cache.target, "/cache");
     // testMountFromError: `from` is refused when it names a variable.
-    let df = frontend::parser::parse(
-        "FROM busybox\nARG S=x\nRUN --mount=from=$S,type=cache,target=/t ls\n",
-    )
-    .expect("parses");
-    let err = match lower(&df, &BuildOpts::default(), &NoResolver) {
-        Err(e) => e.to_string(),
-        Ok(_) => panic!("from=$S is refused"),
-    };
+    let err = lower_err("FROM busybox\nARG S=x\nRUN --mount=from=$S,type=cache,target=/t ls\n");
     assert!(
         err.contains("'from' doesn't support variable expansion"),
         "{err}"
@@ -519,11 +521,7 @@ fn copying_from_a_stage_defined_later_is_refused() {
         "FROM busybox AS target\nCOPY --from=build / /out\nFROM busybox AS build\nCOPY /Dockerfile /d2\nFROM target\n",
         "FROM scratch AS build\nCOPY --from=build foo bar\n",
     ] {
-        let df = frontend::parser::parse(src).expect("parses");
-        let err = match lower(&df, &BuildOpts::default(), &NoResolver) {
-            Err(e) => e.to_string(),
-            Ok(_) => panic!("{src}: must fail"),
-        };
+        let err = lower_err(src);
         assert!(
             err.contains("cannot copy from stage")
                 && err.contains("needs to be defined before current stage"),
