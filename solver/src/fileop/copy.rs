@@ -399,7 +399,10 @@ impl Copier<'_> {
             return attrs::set_times_from(dst, meta);
         }
         if ft.is_socket() {
-            return Ok(());
+            // A socket becomes an empty regular file with its mode, owner and time, as BuildKit's context transfer
+            // makes it (its testCopySocket).
+            std::fs::File::create(dst).map_err(io(dst))?;
+            return self.finish(src, dst, meta, false);
         }
         if ft.is_file() {
             if meta.nlink() > 1 {

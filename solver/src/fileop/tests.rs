@@ -358,3 +358,16 @@ fn a_wildcard_matching_one_file_copies_it_to_the_destination_name() {
     run(&f, copy_action("*.txt", "/several")).unwrap();
     assert_eq!(read(f.root.join("several/a.txt")), "a");
 }
+
+#[test]
+fn a_socket_in_the_source_becomes_an_empty_regular_file() {
+    // BuildKit's testCopySocket.
+    let f = fixture();
+    let sock = f.ctx.join("dir/socket.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600)).unwrap();
+    run(&f, copy_action("dir", "/copied")).unwrap();
+    let m = std::fs::symlink_metadata(f.root.join("copied/socket.sock")).unwrap();
+    assert!(m.is_file(), "{:?}", m.file_type());
+    assert_eq!((m.len(), m.mode() & 0o777), (0, 0o600));
+}
