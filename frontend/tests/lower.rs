@@ -529,3 +529,39 @@ fn copying_from_a_stage_defined_later_is_refused() {
         );
     }
 }
+
+#[test]
+fn an_unquoted_heredoc_expands_variables_even_inside_quotes_and_keeps_what_escapes_escape() {
+    // BuildKit's testHeredocVarSubstitution and testCopyHeredocSpecialSymbols.
+    let data_of = |src: &str| -> String {
+        let l = lower_str(src);
+        let data = l
+            .definition
+            .ids()
+            .find_map(|id| match &l.definition.vertex(id).op {
+                Op::File(f) => f.actions.iter().find_map(|a| match a {
+                    FileAction::Mkfile { data, .. } => Some(data.clone()),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .expect("an inline document");
+        data
+    };
+    let df = |delim: &str, body: &str| {
+        format!("FROM scratch\nARG name=world\nCOPY <<{delim} /f\n{body}\nEOF\n")
+    };
+    assert_eq!(data_of(&df("EOF", "Hello '${name}'!")), "Hello 'world'!\n");
+    assert_eq!(
+        data_of(&df("EOF", "Hello \"${name}\"!")),
+        "Hello \"world\"!\n"
+    );
+    assert_eq!(data_of(&df("EOF", "\\\\")), "\\\n");
+    assert_eq!(data_of(&df("EOF", "\\$")), "$\n");
+    assert_eq!(data_of(&df("EOF", "\\")), "\n");
+    assert_eq!(
+        data_of(&df("'EOF'", "Hello '${name}'!")),
+        "Hello '${name}'!\n"
+    );
+    assert_eq!(data_of(&df("\"EOF\"", "\\$")), "\\$\n");
+}

@@ -242,9 +242,11 @@ impl Lowerer<'_> {
                         h.content.clone()
                     };
                     if h.expand {
+                        // Quotes are ordinary characters here and an escape keeps only what it escapes, as
+                        // BuildKit expands an unquoted heredoc (its testHeredocVarSubstitution: `'${name}'` is
+                        // `'world'`; testCopyHeredocSpecialSymbols: `\\` is `\`, `\$` is `$`).
                         let mut lexer = Lexer::new(self.df.directives.escape);
-                        lexer.raw_quotes = true;
-                        lexer.raw_escapes = true;
+                        lexer.skip_process_quotes = true;
                         data = lexer
                             .process_word(&data, &st.scope())
                             .map_err(|e| at(format!("heredoc <<{}: {e}", h.name)))?;
