@@ -565,3 +565,20 @@ fn an_unquoted_heredoc_expands_variables_even_inside_quotes_and_keeps_what_escap
     );
     assert_eq!(data_of(&df("\"EOF\"", "\\$")), "\\$\n");
 }
+
+#[test]
+fn an_onbuild_trigger_keeps_its_heredoc() {
+    // BuildKit's testOnBuildHeredoc.
+    let l = lower_str("FROM busybox\nONBUILD RUN <<EOF\necho \"hello world\" >> /dest\nEOF\n");
+    let trigger = &l.target.image.config.on_build;
+    assert_eq!(
+        trigger,
+        &["RUN <<EOF\necho \"hello world\" >> /dest\nEOF".to_string()]
+    );
+    // The child's parse of the trigger finds the body again.
+    let child = lower_str(&format!("FROM busybox\n{}\n", trigger[0]));
+    assert_eq!(
+        execs(&child)[0].args,
+        ["/bin/sh", "-c", "echo \"hello world\" >> /dest\n"]
+    );
+}

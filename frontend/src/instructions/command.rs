@@ -538,8 +538,15 @@ impl Instruction {
                 }
                 Instruction::from_node(next)?;
                 let text = node.original.trim_start();
-                let expr = text.get(node.keyword_as_written.len()..).unwrap_or("").trim();
-                Command::Onbuild(expr.to_string())
+                let mut expr = text.get(node.keyword_as_written.len()..).unwrap_or("").trim().to_string();
+                // A trigger's heredocs travel with it, body and terminator, so the child's parse finds them
+                // (BuildKit's testOnBuildHeredoc: `ONBUILD RUN <<EOF` kept only its first line here).
+                for h in node.heredocs.iter().chain(&next.heredocs) {
+                    expr.push('\n');
+                    expr.push_str(&h.content);
+                    expr.push_str(&h.name);
+                }
+                Command::Onbuild(expr)
             }
             "healthcheck" => Command::Healthcheck(healthcheck(node)?),
             "copy" => {
