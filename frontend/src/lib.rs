@@ -12,6 +12,7 @@ pub mod instructions;
 pub mod lower;
 pub mod parser;
 pub mod shell;
+mod suggest;
 
 pub use error::FrontendError;
 pub use lower::{

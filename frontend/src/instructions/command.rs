@@ -425,21 +425,36 @@ impl Instruction {
         let command = match node.keyword.as_str() {
             "from" => Command::From(from_command(node)?),
             "run" => {
-                let f = flags(node, &[("mount", FlagKind::List), ("network", FlagKind::String), ("security", FlagKind::String)])?;
+                let f = flags(
+                    node,
+                    &[
+                        ("mount", FlagKind::List),
+                        ("network", FlagKind::String),
+                        ("security", FlagKind::String),
+                    ],
+                )?;
                 for m in f.list("mount") {
                     check_mount(&m).map_err(|e| err(node, format!("RUN --mount={m}: {e}")))?;
                 }
                 if let Some(n) = f.string("network") {
                     if !matches!(n, "default" | "none" | "host") {
-                        return Err(err(node, format!("RUN --network={n}: valid values are default, none, host")));
+                        return Err(err(
+                            node,
+                            format!("RUN --network={n}: valid values are default, none, host"),
+                        ));
                     }
                 }
                 if let Some(s) = f.string("security") {
                     if !matches!(s, "sandbox" | "insecure") {
-                        return Err(err(node, format!("RUN --security={s}: valid values are sandbox, insecure")));
+                        return Err(err(
+                            node,
+                            format!("RUN --security={s}: valid values are sandbox, insecure"),
+                        ));
                     }
                 }
-                if node.args.is_empty() || (!node.json && node.args.iter().all(|a| a.trim().is_empty())) {
+                if node.args.is_empty()
+                    || (!node.json && node.args.iter().all(|a| a.trim().is_empty()))
+                {
                     return Err(err(node, "RUN requires a command"));
                 }
                 Command::Run(RunCommand {
@@ -530,15 +545,30 @@ impl Instruction {
                     return Err(err(node, "ONBUILD requires an instruction to run later"));
                 };
                 match next.keyword.as_str() {
-                    "onbuild" => return Err(err(node, "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")),
+                    "onbuild" => {
+                        return Err(err(
+                            node,
+                            "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+                        ))
+                    }
                     "from" | "maintainer" => {
-                        return Err(err(node, format!("{} isn't allowed as an ONBUILD trigger", next.keyword.to_uppercase())))
+                        return Err(err(
+                            node,
+                            format!(
+                                "{} isn't allowed as an ONBUILD trigger",
+                                next.keyword.to_uppercase()
+                            ),
+                        ))
                     }
                     _ => {}
                 }
                 Instruction::from_node(next)?;
                 let text = node.original.trim_start();
-                let mut expr = text.get(node.keyword_as_written.len()..).unwrap_or("").trim().to_string();
+                let mut expr = text
+                    .get(node.keyword_as_written.len()..)
+                    .unwrap_or("")
+                    .trim()
+                    .to_string();
                 // A trigger's heredocs travel with it, body and terminator, so the child's parse finds them
                 // (BuildKit's testOnBuildHeredoc: `ONBUILD RUN <<EOF` kept only its first line here).
                 for h in node.heredocs.iter().chain(&next.heredocs) {
@@ -600,13 +630,34 @@ impl Instruction {
                 })
             }
             other => {
+                const KEYWORDS: [&str; 18] = [
+                    "FROM",
+                    "RUN",
+                    "CMD",
+                    "LABEL",
+                    "MAINTAINER",
+                    "EXPOSE",
+                    "ENV",
+                    "ADD",
+                    "COPY",
+                    "ENTRYPOINT",
+                    "VOLUME",
+                    "USER",
+                    "WORKDIR",
+                    "ARG",
+                    "ONBUILD",
+                    "STOPSIGNAL",
+                    "HEALTHCHECK",
+                    "SHELL",
+                ];
+                let hint = match crate::suggest::nearest(other, KEYWORDS) {
+                    Some(k) => format!(" (did you mean {k}?)"),
+                    None => format!(" (valid: {})", KEYWORDS.join(", ")),
+                };
                 return Err(err(
                     node,
-                    format!(
-                        "unknown instruction: {} (valid: FROM, RUN, CMD, LABEL, MAINTAINER, EXPOSE, ENV, ADD, COPY, ENTRYPOINT, VOLUME, USER, WORKDIR, ARG, ONBUILD, STOPSIGNAL, HEALTHCHECK, SHELL)",
-                        other.to_uppercase()
-                    ),
-                ))
+                    format!("unknown instruction: {}{hint}", other.to_uppercase()),
+                ));
             }
         };
         Ok(Instruction {

@@ -179,9 +179,12 @@ pub fn parse_mount_fields(fields: &[String]) -> Result<MountSpec, String> {
                 "secret" => MountType::Secret,
                 "ssh" => MountType::Ssh,
                 other => {
-                    return Err(format!(
-                        "unsupported mount type {other:?} (valid: bind, cache, tmpfs, secret, ssh)"
-                    ))
+                    let types = ["bind", "cache", "tmpfs", "secret", "ssh"];
+                    let hint = match crate::suggest::nearest(other, types) {
+                        Some(t) => format!("did you mean {t}?"),
+                        None => format!("valid: {}", types.join(", ")),
+                    };
+                    return Err(format!("unsupported mount type {other:?} ({hint})"));
                 }
             };
         }
@@ -244,7 +247,31 @@ pub fn parse_mount_fields(fields: &[String]) -> Result<MountSpec, String> {
             "uid" => m.uid = Some(parse_u32(&key, &need(value)?, 10)?),
             "gid" => m.gid = Some(parse_u32(&key, &need(value)?, 10)?),
             "size" => m.size = Some(parse_size(&need(value)?)?),
-            _ => return Err(format!("unexpected key '{key}' in '{f}'")),
+            _ => {
+                const KEYS: [&str; 19] = [
+                    "type",
+                    "readonly",
+                    "ro",
+                    "readwrite",
+                    "rw",
+                    "required",
+                    "target",
+                    "dst",
+                    "destination",
+                    "source",
+                    "src",
+                    "from",
+                    "id",
+                    "env",
+                    "sharing",
+                    "mode",
+                    "uid",
+                    "gid",
+                    "size",
+                ];
+                let hint = crate::suggest::hint(&key, KEYS);
+                return Err(format!("unexpected key '{key}' in '{f}'{hint}"));
+            }
         }
     }
     validate(&mut m, readonly_set)?;

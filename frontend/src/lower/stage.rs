@@ -232,14 +232,18 @@ impl<'a> Lowerer<'a> {
                     .iter()
                     .filter_map(|s| s.name.clone())
                     .collect();
-                FrontendError::request(format!(
-                    "target stage {t:?} could not be found (stages: {})",
-                    if names.is_empty() {
-                        "none named".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                ))
+                let hint = crate::suggest::nearest(t, names.iter().map(String::as_str));
+                FrontendError::request(match hint {
+                    Some(n) => format!("target stage {t:?} could not be found (did you mean {n}?)"),
+                    None => format!(
+                        "target stage {t:?} could not be found (stages: {})",
+                        if names.is_empty() {
+                            "none named".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                })
             }),
         }
     }

@@ -1,0 +1,69 @@
+//! "Did you mean …?" for a word that names nothing: the nearest candidate by edit distance, when it is near
+//! enough to be a typo (BuildKit's errors for an unknown instruction, `--target` or mount key carry the same hint).
+
+/// Edit distance over characters where swapping two neighbours counts as one edit (optimal string alignment):
+/// `buidl` is one edit from `build`, as a typist would count it.
+fn distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// The candidate nearest to `word` (case-insensitively), if it is within a third of the word's length (at least
+/// one edit, at most three), else none. Ties go to the earlier candidate.
+pub fn nearest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let word = word.to_ascii_lowercase();
+    let limit = (word.chars().count() / 3).clamp(1, 3);
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        let d = distance(&word, &c.to_ascii_lowercase());
+        if d <= limit && best.is_none_or(|(bd, _)| d < bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+/// `" (did you mean X?)"` for the nearest candidate, or nothing.
+pub fn hint<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
+    nearest(word, candidates)
+        .map(|c| format!(" (did you mean {c}?)"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_typo_finds_its_word_and_a_stranger_finds_nothing() {
+        let keywords = ["FROM", "RUN", "ENTRYPOINT", "EXPOSE"];
+        assert_eq!(nearest("FNTRYPOINT", keywords), Some("ENTRYPOINT"));
+        assert_eq!(nearest("fnrtypoint", keywords), Some("ENTRYPOINT"));
+        assert_eq!(nearest("RUNN", keywords), Some("RUN"));
+        assert_eq!(nearest("COMPILE", keywords), None);
+        assert_eq!(nearest("buidl", ["build", "test"]), Some("build"));
+        assert_eq!(hint("tmpfss", ["bind", "tmpfs"]), " (did you mean tmpfs?)");
+        assert_eq!(hint("zzz", ["bind"]), "");
+        assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(distance("buidl", "build"), 1);
+    }
+}
