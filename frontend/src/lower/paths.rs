@@ -11,7 +11,12 @@ pub fn resolve(cwd: &str, p: &str, keep_slash: bool) -> String {
     } else {
         clean(&format!("/{cwd}/{p}"))
     };
-    if keep_slash && (p.ends_with('/') || p.ends_with("/.") || p == ".") && joined != "/" {
+    // An empty destination is the working directory itself, as `.` is (BuildKit's testEmptyDestDir and, with
+    // `--link`, testCopyLinkEmptyDestDir).
+    if keep_slash
+        && (p.ends_with('/') || p.ends_with("/.") || p == "." || p.is_empty())
+        && joined != "/"
+    {
         format!("{joined}/")
     } else {
         joined
@@ -38,5 +43,10 @@ mod tests {
         assert_eq!(resolve("", "x", false), "/x");
         assert_eq!(resolve("/app", "/abs/", true), "/abs/");
         assert_eq!(resolve("/", "/", true), "/");
+        assert_eq!(
+            resolve("/foo", "", true),
+            "/foo/",
+            "an empty destination is the workdir"
+        );
     }
 }
