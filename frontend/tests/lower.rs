@@ -582,3 +582,34 @@ fn an_onbuild_trigger_keeps_its_heredoc() {
         ["/bin/sh", "-c", "echo \"hello world\" >> /dest\n"]
     );
 }
+
+#[test]
+fn a_parents_copy_keeps_its_pivot() {
+    // BuildKit's testCopyRelativeParents: the first `/./` marks where the recreated parents start.
+    let srcs = |line: &str| -> Vec<String> {
+        let l = lower_str(&format!("FROM busybox AS base\nFROM scratch\n{line}\n"));
+        let ids: Vec<_> = l.definition.ids().collect();
+        ids.into_iter()
+            .flat_map(|id| match &l.definition.vertex(id).op {
+                Op::File(f) => f
+                    .actions
+                    .iter()
+                    .filter_map(|a| match a {
+                        FileAction::Copy(c) => Some(c.src.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            })
+            .collect()
+    };
+    assert_eq!(
+        srcs("COPY --from=base --parents /test/a/b/./c/d /out/"),
+        ["/test/a/b/./c/d"]
+    );
+    assert_eq!(
+        srcs("COPY --from=base --parents /test/a/./b/./c /out/"),
+        ["/test/a/./b/c"]
+    );
+    assert_eq!(srcs("COPY --from=base /test/a/./b /out/"), ["/test/a/b"]);
+}

@@ -329,7 +329,7 @@ impl Lowerer<'_> {
                         }
                     };
                     let i = index_of(src_vertex, &mut inputs);
-                    let mut a = base_action(i, paths::clean(&format!("/{p}")));
+                    let mut a = base_action(i, source_path(p, plan.parents));
                     if p.ends_with('/') && a.src != "/" {
                         a.src.push('/');
                     }
@@ -379,6 +379,21 @@ impl Lowerer<'_> {
                 format!("Attempting to Copy file \"{src}\" that is excluded by .dockerignore"),
             ));
         }
+    }
+}
+
+/// A COPY/ADD source as an absolute, cleaned path. With `--parents`, the first `/./` is kept: it is the pivot
+/// below which the source's parents are recreated (BuildKit's testCopyRelativeParents: `/test/a/b/./c/d` copies
+/// to `/out/c/d`, `/test/a/./b/./c` to `/out/b/c`).
+fn source_path(p: &str, parents: bool) -> String {
+    let abs = format!("/{p}");
+    match abs.split_once("/./") {
+        Some((before, after)) if parents && !after.is_empty() => {
+            let before = paths::clean(&format!("/{before}"));
+            let after = paths::clean(&format!("/{after}"));
+            format!("{}/.{after}", before.trim_end_matches('/'))
+        }
+        _ => paths::clean(&abs),
     }
 }
 
