@@ -613,3 +613,13 @@ fn a_parents_copy_keeps_its_pivot() {
     );
     assert_eq!(srcs("COPY --from=base /test/a/./b /out/"), ["/test/a/b"]);
 }
+
+#[test]
+fn copy_from_a_variable_is_refused_with_buildkits_advice() {
+    // BuildKit's testDockerfileCopyFromArgs.
+    let err = lower_err("FROM scratch\nCOPY --from=$FOO . .\n");
+    assert!(
+        err.contains("variable expansion is not supported for --from"),
+        "{err}"
+    );
+}

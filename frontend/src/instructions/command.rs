@@ -595,7 +595,7 @@ impl Instruction {
                 Command::Copy(CopyCommand {
                     sources,
                     dest,
-                    from: f.string("from").map(str::to_string),
+                    from: copy_from(node, f.string("from"))?,
                     chown: f.string("chown").map(str::to_string),
                     chmod: f.string("chmod").map(str::to_string),
                     link: f.bool("link").unwrap_or(false),
@@ -664,6 +664,18 @@ impl Instruction {
             command,
             node: node.clone(),
         })
+    }
+}
+
+/// `COPY --from`, which BuildKit never expands (its testDockerfileCopyFromArgs): a value naming a variable is refused
+/// with BuildKit's advice.
+fn copy_from(node: &Node, from: Option<&str>) -> Result<Option<String>, FrontendError> {
+    match from {
+        Some(v) if crate::instructions::mounts::asks_expansion(v) => Err(err(
+            node,
+            "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround",
+        )),
+        other => Ok(other.map(str::to_string)),
     }
 }
 
