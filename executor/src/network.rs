@@ -223,13 +223,16 @@ impl StepNetwork {
                 name = self.name
             )),
         )?;
+        // Inside, the step's end is `eth0`, as CNI names it under BuildKit (its testRunDefaultNetwork runs
+        // `ip link show eth0`); names only need to be unique within their namespace.
         run(
             "ip",
             &["-n", &self.name, "-batch", "-"],
             Some(&format!(
                 "link set lo up\n\
-                 addr add {step_ip}/30 dev {step_if}\n\
-                 link set {step_if} up\n\
+                 link set {step_if} name eth0\n\
+                 addr add {step_ip}/30 dev eth0\n\
+                 link set eth0 up\n\
                  route add default via {host_ip}\n"
             )),
         )

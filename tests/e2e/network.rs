@@ -44,7 +44,8 @@ fn the_default_network_reaches_out_but_never_the_hosts_loopback() {
     let root = Root::with_busybox(KILN);
     let probe = format!(
         "FROM busybox\n\
-         RUN gw=$(ip route | awk '/default/ {{print $3}}'); echo gateway=$gw; \
+         RUN ip link show eth0 >/dev/null && echo HAS-ETH0; \
+         gw=$(ip route | awk '/default/ {{print $3}}'); echo gateway=$gw; \
          cat /etc/hosts /etc/resolv.conf; \
          for a in 127.0.0.1 $gw; do \
            if wget -q -T 3 -O - http://$a:{port}/ 2>/dev/null; then echo REACHED-$a; else echo refused-$a; fi; \
@@ -53,6 +54,8 @@ fn the_default_network_reaches_out_but_never_the_hosts_loopback() {
     );
     let r = build(&root, &probe, &[]);
     assert!(said(&r.stderr, "OUTBOUND-OK"), "{}", r.stderr);
+    // The step's interface is eth0, as under BuildKit's CNI network (its testRunDefaultNetwork).
+    assert!(said(&r.stderr, "HAS-ETH0"), "{}", r.stderr);
     assert!(!r.stderr.contains("REACHED-1"), "{}", r.stderr);
     assert!(said(&r.stderr, "refused-127.0.0.1"), "{}", r.stderr);
     assert!(r.stderr.contains("gateway=10.213."), "{}", r.stderr);
