@@ -623,3 +623,13 @@ fn copy_from_a_variable_is_refused_with_buildkits_advice() {
         "{err}"
     );
 }
+
+#[test]
+fn a_dockerfile_without_from_says_it_has_no_stages() {
+    // BuildKit's testEmptyStages.
+    let err = lower_err("ARG foo=bar\n");
+    assert!(
+        err.contains("dockerfile contains no stages to build"),
+        "{err}"
+    );
+}

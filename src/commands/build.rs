@@ -252,13 +252,13 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
         if let Op::Exec(e) = &def.vertex(id).op {
             if e.network == NetworkMode::Host && !allowed.contains("network.host") {
                 return Err(usage(format!(
-                    "{}: --network=host needs `--allow network.host`",
+                    "{}: entitlement network.host is not allowed (--network=host needs `--allow network.host`)",
                     def.vertex(id).meta.description
                 )));
             }
             if e.security == SecurityMode::Insecure && !allowed.contains("security.insecure") {
                 return Err(usage(format!(
-                    "{}: --security=insecure needs `--allow security.insecure`",
+                    "{}: entitlement security.insecure is not allowed (--security=insecure needs `--allow security.insecure`)",
                     def.vertex(id).meta.description
                 )));
             }

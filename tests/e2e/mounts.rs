@@ -190,4 +190,26 @@ fn a_secret_is_readable_in_its_step_only_and_kept_nowhere() {
     assert!(!r.stderr.contains("argval-77e1d0"), "{}", r.stderr);
     assert!(files_holding(root.path(), b"argval-77e1d0").is_empty());
     assert!(files_holding(out.path(), b"argval-77e1d0").is_empty());
+
+    // A required secret nobody passed fails the step in BuildKit's words (testSecretRequiredWithoutValue).
+    let needs = Context::new().file(
+        "Dockerfile",
+        "FROM busybox
+RUN --mount=type=secret,id=mysecret,required true
+",
+    );
+    let r = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=plain",
+            needs.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr.contains("secret mysecret: not found"),
+        "{}",
+        r.stderr
+    );
 }

@@ -90,7 +90,10 @@ fn the_default_network_reaches_out_but_never_the_hosts_loopback() {
     );
     assert_ne!(denied.code, 0);
     assert!(
-        denied.stderr.contains("--allow network.host"),
+        denied
+            .stderr
+            .contains("entitlement network.host is not allowed")
+            && denied.stderr.contains("--allow network.host"),
         "{}",
         denied.stderr
     );

@@ -88,7 +88,7 @@ pub fn parse_dockerfile(df: &Dockerfile) -> Result<Stages, FrontendError> {
         let span = df.children.last().map(|n| n.span).unwrap_or_default();
         return Err(FrontendError::at(
             span,
-            "the Dockerfile has no FROM instruction: a build needs at least one stage",
+            "dockerfile contains no stages to build (it has no FROM instruction)",
         ));
     }
     Ok(Stages { meta_args, stages })

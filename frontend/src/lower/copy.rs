@@ -39,7 +39,7 @@ pub(super) fn parse_chmod(s: &str) -> Result<FileMode, String> {
         return match u32::from_str_radix(s, 8) {
             Ok(m) if m <= 0o7777 => Ok(FileMode::Octal(m)),
             _ => Err(format!(
-                "invalid chmod parameter {s:?}: octal modes go up to 7777"
+                "invalid chmod parameter: '{s}'. it should be octal string and between 0 and 07777"
             )),
         };
     }
@@ -55,7 +55,8 @@ pub(super) fn parse_chmod(s: &str) -> Result<FileMode, String> {
     if !s.is_empty() && s.split(',').all(valid_clause) {
         Ok(FileMode::Symbolic(s.to_string()))
     } else {
-        Err(format!("invalid chmod parameter {s:?}: use an octal mode such as 0755 or a symbolic one such as u+x"))
+        // BuildKit's wording (its testCopyInvalidChmod), and what else kiln accepts.
+        Err(format!("invalid chmod parameter: '{s}'. it should be octal string and between 0 and 07777 (or symbolic, such as u+x)"))
     }
 }
 
@@ -415,6 +416,14 @@ mod tests {
         );
         for bad in ["", "99999", "888", "u*x", "z+x", "rwx"] {
             assert!(parse_chmod(bad).is_err(), "{bad}");
+        }
+        // BuildKit's wording (testCopyInvalidChmod).
+        for bad in ["64a", "10000"] {
+            let e = parse_chmod(bad).unwrap_err();
+            assert!(
+                e.contains(&format!("invalid chmod parameter: '{bad}'. it should be octal string and between 0 and 07777")),
+                "{e}"
+            );
         }
     }
 

@@ -131,7 +131,7 @@ impl ProcessRunner for SandboxRunner<'_> {
                     };
                     let Some(value) = value else {
                         if *required {
-                            return Err(format!("secret {id} is required but was not provided (kiln build --secret id={id},src=FILE)"));
+                            return Err(format!("secret {id}: not found (it is required; pass it with kiln build --secret id={id},src=FILE)"));
                         }
                         continue;
                     };
