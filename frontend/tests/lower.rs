@@ -328,7 +328,7 @@ fn copy_steps_are_named_with_their_flags_as_buildkit_names_them() {
     assert!(
         names
             .iter()
-            .any(|n| n == "[2/2] COPY --from=b --chown=1:1 /o /o"),
+            .any(|n| n == "[stage-1 2/2] COPY --from=b --chown=1:1 /o /o"),
         "{names:?}"
     );
 }
@@ -632,4 +632,31 @@ fn a_dockerfile_without_from_says_it_has_no_stages() {
         err.contains("dockerfile contains no stages to build"),
         "{err}"
     );
+}
+
+#[test]
+fn steps_are_numbered_per_stage_and_carry_the_stage_name_as_buildkit_names_them() {
+    // BuildKit's testStepNames: FROM scratch is no step; every stage of a multi-stage file is named.
+    let l = lower_str(
+        "FROM busybox AS base\nWORKDIR /out\nRUN echo \"base\" > base\nFROM scratch\nCOPY --from=base --chmod=0644 /out /out\n",
+    );
+    let names: Vec<String> = l
+        .definition
+        .ids()
+        .map(|id| l.definition.vertex(id).meta.description.clone())
+        .collect();
+    for want in [
+        "[base 3/3] RUN echo \"base\" > base",
+        "[stage-1 1/1] COPY --from=base --chmod=0644 /out /out",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want}: {names:?}");
+    }
+    // One stage: no name, and its FROM is step 1.
+    let single = lower_str("FROM busybox\nRUN true\n");
+    let names: Vec<String> = single
+        .definition
+        .ids()
+        .map(|id| single.definition.vertex(id).meta.description.clone())
+        .collect();
+    assert!(names.iter().any(|n| n == "[2/2] RUN true"), "{names:?}");
 }

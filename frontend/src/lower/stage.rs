@@ -347,7 +347,7 @@ impl<'a> Lowerer<'a> {
                 trigger_insts.push(Instruction::from_node(&node)?);
             }
         }
-        st.total = 1 + trigger_insts.len() + stage.instructions.len();
+        st.total += trigger_insts.len();
         for inst in trigger_insts.iter().chain(stage.instructions.iter()) {
             self.dispatch(&mut st, inst)?;
         }
@@ -393,7 +393,9 @@ impl<'a> Lowerer<'a> {
                     .any(|f| f.eq_ignore_ascii_case(n))
             });
         let name = stage.display_name();
-        let prefix = if stage.name.is_none() && stage.index == self.target {
+        // As BuildKit names steps (its testStepNames): with several stages every step carries its stage's name,
+        // unnamed ones `stage-N`; a single-stage Dockerfile's do not.
+        let prefix = if self.stages.stages.len() == 1 {
             String::new()
         } else {
             format!("{name} ")
@@ -409,27 +411,29 @@ impl<'a> Lowerer<'a> {
             cmd_set: false,
             workdir_set: false,
             step: 0,
-            total: 1 + stage.instructions.len(),
+            // The FROM counts as a step only where it makes one (an image or a named context), as in BuildKit:
+            // `FROM scratch` and `FROM <stage>` are no step of their own.
+            total: stage.instructions.len(),
             ignore_cache,
             scope_cache: Default::default(),
             env_index: None,
         };
         let from_text = format!("FROM {base}");
         if let Some(ctx) = self.opts.build_contexts.get(&base).cloned() {
+            st.total += 1;
             let meta = st.describe(&from_text);
             let (root, image) = self.named_context_source(&base, &ctx, &platform, meta, node)?;
             st.root = root;
             st.image = image;
         } else if let Some(dep) = self.stage_ref(&base, stage.index, node)? {
             let r = self.lower_stage(dep)?;
-            st.step += 1;
             st.root = r.root;
             st.image = r.image;
             st.platform = r.platform;
         } else if base.eq_ignore_ascii_case("scratch") {
-            st.step += 1;
             st.image = empty_image(&platform);
         } else {
+            st.total += 1;
             let meta = st.describe(&from_text);
             let (root, image) = self.image_source(&base, &platform, meta, node)?;
             st.root = Some(root);
