@@ -29,12 +29,20 @@ pub struct KeyParts {
     pub listing: Option<Digest>,
 }
 
+/// Bumped when what a file op makes from the same inputs changes, so a record an older kiln made is never taken for
+/// the new result. 2 (2026-12): a symlinked source keeps its own name and wildcard matches are followed, a wildcard
+/// matching one file takes the destination's name, sockets arrive as empty files, `ADD --chown` owns archive entries.
+const FILE_OP_SEMANTICS: u32 = 2;
+
 #[derive(Serialize)]
 struct Canonical<'a> {
     op: &'a Op,
     inputs: &'a [Digest],
     content: &'a BTreeMap<String, Digest>,
     resolved: &'a Option<Digest>,
+    /// [`FILE_OP_SEMANTICS`] for a file op; absent (and so no change to their keys) for the others.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    semantics: Option<u32>,
 }
 
 impl KeyParts {
@@ -45,6 +53,7 @@ impl KeyParts {
             inputs: &self.inputs,
             content: &self.content,
             resolved: &self.resolved,
+            semantics: matches!(self.op, Op::File(_)).then_some(FILE_OP_SEMANTICS),
         };
         // Plain data with string keys always serializes.
         Digest::of_canonical_json(&c).unwrap_or_else(|_| Digest::sha256_of(b""))
@@ -95,6 +104,37 @@ mod tests {
             files: BTreeMap::new(),
             listing: None,
         }
+    }
+
+    #[test]
+    fn a_file_op_key_carries_the_file_op_semantics_and_other_keys_do_not() {
+        let without = |p: &KeyParts| {
+            Digest::of_canonical_json(&Canonical {
+                op: &p.op,
+                inputs: &p.inputs,
+                content: &p.content,
+                resolved: &p.resolved,
+                semantics: None,
+            })
+            .unwrap()
+        };
+        let file = parts("/x", "a");
+        assert_ne!(
+            file.key(),
+            without(&file),
+            "a record of an older kiln's file op is not taken"
+        );
+        let mut image = parts("/x", "a");
+        image.op = Op::Source(crate::llb::SourceOp::Image(crate::llb::ImageSource {
+            reference: "docker.io/library/busybox:latest".into(),
+            platform: "linux/amd64".parse().unwrap(),
+            resolve_mode: Default::default(),
+        }));
+        assert_eq!(
+            image.key(),
+            without(&image),
+            "other ops' keys are unchanged"
+        );
     }
 
     #[test]

@@ -146,7 +146,8 @@ impl ContextHasher {
         }
         let parts: Result<Vec<(String, Hashed)>, HashError> = matches
             .into_par_iter()
-            .map(|m| Ok((m.clone(), self.entry(&m, list)?)))
+            // A matched symlink is followed, as a named one is: the copy takes what it points at.
+            .map(|m| Ok((m.clone(), self.entry(&self.follow(&m, src)?, list)?)))
             .collect();
         let mut h = Sha256::new();
         let mut all = Listed::new();

@@ -28,6 +28,7 @@ fn is_glob(s: &str) -> bool {
 pub(super) fn expand_wildcard_rel(
     root: &Path,
     pattern: &str,
+    follow_last: bool,
 ) -> Result<Vec<(String, PathBuf)>, FileOpError> {
     let cleaned = clean_path(&format!("/{pattern}"));
     let mut current: Vec<String> = vec![String::new()];
@@ -61,7 +62,7 @@ pub(super) fn expand_wildcard_rel(
     current
         .into_iter()
         .filter(|r| !r.is_empty())
-        .map(|r| Ok((r.clone(), scoped::resolve(root, &r, false)?)))
+        .map(|r| Ok((r.clone(), scoped::resolve(root, &r, follow_last)?)))
         .collect()
 }
 
@@ -84,7 +85,7 @@ fn exists_under(root: &Path, rel: &str) -> Result<bool, FileOpError> {
 
 /// The resolved paths under `root` matching a wildcard pattern.
 pub(super) fn expand_wildcard(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, FileOpError> {
-    Ok(expand_wildcard_rel(root, pattern)?
+    Ok(expand_wildcard_rel(root, pattern, false)?
         .into_iter()
         .map(|(_, p)| p)
         .collect())
@@ -186,7 +187,9 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
     let src_root = &input.root;
     let wildcard = c.allow_wildcard && is_glob(&c.src);
     let sources: Vec<(String, PathBuf)> = if wildcard {
-        expand_wildcard_rel(src_root, &c.src)?
+        // Each match is followed when it is a symlink, as a source named directly is (BuildKit's testCopySymlinks:
+        // `COPY sub/l* alllinks/` copies what each link points at, under the link's name).
+        expand_wildcard_rel(src_root, &c.src, c.follow_symlinks)?
     } else {
         let rel = clean_path(&format!("/{}", c.src))
             .trim_start_matches('/')
@@ -249,8 +252,10 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         } else {
             None
         };
-        let name = abs
+        // The name the source was given, not its symlink target's: `COPY foo /` with foo -> bar makes /foo.
+        let name = Path::new(rel.as_str())
             .file_name()
+            .or_else(|| abs.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         if !c.exclude_patterns.is_empty() && copier.exclude.matches_or_parent_matches(rel) {

@@ -371,3 +371,34 @@ fn a_socket_in_the_source_becomes_an_empty_regular_file() {
     assert!(m.is_file(), "{:?}", m.file_type());
     assert_eq!((m.len(), m.mode() & 0o777), (0, 0o600));
 }
+
+#[test]
+fn a_symlinked_source_keeps_its_name_and_wildcard_matches_are_followed() {
+    // BuildKit's testCopySymlinks.
+    let f = fixture();
+    std::fs::write(f.ctx.join("bar"), "bar-contents").unwrap();
+    std::os::unix::fs::symlink("bar", f.ctx.join("foo")).unwrap();
+    std::fs::create_dir_all(f.ctx.join("sub")).unwrap();
+    std::fs::write(f.ctx.join("sub/lfile"), "lfile-contents").unwrap();
+    std::os::unix::fs::symlink("subfile", f.ctx.join("sub/l0")).unwrap();
+    std::fs::write(f.ctx.join("sub/subfile"), "subfile-contents").unwrap();
+    std::os::unix::fs::symlink("second", f.ctx.join("sub/l1")).unwrap();
+    std::os::unix::fs::symlink("baz", f.ctx.join("sub/second")).unwrap();
+    std::fs::write(f.ctx.join("sub/baz"), "baz-contents").unwrap();
+    run(&f, copy_action("foo", "/")).unwrap();
+    assert_eq!(read(f.root.join("foo")), "bar-contents");
+    assert!(
+        !f.root.join("bar").exists(),
+        "the link's name, not its target's"
+    );
+    run(&f, copy_action("sub/l*", "alllinks/")).unwrap();
+    for (name, want) in [
+        ("l0", "subfile-contents"),
+        ("l1", "baz-contents"),
+        ("lfile", "lfile-contents"),
+    ] {
+        let p = f.root.join("alllinks").join(name);
+        assert!(std::fs::symlink_metadata(&p).unwrap().is_file(), "{name}");
+        assert_eq!(read(p), want);
+    }
+}
