@@ -49,6 +49,14 @@ pub fn hint<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> St
         .unwrap_or_default()
 }
 
+/// `did you mean X?` for the nearest candidate, else `valid: a, b, c`: for a word that must be one of a short list.
+pub fn hint_or_list(word: &str, candidates: &[&str]) -> String {
+    match nearest(word, candidates.iter().copied()) {
+        Some(c) => format!("did you mean {c}?"),
+        None => format!("valid: {}", candidates.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -63,6 +71,14 @@ mod tests {
         assert_eq!(nearest("buidl", ["build", "test"]), Some("build"));
         assert_eq!(hint("tmpfss", ["bind", "tmpfs"]), " (did you mean tmpfs?)");
         assert_eq!(hint("zzz", ["bind"]), "");
+        assert_eq!(
+            hint_or_list("bnd", &["bind", "cache"]),
+            "did you mean bind?"
+        );
+        assert_eq!(
+            hint_or_list("zzz", &["bind", "cache"]),
+            "valid: bind, cache"
+        );
         assert_eq!(distance("kitten", "sitting"), 3);
         assert_eq!(distance("buidl", "build"), 1);
     }

@@ -16,6 +16,14 @@ fn lower_str(src: &str) -> Lowered {
     lower_with(src, &BuildOpts::default(), &NoResolver)
 }
 
+/// The progress names of every vertex.
+fn step_names(l: &Lowered) -> Vec<String> {
+    l.definition
+        .ids()
+        .map(|id| l.definition.vertex(id).meta.description.clone())
+        .collect()
+}
+
 /// The error lowering `src` must give.
 fn lower_err(src: &str) -> String {
     let df = frontend::parser::parse(src).expect("parses");
@@ -320,11 +328,7 @@ fn digests_are_stable_and_independent_stages_unaffected_by_edits() {
 fn copy_steps_are_named_with_their_flags_as_buildkit_names_them() {
     let l =
         lower_str("FROM busybox AS b\nRUN true\nFROM busybox\nCOPY --from=b --chown=1:1 /o /o\n");
-    let names: Vec<String> = l
-        .definition
-        .ids()
-        .map(|id| l.definition.vertex(id).meta.description.clone())
-        .collect();
+    let names = step_names(&l);
     assert!(
         names
             .iter()
@@ -640,11 +644,7 @@ fn steps_are_numbered_per_stage_and_carry_the_stage_name_as_buildkit_names_them(
     let l = lower_str(
         "FROM busybox AS base\nWORKDIR /out\nRUN echo \"base\" > base\nFROM scratch\nCOPY --from=base --chmod=0644 /out /out\n",
     );
-    let names: Vec<String> = l
-        .definition
-        .ids()
-        .map(|id| l.definition.vertex(id).meta.description.clone())
-        .collect();
+    let names = step_names(&l);
     for want in [
         "[base 3/3] RUN echo \"base\" > base",
         "[stage-1 1/1] COPY --from=base --chmod=0644 /out /out",
@@ -653,10 +653,6 @@ fn steps_are_numbered_per_stage_and_carry_the_stage_name_as_buildkit_names_them(
     }
     // One stage: no name, and its FROM is step 1.
     let single = lower_str("FROM busybox\nRUN true\n");
-    let names: Vec<String> = single
-        .definition
-        .ids()
-        .map(|id| single.definition.vertex(id).meta.description.clone())
-        .collect();
+    let names = step_names(&single);
     assert!(names.iter().any(|n| n == "[2/2] RUN true"), "{names:?}");
 }

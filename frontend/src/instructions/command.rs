@@ -650,13 +650,10 @@ impl Instruction {
                     "HEALTHCHECK",
                     "SHELL",
                 ];
-                let hint = match crate::suggest::nearest(other, KEYWORDS) {
-                    Some(k) => format!(" (did you mean {k}?)"),
-                    None => format!(" (valid: {})", KEYWORDS.join(", ")),
-                };
+                let hint = crate::suggest::hint_or_list(other, &KEYWORDS);
                 return Err(err(
                     node,
-                    format!("unknown instruction: {}{hint}", other.to_uppercase()),
+                    format!("unknown instruction: {} ({hint})", other.to_uppercase()),
                 ));
             }
         };

@@ -179,11 +179,10 @@ pub fn parse_mount_fields(fields: &[String]) -> Result<MountSpec, String> {
                 "secret" => MountType::Secret,
                 "ssh" => MountType::Ssh,
                 other => {
-                    let types = ["bind", "cache", "tmpfs", "secret", "ssh"];
-                    let hint = match crate::suggest::nearest(other, types) {
-                        Some(t) => format!("did you mean {t}?"),
-                        None => format!("valid: {}", types.join(", ")),
-                    };
+                    let hint = crate::suggest::hint_or_list(
+                        other,
+                        &["bind", "cache", "tmpfs", "secret", "ssh"],
+                    );
                     return Err(format!("unsupported mount type {other:?} ({hint})"));
                 }
             };
