@@ -164,6 +164,13 @@ fn apply_tar(
             continue;
         }
         if let Some(hidden) = file_name.strip_prefix(".wh.") {
+            // `.wh.` alone, `.wh..` and `.wh...` would hide the directory itself or its parent: refused, as
+            // containerd refuses them, so that no whiteout reaches outside the directory that holds it.
+            if matches!(hidden, "" | "." | "..") || hidden.contains('/') {
+                return Err(unsafe_entry(format!(
+                    "the whiteout hides {hidden:?}, which is not a name inside its directory"
+                )));
+            }
             let victim = parent.join(hidden);
             match whiteouts {
                 Whiteouts::Overlay => {
@@ -192,12 +199,8 @@ fn apply_tar(
         let regular = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
         // A regular file is made with O_EXCL, which finds what stands in its way itself (see `create_fresh`).
         if !kind.is_dir() && !regular {
-            if let Ok(m) = std::fs::symlink_metadata(&dest) {
-                if m.is_dir() {
-                    std::fs::remove_dir_all(&dest).map_err(write_err)?;
-                } else {
-                    std::fs::remove_file(&dest).map_err(write_err)?;
-                }
+            if std::fs::symlink_metadata(&dest).is_ok() {
+                remove_any(&dest).map_err(write_err)?;
             }
         }
         match kind {
@@ -368,12 +371,49 @@ fn set_mtime(path: &Path, mtime: u64) {
     );
 }
 
+/// Removes `p`, a whole tree when it is a directory, without ever crossing a mount point: a layer applied onto a
+/// directory that holds mounts (a snapshot of a running build, a cache mount) must not empty what is mounted
+/// there. A mount point met on the way is an error, and what lies beyond it stays.
 fn remove_any(p: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
-        Ok(_) => std::fs::remove_file(p),
-        Err(e) => Err(e),
+    let md = std::fs::symlink_metadata(p)?;
+    if !md.is_dir() {
+        return std::fs::remove_file(p);
     }
+    let parent = p.parent().unwrap_or(Path::new("/"));
+    let mount = mount_of(parent)?;
+    remove_dir_within(p, mount)
+}
+
+/// The mount a path lies on: its device and, where the kernel tells it (statx, Linux 5.8), its mount id, which
+/// also tells apart bind mounts of one filesystem.
+fn mount_of(p: &Path) -> std::io::Result<(u32, u32, Option<u64>)> {
+    use rustix::fs::{AtFlags, StatxFlags};
+    let st = rustix::fs::statx(
+        rustix::fs::CWD,
+        p,
+        AtFlags::SYMLINK_NOFOLLOW,
+        StatxFlags::BASIC_STATS | StatxFlags::MNT_ID,
+    )?;
+    let id = (st.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(st.stx_mnt_id);
+    Ok((st.stx_dev_major, st.stx_dev_minor, id))
+}
+
+fn remove_dir_within(dir: &Path, mount: (u32, u32, Option<u64>)) -> std::io::Result<()> {
+    if mount_of(dir)? != mount {
+        return Err(std::io::Error::other(format!(
+            "{} is a mount point: nothing is removed across one",
+            dir.display()
+        )));
+    }
+    for child in std::fs::read_dir(dir)? {
+        let path = child?.path();
+        if std::fs::symlink_metadata(&path)?.is_dir() {
+            remove_dir_within(&path, mount)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    std::fs::remove_dir(dir)
 }
 
 #[cfg(test)]

@@ -239,3 +239,52 @@ fn a_gzip_layer_cut_short_inside_a_large_file_fails_and_names_no_success() {
         other => panic!("a truncated layer must be malformed, got {other:?}"),
     }
 }
+
+#[test]
+fn whiteouts_that_name_no_entry_of_their_directory_are_refused() {
+    for name in ["out/.wh.", "out/.wh..", "out/.wh...", ".wh..."] {
+        for how in [Whiteouts::Delete, Whiteouts::Overlay] {
+            let t = tempfile::tempdir().unwrap();
+            let target = t.path().join("root");
+            std::fs::create_dir_all(target.join("out")).unwrap();
+            std::fs::write(target.join("keep"), "k").unwrap();
+            std::fs::write(t.path().join("beside"), "b").unwrap();
+            let layer = tar_of(&[(name, F, b"", None)]);
+            let err = apply_layer(&layer[..], &target, how).unwrap_err();
+            assert!(
+                matches!(err, LayerError::Unsafe { .. }),
+                "{name} ({how:?}): {err}"
+            );
+            assert!(target.join("keep").exists(), "{name} ({how:?})");
+            assert!(target.join("out").is_dir(), "{name} ({how:?})");
+            assert!(t.path().join("beside").exists(), "{name} ({how:?})");
+        }
+    }
+}
+
+/// Needs root (a tmpfs mount); skipped otherwise.
+#[test]
+fn a_whiteout_never_empties_what_is_mounted_below_it() {
+    let t = tempfile::tempdir().unwrap();
+    let mnt = t.path().join("dir/mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    if rustix::mount::mount(
+        "tmpfs",
+        &mnt,
+        "tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None,
+    )
+    .is_err()
+    {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    std::fs::write(mnt.join("precious"), "p").unwrap();
+    let layer = tar_of(&[(".wh.dir", F, b"", None)]);
+    let r = apply_layer(&layer[..], t.path(), Whiteouts::Delete);
+    let kept = mnt.join("precious").exists();
+    let _ = rustix::mount::unmount(&mnt, rustix::mount::UnmountFlags::DETACH);
+    assert!(r.is_err(), "removing across a mount point must fail");
+    assert!(kept, "the mounted file survives");
+}
