@@ -198,10 +198,8 @@ fn apply_tar(
         let mode = header.mode().map_err(LayerError::Malformed)? & 0o7777;
         let regular = matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous);
         // A regular file is made with O_EXCL, which finds what stands in its way itself (see `create_fresh`).
-        if !kind.is_dir() && !regular {
-            if std::fs::symlink_metadata(&dest).is_ok() {
-                remove_any(&dest).map_err(write_err)?;
-            }
+        if !kind.is_dir() && !regular && std::fs::symlink_metadata(&dest).is_ok() {
+            remove_any(&dest).map_err(write_err)?;
         }
         match kind {
             tar::EntryType::Directory => {
