@@ -466,6 +466,61 @@ fn escapes_are_denied(make: Make) {
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), "host");
 }
 
+/// A root step's chmod, chown and touch of its /dev nodes must not reach the host's nodes (the built-in runtime
+/// binds the host's inodes in, read-only; runc makes its own), while reading and writing the devices works. Only
+/// /dev/full is attacked: were the check to fail, the test puts the node back before it reports.
+fn the_hosts_device_nodes_keep_their_metadata(make: Make) {
+    use std::os::unix::fs::MetadataExt;
+    let _turn = shared_turn();
+    let (work, rootfs) = sandbox_dir();
+    for tool in ["chmod", "chown"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(tool)).unwrap();
+    }
+    let full = Path::new("/dev/full");
+    let seen = |m: &std::fs::Metadata| (m.mode(), m.uid(), m.gid(), m.mtime(), m.mtime_nsec());
+    let before = std::fs::metadata(full).unwrap();
+    let o = run(
+        &make(work.path()),
+        &process(
+            &rootfs,
+            "chmod 600 /dev/full; chown 65534:65534 /dev/full; touch -d 2001-01-01 /dev/full; \
+             echo x > /dev/null && echo null-works; head -c 4 /dev/urandom | wc -c; \
+             echo x > /dev/full 2>/dev/null || echo full-is-full",
+        ),
+    );
+    let after = std::fs::metadata(full).unwrap();
+    if seen(&after) != seen(&before) {
+        let _ = rustix::fs::chmod(
+            full,
+            rustix::fs::Mode::from_raw_mode(before.mode() & 0o7777),
+        );
+        let _ = std::os::unix::fs::chown(full, Some(before.uid()), Some(before.gid()));
+        let at = |s: i64, ns: i64| rustix::fs::Timespec {
+            tv_sec: s,
+            tv_nsec: ns as _,
+        };
+        let _ = rustix::fs::utimensat(
+            rustix::fs::CWD,
+            full,
+            &rustix::fs::Timestamps {
+                last_access: at(before.atime(), before.atime_nsec()),
+                last_modification: at(before.mtime(), before.mtime_nsec()),
+            },
+            rustix::fs::AtFlags::empty(),
+        );
+    }
+    assert_eq!(seen(&after), seen(&before), "the host's /dev/full: {o:?}");
+    assert_eq!(
+        o.output
+            .iter()
+            .filter(|l| !l.contains("chmod") && !l.contains("chown") && !l.contains("touch"))
+            .map(|l| l.trim())
+            .collect::<Vec<_>>(),
+        ["null-works", "4", "full-is-full"],
+        "{o:?}"
+    );
+}
+
 /// Instantiates every check above for each runtime.
 macro_rules! under {
     ($runtime:ident: $($check:ident),* $(,)?) => {
@@ -492,8 +547,57 @@ macro_rules! under {
             a_privileged_step_has_every_capability_and_no_filter,
             a_device_node_a_step_makes_cannot_be_opened,
             escapes_are_denied,
+            the_hosts_device_nodes_keep_their_metadata,
         );)*
     };
 }
 
 under!(builtin, runc);
+
+/// runc's bundle holds the step's environment (secrets given as `env=` among it): while the step runs, its
+/// config.json is 0600 in 0700 directories, and a bundle left by a kiln process that died is swept.
+#[test]
+fn a_runc_bundle_is_its_owners_alone_and_swept_after_a_kill() {
+    use std::os::unix::fs::PermissionsExt;
+    let _turn = shared_turn();
+    let (work, rootfs) = sandbox_dir();
+    let rt = runc(work.path());
+    let mut p = process(&rootfs, "sleep 2");
+    p.env.push("TOKEN=s3cret".into());
+    let bundles = work.path().join("bundles");
+    let mode = |p: &Path| std::fs::metadata(p).map(|m| m.permissions().mode() & 0o777);
+    let modes = std::thread::scope(|s| {
+        let step = s.spawn(|| run(&rt, &p));
+        let mut found = None;
+        for _ in 0..200 {
+            let cfg = std::fs::read_dir(&bundles)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path().join("config.json"))
+                .find(|c| c.exists());
+            if let Some(cfg) = cfg {
+                let dir = cfg.parent().unwrap().to_path_buf();
+                found = Some((mode(&bundles), mode(&dir), mode(&cfg)));
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(step.join().unwrap().exit_code, 0);
+        found
+    });
+    let (outer, dir, cfg) = modes.expect("the bundle was seen while the step ran");
+    assert_eq!(
+        (outer.unwrap(), dir.unwrap(), cfg.unwrap()),
+        (0o700, 0o700, 0o600)
+    );
+
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    let _ = { dead }.wait();
+    let left = bundles.join(format!("kiln-{pid}-0"));
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("config.json"), "{}").unwrap();
+    rt.sweep_stale();
+    assert!(!left.exists(), "a dead process's bundle is swept");
+}

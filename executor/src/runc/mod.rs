@@ -74,6 +74,14 @@ impl Runc {
                 }
             }
         }
+        // A bundle written just before a kill -9 may have no container yet: it is removed by its own name.
+        if let Ok(entries) = std::fs::read_dir(&self.bundles) {
+            for e in entries.flatten() {
+                if stale(&e.file_name().to_string_lossy()) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
         StepResources::sweep_stale();
     }
 
@@ -95,8 +103,11 @@ impl Runc {
                 source,
             }
         };
-        std::fs::create_dir_all(&bundle).map_err(io(&bundle))?;
-        std::fs::create_dir_all(&self.state).map_err(io(&self.state))?;
+        // config.json holds the step's environment, secrets given as env= among it: the bundles are the owner's
+        // alone (0700 directories, a 0600 file), whatever the umask and the modes around them.
+        private_dir(&self.bundles).map_err(io(&self.bundles))?;
+        private_dir(&bundle).map_err(io(&bundle))?;
+        private_dir(&self.state).map_err(io(&self.state))?;
         let cfg = crate::spec::config(
             p,
             step.cgroup.as_ref().map(|c| c.runtime_path()).as_deref(),
@@ -104,7 +115,17 @@ impl Runc {
         )?;
         let cfg_path = bundle.join("config.json");
         let text = serde_json::to_string(&cfg).map_err(crate::spec::SpecError::from)?;
-        std::fs::write(&cfg_path, text).map_err(io(&cfg_path))?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&cfg_path)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(io(&cfg_path))?;
+        }
         let mut result = self.run_bundle(&id, &bundle, on_line, cancelled);
         // Always remove the container and bundle, whatever happened.
         let _ = Command::new(&self.binary)
@@ -163,4 +184,18 @@ impl Runc {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// Makes `dir` (and its parents) and leaves it 0700: a directory that existed with a wider mode is tightened.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let md = std::fs::metadata(dir)?;
+    if md.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }

@@ -293,6 +293,37 @@ const DEV_LINKS: [(&str, &str); 5] = [
     ("ptmx", "pts/ptmx"),
 ];
 
+/// A host device node bound at `target`, remounted read-only: the node is the host's own inode, so a step that
+/// could change its metadata (`chmod 000 /dev/null`, `chown`, `touch`) would change the host's. On a read-only
+/// mount such calls fail with EROFS, while reading and writing a character or block device stays allowed (the
+/// kernel's read-only check covers only regular files, directories and links). `nosuid` and `noexec` add
+/// nothing a node needs; the flags the host's mount already has are repeated, since a user namespace may not
+/// drop them (rootless).
+fn device_bind(root: &Path, target: &Path, source: &Path) -> Result<Step, SandboxError> {
+    use rustix::fs::StatVfsMountFlags as F;
+    let locked = rustix::fs::statvfs(source).map_or(F::empty(), |v| v.f_flag);
+    let mut remount = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC;
+    for (has, flag) in [
+        (F::NODEV, libc::MS_NODEV),
+        (F::NOATIME, libc::MS_NOATIME),
+        (F::NODIRATIME, libc::MS_NODIRATIME),
+    ] {
+        if locked.contains(has) {
+            remount |= flag;
+        }
+    }
+    Ok(Step::Mount {
+        target: prefixes(root, target)?,
+        file: true,
+        source: Some(cstring(source)?),
+        fstype: None,
+        flags: libc::MS_BIND,
+        data: None,
+        remount: Some(remount),
+        propagation: 0,
+    })
+}
+
 fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -446,31 +477,17 @@ impl Plan {
         }
         if let Some(dev) = dev_dir {
             for name in DEVICES {
-                steps.push(Step::Mount {
-                    target: prefixes(&root, &dev.join(name))?,
-                    file: true,
-                    source: Some(cstring(Path::new("/dev").join(name))?),
-                    fstype: None,
-                    flags: libc::MS_BIND,
-                    data: None,
-                    remount: None,
-                    propagation: 0,
-                });
+                steps.push(device_bind(
+                    &root,
+                    &dev.join(name),
+                    &Path::new("/dev").join(name),
+                )?);
             }
             // A privileged step's host devices (the spec lists them): bound like the defaults.
             let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
             for d in devices.into_iter().flatten() {
                 let rel = d.path().strip_prefix("/dev").unwrap_or(d.path());
-                steps.push(Step::Mount {
-                    target: prefixes(&root, &dev.join(rel))?,
-                    file: true,
-                    source: Some(cstring(d.path())?),
-                    fstype: None,
-                    flags: libc::MS_BIND,
-                    data: None,
-                    remount: None,
-                    propagation: 0,
-                });
+                steps.push(device_bind(&root, &dev.join(rel), d.path())?);
             }
             for (name, target) in DEV_LINKS {
                 steps.push(Step::Symlink {
