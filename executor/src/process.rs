@@ -161,6 +161,10 @@ pub(crate) struct StepResources {
     pub id: String,
     pub cgroup: Option<crate::cgroup::StepCgroup>,
     pub network: Option<StepNet>,
+    /// Whether the network may go back to the pool when the step ends: not after a privileged step, which held
+    /// CAP_NET_ADMIN and could have changed routes, sysctls (route_localnet) or firewall rules that later,
+    /// ordinary steps would inherit.
+    reusable: bool,
 }
 
 /// A step's own network with outbound access.
@@ -201,6 +205,7 @@ impl StepResources {
             id,
             cgroup,
             network,
+            reusable: !p.privileged,
         })
     }
 
@@ -221,10 +226,12 @@ impl StepResources {
 
 impl Drop for StepResources {
     fn drop(&mut self) {
-        // The cgroup goes with the step; the network waits for the next one.
+        // The cgroup goes with the step; the network waits for the next one, unless a privileged step had it.
         self.cgroup = None;
         if let Some(StepNet::Bridge(n)) = self.network.take() {
-            n.release();
+            if self.reusable {
+                n.release();
+            }
         }
     }
 }

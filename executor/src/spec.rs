@@ -116,10 +116,11 @@ pub const READONLY_PATHS: [&str; 5] = [
 
 /// System calls a RUN step may never make: the ones Docker's default seccomp profile leaves out that matter on a
 /// build host (kernel modules and kexec, keyrings, bpf and perf, reboot, swap, clock and time, mounts through the new
-/// mount API, handle-based opens that bypass path checks, userfaultfd, namespace creation and joining, obsolete
+/// mount API, handle-based opens that bypass path checks, userfaultfd, io_uring (whose rings make I/O no filter sees;
+/// Docker 25 denies it too), namespace creation and joining, obsolete
 /// calls). kiln writes them as a deny list over an allow-by-default filter: shorter than Docker's allow list, and
 /// a syscall added to the kernel later is not broken for builds. They fail with EPERM, as under Docker.
-pub const DENIED_SYSCALLS: [&str; 40] = [
+pub const DENIED_SYSCALLS: [&str; 43] = [
     "acct",
     "add_key",
     "adjtimex",
@@ -136,6 +137,9 @@ pub const DENIED_SYSCALLS: [&str; 40] = [
     "get_kernel_syms",
     "init_module",
     "ioperm",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
     "iopl",
     "kexec_file_load",
     "kexec_load",

@@ -521,6 +521,31 @@ fn the_hosts_device_nodes_keep_their_metadata(make: Make) {
     );
 }
 
+/// A privileged step holds CAP_NET_ADMIN in its network namespace: what it changes there (here the
+/// route_localnet sysctl that lets 127.0.0.0/8 be routed) must not reach a later, ordinary step through the pool
+/// of reused namespaces.
+fn a_privileged_steps_network_is_not_reused(make: Make) {
+    let _turn = shared_turn();
+    let (work, rootfs) = sandbox_dir();
+    let rt = make(work.path());
+    let knob = "/proc/sys/net/ipv4/conf/all/route_localnet";
+    let mut insecure = process(&rootfs, &format!("echo 1 > {knob} && cat {knob}"));
+    insecure.network = Network::Outbound;
+    insecure.privileged = true;
+    let o = run(&rt, &insecure);
+    assert_eq!(
+        o.output,
+        ["1"],
+        "the privileged step changed its namespace: {o:?}"
+    );
+    for _ in 0..3 {
+        let mut plain = process(&rootfs, &format!("cat {knob}"));
+        plain.network = Network::Outbound;
+        let o = run(&rt, &plain);
+        assert_eq!(o.output, ["0"], "a later step's network: {o:?}");
+    }
+}
+
 /// Instantiates every check above for each runtime.
 macro_rules! under {
     ($runtime:ident: $($check:ident),* $(,)?) => {
@@ -548,6 +573,7 @@ macro_rules! under {
             a_device_node_a_step_makes_cannot_be_opened,
             escapes_are_denied,
             the_hosts_device_nodes_keep_their_metadata,
+            a_privileged_steps_network_is_not_reused,
         );)*
     };
 }

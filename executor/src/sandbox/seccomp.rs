@@ -63,6 +63,9 @@ mod table {
             "fspick" => 433,
             "get_kernel_syms" => 177,
             "init_module" => 175,
+            "io_uring_enter" => 426,
+            "io_uring_register" => 427,
+            "io_uring_setup" => 425,
             "ioperm" => 173,
             "iopl" => 172,
             "kexec_file_load" => 320,
@@ -277,6 +280,14 @@ mod tests {
         let eperm = RET_ERRNO | 1;
         assert_eq!(eval(&prog, x86_64, 272, [0; 6]), eperm, "unshare");
         assert_eq!(eval(&prog, x86_64, 167, [0; 6]), eperm, "swapon");
+        // Docker 25 and later deny io_uring: its rings run I/O that no seccomp filter sees.
+        for (nr, name) in [
+            (425, "io_uring_setup"),
+            (426, "io_uring_enter"),
+            (427, "io_uring_register"),
+        ] {
+            assert_eq!(eval(&prog, x86_64, nr, [0; 6]), eperm, "{name}");
+        }
         assert_eq!(eval(&prog, x86_64, 0, [0; 6]), RET_ALLOW, "read");
         assert_eq!(eval(&prog, x86_64, 59, [0; 6]), RET_ALLOW, "execve");
         // fork-like clone (SIGCHLD | CLONE_CHILD_SETTID ...) passes; a clone asking for a namespace does not.
