@@ -5,8 +5,15 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::RootArgs;
 
-/// The root directory for this invocation.
+/// The root directory for this invocation, made private to its owner (see [`secure`]).
 pub fn root_dir(args: &RootArgs) -> PathBuf {
+    let dir = locate(args);
+    secure(&dir);
+    dir
+}
+
+/// Where the root is, by `--root`, KILN_ROOT or the user's default.
+fn locate(args: &RootArgs) -> PathBuf {
     if let Some(r) = &args.root {
         return r.clone();
     }
@@ -24,6 +31,40 @@ pub fn root_dir(args: &RootArgs) -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     home.join(".local/share/kiln")
+}
+
+/// Makes the root a directory that only its owner can enter (0700), whatever the umask, and tightens a root that
+/// an earlier kiln left open, saying so once. A root holds what steps made (setuid binaries, device nodes from
+/// base images and archives, build-arg values in cache records): were it open, any local user could run a
+/// step's setuid-root binary from its snapshot (Docker's CVE-2021-41091 is this class). Nothing inside the root
+/// needs other users: the sandbox mounts the step's overlay and binds before it drops to the step's user, and
+/// mounts are reached through the step's own root, not through this path.
+fn secure(dir: &Path) {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        // Parents keep the umask's modes: they may be shared directories (~/.local/share, /var/lib).
+        let _ = std::fs::create_dir_all(parent);
+    }
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
+    let Ok(md) = std::fs::metadata(dir) else {
+        return;
+    };
+    let mode = md.permissions().mode() & 0o7777;
+    if mode & 0o077 == 0 {
+        return;
+    }
+    match std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o7700)) {
+        Ok(()) => eprintln!(
+            "kiln: the root {} was open to other users (mode {mode:04o}); it is now {:04o}, so that no other \
+             user can reach the files builds made",
+            dir.display(),
+            mode & 0o7700
+        ),
+        Err(e) => eprintln!(
+            "warning: the root {} is open to other users (mode {mode:04o}) and could not be tightened: {e}",
+            dir.display()
+        ),
+    }
 }
 
 /// A lock on a root: builds hold it shared for their whole run, `kiln prune` exclusively, so a prune waits for

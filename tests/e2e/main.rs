@@ -18,6 +18,7 @@ mod platforms;
 mod registry;
 mod remote;
 mod rootless;
+mod security;
 mod store;
 
 /// The binary under test, built by cargo for this test target.
