@@ -169,6 +169,16 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> WorkerError + '_ {
     }
 }
 
+/// A build that was dying (killed, not yet reaped) when this one started was still alive to the first sweep: what
+/// it left goes when this worker is done, so that no build ends with a dead one's mounts still in place.
+impl Drop for Worker<'_> {
+    fn drop(&mut self) {
+        if let Some(root) = self.work.parent() {
+            sweep::sweep_dead(root);
+        }
+    }
+}
+
 impl<'a> Worker<'a> {
     /// A worker over `root` (snapshots, cache records, cache mounts and scratch space live below it).
     pub fn new(
@@ -238,9 +248,9 @@ impl<'a> Worker<'a> {
 
     /// Saves what the context hashers learned (when they learned anything), so the next build re-reads only
     /// changed files.
-    pub fn save_stat_caches(self, root: &Path) -> Result<(), WorkerError> {
+    pub fn save_stat_caches(mut self, root: &Path) -> Result<(), WorkerError> {
         let stat_dir = root.join("statcache");
-        for (name, h) in self.hashers {
+        for (name, h) in std::mem::take(&mut self.hashers) {
             if let Some(l) = self.locals.get(&name) {
                 let f = stat_dir.join(StatCache::file_name(&l.path));
                 let cache = h.into_stat_cache();

@@ -4,9 +4,20 @@
 
 use std::path::{Path, PathBuf};
 
-/// Whether the process `pid` is gone (a zombie still counts as alive; a reused pid only delays the clean-up).
+/// Whether the process `pid` is gone or a zombie (a zombie runs no code and makes no mount, so what it left can
+/// go; a reused pid only delays the clean-up).
 pub fn dead(pid: u32) -> bool {
-    pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+    if pid == std::process::id() {
+        return false;
+    }
+    match std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")) {
+        // `pid (comm) S ...`: the state follows the last ')', since comm may hold one.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| matches!(state, "Z" | "X")),
+        Err(_) => true,
+    }
 }
 
 /// Mount points strictly below `dir`, deepest first.
@@ -50,16 +61,32 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Detaches every mount below `dir` (and on it), then removes it; a file is just removed.
+/// Detaches every mount below `dir` (and on it), then removes it; a file is just removed. A path mounted more
+/// than once (a mount stacked on another) is detached until no mount is left on it or below it: removing the
+/// tree through a mount that stayed would empty the mounted directory and still leave the mount.
 pub fn remove_mounted_tree(dir: &Path) -> std::io::Result<()> {
-    for m in mounts_under(dir) {
-        let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+    for _ in 0..16 {
+        let mut left: Vec<PathBuf> = mounts_under(dir);
+        left.extend(
+            mounts_under(dir.parent().unwrap_or(dir))
+                .into_iter()
+                .filter(|m| m == dir),
+        );
+        if left.is_empty() {
+            break;
+        }
+        for m in left {
+            let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+        }
     }
-    if let Some(m) = mounts_under(dir.parent().unwrap_or(dir))
-        .into_iter()
-        .find(|m| m == dir)
+    if mounts_under(dir.parent().unwrap_or(dir))
+        .iter()
+        .any(|m| m.starts_with(dir))
     {
-        let _ = rustix::mount::unmount(&m, rustix::mount::UnmountFlags::DETACH);
+        return Err(std::io::Error::other(format!(
+            "{} is still mounted",
+            dir.display()
+        )));
     }
     let removed = match std::fs::symlink_metadata(dir) {
         Ok(m) if !m.is_dir() => std::fs::remove_file(dir),
@@ -167,6 +194,48 @@ mod tests {
         assert_eq!(unescape_mountinfo(r"/a\040b/c"), "/a b/c");
         assert_eq!(unescape_mountinfo(r"/tab\011x"), "/tab\tx");
         assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
+    }
+
+    /// A build killed while another starts may still be a zombie (not yet reaped) when the sweep runs; and a
+    /// path can hold two mounts stacked. Both must go, mounts first. (Needs root for the mounts; without it only
+    /// the zombie's directory is checked.)
+    #[test]
+    fn a_zombies_stacked_mounts_are_all_detached_and_its_work_removed() {
+        let root = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let zombie = child.id();
+        let stat = format!("/proc/{zombie}/stat");
+        for _ in 0..500 {
+            if std::fs::read_to_string(&stat).is_ok_and(|s| s.contains(") Z")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(dead(zombie), "a zombie counts as dead");
+        let dir = root.path().join(format!("work/rootfs-{zombie}-1"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mount = || {
+            rustix::mount::mount(
+                "none",
+                &dir,
+                "tmpfs",
+                rustix::mount::MountFlags::empty(),
+                None,
+            )
+            .is_ok()
+        };
+        let mounted = mount() && mount();
+        if mounted {
+            std::fs::write(dir.join("in-the-top-mount"), "x").unwrap();
+        }
+        sweep_dead(root.path());
+        let still: Vec<_> = mounts_under(root.path());
+        for m in &still {
+            let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
+        }
+        child.wait().unwrap();
+        assert!(still.is_empty(), "mounts left: {still:?}");
+        assert!(!dir.exists(), "the zombie's work directory is removed");
     }
 
     #[test]
