@@ -171,6 +171,30 @@ pub const DENIED_SYSCALLS: [&str; 43] = [
 /// without CAP_SYS_ADMIN, since the denied `unshare` would otherwise be one clone away.
 pub const CLONE_NAMESPACE_FLAGS: u64 = 0x7E02_0000;
 
+/// The personality(2) values Docker's profile allows: PER_LINUX, PER_LINUX32, each with UNAME26, and the query
+/// 0xffffffff. Others (ADDR_NO_RANDOMIZE turns off ASLR, READ_IMPLIES_EXEC makes data executable) are denied.
+pub const PERSONALITIES_ALLOWED: [u32; 5] = [0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
+
+/// `personality`'s denials as masked tests on its argument, each one comparison (libseccomp takes one test of an
+/// argument per rule, and kiln's filter is a deny list): a value with bit 31 set and any other bit clear (bit 31
+/// set is the query only when every bit is), and a value with bit 31 clear and any bit set that PER_LINUX32 and
+/// UNAME26 (bits 3 and 17) do not name. What passes is exactly [`PERSONALITIES_ALLOWED`]. The kernel reads the
+/// argument as 32 bits, so the upper half is not tested.
+fn personality_denied() -> Vec<(u64, u64)> {
+    const QUERY_BIT: u64 = 1 << 31;
+    let allowed_bits: u64 = 0x2_0008;
+    let other_bits = (0..31).map(|b| 1u64 << b);
+    other_bits
+        .clone()
+        .map(|b| (QUERY_BIT | b, QUERY_BIT))
+        .chain(
+            other_bits
+                .filter(|b| b & allowed_bits == 0)
+                .map(|b| (QUERY_BIT | b, b)),
+        )
+        .collect()
+}
+
 fn seccomp() -> Value {
     let mut syscalls = vec![
         json!({"names": DENIED_SYSCALLS.as_slice(), "action": "SCMP_ACT_ERRNO", "errnoRet": 1}),
@@ -183,6 +207,12 @@ fn seccomp() -> Value {
         syscalls.push(
             json!({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
             "args": [{"index": 0, "value": bit, "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"}]}),
+        );
+    }
+    for (mask, value) in personality_denied() {
+        syscalls.push(
+            json!({"names": ["personality"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+            "args": [{"index": 0, "value": mask, "valueTwo": value, "op": "SCMP_CMP_MASKED_EQ"}]}),
         );
     }
     // clone3 passes its flags in memory a filter cannot read: ENOSYS makes libc fall back to clone.

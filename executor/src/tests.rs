@@ -28,7 +28,7 @@ fn busybox_rootfs(dir: &Path) {
     for tool in [
         "sh", "cat", "echo", "id", "hostname", "ls", "mount", "grep", "touch", "ip", "unshare",
         "swapoff", "head", "tr", "wc", "pgrep", "mknod", "dd", "sleep", "true", "wget", "nc",
-        "kill", "ps",
+        "kill", "ps", "linux32", "uname",
     ] {
         std::os::unix::fs::symlink("busybox", bin.join(tool)).unwrap();
     }
@@ -244,10 +244,12 @@ fn denied_syscalls_fail_with_eperm(make: Make) {
         &runc,
         &process(
             &rootfs,
-            "unshare -U true; echo unshare=$?; swapoff -a; echo swapoff=$?",
+            "unshare -U true; echo unshare=$?; swapoff -a; echo swapoff=$?; linux32 uname -m",
         ),
     );
     let out = o.output.join("\n");
+    // PER_LINUX32 is among the personalities Docker's profile allows (the rest are denied).
+    assert!(o.output.iter().any(|l| l == "i686"), "{out}");
     assert!(out.contains("unshare=1"), "{out}");
     assert!(!out.contains("swapoff=0"), "{out}");
     assert!(out.contains("Operation not permitted"), "{out}");

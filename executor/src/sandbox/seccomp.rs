@@ -22,6 +22,7 @@ const JEQ_K: u16 = 0x15;
 const JGE_K: u16 = 0x35;
 const AND_K: u16 = 0x54;
 const RET_K: u16 = 0x06;
+const JA: u16 = 0x05;
 
 const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
@@ -80,6 +81,7 @@ mod table {
             "open_by_handle_at" => 304,
             "open_tree" => 428,
             "perf_event_open" => 298,
+            "personality" => 135,
             "pivot_root" => 155,
             "ptrace" => 101,
             "quotactl" => 179,
@@ -123,6 +125,76 @@ fn action(a: LinuxSeccompAction, errno: Option<u32>) -> Result<u32, SeccompError
     })
 }
 
+/// One rule's instructions, to run with the call's number already matched: each argument test (the 32-bit halves
+/// under their masks; a half that the mask leaves out is not tested), then the rule's return. A mismatch jumps
+/// to the end of the block, where the next rule of the same call, or the number's reload, begins.
+fn rule_block<'a>(
+    args: impl Iterator<Item = &'a oci_spec::runtime::LinuxSeccompArg>,
+    ret: u32,
+) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    let mut tests = Vec::new();
+    for arg in args {
+        if arg.index() > 5 {
+            return Err(SeccompError::Unsupported(format!(
+                "argument index {}",
+                arg.index()
+            )));
+        }
+        let (mask, want) = match arg.op() {
+            LinuxSeccompOperator::ScmpCmpEq => (u64::MAX, arg.value(), true),
+            LinuxSeccompOperator::ScmpCmpNe => (u64::MAX, arg.value(), false),
+            LinuxSeccompOperator::ScmpCmpMaskedEq => {
+                (arg.value(), arg.value_two().unwrap_or(0), true)
+            }
+            other => return Err(SeccompError::Unsupported(format!("the operator {other}"))),
+        }
+        .into_parts();
+        tests.push((ARGS + 8 * arg.index() as u32, mask, want));
+    }
+    // Instructions first, with `END` standing for the end of the block; offsets are filled in once it is known.
+    const END: u8 = u8::MAX;
+    let mut block: Vec<libc::sock_filter> = Vec::new();
+    for (arg_off, mask, (value, equal)) in tests {
+        let (lo_mask, hi_mask) = (mask as u32, (mask >> 32) as u32);
+        let (lo, hi) = (value as u32, (value >> 32) as u32);
+        if equal {
+            for (off, m, v) in [(arg_off, lo_mask, lo), (arg_off + 4, hi_mask, hi)] {
+                if m == 0 && v == 0 {
+                    continue;
+                }
+                block.push(stmt(LD_W_ABS, off));
+                block.push(stmt(AND_K, m));
+                block.push(jump(JEQ_K, v, 0, END));
+            }
+        } else {
+            // `!=` holds when either half differs: a differing low half matches at once (skips the high test).
+            block.push(stmt(LD_W_ABS, arg_off));
+            block.push(stmt(AND_K, lo_mask));
+            block.push(jump(JEQ_K, lo, 0, 3));
+            block.push(stmt(LD_W_ABS, arg_off + 4));
+            block.push(stmt(AND_K, hi_mask));
+            block.push(jump(JEQ_K, hi, END, 0));
+        }
+    }
+    block.push(stmt(RET_K, ret));
+    let len = block.len();
+    if len > 250 {
+        return Err(SeccompError::Unsupported("a rule this long".into()));
+    }
+    for (i, ins) in block.iter_mut().enumerate() {
+        let to_end = (len - i - 1) as u8;
+        if ins.code == JEQ_K {
+            if ins.jt == END {
+                ins.jt = to_end;
+            }
+            if ins.jf == END {
+                ins.jf = to_end;
+            }
+        }
+    }
+    Ok(block)
+}
+
 /// Compiles `s` for this machine.
 #[cfg(target_arch = "x86_64")]
 pub fn compile(s: &LinuxSeccomp) -> Result<Vec<libc::sock_filter>, SeccompError> {
@@ -137,64 +209,34 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Vec<libc::sock_filter>, SeccompError>
         prog.push(jump(JGE_K, bit, 0, 1));
         prog.push(stmt(RET_K, enosys));
     }
+    // Rules by system call number, each number's rules in the order the spec gives them: a call is tested only
+    // against its own rules, so grouping keeps the meaning, and every other call passes a whole group with one
+    // comparison (personality alone has 60 rules).
+    let mut groups: Vec<(u32, Vec<libc::sock_filter>)> = Vec::new();
     for rule in s.syscalls().iter().flatten() {
         let ret = action(rule.action(), rule.errno_ret())?;
+        let block = rule_block(rule.args().iter().flatten(), ret)?;
         for nr in rule.names().iter().filter_map(|n| table::number(n)) {
-            // The block: test the number, then each argument (both 32-bit halves, each under its mask), then
-            // return; a mismatch skips to the end of the block, which reloads the number for the next rule.
-            let mut tests = Vec::new();
-            for arg in rule.args().iter().flatten() {
-                if arg.index() > 5 {
-                    return Err(SeccompError::Unsupported(format!(
-                        "argument index {}",
-                        arg.index()
-                    )));
-                }
-                let (mask, want) = match arg.op() {
-                    LinuxSeccompOperator::ScmpCmpEq => (u64::MAX, arg.value(), true),
-                    LinuxSeccompOperator::ScmpCmpNe => (u64::MAX, arg.value(), false),
-                    LinuxSeccompOperator::ScmpCmpMaskedEq => {
-                        (arg.value(), arg.value_two().unwrap_or(0), true)
-                    }
-                    other => {
-                        return Err(SeccompError::Unsupported(format!("the operator {other}")))
-                    }
-                }
-                .into_parts();
-                tests.push((ARGS + 8 * arg.index() as u32, mask, want));
+            match groups.iter_mut().find(|(n, _)| *n == nr) {
+                Some((_, body)) => body.extend_from_slice(&block),
+                None => groups.push((nr, block.clone())),
             }
-            let len = 1 + 6 * tests.len() + 2;
-            let reload = len - 1;
-            // The jump offset from the instruction at `from` to the one at `to`.
-            let off = |from: usize, to: usize| (to - from - 1) as u8;
-            let mut block = Vec::with_capacity(len);
-            block.push(jump(JEQ_K, nr, 0, off(0, reload)));
-            for (arg_off, mask, (value, equal)) in &tests {
-                let lo = block.len() + 2;
-                let hi = lo + 3;
-                block.push(stmt(LD_W_ABS, *arg_off));
-                block.push(stmt(AND_K, *mask as u32));
-                block.push(if *equal {
-                    jump(JEQ_K, *value as u32, 0, off(lo, reload))
-                } else {
-                    // `!=` holds when either half differs: a differing low half matches at once.
-                    jump(JEQ_K, *value as u32, 0, off(lo, hi + 1))
-                });
-                block.push(stmt(LD_W_ABS, arg_off + 4));
-                block.push(stmt(AND_K, (mask >> 32) as u32));
-                block.push(if *equal {
-                    jump(JEQ_K, (value >> 32) as u32, 0, off(hi, reload))
-                } else {
-                    jump(JEQ_K, (value >> 32) as u32, off(hi, reload), 0)
-                });
+        }
+    }
+    for (nr, body) in groups {
+        // A body that tested arguments leaves one in the accumulator: the number is loaded again after it.
+        let reload = body.iter().any(|i| i.code == LD_W_ABS);
+        let skip = body.len() + usize::from(reload);
+        match u8::try_from(skip) {
+            Ok(skip) => prog.push(jump(JEQ_K, nr, 0, skip)),
+            Err(_) => {
+                prog.push(jump(JEQ_K, nr, 1, 0));
+                prog.push(stmt(JA, skip as u32));
             }
-            block.push(stmt(RET_K, ret));
-            block.push(stmt(LD_W_ABS, NR));
-            debug_assert_eq!(block.len(), len);
-            if len > 250 {
-                return Err(SeccompError::Unsupported("a rule this long".into()));
-            }
-            prog.extend(block);
+        }
+        prog.extend(body);
+        if reload {
+            prog.push(stmt(LD_W_ABS, NR));
         }
     }
     prog.push(stmt(
@@ -248,6 +290,7 @@ mod tests {
                 RET_K => return ins.k,
                 JEQ_K => pc += usize::from(if a == ins.k { ins.jt } else { ins.jf }),
                 JGE_K => pc += usize::from(if a >= ins.k { ins.jt } else { ins.jf }),
+                JA => pc += ins.k as usize,
                 c => panic!("unexpected opcode {c:#x}"),
             }
         }
@@ -280,6 +323,41 @@ mod tests {
         let eperm = RET_ERRNO | 1;
         assert_eq!(eval(&prog, x86_64, 272, [0; 6]), eperm, "unshare");
         assert_eq!(eval(&prog, x86_64, 167, [0; 6]), eperm, "swapon");
+        // personality: exactly Docker's five values pass, whatever the upper half of the register holds.
+        for v in [0u64, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff, 0x1_0000_0008] {
+            assert_eq!(
+                eval(&prog, x86_64, 135, [v, 0, 0, 0, 0, 0]),
+                RET_ALLOW,
+                "personality({v:#x})"
+            );
+        }
+        for v in [
+            0x4_0000u64,
+            0x40_0000,
+            0x8004_0000,
+            0x7fff_ffff,
+            0xffff_fffe,
+            0x1,
+            0x8000_0000,
+        ] {
+            assert_eq!(
+                eval(&prog, x86_64, 135, [v, 0, 0, 0, 0, 0]),
+                eperm,
+                "personality({v:#x})"
+            );
+        }
+        let allowed: Vec<u64> = (0..=u32::MAX)
+            .step_by(40_009)
+            .chain(crate::spec::PERSONALITIES_ALLOWED)
+            .filter(|v| eval(&prog, x86_64, 135, [u64::from(*v), 0, 0, 0, 0, 0]) == RET_ALLOW)
+            .map(u64::from)
+            .collect();
+        assert!(
+            allowed
+                .iter()
+                .all(|v| crate::spec::PERSONALITIES_ALLOWED.contains(&(*v as u32))),
+            "{allowed:x?}"
+        );
         // Docker 25 and later deny io_uring: its rings run I/O that no seccomp filter sees.
         for (nr, name) in [
             (425, "io_uring_setup"),
