@@ -5,10 +5,17 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::RootArgs;
 
-/// The root directory for this invocation, made private to its owner (see [`secure`]).
+/// The root directory for this invocation, made (when missing) and kept private to its owner (see [`secure`]).
 pub fn root_dir(args: &RootArgs) -> PathBuf {
     let dir = locate(args);
-    secure(&dir);
+    secure(&dir, true);
+    dir
+}
+
+/// The root directory for a command that must find one there (`kiln doctor`): never made, but tightened.
+pub fn existing_root_dir(args: &RootArgs) -> PathBuf {
+    let dir = locate(args);
+    secure(&dir, false);
     dir
 }
 
@@ -39,13 +46,15 @@ fn locate(args: &RootArgs) -> PathBuf {
 /// step's setuid-root binary from its snapshot (Docker's CVE-2021-41091 is this class). Nothing inside the root
 /// needs other users: the sandbox mounts the step's overlay and binds before it drops to the step's user, and
 /// mounts are reached through the step's own root, not through this path.
-fn secure(dir: &Path) {
+fn secure(dir: &Path, create: bool) {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        // Parents keep the umask's modes: they may be shared directories (~/.local/share, /var/lib).
-        let _ = std::fs::create_dir_all(parent);
+    if create {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            // Parents keep the umask's modes: they may be shared directories (~/.local/share, /var/lib).
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
     }
-    let _ = std::fs::DirBuilder::new().mode(0o700).create(dir);
     let Ok(md) = std::fs::metadata(dir) else {
         return;
     };

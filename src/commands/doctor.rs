@@ -536,7 +536,7 @@ pub fn remove_dangling_pointers(root: &Path) -> Result<(), Failure> {
 
 /// Runs `kiln doctor`.
 pub fn run(args: &DoctorArgs) -> Result<(), Failure> {
-    let root = root::root_dir(&args.root);
+    let root = root::existing_root_dir(&args.root);
     if !root.is_dir() {
         return Err(Failure::Usage(format!(
             "{}: no kiln root here (give --root or KILN_ROOT)",

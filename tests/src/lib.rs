@@ -110,7 +110,7 @@ impl Root {
     }
 
     fn with_bases(bin: &str, extra: &[&str]) -> Root {
-        let dir = tempfile::tempdir().expect("create a kiln root");
+        let dir = private_dir();
         let out = Command::new("bash")
             .arg(repo_root().join("scripts/base-images.sh"))
             .arg(bin)
@@ -133,9 +133,7 @@ impl Root {
 
     /// A fresh, empty root (a second machine, say, that has pulled nothing yet).
     pub fn empty() -> Root {
-        Root {
-            dir: tempfile::tempdir().expect("create a kiln root"),
-        }
+        Root { dir: private_dir() }
     }
 
     /// Runs kiln with `KILN_ROOT` set to this root, extra environment variables and optional stdin.
@@ -165,6 +163,15 @@ impl Root {
     pub fn kiln(&self, bin: &str, args: &[&str]) -> Run {
         self.kiln_with(bin, args, &[], None)
     }
+}
+
+/// A temporary directory for a kiln root, 0700 as kiln keeps its roots (a wider one is tightened, and kiln says
+/// so on stderr, which tests of exact output would then see).
+pub fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("create a kiln root");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    dir
 }
 
 /// $PATH with the system directories root's tools live in (runc, ip, iptables), for the programs tests start.
