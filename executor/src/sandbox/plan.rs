@@ -118,7 +118,7 @@ fn resolve_in_root(root: &Path, parts: &[OsString]) -> Result<PathBuf, SandboxEr
                 .ok_or_else(|| SandboxError::Spec(format!("{p:?} is not UTF-8")))
         })
         .collect::<Result<_, _>>()?;
-    oci::scoped::resolve(root, &path.join("/"), true).map_err(|e| SandboxError::Spec(e.to_string()))
+    scoped::resolve(root, &path.join("/"), true).map_err(|e| SandboxError::Spec(e.to_string()))
 }
 
 /// Each path from below `root` down to `target` (which is inside it).

@@ -11,8 +11,8 @@ mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use llb::{Definition, VertexId};
 use oci::{Digest, Image, Platform};
-use solver::llb::{Definition, VertexId};
 
 pub use args::{is_proxy_arg, Scope, PROXY_ARGS};
 pub use stage::normalize_reference;
@@ -105,7 +105,7 @@ pub struct BuildOpts {
     /// `--label`s added to the final image.
     pub labels: BTreeMap<String, String>,
     /// `--network` default for RUN steps.
-    pub network: solver::llb::NetworkMode,
+    pub network: llb::NetworkMode,
 }
 
 impl Default for BuildOpts {
@@ -121,7 +121,7 @@ impl Default for BuildOpts {
             no_cache_filter: Vec::new(),
             pull: false,
             labels: BTreeMap::new(),
-            network: solver::llb::NetworkMode::Default,
+            network: llb::NetworkMode::Default,
         }
     }
 }
