@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use frontend::{lower, BuildOpts, ImageResolver, Lowered, NoResolver, ResolvedImage};
+use frontend::{lower, BuildOpts, ImageResolver, Lowered, NoResolver, ResolveError, ResolvedImage};
 use llb::{FileAction, MountKind, Op, SourceOp};
 use oci::{Digest, Image, Platform};
 
@@ -194,7 +194,11 @@ fn stages_by_name_and_index_inherit_config() {
 struct FakeResolver;
 
 impl ImageResolver for FakeResolver {
-    fn resolve(&self, reference: &str, _p: &Platform) -> Result<Option<ResolvedImage>, String> {
+    fn resolve(
+        &self,
+        reference: &str,
+        _p: &Platform,
+    ) -> Result<Option<ResolvedImage>, ResolveError> {
         if reference != "docker.io/library/base:latest" {
             return Ok(None);
         }
