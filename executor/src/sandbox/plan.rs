@@ -1038,10 +1038,10 @@ mod tests {
                 uid: 65534,
                 gid: 65534,
                 groups: vec![65534],
-                cwd: "/work/",
+                cwd: "/build/",
                 args: &["make", "all"],
                 env: &["A=1", "PATH=:/opt/bin/"],
-                want_cwd: &["/work"],
+                want_cwd: &["/build"],
                 want_exec: &["./make", "/opt/bin/make"],
             },
             Case {
