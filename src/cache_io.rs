@@ -16,7 +16,7 @@ use oci::registry::Client;
 use oci::store::Store;
 use oci::Digest;
 use serde::{Deserialize, Serialize};
-use solver::cache::{BlobSource, CacheIndex, ImportedCache, PortableRecord};
+use solver::cache::{BlobError, BlobSource, CacheIndex, ImportedCache, PortableRecord};
 
 /// The config media type of a kiln cache manifest.
 pub const MEDIA_CACHE_CONFIG: &str = "application/vnd.kiln.cache.config.v1+json";
@@ -460,7 +460,7 @@ struct LocalBlobs {
 }
 
 impl BlobSource for LocalBlobs {
-    fn fetch(&self, blob: &Descriptor) -> Result<(), String> {
+    fn fetch(&self, blob: &Descriptor) -> Result<(), BlobError> {
         let path = self.dir.join("blobs/sha256").join(blob.digest.hex());
         let mut f = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut w = self.store.writer().map_err(|e| e.to_string())?;
@@ -482,10 +482,10 @@ struct RegistryBlobs {
 }
 
 impl BlobSource for RegistryBlobs {
-    fn fetch(&self, blob: &Descriptor) -> Result<(), String> {
+    fn fetch(&self, blob: &Descriptor) -> Result<(), BlobError> {
         oci::registry::fetch_blob_into(&self.client, &self.store, &self.reference, blob)
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(BlobError::Registry)
     }
 
     fn describe(&self) -> String {
@@ -706,7 +706,7 @@ pub fn restore_mounts(
 
 fn restore_one(imp: &Imported, m: &MountContents, dir: &Path, store: &Store) -> Result<(), String> {
     if !store.has(&m.layer.digest) {
-        imp.source.fetch(&m.layer)?;
+        imp.source.fetch(&m.layer).map_err(|e| e.to_string())?;
     }
     let parent = dir.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(format!(

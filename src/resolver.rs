@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use frontend::{ImageResolver, ResolvedImage};
+use frontend::{ImageResolver, ResolveError, ResolvedImage};
 use oci::manifest::Manifest;
 use oci::reference::Reference;
 use oci::registry::Client;
@@ -88,7 +88,7 @@ impl ImageResolver for StoreResolver {
         &self,
         reference: &str,
         platform: &Platform,
-    ) -> Result<Option<ResolvedImage>, String> {
+    ) -> Result<Option<ResolvedImage>, ResolveError> {
         let r = Reference::parse(reference)?;
         let manifest_digest = match self.local(&r, platform)? {
             Some(d) if !self.always_pull || r.digest.is_some() => d,
@@ -112,7 +112,8 @@ impl ImageResolver for StoreResolver {
             if !platform.matches(&made_for) {
                 return Err(format!(
                     "the image is {made_for}, not {platform} (the platform this stage is built for)"
-                ));
+                )
+                .into());
             }
         }
         Ok(Some(ResolvedImage {

@@ -26,7 +26,7 @@ pub fn read_patterns(context: &Path, dockerfile: Option<&Path>) -> io::Result<Ve
         Some(path) => {
             let bytes = std::fs::read(&path)?;
             let text = String::from_utf8_lossy(&bytes);
-            Ok(solver::patterns::read_ignore_file(&text))
+            Ok(llb::patterns::read_ignore_file(&text))
         }
         None => Ok(Vec::new()),
     }

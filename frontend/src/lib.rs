@@ -16,7 +16,8 @@ mod suggest;
 
 pub use error::FrontendError;
 pub use lower::{
-    lower, BuildOpts, ImageResolver, Lowered, NamedContext, NoResolver, ResolvedImage, StageResult,
+    lower, BuildOpts, ImageResolver, Lowered, NamedContext, NoResolver, ResolveError,
+    ResolvedImage, StageResult,
 };
 
 /// Parses Dockerfile bytes: rejects invalid UTF-8 with the line and column of the first bad byte, then parses.

@@ -2,7 +2,7 @@
 //! nginx with ADD of URLs and git): each lowers, lowers identically twice, and passes the checks it should.
 
 use frontend::{lower, BuildOpts, NoResolver};
-use solver::llb::{Op, SourceOp};
+use llb::{Op, SourceOp};
 
 fn corpus() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");

@@ -3,9 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use frontend::{lower, BuildOpts, ImageResolver, Lowered, NoResolver, ResolvedImage};
+use frontend::{lower, BuildOpts, ImageResolver, Lowered, NoResolver, ResolveError, ResolvedImage};
+use llb::{FileAction, MountKind, Op, SourceOp};
 use oci::{Digest, Image, Platform};
-use solver::llb::{FileAction, MountKind, Op, SourceOp};
 
 fn lower_with(src: &str, opts: &BuildOpts, resolver: &dyn ImageResolver) -> Lowered {
     let df = frontend::parser::parse(src).expect("parses");
@@ -44,7 +44,7 @@ fn opts_with_args(args: &[(&str, &str)]) -> BuildOpts {
 }
 
 /// Every exec op reachable from the target, in topological order.
-fn execs(l: &Lowered) -> Vec<solver::llb::ExecOp> {
+fn execs(l: &Lowered) -> Vec<llb::ExecOp> {
     let roots: Vec<_> = l.target.root.into_iter().collect();
     l.definition
         .closure(&roots)
@@ -56,7 +56,7 @@ fn execs(l: &Lowered) -> Vec<solver::llb::ExecOp> {
         .collect()
 }
 
-fn env_of(e: &solver::llb::ExecOp, key: &str) -> Option<String> {
+fn env_of(e: &llb::ExecOp, key: &str) -> Option<String> {
     e.env.iter().rev().find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == key).then(|| v.to_string())
@@ -194,7 +194,11 @@ fn stages_by_name_and_index_inherit_config() {
 struct FakeResolver;
 
 impl ImageResolver for FakeResolver {
-    fn resolve(&self, reference: &str, _p: &Platform) -> Result<Option<ResolvedImage>, String> {
+    fn resolve(
+        &self,
+        reference: &str,
+        _p: &Platform,
+    ) -> Result<Option<ResolvedImage>, ResolveError> {
         if reference != "docker.io/library/base:latest" {
             return Ok(None);
         }
@@ -287,7 +291,7 @@ fn copy_heredoc_link_chown_and_mounts() {
             _ => None,
         })
         .expect("heredoc copy");
-    assert_eq!(copy.mode, Some(solver::llb::FileMode::Octal(0o640)));
+    assert_eq!(copy.mode, Some(llb::FileMode::Octal(0o640)));
     let e = &execs(&l)[0];
     let cache = e
         .mounts

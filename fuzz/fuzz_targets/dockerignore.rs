@@ -10,7 +10,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let (patterns, paths) = text.split_once('\0').unwrap_or((text, "a/b/c"));
     let lines: Vec<&str> = patterns.lines().collect();
-    if let Ok(m) = solver::patterns::PatternMatcher::new(&lines) {
+    if let Ok(m) = llb::patterns::PatternMatcher::new(&lines) {
         for p in paths.split('\n') {
             let _ = m.matches_or_parent_matches(p);
         }

@@ -21,7 +21,7 @@ fuzz_target!(|data: &[u8]| {
         let lexer = Lexer::new('\\');
         let _ = lexer.process_word(text, &env);
         let _ = lexer.process_words(text, &env);
-        let _ = solver::patterns::PatternMatcher::new(&text.lines().collect::<Vec<_>>())
+        let _ = llb::patterns::PatternMatcher::new(&text.lines().collect::<Vec<_>>())
             .map(|m| m.matches_or_parent_matches(text));
     }
 });

@@ -3,7 +3,27 @@
 
 use std::fmt;
 
-use crate::Digest;
+use crate::{Digest, DigestError};
+
+/// Why a string is not an image reference; the CLI prefixes the reference itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    /// Empty, or holding whitespace or control characters.
+    #[error("must be non-empty and contain no whitespace")]
+    Blank,
+    /// The digest after `@` does not parse.
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    /// The tag after `:` is not a valid tag.
+    #[error("invalid tag {0:?}")]
+    Tag(String),
+    /// Empty path segments, or a leading or trailing `/`.
+    #[error("invalid repository name")]
+    Repository,
+    /// Upper-case letters or other characters Docker refuses in a repository path.
+    #[error("repository name must be lowercase letters, digits and separators")]
+    Characters,
+}
 
 /// Docker Hub's canonical registry name in references.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -27,12 +47,12 @@ pub struct Reference {
 
 impl Reference {
     /// Parses and normalises a reference the way `docker pull` does.
-    pub fn parse(r: &str) -> Result<Reference, String> {
+    pub fn parse(r: &str) -> Result<Reference, ReferenceError> {
         if r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err("must be non-empty and contain no whitespace".to_string());
+            return Err(ReferenceError::Blank);
         }
         let (name_tag, digest) = match r.split_once('@') {
-            Some((n, d)) => (n, Some(d.parse::<Digest>().map_err(|e| e.to_string())?)),
+            Some((n, d)) => (n, Some(d.parse::<Digest>()?)),
             None => (r, None),
         };
         let (name, tag) = match name_tag.rfind(':') {
@@ -50,11 +70,11 @@ impl Reference {
                 && t.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
             if !valid {
-                return Err(format!("invalid tag {t:?}"));
+                return Err(ReferenceError::Tag(t.to_string()));
             }
         }
         if name.is_empty() || name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-            return Err("invalid repository name".to_string());
+            return Err(ReferenceError::Repository);
         }
         let first = name.split('/').next().unwrap_or("");
         let has_host = name.contains('/')
@@ -67,9 +87,7 @@ impl Reference {
         if !path.chars().all(|c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/')
         }) {
-            return Err(
-                "repository name must be lowercase letters, digits and separators".to_string(),
-            );
+            return Err(ReferenceError::Characters);
         }
         let (registry, repository) = if has_host {
             let host = if first == "index.docker.io" {
@@ -143,7 +161,7 @@ impl fmt::Display for Reference {
 
 /// Docker's reference normalisation as a string: `python` → `docker.io/library/python:latest`, `me/app` →
 /// `docker.io/me/app:latest`, a registry host kept as is, a digest kept instead of a default tag.
-pub fn normalize(r: &str) -> Result<String, String> {
+pub fn normalize(r: &str) -> Result<String, ReferenceError> {
     Reference::parse(r).map(|x| x.to_string())
 }
 

@@ -118,7 +118,7 @@ fn resolve_in_root(root: &Path, parts: &[OsString]) -> Result<PathBuf, SandboxEr
                 .ok_or_else(|| SandboxError::Spec(format!("{p:?} is not UTF-8")))
         })
         .collect::<Result<_, _>>()?;
-    oci::scoped::resolve(root, &path.join("/"), true).map_err(|e| SandboxError::Spec(e.to_string()))
+    scoped::resolve(root, &path.join("/"), true).map_err(|e| SandboxError::Spec(e.to_string()))
 }
 
 /// Each path from below `root` down to `target` (which is inside it).
@@ -331,12 +331,45 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
+/// What a plan depends on of the host kiln runs on. Read from `/proc` for a real step; the tests make up hosts
+/// (rootless or not, any gid mapping) so that every difference is checked by an ordinary user, without namespaces.
+#[derive(Clone, Copy)]
+pub(super) struct Host {
+    /// kiln runs in a user namespace (see [`crate::process::in_user_namespace`]).
+    pub rootless: bool,
+    /// The highest capability number the kernel knows (`/proc/sys/kernel/cap_last_cap`).
+    pub last_cap: u32,
+    /// Whether a group id is mapped in kiln's user namespace.
+    pub gid_mapped: fn(u32) -> bool,
+}
+
+impl Host {
+    /// The host this process runs on.
+    pub(super) fn current() -> Host {
+        Host {
+            rootless: crate::process::in_user_namespace(),
+            last_cap: last_cap(),
+            gid_mapped,
+        }
+    }
+}
+
 impl Plan {
     /// Prepares `spec` to be run, the step entering the cgroups whose `cgroup.procs` files are `cgroup_procs`.
     pub(super) fn new(
         spec: &Spec,
         cgroup_procs: &[PathBuf],
         report: OwnedFd,
+    ) -> Result<Plan, SandboxError> {
+        Plan::for_host(spec, cgroup_procs, report, Host::current())
+    }
+
+    /// [`Plan::new`] on the given `machine` (the tests' made-up hosts).
+    pub(super) fn for_host(
+        spec: &Spec,
+        cgroup_procs: &[PathBuf],
+        report: OwnedFd,
+        machine: Host,
     ) -> Result<Plan, SandboxError> {
         let missing = |what: &str| SandboxError::Spec(format!("the spec has no {what}"));
         let process = spec.process().as_ref().ok_or_else(|| missing("process"))?;
@@ -351,7 +384,7 @@ impl Plan {
             .path()
             .clone();
 
-        let rootless = crate::process::in_user_namespace();
+        let rootless = machine.rootless;
         let mut unshare = 0;
         let mut netns = None;
         let mut loopback = false;
@@ -433,7 +466,7 @@ impl Plan {
                         .filter(|o| {
                             o.strip_prefix("gid=")
                                 .and_then(|g| g.parse::<u32>().ok())
-                                .is_none_or(gid_mapped)
+                                .is_none_or(machine.gid_mapped)
                         })
                         .collect::<Vec<_>>()
                         .join(",")
@@ -499,7 +532,7 @@ impl Plan {
 
         let caps = process.capabilities().as_ref();
         let bounding = caps.map_or(Ok(0), |c| cap_mask(c.bounding()))?;
-        let drop_bounding = (0..=last_cap())
+        let drop_bounding = (0..=machine.last_cap)
             .filter(|n| bounding & (1 << n) == 0)
             .map(libc::c_ulong::from)
             .collect();
@@ -634,5 +667,541 @@ mod tests {
         assert_eq!(capability_number("CAP_CHOWN"), Some(0));
         assert_eq!(capability_number("AUDIT_WRITE"), Some(29));
         assert_eq!(capability_number("SETFCAP"), Some(31));
+    }
+
+    // Table tests of the whole spec → plan step, on made-up hosts: no namespace, mount or root needed.
+
+    use crate::process::{Mount, Network, Process};
+    use crate::spec::{DEFAULT_CAPABILITIES, MASKED_PATHS, READONLY_PATHS};
+
+    fn all_mapped(_: u32) -> bool {
+        true
+    }
+
+    fn none_mapped(_: u32) -> bool {
+        false
+    }
+
+    const ROOTFUL: Host = Host {
+        rootless: false,
+        last_cap: 40,
+        gid_mapped: all_mapped,
+    };
+
+    fn process(rootfs: &Path) -> Process {
+        Process {
+            args: vec!["sh".into(), "-c".into(), "true".into()],
+            env: vec!["PATH=/usr/bin:/bin".into()],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: crate::process::SANDBOX_HOSTNAME.into(),
+            rootfs: rootfs.to_path_buf(),
+            mounts: vec![],
+            network: Network::Isolated,
+            limits: Default::default(),
+            privileged: false,
+        }
+    }
+
+    fn spec_of(p: &Process, netns: Option<&Path>) -> Spec {
+        crate::spec::config(p, None, netns).unwrap()
+    }
+
+    fn plan_of(spec: &Spec, host: Host) -> Result<Plan, SandboxError> {
+        let report = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        Plan::for_host(spec, &[], report, host)
+    }
+
+    fn text(c: &CString) -> String {
+        c.to_str().unwrap().to_string()
+    }
+
+    /// One mount step as the tables spell it: the target relative to the rootfs, then what mount(2) gets.
+    #[derive(Debug, PartialEq)]
+    struct Row {
+        target: String,
+        source: Option<String>,
+        fstype: Option<&'static str>,
+        flags: libc::c_ulong,
+        remount: Option<libc::c_ulong>,
+        data: Option<&'static str>,
+        file: bool,
+        propagation: libc::c_ulong,
+    }
+
+    fn row(
+        target: &str,
+        source: Option<&str>,
+        fstype: Option<&'static str>,
+        flags: libc::c_ulong,
+    ) -> Row {
+        Row {
+            target: target.to_string(),
+            source: source.map(str::to_string),
+            fstype,
+            flags,
+            remount: None,
+            data: None,
+            file: false,
+            propagation: 0,
+        }
+    }
+
+    fn rows(plan: &Plan, root: &Path) -> Vec<Row> {
+        let known = |s: Option<String>| -> Option<&'static str> {
+            let s = s?;
+            ["proc", "tmpfs", "devpts", "mqueue", "sysfs"]
+                .into_iter()
+                .find(|k| *k == s)
+                .or_else(|| {
+                    ["mode=755,size=65536k", "mode=1777,size=65536k", "size=1024"]
+                        .into_iter()
+                        .chain([
+                            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+                            "newinstance,ptmxmode=0666,mode=0620",
+                        ])
+                        .find(|k| *k == s)
+                })
+                .or(Some("?"))
+        };
+        plan.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Mount {
+                    target,
+                    file,
+                    source,
+                    fstype,
+                    flags,
+                    data,
+                    remount,
+                    propagation,
+                } => {
+                    let last = PathBuf::from(text(target.last().unwrap()));
+                    Some(Row {
+                        target: format!("/{}", last.strip_prefix(root).unwrap().display()),
+                        source: source.as_ref().map(text),
+                        fstype: known(fstype.as_ref().map(text)),
+                        flags: *flags,
+                        remount: *remount,
+                        data: known(data.as_ref().map(text)),
+                        file: *file,
+                        propagation: *propagation,
+                    })
+                }
+                Step::Symlink { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mounts_table() {
+        use libc::{
+            MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_STRICTATIME,
+        };
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        // A symlink in the image: the mount below it lands where it points, inside the rootfs.
+        std::fs::create_dir_all(r.join("var/run")).unwrap();
+        std::os::unix::fs::symlink("/var/run", r.join("run")).unwrap();
+        let host = tempfile::tempdir().unwrap();
+        let secret = host.path().join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        let mut p = process(r);
+        p.mounts = vec![
+            Mount::Bind {
+                source: secret.clone(),
+                target: "/run/secrets/token".into(),
+                readonly: true,
+            },
+            Mount::Bind {
+                source: host.path().to_path_buf(),
+                target: "/src/./a/../b".into(),
+                readonly: false,
+            },
+            Mount::Tmpfs {
+                target: "/tmp".into(),
+                size: Some(1024),
+            },
+        ];
+        let plan = plan_of(&spec_of(&p, None), ROOTFUL).unwrap();
+        let host_dir = host.path().to_str().unwrap();
+        let mut expected = vec![
+            row(
+                "/proc",
+                Some("proc"),
+                Some("proc"),
+                MS_NOSUID | MS_NOEXEC | MS_NODEV,
+            ),
+            Row {
+                data: Some("mode=755,size=65536k"),
+                ..row(
+                    "/dev",
+                    Some("tmpfs"),
+                    Some("tmpfs"),
+                    MS_NOSUID | MS_STRICTATIME | MS_NODEV,
+                )
+            },
+            Row {
+                data: Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+                ..row(
+                    "/dev/pts",
+                    Some("devpts"),
+                    Some("devpts"),
+                    MS_NOSUID | MS_NOEXEC,
+                )
+            },
+            Row {
+                data: Some("mode=1777,size=65536k"),
+                ..row(
+                    "/dev/shm",
+                    Some("shm"),
+                    Some("tmpfs"),
+                    MS_NOSUID | MS_NOEXEC | MS_NODEV,
+                )
+            },
+            row(
+                "/dev/mqueue",
+                Some("mqueue"),
+                Some("mqueue"),
+                MS_NOSUID | MS_NOEXEC | MS_NODEV,
+            ),
+            row(
+                "/sys",
+                Some("sysfs"),
+                Some("sysfs"),
+                MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY,
+            ),
+            Row {
+                remount: Some(MS_RDONLY | MS_NODEV),
+                file: true,
+                propagation: MS_PRIVATE | MS_REC,
+                ..row(
+                    "/var/run/secrets/token",
+                    secret.to_str(),
+                    None,
+                    MS_BIND | MS_REC,
+                )
+            },
+            Row {
+                remount: Some(MS_NODEV),
+                propagation: MS_PRIVATE | MS_REC,
+                ..row("/src/b", Some(host_dir), None, MS_BIND | MS_REC)
+            },
+            Row {
+                data: Some("size=1024"),
+                ..row("/tmp", Some("tmpfs"), Some("tmpfs"), MS_NOSUID | MS_NODEV)
+            },
+        ];
+        for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+            expected.push(Row {
+                file: true,
+                ..row(
+                    &format!("/dev/{d}"),
+                    Some(&format!("/dev/{d}")),
+                    None,
+                    MS_BIND,
+                )
+            });
+        }
+        let got = rows(&plan, r);
+        assert_eq!(got.len(), expected.len(), "{got:#?}");
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(g, e);
+        }
+        let links: Vec<(String, String)> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Symlink { target, link } => Some((text(link), text(target))),
+                Step::Mount { .. } => None,
+            })
+            .collect();
+        let dev = r.join("dev");
+        let want: Vec<(String, String)> = DEV_LINKS
+            .iter()
+            .map(|(name, target)| (dev.join(name).display().to_string(), target.to_string()))
+            .collect();
+        assert_eq!(links, want);
+        // Every mount target is made from the rootfs down, one path at a time.
+        let Step::Mount { target, .. } = &plan.steps[6] else {
+            panic!("the secret's bind is the seventh step")
+        };
+        let chain: Vec<String> = target.iter().map(text).collect();
+        let base = r.display();
+        assert_eq!(
+            chain,
+            [
+                format!("{base}/var"),
+                format!("{base}/var/run"),
+                format!("{base}/var/run/secrets"),
+                format!("{base}/var/run/secrets/token"),
+            ]
+        );
+    }
+
+    #[test]
+    fn masks_readonly_paths_and_seccomp_table() {
+        let root = tempfile::tempdir().unwrap();
+        // (privileged, masked paths, read-only paths, has a seccomp filter, /sys writable)
+        type Case = (
+            bool,
+            &'static [&'static str],
+            &'static [&'static str],
+            bool,
+            bool,
+        );
+        let table: [Case; 2] = [
+            (false, &MASKED_PATHS, &READONLY_PATHS, true, false),
+            (true, &[], &[], false, true),
+        ];
+        for (privileged, masked, readonly, filtered, sys_rw) in table {
+            let mut p = process(root.path());
+            p.privileged = privileged;
+            let plan = plan_of(&spec_of(&p, None), ROOTFUL).unwrap();
+            let names = |v: &[CString]| v.iter().map(text).collect::<Vec<_>>();
+            assert_eq!(names(&plan.masked), masked, "privileged={privileged}");
+            assert_eq!(names(&plan.readonly), readonly, "privileged={privileged}");
+            assert_eq!(
+                !plan.seccomp.is_empty(),
+                filtered,
+                "privileged={privileged}"
+            );
+            assert!(plan.no_new_privs, "privileged={privileged}");
+            let sys = rows(&plan, root.path())
+                .into_iter()
+                .find(|m| m.target == "/sys")
+                .unwrap();
+            assert_eq!(
+                sys.flags & libc::MS_RDONLY == 0,
+                sys_rw,
+                "privileged={privileged}"
+            );
+        }
+    }
+
+    #[test]
+    fn capabilities_table() {
+        let root = tempfile::tempdir().unwrap();
+        let mask = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| 1u64 << capability_number(n).unwrap())
+                .fold(0, |a, b| a | b)
+        };
+        let default = mask(&DEFAULT_CAPABILITIES);
+        assert_eq!(default.count_ones(), 14);
+        let own = crate::spec::own_bounding_set() & ((1u64 << 41) - 1);
+        // (privileged, the kernel's last capability, the step's sets)
+        let table = [(false, 40, default), (false, 37, default), (true, 40, own)];
+        for (privileged, last_cap, want) in table {
+            let mut p = process(root.path());
+            p.privileged = privileged;
+            let host = Host {
+                last_cap,
+                ..ROOTFUL
+            };
+            let plan = plan_of(&spec_of(&p, None), host).unwrap();
+            let what = format!("privileged={privileged} last_cap={last_cap}");
+            assert_eq!(plan.caps.effective, want, "{what}");
+            assert_eq!(plan.caps.permitted, want, "{what}");
+            assert_eq!(plan.caps.inheritable, 0, "{what}");
+            let dropped: Vec<libc::c_ulong> = (0..=last_cap)
+                .filter(|n| want & (1 << n) == 0)
+                .map(libc::c_ulong::from)
+                .collect();
+            assert_eq!(plan.drop_bounding, dropped, "{what}");
+        }
+        assert_eq!(capability_number("CAP_NOPE"), None);
+    }
+
+    #[test]
+    fn user_groups_cwd_and_command_table() {
+        let root = tempfile::tempdir().unwrap();
+        struct Case {
+            uid: u32,
+            gid: u32,
+            groups: Vec<u32>,
+            cwd: &'static str,
+            args: &'static [&'static str],
+            env: &'static [&'static str],
+            want_cwd: &'static [&'static str],
+            want_exec: &'static [&'static str],
+        }
+        let table = [
+            Case {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+                cwd: "/",
+                args: &["sh", "-c", "true"],
+                env: &["PATH=/usr/bin:/bin"],
+                want_cwd: &["/"],
+                want_exec: &["/usr/bin/sh", "/bin/sh"],
+            },
+            Case {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![1000, 27],
+                cwd: "/a/./b/../c",
+                args: &["/bin/true"],
+                env: &[],
+                want_cwd: &["/a", "/a/c"],
+                want_exec: &["/bin/true"],
+            },
+            Case {
+                uid: 65534,
+                gid: 65534,
+                groups: vec![65534],
+                cwd: "/build/",
+                args: &["make", "all"],
+                env: &["A=1", "PATH=:/opt/bin/"],
+                want_cwd: &["/build"],
+                want_exec: &["./make", "/opt/bin/make"],
+            },
+            Case {
+                uid: 0,
+                gid: 0,
+                groups: vec![],
+                cwd: "/",
+                args: &["ls"],
+                env: &[],
+                want_cwd: &["/"],
+                want_exec: &[
+                    "/usr/local/sbin/ls",
+                    "/usr/local/bin/ls",
+                    "/usr/sbin/ls",
+                    "/usr/bin/ls",
+                    "/sbin/ls",
+                    "/bin/ls",
+                ],
+            },
+        ];
+        for c in table {
+            let mut p = process(root.path());
+            p.uid = c.uid;
+            p.gid = c.gid;
+            p.additional_gids = c.groups.clone();
+            p.cwd = c.cwd.into();
+            p.args = c.args.iter().map(|s| s.to_string()).collect();
+            p.env = c.env.iter().map(|s| s.to_string()).collect();
+            let plan = plan_of(&spec_of(&p, None), ROOTFUL).unwrap();
+            assert_eq!((plan.uid, plan.gid), (c.uid, c.gid));
+            assert_eq!(plan.groups, c.groups);
+            assert_eq!(plan.cwd.iter().map(text).collect::<Vec<_>>(), c.want_cwd);
+            assert_eq!(plan.exec.iter().map(text).collect::<Vec<_>>(), c.want_exec);
+            assert_eq!(plan.argv.iter().map(text).collect::<Vec<_>>(), c.args);
+            assert_eq!(plan.envp.iter().map(text).collect::<Vec<_>>(), c.env);
+            // NULL-terminated pointer arrays into the owned strings.
+            assert_eq!(plan.argv_ptrs.len(), c.args.len() + 1);
+            assert!(plan.argv_ptrs.last().unwrap().is_null());
+            assert_eq!(plan.argv_ptrs[0], plan.argv[0].as_ptr());
+            assert_eq!(plan.envp_ptrs.len(), c.env.len() + 1);
+            assert_eq!(
+                plan.hostname.as_ref().map(text).as_deref(),
+                Some("buildkitsandbox")
+            );
+            assert_eq!(plan.rlimits.len(), 1);
+            assert_eq!(i64::from(plan.rlimits[0].0), libc::RLIMIT_NOFILE as i64);
+        }
+    }
+
+    #[test]
+    fn rootless_and_network_table() {
+        use libc::{MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REC};
+        let root = tempfile::tempdir().unwrap();
+        let sysfs = row(
+            "/sys",
+            Some("sysfs"),
+            Some("sysfs"),
+            MS_NOSUID | MS_NOEXEC | MS_NODEV | MS_RDONLY,
+        );
+        let sys_bind = Row {
+            remount: Some(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC),
+            ..row("/sys", Some("/sys"), None, MS_BIND | MS_REC)
+        };
+        let with_gid = Some("newinstance,ptmxmode=0666,mode=0620,gid=5");
+        let without_gid = Some("newinstance,ptmxmode=0666,mode=0620");
+        // (rootless, gid 5 mapped, network, /sys, devpts data, own network namespace)
+        let table = [
+            (false, true, Network::Host, &sysfs, with_gid, false),
+            (false, false, Network::Isolated, &sysfs, with_gid, true),
+            (true, true, Network::Host, &sys_bind, with_gid, false),
+            (true, false, Network::Host, &sys_bind, without_gid, false),
+            (true, false, Network::Isolated, &sysfs, without_gid, true),
+            (true, true, Network::Outbound, &sysfs, with_gid, true),
+        ];
+        for (rootless, mapped, network, sys, devpts, own_net) in table {
+            let mut p = process(root.path());
+            p.network = network;
+            let host = Host {
+                rootless,
+                gid_mapped: if mapped { all_mapped } else { none_mapped },
+                ..ROOTFUL
+            };
+            let plan = plan_of(&spec_of(&p, None), host).unwrap();
+            let what = format!("rootless={rootless} gid mapped={mapped} {network:?}");
+            let rows = rows(&plan, root.path());
+            assert_eq!(
+                rows.iter().find(|m| m.target == "/sys"),
+                Some(sys),
+                "{what}"
+            );
+            let pts = rows.iter().find(|m| m.target == "/dev/pts").unwrap();
+            assert_eq!(pts.data, devpts, "{what}");
+            assert_eq!(plan.unshare & libc::CLONE_NEWNET != 0, own_net, "{what}");
+            assert_eq!(plan.loopback, own_net, "{what}");
+            assert!(plan.netns.is_none(), "{what}");
+            let always =
+                libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+            assert_eq!(plan.unshare & always, always, "{what}");
+        }
+        // A network namespace made beforehand is joined, not unshared, and brings its own loopback.
+        let mut p = process(root.path());
+        p.network = Network::Outbound;
+        let plan = plan_of(&spec_of(&p, Some(Path::new("/proc/self/ns/net"))), ROOTFUL).unwrap();
+        assert!(plan.netns.is_some());
+        assert_eq!(plan.unshare & libc::CLONE_NEWNET, 0);
+        assert!(!plan.loopback);
+    }
+
+    #[test]
+    fn specs_the_builtin_runtime_cannot_run_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let base = serde_json::to_value(spec_of(&process(root.path()), None)).unwrap();
+        type Edit = fn(&mut serde_json::Value);
+        let edited = |edit: Edit| {
+            let mut v = base.clone();
+            edit(&mut v);
+            let spec: Spec = serde_json::from_value(v).unwrap();
+            match plan_of(&spec, ROOTFUL) {
+                Ok(_) => String::from("accepted"),
+                Err(e) => e.to_string(),
+            }
+        };
+        let table: [(&str, Edit); 4] = [
+            ("the built-in runtime needs a mount namespace", |v| {
+                v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}])
+            }),
+            (
+                "the User namespace is not supported by the built-in runtime",
+                |v| {
+                    v["linux"]["namespaces"] =
+                        serde_json::json!([{"type": "mount"}, {"type": "user"}])
+                },
+            ),
+            (
+                "joining /proc/self/ns/uts is not supported by the built-in runtime",
+                |v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "uts", "path": "/proc/self/ns/uts"}]),
+            ),
+            ("the spec has no command", |v| {
+                v["process"]["args"] = serde_json::json!([])
+            }),
+        ];
+        for (want, edit) in table {
+            assert_eq!(edited(edit), want);
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Go `time.ParseDuration`, for HEALTHCHECK's `--interval`, `--timeout`, `--start-period` and `--start-interval`.
 
 /// Parses a Go duration (`1h2m3.5s`, `300ms`, `1us`) into nanoseconds; `0` alone is allowed without a unit.
-pub fn parse_go_duration(text: &str) -> Result<i64, String> {
+pub(crate) fn parse_go_duration(text: &str) -> Result<i64, String> {
     let bad = || format!("time: invalid duration {text:?}");
     let s = text.trim();
     let (neg, mut rest) = match s.strip_prefix('-') {

@@ -35,7 +35,7 @@ pub struct Flags {
 impl Flags {
     /// Parses `words` (as the parser extracted them, quotes removed) against the declared `(name, kind)` pairs.
     /// Errors carry BuildKit's wording so users can search for them.
-    pub fn parse(words: &[String], declared: &[(&str, FlagKind)]) -> Result<Flags, String> {
+    pub(crate) fn parse(words: &[String], declared: &[(&str, FlagKind)]) -> Result<Flags, String> {
         let mut flags = Flags::default();
         for word in words {
             let Some(body) = word.strip_prefix("--") else {

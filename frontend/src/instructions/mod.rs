@@ -13,5 +13,4 @@ pub use command::{
     AddCommand, ArgDecl, CmdLine, Command, CopyCommand, FromCommand, HealthcheckCommand,
     Instruction, KeyValue, RunCommand, SourceFile,
 };
-pub use duration::parse_go_duration;
 pub use stages::{parse_dockerfile, Stage, Stages};

@@ -107,7 +107,7 @@ fn parse_u32(key: &str, value: &str, radix: u32) -> Result<u32, String> {
 }
 
 /// Parses a size such as `64m`, `1g`, `1024` (bytes), with Docker's binary units.
-pub fn parse_size(value: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(value: &str) -> Result<u64, String> {
     let v = value.trim().to_ascii_lowercase();
     let digits_end = v
         .find(|c: char| !c.is_ascii_digit() && c != '.')
@@ -126,14 +126,14 @@ pub fn parse_size(value: &str) -> Result<u64, String> {
 }
 
 /// Parses one `--mount` value as written (no variables).
-pub fn parse_mount(value: &str) -> Result<MountSpec, String> {
+pub(crate) fn parse_mount(value: &str) -> Result<MountSpec, String> {
     parse_mount_fields(&split_csv(value)?)
 }
 
 /// The fields of a `--mount` value (`key=value` or a bare key), each value's variables expanded by `expand` —
 /// every key's but `from`'s, which BuildKit refuses to expand (a stage to mount from is named as written) — for
 /// [`parse_mount_fields`].
-pub fn expanded_mount_fields<E>(
+pub(crate) fn expanded_mount_fields<E>(
     value: &str,
     mut expand: impl FnMut(&str) -> Result<String, E>,
 ) -> Result<Result<Vec<String>, String>, E> {
@@ -168,7 +168,7 @@ pub(crate) fn asks_expansion(v: &str) -> bool {
 }
 
 /// Parses the fields of one `--mount` value whose variables are expanded.
-pub fn parse_mount_fields(fields: &[String]) -> Result<MountSpec, String> {
+pub(crate) fn parse_mount_fields(fields: &[String]) -> Result<MountSpec, String> {
     let mut kind = MountType::Bind;
     for f in fields {
         if let Some(("type", t)) = f.split_once('=').map(|(k, v)| (k.trim(), v.trim())) {

@@ -1,7 +1,7 @@
 //! COPY and ADD: file ops that copy from the context, a stage, an image, a URL, a git repository or an inline
 //! heredoc into the stage's filesystem; `--link` copies onto an empty layer merged on top.
 
-use solver::llb::{
+use llb::{
     Chown, CopyAction, FileAction, FileMode, FileOp, GitSource, HttpSource, MergeOp, Op, SourceOp,
     UserRef, VertexId, VertexMeta,
 };
@@ -369,7 +369,7 @@ impl Lowerer<'_> {
         if self.opts.ignore_patterns.is_empty() {
             return;
         }
-        let Ok(m) = solver::patterns::PatternMatcher::new(&self.opts.ignore_patterns) else {
+        let Ok(m) = llb::patterns::PatternMatcher::new(&self.opts.ignore_patterns) else {
             return;
         };
         let path = paths::clean(src.trim_start_matches('/'));

@@ -1,8 +1,8 @@
 //! One instruction at a time: each updates the stage's filesystem (new vertices) and/or its image config, and
 //! records a history entry worded as BuildKit words it.
 
+use llb::{FileAction, FileOp, Op};
 use oci::Healthcheck;
-use solver::llb::{FileAction, FileOp, Op};
 
 use super::history::{go_quoted_list, history, shell_of};
 use super::paths;

@@ -11,8 +11,8 @@ mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use llb::{Definition, VertexId};
 use oci::{Digest, Image, Platform};
-use solver::llb::{Definition, VertexId};
 
 pub use args::{is_proxy_arg, Scope, PROXY_ARGS};
 pub use stage::normalize_reference;
@@ -105,7 +105,7 @@ pub struct BuildOpts {
     /// `--label`s added to the final image.
     pub labels: BTreeMap<String, String>,
     /// `--network` default for RUN steps.
-    pub network: solver::llb::NetworkMode,
+    pub network: llb::NetworkMode,
 }
 
 impl Default for BuildOpts {
@@ -121,7 +121,7 @@ impl Default for BuildOpts {
             no_cache_filter: Vec::new(),
             pull: false,
             labels: BTreeMap::new(),
-            network: solver::llb::NetworkMode::Default,
+            network: llb::NetworkMode::Default,
         }
     }
 }
@@ -143,7 +143,26 @@ pub trait ImageResolver: Sync {
         &self,
         reference: &str,
         platform: &Platform,
-    ) -> Result<Option<ResolvedImage>, String>;
+    ) -> Result<Option<ResolvedImage>, ResolveError>;
+}
+
+/// Why an [`ImageResolver`] could not say what a base image holds; lowering reports it at the FROM line. The
+/// resolver lives outside the frontend (it reads a store, pulls from a registry), so besides a bad reference its
+/// reasons come as its own words (`From<String>`).
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    /// The reference does not parse.
+    #[error(transparent)]
+    Reference(#[from] oci::reference::ReferenceError),
+    /// The resolver's reason, as it put it.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for ResolveError {
+    fn from(reason: String) -> ResolveError {
+        ResolveError::Other(reason)
+    }
 }
 
 /// A resolver that knows no image: lowering then assumes empty base configs.
@@ -155,7 +174,7 @@ impl ImageResolver for NoResolver {
         &self,
         _reference: &str,
         _platform: &Platform,
-    ) -> Result<Option<ResolvedImage>, String> {
+    ) -> Result<Option<ResolvedImage>, ResolveError> {
         Ok(None)
     }
 }

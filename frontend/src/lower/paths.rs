@@ -1,7 +1,7 @@
 //! Path rules of Dockerfile instructions: WORKDIR-relative destinations, trailing slashes, clean joins.
 
 /// `path.Clean` of Go for slash paths (shared with the pattern matcher, which needs the same cleaning).
-pub use solver::patterns::clean_path as clean;
+pub use llb::patterns::clean_path as clean;
 
 /// Resolves `p` against the working directory `cwd` as BuildKit does for WORKDIR, COPY destinations and mount
 /// targets; a trailing `/` (meaning "a directory") is kept when `keep_slash`.

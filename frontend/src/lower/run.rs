@@ -1,9 +1,7 @@
 //! RUN: an exec op over the stage's filesystem, with its mounts, environment, user and network; heredoc
 //! commands handled as BuildKit does (a lone heredoc runs as the script, one with a shebang as a file).
 
-use solver::llb::{
-    CacheSharing, ExecOp, Mount, MountKind, NetworkMode, Op, SecurityMode, VertexId,
-};
+use llb::{CacheSharing, ExecOp, Mount, MountKind, NetworkMode, Op, SecurityMode, VertexId};
 
 use std::collections::BTreeMap;
 

@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use oci::{ContainerConfig, Image, Platform};
-use solver::llb::{
+use llb::{
     Definition, FileOp, ImageSource, LocalSource, OciLayoutSource, Op, ResolveMode, SourceOp,
     VertexId, VertexMeta,
 };
+use oci::{ContainerConfig, Image, Platform};
 
 use super::args::{platform_values, Scope};
 use super::{BuildOpts, ImageResolver, NamedContext, StageResult};
@@ -541,7 +541,7 @@ impl<'a> Lowerer<'a> {
     pub fn inline_document(&mut self, name: &str, data: String, mode: u32) -> VertexId {
         let file = Op::File(FileOp {
             base: None,
-            actions: vec![solver::llb::FileAction::Mkfile {
+            actions: vec![llb::FileAction::Mkfile {
                 path: format!("/{name}"),
                 mode,
                 data,

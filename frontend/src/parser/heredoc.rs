@@ -18,7 +18,7 @@ pub struct Heredoc {
 }
 
 /// Parses one word as a heredoc opener (`[N]<<[-]NAME`); `Ok(None)` when it is not one.
-pub fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, String> {
+pub(crate) fn parse_heredoc_word(word: &str) -> Result<Option<Heredoc>, String> {
     let digits = word.chars().take_while(|c| c.is_ascii_digit()).count();
     let (fd, rest) = word.split_at(digits);
     let Some(rest) = rest.strip_prefix("<<") else {

@@ -10,7 +10,7 @@ mod heredoc;
 pub use args::split_words;
 pub use directives::Directives;
 pub use dump::{dump, dump_node, quote_go};
-pub use heredoc::{chomp_heredoc, parse_heredoc_word, Heredoc};
+pub use heredoc::{chomp_heredoc, Heredoc};
 
 use directives::DirectiveReader;
 

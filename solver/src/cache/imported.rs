@@ -30,9 +30,38 @@ pub struct PortableRecord {
 /// Where an imported cache's blobs come from (a directory, a registry): fetches one into the store, verified.
 pub trait BlobSource: Sync + Send {
     /// Puts `blob` into the store, checking its digest; an error makes the record a miss.
-    fn fetch(&self, blob: &Descriptor) -> Result<(), String>;
+    fn fetch(&self, blob: &Descriptor) -> Result<(), BlobError>;
     /// Names the source in messages (`registry.example/cache:main`, `/ci/cache`).
     fn describe(&self) -> String;
+}
+
+/// Why a [`BlobSource`] could not bring a blob into the store; the record that needed it is then a miss, and the
+/// message tells the user why their imported cache was not used.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    /// The store refused or failed to ingest it (a digest mismatch among others).
+    #[error(transparent)]
+    Store(#[from] oci::store::StoreError),
+    /// Reading the blob from a directory failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The blob's file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Fetching the blob from a registry failed.
+    #[error(transparent)]
+    Registry(#[from] oci::registry::RegistryError),
+    /// Another source's reason, as it put it.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for BlobError {
+    fn from(reason: String) -> BlobError {
+        BlobError::Other(reason)
+    }
 }
 
 /// Every imported record by key, each with the source it came from (the first source naming a key wins, as
@@ -91,8 +120,8 @@ mod tests {
 
     struct Nowhere;
     impl BlobSource for Nowhere {
-        fn fetch(&self, _: &Descriptor) -> Result<(), String> {
-            Err("nowhere".into())
+        fn fetch(&self, _: &Descriptor) -> Result<(), BlobError> {
+            Err(BlobError::Other("nowhere".into()))
         }
         fn describe(&self) -> String {
             "nowhere".into()

@@ -296,9 +296,9 @@ impl CacheIndex {
                         Ok(Some(r)) if path.file_stem().is_some_and(|s| *s == *r.key.hex()) => {
                             Ok(r)
                         }
-                        Ok(Some(r)) => Err(format!("holds the record of {}", r.key)),
+                        Ok(Some(r)) => Err(RecordFault::Misplaced(r.key)),
                         Ok(None) => continue,
-                        Err(e) => Err(e.to_string()),
+                        Err(e) => Err(RecordFault::Unreadable(e)),
                     };
                     out.records.push((path, read));
                 } else {
@@ -332,11 +332,22 @@ impl CacheIndex {
     }
 }
 
+/// Why a record file of the index cannot be used (what `kiln doctor` reports before removing it).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordFault {
+    /// The file does not read or parse.
+    #[error(transparent)]
+    Unreadable(#[from] IndexError),
+    /// The file parses but is named after another key than the record it holds.
+    #[error("holds the record of {0}")]
+    Misplaced(Digest),
+}
+
 /// The files of a cache index (see [`CacheIndex::files`]).
 #[derive(Debug, Default)]
 pub struct IndexFiles {
     /// Each record file, parsed, or why it does not parse.
-    pub records: Vec<(PathBuf, Result<CacheRecord, String>)>,
+    pub records: Vec<(PathBuf, Result<CacheRecord, RecordFault>)>,
     /// Each slot pointer and the key it names (`None`: unreadable).
     pub slots: Vec<(PathBuf, Option<Digest>)>,
     /// Temporary files of writes that never finished.

@@ -7,6 +7,6 @@ pub mod index;
 pub mod key;
 
 pub use explain::{explain, MissReason};
-pub use imported::{BlobSource, ImportedCache, PortableRecord};
-pub use index::{CacheIndex, CacheRecord, IndexError, IndexFiles, INLINE_FILES};
+pub use imported::{BlobError, BlobSource, ImportedCache, PortableRecord};
+pub use index::{CacheIndex, CacheRecord, IndexError, IndexFiles, RecordFault, INLINE_FILES};
 pub use key::KeyParts;

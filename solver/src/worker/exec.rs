@@ -83,8 +83,72 @@ pub struct ProcessOutcome {
 /// Runs processes: the executor behind a seam the solver can test without a kernel sandbox.
 pub trait ProcessRunner: Sync {
     /// Runs `req` to completion (or until `cancel`).
-    fn run(&self, req: &ProcessRequest<'_>, cancel: &CancelToken)
-        -> Result<ProcessOutcome, String>;
+    fn run(
+        &self,
+        req: &ProcessRequest<'_>,
+        cancel: &CancelToken,
+    ) -> Result<ProcessOutcome, ProcessError>;
+}
+
+/// Why a step's process could not be run at all (a process that ran and exited non-zero is a [`ProcessOutcome`],
+/// not an error): its user, secrets or SSH agents could not be set up, or the runtime failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The step's `USER` names no user or group of the rootfs.
+    #[error("USER {user}: {source}")]
+    User {
+        /// The user as the step names it.
+        user: String,
+        /// Why it could not be resolved.
+        source: crate::fileop::FileOpError,
+    },
+    /// A secret's file could not be read or written.
+    #[error("secret {id}: {}: {source}", path.display())]
+    SecretFile {
+        /// The secret's id.
+        id: String,
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A secret's mount file could not be given its mode or owner.
+    #[error("secret {id}: {source}")]
+    SecretAttrs {
+        /// The secret's id.
+        id: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A secret the step requires was not given to the build.
+    #[error(
+        "secret {id}: not found (it is required; pass it with kiln build --secret id={id},src=FILE)"
+    )]
+    SecretMissing {
+        /// The secret's id.
+        id: String,
+    },
+    /// An SSH agent the step requires was not given to the build.
+    #[error("ssh agent {id} is required but was not given (kiln build --ssh {id}=SOCKET)")]
+    SshMissing {
+        /// The agent's id.
+        id: String,
+    },
+    /// The runner's scratch directory could not be made.
+    #[error("{0}")]
+    Scratch(std::io::Error),
+    /// The runtime could not run the process.
+    #[error(transparent)]
+    Runtime(#[from] executor::runtime::RunError),
+    /// Another runner's reason, as it put it (runners outside this crate, test fakes).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for ProcessError {
+    fn from(reason: String) -> ProcessError {
+        ProcessError::Other(reason)
+    }
 }
 
 /// Removes from the upper directory `upper` the directories in `dirs` (relative, with their mode, uid and gid
@@ -354,7 +418,7 @@ pub(super) fn run(
         Err(_) if cancel.is_cancelled() => Err(WorkerError::Cancelled),
         Err(reason) => Err(WorkerError::Process {
             command,
-            reason,
+            reason: reason.to_string(),
             output_tail: Vec::new(),
         }),
     }

@@ -37,7 +37,7 @@ pub struct Downloads {
 }
 
 /// One URL's download, made by whichever step asks first.
-type Once = OnceLock<Result<Fetched, String>>;
+type Once = OnceLock<Result<Fetched, DownloadError>>;
 
 /// What is remembered of a URL whose response had an ETag: `<sha256 of the URL>.json` beside the bytes, which are
 /// kept under their own digest.
@@ -49,9 +49,24 @@ struct Kept {
     modified: Option<i64>,
 }
 
+/// Why `ADD <url>` could not bring its file in: the URL and what went wrong (the server's status, a broken
+/// transfer, a checksum mismatch, local I/O), as one line. Cloneable, because every step that names the same URL
+/// shares one download and so its failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{url}: {reason}")]
+pub struct DownloadError {
+    /// The URL asked for.
+    pub url: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
 /// Why a download failed: one line with the URL and what the server said.
-fn fail(url: &str, what: impl std::fmt::Display) -> String {
-    format!("{url}: {what}")
+fn fail(url: &str, what: impl std::fmt::Display) -> DownloadError {
+    DownloadError {
+        url: url.to_string(),
+        reason: what.to_string(),
+    }
 }
 
 impl Downloads {
@@ -64,9 +79,9 @@ impl Downloads {
     }
 
     /// Fetches `src` into `dir` (once per build) and checks `--checksum`.
-    pub fn fetch(&self, src: &HttpSource, dir: &Path) -> Result<Fetched, String> {
+    pub fn fetch(&self, src: &HttpSource, dir: &Path) -> Result<Fetched, DownloadError> {
         let (cell, n) = {
-            let mut done = self.done.lock().map_err(|e| e.to_string())?;
+            let mut done = self.done.lock().map_err(|e| fail(&src.url, e))?;
             let n = done.len();
             (done.entry(src.url.clone()).or_default().clone(), n)
         };
@@ -97,7 +112,7 @@ fn remembered(kept: &Path, url: &str) -> Option<(Kept, PathBuf)> {
 
 /// GETs `url` into `path`, hashing it on the way; with `kept`, asks `If-None-Match` for what an earlier build
 /// kept and keeps what comes with an ETag.
-fn download(url: &str, path: &Path, kept: Option<&Path>) -> Result<Fetched, String> {
+fn download(url: &str, path: &Path, kept: Option<&Path>) -> Result<Fetched, DownloadError> {
     let dir = match kept {
         Some(k) => k,
         None => path.parent().unwrap_or(Path::new(".")),
@@ -159,7 +174,7 @@ fn download(url: &str, path: &Path, kept: Option<&Path>) -> Result<Fetched, Stri
             hasher.update(&buf[..k]);
             out.write_all(&buf[..k]).map_err(|e| fail(url, e))?;
         }
-        Ok::<_, String>(oci::Digest::from_sha256_bytes(&hasher.finalize().into()))
+        Ok::<_, DownloadError>(oci::Digest::from_sha256_bytes(&hasher.finalize().into()))
     })();
     let digest = match written {
         Ok(d) => d,
@@ -233,7 +248,7 @@ fn parse_http_date(s: &str) -> Option<i64> {
 }
 
 /// `ADD --checksum=sha256:...` must match what came.
-fn check(src: &HttpSource, f: Fetched) -> Result<Fetched, String> {
+fn check(src: &HttpSource, f: Fetched) -> Result<Fetched, DownloadError> {
     match &src.checksum {
         Some(want) if want != &f.digest.to_string() => Err(fail(
             &src.url,

@@ -8,7 +8,7 @@ use oci::manifest::Manifest;
 use oci::store::Store;
 use oci::{Digest, Platform};
 
-use super::ImageProvider;
+use super::{ImageError, ImageProvider};
 use crate::llb::ResolveMode;
 
 /// Images held in a kiln store.
@@ -29,36 +29,30 @@ impl ImageProvider for StoreImages {
         reference: &str,
         platform: &Platform,
         _mode: ResolveMode,
-    ) -> Result<Digest, String> {
+    ) -> Result<Digest, ImageError> {
         let name = reference.split('@').next().unwrap_or(reference);
         if let Some((_, digest)) = reference.split_once('@') {
-            let d: Digest = digest
-                .parse()
-                .map_err(|e: oci::DigestError| e.to_string())?;
+            let d: Digest = digest.parse()?;
             if self.store.has(&d) {
                 return Ok(d);
             }
         }
-        match self.store.get_image(name).map_err(|e| e.to_string())? {
-            Some(entry) => self
-                .store
-                .platform_manifest(&entry.manifest, platform)
-                .map_err(|e| e.to_string()),
-            None => Err(format!(
-                "not found in kiln's store (the build pulls base images before it starts; `kiln pull {name}` fetches one by hand)"
-            )),
+        match self.store.get_image(name)? {
+            Some(entry) => Ok(self.store.platform_manifest(&entry.manifest, platform)?),
+            None => Err(ImageError::NotFound {
+                name: name.to_string(),
+            }),
         }
     }
 
-    fn unpack(&self, manifest: &Digest, dir: &Path) -> Result<(), String> {
-        let m: Manifest = self.store.read_json(manifest).map_err(|e| e.to_string())?;
+    fn unpack(&self, manifest: &Digest, dir: &Path) -> Result<(), ImageError> {
+        let m: Manifest = self.store.read_json(manifest)?;
         for layer in &m.layers {
-            let blob = self
-                .store
-                .open_blob(&layer.digest)
-                .map_err(|e| e.to_string())?;
-            apply_layer(blob, dir, Whiteouts::Delete)
-                .map_err(|e| format!("layer {}: {e}", layer.digest))?;
+            let blob = self.store.open_blob(&layer.digest)?;
+            apply_layer(blob, dir, Whiteouts::Delete).map_err(|source| ImageError::Layer {
+                digest: layer.digest.clone(),
+                source,
+            })?;
         }
         Ok(())
     }

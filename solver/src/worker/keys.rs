@@ -91,7 +91,7 @@ impl Worker<'_> {
                     .resolve(&img.reference, &img.platform, img.resolve_mode)
                     .map_err(|reason| WorkerError::Image {
                         reference: img.reference.clone(),
-                        reason,
+                        reason: Box::new(reason),
                     })?;
                 resolved = Some(d);
             }

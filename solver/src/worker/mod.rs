@@ -27,7 +27,11 @@ use crate::llb::{ExecOp, FileOp, Op, ResolveMode, SourceOp, Vertex, VertexId};
 use crate::scheduler::{CancelToken, OpRunner};
 use crate::snapshot::{SnapshotError, Snapshotter};
 
-pub use exec::{ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMount, ResolvedMountKind};
+pub use exec::{
+    ProcessError, ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMount, ResolvedMountKind,
+};
+pub use git::GitError;
+pub use http::DownloadError;
 pub use images::StoreImages;
 pub use runner::{SandboxRunner, SecretSource};
 
@@ -39,9 +43,46 @@ pub trait ImageProvider: Sync {
         reference: &str,
         platform: &Platform,
         mode: ResolveMode,
-    ) -> Result<Digest, String>;
+    ) -> Result<Digest, ImageError>;
     /// Writes the filesystem of the image `manifest` (all layers applied) into the empty directory `dir`.
-    fn unpack(&self, manifest: &Digest, dir: &Path) -> Result<(), String>;
+    fn unpack(&self, manifest: &Digest, dir: &Path) -> Result<(), ImageError>;
+}
+
+/// Why an [`ImageProvider`] could not resolve or unpack a base image. The store's own failures are typed; a
+/// provider outside this crate (or a test's fake) with a reason of its own says it in words (`From<String>`).
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// The digest a reference pins (`name@sha256:...`) does not parse.
+    #[error(transparent)]
+    Digest(#[from] oci::DigestError),
+    /// Reading the store failed.
+    #[error(transparent)]
+    Store(#[from] oci::store::StoreError),
+    /// One of the image's layers could not be applied.
+    #[error("layer {digest}: {source}")]
+    Layer {
+        /// The layer blob.
+        digest: Digest,
+        /// Why it could not be applied.
+        source: oci::layer::LayerError,
+    },
+    /// The store has no image by that name.
+    #[error(
+        "not found in kiln's store (the build pulls base images before it starts; `kiln pull {name}` fetches one by hand)"
+    )]
+    NotFound {
+        /// The name looked up (the reference without its digest).
+        name: String,
+    },
+    /// Another provider's reason, as it put it.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for ImageError {
+    fn from(reason: String) -> ImageError {
+        ImageError::Other(reason)
+    }
 }
 
 /// A local directory the build may read (the context, or a named context).
@@ -95,8 +136,9 @@ pub enum WorkerError {
     Image {
         /// The reference.
         reference: String,
-        /// Why.
-        reason: String,
+        /// Why (boxed: store and layer errors are large, and every worker result carries this type).
+        #[source]
+        reason: Box<ImageError>,
     },
     /// A RUN exited non-zero or could not start.
     #[error("process \"{command}\" did not complete successfully: {reason}")]
@@ -114,6 +156,12 @@ pub enum WorkerError {
     /// `ADD <url>` could not download what it names (the URL and what went wrong).
     #[error("{0}")]
     Download(String),
+    /// `ADD <url>` could not download what it names.
+    #[error(transparent)]
+    Http(#[from] DownloadError),
+    /// `ADD <git url>` could not resolve, check or check out its ref.
+    #[error(transparent)]
+    Git(#[from] GitError),
     /// I/O on a working path.
     #[error("{path}: {source}")]
     Io {
@@ -368,7 +416,7 @@ impl<'a> Worker<'a> {
                     .unpack(&manifest, &active.diff_dir())
                     .map_err(|reason| WorkerError::Image {
                         reference: img.reference.clone(),
-                        reason,
+                        reason: Box::new(reason),
                     })?;
                 if parts.resolved.is_some() {
                     active.set_unpacked_from(&manifest.to_string());
@@ -386,14 +434,15 @@ impl<'a> Worker<'a> {
                 let commit = self.git_commit(g)?;
                 let scratch = self.scratch_dir("git")?;
                 let active = self.snapshots.prepare(None)?;
-                git::checkout(g, &commit, scratch.path(), &active.diff_dir())
-                    .map_err(WorkerError::Download)?;
+                git::checkout(g, &commit, scratch.path(), &active.diff_dir())?;
                 self.snapshots.commit_unsynced(active)?
             }
             Op::Source(other) => {
                 return Err(WorkerError::Image {
                     reference: format!("{other:?}"),
-                    reason: "this source type is not supported yet".to_string(),
+                    reason: Box::new(ImageError::Other(
+                        "this source type is not supported yet".to_string(),
+                    )),
                 })
             }
             Op::File(f) => {
@@ -452,7 +501,7 @@ impl<'a> Worker<'a> {
     fn fetch(&self, h: &crate::llb::HttpSource) -> Result<http::Fetched, WorkerError> {
         self.downloads
             .fetch(h, self.downloads_dir.path())
-            .map_err(WorkerError::Download)
+            .map_err(WorkerError::Http)
     }
 
     /// The commit an `ADD <git url>` names now (asked of the remote once per build).
@@ -466,14 +515,14 @@ impl<'a> Worker<'a> {
         let commit = match known {
             Some(c) => c,
             None => {
-                let c = git::resolve(g).map_err(WorkerError::Download)?;
+                let c = git::resolve(g)?;
                 if let Ok(mut m) = self.git_commits.lock() {
                     m.insert(name, c.clone());
                 }
                 c
             }
         };
-        git::check(g, &commit).map_err(WorkerError::Download)?;
+        git::check(g, &commit)?;
         Ok(commit)
     }
 
@@ -535,7 +584,7 @@ impl<'a> Worker<'a> {
             }
             let layer = &layers[i];
             if !store.has(&layer.digest) {
-                source.fetch(layer)?;
+                source.fetch(layer).map_err(|e| e.to_string())?;
             }
             let active = self
                 .snapshots

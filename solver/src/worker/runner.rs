@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use executor::process::{Mount, Network, Process};
 use executor::runtime::Runtime;
 
-use super::exec::{ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMountKind};
+use super::exec::{ProcessError, ProcessOutcome, ProcessRequest, ProcessRunner, ResolvedMountKind};
 use crate::fileop::{resolve_run_user, run_user_home};
 use crate::llb::NetworkMode;
 use crate::scheduler::CancelToken;
@@ -83,13 +83,15 @@ impl ProcessRunner for SandboxRunner<'_> {
         &self,
         req: &ProcessRequest<'_>,
         cancel: &CancelToken,
-    ) -> Result<ProcessOutcome, String> {
+    ) -> Result<ProcessOutcome, ProcessError> {
         // No USER is uid 0, with root's groups from the rootfs (BuildKit: `groups=0(root),10(wheel)` on busybox).
         let (uid, gid, additional_gids) = if req.op.user.is_empty() {
             resolve_run_user(req.rootfs, "0").unwrap_or((0, 0, vec![0]))
         } else {
-            resolve_run_user(req.rootfs, &req.op.user)
-                .map_err(|e| format!("USER {}: {e}", req.op.user))?
+            resolve_run_user(req.rootfs, &req.op.user).map_err(|source| ProcessError::User {
+                user: req.op.user.clone(),
+                source,
+            })?
         };
         let mut env = req.op.env.clone();
         env.extend(req.op.proxy_env.iter().cloned());
@@ -120,10 +122,13 @@ impl ProcessRunner for SandboxRunner<'_> {
                     gid,
                 } => {
                     let value = match self.secrets.get(id) {
-                        Some(SecretSource::File(p)) => Some(
-                            std::fs::read(p)
-                                .map_err(|e| format!("secret {id}: {}: {e}", p.display()))?,
-                        ),
+                        Some(SecretSource::File(p)) => {
+                            Some(std::fs::read(p).map_err(|source| ProcessError::SecretFile {
+                                id: id.clone(),
+                                path: p.clone(),
+                                source,
+                            })?)
+                        }
                         Some(SecretSource::Env(var)) => {
                             std::env::var(var).ok().map(String::into_bytes)
                         }
@@ -131,7 +136,7 @@ impl ProcessRunner for SandboxRunner<'_> {
                     };
                     let Some(value) = value else {
                         if *required {
-                            return Err(format!("secret {id}: not found (it is required; pass it with kiln build --secret id={id},src=FILE)"));
+                            return Err(ProcessError::SecretMissing { id: id.clone() });
                         }
                         continue;
                     };
@@ -139,7 +144,7 @@ impl ProcessRunner for SandboxRunner<'_> {
                         env.push(format!("{var}={}", String::from_utf8_lossy(&value)));
                     }
                     if !m.target.is_empty() {
-                        std::fs::create_dir_all(&self.scratch).map_err(|e| e.to_string())?;
+                        std::fs::create_dir_all(&self.scratch).map_err(ProcessError::Scratch)?;
                         // Unique across the steps running at once in this process.
                         static SEQ: std::sync::atomic::AtomicU64 =
                             std::sync::atomic::AtomicU64::new(0);
@@ -157,15 +162,30 @@ impl ProcessRunner for SandboxRunner<'_> {
                                 .create_new(true)
                                 .mode(*mode)
                                 .open(&file)
-                                .map_err(|e| format!("secret {id}: {}: {e}", file.display()))?;
+                                .map_err(|source| ProcessError::SecretFile {
+                                    id: id.clone(),
+                                    path: file.clone(),
+                                    source,
+                                })?;
                             f.write_all(&value)
-                                .map_err(|e| format!("secret {id}: {}: {e}", file.display()))?;
+                                .map_err(|source| ProcessError::SecretFile {
+                                    id: id.clone(),
+                                    path: file.clone(),
+                                    source,
+                                })?;
                         }
                         use std::os::unix::fs::PermissionsExt;
                         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode))
-                            .map_err(|e| format!("secret {id}: {e}"))?;
-                        std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
-                            .map_err(|e| format!("secret {id}: {e}"))?;
+                            .map_err(|source| ProcessError::SecretAttrs {
+                                id: id.clone(),
+                                source,
+                            })?;
+                        std::os::unix::fs::chown(&file, Some(*uid), Some(*gid)).map_err(
+                            |source| ProcessError::SecretAttrs {
+                                id: id.clone(),
+                                source,
+                            },
+                        )?;
                         mounts.push(Mount::Bind {
                             source: file.clone(),
                             target: m.target.clone(),
@@ -177,9 +197,7 @@ impl ProcessRunner for SandboxRunner<'_> {
                 ResolvedMountKind::Ssh { id, required } => {
                     let Some(sock) = self.ssh.get(id) else {
                         if *required {
-                            return Err(format!(
-                                "ssh agent {id} is required but was not given (kiln build --ssh {id}=SOCKET)"
-                            ));
+                            return Err(ProcessError::SshMissing { id: id.clone() });
                         }
                         continue;
                     };
@@ -229,7 +247,7 @@ impl ProcessRunner for SandboxRunner<'_> {
         for f in secret_files {
             let _ = std::fs::remove_file(f);
         }
-        let outcome = result.map_err(|e| e.to_string())?;
+        let outcome = result?;
         let tail_from = outcome.output.len().saturating_sub(20);
         Ok(ProcessOutcome {
             exit_code: outcome.exit_code,

@@ -14,14 +14,19 @@ use crate::scheduler::Scheduler;
 struct FakeImages;
 
 impl ImageProvider for FakeImages {
-    fn resolve(&self, reference: &str, _p: &Platform, _m: ResolveMode) -> Result<Digest, String> {
+    fn resolve(
+        &self,
+        reference: &str,
+        _p: &Platform,
+        _m: ResolveMode,
+    ) -> Result<Digest, ImageError> {
         Ok(Digest::sha256_of(reference.as_bytes()))
     }
 
-    fn unpack(&self, _manifest: &Digest, dir: &Path) -> Result<(), String> {
+    fn unpack(&self, _manifest: &Digest, dir: &Path) -> Result<(), ImageError> {
         std::fs::create_dir_all(dir.join("etc")).map_err(|e| e.to_string())?;
         std::fs::write(dir.join("etc/passwd"), "root:x:0:0::/root:/bin/sh\n")
-            .map_err(|e| e.to_string())
+            .map_err(|e| ImageError::Other(e.to_string()))
     }
 }
 
@@ -32,7 +37,11 @@ struct FakeRunner {
 }
 
 impl ProcessRunner for FakeRunner {
-    fn run(&self, req: &ProcessRequest<'_>, _c: &CancelToken) -> Result<ProcessOutcome, String> {
+    fn run(
+        &self,
+        req: &ProcessRequest<'_>,
+        _c: &CancelToken,
+    ) -> Result<ProcessOutcome, ProcessError> {
         *self.runs.lock().unwrap() += 1;
         let cmd = req.op.args.last().cloned().unwrap_or_default();
         if let Some(code) = cmd.strip_prefix("exit ") {

@@ -107,7 +107,7 @@ fn dot_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llb::op::{ImageSource, ResolveMode, SourceOp};
+    use crate::op::{ImageSource, ResolveMode, SourceOp};
 
     #[test]
     fn dot_escapes_quotes_and_lists_edges() {

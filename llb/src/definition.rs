@@ -1,23 +1,22 @@
-//! The graph itself: vertices in a petgraph DAG, deduplicated by digest as they are added.
+//! The graph itself: vertices in insertion order (which is topological, since a vertex's inputs must exist
+//! before it), deduplicated by digest as they are added. Plain vectors rather than a graph library keep this
+//! crate light; the scheduler builds whatever structure it needs from `ids`, `inputs` and `dependents`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use oci::Digest;
-use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::visit::EdgeRef;
-use petgraph::Direction;
 use serde::Serialize;
 
-use super::op::Op;
+use crate::op::Op;
+use crate::Digest;
 
 /// A handle to a vertex of one [`Definition`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VertexId(NodeIndex);
+pub struct VertexId(usize);
 
 impl VertexId {
     /// Position in insertion order, which is also a topological order.
     pub fn index(self) -> usize {
-        self.0.index()
+        self.0
     }
 }
 
@@ -59,7 +58,10 @@ struct DigestInput<'a> {
 /// identical work in several stages is one vertex.
 #[derive(Debug, Clone, Default)]
 pub struct Definition {
-    graph: DiGraph<Vertex, usize>,
+    vertices: Vec<Vertex>,
+    /// By vertex index: the vertices that take its output as an input, in insertion order (with repeats when
+    /// one vertex uses the same input twice).
+    users: Vec<Vec<VertexId>>,
     digests: Vec<Digest>,
     by_digest: BTreeMap<Digest, VertexId>,
 }
@@ -87,17 +89,16 @@ impl Definition {
         };
         if let Some(&existing) = self.by_digest.get(&digest) {
             if meta.ignore_cache {
-                self.graph[existing.0].meta.ignore_cache = true;
+                self.vertices[existing.0].meta.ignore_cache = true;
             }
             return existing;
         }
-        let edges: Vec<(NodeIndex, usize)> =
-            inputs.iter().enumerate().map(|(i, v)| (v.0, i)).collect();
-        let node = self.graph.add_node(Vertex { op, inputs, meta });
-        for (from, index) in edges {
-            self.graph.add_edge(from, node, index);
+        let id = VertexId(self.vertices.len());
+        for input in &inputs {
+            self.users[input.0].push(id);
         }
-        let id = VertexId(node);
+        self.vertices.push(Vertex { op, inputs, meta });
+        self.users.push(Vec::new());
         self.digests.push(digest.clone());
         self.by_digest.insert(digest, id);
         id
@@ -105,12 +106,12 @@ impl Definition {
 
     /// The vertex behind `id`.
     pub fn vertex(&self, id: VertexId) -> &Vertex {
-        &self.graph[id.0]
+        &self.vertices[id.0]
     }
 
     /// Mutable metadata of a vertex (descriptions are not part of the digest).
     pub fn meta_mut(&mut self, id: VertexId) -> &mut VertexMeta {
-        &mut self.graph[id.0].meta
+        &mut self.vertices[id.0].meta
     }
 
     /// The digest naming `id`'s work: its op and, recursively, its inputs.
@@ -125,26 +126,22 @@ impl Definition {
 
     /// Number of vertices.
     pub fn len(&self) -> usize {
-        self.graph.node_count()
+        self.vertices.len()
     }
 
     /// True when no vertex was added.
     pub fn is_empty(&self) -> bool {
-        self.graph.node_count() == 0
+        self.vertices.is_empty()
     }
 
     /// All vertices in insertion order, which is topological (inputs before users).
     pub fn ids(&self) -> impl Iterator<Item = VertexId> + '_ {
-        self.graph.node_indices().map(VertexId)
+        (0..self.vertices.len()).map(VertexId)
     }
 
     /// The vertices that use `id`'s output.
     pub fn dependents(&self, id: VertexId) -> Vec<VertexId> {
-        let mut out: Vec<VertexId> = self
-            .graph
-            .edges_directed(id.0, Direction::Outgoing)
-            .map(|e| VertexId(e.target()))
-            .collect();
+        let mut out = self.users[id.0].clone();
         out.sort();
         out.dedup();
         out
@@ -179,17 +176,12 @@ impl Definition {
         }
         map
     }
-
-    /// The underlying petgraph, for schedulers and renderers.
-    pub fn graph(&self) -> &DiGraph<Vertex, usize> {
-        &self.graph
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llb::op::{FileAction, FileOp, ImageSource, ResolveMode, SourceOp};
+    use crate::op::{FileAction, FileOp, ImageSource, ResolveMode, SourceOp};
 
     fn image(name: &str) -> Op {
         Op::Source(SourceOp::Image(ImageSource {

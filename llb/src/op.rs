@@ -2,7 +2,7 @@
 //! order, maps sorted); inputs are referred to by their position in the vertex's input list, never by identity,
 //! so an op's bytes do not depend on where its inputs came from.
 
-use oci::Platform;
+use crate::Platform;
 use serde::{Deserialize, Serialize};
 
 /// One LLB operation.
