@@ -896,8 +896,24 @@ mod tests {
             },
         ];
         for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+            // The host's nodes, bound read-only (metadata changes would reach the host's inodes), keeping the
+            // flags the host's /dev mount already has (a user namespace may not drop them).
+            let host = rustix::fs::statvfs(format!("/dev/{d}").as_str())
+                .map_or(rustix::fs::StatVfsMountFlags::empty(), |v| v.f_flag);
+            let kept = [
+                (rustix::fs::StatVfsMountFlags::NODEV, libc::MS_NODEV),
+                (rustix::fs::StatVfsMountFlags::NOATIME, libc::MS_NOATIME),
+                (
+                    rustix::fs::StatVfsMountFlags::NODIRATIME,
+                    libc::MS_NODIRATIME,
+                ),
+            ]
+            .into_iter()
+            .filter(|(has, _)| host.contains(*has))
+            .fold(0, |acc, (_, flag)| acc | flag);
             expected.push(Row {
                 file: true,
+                remount: Some(libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NOEXEC | kept),
                 ..row(
                     &format!("/dev/{d}"),
                     Some(&format!("/dev/{d}")),
