@@ -64,9 +64,21 @@ impl Reference {
         } else {
             name
         };
-        if !path.chars().all(|c| {
+        let valid = |c: char| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/')
-        }) {
+        };
+        if !path.chars().all(valid) {
+            if path.chars().all(|c| valid(c.to_ascii_lowercase())) {
+                // Only upper-case letters are wrong: Docker's wording, with the repository as it normalises it.
+                let remote = if has_host || name.contains('/') {
+                    path.to_string()
+                } else {
+                    format!("library/{path}")
+                };
+                return Err(format!(
+                    "invalid reference format: repository name ({remote}) must be lowercase"
+                ));
+            }
             return Err(
                 "repository name must be lowercase letters, digits and separators".to_string(),
             );
@@ -175,5 +187,9 @@ mod tests {
             "docker.io/library/busybox:latest"
         );
         assert!(Reference::parse("example.com/Upper").is_err());
+        assert_eq!(
+            Reference::parse("Foo").unwrap_err(),
+            "invalid reference format: repository name (library/Foo) must be lowercase"
+        );
     }
 }
