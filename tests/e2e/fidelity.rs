@@ -2,6 +2,7 @@
 //! the exact modes, owners, contents and config fields BuildKit's code gives, naming the BuildKit function or
 //! test it follows.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use kiln_tests::{Context, Root};
@@ -34,6 +35,12 @@ fn build_config(root: &Root, ctx: &Context, tag: &str) -> serde_json::Value {
     assert_eq!(inspect.code, 0, "{}", inspect.stderr);
     let v: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("inspect json");
     v["Config"].clone()
+}
+
+/// Mode bits (`0o7777`), uid and gid of `p`, not following a link.
+fn attrs(p: &Path) -> (u32, u32, u32) {
+    let m = std::fs::symlink_metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    (m.mode() & 0o7777, m.uid(), m.gid())
 }
 
 fn read(p: &Path) -> String {
@@ -150,4 +157,122 @@ fn a_bind_mount_without_a_target_mounts_at_the_working_directory() {
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn several_sources_to_a_destination_without_a_slash_overwrite_it_in_turn() {
+    // BuildKit has no "more than one source needs a trailing /" error: fsutil's Copy writes each source to the
+    // destination in turn (sources in order, wildcard matches in lexical order).
+    let root = Root::empty();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM scratch\nCOPY a b /ab\nCOPY d/* /star\nCOPY one/* /single\n",
+        )
+        .file("a", "a\n")
+        .file("b", "b\n")
+        .file("d/x", "x\n")
+        .file("d/y", "y\n")
+        .file("one/only", "only\n");
+    let out = build_local(&root, &ctx, &[]);
+    assert_eq!(read(&out.path().join("ab")), "b\n");
+    assert_eq!(read(&out.path().join("star")), "y\n");
+    assert_eq!(read(&out.path().join("single")), "only\n");
+}
+
+#[test]
+fn dockerignored_files_are_invisible_to_wildcards_and_not_counted() {
+    // BuildKit filters the context before any wildcard is matched: with a.txt excluded, `*.txt` matches one
+    // file, so `/dest` is that file, not a directory holding it.
+    let root = Root::empty();
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM scratch\nCOPY *.txt /dest\nCOPY ign* /none/\n",
+        )
+        .file(".dockerignore", "a.txt\nignored\n")
+        .file("a.txt", "a\n")
+        .file("b.txt", "b\n")
+        .file("ignored", "i\n");
+    let out = build_local(&root, &ctx, &[]);
+    assert_eq!(read(&out.path().join("dest")), "b\n");
+    assert!(!out.path().join("none/ignored").exists());
+}
+
+#[test]
+fn directories_a_copy_creates_get_0755_or_the_numeric_chmod_and_the_chown_owner() {
+    // fsutil's MkdirAll and prepareTargetDir (BuildKit's testCopyChmod, testCopyChownExistingDir): missing
+    // parents and a new destination receiving a directory's contents get 0755 (or the numeric --chmod) and the
+    // --chown owner, never the source directory's mode; an existing destination keeps its mode and owner;
+    // subdirectories keep their own mode unless --chmod is given.
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox\n\
+             RUN mkdir -p /existing && chmod 0700 /existing && chown 7:8 /existing\n\
+             COPY src /new/dest\n\
+             COPY --chown=1000:1000 src /owned/p/dest\n\
+             COPY --chmod=0711 src /moded/dest\n\
+             COPY --chown=1000:1000 src /existing\n",
+        )
+        .file("src/f", "f\n")
+        .file("src/sub/g", "g\n");
+    std::fs::set_permissions(
+        ctx.path().join("src"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .expect("chmod src");
+    std::fs::set_permissions(
+        ctx.path().join("src/sub"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o750),
+    )
+    .expect("chmod src/sub");
+    let out = build_local(&root, &ctx, &[]);
+    let at = |p: &str| attrs(&out.path().join(p));
+    assert_eq!(at("new"), (0o755, 0, 0));
+    assert_eq!(at("new/dest"), (0o755, 0, 0));
+    assert_eq!(at("new/dest/sub"), (0o750, 0, 0));
+    assert_eq!(at("owned"), (0o755, 1000, 1000));
+    assert_eq!(at("owned/p/dest"), (0o755, 1000, 1000));
+    assert_eq!(at("owned/p/dest/sub"), (0o750, 1000, 1000));
+    assert_eq!(at("moded"), (0o711, 0, 0));
+    assert_eq!(at("moded/dest"), (0o711, 0, 0));
+    assert_eq!(at("moded/dest/sub"), (0o711, 0, 0));
+    assert_eq!(at("existing"), (0o700, 7, 8));
+    assert_eq!(at("existing/f"), (0o644, 1000, 1000));
+    assert_eq!(read(&out.path().join("existing/sub/g")), "g\n");
+}
+
+#[test]
+fn an_unknown_user_or_group_in_a_file_op_is_root_or_keeps_the_user_s_gid() {
+    // BuildKit's readUser: a user name missing from /etc/passwd, or no /etc/passwd at all, is 0:0; a group not
+    // found leaves the gid the user part gave. WORKDIR under USER resolves its owner the same way.
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new()
+        .file(
+            "Dockerfile",
+            "FROM busybox AS base\n\
+             RUN echo 'app:x:1000:1001::/home/app:/bin/sh' >> /etc/passwd\n\
+             COPY --chown=ghost f /ghost\n\
+             COPY --chown=app:nogroup f /app-nogroup\n\
+             COPY --chown=app:nosuch f /app-nosuch\n\
+             COPY --chown=1234:nosuch f /num-nosuch\n\
+             USER ghost\n\
+             WORKDIR /ghostdir\n\
+             USER root\n\
+             RUN stat -c %u:%g:%a /ghostdir > /ghostdir.owner\n\
+             FROM scratch\n\
+             COPY --from=base /ghost /app-nogroup /app-nosuch /num-nosuch /ghostdir.owner /out/\n\
+             COPY --chown=app:app f /scratch-owned\n",
+        )
+        .file("f", "f\n");
+    let out = build_local(&root, &ctx, &[]);
+    let at = |p: &str| attrs(&out.path().join(p));
+    assert_eq!(at("out/ghost"), (0o644, 0, 0));
+    assert_eq!(at("out/app-nogroup"), (0o644, 1000, 65534));
+    assert_eq!(at("out/app-nosuch"), (0o644, 1000, 1001));
+    assert_eq!(at("out/num-nosuch"), (0o644, 1234, 1234));
+    assert_eq!(read(&out.path().join("out/ghostdir.owner")), "0:0:755\n");
+    assert_eq!(at("scratch-owned"), (0o644, 0, 0), "no /etc/passwd at all");
 }

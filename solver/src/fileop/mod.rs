@@ -37,10 +37,11 @@ pub enum FileOpError {
     /// A path could not be resolved inside its root.
     #[error(transparent)]
     Scoped(#[from] oci::scoped::ScopedError),
-    /// `--chown` names a user the rootfs does not know.
+    /// A RUN step's USER names a user the rootfs does not know (file ops take an unknown name as root, as
+    /// BuildKit's readUser does).
     #[error("unable to find user {0}: no matching entries in passwd file")]
     UnknownUser(String),
-    /// `--chown` names a group the rootfs does not know.
+    /// A RUN step's USER names a group the rootfs does not know.
     #[error("unable to find group {0}: no matching entries in group file")]
     UnknownGroup(String),
     /// A copy would put a file where a directory is, or the reverse.
