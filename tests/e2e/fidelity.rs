@@ -276,3 +276,49 @@ fn an_unknown_user_or_group_in_a_file_op_is_root_or_keeps_the_user_s_gid() {
     assert_eq!(read(&out.path().join("out/ghostdir.owner")), "0:0:755\n");
     assert_eq!(at("scratch-owned"), (0o644, 0, 0), "no /etc/passwd at all");
 }
+
+#[test]
+fn a_copy_from_a_stage_creates_its_destination_as_root_and_keeps_existing_owners() {
+    // BuildKit's testCopyChownExistingDir: a destination made to receive a directory's contents is root's (or
+    // the --chown owner's), not the source directory's; an existing one keeps its owner; what is copied into it
+    // keeps the source's owners unless --chown is given.
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox AS source\n\
+         RUN touch /file && chown 100:200 /file && mkdir -p /dir/subdir && touch /dir/subdir/nestedfile \
+         && chown 100:200 /dir && chown 101:201 /dir/subdir && chown 102:202 /dir/subdir/nestedfile\n\
+         FROM busybox AS test_base\n\
+         RUN mkdir -p /existingdir/existingsubdir && touch /existingdir/existingfile \
+         && chown 500:600 /existingdir && chown 501:601 /existingdir/existingsubdir \
+         && chown 501:601 /existingdir/existingfile\n\
+         FROM test_base AS copy_from\n\
+         COPY --from=source /file .\n\
+         COPY --from=source /dir /dir\n\
+         COPY --from=source /dir/. /existingdir\n\
+         FROM test_base AS copy_from_chowned\n\
+         COPY --from=source --chown=300:400 /file .\n\
+         COPY --from=source --chown=300:400 /dir /dir\n\
+         COPY --from=source --chown=300:400 /dir/. /existingdir\n",
+    );
+    let owner = |out: &Path, p: &str| {
+        let (_, uid, gid) = attrs(&out.join(p));
+        format!("{uid}:{gid}")
+    };
+    let plain = build_local(&root, &ctx, &["--target", "copy_from"]);
+    let chowned = build_local(&root, &ctx, &["--target", "copy_from_chowned"]);
+    for (p, want_plain, want_chowned) in [
+        ("file", "100:200", "300:400"),
+        ("dir", "0:0", "300:400"),
+        ("dir/subdir", "101:201", "300:400"),
+        ("dir/subdir/nestedfile", "102:202", "300:400"),
+        ("existingdir", "500:600", "500:600"),
+        ("existingdir/existingsubdir", "501:601", "501:601"),
+        ("existingdir/existingfile", "501:601", "501:601"),
+        ("existingdir/subdir", "101:201", "300:400"),
+        ("existingdir/subdir/nestedfile", "102:202", "300:400"),
+    ] {
+        assert_eq!(owner(plain.path(), p), want_plain, "{p}");
+        assert_eq!(owner(chowned.path(), p), want_chowned, "{p} (--chown)");
+    }
+}

@@ -289,7 +289,8 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
                 Some(k) if !k.is_empty() => dest.join(k),
                 _ => dest.clone(),
             };
-            create_dirs(target, &into, created_mode, true, created_owner)?;
+            // 0755 whatever --chmod says, as BuildKit's unpack makes the destination.
+            create_dirs(target, &into, 0o755, true, created_owner)?;
             super::archive::unpack(abs, &into, created_owner, &c.src, &c.dest)?;
         } else {
             // Looked at for each source in turn: an earlier source may have made the destination a directory.

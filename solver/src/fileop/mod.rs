@@ -82,9 +82,6 @@ pub struct Reused {
     /// Files of the input (relative to its root) whose content is what the target already holds at their
     /// destination: a destination file with the metadata the copy would give it is left as it is.
     pub unchanged: std::collections::HashSet<String>,
-    /// The target as it was before the clone (the copy's base, read-only): whether a destination existed before
-    /// the copy is judged here, not in the clone.
-    pub base: PathBuf,
     /// The files the clone linked, by path relative to the target, with their (and so the destinations')
     /// metadata.
     pub cloned: std::collections::HashMap<String, ClonedFile>,
