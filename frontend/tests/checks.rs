@@ -48,6 +48,11 @@ fn every_rule_fires_where_it_should() {
             2,
         ),
         ("ARG IMG=\nFROM ${IMG}\n", "InvalidDefaultArgInFrom", 2),
+        (
+            "ARG IMG=Base\nFROM busybox AS Base\nFROM ${IMG}\n",
+            "InvalidDefaultArgInFrom",
+            3,
+        ),
         ("FROM busybox\nMAINTAINER me\n", "MaintainerDeprecated", 2),
         (
             "FROM busybox\nrun true\nRUN true\nRUN false\n",

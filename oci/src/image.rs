@@ -148,6 +148,9 @@ pub struct Image {
     /// Creation time, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
+    /// Who made the image: Dockerfile's MAINTAINER sets it, as BuildKit does, rather than a label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
     /// GOARCH spelling.
     pub architecture: String,
     /// GOOS spelling.

@@ -20,9 +20,12 @@ pub enum ReferenceError {
     /// Empty path segments, or a leading or trailing `/`.
     #[error("invalid repository name")]
     Repository,
-    /// Upper-case letters or other characters Docker refuses in a repository path.
+    /// Characters Docker refuses in a repository path.
     #[error("repository name must be lowercase letters, digits and separators")]
     Characters,
+    /// Upper-case letters where only lower-case ones may be, in Docker's words (the repository as normalised).
+    #[error("invalid reference format: repository name ({0}) must be lowercase")]
+    UpperCase(String),
 }
 
 /// Docker Hub's canonical registry name in references.
@@ -84,9 +87,19 @@ impl Reference {
         } else {
             name
         };
-        if !path.chars().all(|c| {
+        let valid = |c: char| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/')
-        }) {
+        };
+        if !path.chars().all(valid) {
+            if path.chars().all(|c| valid(c.to_ascii_lowercase())) {
+                // Only upper-case letters are wrong: Docker's wording, with the repository as it normalises it.
+                let remote = if has_host || name.contains('/') {
+                    path.to_string()
+                } else {
+                    format!("library/{path}")
+                };
+                return Err(ReferenceError::UpperCase(remote));
+            }
             return Err(ReferenceError::Characters);
         }
         let (registry, repository) = if has_host {
@@ -193,5 +206,9 @@ mod tests {
             "docker.io/library/busybox:latest"
         );
         assert!(Reference::parse("example.com/Upper").is_err());
+        assert_eq!(
+            Reference::parse("Foo").unwrap_err().to_string(),
+            "invalid reference format: repository name (library/Foo) must be lowercase"
+        );
     }
 }

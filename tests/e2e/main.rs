@@ -9,6 +9,7 @@ mod differential;
 mod doctor;
 mod errors;
 mod examples;
+mod fidelity;
 mod graph;
 mod hostile;
 mod lifecycle;

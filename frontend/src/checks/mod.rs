@@ -98,9 +98,11 @@ fn invalid_default_arg_in_from(
         let Ok(expanded) = lexer.process_word(base, &scope) else {
             continue;
         };
-        let is_stage = stages
-            .find(&expanded)
-            .is_some_and(|s| s.index < stage.index);
+        // FROM compares its word to the (lower-cased) stage names exactly, as lowering does: `FROM $B` with
+        // B=Foo names the image Foo, an invalid one, even after `AS Foo`.
+        let is_stage = stages.stages[..stage.index]
+            .iter()
+            .any(|s| s.name.as_deref() == Some(expanded.as_str()));
         if expanded.is_empty()
             || (!is_stage && crate::lower::normalize_reference(&expanded).is_err())
         {

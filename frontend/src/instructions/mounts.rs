@@ -312,7 +312,9 @@ fn validate(m: &mut MountSpec, readonly_set: bool) -> Result<(), String> {
             }
         }
         MountType::Bind | MountType::Cache | MountType::Tmpfs => {
-            if m.target.is_empty() {
+            // A bind mount without a target mounts at the working directory (BuildKit's dispatchRunMounts joins
+            // an empty target to it), so only cache and tmpfs mounts need one here.
+            if m.target.is_empty() && m.kind != MountType::Bind {
                 return Err(format!("{kind_name} mount needs a target= path"));
             }
             if m.kind == MountType::Tmpfs && m.from.is_some() {

@@ -176,11 +176,8 @@ impl Lowerer<'_> {
                 SourceFile::Heredoc(h) => SourceFile::Heredoc(h.clone()),
             });
         }
-        if sources.len() > 1 && !dest.ends_with('/') {
-            return Err(at(format!(
-                "with more than one source file, the destination must be a directory and end with a / (got {dest_raw:?})"
-            )));
-        }
+        // Several sources need no trailing `/`: BuildKit has no such error. The destination is a directory only
+        // when it ends in `/` or `/.`, is `.` or empty, or exists as one; else each source is written to it in turn.
         let chown = match &plan.chown {
             Some(c) => Some(parse_chown(&self.expand_in(st, c, node)?)),
             None => None,

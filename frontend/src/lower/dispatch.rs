@@ -44,13 +44,20 @@ impl Lowerer<'_> {
             Command::Copy(c) => self.dispatch_copy(st, c, node)?,
             Command::Add(a) => self.dispatch_add(st, a, node)?,
             Command::Env(kvs) => {
-                let mut parts = Vec::new();
+                // Every key and value is expanded against the environment as it was before this ENV, then all
+                // are set: BuildKit expands the whole instruction before dispatchEnv adds any pair, so after
+                // `ENV a=one`, `ENV a=two b=$a` gives b=one.
+                let mut pairs = Vec::with_capacity(kvs.len());
                 for kv in kvs {
                     let k = self.expand_in(st, &kv.key, node)?;
                     let v = self.expand_in(st, &kv.value, node)?;
                     if k.is_empty() {
                         return Err(FrontendError::at(node.span, "ENV names can not be blank"));
                     }
+                    pairs.push((k, v));
+                }
+                let mut parts = Vec::with_capacity(pairs.len());
+                for (k, v) in pairs {
                     st.set_env(&k, &v);
                     parts.push(format!("{k}={v}"));
                 }
@@ -70,10 +77,8 @@ impl Lowerer<'_> {
                 history(st, format!("LABEL {}", parts.join(" ")), true);
             }
             Command::Maintainer(m) => {
-                st.image
-                    .config
-                    .labels
-                    .insert("maintainer".to_string(), m.clone());
+                // The image's top-level author, no label (BuildKit's dispatchMaintainer).
+                st.image.author = Some(m.clone());
                 history(st, format!("MAINTAINER {m}"), true);
             }
             Command::Cmd(c) => {
@@ -159,9 +164,16 @@ impl Lowerer<'_> {
                         self.global.value(&d.name).map(str::to_string)
                     };
                     // A redeclared ARG keeps its place (BuildKit's testExportedHistoryFlattenArgs:
-                    // `ARG foo=bar`, `ARG bar=123`, `ARG foo=bar2` give `RUN |2 foo=bar2 bar=123`).
+                    // `ARG foo=bar`, `ARG bar=123`, `ARG foo=bar2` give `RUN |2 foo=bar2 bar=123`). A bare
+                    // `ARG NAME` with no value anywhere keeps the value NAME already has (one inherited from a base
+                    // stage included): BuildKit's dispatchArg then sets nothing, and the old value stays in the
+                    // environment.
                     match st.args.iter_mut().find(|(k, _)| k == &d.name) {
-                        Some(slot) => slot.1 = value.clone(),
+                        Some(slot) => {
+                            if value.is_some() {
+                                slot.1 = value.clone();
+                            }
+                        }
                         None => st.args.push((d.name.clone(), value.clone())),
                     }
                     st.invalidate_scope();

@@ -204,7 +204,9 @@ impl Lowerer<'_> {
         // Every field's value is expanded before it is read (`type=$MNT_TYPE`, `uid=$UID`), as BuildKit does.
         let spec = mount_spec(node, raw, |v| self.expand_in(st, v, node))?;
         let cwd = st.image.config.working_dir.clone();
-        let target = if spec.target.is_empty() {
+        // A relative target is joined to the working directory, an empty one is the working directory itself
+        // (a bind mount may leave it out); only `/` is refused, in BuildKit's words (dispatchRunMounts).
+        let target = if spec.target.is_empty() && spec.kind != MountType::Bind {
             String::new()
         } else {
             paths::resolve(&cwd, &spec.target, false)
@@ -212,7 +214,7 @@ impl Lowerer<'_> {
         if target == "/" {
             return Err(FrontendError::at(
                 node.span,
-                format!("RUN --mount={raw}: cannot mount over /"),
+                format!("invalid mount target \"/\" (RUN --mount={raw})"),
             ));
         }
         let selector = paths::clean(&format!("/{}", spec.source.clone().unwrap_or_default()));

@@ -156,6 +156,9 @@ pub(super) struct Lowerer<'a> {
     pub global_declared: BTreeSet<String>,
     pub target_platform: Platform,
     pub done: BTreeMap<usize, StageResult>,
+    /// The ARGs (with their values) each lowered stage ended with: a stage built FROM it starts with them, as
+    /// BuildKit's `dispatchState.init` copies the base stage's build args and environment.
+    stage_args: BTreeMap<usize, Vec<(String, Option<String>)>>,
     in_progress: BTreeSet<usize>,
     pub findings: Vec<Finding>,
     pub used_build_args: BTreeSet<String>,
@@ -183,6 +186,7 @@ impl<'a> Lowerer<'a> {
             global_declared: BTreeSet::new(),
             target_platform,
             done: BTreeMap::new(),
+            stage_args: BTreeMap::new(),
             in_progress: BTreeSet::new(),
             findings: Vec::new(),
             used_build_args: BTreeSet::new(),
@@ -311,6 +315,17 @@ impl<'a> Lowerer<'a> {
             .filter(|i| *i < from_index))
     }
 
+    /// The earlier stage a FROM names. Stage names are kept lower-cased and FROM compares its word to them exactly,
+    /// with no numeric index (BuildKit's `dispatchStates.addState` looks the base name up as written), so
+    /// `FROM Foo` after `AS Foo` names an image.
+    fn base_stage(&self, name: &str, from_index: usize) -> Option<usize> {
+        self.stages.stages[..from_index]
+            .iter()
+            .rev()
+            .find(|s| s.name.as_deref() == Some(name))
+            .map(|s| s.index)
+    }
+
     /// Lowers stage `index` (once) and returns its result.
     pub fn lower_stage(&mut self, index: usize) -> Result<StageResult, FrontendError> {
         if let Some(done) = self.done.get(&index) {
@@ -351,6 +366,7 @@ impl<'a> Lowerer<'a> {
         for inst in trigger_insts.iter().chain(stage.instructions.iter()) {
             self.dispatch(&mut st, inst)?;
         }
+        self.stage_args.insert(stage.index, st.args.clone());
         Ok(StageResult {
             index: stage.index,
             name: st.name.clone(),
@@ -425,14 +441,23 @@ impl<'a> Lowerer<'a> {
             let (root, image) = self.named_context_source(&base, &ctx, &platform, meta, node)?;
             st.root = root;
             st.image = image;
-        } else if let Some(dep) = self.stage_ref(&base, stage.index, node)? {
+        } else if let Some(dep) = self.base_stage(&base, stage.index) {
             let r = self.lower_stage(dep)?;
             st.root = r.root;
             st.image = r.image;
             st.platform = r.platform;
-        } else if base.eq_ignore_ascii_case("scratch") {
+            st.args = self.stage_args.get(&dep).cloned().unwrap_or_default();
+        } else if base == "scratch" {
+            // Only the lower-case word: `FROM SCRATCH` is an image name, as BuildKit compares it.
             st.image = empty_image(&platform);
         } else {
+            if let Err(e) = normalize_reference(&base) {
+                // BuildKit's wording: `FROM Foo` after `AS Foo` is an image reference, and an invalid one.
+                return Err(FrontendError::at(
+                    node.span,
+                    format!("failed to parse stage name {base:?}: {e}"),
+                ));
+            }
             st.total += 1;
             let meta = st.describe(&from_text);
             let (root, image) = self.image_source(&base, &platform, meta, node)?;

@@ -32,7 +32,10 @@ pub struct KeyParts {
 /// Bumped when what a file op makes from the same inputs changes, so a record an older kiln made is never taken for
 /// the new result. 2 (2026-12): a symlinked source keeps its own name and wildcard matches are followed, a wildcard
 /// matching one file takes the destination's name, sockets arrive as empty files, `ADD --chown` owns archive entries.
-const FILE_OP_SEMANTICS: u32 = 2;
+/// 3 (2026-12): directories a copy creates get 0755 (or a numeric --chmod) and the --chown owner, never the source
+/// directory's; the destination is a directory only when it ends in `/` or exists as one, whatever the number of
+/// sources; an unknown --chown user is root and an unknown group keeps the user's gid.
+const FILE_OP_SEMANTICS: u32 = 3;
 
 #[derive(Serialize)]
 struct Canonical<'a> {

@@ -200,32 +200,29 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         }
         vec![(rel, abs)]
     };
-    if sources.is_empty() {
-        if c.allow_empty_wildcard {
-            return Ok(());
-        }
-        return Err(FileOpError::NotFound(c.src.clone()));
-    }
-    let dest = scoped::resolve(target, &c.dest, true)?;
-    let dest_exists_dir = std::fs::metadata(&dest)
-        .map(|m| m.is_dir())
-        .unwrap_or(false);
-    // A wildcard that matches one file copies it to the destination's name, as BuildKit does (its
-    // testCopyWildcards: `COPY f*.go foo2.go` makes the file foo2.go); several sources need a directory.
-    let dest_is_dir =
-        c.dest.ends_with('/') || c.dest.ends_with("/.") || sources.len() > 1 || dest_exists_dir;
-    let owner = match &c.chown {
-        Some(ch) => Some(resolve_chown(target, ch)?),
-        None => input.default_owner,
-    };
+    // What .dockerignore excludes is not in the context BuildKit transfers, so no pattern ever sees it: it is
+    // dropped before anything is counted or copied.
     let ignore = PatternMatcher::new(&input.ignore)?;
     let sources: Vec<(String, PathBuf)> = sources
         .into_iter()
         .filter(|(rel, _)| ignore.is_empty() || !ignore.matches_or_parent_matches(rel))
         .collect();
-    if sources.is_empty() && !wildcard {
+    if sources.is_empty() {
+        if wildcard && c.allow_empty_wildcard {
+            return Ok(());
+        }
         return Err(FileOpError::NotFound(c.src.clone()));
     }
+    let dest = scoped::resolve(target, &c.dest, true)?;
+    // The destination is a directory when it says so (a trailing `/` or `/.`) or already is one; how many
+    // sources or matches there are never changes that (fsutil's Copy, prepareTargetDir): `COPY f*.go foo2.go`
+    // makes the file foo2.go (BuildKit's testCopyWildcards) and several files to a non-directory destination
+    // overwrite it in turn.
+    let dest_named_dir = c.dest.ends_with('/') || c.dest.ends_with("/.");
+    let owner = match &c.chown {
+        Some(ch) => Some(resolve_chown(target, ch)?),
+        None => input.default_owner,
+    };
     let mut copier = Copier {
         ignore,
         source_rel: String::new(),
@@ -236,7 +233,14 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         reused: input.reused.as_deref(),
         target,
     };
+    // Directories the copy creates (missing parents, a destination receiving a directory's contents) get mode
+    // 0755, or the numeric --chmod's permission bits, and the --chown owner (else the builder's, root); never
+    // the source directory's mode or owner (fsutil's MkdirAll, called by Copy and prepareTargetDir).
     let created_owner = c.chown.as_ref().map(|_| owner).unwrap_or(None);
+    let created_mode = match &c.mode {
+        Some(FileMode::Octal(m)) => m & 0o777,
+        _ => 0o755,
+    };
     for (rel, abs) in &sources {
         copier.source_rel = rel.clone();
         let meta = std::fs::symlink_metadata(abs).map_err(io(abs))?;
@@ -266,35 +270,34 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
                 Some(k) if !k.is_empty() => dest.join(k),
                 _ => dest.clone(),
             };
-            // In a target cloned from this copy's previous result, the destination exists because that result
-            // made it; whether it existed before the copy is the base's to say.
-            let existed = match &input.reused {
-                Some(r) => into
-                    .strip_prefix(target)
-                    .is_ok_and(|rel| std::fs::symlink_metadata(r.base.join(rel)).is_ok()),
-                None => std::fs::symlink_metadata(&into).is_ok(),
-            };
+            // A destination that exists keeps its mode and owner; one made here gets the created directories'.
+            // Either way it ends with the source directory's times, as fsutil restores them once the contents
+            // are in (copy's restoreFileTimestamp). In a target cloned from this copy's previous result the
+            // destination is already what that result made of it, so the same rule gives the same tree.
             create_dirs(
                 target,
                 &into,
-                0o755,
+                created_mode,
                 c.create_dest_path || kept.is_some(),
                 created_owner,
             )?;
             copier.copy_children(abs, &into, "")?;
-            if !existed {
-                // A directory made to receive a source directory's contents takes that directory's metadata.
-                copier.finish(abs, &into, &meta, true)?;
-            }
+            attrs::set_times_from(&into, &meta)?;
         } else if c.unpack_archive && meta.is_file() && super::archive::is_tar_archive(abs) {
             // ADD of a local archive: its contents go into the destination, which is a directory.
             let into = match &kept {
                 Some(k) if !k.is_empty() => dest.join(k),
                 _ => dest.clone(),
             };
+            // 0755 whatever --chmod says, as BuildKit's unpack makes the destination.
             create_dirs(target, &into, 0o755, true, created_owner)?;
             super::archive::unpack(abs, &into, created_owner, &c.src, &c.dest)?;
         } else {
+            // Looked at for each source in turn: an earlier source may have made the destination a directory.
+            let dest_is_dir = dest_named_dir
+                || std::fs::metadata(&dest)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false);
             let file_dest = match &kept {
                 Some(k) => dest.join(k),
                 None if dest_is_dir => dest.join(&name),
@@ -302,7 +305,7 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
             };
             if let Some(parent) = file_dest.parent() {
                 if c.create_dest_path || kept.is_some() || dest_is_dir {
-                    create_dirs(target, parent, 0o755, true, created_owner)?;
+                    create_dirs(target, parent, created_mode, true, created_owner)?;
                 }
             }
             copier.copy_entry(abs, &file_dest, &meta, &c.src, rel)?;

@@ -37,10 +37,11 @@ pub enum FileOpError {
     /// A path could not be resolved inside its root.
     #[error(transparent)]
     Scoped(#[from] oci::scoped::ScopedError),
-    /// `--chown` names a user the rootfs does not know.
+    /// A RUN step's USER names a user the rootfs does not know (file ops take an unknown name as root, as
+    /// BuildKit's readUser does).
     #[error("unable to find user {0}: no matching entries in passwd file")]
     UnknownUser(String),
-    /// `--chown` names a group the rootfs does not know.
+    /// A RUN step's USER names a group the rootfs does not know.
     #[error("unable to find group {0}: no matching entries in group file")]
     UnknownGroup(String),
     /// A copy would put a file where a directory is, or the reverse.
@@ -81,9 +82,6 @@ pub struct Reused {
     /// Files of the input (relative to its root) whose content is what the target already holds at their
     /// destination: a destination file with the metadata the copy would give it is left as it is.
     pub unchanged: std::collections::HashSet<String>,
-    /// The target as it was before the clone (the copy's base, read-only): whether a destination existed before
-    /// the copy is judged here, not in the clone.
-    pub base: PathBuf,
     /// The files the clone linked, by path relative to the target, with their (and so the destinations')
     /// metadata.
     pub cloned: std::collections::HashMap<String, ClonedFile>,

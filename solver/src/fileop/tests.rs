@@ -148,12 +148,15 @@ fn owners_and_modes() {
         std::fs::metadata(f.root.join("sym/b.txt")).unwrap().mode() & 0o777,
         0o644
     );
-    let mut bad = copy_action("a.txt", "/x");
-    bad.chown = Some(Chown {
+    // A user the rootfs does not know is root, as BuildKit's readUser takes it.
+    let mut ghost = copy_action("a.txt", "/x");
+    ghost.chown = Some(Chown {
         user: UserRef::Name("ghost".into()),
         group: None,
     });
-    assert!(matches!(run(&f, bad), Err(FileOpError::UnknownUser(_))));
+    run(&f, ghost).unwrap();
+    let m = std::fs::metadata(f.root.join("x")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (0, 0));
 }
 
 #[test]
@@ -354,9 +357,111 @@ fn a_wildcard_matching_one_file_copies_it_to_the_destination_name() {
     assert_eq!(read(f.root.join("foo2.go")), "package foo");
     run(&f, copy_action("sub/*/dir2/foo", "/subdest3/bar")).unwrap();
     assert_eq!(read(f.root.join("subdest3/bar")), "deep");
-    // Several matches still need (and make) a directory.
+    // Several matches to a destination that is no directory overwrite it in turn, in lexical order (fsutil's
+    // Copy: the number of matches never makes a directory).
     run(&f, copy_action("*.txt", "/several")).unwrap();
-    assert_eq!(read(f.root.join("several/a.txt")), "a");
+    assert_eq!(read(f.root.join("several")), "b");
+}
+
+#[test]
+fn directories_a_copy_creates_get_0755_or_the_numeric_chmod_and_the_chown_owner() {
+    // fsutil's MkdirAll and prepareTargetDir (BuildKit's testCopyChmod, testCopyChownExistingDir): created
+    // directories never take the source directory's mode or owner, only its times; an existing destination keeps
+    // its mode and owner; subdirectories keep their own mode unless --chmod is given.
+    let f = fixture();
+    std::fs::set_permissions(f.ctx.join("dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(
+        f.ctx.join("dir/sub"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    let attrs = |p: &str| {
+        let m = std::fs::symlink_metadata(f.root.join(p)).unwrap();
+        (m.mode() & 0o7777, m.uid(), m.gid())
+    };
+    run(&f, copy_action("dir", "/plain")).unwrap();
+    assert_eq!(attrs("plain"), (0o755, 0, 0));
+    assert_eq!(attrs("plain/sub"), (0o750, 0, 0));
+    let src_mtime = std::fs::metadata(f.ctx.join("dir")).unwrap().mtime();
+    assert_eq!(
+        std::fs::metadata(f.root.join("plain")).unwrap().mtime(),
+        src_mtime
+    );
+
+    let mut chown = copy_action("dir", "/p1/p2/owned");
+    chown.chown = Some(Chown {
+        user: UserRef::Name("app".into()),
+        group: None,
+    });
+    run(&f, chown).unwrap();
+    for d in ["p1", "p1/p2", "p1/p2/owned"] {
+        assert_eq!(attrs(d), (0o755, 1000, 1000), "{d}");
+    }
+    assert_eq!(attrs("p1/p2/owned/sub"), (0o750, 1000, 1000));
+
+    let mut chmod = copy_action("dir", "/m1/moded");
+    chmod.mode = Some(FileMode::Octal(0o711));
+    run(&f, chmod).unwrap();
+    assert_eq!(attrs("m1"), (0o711, 0, 0));
+    assert_eq!(attrs("m1/moded"), (0o711, 0, 0));
+    assert_eq!(attrs("m1/moded/sub"), (0o711, 0, 0));
+    assert_eq!(attrs("m1/moded/one.txt"), (0o711, 0, 0));
+
+    let mut file = copy_action("a.txt", "/fm/sub/");
+    file.mode = Some(FileMode::Symbolic("u+x".into()));
+    run(&f, file).unwrap();
+    assert_eq!(attrs("fm"), (0o755, 0, 0), "a symbolic --chmod leaves 0755");
+
+    // An existing destination keeps its mode and owner.
+    std::fs::create_dir(f.root.join("existing")).unwrap();
+    std::fs::set_permissions(
+        f.root.join("existing"),
+        std::fs::Permissions::from_mode(0o700),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(f.root.join("existing"), Some(7), Some(8)).unwrap();
+    let mut into = copy_action("dir", "/existing");
+    into.chown = Some(Chown {
+        user: UserRef::Id(1000),
+        group: None,
+    });
+    run(&f, into).unwrap();
+    assert_eq!(attrs("existing"), (0o700, 7, 8));
+    assert_eq!(attrs("existing/one.txt").1, 1000);
+}
+
+#[test]
+fn the_destination_is_a_directory_only_when_named_so_or_when_it_is_one() {
+    // fsutil's prepareTargetDir looks at the destination for each source in turn.
+    let f = fixture();
+    let two = |a: &str, b: &str, dest: &str| {
+        let mut first = copy_action(a, dest);
+        first.allow_wildcard = false;
+        let mut second = copy_action(b, dest);
+        second.allow_wildcard = false;
+        apply(
+            &f.root,
+            &[FileAction::Copy(first), FileAction::Copy(second)],
+            &[Input {
+                root: f.ctx.clone(),
+                default_owner: Some((0, 0)),
+                ignore: vec![],
+                reused: None,
+            }],
+        )
+    };
+    two("a.txt", "b.txt", "/ab").unwrap();
+    assert_eq!(read(f.root.join("ab")), "b");
+    // A directory's contents make the destination a directory; a file after it goes inside.
+    two("dir", "a.txt", "/mixed").unwrap();
+    assert_eq!(read(f.root.join("mixed/one.txt")), "1");
+    assert_eq!(read(f.root.join("mixed/a.txt")), "a");
+    run(&f, copy_action("a.txt", "/dot/.")).unwrap();
+    assert_eq!(read(f.root.join("dot/a.txt")), "a");
+    // A .dockerignored file is no match: `*.secret` and `a.*` together match only a.txt.
+    std::fs::write(f.ctx.join("a.secret"), "s").unwrap();
+    run(&f, copy_action("a.*", "/one")).unwrap();
+    assert_eq!(read(f.root.join("one")), "a");
 }
 
 #[test]

@@ -10,7 +10,15 @@ fn entries(root: &Path, file: &str) -> Result<Vec<Vec<String>>, FileOpError> {
     let path = scoped::resolve(root, file, true)?;
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        // A path through a file (an /etc that is no directory) is no file either, as BuildKit's readUser takes it.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Vec::new())
+        }
         Err(source) => return Err(FileOpError::Io { path, source }),
     };
     Ok(text
@@ -105,20 +113,21 @@ fn lookup(root: &Path, file: &str, name: &str) -> Result<Option<(u32, u32)>, Fil
     Ok(None)
 }
 
-/// The numeric owner for a `--chown`: names looked up in the root; a user without a group gets the user's
-/// primary group (a numeric user without a group gets the same number as gid).
+/// The numeric owner for a `--chown` (and for what WORKDIR makes under USER), as BuildKit's `readUser` decides it:
+/// a numeric user is that uid with the same number as gid; a name found in /etc/passwd brings its uid and primary
+/// group; a name not found, or no /etc/passwd at all, is 0:0 with no error. A group, when given, replaces the gid:
+/// a number as it is, a name found in /etc/group by its gid, a name not found leaves the gid the user part gave.
 pub fn resolve_chown(root: &Path, chown: &Chown) -> Result<(u32, u32), FileOpError> {
     let (uid, primary_gid) = match &chown.user {
         UserRef::Id(n) => (*n, *n),
-        UserRef::Name(name) => lookup(root, "/etc/passwd", name)?
-            .ok_or_else(|| FileOpError::UnknownUser(name.clone()))?,
+        UserRef::Name(name) => lookup(root, "/etc/passwd", name)?.unwrap_or((0, 0)),
     };
     let gid = match &chown.group {
         None => primary_gid,
         Some(UserRef::Id(n)) => *n,
         Some(UserRef::Name(name)) => lookup(root, "/etc/group", name)?
             .map(|(gid, _)| gid)
-            .ok_or_else(|| FileOpError::UnknownGroup(name.clone()))?,
+            .unwrap_or(primary_gid),
     };
     Ok((uid, gid))
 }
@@ -195,13 +204,34 @@ mod tests {
         );
         assert_eq!(c(UserRef::Id(7), None).unwrap(), (7, 7));
         assert_eq!(c(UserRef::Id(7), Some(UserRef::Id(8))).unwrap(), (7, 8));
-        assert!(matches!(
-            c(UserRef::Name("nobody".into()), None),
-            Err(FileOpError::UnknownUser(_))
-        ));
-        assert!(matches!(
-            c(UserRef::Id(1), Some(UserRef::Name("nope".into()))),
-            Err(FileOpError::UnknownGroup(_))
-        ));
+        // BuildKit's readUser: a user not found is 0:0, a group not found keeps the user part's gid.
+        assert_eq!(c(UserRef::Name("nobody".into()), None).unwrap(), (0, 0));
+        assert_eq!(
+            c(
+                UserRef::Name("nobody".into()),
+                Some(UserRef::Name("staff".into()))
+            )
+            .unwrap(),
+            (0, 50)
+        );
+        assert_eq!(
+            c(UserRef::Id(1), Some(UserRef::Name("nope".into()))).unwrap(),
+            (1, 1)
+        );
+        assert_eq!(
+            c(
+                UserRef::Name("app".into()),
+                Some(UserRef::Name("nope".into()))
+            )
+            .unwrap(),
+            (1000, 1001)
+        );
+        // No /etc/passwd or /etc/group at all: the same, with no error.
+        let empty = tempfile::tempdir().unwrap();
+        let user = Chown {
+            user: UserRef::Name("app".into()),
+            group: Some(UserRef::Name("staff".into())),
+        };
+        assert_eq!(resolve_chown(empty.path(), &user).unwrap(), (0, 0));
     }
 }

@@ -395,14 +395,17 @@ impl<'a> Worker<'a> {
                 .last_for_slot(slot)?
                 .filter(|p| p.key != key)
                 .map(|p| {
+                    // A record whose key no longer recomputes from its parts was made under other file-op
+                    // semantics (see `FILE_OP_SEMANTICS`): its tree is no starting point for a re-run copy.
+                    let same_semantics = p.parts.key() == p.key;
                     let parts = self.cache.with_listing(&p.parts);
-                    (p.snapshot, parts)
+                    (p.snapshot, parts, same_semantics)
                 }),
             None => None,
         };
         let reasons = prev
             .as_ref()
-            .map(|(_, p)| explain(p, &parts))
+            .map(|(_, p, _)| explain(p, &parts))
             .unwrap_or_default();
         (self.on_cache)(CacheEvent::Miss(id, reasons));
         let snapshot = match &v.op {
@@ -446,9 +449,12 @@ impl<'a> Worker<'a> {
                 })
             }
             Op::File(f) => {
-                let reuse = prev.as_ref().and_then(|(snapshot, p)| {
-                    reuse::plan(f, &parts, p, &self.snapshots.diff_dir(snapshot))
-                });
+                let reuse = prev
+                    .as_ref()
+                    .filter(|(_, _, same_semantics)| *same_semantics)
+                    .and_then(|(snapshot, p, _)| {
+                        reuse::plan(f, &parts, p, &self.snapshots.diff_dir(snapshot))
+                    });
                 self.run_file(f, inputs, reuse)?
             }
             Op::Exec(e) => self.run_exec(e, v, inputs, cancel)?,
@@ -704,14 +710,13 @@ impl<'a> Worker<'a> {
         // A re-run COPY from the context starts from a clone of its previous result (see `reuse`).
         if let (Some(r), [crate::llb::FileAction::Copy(c)]) = (reuse, f.actions.as_slice()) {
             let from_context = matches!(inputs.get(c.source).map(|o| &o.fs), Some(Fs::Local(..)));
-            let base = f.base.and_then(|b| views.get(b)).map(|v| v.root.clone());
-            if let (true, Some(base)) = (from_context && reuse::clonable(&r.from), base) {
+            let has_base = f.base.and_then(|b| views.get(b)).is_some();
+            if from_context && has_base && reuse::clonable(&r.from) {
                 let diff = active.diff_dir();
                 let cloned = reuse::clone_tree(&r.from, &diff)?;
                 if let Some(view) = views.get_mut(c.source) {
                     view.reused = Some(std::sync::Arc::new(crate::fileop::Reused {
                         unchanged: r.unchanged,
-                        base,
                         cloned,
                     }));
                 }
