@@ -4,7 +4,7 @@
 use llb::{FileAction, FileOp, Op};
 use oci::Healthcheck;
 
-use super::history::{go_quoted_list, history, shell_of};
+use super::history::{go_healthcheck, go_quoted_list, history, shell_of};
 use super::paths;
 use super::stage::{Lowerer, StageState};
 use crate::error::FrontendError;
@@ -185,8 +185,8 @@ impl Lowerer<'_> {
                 history(st, format!("ARG {}", parts.join(" ")), true);
             }
             Command::Onbuild(expr) => {
+                // BuildKit's dispatchOnbuild records the trigger and commits no history entry.
                 st.image.config.on_build.push(expr.clone());
-                history(st, format!("ONBUILD {expr}"), true);
             }
             Command::Healthcheck(h) => {
                 let hc = match h {
@@ -210,11 +210,7 @@ impl Lowerer<'_> {
                         retries: *retries,
                     },
                 };
-                history(
-                    st,
-                    format!("HEALTHCHECK {}", go_quoted_list(&hc.test)),
-                    true,
-                );
+                history(st, format!("HEALTHCHECK {}", go_healthcheck(&hc)), true);
                 st.image.config.healthcheck = Some(hc);
             }
         }
