@@ -407,6 +407,44 @@ fn config_instructions_and_their_history() {
         .iter()
         .all(|h| h.comment == "buildkit.dockerfile.v0"));
     assert!(l.findings.iter().any(|f| f.rule == "WorkdirRelativePath"));
+    // dispatchHealthcheck: Go's %+v of the config value.
+    assert!(
+        created.contains(
+            &"HEALTHCHECK {Test:[CMD-SHELL curl -f localhost] Interval:5s Timeout:0s StartPeriod:0s \
+              StartInterval:0s Retries:3}"
+        ),
+        "{created:?}"
+    );
+}
+
+/// The history of COPY/ADD, ONBUILD as current BuildKit writes it (dispatchCopy's commit message: `--parents`,
+/// `--chown`, `--chmod` expanded, never `--from` or `--link`; dispatchOnbuild commits nothing). Found by the
+/// BuildKit differential.
+#[test]
+fn copy_and_onbuild_history_is_worded_as_buildkit_words_it() {
+    let l = lower_str(
+        "FROM busybox AS b\nFROM busybox\nARG U=7\nONBUILD RUN echo x\n\
+         COPY --from=b --link --chown=$U:$U --chmod=0640 /x /y\nADD --chown=1 a /z\n",
+    );
+    let created: Vec<&str> = l
+        .target
+        .image
+        .history
+        .iter()
+        .map(|h| h.created_by.as_str())
+        .collect();
+    assert!(
+        created.contains(&"COPY --chown=7:7 --chmod=0640 /x /y # buildkit"),
+        "{created:?}"
+    );
+    assert!(
+        created.contains(&"ADD --chown=1 a /z # buildkit"),
+        "{created:?}"
+    );
+    assert!(
+        !created.iter().any(|c| c.starts_with("ONBUILD")),
+        "{created:?}"
+    );
 }
 
 #[test]

@@ -178,12 +178,17 @@ impl Lowerer<'_> {
         }
         // Several sources need no trailing `/`: BuildKit has no such error. The destination is a directory only
         // when it ends in `/` or `/.`, is `.` or empty, or exists as one; else each source is written to it in turn.
-        let chown = match &plan.chown {
-            Some(c) => Some(parse_chown(&self.expand_in(st, c, node)?)),
+        let chown_text = match &plan.chown {
+            Some(c) => Some(self.expand_in(st, c, node)?),
             None => None,
         };
-        let mode = match &plan.chmod {
-            Some(c) => Some(parse_chmod(&self.expand_in(st, c, node)?).map_err(at)?),
+        let chmod_text = match &plan.chmod {
+            Some(c) => Some(self.expand_in(st, c, node)?),
+            None => None,
+        };
+        let chown = chown_text.as_deref().map(parse_chown);
+        let mode = match &chmod_text {
+            Some(c) => Some(parse_chmod(c).map_err(at)?),
             None => None,
         };
         let mut exclude = Vec::new();
@@ -357,7 +362,24 @@ impl Lowerer<'_> {
             }
             _ => copied,
         });
-        history(st, format!("{text} # buildkit"), false);
+        // The history names fewer flags than the step: BuildKit's dispatchCopy writes the instruction, then
+        // `--parents`, `--chown=` and `--chmod=` as expanded, then the paths (never `--from`, `--link` or
+        // `--exclude`).
+        let mut created_by = kw.to_string();
+        if plan.parents {
+            created_by.push_str(" --parents");
+        }
+        if let Some(c) = chown_text.filter(|c| !c.is_empty()) {
+            created_by.push_str(&format!(" --chown={c}"));
+        }
+        if let Some(c) = chmod_text.filter(|c| !c.is_empty()) {
+            created_by.push_str(&format!(" --chmod={c}"));
+        }
+        history(
+            st,
+            format!("{created_by} {} {dest_raw} # buildkit", shown.join(" ")),
+            false,
+        );
         Ok(())
     }
 
