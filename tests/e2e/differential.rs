@@ -75,7 +75,7 @@ impl Drop for Buildah {
 
 /// One entry of a built filesystem, as both builders must agree on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Entry {
+pub(crate) struct Entry {
     kind: char,
     mode: u32,
     uid: u32,
@@ -84,7 +84,7 @@ struct Entry {
 }
 
 /// Directories runtimes make as mount points or fill themselves: their presence and contents are the runtime's.
-const RUNTIME_OWNED: &[&str] = &[
+pub(crate) const RUNTIME_OWNED: &[&str] = &[
     "proc",
     "sys",
     "dev",
@@ -154,14 +154,14 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Entry>) {
     }
 }
 
-fn tree(dir: &Path) -> BTreeMap<String, Entry> {
+pub(crate) fn tree(dir: &Path) -> BTreeMap<String, Entry> {
     let mut out = BTreeMap::new();
     walk(dir, dir, &mut out);
     out
 }
 
 /// The config fields both builders write, from kiln's `inspect` or buildah's docker-format config.
-fn config_fields(config: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
+pub(crate) fn config_fields(config: &serde_json::Value) -> BTreeMap<String, serde_json::Value> {
     let mut out = BTreeMap::new();
     for key in [
         "Env",
@@ -208,19 +208,19 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ),
 ];
 
-struct Case {
-    name: &'static str,
-    dockerfile: &'static str,
-    files: &'static [(&'static str, &'static str)],
+pub(crate) struct Case {
+    pub(crate) name: &'static str,
+    pub(crate) dockerfile: &'static str,
+    pub(crate) files: &'static [(&'static str, &'static str)],
 }
 
 /// Archives some cases ADD: made in the context by the system's tar, so their bytes are not kiln's.
-const ARCHIVES: &str =
+pub(crate) const ARCHIVES: &str =
     "mkdir -p tree/sub && echo one > tree/one && echo two > tree/sub/two && chmod 700 tree/sub \
      && ln -s one tree/link && tar cf plain.tar tree && tar czf packed.tgz tree && tar cjf packed.tbz2 tree \
      && tar cJf packed.txz tree && rm -rf tree";
 
-const CASES: &[Case] = &[
+pub(crate) const CASES: &[Case] = &[
     Case {
         name: "config",
         dockerfile: "FROM busybox

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `kiln` binary. Each module covers one command as a user meets it.
 
 mod build;
+mod buildkit;
 mod cache;
 mod check;
 mod concurrency;
