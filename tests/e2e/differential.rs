@@ -452,19 +452,13 @@ fn kiln_and_buildah_build_the_same_filesystems_and_configs() {
         assert!(copied.success());
         buildah.run(&["rm", from.trim()]);
 
-        let (kt, bt) = (tree(&k_dir), tree(&b_dir));
-        for (path, b) in &bt {
-            match kt.get(path) {
-                None => problems.push(format!("{}: /{path} only in buildah's: {b:?}", case.name)),
-                Some(k) if k != b => {
-                    problems.push(format!("{}: /{path}: kiln {k:?}, buildah {b:?}", case.name))
-                }
-                _ => {}
-            }
-        }
-        for path in kt.keys().filter(|p| !bt.contains_key(*p)) {
-            problems.push(format!("{}: /{path} only in kiln's", case.name));
-        }
+        compare_trees(
+            case.name,
+            "buildah",
+            &tree(&k_dir),
+            &tree(&b_dir),
+            &mut problems,
+        );
 
         let inspect = root.kiln(KILN, &["inspect", &tag]);
         let kv: serde_json::Value = serde_json::from_str(&inspect.stdout).expect("inspect");
@@ -480,22 +474,28 @@ fn kiln_and_buildah_build_the_same_filesystems_and_configs() {
             ));
         }
     }
-    let known = |p: &String| {
-        KNOWN
+    verdict(&problems, KNOWN);
+}
+
+/// Every difference in `problems` (each `case: what ...`) is explained by `known` (case, what, why), and every
+/// explanation is still needed, so the list cannot outlive what it excuses.
+pub(crate) fn verdict(problems: &[String], known: &[(&str, &str, &str)]) {
+    let explained = |p: &String| {
+        known
             .iter()
             .any(|(case, what, _)| p.starts_with(&format!("{case}: {what}")))
     };
-    for (case, what, why) in KNOWN {
+    for (case, what, why) in known {
         assert!(
             problems
                 .iter()
                 .any(|p| p.starts_with(&format!("{case}: {what}"))),
-            "the known difference {case}: {what} ({why}) is no longer seen: drop it from KNOWN"
+            "the known difference {case}: {what} ({why}) is no longer seen: drop it"
         );
     }
     let unexpected: Vec<&str> = problems
         .iter()
-        .filter(|p| !known(p))
+        .filter(|p| !explained(p))
         .map(String::as_str)
         .collect();
     assert!(
@@ -504,4 +504,26 @@ fn kiln_and_buildah_build_the_same_filesystems_and_configs() {
         unexpected.len(),
         unexpected.join("\n")
     );
+}
+
+/// The differences between kiln's tree and `other`'s, as `case: /path ...` lines.
+pub(crate) fn compare_trees(
+    case: &str,
+    other: &str,
+    kt: &BTreeMap<String, Entry>,
+    ot: &BTreeMap<String, Entry>,
+    problems: &mut Vec<String>,
+) {
+    for (path, o) in ot {
+        match kt.get(path) {
+            None => problems.push(format!("{case}: /{path} only in {other}'s: {o:?}")),
+            Some(k) if k != o => {
+                problems.push(format!("{case}: /{path}: kiln {k:?}, {other} {o:?}"))
+            }
+            _ => {}
+        }
+    }
+    for path in kt.keys().filter(|p| !ot.contains_key(*p)) {
+        problems.push(format!("{case}: /{path} only in kiln's"));
+    }
 }
