@@ -137,6 +137,22 @@ fn copy_ignored_file_uses_dockerignore() {
 }
 
 #[test]
+fn copy_ignored_file_is_not_checked_when_dockerignore_has_exceptions() {
+    // BuildKit's validateCopySourcePath: an exception may re-include something below an excluded source.
+    let opts = BuildOpts {
+        ignore_patterns: vec![
+            "build/".to_string(),
+            "!build/keep/".to_string(),
+            "*.log".to_string(),
+        ],
+        ..BuildOpts::default()
+    };
+    let f = findings_with("FROM busybox\nCOPY build /b\nCOPY app.log /l\n", &opts);
+    assert!(!has(&f, "CopyIgnoredFile", 2), "{f:?}");
+    assert!(!has(&f, "CopyIgnoredFile", 3), "{f:?}");
+}
+
+#[test]
 fn check_directive_skips_and_errors() {
     let df = frontend::parser::parse(
         "# check=skip=MaintainerDeprecated;error=true\nFROM busybox\nMAINTAINER x\nCMD a\n",

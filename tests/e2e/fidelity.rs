@@ -199,6 +199,70 @@ fn dockerignored_files_are_invisible_to_wildcards_and_not_counted() {
     assert!(!out.path().join("none/ignored").exists());
 }
 
+/// Every path under `root`, relative to it, directories with a trailing `/`.
+fn tree(root: &Path) -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, rel: &str, out: &mut std::collections::BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let e = e.expect("dir entry");
+            let child = format!("{rel}{}", e.file_name().to_string_lossy());
+            if e.file_type().expect("file type").is_dir() {
+                out.insert(format!("{child}/"));
+                walk(&e.path(), &format!("{child}/"), out);
+            } else {
+                out.insert(child);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(root, "", &mut out);
+    out
+}
+
+#[test]
+fn dockerignore_exceptions_re_include_paths_below_an_excluded_directory() {
+    // fsutil's filtered walk (BuildKit's context transfer) still descends into an excluded directory when an
+    // exception lies below it, and emits that directory only when something under it is re-included: the
+    // result below is what BuildKit builds from this context, side by side.
+    let root = Root::empty();
+    let ctx = Context::new()
+        .file("Dockerfile", "FROM scratch\nCOPY . /ctx\nCOPY build /b\n")
+        .file(
+            ".dockerignore",
+            "**/*.md\n!README.md\nbuild/\n!build/keep/\ndocs\n!docs/api.md\n.git\n",
+        )
+        .file("README.md", "readme\n")
+        .file("CHANGES.md", "changes\n")
+        .file("pkg/notes.md", "notes\n")
+        .file("build/out.o", "object\n")
+        .file("build/keep/x", "x\n")
+        .file("docs/api.md", "api\n")
+        .file("docs/guide.txt", "guide\n")
+        .file(".git/HEAD", "ref: refs/heads/main\n")
+        .file("main.go", "package main\n");
+    let out = build_local(&root, &ctx, &[]);
+    let want: std::collections::BTreeSet<String> = [
+        "b/",
+        "b/keep/",
+        "b/keep/x",
+        "ctx/",
+        "ctx/.dockerignore",
+        "ctx/Dockerfile",
+        "ctx/README.md",
+        "ctx/build/",
+        "ctx/build/keep/",
+        "ctx/build/keep/x",
+        "ctx/docs/",
+        "ctx/docs/api.md",
+        "ctx/main.go",
+        "ctx/pkg/",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(tree(out.path()), want);
+    assert_eq!(read(&out.path().join("b/keep/x")), "x\n");
+    assert_eq!(read(&out.path().join("ctx/docs/api.md")), "api\n");
+}
+
 #[test]
 fn directories_a_copy_creates_get_0755_or_the_numeric_chmod_and_the_chown_owner() {
     // fsutil's MkdirAll and prepareTargetDir (BuildKit's testCopyChmod, testCopyChownExistingDir): missing

@@ -384,6 +384,10 @@ impl Lowerer<'_> {
     }
 
     /// The CopyIgnoredFile check: a COPY source from the main context that .dockerignore excludes.
+    ///
+    /// Not made when .dockerignore has exceptions (`!pattern`), as BuildKit's validateCopySourcePath does not: an
+    /// excluded directory is still copied when an exception re-includes something below it (`build/` with
+    /// `!build/keep/` makes `COPY build /b` copy build/keep), which no check of the path alone can tell.
     fn check_ignored(&mut self, src: &str, node: &Node) {
         if self.opts.ignore_patterns.is_empty() {
             return;
@@ -391,6 +395,9 @@ impl Lowerer<'_> {
         let Ok(m) = llb::patterns::PatternMatcher::new(&self.opts.ignore_patterns) else {
             return;
         };
+        if m.has_exclusions() {
+            return;
+        }
         let path = paths::clean(src.trim_start_matches('/'));
         if path != "." && !path.contains(['*', '?', '[']) && m.matches_or_parent_matches(&path) {
             self.findings.push(Finding::new(

@@ -151,6 +151,37 @@ impl PatternMatcher {
         self.patterns.iter().any(Pattern::is_exclusion)
     }
 
+    /// Whether a context walk must still descend into `dir`, a directory this
+    /// matcher excludes, because an exception (`!pattern`) may re-include
+    /// something below it. BuildKit's context transfer (fsutil's filtered walk)
+    /// never emits an excluded entry itself, but it walks an excluded directory
+    /// when an exception, with a trailing `/**` or `/*` taken off, either still
+    /// holds a pattern character (then it cannot tell statically, and every
+    /// excluded directory is walked) or, followed by `/`, lies under `dir/`.
+    /// Without this, `build/` + `!build/keep/` could never bring `build/keep`
+    /// back. Says nothing about whether `dir` is excluded; ask
+    /// [`PatternMatcher::matches_or_parent_matches`] for that.
+    pub fn must_walk_excluded_dir(&self, dir: &str) -> bool {
+        let dir = clean_path(dir);
+        let dir_slash = format!("{dir}/");
+        self.patterns.iter().filter(|p| p.exclusion).any(|p| {
+            let stem = without_trailing_glob(&p.text);
+            stem.contains(PATTERN_CHARS) || format!("{stem}/").starts_with(&dir_slash)
+        })
+    }
+
+    /// Whether a walk of the context from its root reaches `path`: every parent
+    /// directory of it is either not excluded or must be walked though excluded
+    /// ([`PatternMatcher::must_walk_excluded_dir`]). A path under an excluded
+    /// directory that is not walked is never seen, whatever the patterns say
+    /// about the path itself.
+    pub fn walk_reaches(&self, path: &str) -> bool {
+        let path = clean_path(path);
+        let reached = parent_dirs(&path)
+            .all(|dir| !self.matches_or_parent_matches(dir) || self.must_walk_excluded_dir(dir));
+        reached
+    }
+
     /// Docker's rule: the path or any of its parents matches; the last matching pattern wins.
     pub fn matches_or_parent_matches(&self, path: &str) -> bool {
         let path = clean_path(path);
@@ -217,6 +248,19 @@ impl PatternMatcher {
     pub fn patterns(&self) -> &[Pattern] {
         &self.patterns
     }
+}
+
+/// The characters that make an exception a pattern rather than a literal path
+/// for [`PatternMatcher::must_walk_excluded_dir`] (fsutil's `patternChars` on a
+/// system whose separator is `/`, where a backslash escapes).
+const PATTERN_CHARS: [char; 6] = ['*', '[', ']', '?', '^', '\\'];
+
+/// A pattern's text with one trailing `/**` and then one trailing `/*` taken
+/// off, as fsutil compares exceptions with directories (`keep/**` re-includes
+/// what is under `keep`, so it says to walk down to `keep` like `keep` does).
+fn without_trailing_glob(text: &str) -> &str {
+    let text = text.strip_suffix("/**").unwrap_or(text);
+    text.strip_suffix("/*").unwrap_or(text)
 }
 
 /// Cleans a slash-separated path like Go's `filepath.Clean` (Docker cleans

@@ -495,3 +495,81 @@ fn hostile_patterns_finish() {
     let matcher = PatternMatcher::new(&[many_stars.as_str()]).unwrap();
     assert!(matcher.matches_or_parent_matches(&format!("{long_a}b")));
 }
+
+/// fsutil's filtered walk, the case found beside a real BuildKit: exceptions
+/// below an excluded directory keep it walked; others do not.
+#[test]
+fn excluded_dirs_are_walked_only_for_exceptions_below_them() {
+    let m = PatternMatcher::new(&[
+        "**/*.md",
+        "!README.md",
+        "build/",
+        "!build/keep/",
+        "docs",
+        "!docs/api.md",
+        ".git",
+    ])
+    .expect("patterns");
+    for dir in ["build", "docs", "build/keep", "./build/"] {
+        assert!(m.must_walk_excluded_dir(dir), "{dir}");
+    }
+    for dir in [".git", "pkg", "buil", "build/out", "docs/api.md/x"] {
+        assert!(!m.must_walk_excluded_dir(dir), "{dir}");
+    }
+    // `docs/api.md` is re-included; `docs/guide.txt` is not; both are reached.
+    assert!(!m.matches_or_parent_matches("docs/api.md"));
+    assert!(m.matches_or_parent_matches("docs/guide.txt"));
+    assert!(m.walk_reaches("docs/api.md"));
+    assert!(m.walk_reaches("build/keep/x"));
+    assert!(!m.walk_reaches(".git/HEAD"));
+    assert!(m.walk_reaches("main.go"));
+}
+
+#[test]
+fn a_trailing_glob_is_taken_off_before_comparing() {
+    // `!a/b/**` and `!a/b/*` re-include what is under a/b: walk a and a/b.
+    for exception in ["!a/b/**", "!a/b/*", "!a/b"] {
+        let m = PatternMatcher::new(&["a", exception]).expect("patterns");
+        assert!(m.must_walk_excluded_dir("a"), "{exception}");
+        assert!(m.must_walk_excluded_dir("a/b"), "{exception}");
+        assert!(!m.must_walk_excluded_dir("c"), "{exception}");
+        assert!(!m.must_walk_excluded_dir("a/c"), "{exception}");
+    }
+    // Only one of each is taken off, `/**` first: `a/*/**` leaves `a`.
+    let m = PatternMatcher::new(&["a", "!a/*/**"]).expect("patterns");
+    assert!(m.must_walk_excluded_dir("a"));
+    assert!(!m.must_walk_excluded_dir("b"));
+    let m = PatternMatcher::new(&["a", "!a/**/*"]).expect("patterns");
+    assert!(
+        m.must_walk_excluded_dir("b"),
+        "a/** still holds a pattern character"
+    );
+}
+
+#[test]
+fn an_exception_with_a_pattern_character_walks_every_excluded_dir() {
+    for exception in ["!*.keep", "!x/[ab]", "!x/?", "!x/\\*", "!**/keep"] {
+        let m = PatternMatcher::new(&["node_modules", exception]).expect("patterns");
+        assert!(m.must_walk_excluded_dir("node_modules"), "{exception}");
+        assert!(m.must_walk_excluded_dir("far/away"), "{exception}");
+    }
+}
+
+#[test]
+fn without_exceptions_no_excluded_dir_is_walked() {
+    let m = PatternMatcher::new(&["a", "b/**", "*.md"]).expect("patterns");
+    for dir in ["a", "b", "b/c", "x.md"] {
+        assert!(!m.must_walk_excluded_dir(dir), "{dir}");
+    }
+    assert!(!m.walk_reaches("a/x"));
+    assert!(m.walk_reaches("c/x"));
+    assert!(!PatternMatcher::default().must_walk_excluded_dir("a"));
+}
+
+#[test]
+fn an_exception_above_the_dir_does_not_walk_it() {
+    // `!a` is no prefix of `a/b/`: fsutil skips a/b once a later `a/b` excludes it.
+    let m = PatternMatcher::new(&["!a", "a/b"]).expect("patterns");
+    assert!(!m.must_walk_excluded_dir("a/b"));
+    assert!(!m.walk_reaches("a/b/c"));
+}

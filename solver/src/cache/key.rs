@@ -35,7 +35,9 @@ pub struct KeyParts {
 /// 3 (2026-12): directories a copy creates get 0755 (or a numeric --chmod) and the --chown owner, never the source
 /// directory's; the destination is a directory only when it ends in `/` or exists as one, whatever the number of
 /// sources; an unknown --chown user is root and an unknown group keeps the user's gid.
-const FILE_OP_SEMANTICS: u32 = 3;
+/// 4 (2026-12): a `.dockerignore` exception re-includes paths below an excluded directory, which is then copied
+/// (with its own metadata) when something under it is, and the context checksum covers them.
+const FILE_OP_SEMANTICS: u32 = 4;
 
 #[derive(Serialize)]
 struct Canonical<'a> {

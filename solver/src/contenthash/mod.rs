@@ -149,9 +149,18 @@ impl ContextHasher {
             // A matched symlink is followed, as a named one is: the copy takes what it points at.
             .map(|m| Ok((m.clone(), self.entry(&self.follow(&m, src)?, list)?)))
             .collect();
+        // A match that is an ignored directory walked for its exceptions is there only when something under it
+        // is re-included (its digest is `None` otherwise), as BuildKit's context transfer emits it lazily.
+        let parts: Vec<(String, Hashed)> = parts?
+            .into_iter()
+            .filter(|(path, (digest, _))| digest.is_some() || !self.ignored(path))
+            .collect();
+        if parts.is_empty() {
+            return Err(HashError::NotFound(src.to_string()));
+        }
         let mut h = Sha256::new();
         let mut all = Listed::new();
-        for (path, (digest, mut listed)) in parts? {
+        for (path, (digest, mut listed)) in parts {
             if let Some(d) = digest {
                 named(&mut h, &path, &d);
             }
@@ -162,6 +171,29 @@ impl ContextHasher {
 
     fn ignored(&self, rel: &str) -> bool {
         !rel.is_empty() && !self.ignore.is_empty() && self.ignore.matches_or_parent_matches(rel)
+    }
+
+    /// Whether `rel`, when an ignored directory, is still walked because an exception may re-include something
+    /// below it (see [`PatternMatcher::must_walk_excluded_dir`]); it then counts only if something does.
+    fn walked_though_ignored(&self, rel: &str) -> bool {
+        !rel.is_empty() && self.ignore.must_walk_excluded_dir(rel)
+    }
+
+    /// Whether the context walk reaches `rel` at all: no parent of it is an ignored directory left unwalked.
+    fn reached(&self, rel: &str) -> bool {
+        rel.is_empty() || self.ignore.is_empty() || self.ignore.walk_reaches(rel)
+    }
+
+    /// Whether a wildcard's match can be in the context: reached, and either not ignored or a real directory
+    /// walked for its exceptions (whose checksum then says whether anything under it is re-included).
+    fn may_be_present(&self, rel: &str) -> Result<bool, HashError> {
+        if !self.reached(rel) {
+            return Ok(false);
+        }
+        if !self.ignored(rel) {
+            return Ok(true);
+        }
+        Ok(self.walked_though_ignored(rel) && self.meta(rel)?.is_some_and(|m| m.is_dir()))
     }
 
     fn abs(&self, rel: &str) -> PathBuf {
@@ -257,25 +289,46 @@ impl ContextHasher {
             }
             current = next;
         }
-        current.retain(|p| !self.ignored(p));
-        Ok(current)
+        let mut present = Vec::with_capacity(current.len());
+        for p in current {
+            if self.may_be_present(&p)? {
+                present.push(p);
+            }
+        }
+        Ok(present)
     }
 
-    /// The checksum of one entry, or `None` when it is absent or ignored; with `list`, also its files' checksums.
+    /// The checksum of one entry, or `None` when it is absent or ignored (an ignored directory walked for its
+    /// exceptions has one only when something under it is re-included); with `list`, also its files' checksums.
     fn entry(&self, rel: &str, list: bool) -> Result<Hashed, HashError> {
-        if self.ignored(rel) {
+        let ignored = self.ignored(rel);
+        if !self.reached(rel) || (ignored && !self.walked_though_ignored(rel)) {
             return Ok((None, Listed::new()));
         }
         let Some(m) = self.meta(rel)? else {
             return Ok((None, Listed::new()));
         };
-        self.entry_of(rel, &m, list)
+        if ignored && !m.is_dir() {
+            return Ok((None, Listed::new()));
+        }
+        self.entry_of(rel, &m, list, ignored)
     }
 
     /// The checksum of an entry whose metadata is known. A directory's children are stat'ed through the
     /// directory's own descriptor (`fstatat`), not by walking their whole path again: on a context of 20,000
     /// files that is most of what an unchanged rebuild costs.
-    fn entry_of(&self, rel: &str, m: &Metadata, list: bool) -> Result<Hashed, HashError> {
+    ///
+    /// `walked` marks an ignored directory walked for its exceptions: as BuildKit's context transfer emits such a
+    /// directory (with its own metadata) only once something under it is emitted, it is `None` unless a child is
+    /// there: a child not ignored (even one hashed as nothing, such as a socket, since the copy makes a file of
+    /// it) or such a directory that is itself there. The copy decides with the same rule.
+    fn entry_of(
+        &self,
+        rel: &str,
+        m: &Metadata,
+        list: bool,
+        walked: bool,
+    ) -> Result<Hashed, HashError> {
         let ft = m.file_type();
         let mut listed = Listed::new();
         let header = format!("{:o} {} {}", m.mode(), m.uid(), m.gid());
@@ -295,18 +348,20 @@ impl ContextHasher {
                 entries.push((e.file_name().to_string_lossy().into_owned(), e));
             }
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let children: Result<Vec<(String, Hashed)>, HashError> = entries
+            // Each child with whether it is there (see `walked` above).
+            let children: Result<Vec<(String, Hashed, bool)>, HashError> = entries
                 .into_par_iter()
                 .map(|(n, e)| {
                     let child = join(rel, &n);
-                    if self.ignored(&child) {
-                        return Ok((n, (None, Listed::new())));
+                    let ignored = self.ignored(&child);
+                    if ignored && !self.walked_though_ignored(&child) {
+                        return Ok((n, (None, Listed::new()), false));
                     }
                     let m = match e.metadata() {
                         Ok(m) => m,
                         // Removed since the directory was read: absent, as a fresh walk would find it.
                         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                            return Ok((n, (None, Listed::new())))
+                            return Ok((n, (None, Listed::new()), false))
                         }
                         Err(source) => {
                             return Err(HashError::Io {
@@ -315,11 +370,20 @@ impl ContextHasher {
                             })
                         }
                     };
-                    Ok((n, self.entry_of(&child, &m, list)?))
+                    if ignored && !m.is_dir() {
+                        return Ok((n, (None, Listed::new()), false));
+                    }
+                    let hashed = self.entry_of(&child, &m, list, ignored)?;
+                    let there = !ignored || hashed.0.is_some();
+                    Ok((n, hashed, there))
                 })
                 .collect();
+            let children = children?;
+            if walked && !children.iter().any(|(_, _, there)| *there) {
+                return Ok((None, Listed::new()));
+            }
             h.update(format!("dir {header}\n"));
-            for (name, (digest, mut sub)) in children? {
+            for (name, (digest, mut sub), _) in children {
                 if let Some(d) = digest {
                     named(&mut h, &name, &d);
                 }

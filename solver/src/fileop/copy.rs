@@ -152,6 +152,50 @@ fn create_dirs(
     }
 }
 
+/// Whether `rel`, a source path under the input root, is in the context BuildKit's transfer makes of it: reached
+/// by the walk, and either not ignored or a real directory walked for its exceptions with something under it
+/// re-included (see [`PatternMatcher::must_walk_excluded_dir`]).
+fn in_context(ignore: &PatternMatcher, root: &Path, rel: &str) -> Result<bool, FileOpError> {
+    if ignore.is_empty() || rel.is_empty() {
+        return Ok(true);
+    }
+    if !ignore.walk_reaches(rel) {
+        return Ok(false);
+    }
+    if !ignore.matches_or_parent_matches(rel) {
+        return Ok(true);
+    }
+    if !ignore.must_walk_excluded_dir(rel) {
+        return Ok(false);
+    }
+    let dir = scoped::resolve(root, rel, false)?;
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => walked_dir_emits(ignore, &dir, rel),
+        _ => Ok(false),
+    }
+}
+
+/// Whether anything under `dir` (at `rel` in the input), an ignored directory walked for its exceptions, is in the
+/// context: a child not ignored, or a child directory of the same kind with something in it. BuildKit's walk
+/// emits such a directory only then; the context hash's `entry_of` applies the same rule, so the cache key covers
+/// exactly the directories the copy makes.
+fn walked_dir_emits(ignore: &PatternMatcher, dir: &Path, rel: &str) -> Result<bool, FileOpError> {
+    for e in std::fs::read_dir(dir).map_err(io(dir))? {
+        let e = e.map_err(io(dir))?;
+        let child = join_rel(rel, &e.file_name().to_string_lossy());
+        if !ignore.matches_or_parent_matches(&child) {
+            return Ok(true);
+        }
+        if ignore.must_walk_excluded_dir(&child)
+            && e.file_type().map_err(io(dir))?.is_dir()
+            && walked_dir_emits(ignore, &e.path(), &child)?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Makes way for a file at `dst`: an existing file goes (unlinked, never written in place); a directory there is
 /// an error naming the source as the instruction gave it.
 fn clear_for_file(dst: &Path, shown: &str) -> Result<(), FileOpError> {
@@ -201,12 +245,16 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         vec![(rel, abs)]
     };
     // What .dockerignore excludes is not in the context BuildKit transfers, so no pattern ever sees it: it is
-    // dropped before anything is counted or copied.
+    // dropped before anything is counted or copied. An excluded directory walked for its exceptions is there
+    // when something under it is re-included (the context hash selects the same).
     let ignore = PatternMatcher::new(&input.ignore)?;
-    let sources: Vec<(String, PathBuf)> = sources
-        .into_iter()
-        .filter(|(rel, _)| ignore.is_empty() || !ignore.matches_or_parent_matches(rel))
-        .collect();
+    let mut kept = Vec::with_capacity(sources.len());
+    for (rel, abs) in sources {
+        if in_context(&ignore, src_root, &rel)? {
+            kept.push((rel, abs));
+        }
+    }
+    let sources = kept;
     if sources.is_empty() {
         if wildcard && c.allow_empty_wildcard {
             return Ok(());
@@ -335,17 +383,20 @@ impl Copier<'_> {
             if !self.exclude.is_empty() && self.exclude.matches_or_parent_matches(&child_rel) {
                 continue;
             }
-            if !self.ignore.is_empty()
-                && self
-                    .ignore
-                    .matches_or_parent_matches(&join_rel(&self.source_rel, &child_rel))
-            {
+            let input_rel = join_rel(&self.source_rel, &child_rel);
+            let ignored =
+                !self.ignore.is_empty() && self.ignore.matches_or_parent_matches(&input_rel);
+            if ignored && !self.ignore.must_walk_excluded_dir(&input_rel) {
                 continue;
             }
             let src = src_dir.join(&n);
             let dst = dst_dir.join(&n);
             let meta = std::fs::symlink_metadata(&src).map_err(io(&src))?;
-            let input_rel = join_rel(&self.source_rel, &child_rel);
+            // An ignored directory walked for its exceptions is made, with its own metadata as any directory
+            // copied, only when something under it is re-included.
+            if ignored && !(meta.is_dir() && walked_dir_emits(&self.ignore, &src, &input_rel)?) {
+                continue;
+            }
             if meta.is_dir() {
                 self.copy_dir(&src, &dst, &meta, &child_rel)?;
             } else if meta.is_file() && meta.nlink() <= 1 {

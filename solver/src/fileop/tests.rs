@@ -507,3 +507,235 @@ fn a_symlinked_source_keeps_its_name_and_wildcard_matches_are_followed() {
         assert_eq!(read(p), want);
     }
 }
+
+/// A context where `.dockerignore` exceptions re-include paths below excluded directories: the case found
+/// beside a real BuildKit, and one whose exception is a glob (so every excluded directory is walked).
+fn reinclude_context() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    for dir in [
+        "pkg",
+        "build/keep",
+        "docs",
+        ".git",
+        "cache/a",
+        "cache/d",
+        "cache/f",
+    ] {
+        std::fs::create_dir_all(p.join(dir)).unwrap();
+    }
+    for file in [
+        "README.md",
+        "CHANGES.md",
+        "pkg/notes.md",
+        "build/out.o",
+        "build/keep/x",
+        "docs/api.md",
+        "docs/guide.txt",
+        ".git/HEAD",
+        "main.go",
+        "cache/a/b.keep",
+        "cache/a/c.txt",
+        "cache/d/e.txt",
+    ] {
+        std::fs::write(p.join(file), file).unwrap();
+    }
+    std::fs::set_permissions(p.join("build"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    d
+}
+
+const REINCLUDE_IGNORE: [&str; 7] = [
+    "**/*.md",
+    "!README.md",
+    "build/",
+    "!build/keep/",
+    "docs",
+    "!docs/api.md",
+    ".git",
+];
+
+/// Every path under `root`, directories with a trailing `/`.
+fn tree(root: &Path) -> std::collections::BTreeSet<String> {
+    fn walk(dir: &Path, rel: &str, out: &mut std::collections::BTreeSet<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let child = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if e.file_type().unwrap().is_dir() {
+                out.insert(format!("{child}/"));
+                walk(&e.path(), &child, out);
+            } else {
+                out.insert(child);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(root, "", &mut out);
+    out
+}
+
+/// Copies `src` of the context (with `ignore`) into a fresh target's `/out/` and lists what arrived.
+fn copied(
+    ctx: &Path,
+    ignore: &[&str],
+    src: &str,
+) -> Result<std::collections::BTreeSet<String>, FileOpError> {
+    let target = tempfile::tempdir().unwrap();
+    let input = Input {
+        root: ctx.to_path_buf(),
+        default_owner: Some((0, 0)),
+        ignore: ignore.iter().map(|s| s.to_string()).collect(),
+        reused: None,
+    };
+    apply(
+        target.path(),
+        &[FileAction::Copy(copy_action(src, "/out/"))],
+        &[input],
+    )?;
+    Ok(tree(&target.path().join("out")))
+}
+
+/// What the context checksum of `src` covers, as paths under the copy's destination.
+fn hashed(ctx: &Path, ignore: &[&str], src: &str) -> std::collections::BTreeSet<String> {
+    let hasher = crate::contenthash::ContextHasher::new(ctx, ignore, Default::default()).unwrap();
+    let (_, files) = hasher.checksum_with_files(src).unwrap();
+    let prefix = if src == "." {
+        String::new()
+    } else {
+        format!("{src}/")
+    };
+    files
+        .into_keys()
+        .filter_map(|k| k.strip_prefix(&prefix).map(str::to_string))
+        .filter(|k| !k.is_empty())
+        .collect()
+}
+
+#[test]
+fn dockerignore_exceptions_below_excluded_dirs_are_copied_and_hashed_alike() {
+    let d = reinclude_context();
+    let ctx = d.path();
+    let all = copied(ctx, &REINCLUDE_IGNORE, ".").unwrap();
+    for want in [
+        "README.md",
+        "main.go",
+        "pkg/",
+        "build/",
+        "build/keep/",
+        "build/keep/x",
+        "docs/",
+        "docs/api.md",
+    ] {
+        assert!(all.contains(want), "{want} missing from {all:?}");
+    }
+    for gone in [
+        "CHANGES.md",
+        "pkg/notes.md",
+        "build/out.o",
+        "docs/guide.txt",
+        ".git/",
+    ] {
+        assert!(!all.contains(gone), "{gone} in {all:?}");
+    }
+    for src in [".", "build", "docs", "build/keep"] {
+        assert_eq!(
+            copied(ctx, &REINCLUDE_IGNORE, src).unwrap(),
+            hashed(ctx, &REINCLUDE_IGNORE, src),
+            "{src}"
+        );
+    }
+    assert_eq!(
+        copied(ctx, &REINCLUDE_IGNORE, "build").unwrap(),
+        ["keep/", "keep/x"].map(String::from).into()
+    );
+    // A directory made because something under it was re-included has its own metadata.
+    let target = tempfile::tempdir().unwrap();
+    let input = Input {
+        root: ctx.to_path_buf(),
+        default_owner: Some((0, 0)),
+        ignore: REINCLUDE_IGNORE.iter().map(|s| s.to_string()).collect(),
+        reused: None,
+    };
+    apply(
+        target.path(),
+        &[FileAction::Copy(copy_action(".", "/ctx/"))],
+        &[input],
+    )
+    .unwrap();
+    let mode = std::fs::metadata(target.path().join("ctx/build"))
+        .unwrap()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o750);
+
+    // A glob exception walks every excluded directory; only those with something re-included appear.
+    let glob = ["cache", "!**/*.keep"];
+    let all = copied(ctx, &glob, "cache").unwrap();
+    assert_eq!(all, ["a/", "a/b.keep"].map(String::from).into());
+    assert_eq!(all, hashed(ctx, &glob, "cache"));
+    assert_eq!(copied(ctx, &glob, ".").unwrap(), hashed(ctx, &glob, "."));
+    assert_eq!(copied(ctx, &glob, "cach*").unwrap(), all);
+}
+
+#[test]
+fn an_excluded_dir_with_nothing_re_included_is_not_found_by_copy_or_hash() {
+    let d = reinclude_context();
+    let ctx = d.path();
+    let glob = ["cache", "!**/*.keep"];
+    assert!(matches!(
+        copied(ctx, &glob, "cache/d"),
+        Err(FileOpError::NotFound(_))
+    ));
+    let hasher = crate::contenthash::ContextHasher::new(ctx, &glob, Default::default()).unwrap();
+    assert!(matches!(
+        hasher.checksum("cache/d"),
+        Err(crate::contenthash::HashError::NotFound(_))
+    ));
+    assert!(matches!(
+        hasher.checksum("cache/[df]"),
+        Err(crate::contenthash::HashError::NotFound(_))
+    ));
+    // What an unwalked excluded directory holds is never seen, even named.
+    let hasher =
+        crate::contenthash::ContextHasher::new(ctx, &REINCLUDE_IGNORE, Default::default()).unwrap();
+    assert!(matches!(
+        hasher.checksum(".git/HEAD"),
+        Err(crate::contenthash::HashError::NotFound(_))
+    ));
+    assert!(matches!(
+        copied(ctx, &REINCLUDE_IGNORE, ".git/HEAD"),
+        Err(FileOpError::NotFound(_))
+    ));
+}
+
+#[test]
+fn the_checksum_covers_re_included_files_only() {
+    let d = reinclude_context();
+    let ctx = d.path();
+    let sum = || {
+        crate::contenthash::ContextHasher::new(ctx, &REINCLUDE_IGNORE, Default::default())
+            .unwrap()
+            .checksum(".")
+            .unwrap()
+    };
+    let before = sum();
+    std::fs::write(ctx.join("build/out.o"), "changed").unwrap();
+    assert_eq!(
+        sum(),
+        before,
+        "an excluded file under a walked directory does not count"
+    );
+    std::fs::write(ctx.join("build/keep/x"), "changed").unwrap();
+    let changed = sum();
+    assert_ne!(changed, before, "a re-included file counts");
+    std::fs::set_permissions(ctx.join("docs"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert_ne!(
+        sum(),
+        changed,
+        "so does the walked directory's own metadata"
+    );
+}
