@@ -813,7 +813,7 @@ fn each_step_s_history_entry_names_its_own_layer() {
     let ctx = Context::new()
         .file(
             "Dockerfile",
-            "FROM busybox AS base\nENV foo=bar\nCOPY foo /foo2\nFROM busybox\nLABEL lbl=val\nCOPY --from=base foo2 foo3\nWORKDIR /\nRUN echo bar > foo4\nRUN [\"ls\"]\n",
+            "FROM busybox AS base\nENV foo=bar\nCOPY foo /foo2\nFROM busybox\nLABEL lbl=val\nCOPY --from=base foo2 foo3\nWORKDIR /\nRUN echo bar > foo4\nRUN [\"ls\"]\nEXPOSE 2375 5000 1234/udp\n",
         )
         .file("foo", "contents0");
     let r = build(&root, &ctx, &["-t", "hist:1"]);
@@ -849,6 +849,7 @@ fn each_step_s_history_entry_names_its_own_layer() {
         (true, "WORKDIR /"),
         (false, "echo bar > foo4"),
         (false, "RUN ls"),
+        (true, "EXPOSE [1234/udp 2375/tcp 5000/tcp]"),
     ];
     let tail = &steps[steps.len() - want.len()..];
     for ((empty, by), (want_empty, want_by)) in tail.iter().zip(want) {

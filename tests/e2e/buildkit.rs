@@ -304,6 +304,56 @@ HEALTHCHECK NONE
 ",
         files: &[],
     },
+    Case {
+        name: "workdir-user",
+        dockerfile: "FROM busybox\nUSER 1000:1000\nWORKDIR /made/by/user\nUSER root\nWORKDIR /made/by/root\n",
+        files: &[],
+    },
+    Case {
+        name: "copy-chmod-dirs",
+        dockerfile: "FROM busybox\nCOPY --chmod=750 dir /cd\nCOPY --chmod=640 dir/sub/ /nested/deeper/\n",
+        files: &[("dir/top", "t\n"), ("dir/sub/deep", "d\n")],
+    },
+    Case {
+        name: "arg-in-from",
+        dockerfile: "ARG TAG=latest\nARG IMG=busybox\nFROM ${IMG}:${TAG} AS base\nARG TAG\nRUN echo $TAG > /tag\n",
+        files: &[],
+    },
+    Case {
+        name: "env-dest",
+        dockerfile: "FROM busybox\nENV D=/data SUB=inner\nCOPY a.txt $D/\nCOPY a.txt ${D}/${SUB}/b.txt\nWORKDIR $D/$SUB\n",
+        files: &[("a.txt", "a\n")],
+    },
+    Case {
+        name: "arg-env-precedence",
+        dockerfile: "FROM busybox\nARG X=from-arg\nENV X=from-env\nARG Y=y-arg\nRUN echo \"$X $Y\" > /seen\nENV Y=y-env\nRUN echo \"$X $Y\" >> /seen\n",
+        files: &[],
+    },
+    Case {
+        name: "stage-inherits",
+        dockerfile: "FROM busybox AS base\nENV APP_HOME=/srv/app\nWORKDIR $APP_HOME\nLABEL tier=base\nUSER nobody\nFROM base\nLABEL tier=child\nRUN pwd > /tmp/pwd && id -u >> /tmp/pwd\n",
+        files: &[],
+    },
+    Case {
+        name: "user-group",
+        dockerfile: "FROM busybox\nUSER nobody:nogroup\nRUN id -u > /tmp/ids && id -g >> /tmp/ids && id -G >> /tmp/ids\n",
+        files: &[],
+    },
+    Case {
+        name: "add-into-existing",
+        dockerfile: "FROM busybox\nRUN mkdir -m 711 /e && chown 3:3 /e\nADD --chown=5:5 plain.tar /e/\nADD --chown=6:6 notatar.tar /e/\n",
+        files: &[("notatar.tar", "not a tar\n")],
+    },
+    Case {
+        name: "context-links",
+        dockerfile: "FROM busybox\nCOPY ./ /copied/\nCOPY link-to-dir /via-link\n",
+        files: &[("real/a", "a\n"), ("real/sub/b", "b\n")],
+    },
+    Case {
+        name: "expose-forms",
+        dockerfile: "FROM busybox\nARG P=8443\nEXPOSE 80 80/tcp 53/udp ${P}\nEXPOSE 7000-7001\n",
+        files: &[],
+    },
 ];
 
 /// Where dockerd's BuildKit (20.10) departs from current BuildKit: (case, what, the current behaviour and the
@@ -344,6 +394,29 @@ const OLD_REFERENCE: &[(&str, &str, &str)] = &[
          current dispatchHealthcheck (convert.go) writes `HEALTHCHECK %+v` of the value, with StartInterval",
     ),
     ("shell-json", "image", "HEALTHCHECK NONE's history, as in `metadata`"),
+    (
+        "copy-chmod-dirs",
+        "/cd",
+        "20.10 makes a COPY's new destination directory 0755 whatever --chmod says; current fsutil copy.go \
+         (Copy, MkdirAll with ci.Mode) makes it with the numeric --chmod",
+    ),
+    ("copy-chmod-dirs", "/nested", "--chmod on created parents, as for /cd"),
+    ("copy-chmod-dirs", "image", "COPY --chmod in history, as in `copy`"),
+    ("arg-in-from", "image", "`ARG TAG` from the global scope, as in `expansion`"),
+    (
+        "add-into-existing",
+        "/e/tree",
+        "20.10 unpacks an ADDed archive with the tar's owners; current unpack.go (solver/llbsolver/file) passes \
+         --chown to the untar as ChownOpts",
+    ),
+    ("add-into-existing", "image", "ADD --chown in history, as in `copy`"),
+    (
+        "expose-forms",
+        "image",
+        "20.10 writes `EXPOSE map[...]` of every port so far; current dispatchExpose (convert_expose.go) lists \
+         this instruction's ports, words sorted as parseExpose sorts them (`EXPOSE [80/tcp 7000/tcp]`)",
+    ),
+    ("config", "image", "EXPOSE's history, as in `expose-forms`"),
     (
         "expansion-more",
         "build: only BuildKit fails",
@@ -434,6 +507,10 @@ fn kiln_and_buildkit_build_the_same_filesystems_and_configs() {
             ctx = ctx.file(p, c);
         }
         let c = ctx.path().to_str().expect("utf-8");
+        if case.name == "context-links" {
+            std::os::unix::fs::symlink("real", ctx.path().join("link-to-dir")).expect("symlink");
+            std::os::unix::fs::symlink("real/a", ctx.path().join("link-to-file")).expect("symlink");
+        }
         if case.dockerfile.contains(".tar") {
             let made = Command::new("sh")
                 .args(["-c", ARCHIVES])

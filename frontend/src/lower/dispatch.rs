@@ -100,7 +100,13 @@ impl Lowerer<'_> {
                 history(st, format!("SHELL [{}]", s.join(" ")), true);
             }
             Command::Expose(ports) => {
-                for p in ports {
+                // BuildKit's parseExpose sorts the words as written (before expansion); dispatchExpose's
+                // history lists this instruction's ports in that order, ranges spread, duplicates kept:
+                // `EXPOSE 2375 5000 1234/udp` is `EXPOSE [1234/udp 2375/tcp 5000/tcp]` (testExportedHistory).
+                let mut words = ports.clone();
+                words.sort();
+                let mut listed = Vec::new();
+                for p in &words {
                     let cached = st.cached_scope();
                     for word in self.expand_words(p, &cached.0, node)? {
                         for port in
@@ -109,18 +115,12 @@ impl Lowerer<'_> {
                             st.image
                                 .config
                                 .exposed_ports
-                                .insert(port, Default::default());
+                                .insert(port.clone(), Default::default());
+                            listed.push(port);
                         }
                     }
                 }
-                let listed: Vec<String> = st
-                    .image
-                    .config
-                    .exposed_ports
-                    .keys()
-                    .map(|p| format!("{p}:{{}}"))
-                    .collect();
-                history(st, format!("EXPOSE map[{}]", listed.join(" ")), true);
+                history(st, format!("EXPOSE [{}]", listed.join(" ")), true);
             }
             Command::Volume(vols) => {
                 let mut out = Vec::new();

@@ -112,6 +112,24 @@ impl Lowerer<'_> {
         } else {
             st.image.config.working_dir.clone()
         };
+        // BuildKit's runCommandString: every build arg the stage declared, with the value the step's
+        // environment gives it (an ENV of the same name wins), else its own value, else empty.
+        let in_env = |k: &str| {
+            env.iter().find_map(|kv| {
+                kv.split_once('=')
+                    .filter(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            })
+        };
+        let used: Vec<String> = st
+            .args
+            .iter()
+            .filter(|(k, _)| !is_proxy_arg(k))
+            .map(|(k, v)| {
+                let v = in_env(k).or_else(|| v.clone()).unwrap_or_default();
+                format!("{k}={v}")
+            })
+            .collect();
         let op = Op::Exec(ExecOp {
             args: args.clone(),
             env,
@@ -125,12 +143,6 @@ impl Lowerer<'_> {
         let mut meta = st.describe(node.original.trim());
         meta.lines = Some((node.span.start_line, node.span.end_line));
         st.root = Some(self.def.add(op, inputs.0, meta));
-        let used: Vec<String> = st
-            .args
-            .iter()
-            .filter(|(k, _)| !is_proxy_arg(k))
-            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-            .collect();
         let prefix = if used.is_empty() {
             String::new()
         } else {
