@@ -392,7 +392,7 @@ impl<'a> Worker<'a> {
                 });
                 self.run_file(f, inputs, reuse)?
             }
-            Op::Exec(e) => self.run_exec(e, v, inputs, cancel)?,
+            Op::Exec(e) => self.run_exec(id, e, v, inputs, cancel)?,
             Op::Merge(m) => self.run_merge(&m.layers, inputs)?,
         };
         self.record(&key, parts, &snapshot, v, step_lock);
@@ -690,12 +690,13 @@ impl<'a> Worker<'a> {
 
     fn run_exec(
         &self,
+        id: VertexId,
         e: &ExecOp,
         v: &Vertex,
         inputs: &[StepOutput],
         cancel: &CancelToken,
     ) -> Result<String, WorkerError> {
-        exec::run(self, e, v, inputs, cancel)
+        exec::run(self, id, e, v, inputs, cancel)
     }
 }
 

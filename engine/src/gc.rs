@@ -1,10 +1,11 @@
-//! `kiln du` and `kiln prune`: what a root holds, and taking the build cache back down, least recently used
-//! first. A prune holds the root's lock exclusively, so it waits for running builds (which hold it shared) and
+//! What a root holds (`kiln du`), and taking the build cache back down, least recently used first (`kiln prune`
+//! and the automatic GC after builds). A prune holds the root's lock exclusively, so it waits for running builds (which hold it shared) and
 //! never removes a snapshot one of them is using. Images are never pruned: `kiln rmi` removes them, and prune then
 //! frees their blobs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
 use std::time::{Duration, SystemTime};
 
 use oci::manifest::Manifest;
@@ -13,11 +14,55 @@ use oci::Digest;
 use solver::cache::{CacheIndex, CacheRecord};
 use solver::snapshot::Snapshotter;
 
-use crate::cli::{DuArgs, PruneArgs};
-use crate::{root, Failure};
+use crate::root::{Root, RootError};
+use crate::size::{parse_bytes, SizeError};
 
-fn fail(e: impl std::fmt::Display) -> Failure {
-    Failure::Build(e.to_string())
+/// Why a usage count or a prune failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GcError {
+    /// The content store failed.
+    #[error(transparent)]
+    Store(#[from] oci::store::StoreError),
+    /// The cache index failed.
+    #[error(transparent)]
+    Index(#[from] solver::cache::IndexError),
+    /// A snapshot could not be read or removed.
+    #[error(transparent)]
+    Snapshot(#[from] solver::snapshot::SnapshotError),
+    /// A cache mount could not be removed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A size of the policy is not one (`what` names where it was written: a flag, kiln.toml's key).
+    #[error("{what} {value}: {source}")]
+    Size {
+        /// Where the size was given.
+        what: String,
+        /// What was given.
+        value: String,
+        /// Why it is no size.
+        source: SizeError,
+    },
+    /// `--filter` other than until=DURATION, or a duration that is none.
+    #[error("{0}")]
+    Filter(String),
+    /// The root's lock.
+    #[error(transparent)]
+    Lock(#[from] RootError),
+    /// Removing the pointers a prune left dangling.
+    #[error("{0}")]
+    Dangling(String),
+}
+
+impl GcError {
+    /// Whether the request was at fault (a size or filter that is none), not the root.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, GcError::Size { .. } | GcError::Filter(_))
+    }
 }
 
 /// Bytes under a directory (file sizes; directories and links count nothing).
@@ -37,7 +82,7 @@ fn dir_size(dir: &Path) -> u64 {
 }
 
 /// Renders bytes as `du -h` does, in binary units.
-fn human(bytes: u64) -> String {
+pub fn human(bytes: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut u = 0;
@@ -53,7 +98,7 @@ fn human(bytes: u64) -> String {
 }
 
 /// A duration as BuildKit's `until=` takes it: `90s`, `30m`, `24h`, `7d`, or a sum such as `1h30m`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = 0u64;
     let mut num = String::new();
     for c in s.trim().chars() {
@@ -94,40 +139,40 @@ struct Usage {
 
 impl Usage {
     fn read(
-        root: &Path,
+        root: &Root,
         store: &Store,
         index: &CacheIndex,
         snaps: &Snapshotter,
-    ) -> Result<Usage, Failure> {
+    ) -> Result<Usage, GcError> {
         let mut records = Vec::new();
-        for r in index.list().map_err(fail)? {
+        for r in index.list()? {
             let used = index.last_used(&r.key).unwrap_or(SystemTime::UNIX_EPOCH);
             records.push((r, used));
         }
         records.sort_by_key(|r| r.1);
         let mut parents = BTreeMap::new();
         let mut snapshot_sizes = BTreeMap::new();
-        if let Ok(entries) = std::fs::read_dir(root.join("snapshots")) {
+        if let Ok(entries) = std::fs::read_dir(root.snapshots()) {
             for e in entries.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
                 if !snaps.exists(&id) {
                     continue;
                 }
-                let chain = snaps.chain_ids(&id).map_err(fail)?;
+                let chain = snaps.chain_ids(&id)?;
                 parents.insert(id.clone(), chain.get(chain.len().wrapping_sub(2)).cloned());
                 snapshot_sizes.insert(id.clone(), dir_size(&snaps.diff_dir(&id)));
             }
         }
         let mut mounts = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(root.join("cachemounts")) {
+        if let Ok(entries) = std::fs::read_dir(root.cache_mounts()) {
             for e in entries.flatten() {
                 mounts.push((e.path(), dir_size(&e.path())));
             }
         }
         let mut image_blobs = BTreeSet::new();
-        for entry in store.list_images().map_err(fail)? {
+        for entry in store.list_images()? {
             image_blobs.insert(entry.manifest.clone());
-            for d in store.image_manifests(&entry.manifest).map_err(fail)? {
+            for d in store.image_manifests(&entry.manifest)? {
                 image_blobs.insert(d.clone());
                 if let Ok(m) = store.read_json::<Manifest>(&d) {
                     image_blobs.insert(m.config.digest);
@@ -188,32 +233,49 @@ impl Usage {
     }
 }
 
-fn open_all(root: &Path) -> Result<(Store, CacheIndex, Snapshotter), Failure> {
+fn open_all(root: &Root) -> Result<(Store, CacheIndex, Snapshotter), GcError> {
     Ok((
-        Store::open(&root.join("store")).map_err(fail)?,
-        CacheIndex::open(&root.join("cache")).map_err(fail)?,
-        Snapshotter::open(&root.join("snapshots")).map_err(fail)?,
+        Store::open(&root.store())?,
+        CacheIndex::open(&root.cache())?,
+        Snapshotter::open(&root.snapshots())?,
     ))
 }
 
-fn age(t: SystemTime) -> String {
-    let secs = SystemTime::now()
-        .duration_since(t)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    match secs {
-        s if s < 120 => format!("{s}s ago"),
-        s if s < 7200 => format!("{}m ago", s / 60),
-        s if s < 172_800 => format!("{}h ago", s / 3600),
-        s => format!("{}d ago", s / 86_400),
-    }
+/// One cache record as `kiln du -v` lists it.
+#[derive(Debug, Clone)]
+pub struct RecordUsage {
+    /// When a build last used it.
+    pub last_used: SystemTime,
+    /// The bytes of its own snapshot.
+    pub size: u64,
+    /// The step it is.
+    pub description: String,
 }
 
-/// Runs `kiln du`.
-pub fn du(args: &DuArgs) -> Result<(), Failure> {
-    let root = root::root_dir(&args.root);
-    let (store, index, snaps) = open_all(&root)?;
-    let u = Usage::read(&root, &store, &index, &snaps)?;
+/// One kind of thing a root holds: how many and how many bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// `images`, `cache records`, `snapshots`, `cache mounts` or `loose blobs`.
+    pub kind: &'static str,
+    /// How many.
+    pub count: usize,
+    /// Their bytes.
+    pub size: u64,
+}
+
+/// What a root holds, for `kiln du`.
+#[derive(Debug, Clone)]
+pub struct DiskUsage {
+    /// Every cache record, most recently used first.
+    pub records: Vec<RecordUsage>,
+    /// The totals by kind.
+    pub rows: Vec<UsageRow>,
+}
+
+/// Counts what `root` holds.
+pub fn disk_usage(root: &Root) -> Result<DiskUsage, GcError> {
+    let (store, index, snaps) = open_all(root)?;
+    let u = Usage::read(root, &store, &index, &snaps)?;
     let all_snaps: BTreeSet<String> = u.snapshot_sizes.keys().cloned().collect();
     let image_size: u64 = u
         .blobs
@@ -222,37 +284,29 @@ pub fn du(args: &DuArgs) -> Result<(), Failure> {
         .map(|(_, s)| s)
         .sum();
     let loose = u.loose_blobs();
-    if args.verbose {
-        println!("{:<12} {:>10}  STEP", "LAST USED", "SIZE");
-        for (r, used) in u.records.iter().rev() {
-            let size = u.snapshot_sizes.get(&r.snapshot).copied().unwrap_or(0);
-            println!("{:<12} {:>10}  {}", age(*used), human(size), r.description);
-        }
-        println!();
-    }
-    println!("{:<16} {:>8} {:>12}", "KIND", "COUNT", "SIZE");
-    let rows = [
-        (
-            "images",
-            store.list_images().map_err(fail)?.len(),
-            image_size,
-        ),
-        ("cache records", u.records.len(), 0),
-        ("snapshots", all_snaps.len(), u.snapshots_size(&all_snaps)),
-        ("cache mounts", u.mounts.len(), u.mounts_size()),
-        (
+    let records = u
+        .records
+        .iter()
+        .rev()
+        .map(|(r, used)| RecordUsage {
+            last_used: *used,
+            size: u.snapshot_sizes.get(&r.snapshot).copied().unwrap_or(0),
+            description: r.description.clone(),
+        })
+        .collect();
+    let row = |kind, count, size| UsageRow { kind, count, size };
+    let rows = vec![
+        row("images", store.list_images()?.len(), image_size),
+        row("cache records", u.records.len(), 0),
+        row("snapshots", all_snaps.len(), u.snapshots_size(&all_snaps)),
+        row("cache mounts", u.mounts.len(), u.mounts_size()),
+        row(
             "loose blobs",
             loose.len(),
             loose.iter().map(|(_, s)| s).sum(),
         ),
     ];
-    let mut total = 0;
-    for (kind, count, size) in rows {
-        total += size;
-        println!("{kind:<16} {count:>8} {:>12}", human(size));
-    }
-    println!("{:<16} {:>8} {:>12}", "total", "", human(total));
-    Ok(())
+    Ok(DiskUsage { records, rows })
 }
 
 /// What a prune is asked to do: BuildKit's gc policy (reserved space, max used space, min free space).
@@ -289,7 +343,7 @@ impl PrunePolicy {
     }
 
     /// Reads the sizes of `kiln.toml`'s `[gc]`; `None` when it sets none (no automatic gc).
-    pub fn from_config(gc: &crate::config::GcConfig) -> Result<Option<PrunePolicy>, Failure> {
+    pub fn from_config(gc: &crate::config::GcConfig) -> Result<Option<PrunePolicy>, GcError> {
         let size = |name: &str, v: &Option<String>| size_of(&format!("kiln.toml [gc] {name}"), v);
         let keep = size("keep-storage", &gc.keep_storage)?;
         let policy = PrunePolicy {
@@ -305,11 +359,14 @@ impl PrunePolicy {
 }
 
 /// A size as users write it (`10g`), if given; `what` names where it was written.
-fn size_of(what: &str, v: &Option<String>) -> Result<Option<u64>, Failure> {
+pub fn size_of(what: &str, v: &Option<String>) -> Result<Option<u64>, GcError> {
     v.as_deref()
         .map(|s| {
-            crate::commands::build::parse_bytes(s)
-                .map_err(|e| Failure::Usage(format!("{what} {s}: {e}")))
+            parse_bytes(s).map_err(|source| GcError::Size {
+                what: what.to_string(),
+                value: s.to_string(),
+                source,
+            })
         })
         .transpose()
 }
@@ -320,17 +377,28 @@ fn free_bytes(path: &Path) -> u64 {
 }
 
 /// What a prune removed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
-    records: usize,
-    snapshots: usize,
-    mounts: usize,
-    blobs: usize,
-    bytes: u64,
+    /// Cache records.
+    pub records: usize,
+    /// Snapshots.
+    pub snapshots: usize,
+    /// Cache mounts.
+    pub mounts: usize,
+    /// Blobs no image names.
+    pub blobs: usize,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+/// Prunes `root` under `policy`, holding its lock exclusively (waiting for running builds).
+pub fn prune(root: &Root, policy: &PrunePolicy) -> Result<Pruned, GcError> {
+    let _lock = root.lock(true)?;
+    prune_locked(root, policy)
 }
 
 /// Prunes `root` under `policy`; the caller holds the root's lock exclusively.
-pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure> {
+fn prune_locked(root: &Root, policy: &PrunePolicy) -> Result<Pruned, GcError> {
     let (store, index, snaps) = open_all(root)?;
     let u = Usage::read(root, &store, &index, &snaps)?;
     let now = SystemTime::now();
@@ -343,7 +411,7 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
     let mut remove: Vec<&CacheRecord> = Vec::new();
     let mounts = if policy.all { 0 } else { u.mounts_size() };
     let size_now = u.snapshots_size(&u.reachable(keep.iter().copied())) + mounts;
-    let target = policy.target(size_now, free_bytes(root));
+    let target = policy.target(size_now, free_bytes(root.path()));
     for (r, used) in &u.records {
         if !old_enough(*used) {
             continue;
@@ -359,7 +427,7 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
     }
     let mut out = Pruned::default();
     for r in &remove {
-        index.remove(&r.key).map_err(fail)?;
+        index.remove(&r.key)?;
         out.records += 1;
     }
     index.remove_unused_listings(keep.iter().copied());
@@ -382,21 +450,22 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
     doomed.sort_by_key(|s| std::cmp::Reverse(depth(s)));
     for s in doomed {
         // An image whose layer is this snapshot (a lazy layer) gets its bytes written before the snapshot goes.
-        store
-            .materialize_under(&snaps.diff_dir(s), &|d| u.image_blobs.contains(d))
-            .map_err(fail)?;
-        snaps.remove(s).map_err(fail)?;
+        store.materialize_under(&snaps.diff_dir(s), &|d| u.image_blobs.contains(d))?;
+        snaps.remove(s)?;
         out.snapshots += 1;
         out.bytes += u.snapshot_sizes.get(s).copied().unwrap_or(0);
     }
     if policy.all {
         for (dir, size) in &u.mounts {
-            std::fs::remove_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+            std::fs::remove_dir_all(dir).map_err(|source| GcError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
             out.mounts += 1;
             out.bytes += size;
         }
-        let _ = std::fs::remove_dir_all(root.join("statcache"));
-        let _ = std::fs::remove_dir_all(root.join("downloads"));
+        let _ = std::fs::remove_dir_all(root.stat_caches());
+        let _ = std::fs::remove_dir_all(root.downloads());
     }
     // Blobs no image names: compressed copies, exported caches, layers of removed images. All can be made again.
     for (d, size) in u.loose_blobs() {
@@ -407,72 +476,29 @@ pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure
     }
     for (d, _) in store.lazy_blobs() {
         if !u.image_blobs.contains(&d) {
-            store.remove_lazy(&d).map_err(fail)?;
+            store.remove_lazy(&d)?;
         }
     }
-    crate::commands::doctor::remove_dangling_pointers(root)?;
+    crate::doctor::remove_dangling_pointers(root).map_err(|e| GcError::Dangling(e.to_string()))?;
     Ok(out)
 }
 
-/// Runs `kiln prune`.
-pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
-    let size = |flag: &str, v: &Option<String>| size_of(&format!("--{flag}"), v);
-    let policy = PrunePolicy {
-        all: args.all,
-        reserved: size("reserved-space", &args.reserved_space)?
-            .or(size("keep-storage", &args.keep_storage)?),
-        max_used: size("max-used-space", &args.max_used_space)?,
-        min_free: size("min-free-space", &args.min_free_space)?,
-        until: match &args.filter {
-            None => None,
-            Some(f) => match f.split_once('=') {
-                Some(("until", d)) => Some(parse_duration(d).map_err(Failure::Usage)?),
-                _ => {
-                    return Err(Failure::Usage(format!(
-                        "--filter {f}: only until=DURATION is supported"
-                    )))
-                }
-            },
-        },
-    };
-    if !args.force {
-        return Err(Failure::Usage(
-            "kiln prune removes build cache: give --force (-f) to go ahead".to_string(),
-        ));
+/// The `until=DURATION` of `kiln prune --filter`.
+pub fn parse_filter(f: &str) -> Result<Duration, GcError> {
+    match f.split_once('=') {
+        Some(("until", d)) => parse_duration(d).map_err(GcError::Filter),
+        _ => Err(GcError::Filter(format!(
+            "--filter {f}: only until=DURATION is supported"
+        ))),
     }
-    let root = root::root_dir(&args.root);
-    let _lock = root::lock(&root, true).map_err(Failure::Build)?;
-    let p = prune_locked(&root, &policy)?;
-    println!(
-        "Removed {} cache records, {} snapshots, {} cache mounts, {} blobs: {} reclaimed",
-        p.records,
-        p.snapshots,
-        p.mounts,
-        p.blobs,
-        human(p.bytes)
-    );
-    Ok(())
 }
 
-/// After a build: when kiln.toml's `[gc]` sets a policy and no other build holds the root, prunes the least
-/// recently used build cache as the policy says.
-pub fn auto_gc(root: &Path, policy: Option<PrunePolicy>) {
-    let Some(policy) = policy else {
-        return;
-    };
-    let Some(_lock) = root::try_lock_exclusive(root) else {
-        return;
-    };
-    match prune_locked(root, &policy) {
-        Ok(p) if p.records > 0 => eprintln!(
-            "kiln: gc: removed {} cache records ({} reclaimed) as kiln.toml [gc] says",
-            p.records,
-            human(p.bytes),
-        ),
-        Ok(_) => {}
-        Err(Failure::Build(e) | Failure::Usage(e)) => eprintln!("warning: gc: {e}"),
-        Err(Failure::Interrupted(_)) => {}
-    }
+/// After a build: when a policy is set and no other build holds the root, prunes the least recently used build
+/// cache as the policy says; what went (`None` when nothing could run).
+pub fn auto_gc(root: &Root, policy: Option<&PrunePolicy>) -> Option<Result<Pruned, GcError>> {
+    let policy = policy?;
+    let _lock = root.try_lock_exclusive()?;
+    Some(prune_locked(root, policy))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! `kiln doctor`: checks a whole root — every blob against its digest, every image, cache record and memo against
+//! Doctor's checks (`kiln doctor`): a whole root — every blob against its digest, every image, cache record and memo against
 //! what it points at, and the leftovers an interrupted kiln leaves (ingest files, `tmp-` snapshots, work
 //! directories, mounts, cgroups, network namespaces, runtime state) — and with `--repair` removes what is damaged
 //! or dangles. It holds the root's lock exclusively, so it waits for running builds and what it calls a leftover
@@ -13,11 +13,23 @@ use oci::Digest;
 use solver::cache::CacheIndex;
 use solver::snapshot::{SnapshotState, Snapshotter};
 
-use crate::cli::DoctorArgs;
-use crate::{root, Failure};
+use crate::root::Root;
 
-fn fail(e: impl std::fmt::Display) -> Failure {
-    Failure::Build(e.to_string())
+/// Why a root could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum DoctorError {
+    /// The content store could not be opened or listed.
+    #[error(transparent)]
+    Store(#[from] oci::store::StoreError),
+    /// The snapshots could not be listed.
+    #[error(transparent)]
+    Snapshot(#[from] solver::snapshot::SnapshotError),
+    /// The cache index could not be read.
+    #[error(transparent)]
+    Index(#[from] solver::cache::IndexError),
+    /// A repair failed (what, and why).
+    #[error("{0}")]
+    Repair(String),
 }
 
 /// How bad a finding is.
@@ -48,8 +60,10 @@ enum Fix {
 /// One thing `kiln doctor` found.
 #[derive(Debug, Clone)]
 pub struct Finding {
-    severity: Severity,
-    what: String,
+    /// How bad it is.
+    pub severity: Severity,
+    /// What it is, in a sentence naming the path.
+    pub what: String,
     fix: Fix,
 }
 
@@ -69,13 +83,11 @@ impl Finding {
             fix,
         }
     }
-}
 
-/// The tag a root's builds give their step ids (cgroups, network namespaces), so that host leftovers can be
-/// traced to the root whose build left them.
-pub fn owner_tag(root: &Path) -> String {
-    let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-    Digest::sha256_of(canonical.to_string_lossy().as_bytes()).hex()[..10].to_string()
+    /// Whether its repair forgets an image name (the image must be pulled or built again).
+    pub fn forgets_image(&self) -> bool {
+        matches!(self.fix, Fix::ForgetImage(_))
+    }
 }
 
 fn entries(dir: &Path) -> Vec<PathBuf> {
@@ -100,22 +112,22 @@ fn memo_digest(path: &Path) -> Option<(Digest, bool)> {
 
 /// Everything wrong with the root, in the order `--repair` must fix it (mounts before the directories under them,
 /// images and records before what they point at goes).
-pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
+pub fn check(root: &Root, verify_blobs: bool) -> Result<Vec<Finding>, DoctorError> {
     let mut out = Vec::new();
     // kiln mounts only under work/ (step root filesystems, scratch views); anything else is the user's.
-    for m in solver::worker::sweep::mounts_under(&root.join("work")) {
+    for m in solver::worker::sweep::mounts_under(&root.work()) {
         out.push(Finding::leftover(
             format!("mount {} of an interrupted step", m.display()),
             Fix::Unmount(m),
         ));
     }
-    for p in entries(&root.join("work")) {
+    for p in entries(&root.work()) {
         out.push(Finding::leftover(
             format!("work directory {} of an interrupted step", p.display()),
             Fix::Remove(p),
         ));
     }
-    let runtime = root.join("runc");
+    let runtime = root.runtime();
     for p in entries(&runtime.join("runc-state")) {
         out.push(Finding::leftover(
             format!("runtime state {} of an interrupted step", p.display()),
@@ -133,15 +145,15 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             ));
         }
     }
-    for what in executor::process::stale_leftovers(Some(&owner_tag(root))) {
+    for what in executor::process::stale_leftovers(Some(&root.owner_tag())) {
         out.push(Finding::leftover(
             format!("{what} of a kiln process that died"),
             Fix::SweepHost,
         ));
     }
 
-    let store = Store::open_as_is(&root.join("store")).map_err(fail)?;
-    for p in store.ingest_files().map_err(fail)? {
+    let store = Store::open_as_is(&root.store())?;
+    for p in store.ingest_files()? {
         out.push(Finding::leftover(
             format!(
                 "ingest file {} (a blob write that never finished)",
@@ -151,7 +163,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
         ));
     }
     let mut blobs = BTreeSet::new();
-    for f in store.blob_files().map_err(fail)? {
+    for f in store.blob_files()? {
         match f {
             BlobFile::Foreign(p) => out.push(Finding::leftover(
                 format!("{} is not a blob (its name is no digest)", p.display()),
@@ -159,7 +171,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             )),
             BlobFile::Blob(d) => {
                 let actual = if verify_blobs {
-                    store.verify_blob(&d).map_err(fail)?
+                    store.verify_blob(&d)?
                 } else {
                     d.clone()
                 };
@@ -227,7 +239,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
     match store.list_images() {
         Err(e) => out.push(Finding::damaged(
             format!("the image index cannot be read: {e}"),
-            Fix::Remove(root.join("store/index/images.json")),
+            Fix::Remove(root.store().join("index/images.json")),
         )),
         Ok(images) => {
             for entry in images {
@@ -240,7 +252,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             }
         }
     }
-    for p in entries(&root.join("store/layers")) {
+    for p in entries(&root.store().join("layers")) {
         if !memo_digest(&p).is_some_and(|(d, kept)| !kept || blobs.contains(&d)) {
             out.push(Finding::leftover(
                 format!("layer memo {} names no blob of the store", p.display()),
@@ -249,9 +261,9 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
         }
     }
 
-    let snaps = Snapshotter::open(&root.join("snapshots")).map_err(fail)?;
+    let snaps = Snapshotter::open(&root.snapshots())?;
     let mut parents: BTreeMap<String, Option<String>> = BTreeMap::new();
-    for e in snaps.entries().map_err(fail)? {
+    for e in snaps.entries()? {
         match e.state {
             SnapshotState::Stray => out.push(Finding::leftover(
                 format!(
@@ -305,13 +317,13 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
                     "snapshot {id}: its parent {} is missing or damaged",
                     parent.as_deref().unwrap_or("?")
                 ),
-                Fix::Remove(root.join("snapshots").join(id)),
+                Fix::Remove(root.snapshots().join(id)),
             ));
         }
     }
 
-    let index = CacheIndex::open(&root.join("cache")).map_err(fail)?;
-    let files = index.files().map_err(fail)?;
+    let index = CacheIndex::open(&root.cache())?;
+    let files = index.files()?;
     let mut records = BTreeSet::new();
     for (path, read) in files.records {
         match read {
@@ -348,13 +360,13 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             ));
         }
     }
-    for p in entries(&root.join("cache/locks")) {
+    for p in entries(&root.cache().join("locks")) {
         out.push(Finding::leftover(
             format!("step lock {} of a build that was killed", p.display()),
             Fix::Remove(p),
         ));
     }
-    for p in entries(&root.join("cache/imported")) {
+    for p in entries(&root.cache().join("imported")) {
         let id = std::fs::read_to_string(&p).unwrap_or_default();
         if !whole.contains(id.trim()) {
             out.push(Finding::leftover(
@@ -363,7 +375,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             ));
         }
     }
-    for p in entries(&root.join("statcache")) {
+    for p in entries(&root.stat_caches()) {
         let parses = std::fs::read(&p)
             .ok()
             .is_some_and(|b| solver::contenthash::StatCache::parse(&b).is_some());
@@ -374,7 +386,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             ));
         }
     }
-    for p in entries(&root.join("store/sources")) {
+    for p in entries(&root.store().join("sources")) {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
         if name.is_some_and(|n| n.contains(".tmp-")) {
             out.push(Finding::leftover(
@@ -383,7 +395,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
             ));
         }
     }
-    for p in entries(&root.join("cachemounts")) {
+    for p in entries(&root.cache_mounts()) {
         let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
         if name.is_some_and(|n| n.contains(".tmp-")) {
             out.push(Finding::leftover(
@@ -393,7 +405,7 @@ pub fn check(root: &Path, verify_blobs: bool) -> Result<Vec<Finding>, Failure> {
         }
     }
     // Kept `ADD <url>` downloads: a 304 from the server trusts these bytes, so each must hash to its name.
-    for p in entries(&root.join("downloads")) {
+    for p in entries(&root.downloads()) {
         let name = file_name(&p);
         if name.starts_with(".tmp-") {
             out.push(Finding::leftover(
@@ -474,10 +486,10 @@ fn remove(p: &Path) -> std::io::Result<()> {
 }
 
 /// Carries out the fixes of `findings` in order; returns what could not be done.
-pub fn repair(root: &Path, findings: &[Finding]) -> Vec<String> {
+pub fn repair(root: &Root, findings: &[Finding]) -> Vec<String> {
     let mut failed = Vec::new();
     let mut swept = false;
-    let store = Store::open_as_is(&root.join("store"));
+    let store = Store::open_as_is(&root.store());
     for f in findings {
         let result: Result<(), String> = match &f.fix {
             Fix::Unmount(p) => rustix::mount::unmount(p, rustix::mount::UnmountFlags::DETACH)
@@ -517,84 +529,19 @@ pub fn repair(root: &Path, findings: &[Finding]) -> Vec<String> {
 
 /// Removes the pointers that name what a prune took away (slot pointers, layer and imported-layer memos): they
 /// would only be found dangling by the next `kiln doctor`. The caller holds the root's lock exclusively.
-pub fn remove_dangling_pointers(root: &Path) -> Result<(), Failure> {
+pub fn remove_dangling_pointers(root: &Root) -> Result<(), DoctorError> {
     let dangling: Vec<Finding> = check(root, false)?
         .into_iter()
         .filter(|f| {
             f.severity == Severity::Leftover
-                && matches!(&f.fix, Fix::Remove(p) if p.starts_with(root.join("cache/slots"))
-                    || p.starts_with(root.join("cache/imported"))
-                    || p.starts_with(root.join("store/layers")))
+                && matches!(&f.fix, Fix::Remove(p) if p.starts_with(root.cache().join("slots"))
+                    || p.starts_with(root.cache().join("imported"))
+                    || p.starts_with(root.store().join("layers")))
         })
         .collect();
     let failed = repair(root, &dangling);
     match failed.first() {
-        Some(e) => Err(Failure::Build(e.clone())),
+        Some(e) => Err(DoctorError::Repair(e.clone())),
         None => Ok(()),
     }
-}
-
-/// Runs `kiln doctor`.
-pub fn run(args: &DoctorArgs) -> Result<(), Failure> {
-    let root = root::root_dir(&args.root);
-    if !root.is_dir() {
-        return Err(Failure::Usage(format!(
-            "{}: no kiln root here (give --root or KILN_ROOT)",
-            root.display()
-        )));
-    }
-    let _lock = root::lock(&root, true).map_err(Failure::Build)?;
-    let findings = check(&root, !args.quick)?;
-    for f in &findings {
-        let tag = match f.severity {
-            Severity::Damaged => "damaged",
-            Severity::Leftover => "leftover",
-        };
-        println!("{tag:<9} {}", f.what);
-    }
-    let damaged = findings
-        .iter()
-        .filter(|f| f.severity == Severity::Damaged)
-        .count();
-    let leftovers = findings.len() - damaged;
-    if findings.is_empty() {
-        println!("kiln doctor: {} is consistent", root.display());
-        return Ok(());
-    }
-    if !args.repair {
-        return Err(Failure::Build(format!(
-            "{damaged} damaged, {leftovers} leftover in {}; `kiln doctor --repair` removes them",
-            root.display()
-        )));
-    }
-    let failed = repair(&root, &findings);
-    let remaining = check(&root, false)?;
-    for f in &remaining {
-        println!("remains   {}", f.what);
-    }
-    if let Some(e) = failed.first().filter(|_| !remaining.is_empty()) {
-        return Err(Failure::Build(format!(
-            "repair left {} problems: {e}",
-            remaining.len()
-        )));
-    }
-    if !remaining.is_empty() {
-        return Err(Failure::Build(format!(
-            "repair left {} problems",
-            remaining.len()
-        )));
-    }
-    let forgotten = findings
-        .iter()
-        .filter(|f| matches!(f.fix, Fix::ForgetImage(_)))
-        .count();
-    println!(
-        "kiln doctor: repaired {damaged} damaged, removed {leftovers} leftover{}",
-        if forgotten > 0 {
-            format!("; {forgotten} image names were forgotten (pull or build them again)")
-        } else {
-            String::new()
-        }
-    );
-    Ok(())
 }
