@@ -3,9 +3,7 @@
 
 pub mod build;
 pub mod check;
-#[path = "doctor_cli.rs"]
 pub mod doctor;
-#[path = "gc_cli.rs"]
 pub mod gc;
 pub mod graph;
 pub mod images;
