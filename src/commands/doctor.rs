@@ -8,13 +8,16 @@ use crate::Failure;
 
 /// Runs `kiln doctor`.
 pub fn run(args: &DoctorArgs) -> Result<(), Failure> {
-    let root = open_root(&args.root);
-    let dir = root.path().display();
-    if !root.path().is_dir() {
+    // A root that is not there is not made (doctor checks what is).
+    let dir = engine::Root::locate(args.root.root.as_deref());
+    if !dir.is_dir() {
         return Err(Failure::Usage(format!(
-            "{dir}: no kiln root here (give --root or KILN_ROOT)"
+            "{}: no kiln root here (give --root or KILN_ROOT)",
+            dir.display()
         )));
     }
+    let root = open_root(&args.root);
+    let dir = root.path().display();
     let _lock = root.lock(true)?;
     let findings = doctor::check(&root, !args.quick)?;
     for f in &findings {
