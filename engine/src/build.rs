@@ -203,7 +203,7 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
     runner.sweep_stale();
     let cached: Mutex<BTreeSet<VertexId>> = Default::default();
     let worker = Worker::new(
-        root.path(),
+        &root.worker_dirs(),
         &resolver,
         &runner,
         locals,
@@ -285,9 +285,7 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
     };
     settled.map_err(BuildError::failed)?;
     let snapshots = worker.snapshots().clone();
-    worker
-        .save_stat_caches(root.path())
-        .map_err(BuildError::failed)?;
+    worker.save_stat_caches().map_err(BuildError::failed)?;
     let index = solver::cache::CacheIndex::open(&root.cache()).map_err(BuildError::failed)?;
     let mut built: Vec<Built> = targets
         .into_iter()

@@ -148,6 +148,19 @@ impl Root {
         self.dir.join("runc")
     }
 
+    /// The worker's directories in this root.
+    pub fn worker_dirs(&self) -> solver::worker::WorkerDirs {
+        solver::worker::WorkerDirs {
+            snapshots: self.snapshots(),
+            cache: self.cache(),
+            store: self.store(),
+            work: self.work(),
+            cache_mounts: self.cache_mounts(),
+            stat_caches: self.stat_caches(),
+            downloads: self.downloads(),
+        }
+    }
+
     /// The lock file builds share and prunes take alone.
     fn lock_file(&self) -> PathBuf {
         self.dir.join("gc.lock")
