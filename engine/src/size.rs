@@ -1,6 +1,9 @@
-//! Sizes as users write them in flags and kiln.toml: bytes, or a number with b, k, m or g in binary units (Docker's
-//! rules). `frontend`'s `RUN --mount=type=tmpfs,size=` reader keeps its own rules (BuildKit's, with decimal
-//! units and no fractions), which differ from Docker's flag syntax on purpose.
+//! Sizes as users write them in flags and kiln.toml (`--memory`, `kiln prune --keep-storage`, `[gc]`,
+//! KILN_REGISTRY_CHUNK): bytes, or a number with b, k, m or g in binary units (Docker's flag rules). This is the
+//! one reader of the CLI and the engine. The frontend keeps a second one for `RUN --mount=type=tmpfs,size=`
+//! (`frontend::instructions::mounts::parse_size`) on purpose: it follows BuildKit's reading of a Dockerfile
+//! (also `t`, and the `ki`/`mi`/`gi` spellings, errors worded "invalid size: ..."), the frontend may depend on
+//! no engine, and one set of rules for both would change what a flag or a Dockerfile accepts.
 
 /// Why a size was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
