@@ -58,7 +58,8 @@ pub enum Event {
         /// The line, without its newline.
         line: String,
     },
-    /// Bytes moved for the vertex (a pull, a download) out of `total` when known.
+    /// Bytes moved for the vertex out of `total` when known. Part of the stream's contract for pulls and
+    /// downloads; the registry client and the downloader do not report their bytes yet, so no build sends it.
     Progress {
         /// The vertex.
         vertex: VertexId,

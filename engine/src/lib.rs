@@ -10,6 +10,8 @@
 //! load, save), [`import`], [`registry`] (pull, push, login), [`gc`] (du, prune), [`doctor`] (check, repair).
 //! The engine never parses a command line and never prints: it returns typed errors and reports [`Event`]s.
 
+#![warn(missing_docs)]
+
 pub mod build;
 pub mod config;
 pub mod doctor;

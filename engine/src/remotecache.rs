@@ -132,7 +132,6 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo, CacheError> {
     cache_to_spec(spec).map_err(CacheError::Spec)
 }
 
-/// Parses a `--cache-to` spec.
 fn cache_to_spec(spec: &str) -> Result<CacheTo, String> {
     let opts = options(spec).map_err(|e| format!("--cache-to {e}"))?;
     let fail = |m: String| format!("--cache-to {spec}: {m}");
@@ -197,7 +196,6 @@ pub fn parse_cache_from(spec: &str) -> Result<CacheLocation, CacheError> {
     cache_from_spec(spec).map_err(CacheError::Spec)
 }
 
-/// Parses a `--cache-from` spec: `type=local,src=DIR`, `type=registry,ref=REF`, or a bare reference.
 fn cache_from_spec(spec: &str) -> Result<CacheLocation, String> {
     if !spec.contains('=') {
         return registry_ref(spec)
@@ -416,7 +414,6 @@ pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<Strin
     export_to(state, to, client).map_err(CacheError::Export)
 }
 
-/// Writes the cache of a finished build to `to`; returns a line saying what was written.
 fn export_to(state: &BuildState, to: &CacheTo, client: &Client) -> Result<String, String> {
     if to.location == CacheLocation::Inline {
         // Written into the image configs before the images were made (`inline_cache`).
