@@ -149,7 +149,7 @@ fn check_entitlements(
 
 fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildResult, BuildError> {
     let (names, outputs) = complete_outputs(&req)?;
-    let store = Store::open(&root.store()).map_err(BuildError::failed)?;
+    let store = Store::open(&root.store())?;
     // One registry client for the build (base image pulls, cache import and export, pushes), so tokens are
     // fetched once.
     let registry = Arc::new(crate::registry::client(&req.registry)?);
@@ -220,8 +220,7 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
                 line: format!("imported cache not usable: {reason}"),
             }),
         }),
-    )
-    .map_err(BuildError::failed)?;
+    )?;
     // Imported caches: records now, blobs when a step hits; cache mount contents before any step starts.
     let mounts = cache_mounts(def, &roots, root);
     let mut imported = Vec::new();
@@ -283,10 +282,10 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
         }
         Err(SolveError::Cancelled) => return Err(BuildError::Cancelled),
     };
-    settled.map_err(BuildError::failed)?;
+    settled?;
     let snapshots = worker.snapshots().clone();
-    worker.save_stat_caches().map_err(BuildError::failed)?;
-    let index = solver::cache::CacheIndex::open(&root.cache()).map_err(BuildError::failed)?;
+    worker.save_stat_caches()?;
+    let index = solver::cache::CacheIndex::open(&root.cache())?;
     let mut built: Vec<Built> = targets
         .into_iter()
         .map(|t| Built {
@@ -331,7 +330,7 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
         for b in &mut built {
             if let Some(last) = &b.snapshot {
                 b.image.inline_cache =
-                    Some(remotecache::inline_cache(&state, last).map_err(BuildError::failed)?);
+                    Some(remotecache::inline_cache(&state, last).map_err(BuildError::InlineCache)?);
             }
         }
     }

@@ -48,7 +48,28 @@ pub enum BuildError {
     /// `--cache-to` failed (and was not told to ignore errors).
     #[error("--cache-to: {0}")]
     CacheExport(CacheError),
-    /// The store, the snapshots, the cache index or an exporter failed.
+    /// The inline cache of an image could not be made.
+    #[error(transparent)]
+    InlineCache(CacheError),
+    /// The content store failed.
+    #[error(transparent)]
+    Store(#[from] oci::store::StoreError),
+    /// The snapshots failed.
+    #[error(transparent)]
+    Snapshot(#[from] solver::snapshot::SnapshotError),
+    /// The cache index failed.
+    #[error(transparent)]
+    Index(#[from] solver::cache::IndexError),
+    /// The worker failed outside a step (starting, publishing records, saving stat caches).
+    #[error(transparent)]
+    Worker(#[from] solver::worker::WorkerError),
+    /// Making an image, an index or an archive failed.
+    #[error(transparent)]
+    Export(#[from] exporter::ExportError),
+    /// A directory of an output could not be made.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// What the build said in words: a full disk, a local or tar output that could not be written.
     #[error("{0}")]
     Failed(String),
 }
@@ -63,10 +84,5 @@ impl BuildError {
             BuildError::Registry(e) => e.is_usage(),
             _ => false,
         }
-    }
-
-    /// A failure of a library below, by its message.
-    pub(crate) fn failed(e: impl std::fmt::Display) -> BuildError {
-        BuildError::Failed(e.to_string())
     }
 }

@@ -67,8 +67,7 @@ pub(crate) fn export(
     for b in built {
         layers.push(match &b.snapshot {
             Some(id) => snapshots
-                .chain_ids(id)
-                .map_err(fail)?
+                .chain_ids(id)?
                 .into_iter()
                 .map(|s| LayerSource {
                     diff: snapshots.diff_dir(&s),
@@ -102,7 +101,7 @@ pub(crate) fn export(
                 None => exporter::export_image(store, layers, image, options, names),
             };
         if let [only] = built {
-            let image = one(&layers[0], only.image.clone(), names, archive).map_err(fail)?;
+            let image = one(&layers[0], only.image.clone(), names, archive)?;
             return Ok(Produced {
                 manifest: image.manifest,
                 config: Some(image.config),
@@ -110,11 +109,10 @@ pub(crate) fn export(
         }
         let mut images = Vec::new();
         for (b, l) in built.iter().zip(&layers) {
-            let image = one(l, b.image.clone(), &[], archive.as_deref_mut()).map_err(fail)?;
+            let image = one(l, b.image.clone(), &[], archive.as_deref_mut())?;
             images.push((b.platform.clone(), image));
         }
-        let index =
-            exporter::export_index(store, &images, options.oci_media_types, names).map_err(fail)?;
+        let index = exporter::export_index(store, &images, options.oci_media_types, names)?;
         Ok(Produced {
             manifest: index,
             config: None,
@@ -152,7 +150,7 @@ pub(crate) fn export(
                         &refs,
                         progress,
                     )?;
-                    let size = store.blob_size(&pushed).map_err(fail)?;
+                    let size = store.blob_size(&pushed)?;
                     image.manifest =
                         oci::manifest::Descriptor::new(&image.manifest.media_type, pushed, size);
                 }
@@ -195,8 +193,7 @@ pub(crate) fn export(
                     produced.ok_or_else(|| fail("the archive was written without an image"))?
                 } else {
                     let image = export(&options, &[], None)?;
-                    exporter::write_layout_dir(store, &tagged(&image), Path::new(dest))
-                        .map_err(fail)?;
+                    exporter::write_layout_dir(store, &tagged(&image), Path::new(dest))?;
                     image
                 };
                 exported = Some((image, names.clone()));
@@ -209,7 +206,7 @@ pub(crate) fn export(
                     } else {
                         Path::new(dest).to_path_buf()
                     };
-                    std::fs::create_dir_all(&dir).map_err(fail)?;
+                    std::fs::create_dir_all(&dir)?;
                     with_final_fs(snapshots, b.snapshot.as_deref(), |fs_root| {
                         copy_tree(fs_root, &dir)
                     })?;
@@ -314,7 +311,7 @@ fn with_final_fs(
     let view = view_dir()?;
     let result = match snapshot {
         Some(id) => {
-            let m = snapshots.mount_readonly(id, &view).map_err(fail)?;
+            let m = snapshots.mount_readonly(id, &view)?;
             let r = f(m.path());
             drop(m);
             r
