@@ -270,6 +270,8 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
     }
     let outputs_by_vertex = match result {
         Ok(o) => o,
+        // The first step to fail was stopped from outside: the build was cancelled, no step failed.
+        Err(SolveError::Op(_, WorkerError::Cancelled)) => return Err(BuildError::Cancelled),
         Err(SolveError::Op(vertex, err)) => {
             progress.event(Event::Error {
                 vertex,
