@@ -514,3 +514,43 @@ fn step_error(
     }
     msg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Dockerfile;
+
+    fn request() -> BuildRequest {
+        let d = Dockerfile::parse("Dockerfile".into(), None, b"FROM scratch\n").unwrap();
+        BuildRequest::new(d, ".")
+    }
+
+    #[test]
+    fn tags_imply_an_image_output_and_name_archives_as_buildx_does() {
+        let mut r = request();
+        r.tags = vec!["app:1".into()];
+        r.outputs = vec![crate::output::parse("type=oci,dest=x.tar").unwrap()];
+        let (names, outputs) = complete_outputs(&r).unwrap();
+        assert_eq!(names, ["docker.io/library/app:1"]);
+        assert!(
+            matches!(&outputs[0], Output::Archive { names, .. } if names == &["docker.io/library/app:1"])
+        );
+        assert!(matches!(&outputs[1], Output::Image { push: false, .. }));
+    }
+
+    #[test]
+    fn a_push_needs_a_name() {
+        let mut r = request();
+        r.push = true;
+        let e = complete_outputs(&r).unwrap_err();
+        assert!(e.is_usage());
+        assert!(
+            e.to_string()
+                .starts_with("--push (or push=true) needs a name"),
+            "{e}"
+        );
+        r.tags = vec!["reg:5000/app:1".into()];
+        let (_, outputs) = complete_outputs(&r).unwrap();
+        assert!(matches!(&outputs[..], [Output::Image { push: true, .. }]));
+    }
+}
