@@ -1,21 +1,43 @@
-//! The `kiln` command: argument parsing, wiring and exit codes. Build logic lives in the library crates.
+//! The `kiln` command: argument parsing, rendering the engine's events, printing its errors, exit codes. Build
+//! logic lives in the `engine` crate and the crates below it.
 
-mod cache_io;
 mod cli;
 mod commands;
-mod config;
-mod outputs;
 mod progress;
 mod request;
-mod resolver;
-mod root;
-mod rootless;
 mod signals;
-mod stdin_context;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+
+/// Each engine error as a [`Failure`]: a usage error (the request or the Dockerfile was at fault) or a failure.
+macro_rules! failures {
+    ($($t:ty => $usage:expr),* $(,)?) => {$(
+        impl From<$t> for Failure {
+            fn from(e: $t) -> Failure {
+                #[allow(clippy::redundant_closure_call)]
+                let usage = ($usage)(&e);
+                if usage {
+                    Failure::Usage(e.to_string())
+                } else {
+                    Failure::Build(e.to_string())
+                }
+            }
+        }
+    )*};
+}
+
+failures! {
+    engine::BuildError => engine::BuildError::is_usage,
+    engine::gc::GcError => engine::gc::GcError::is_usage,
+    engine::images::ImageError => engine::images::ImageError::is_usage,
+    engine::registry::RegistryOpError => engine::registry::RegistryOpError::is_usage,
+    engine::doctor::DoctorError => |_: &engine::doctor::DoctorError| false,
+    engine::root::RootError => |_: &engine::root::RootError| false,
+    engine::stdin_context::StageError => |_: &engine::stdin_context::StageError| true,
+    oci::PlatformError => |_: &oci::PlatformError| true,
+}
 
 /// How a command failed, mapped to kiln's exit codes.
 #[derive(Debug)]
@@ -38,7 +60,7 @@ fn main() -> ExitCode {
         }
     };
     // An ordinary user's kiln works inside a user namespace of its own (before any thread starts).
-    if let Err(e) = rootless::enter() {
+    if let Err(e) = engine::rootless::enter() {
         eprintln!("error: rootless: {e}");
         return ExitCode::from(1);
     }
@@ -91,10 +113,10 @@ fn dispatch(command: cli::Command) -> Result<(), Failure> {
         cli::Command::Graph(args) => commands::graph::run(&args),
         cli::Command::Check(args) => commands::check::run(&args),
         cli::Command::Build(args) => commands::build::run(&args),
-        cli::Command::Import(args) => commands::import::run(&args),
-        cli::Command::Images(args) => commands::images::run(&args),
-        cli::Command::Load(args) => commands::archive::load(&args),
-        cli::Command::Save(args) => commands::archive::save(&args),
+        cli::Command::Import(args) => commands::images::import(&args),
+        cli::Command::Images(args) => commands::images::list(&args),
+        cli::Command::Load(args) => commands::images::load(&args),
+        cli::Command::Save(args) => commands::images::save(&args),
         cli::Command::Tag(args) => commands::images::tag(&args),
         cli::Command::Rmi(args) => commands::images::rmi(&args),
         cli::Command::Inspect(args) => commands::images::inspect(&args),

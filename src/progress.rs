@@ -1,14 +1,15 @@
-//! Build progress in BuildKit's plain format (`#N [stage i/n] INSTRUCTION`, `#N CACHED`, `#N 0.532 output`,
-//! `#N DONE 1.2s`, `#N ERROR: ...`), plus kiln's cache-miss explanations; a live tty display; JSON events; or
-//! nothing. Every mode also records a timeline that `--trace` writes as Chrome trace-event JSON (Perfetto opens it).
+//! Rendering the engine's events: build progress in BuildKit's plain format (`#N [stage i/n] INSTRUCTION`,
+//! `#N CACHED`, `#N 0.532 output`, `#N DONE 1.2s`, `#N ERROR: ...`), plus kiln's cache-miss explanations; a live
+//! tty display; JSON events; or nothing.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use engine::{Event, Outcome};
 use solver::cache::MissReason;
+use solver::llb::VertexId;
 
 /// How progress is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,26 +47,16 @@ struct Running {
     last_line: String,
 }
 
-/// One finished span of the timeline.
-struct Span {
-    name: String,
-    start: Duration,
-    took: Duration,
-    lane: usize,
-    cached: bool,
-}
-
 #[derive(Default)]
 struct State {
-    numbers: BTreeMap<String, usize>,
+    /// Display numbers (`#N`) by vertex, in the order vertices were first shown.
+    numbers: BTreeMap<VertexId, usize>,
+    /// Step names by vertex, from their `Started` events (empty for internal vertices, which are not shown).
+    names: BTreeMap<VertexId, String>,
     next: usize,
     running: BTreeMap<usize, Running>,
     /// Lines of the live area drawn last time (to move the cursor back over them).
     drawn: usize,
-    /// Timeline: open spans by step number (start, lane), finished spans, and busy lanes.
-    open: BTreeMap<usize, (Duration, usize)>,
-    spans: Vec<Span>,
-    lanes: Vec<bool>,
 }
 
 /// The progress printer, shared by the scheduler's threads.
@@ -86,6 +77,12 @@ fn clip(s: &str, width: usize) -> String {
     out
 }
 
+impl engine::Progress for Progress {
+    fn event(&self, event: Event) {
+        Progress::event(self, event)
+    }
+}
+
 impl Progress {
     /// A printer in `mode`.
     pub fn new(mode: Mode) -> Progress {
@@ -104,15 +101,63 @@ impl Progress {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn number(&self, desc: &str) -> (usize, bool) {
+    fn number(&self, vertex: VertexId) -> (usize, bool) {
         let mut st = self.lock();
-        if let Some(n) = st.numbers.get(desc) {
+        if let Some(n) = st.numbers.get(&vertex) {
             return (*n, false);
         }
         let n = st.next;
         st.next += 1;
-        st.numbers.insert(desc.to_string(), n);
+        st.numbers.insert(vertex, n);
         (n, true)
+    }
+
+    /// The step name of `vertex` (empty for internal vertices).
+    fn name(&self, vertex: VertexId) -> String {
+        self.lock().names.get(&vertex).cloned().unwrap_or_default()
+    }
+
+    /// Renders one event of the engine. Internal vertices (no name) show only their errors and notes.
+    pub fn event(&self, event: Event) {
+        let named = |v: VertexId| {
+            let name = self.name(v);
+            (!name.is_empty()).then_some(name)
+        };
+        match event {
+            Event::Started { vertex, name } => {
+                self.lock().names.insert(vertex, name.clone());
+                if !name.is_empty() {
+                    self.header(vertex, &name);
+                }
+            }
+            Event::Cached { vertex } => {
+                if let Some(name) = named(vertex) {
+                    self.cached(vertex, &name)
+                }
+            }
+            Event::Missed { vertex, reasons } => {
+                if let Some(name) = named(vertex) {
+                    self.missed(vertex, &name, &reasons)
+                }
+            }
+            Event::Log { vertex, line } => self.line(vertex, &self.name(vertex), &line),
+            Event::Progress { .. } => {}
+            Event::Done {
+                vertex,
+                took,
+                cached,
+            } => {
+                if let Some(name) = named(vertex) {
+                    self.done(vertex, &name, took, cached)
+                }
+            }
+            Event::Error { vertex, message } => self.failed(vertex, &self.name(vertex), &message),
+            Event::Warning { message, .. } => eprintln!("warning: {message}"),
+            Event::Message(line) => eprintln!("{line}"),
+            Event::Exported(Outcome::NoOutput) => self.summary("no output"),
+            Event::Exported(Outcome::Files) => self.summary("exported"),
+            Event::Exported(Outcome::Image(i)) => self.summary(&format!("image {}", i.digest)),
+        }
     }
 
     /// Prints a finished line. In tty mode it goes above the live area, which is then drawn again.
@@ -173,34 +218,19 @@ impl Progress {
         }
     }
 
-    fn header(&self, desc: &str) -> usize {
-        let (n, new) = self.number(desc);
+    fn header(&self, vertex: VertexId, desc: &str) -> usize {
+        let (n, new) = self.number(vertex);
         if new {
-            let now = self.start.elapsed();
-            {
-                let mut st = self.lock();
-                let lane = match st.lanes.iter().position(|busy| !busy) {
-                    Some(l) => l,
-                    None => {
-                        st.lanes.push(false);
-                        st.lanes.len() - 1
-                    }
-                };
-                st.lanes[lane] = true;
-                st.open.insert(n, (now, lane));
-                if self.mode == Mode::Tty {
-                    st.running.insert(
-                        n,
-                        Running {
-                            desc: desc.to_string(),
-                            since: Instant::now(),
-                            last_line: String::new(),
-                        },
-                    );
-                }
-            }
             if self.mode == Mode::Tty {
                 let mut st = self.lock();
+                st.running.insert(
+                    n,
+                    Running {
+                        desc: desc.to_string(),
+                        since: Instant::now(),
+                        last_line: String::new(),
+                    },
+                );
                 self.redraw(&mut st, None);
             } else {
                 self.emit(
@@ -212,37 +242,18 @@ impl Progress {
         n
     }
 
-    /// Closes step `n` on the timeline and the live display.
-    fn close(&self, n: usize, desc: &str, cached: bool) {
-        let now = self.start.elapsed();
-        let mut st = self.lock();
-        st.running.remove(&n);
-        if let Some((start, lane)) = st.open.remove(&n) {
-            if let Some(l) = st.lanes.get_mut(lane) {
-                *l = false;
-            }
-            st.spans.push(Span {
-                name: desc.to_string(),
-                start,
-                took: now.saturating_sub(start),
-                lane,
-                cached,
-            });
-        }
-    }
-
-    /// A step started.
-    pub fn started(&self, desc: &str) {
-        self.header(desc);
+    /// Takes step `n` off the live display.
+    fn close(&self, n: usize) {
+        self.lock().running.remove(&n);
     }
 
     /// A step came from the cache.
-    pub fn cached(&self, desc: &str) {
-        let n = self.header(desc);
+    fn cached(&self, vertex: VertexId, desc: &str) {
+        let n = self.header(vertex, desc);
         if let Ok(mut c) = self.counts.lock() {
             c.1 += 1;
         }
-        self.close(n, desc, true);
+        self.close(n);
         let text = match self.mode {
             Mode::Tty => format!("#{n} {desc} CACHED"),
             _ => format!("#{n} CACHED"),
@@ -251,8 +262,8 @@ impl Progress {
     }
 
     /// A step missed the cache, with the reasons when an earlier record of it exists.
-    pub fn missed(&self, desc: &str, reasons: &[MissReason]) {
-        let n = self.header(desc);
+    fn missed(&self, vertex: VertexId, desc: &str, reasons: &[MissReason]) {
+        let n = self.header(vertex, desc);
         for r in reasons {
             self.emit(
                 format!("#{n} cache miss: {r}"),
@@ -262,8 +273,8 @@ impl Progress {
     }
 
     /// A line of a step's output.
-    pub fn line(&self, desc: &str, line: &str) {
-        let n = self.header(desc);
+    fn line(&self, vertex: VertexId, desc: &str, line: &str) {
+        let n = self.header(vertex, desc);
         if self.mode == Mode::Tty {
             let mut st = self.lock();
             if let Some(r) = st.running.get_mut(&n) {
@@ -280,13 +291,13 @@ impl Progress {
     }
 
     /// A step finished.
-    pub fn done(&self, desc: &str, took: Duration, cached: bool) {
-        let n = self.header(desc);
+    fn done(&self, vertex: VertexId, desc: &str, took: Duration, cached: bool) {
+        let n = self.header(vertex, desc);
         if !cached {
             if let Ok(mut c) = self.counts.lock() {
                 c.0 += 1;
             }
-            self.close(n, desc, false);
+            self.close(n);
             let text = match self.mode {
                 Mode::Tty => format!("#{n} {desc} DONE {:.1}s", took.as_secs_f64()),
                 _ => format!("#{n} DONE {:.1}s", took.as_secs_f64()),
@@ -299,9 +310,9 @@ impl Progress {
     }
 
     /// A step failed.
-    pub fn failed(&self, desc: &str, error: &str) {
-        let n = self.header(desc);
-        self.close(n, desc, false);
+    fn failed(&self, vertex: VertexId, desc: &str, error: &str) {
+        let n = self.header(vertex, desc);
+        self.close(n);
         self.emit(
             format!("#{n} ERROR: {error}"),
             serde_json::json!({"vertex": n, "event": "error", "error": error}),
@@ -309,7 +320,7 @@ impl Progress {
     }
 
     /// A closing line after the build.
-    pub fn summary(&self, what: &str) {
+    fn summary(&self, what: &str) {
         let (ran, cached) = self.counts.lock().map(|c| *c).unwrap_or((0, 0));
         let t = self.start.elapsed().as_secs_f64();
         self.emit(
@@ -317,82 +328,11 @@ impl Progress {
             serde_json::json!({"event": "summary", "run": ran, "cached": cached, "seconds": t, "result": what}),
         );
     }
-
-    /// Writes the build's timeline as Chrome trace-event JSON: one complete ("X") event per step, on the lane
-    /// (thread row) it ran in, so parallel stages show side by side; steps still open (a failed build) end now.
-    pub fn write_trace(&self, path: &Path) -> std::io::Result<()> {
-        let now = self.start.elapsed();
-        let st = self.lock();
-        let us = |d: Duration| d.as_micros() as u64;
-        let mut events: Vec<serde_json::Value> = vec![serde_json::json!({
-            "name": "process_name", "ph": "M", "pid": 1, "tid": 0, "args": {"name": "kiln build"}
-        })];
-        events.push(serde_json::json!({
-            "name": "build", "cat": "build", "ph": "X", "pid": 1, "tid": 0, "ts": 0, "dur": us(now)
-        }));
-        let open = st.open.iter().map(|(n, (start, lane))| Span {
-            name: st
-                .numbers
-                .iter()
-                .find(|(_, v)| *v == n)
-                .map(|(k, _)| k.clone())
-                .unwrap_or_default(),
-            start: *start,
-            took: now.saturating_sub(*start),
-            lane: *lane,
-            cached: false,
-        });
-        let all: Vec<Span> = open.collect();
-        for s in st.spans.iter().chain(all.iter()) {
-            events.push(serde_json::json!({
-                "name": s.name,
-                "cat": if s.cached { "cached" } else { "step" },
-                "ph": "X",
-                "pid": 1,
-                "tid": s.lane + 1,
-                "ts": us(s.start),
-                "dur": us(s.took),
-                "args": {"cached": s.cached},
-            }));
-        }
-        let doc = serde_json::json!({"traceEvents": events, "displayTimeUnit": "ms"});
-        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn trace_puts_overlapping_steps_on_different_lanes() {
-        let p = Progress::new(Mode::Quiet);
-        p.started("[a 1/1] RUN sleep");
-        p.started("[b 1/1] RUN sleep");
-        p.done("[a 1/1] RUN sleep", Duration::from_millis(1), false);
-        p.started("[c 1/1] RUN x");
-        p.cached("[d 1/1] COPY y");
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("trace.json");
-        p.write_trace(&file).unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
-        let ev = v["traceEvents"].as_array().unwrap();
-        let lane = |name: &str| {
-            ev.iter()
-                .find(|e| e["name"] == name)
-                .map(|e| e["tid"].as_u64().unwrap())
-                .unwrap()
-        };
-        assert_ne!(lane("[a 1/1] RUN sleep"), lane("[b 1/1] RUN sleep"));
-        assert_eq!(
-            lane("[c 1/1] RUN x"),
-            lane("[a 1/1] RUN sleep"),
-            "a freed lane is reused"
-        );
-        let d = ev.iter().find(|e| e["name"] == "[d 1/1] COPY y").unwrap();
-        assert_eq!(d["args"]["cached"], true);
-        assert!(ev.iter().all(|e| e["ph"] == "X" || e["ph"] == "M"));
-    }
 
     #[test]
     fn clip_marks_what_it_cut() {

@@ -4,14 +4,15 @@ use crate::cli::RequestArgs;
 use crate::request;
 use crate::Failure;
 
+/// Runs the command.
 pub fn run(args: &RequestArgs) -> Result<(), Failure> {
     let loaded = request::load(args)?;
-    let report = frontend::checks::run_checks(&loaded.dockerfile, &loaded.opts)
+    let report = frontend::checks::run_checks(&loaded.dockerfile.parsed, &loaded.opts)
         .map_err(|e| loaded.fail(&e))?;
     for f in &report.findings {
         let rendered = frontend::error::render_located(
-            &loaded.display_name,
-            &loaded.dockerfile.lines,
+            &loaded.dockerfile.display_name,
+            &loaded.dockerfile.parsed.lines,
             Some(f.span),
             &format!("{}: {}", f.rule, f.message),
         );
@@ -20,7 +21,10 @@ pub fn run(args: &RequestArgs) -> Result<(), Failure> {
     for e in &report.errors {
         eprintln!(
             "error: {}",
-            e.render(&loaded.display_name, &loaded.dockerfile.lines)
+            e.render(
+                &loaded.dockerfile.display_name,
+                &loaded.dockerfile.parsed.lines
+            )
         );
     }
     let n = report.findings.len();

@@ -1,200 +1,12 @@
-//! `kiln du` and `kiln prune`: what a root holds, and taking the build cache back down, least recently used
-//! first. A prune holds the root's lock exclusively, so it waits for running builds (which hold it shared) and
-//! never removes a snapshot one of them is using. Images are never pruned: `kiln rmi` removes them, and prune then
-//! frees their blobs.
+//! `kiln du` and `kiln prune`: what a root holds, and taking its build cache back down.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use oci::manifest::Manifest;
-use oci::store::Store;
-use oci::Digest;
-use solver::cache::{CacheIndex, CacheRecord};
-use solver::snapshot::Snapshotter;
+use engine::gc::{self, human, size_of, PrunePolicy};
 
+use super::open_root;
 use crate::cli::{DuArgs, PruneArgs};
-use crate::{root, Failure};
-
-fn fail(e: impl std::fmt::Display) -> Failure {
-    Failure::Build(e.to_string())
-}
-
-/// Bytes under a directory (file sizes; directories and links count nothing).
-fn dir_size(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    let mut total = 0;
-    for e in entries.flatten() {
-        match e.file_type() {
-            Ok(t) if t.is_dir() => total += dir_size(&e.path()),
-            Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => {}
-        }
-    }
-    total
-}
-
-/// Renders bytes as `du -h` does, in binary units.
-fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < units.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
-}
-
-/// A duration as BuildKit's `until=` takes it: `90s`, `30m`, `24h`, `7d`, or a sum such as `1h30m`.
-pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: expected a duration such as 24h or 30m"))?;
-        num.clear();
-        total += n * match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("{s:?}: unknown unit {c:?} (s, m, h, d)")),
-        };
-    }
-    if !num.is_empty() {
-        return Err(format!("{s:?}: a unit is required (s, m, h, d)"));
-    }
-    if total == 0 {
-        return Err(format!("{s:?}: must be more than zero"));
-    }
-    Ok(Duration::from_secs(total))
-}
-
-/// Everything GC needs to know about a root, read once.
-struct Usage {
-    records: Vec<(CacheRecord, SystemTime)>,
-    parents: BTreeMap<String, Option<String>>,
-    snapshot_sizes: BTreeMap<String, u64>,
-    mounts: Vec<(std::path::PathBuf, u64)>,
-    image_blobs: BTreeSet<Digest>,
-    blobs: BTreeMap<Digest, u64>,
-}
-
-impl Usage {
-    fn read(
-        root: &Path,
-        store: &Store,
-        index: &CacheIndex,
-        snaps: &Snapshotter,
-    ) -> Result<Usage, Failure> {
-        let mut records = Vec::new();
-        for r in index.list().map_err(fail)? {
-            let used = index.last_used(&r.key).unwrap_or(SystemTime::UNIX_EPOCH);
-            records.push((r, used));
-        }
-        records.sort_by_key(|r| r.1);
-        let mut parents = BTreeMap::new();
-        let mut snapshot_sizes = BTreeMap::new();
-        if let Ok(entries) = std::fs::read_dir(root.join("snapshots")) {
-            for e in entries.flatten() {
-                let id = e.file_name().to_string_lossy().into_owned();
-                if !snaps.exists(&id) {
-                    continue;
-                }
-                let chain = snaps.chain_ids(&id).map_err(fail)?;
-                parents.insert(id.clone(), chain.get(chain.len().wrapping_sub(2)).cloned());
-                snapshot_sizes.insert(id.clone(), dir_size(&snaps.diff_dir(&id)));
-            }
-        }
-        let mut mounts = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(root.join("cachemounts")) {
-            for e in entries.flatten() {
-                mounts.push((e.path(), dir_size(&e.path())));
-            }
-        }
-        let mut image_blobs = BTreeSet::new();
-        for entry in store.list_images().map_err(fail)? {
-            image_blobs.insert(entry.manifest.clone());
-            for d in store.image_manifests(&entry.manifest).map_err(fail)? {
-                image_blobs.insert(d.clone());
-                if let Ok(m) = store.read_json::<Manifest>(&d) {
-                    image_blobs.insert(m.config.digest);
-                    image_blobs.extend(m.layers.into_iter().map(|l| l.digest));
-                }
-            }
-        }
-        let mut blobs = BTreeMap::new();
-        let blob_dir = store.root().join("blobs/sha256");
-        if let Ok(entries) = std::fs::read_dir(&blob_dir) {
-            for e in entries.flatten() {
-                if let Ok(d) =
-                    format!("sha256:{}", e.file_name().to_string_lossy()).parse::<Digest>()
-                {
-                    blobs.insert(d, e.metadata().map(|m| m.len()).unwrap_or(0));
-                }
-            }
-        }
-        Ok(Usage {
-            records,
-            parents,
-            snapshot_sizes,
-            mounts,
-            image_blobs,
-            blobs,
-        })
-    }
-
-    /// The snapshots the given records reach (each record's snapshot and its ancestors).
-    fn reachable<'a>(&self, records: impl Iterator<Item = &'a CacheRecord>) -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        for r in records {
-            let mut cur = Some(r.snapshot.clone());
-            while let Some(c) = cur {
-                if !out.insert(c.clone()) {
-                    break;
-                }
-                cur = self.parents.get(&c).cloned().flatten();
-            }
-        }
-        out
-    }
-
-    fn snapshots_size(&self, set: &BTreeSet<String>) -> u64 {
-        set.iter().filter_map(|s| self.snapshot_sizes.get(s)).sum()
-    }
-
-    fn mounts_size(&self) -> u64 {
-        self.mounts.iter().map(|(_, s)| s).sum()
-    }
-
-    fn loose_blobs(&self) -> Vec<(&Digest, u64)> {
-        self.blobs
-            .iter()
-            .filter(|(d, _)| !self.image_blobs.contains(d))
-            .map(|(d, s)| (d, *s))
-            .collect()
-    }
-}
-
-fn open_all(root: &Path) -> Result<(Store, CacheIndex, Snapshotter), Failure> {
-    Ok((
-        Store::open(&root.join("store")).map_err(fail)?,
-        CacheIndex::open(&root.join("cache")).map_err(fail)?,
-        Snapshotter::open(&root.join("snapshots")).map_err(fail)?,
-    ))
-}
+use crate::Failure;
 
 fn age(t: SystemTime) -> String {
     let secs = SystemTime::now()
@@ -211,207 +23,27 @@ fn age(t: SystemTime) -> String {
 
 /// Runs `kiln du`.
 pub fn du(args: &DuArgs) -> Result<(), Failure> {
-    let root = root::root_dir(&args.root);
-    let (store, index, snaps) = open_all(&root)?;
-    let u = Usage::read(&root, &store, &index, &snaps)?;
-    let all_snaps: BTreeSet<String> = u.snapshot_sizes.keys().cloned().collect();
-    let image_size: u64 = u
-        .blobs
-        .iter()
-        .filter(|(d, _)| u.image_blobs.contains(d))
-        .map(|(_, s)| s)
-        .sum();
-    let loose = u.loose_blobs();
+    let u = gc::disk_usage(&open_root(&args.root))?;
     if args.verbose {
         println!("{:<12} {:>10}  STEP", "LAST USED", "SIZE");
-        for (r, used) in u.records.iter().rev() {
-            let size = u.snapshot_sizes.get(&r.snapshot).copied().unwrap_or(0);
-            println!("{:<12} {:>10}  {}", age(*used), human(size), r.description);
+        for r in &u.records {
+            println!(
+                "{:<12} {:>10}  {}",
+                age(r.last_used),
+                human(r.size),
+                r.description
+            );
         }
         println!();
     }
     println!("{:<16} {:>8} {:>12}", "KIND", "COUNT", "SIZE");
-    let rows = [
-        (
-            "images",
-            store.list_images().map_err(fail)?.len(),
-            image_size,
-        ),
-        ("cache records", u.records.len(), 0),
-        ("snapshots", all_snaps.len(), u.snapshots_size(&all_snaps)),
-        ("cache mounts", u.mounts.len(), u.mounts_size()),
-        (
-            "loose blobs",
-            loose.len(),
-            loose.iter().map(|(_, s)| s).sum(),
-        ),
-    ];
     let mut total = 0;
-    for (kind, count, size) in rows {
-        total += size;
-        println!("{kind:<16} {count:>8} {:>12}", human(size));
+    for row in &u.rows {
+        total += row.size;
+        println!("{:<16} {:>8} {:>12}", row.kind, row.count, human(row.size));
     }
     println!("{:<16} {:>8} {:>12}", "total", "", human(total));
     Ok(())
-}
-
-/// What a prune is asked to do: BuildKit's gc policy (reserved space, max used space, min free space).
-#[derive(Debug, Clone, Default)]
-pub struct PrunePolicy {
-    /// Also cache mounts and stat caches.
-    pub all: bool,
-    /// Never prune the build cache below this many bytes (`keep-storage`, BuildKit's older name, is the same);
-    /// alone, the cache is pruned down to it.
-    pub reserved: Option<u64>,
-    /// Prune while the build cache is over this many bytes.
-    pub max_used: Option<u64>,
-    /// Prune while the root's filesystem has less than this many bytes free.
-    pub min_free: Option<u64>,
-    /// Only records unused for this long.
-    pub until: Option<Duration>,
-}
-
-impl PrunePolicy {
-    /// The size the build cache is pruned down to, given its size now and the bytes free on its filesystem;
-    /// `None` when nothing bounds it (remove everything the other filters allow).
-    fn target(&self, used: u64, free: u64) -> Option<u64> {
-        if self.max_used.is_none() && self.min_free.is_none() {
-            return self.reserved;
-        }
-        let mut target = used;
-        if let Some(max) = self.max_used {
-            target = target.min(max);
-        }
-        if let Some(min_free) = self.min_free {
-            target = target.min(used.saturating_sub(min_free.saturating_sub(free)));
-        }
-        Some(target.max(self.reserved.unwrap_or(0)))
-    }
-
-    /// Reads the sizes of `kiln.toml`'s `[gc]`; `None` when it sets none (no automatic gc).
-    pub fn from_config(gc: &crate::config::GcConfig) -> Result<Option<PrunePolicy>, Failure> {
-        let size = |name: &str, v: &Option<String>| size_of(&format!("kiln.toml [gc] {name}"), v);
-        let keep = size("keep-storage", &gc.keep_storage)?;
-        let policy = PrunePolicy {
-            reserved: size("reserved-space", &gc.reserved_space)?.or(keep),
-            max_used: size("max-used-space", &gc.max_used_space)?,
-            min_free: size("min-free-space", &gc.min_free_space)?,
-            ..PrunePolicy::default()
-        };
-        let any =
-            policy.reserved.is_some() || policy.max_used.is_some() || policy.min_free.is_some();
-        Ok(any.then_some(policy))
-    }
-}
-
-/// A size as users write it (`10g`), if given; `what` names where it was written.
-fn size_of(what: &str, v: &Option<String>) -> Result<Option<u64>, Failure> {
-    v.as_deref()
-        .map(|s| {
-            crate::commands::build::parse_bytes(s)
-                .map_err(|e| Failure::Usage(format!("{what} {s}: {e}")))
-        })
-        .transpose()
-}
-
-/// Bytes free (to unprivileged users, as `df` shows) on the filesystem holding `path`.
-fn free_bytes(path: &Path) -> u64 {
-    rustix::fs::statvfs(path).map_or(u64::MAX, |s| s.f_bavail.saturating_mul(s.f_frsize))
-}
-
-/// What a prune removed.
-#[derive(Debug, Default)]
-pub struct Pruned {
-    records: usize,
-    snapshots: usize,
-    mounts: usize,
-    blobs: usize,
-    bytes: u64,
-}
-
-/// Prunes `root` under `policy`; the caller holds the root's lock exclusively.
-pub fn prune_locked(root: &Path, policy: &PrunePolicy) -> Result<Pruned, Failure> {
-    let (store, index, snaps) = open_all(root)?;
-    let u = Usage::read(root, &store, &index, &snaps)?;
-    let now = SystemTime::now();
-    let old_enough = |used: SystemTime| match policy.until {
-        Some(d) => now.duration_since(used).is_ok_and(|age| age >= d),
-        None => true,
-    };
-    // Least recently used first: drop records until what the rest reach fits.
-    let mut keep: Vec<&CacheRecord> = u.records.iter().map(|(r, _)| r).collect();
-    let mut remove: Vec<&CacheRecord> = Vec::new();
-    let mounts = if policy.all { 0 } else { u.mounts_size() };
-    let size_now = u.snapshots_size(&u.reachable(keep.iter().copied())) + mounts;
-    let target = policy.target(size_now, free_bytes(root));
-    for (r, used) in &u.records {
-        if !old_enough(*used) {
-            continue;
-        }
-        if let Some(limit) = target {
-            let size = u.snapshots_size(&u.reachable(keep.iter().copied())) + mounts;
-            if size <= limit {
-                break;
-            }
-        }
-        keep.retain(|k| k.key != r.key);
-        remove.push(r);
-    }
-    let mut out = Pruned::default();
-    for r in &remove {
-        index.remove(&r.key).map_err(fail)?;
-        out.records += 1;
-    }
-    index.remove_unused_listings(keep.iter().copied());
-    // Every snapshot no remaining record reaches goes, children before parents.
-    let reached = u.reachable(keep.iter().copied());
-    let mut doomed: Vec<&String> = u
-        .snapshot_sizes
-        .keys()
-        .filter(|s| !reached.contains(*s))
-        .collect();
-    let depth = |s: &String| {
-        let mut n = 0;
-        let mut cur = u.parents.get(s).cloned().flatten();
-        while let Some(c) = cur {
-            n += 1;
-            cur = u.parents.get(&c).cloned().flatten();
-        }
-        n
-    };
-    doomed.sort_by_key(|s| std::cmp::Reverse(depth(s)));
-    for s in doomed {
-        // An image whose layer is this snapshot (a lazy layer) gets its bytes written before the snapshot goes.
-        store
-            .materialize_under(&snaps.diff_dir(s), &|d| u.image_blobs.contains(d))
-            .map_err(fail)?;
-        snaps.remove(s).map_err(fail)?;
-        out.snapshots += 1;
-        out.bytes += u.snapshot_sizes.get(s).copied().unwrap_or(0);
-    }
-    if policy.all {
-        for (dir, size) in &u.mounts {
-            std::fs::remove_dir_all(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
-            out.mounts += 1;
-            out.bytes += size;
-        }
-        let _ = std::fs::remove_dir_all(root.join("statcache"));
-        let _ = std::fs::remove_dir_all(root.join("downloads"));
-    }
-    // Blobs no image names: compressed copies, exported caches, layers of removed images. All can be made again.
-    for (d, size) in u.loose_blobs() {
-        if std::fs::remove_file(store.blob_path(d)).is_ok() {
-            out.blobs += 1;
-            out.bytes += size;
-        }
-    }
-    for (d, _) in store.lazy_blobs() {
-        if !u.image_blobs.contains(&d) {
-            store.remove_lazy(&d).map_err(fail)?;
-        }
-    }
-    crate::commands::doctor::remove_dangling_pointers(root)?;
-    Ok(out)
 }
 
 /// Runs `kiln prune`.
@@ -423,26 +55,14 @@ pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
             .or(size("keep-storage", &args.keep_storage)?),
         max_used: size("max-used-space", &args.max_used_space)?,
         min_free: size("min-free-space", &args.min_free_space)?,
-        until: match &args.filter {
-            None => None,
-            Some(f) => match f.split_once('=') {
-                Some(("until", d)) => Some(parse_duration(d).map_err(Failure::Usage)?),
-                _ => {
-                    return Err(Failure::Usage(format!(
-                        "--filter {f}: only until=DURATION is supported"
-                    )))
-                }
-            },
-        },
+        until: args.filter.as_deref().map(gc::parse_filter).transpose()?,
     };
     if !args.force {
         return Err(Failure::Usage(
             "kiln prune removes build cache: give --force (-f) to go ahead".to_string(),
         ));
     }
-    let root = root::root_dir(&args.root);
-    let _lock = root::lock(&root, true).map_err(Failure::Build)?;
-    let p = prune_locked(&root, &policy)?;
+    let p = gc::prune(&open_root(&args.root), &policy)?;
     println!(
         "Removed {} cache records, {} snapshots, {} cache mounts, {} blobs: {} reclaimed",
         p.records,
@@ -452,84 +72,4 @@ pub fn prune(args: &PruneArgs) -> Result<(), Failure> {
         human(p.bytes)
     );
     Ok(())
-}
-
-/// After a build: when kiln.toml's `[gc]` sets a policy and no other build holds the root, prunes the least
-/// recently used build cache as the policy says.
-pub fn auto_gc(root: &Path, policy: Option<PrunePolicy>) {
-    let Some(policy) = policy else {
-        return;
-    };
-    let Some(_lock) = root::try_lock_exclusive(root) else {
-        return;
-    };
-    match prune_locked(root, &policy) {
-        Ok(p) if p.records > 0 => eprintln!(
-            "kiln: gc: removed {} cache records ({} reclaimed) as kiln.toml [gc] says",
-            p.records,
-            human(p.bytes),
-        ),
-        Ok(_) => {}
-        Err(Failure::Build(e) | Failure::Usage(e)) => eprintln!("warning: gc: {e}"),
-        Err(Failure::Interrupted(_)) => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_and_sizes_as_users_write_them() {
-        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
-        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
-        assert!(parse_duration("10").is_err());
-        assert!(parse_duration("5w").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert_eq!(human(512), "512 B");
-        assert_eq!(human(3 << 20), "3.0 MiB");
-    }
-
-    #[test]
-    fn gc_targets_follow_buildkits_reserved_max_used_and_min_free_space() {
-        let p = |reserved, max_used, min_free| PrunePolicy {
-            reserved,
-            max_used,
-            min_free,
-            ..PrunePolicy::default()
-        };
-        // Nothing set: no bound. Reserved (keep-storage) alone: pruned down to it.
-        assert_eq!(p(None, None, None).target(100, 0), None);
-        assert_eq!(p(Some(30), None, None).target(100, 1000), Some(30));
-        // Max used space: down to it, never below the reserved space.
-        assert_eq!(p(None, Some(60), None).target(100, 1000), Some(60));
-        assert_eq!(p(None, Some(60), None).target(40, 1000), Some(40));
-        assert_eq!(p(Some(80), Some(60), None).target(100, 1000), Some(80));
-        // Min free space: free 10 of the wanted 50, so 40 bytes go; enough free means nothing goes.
-        assert_eq!(p(None, None, Some(50)).target(100, 10), Some(60));
-        assert_eq!(p(None, None, Some(50)).target(100, 500), Some(100));
-        assert_eq!(p(Some(90), None, Some(50)).target(100, 10), Some(90));
-        // Both: the stricter wins; a disk too full to help empties the cache down to the reserve.
-        assert_eq!(p(None, Some(70), Some(50)).target(100, 10), Some(60));
-        assert_eq!(p(Some(5), None, Some(500)).target(100, 0), Some(5));
-    }
-
-    #[test]
-    fn kiln_toml_keep_storage_is_the_reserved_space_and_no_sizes_mean_no_gc() {
-        let gc = crate::config::GcConfig {
-            keep_storage: Some("2m".into()),
-            ..Default::default()
-        };
-        let p = PrunePolicy::from_config(&gc).unwrap().unwrap();
-        assert_eq!((p.reserved, p.max_used), (Some(2 << 20), None));
-        assert!(PrunePolicy::from_config(&Default::default())
-            .unwrap()
-            .is_none());
-        let bad = crate::config::GcConfig {
-            min_free_space: Some("lots".into()),
-            ..Default::default()
-        };
-        assert!(PrunePolicy::from_config(&bad).is_err());
-    }
 }

@@ -4,10 +4,15 @@ use crate::cli::{GraphArgs, GraphFormat};
 use crate::request;
 use crate::Failure;
 
+/// Runs the command.
 pub fn run(args: &GraphArgs) -> Result<(), Failure> {
     let loaded = request::load(&args.request)?;
-    let lowered = frontend::lower(&loaded.dockerfile, &loaded.opts, &frontend::NoResolver)
-        .map_err(|e| loaded.fail(&e))?;
+    let lowered = frontend::lower(
+        &loaded.dockerfile.parsed,
+        &loaded.opts,
+        &frontend::NoResolver,
+    )
+    .map_err(|e| loaded.fail(&e))?;
     let roots: Vec<_> = lowered.target.root.into_iter().collect();
     let text = match args.format {
         GraphFormat::Dot => lowered.definition.to_dot(&roots),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Fs, StepOutput, Worker, WorkerError};
 use crate::fileop::FileOpError;
-use crate::llb::{ExecOp, MountKind, Vertex};
+use crate::llb::{ExecOp, MountKind, Vertex, VertexId};
 use crate::scheduler::CancelToken;
 
 /// A mount ready for the sandbox: host paths resolved.
@@ -67,6 +67,8 @@ pub struct ProcessRequest<'a> {
     pub mounts: Vec<ResolvedMount>,
     /// What the step is, for messages.
     pub description: &'a str,
+    /// The step's vertex, which its output lines are reported under.
+    pub vertex: VertexId,
 }
 
 /// How a process ended.
@@ -199,6 +201,7 @@ fn network_files(network: crate::llb::NetworkMode) -> [(&'static str, String); 2
 
 pub(super) fn run(
     w: &Worker<'_>,
+    id: VertexId,
     e: &ExecOp,
     v: &Vertex,
     inputs: &[StepOutput],
@@ -380,6 +383,7 @@ pub(super) fn run(
             rootfs: rootfs.path(),
             mounts,
             description: &v.meta.description,
+            vertex: id,
         };
         let outcome = w.runner.run(&req, cancel);
         for stub in stubs.iter().rev() {

@@ -55,6 +55,9 @@ pub enum ImageError {
     /// The digest a reference pins (`name@sha256:...`) does not parse.
     #[error(transparent)]
     Digest(#[from] oci::DigestError),
+    /// The reference itself does not parse.
+    #[error(transparent)]
+    Reference(#[from] oci::reference::ReferenceError),
     /// Reading the store failed.
     #[error(transparent)]
     Store(#[from] oci::store::StoreError),
@@ -83,6 +86,25 @@ impl From<String> for ImageError {
     fn from(reason: String) -> ImageError {
         ImageError::Other(reason)
     }
+}
+
+/// Where the worker keeps its state. The engine's `Root` fills it in: it alone knows a kiln root's folder names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerDirs {
+    /// Snapshots.
+    pub snapshots: PathBuf,
+    /// The cache index (records, slots, step locks, imported-layer memos).
+    pub cache: PathBuf,
+    /// The content store (its ingest area is swept of dead builds' writes).
+    pub store: PathBuf,
+    /// Scratch space of running steps.
+    pub work: PathBuf,
+    /// `RUN --mount=type=cache` directories.
+    pub cache_mounts: PathBuf,
+    /// Context stat caches.
+    pub stat_caches: PathBuf,
+    /// Kept `ADD <url>` downloads.
+    pub downloads: PathBuf,
 }
 
 /// A local directory the build may read (the context, or a named context).
@@ -191,6 +213,8 @@ pub struct Worker<'a> {
     snapshots: Snapshotter,
     cache: CacheIndex,
     work: PathBuf,
+    /// The directories, for the sweep when the worker is done.
+    dirs: WorkerDirs,
     images: &'a dyn ImageProvider,
     runner: &'a dyn ProcessRunner,
     locals: BTreeMap<String, LocalDir>,
@@ -208,6 +232,8 @@ pub struct Worker<'a> {
     git_commits: std::sync::Mutex<BTreeMap<String, String>>,
     /// Cache records and scratch removal, done while the next steps run (see `behind`).
     behind: behind::Behind,
+    /// Where the context stat caches are saved.
+    stat_dir: PathBuf,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> WorkerError + '_ {
@@ -221,32 +247,30 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> WorkerError + '_ {
 /// it left goes when this worker is done, so that no build ends with a dead one's mounts still in place.
 impl Drop for Worker<'_> {
     fn drop(&mut self) {
-        if let Some(root) = self.work.parent() {
-            sweep::sweep_dead(root);
-        }
+        sweep::sweep_dead(&self.dirs);
     }
 }
 
 impl<'a> Worker<'a> {
-    /// A worker over `root` (snapshots, cache records, cache mounts and scratch space live below it).
+    /// A worker over the directories `dirs` names (snapshots, cache records, cache mounts, scratch space).
     pub fn new(
-        root: &Path,
+        dirs: &WorkerDirs,
         images: &'a dyn ImageProvider,
         runner: &'a dyn ProcessRunner,
         locals: BTreeMap<String, LocalDir>,
         on_cache: Box<dyn Fn(CacheEvent) + Sync + 'a>,
     ) -> Result<Worker<'a>, WorkerError> {
-        let snapshots = Snapshotter::open(&root.join("snapshots"))?;
-        let cache = CacheIndex::open(&root.join("cache"))?;
-        let work = root.join("work");
+        let snapshots = Snapshotter::open(&dirs.snapshots)?;
+        let cache = CacheIndex::open(&dirs.cache)?;
+        let work = dirs.work.clone();
         std::fs::create_dir_all(&work).map_err(io(&work))?;
         // What killed builds left (mounts, scratch, half-made snapshots and blobs) goes before this one starts.
-        sweep::sweep_dead(root);
-        let cache_mounts = root.join("cachemounts");
+        sweep::sweep_dead(dirs);
+        let cache_mounts = dirs.cache_mounts.clone();
         std::fs::create_dir_all(&cache_mounts).map_err(io(&cache_mounts))?;
-        let stat_dir = root.join("statcache");
+        let stat_dir = dirs.stat_caches.clone();
         std::fs::create_dir_all(&stat_dir).map_err(io(&stat_dir))?;
-        let imported_dir = root.join("cache").join("imported");
+        let imported_dir = dirs.cache.join("imported");
         std::fs::create_dir_all(&imported_dir).map_err(io(&imported_dir))?;
         let downloads_dir = tempfile_dir::TempDir::new_in(&work, "downloads").map_err(io(&work))?;
         let mut hashers = BTreeMap::new();
@@ -261,6 +285,7 @@ impl<'a> Worker<'a> {
             snapshots,
             cache,
             work,
+            dirs: dirs.clone(),
             images,
             runner,
             locals,
@@ -269,11 +294,12 @@ impl<'a> Worker<'a> {
             on_cache,
             imported: None,
             imported_dir,
-            locks: root.join("cache").join("locks"),
-            downloads: http::Downloads::keeping(root.join("downloads")),
+            locks: dirs.cache.join("locks"),
+            downloads: http::Downloads::keeping(dirs.downloads.clone()),
             downloads_dir,
             git_commits: Default::default(),
             behind: behind::Behind::start(),
+            stat_dir,
         })
     }
 
@@ -296,11 +322,10 @@ impl<'a> Worker<'a> {
 
     /// Saves what the context hashers learned (when they learned anything), so the next build re-reads only
     /// changed files.
-    pub fn save_stat_caches(mut self, root: &Path) -> Result<(), WorkerError> {
-        let stat_dir = root.join("statcache");
+    pub fn save_stat_caches(mut self) -> Result<(), WorkerError> {
         for (name, h) in std::mem::take(&mut self.hashers) {
             if let Some(l) = self.locals.get(&name) {
-                let f = stat_dir.join(StatCache::file_name(&l.path));
+                let f = self.stat_dir.join(StatCache::file_name(&l.path));
                 let cache = h.into_stat_cache();
                 if cache.is_changed() {
                     cache.save(&f)?;
@@ -457,7 +482,7 @@ impl<'a> Worker<'a> {
                     });
                 self.run_file(f, inputs, reuse)?
             }
-            Op::Exec(e) => self.run_exec(e, v, inputs, cancel)?,
+            Op::Exec(e) => self.run_exec(id, e, v, inputs, cancel)?,
             Op::Merge(m) => self.run_merge(&m.layers, inputs)?,
         };
         self.record(&key, parts, &snapshot, v, step_lock);
@@ -754,12 +779,13 @@ impl<'a> Worker<'a> {
 
     fn run_exec(
         &self,
+        id: VertexId,
         e: &ExecOp,
         v: &Vertex,
         inputs: &[StepOutput],
         cancel: &CancelToken,
     ) -> Result<String, WorkerError> {
-        exec::run(self, e, v, inputs, cancel)
+        exec::run(self, id, e, v, inputs, cancel)
     }
 }
 

@@ -22,8 +22,8 @@ pub enum SecretSource {
     Env(String),
 }
 
-/// Receives each output line of a step: `(step description, line)`.
-pub type LineSink<'a> = Box<dyn Fn(&str, &str) + Sync + 'a>;
+/// Receives each output line of a step: `(the step's vertex, line)`.
+pub type LineSink<'a> = Box<dyn Fn(crate::llb::VertexId, &str) + Sync + 'a>;
 
 /// Runs steps with a runtime.
 pub struct SandboxRunner<'a> {
@@ -238,10 +238,10 @@ impl ProcessRunner for SandboxRunner<'_> {
             // `RUN --security=insecure` (allowed by `--allow security.insecure`): BuildKit's privileged step.
             privileged: req.op.security == crate::llb::SecurityMode::Insecure,
         };
-        let step = req.description.to_string();
+        let step = req.vertex;
         let result = self
             .runtime
-            .run(&process, &|line| (self.on_line)(&step, line), &|| {
+            .run(&process, &|line| (self.on_line)(step, line), &|| {
                 cancel.is_cancelled()
             });
         for f in secret_files {

@@ -113,15 +113,16 @@ fn owner(name: &str) -> Option<u32> {
 /// Removes what dead kiln processes left in `root`: scratch directories under `work/` (unmounting first),
 /// `tmp-` snapshots, ingest files, temporary files of index writes, half-made cache mounts, step locks no one
 /// holds. Returns how many entries went.
-pub fn sweep_dead(root: &Path) -> usize {
+pub fn sweep_dead(dirs: &super::WorkerDirs) -> usize {
     let mut removed = 0;
-    for sub in ["work", "snapshots", "store/ingest"] {
-        let Ok(entries) = std::fs::read_dir(root.join(sub)) else {
+    let ingest = dirs.store.join("ingest");
+    for dir in [&dirs.work, &dirs.snapshots, &ingest] {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
         };
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if sub == "snapshots" && !name.starts_with("tmp-") {
+            if dir == &dirs.snapshots && !name.starts_with("tmp-") {
                 continue;
             }
             if owner(&name).is_some_and(dead) && remove_mounted_tree(&e.path()).is_ok() {
@@ -131,26 +132,22 @@ pub fn sweep_dead(root: &Path) -> usize {
     }
     // Temporary files of atomic writes (`<name>.tmp.<pid>.<n>`, `.statcache.<pid>.<n>.tmp`, downloads'
     // `.tmp-<pid>-<n>`) and half-made cache mount directories (`<id>.tmp-<pid>-<n>`).
-    for sub in [
-        "cache/records",
-        "cache/slots",
-        "cache/listings",
-        "statcache",
-        "cachemounts",
-        "downloads",
+    for dir in [
+        dirs.cache.join("records"),
+        dirs.cache.join("slots"),
+        dirs.cache.join("listings"),
+        dirs.stat_caches.clone(),
+        dirs.cache_mounts.clone(),
+        dirs.downloads.clone(),
     ] {
-        for e in std::fs::read_dir(root.join(sub))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if temp_owner(&name).is_some_and(dead) && remove_mounted_tree(&e.path()).is_ok() {
                 removed += 1;
             }
         }
     }
-    removed + super::steplock::sweep(&root.join("cache").join("locks"))
+    removed + super::steplock::sweep(&dirs.cache.join("locks"))
 }
 
 /// The pid in the name of a temporary file of an atomic write, or of a cache mount directory being made.
@@ -228,7 +225,7 @@ mod tests {
         if mounted {
             std::fs::write(dir.join("in-the-top-mount"), "x").unwrap();
         }
-        sweep_dead(root.path());
+        sweep_dead(&crate::worker::tests::dirs(root.path()));
         let still: Vec<_> = mounts_under(root.path());
         for m in &still {
             let _ = rustix::mount::unmount(m, rustix::mount::UnmountFlags::DETACH);
@@ -273,7 +270,7 @@ mod tests {
             None,
         )
         .is_ok();
-        let n = sweep_dead(root.path());
+        let n = sweep_dead(&crate::worker::tests::dirs(root.path()));
         assert_eq!(n, 4);
         assert!(!root
             .path()

@@ -157,7 +157,7 @@ fn build(root: &Path, ctx: &Path, cmd: &str, runner: &FakeRunner) -> Build {
     )]);
     let result = {
         let worker = Worker::new(
-            root,
+            &dirs(root),
             &FakeImages,
             runner,
             locals,
@@ -165,7 +165,7 @@ fn build(root: &Path, ctx: &Path, cmd: &str, runner: &FakeRunner) -> Build {
         )
         .unwrap();
         let r = Scheduler::new(2).solve(&d, &[top], &worker, &CancelToken::default(), &|_| {});
-        worker.save_stat_caches(root).unwrap();
+        worker.save_stat_caches().unwrap();
         r.map_err(|e| match e {
             crate::scheduler::SolveError::Op(_, err) => err.to_string(),
             crate::scheduler::SolveError::Cancelled => "cancelled".into(),
@@ -261,4 +261,17 @@ fn a_failing_run_reports_its_exit_code_and_records_nothing() {
         !mounts.contains(root.path().to_str().unwrap()),
         "nothing left mounted"
     );
+}
+
+/// A root's worker directories as kiln lays them out (the engine's `Root` names them for real builds).
+pub(crate) fn dirs(root: &Path) -> WorkerDirs {
+    WorkerDirs {
+        snapshots: root.join("snapshots"),
+        cache: root.join("cache"),
+        store: root.join("store"),
+        work: root.join("work"),
+        cache_mounts: root.join("cachemounts"),
+        stat_caches: root.join("statcache"),
+        downloads: root.join("downloads"),
+    }
 }

@@ -1,4 +1,4 @@
-//! Build caches that travel: `--cache-to` writes the records of a build (each step's key, what it was made of, and
+//! Build caches that travel (BuildKit's remote cache): `--cache-to` writes the records of a build (each step's key, what it was made of, and
 //! the layer blobs of its result) as one OCI image manifest — config `application/vnd.kiln.cache.config.v1+json`,
 //! the blobs as its layers — into an OCI layout directory or a registry, where any registry that stores images
 //! stores it (BuildKit's `image-manifest=true` form); `--cache-from` reads the records back and leaves the blobs
@@ -17,6 +17,20 @@ use oci::store::Store;
 use oci::Digest;
 use serde::{Deserialize, Serialize};
 use solver::cache::{BlobError, BlobSource, CacheIndex, ImportedCache, PortableRecord};
+
+/// Why a cache spec, import or export failed; each keeps the words of what failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CacheError {
+    /// A `--cache-to` or `--cache-from` spec that is none.
+    #[error("{0}")]
+    Spec(String),
+    /// Writing a cache failed.
+    #[error("{0}")]
+    Export(String),
+    /// Reading a cache failed.
+    #[error("{0}")]
+    Import(String),
+}
 
 /// The config media type of a kiln cache manifest.
 pub const MEDIA_CACHE_CONFIG: &str = "application/vnd.kiln.cache.config.v1+json";
@@ -114,7 +128,11 @@ fn registry_ref(r: &str) -> Result<Reference, String> {
 }
 
 /// Parses a `--cache-to` spec.
-pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
+pub fn parse_cache_to(spec: &str) -> Result<CacheTo, CacheError> {
+    cache_to_spec(spec).map_err(CacheError::Spec)
+}
+
+fn cache_to_spec(spec: &str) -> Result<CacheTo, String> {
     let opts = options(spec).map_err(|e| format!("--cache-to {e}"))?;
     let fail = |m: String| format!("--cache-to {spec}: {m}");
     let location = match opts.get("type").map(String::as_str) {
@@ -174,7 +192,11 @@ pub fn parse_cache_to(spec: &str) -> Result<CacheTo, String> {
 }
 
 /// Parses a `--cache-from` spec: `type=local,src=DIR`, `type=registry,ref=REF`, or a bare reference.
-pub fn parse_cache_from(spec: &str) -> Result<CacheLocation, String> {
+pub fn parse_cache_from(spec: &str) -> Result<CacheLocation, CacheError> {
+    cache_from_spec(spec).map_err(CacheError::Spec)
+}
+
+fn cache_from_spec(spec: &str) -> Result<CacheLocation, String> {
     if !spec.contains('=') {
         return registry_ref(spec)
             .map(CacheLocation::Registry)
@@ -340,10 +362,15 @@ fn make_manifest(state: &BuildState, to: &CacheTo) -> Result<Made, String> {
     })
 }
 
+/// The inline cache of the image whose filesystem is the snapshot `last` (see `inline_records`).
+pub fn inline_cache(state: &BuildState, last: &str) -> Result<serde_json::Value, CacheError> {
+    inline_records(state, last).map_err(CacheError::Export)
+}
+
 /// The inline cache of the image whose filesystem is the snapshot `last`: every step of the build whose result is
 /// one of `last`'s chain, with the number of image layers below and including it (one per snapshot: a step that
 /// changed nothing keeps its empty layer, as the image does).
-pub fn inline_cache(state: &BuildState, last: &str) -> Result<serde_json::Value, String> {
+fn inline_records(state: &BuildState, last: &str) -> Result<serde_json::Value, String> {
     let chain = state.snapshots.chain_ids(last).map_err(|e| e.to_string())?;
     let depth: BTreeMap<&str, usize> = chain
         .iter()
@@ -383,7 +410,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 /// Writes the cache of a finished build to `to`; returns a line saying what was written.
-pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<String, String> {
+pub fn export(state: &BuildState, to: &CacheTo, client: &Client) -> Result<String, CacheError> {
+    export_to(state, to, client).map_err(CacheError::Export)
+}
+
+fn export_to(state: &BuildState, to: &CacheTo, client: &Client) -> Result<String, String> {
     if to.location == CacheLocation::Inline {
         // Written into the image configs before the images were made (`inline_cache`).
         return Ok("cache written inline in the image config".to_string());
@@ -631,6 +662,14 @@ pub fn import(
     location: &CacheLocation,
     store: &Store,
     client: &Arc<Client>,
+) -> Result<Imported, CacheError> {
+    import_from(location, store, client).map_err(CacheError::Import)
+}
+
+fn import_from(
+    location: &CacheLocation,
+    store: &Store,
+    client: &Arc<Client>,
 ) -> Result<Imported, String> {
     match location {
         CacheLocation::Local(dir) => {
@@ -686,7 +725,7 @@ pub fn restore_mounts(
     imported: &[Imported],
     mounts: &BTreeMap<String, PathBuf>,
     store: &Store,
-) -> Vec<Result<String, String>> {
+) -> Vec<Result<String, CacheError>> {
     let mut out = Vec::new();
     let mut done = BTreeSet::new();
     for imp in imported {
@@ -698,7 +737,11 @@ pub fn restore_mounts(
             if !empty || !done.insert(m.id.clone()) {
                 continue;
             }
-            out.push(restore_one(imp, m, dir, store).map(|_| m.id.clone()));
+            out.push(
+                restore_one(imp, m, dir, store)
+                    .map(|_| m.id.clone())
+                    .map_err(CacheError::Import),
+            );
         }
     }
     out
@@ -755,9 +798,11 @@ mod tests {
         assert!(matches!(t.location, CacheLocation::Registry(r) if r.repository == "cache"));
         assert!(parse_cache_to("type=registry")
             .unwrap_err()
+            .to_string()
             .contains("ref=REF"));
         assert!(parse_cache_to("type=local,dest=/c,mode=all")
             .unwrap_err()
+            .to_string()
             .contains("mode=all"));
         assert_eq!(
             parse_cache_to("type=inline").unwrap().location,
@@ -765,6 +810,7 @@ mod tests {
         );
         assert!(parse_cache_to("type=inline,mode=max")
             .unwrap_err()
+            .to_string()
             .contains("only the image's own steps"));
         assert!(parse_cache_to("type=local,dest=/c,colour=red").is_err());
         assert_eq!(

@@ -1,5 +1,4 @@
-//! `kiln import`: a root filesystem tar (plain or gzip) becomes a one-layer image in kiln's store, as
-//! `docker import` does.
+//! Importing a root filesystem tar (plain or gzip) as a one-layer image of kiln's store, as `docker import` does.
 
 use std::io::Read;
 
@@ -8,8 +7,8 @@ use oci::store::Store;
 use oci::{History, Image};
 use sha2::{Digest as _, Sha256};
 
-use crate::cli::ImportArgs;
-use crate::{root, Failure};
+use crate::images::{full_name, ImageError};
+use crate::root::Root;
 
 struct Hashing<R> {
     inner: R,
@@ -24,26 +23,23 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// Runs `kiln import`.
-pub fn run(args: &ImportArgs) -> Result<(), Failure> {
-    let fail = |e: &dyn std::fmt::Display| Failure::Build(e.to_string());
-    let name = frontend::lower::normalize_reference(&args.name)
-        .map_err(|e| Failure::Usage(format!("{}: {e}", args.name)))?;
-    let platform = crate::commands::archive::platform_or_host(args.platform.as_deref())?;
+/// Makes the tar `input` (named `file` in errors and the image's history) a one-layer image named `name` for
+/// `platform`; the full name and the manifest digest.
+pub fn import(
+    root: &Root,
+    input: Box<dyn Read>,
+    file: &std::path::Path,
+    name: &str,
+    platform: &oci::Platform,
+) -> Result<(String, oci::Digest), ImageError> {
+    let name = full_name(name)?;
     // Held shared, so a `kiln prune` cannot take blobs that are not named yet.
-    let _lock = root::lock(&root::root_dir(&args.root), false).map_err(Failure::Build)?;
-    let store = Store::open(&root::root_dir(&args.root).join("store")).map_err(|e| fail(&e))?;
-    let input: Box<dyn Read> = if args.file.as_os_str() == "-" {
-        Box::new(std::io::stdin())
-    } else {
-        Box::new(
-            std::fs::File::open(&args.file)
-                .map_err(|e| Failure::Usage(format!("{}: {e}", args.file.display())))?,
-        )
-    };
+    let _lock = root.lock(false)?;
+    let store = Store::open(&root.store())?;
+    let io = |e: std::io::Error| ImageError::Archive(format!("{}: {e}", file.display()));
     let mut buffered = std::io::BufReader::new(input);
     let head = std::io::BufRead::fill_buf(&mut buffered)
-        .map_err(|e| fail(&e))?
+        .map_err(|e| ImageError::Write(e.to_string()))?
         .to_vec();
     let raw: Box<dyn Read> = if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(buffered))
@@ -55,12 +51,11 @@ pub fn run(args: &ImportArgs) -> Result<(), Failure> {
         inner: raw,
         hasher: Sha256::new(),
     };
-    let blob = store.writer().map_err(|e| fail(&e))?;
+    let blob = store.writer()?;
     let mut gz = flate2::write::GzEncoder::new(blob, flate2::Compression::new(6));
-    std::io::copy(&mut tar, &mut gz)
-        .map_err(|e| Failure::Build(format!("{}: {e}", args.file.display())))?;
-    let blob = gz.finish().map_err(|e| fail(&e))?;
-    let (layer, size) = blob.commit(None).map_err(|e| fail(&e))?;
+    std::io::copy(&mut tar, &mut gz).map_err(io)?;
+    let blob = gz.finish().map_err(|e| ImageError::Write(e.to_string()))?;
+    let (layer, size) = blob.commit(None)?;
     let diff_id = oci::Digest::from_sha256_bytes(&tar.hasher.finalize().into());
     let mut image = Image {
         architecture: platform.architecture.clone(),
@@ -74,16 +69,15 @@ pub fn run(args: &ImportArgs) -> Result<(), Failure> {
     image.history = vec![History {
         created_by: format!(
             "kiln import {}",
-            args.file
-                .file_name()
+            file.file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "-".to_string())
         ),
         comment: "imported".to_string(),
         ..Default::default()
     }];
-    let config_bytes = serde_json::to_vec(&image).map_err(|e| fail(&e))?;
-    let config = store.put_bytes(&config_bytes).map_err(|e| fail(&e))?;
+    let config_bytes = serde_json::to_vec(&image)?;
+    let config = store.put_bytes(&config_bytes)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(MEDIA_MANIFEST.to_string()),
@@ -91,12 +85,7 @@ pub fn run(args: &ImportArgs) -> Result<(), Failure> {
         layers: vec![Descriptor::new(MEDIA_LAYER_GZIP, layer, size)],
         annotations: Default::default(),
     };
-    let manifest_digest = store
-        .put_bytes(&serde_json::to_vec(&manifest).map_err(|e| fail(&e))?)
-        .map_err(|e| fail(&e))?;
-    store
-        .set_image(&name, &manifest_digest)
-        .map_err(|e| fail(&e))?;
-    println!("{name} {manifest_digest}");
-    Ok(())
+    let manifest_digest = store.put_bytes(&serde_json::to_vec(&manifest)?)?;
+    store.set_image(&name, &manifest_digest)?;
+    Ok((name, manifest_digest))
 }

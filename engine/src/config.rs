@@ -82,18 +82,45 @@ pub fn path() -> PathBuf {
         .join("kiln/kiln.toml")
 }
 
+/// Why the configuration file could not be used; both name the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// It could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// It is not valid kiln.toml.
+    #[error("{origin}: {reason}")]
+    Parse {
+        /// The file.
+        origin: String,
+        /// The TOML parser's message.
+        reason: String,
+    },
+}
+
 /// Parses a configuration text; `origin` names it in errors.
-pub fn parse(text: &str, origin: &str) -> Result<Config, String> {
-    toml::from_str(text).map_err(|e| format!("{origin}: {}", e.to_string().trim_end()))
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.to_string(),
+        reason: e.to_string().trim_end().to_string(),
+    })
 }
 
 /// Reads the configuration file (empty when there is none).
-pub fn load() -> Result<Config, String> {
+pub fn load() -> Result<Config, ConfigError> {
     let p = path();
     match std::fs::read_to_string(&p) {
         Ok(text) => parse(&text, &p.display().to_string()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
-        Err(e) => Err(format!("{}: {e}", p.display())),
+        Err(source) => Err(ConfigError::Read {
+            path: p.display().to_string(),
+            source,
+        }),
     }
 }
 
@@ -111,7 +138,9 @@ mod tests {
         assert_eq!(c.registry["docker.io"].mirrors, ["m:5000"]);
         assert!(c.registry["m:5000"].http);
         assert_eq!(c.registry["m:5000"].ca, [PathBuf::from("/x.pem")]);
-        let e = parse("[registry.\"a\"]\nmirorrs = []\n", "kiln.toml").unwrap_err();
+        let e = parse("[registry.\"a\"]\nmirorrs = []\n", "kiln.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("kiln.toml") && e.contains("mirorrs"), "{e}");
         assert_eq!(parse("", "k").unwrap(), Config::default());
     }

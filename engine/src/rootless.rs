@@ -59,9 +59,18 @@ fn unshare() -> Result<(), String> {
     Ok(())
 }
 
-/// Enters kiln's user and mount namespaces when run by an ordinary user (does nothing for root or when already
-/// inside). Call before any thread is started.
-pub fn enter() -> Result<(), String> {
+/// Why kiln could not enter a user namespace of its own (what failed, in words).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RootlessError(String);
+
+/// Moves an ordinary user's kiln into a user namespace of its own where it is root (see the module); a no-op for
+/// root and inside a rootless kiln. Must run while the process is single-threaded.
+pub fn enter() -> Result<(), RootlessError> {
+    enter_namespace().map_err(RootlessError)
+}
+
+fn enter_namespace() -> Result<(), String> {
     // SAFETY: plain id queries.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     if uid == 0 || active() {

@@ -1,9 +1,12 @@
-//! What the frontend needs to know of base images: the manifest digest a name points to (to pin the source) and
-//! the image config (ENV, WORKDIR, ONBUILD...). Images come from kiln's store; one that is missing there (or every
-//! one, with `--pull`) is pulled from its registry first, so that the solver only ever reads the store.
+//! The one base-image resolver of a build. Lowering asks it for the manifest digest a name points to (to pin the
+//! source) and the image config (ENV, WORKDIR, ONBUILD...); images come from kiln's store, and one that is missing
+//! there (or every one, with `--pull`) is pulled from its registry first. Solving asks the same resolver again,
+//! offline (everything was pulled while lowering), and has it unpack images into snapshots.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use std::path::Path;
 
 use frontend::{ImageResolver, ResolveError, ResolvedImage};
 use oci::manifest::Manifest;
@@ -11,23 +14,29 @@ use oci::reference::Reference;
 use oci::registry::Client;
 use oci::store::Store;
 use oci::{Digest, Image, Platform};
+use solver::llb::ResolveMode;
+use solver::worker::ImageError;
+use solver::worker::{ImageProvider, StoreImages};
 
-/// Resolves base images from a store, pulling what it lacks.
-pub struct StoreResolver {
-    /// The store.
-    pub store: Store,
+/// Resolves base images from a store, pulling what it lacks: the frontend's [`ImageResolver`] and the solver's
+/// [`ImageProvider`] in one.
+pub struct Resolver {
+    store: Store,
+    /// Unpacks layers into snapshot directories.
+    unpacker: StoreImages,
     /// The registry client; `None` keeps resolution offline.
-    pub registry: Option<Arc<Client>>,
+    registry: Option<Arc<Client>>,
     /// Pull even images the store has (`--pull`).
-    pub always_pull: bool,
+    always_pull: bool,
     /// References already pulled by this build, so each is asked of its registry once.
-    pub pulled: Mutex<HashMap<String, Digest>>,
+    pulled: Mutex<HashMap<String, Digest>>,
 }
 
-impl StoreResolver {
+impl Resolver {
     /// A resolver over `store` with an optional registry client.
-    pub fn new(store: Store, registry: Option<Arc<Client>>, always_pull: bool) -> StoreResolver {
-        StoreResolver {
+    pub fn new(store: Store, registry: Option<Arc<Client>>, always_pull: bool) -> Resolver {
+        Resolver {
+            unpacker: StoreImages::new(store.clone()),
             store,
             registry,
             always_pull,
@@ -83,7 +92,7 @@ impl StoreResolver {
     }
 }
 
-impl ImageResolver for StoreResolver {
+impl ImageResolver for Resolver {
     fn resolve(
         &self,
         reference: &str,
@@ -120,5 +129,26 @@ impl ImageResolver for StoreResolver {
             digest: Some(manifest_digest),
             image,
         }))
+    }
+}
+
+impl ImageProvider for Resolver {
+    /// The store's image for `reference`, found as lowering found it (lowering pinned it and pulled what was
+    /// missing, so solving never meets a registry).
+    fn resolve(
+        &self,
+        reference: &str,
+        platform: &Platform,
+        _mode: ResolveMode,
+    ) -> Result<Digest, ImageError> {
+        let r = Reference::parse(reference)?;
+        self.local(&r, platform)?
+            .ok_or_else(|| ImageError::NotFound {
+                name: Reference { digest: None, ..r }.to_string(),
+            })
+    }
+
+    fn unpack(&self, manifest: &Digest, dir: &Path) -> Result<(), ImageError> {
+        self.unpacker.unpack(manifest, dir)
     }
 }

@@ -8,6 +8,17 @@ use std::path::PathBuf;
 
 use exporter::{Compression, ExportOptions};
 
+/// Why an output spec is none, or an output file could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutputError {
+    /// The `-o` spec does not parse.
+    #[error("{0}")]
+    Spec(String),
+    /// Writing the output failed.
+    #[error("{0}")]
+    Write(String),
+}
+
 /// Layer options of an image-writing output, as given (unset ones take the output type's defaults).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayerOptions {
@@ -116,7 +127,11 @@ fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool, String> {
 }
 
 /// Parses one `-o` value.
-pub fn parse(spec: &str) -> Result<Output, String> {
+pub fn parse(spec: &str) -> Result<Output, OutputError> {
+    parse_spec(spec).map_err(OutputError::Spec)
+}
+
+fn parse_spec(spec: &str) -> Result<Output, String> {
     if !spec.contains('=') {
         return Ok(if spec == "-" {
             Output::Tar {
@@ -202,13 +217,13 @@ pub fn parse(spec: &str) -> Result<Output, String> {
 /// Writes an output file through `DEST.kiln-partial` and a rename, so a failed build never leaves a truncated
 /// archive under the name a user (or a CI step) looks for; `-` writes to stdout. A file takes an image archive's
 /// blobs by in-kernel copies (`ArchiveOut`).
-pub fn write_to(
+pub(crate) fn write_to(
     dest: &str,
     f: impl FnOnce(&mut dyn exporter::ArchiveOut) -> Result<(), String>,
-) -> Result<(), crate::Failure> {
+) -> Result<(), OutputError> {
     if dest == "-" {
         let mut out = std::io::stdout().lock();
-        return f(&mut out).map_err(crate::Failure::Build);
+        return f(&mut out).map_err(OutputError::Write);
     }
     // A device or pipe (`-o /dev/null`, a process substitution) is written as it is: a temporary renamed over it
     // would replace the device node with a file.
@@ -216,21 +231,21 @@ pub fn write_to(
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .open(dest)
-            .map_err(|e| crate::Failure::Build(format!("{dest}: {e}")))?;
-        return f(&mut file).map_err(crate::Failure::Build);
+            .map_err(|e| OutputError::Write(format!("{dest}: {e}")))?;
+        return f(&mut file).map_err(OutputError::Write);
     }
     let tmp = format!("{dest}.kiln-partial");
     let file =
-        std::fs::File::create(&tmp).map_err(|e| crate::Failure::Build(format!("{tmp}: {e}")))?;
+        std::fs::File::create(&tmp).map_err(|e| OutputError::Write(format!("{tmp}: {e}")))?;
     let mut file = oci::writeback::EagerFile::new(file);
     let result = f(&mut file).and_then(|_| file.get_ref().sync_all().map_err(|e| e.to_string()));
     match result {
         Ok(()) => {
-            std::fs::rename(&tmp, dest).map_err(|e| crate::Failure::Build(format!("{dest}: {e}")))
+            std::fs::rename(&tmp, dest).map_err(|e| OutputError::Write(format!("{dest}: {e}")))
         }
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
-            Err(crate::Failure::Build(e))
+            Err(OutputError::Write(e))
         }
     }
 }

@@ -1,0 +1,556 @@
+//! The build as a function: lower the Dockerfile (once per target platform, merged into one graph), solve the
+//! graph with the worker (snapshots, cache, sandbox), export the outputs, write the caches, and collect garbage
+//! after. Progress goes out as [`Event`]s, failures as [`BuildError`]s.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use oci::store::Store;
+use solver::llb::{Definition, NetworkMode, Op, SecurityMode, VertexId};
+use solver::scheduler::{Scheduler, SolveError};
+use solver::worker::{CacheEvent, Fs, LocalDir, SandboxRunner, Worker, WorkerError};
+
+use crate::error::BuildError;
+use crate::events::{Event, Outcome, Progress};
+use crate::export::{self, Built};
+use crate::gc::{self, PrunePolicy};
+use crate::output::Output;
+use crate::remotecache::{self, CacheLocation};
+use crate::request::BuildRequest;
+use crate::resolver::Resolver;
+use crate::root::Root;
+
+/// What a build produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildResult {
+    /// What its outputs came to (the image's digest, when it made one).
+    pub outcome: Outcome,
+}
+
+/// Builds `request` under `root`: holds the root's lock shared for the build (a prune waits for it), then, when
+/// kiln.toml sets a GC policy and no other build holds the root, prunes the build cache down to it.
+pub fn build(
+    root: &Root,
+    request: BuildRequest,
+    progress: &dyn Progress,
+) -> Result<BuildResult, BuildError> {
+    let policy = PrunePolicy::from_config(&crate::config::load()?.gc)?;
+    let lock = root.lock(false)?;
+    executor::process::set_owner_tag(&root.owner_tag());
+    let result = run(root, request, progress).map_err(|e| full_disk(root, e));
+    drop(lock);
+    if result.is_ok() {
+        match gc::auto_gc(root, policy.as_ref()) {
+            Some(Ok(p)) if p.records > 0 => progress.event(Event::Message(format!(
+                "kiln: gc: removed {} cache records ({} reclaimed) as kiln.toml [gc] says",
+                p.records,
+                gc::human(p.bytes),
+            ))),
+            Some(Err(e)) => progress.event(Event::Warning {
+                vertex: None,
+                message: format!("gc: {e}"),
+            }),
+            _ => {}
+        }
+    }
+    result
+}
+
+fn invalid(message: String) -> BuildError {
+    BuildError::Invalid(message)
+}
+
+/// Normalises the names of `-t` and of the image-writing outputs, and completes the outputs as buildx does: `-t`
+/// implies an image output, names archives that name nothing, and `--push` pushes the image output.
+fn complete_outputs(req: &BuildRequest) -> Result<(Vec<String>, Vec<Output>), BuildError> {
+    let mut outputs = req.outputs.clone();
+    let mut names: Vec<String> = Vec::new();
+    for t in &req.tags {
+        names.push(
+            frontend::lower::normalize_reference(t).map_err(|e| invalid(format!("-t {t}: {e}")))?,
+        );
+    }
+    for o in &mut outputs {
+        if let Output::Image { names: n, .. } | Output::Archive { names: n, .. } = o {
+            for x in n.iter_mut() {
+                *x = frontend::lower::normalize_reference(x)
+                    .map_err(|e| invalid(format!("name={x}: {e}")))?;
+            }
+        }
+        // As buildx does, -t names every image-writing output that names nothing itself.
+        if let Output::Archive { names: n, .. } = o {
+            if n.is_empty() {
+                n.extend(names.iter().cloned());
+            }
+        }
+    }
+    if !names.is_empty() && !outputs.iter().any(|o| matches!(o, Output::Image { .. })) {
+        outputs.push(Output::Image {
+            names: vec![],
+            push: false,
+            layers: Default::default(),
+        });
+    }
+    if req.push {
+        match outputs
+            .iter_mut()
+            .find(|o| matches!(o, Output::Image { .. }))
+        {
+            Some(Output::Image { push, .. }) => *push = true,
+            _ => outputs.push(Output::Image {
+                names: vec![],
+                push: true,
+                layers: Default::default(),
+            }),
+        }
+    }
+    for o in &outputs {
+        if let Output::Image {
+            push: true,
+            names: n,
+            ..
+        } = o
+        {
+            if n.is_empty() && names.is_empty() {
+                return Err(invalid(
+                    "--push (or push=true) needs a name to push to: -t REGISTRY/REPO:TAG"
+                        .to_string(),
+                ));
+            }
+        }
+    }
+    Ok((names, outputs))
+}
+
+/// Refuses steps that need an entitlement the request did not grant.
+fn check_entitlements(
+    def: &Definition,
+    roots: &[VertexId],
+    allowed: &BTreeSet<String>,
+) -> Result<(), BuildError> {
+    for id in def.closure(roots) {
+        if let Op::Exec(e) = &def.vertex(id).op {
+            if e.network == NetworkMode::Host && !allowed.contains("network.host") {
+                return Err(invalid(format!(
+                    "{}: entitlement network.host is not allowed (--network=host needs `--allow network.host`)",
+                    def.vertex(id).meta.description
+                )));
+            }
+            if e.security == SecurityMode::Insecure && !allowed.contains("security.insecure") {
+                return Err(invalid(format!(
+                    "{}: entitlement security.insecure is not allowed (--security=insecure needs `--allow security.insecure`)",
+                    def.vertex(id).meta.description
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildResult, BuildError> {
+    let (names, outputs) = complete_outputs(&req)?;
+    let store = Store::open(&root.store())?;
+    // One registry client for the build (base image pulls, cache import and export, pushes), so tokens are
+    // fetched once.
+    let registry = Arc::new(crate::registry::client(&req.registry)?);
+    let resolver = Resolver::new(store.clone(), Some(registry.clone()), req.pull);
+    let (definition, targets) = lower_platforms(&req, &resolver, &req.project(), progress)?;
+    let def = &definition;
+    let roots: Vec<VertexId> = targets.iter().filter_map(|t| t.root).collect();
+    if targets.len() > 1
+        && outputs
+            .iter()
+            .any(|o| matches!(o, Output::Archive { docker: true, .. }))
+    {
+        return Err(invalid(
+            "-o type=docker holds one platform per image: use -o type=oci for a multi-platform build"
+                .to_string(),
+        ));
+    }
+    check_entitlements(def, &roots, &req.allow)?;
+    let mut locals = BTreeMap::new();
+    locals.insert(
+        "context".to_string(),
+        LocalDir {
+            path: std::path::absolute(&req.context).unwrap_or_else(|_| req.context.clone()),
+            ignore: req.opts.ignore_patterns.clone(),
+        },
+    );
+    for (name, ctx) in &req.opts.build_contexts {
+        if let frontend::NamedContext::Local(dir) = ctx {
+            locals.insert(
+                name.clone(),
+                LocalDir {
+                    path: dir.into(),
+                    ignore: vec![],
+                },
+            );
+        }
+    }
+    let runner = SandboxRunner::new(
+        &req.runtime,
+        &root.runtime(),
+        req.secrets.clone(),
+        Box::new(|vertex, line| {
+            progress.event(Event::Log {
+                vertex,
+                line: line.to_string(),
+            })
+        }),
+    )
+    .with_limits(req.limits)
+    .with_ssh(req.ssh.clone());
+    runner.sweep_stale();
+    let cached: Mutex<BTreeSet<VertexId>> = Default::default();
+    let worker = Worker::new(
+        &root.worker_dirs(),
+        &resolver,
+        &runner,
+        locals,
+        Box::new(|ev| match ev {
+            CacheEvent::Hit(vertex) => {
+                if let Ok(mut c) = cached.lock() {
+                    c.insert(vertex);
+                }
+                progress.event(Event::Cached { vertex });
+            }
+            CacheEvent::Miss(vertex, reasons) => progress.event(Event::Missed { vertex, reasons }),
+            CacheEvent::ImportFailed(vertex, reason) => progress.event(Event::Log {
+                vertex,
+                line: format!("imported cache not usable: {reason}"),
+            }),
+        }),
+    )?;
+    // Imported caches: records now, blobs when a step hits; cache mount contents before any step starts.
+    let mounts = cache_mounts(def, &roots, root);
+    let mut imported = Vec::new();
+    for from in &req.cache_from {
+        match remotecache::import(from, &store, &registry) {
+            Ok(i) => imported.push(i),
+            Err(e) => progress.event(Event::Warning {
+                vertex: None,
+                message: format!("--cache-from: {e} (building without it)"),
+            }),
+        }
+    }
+    for restored in remotecache::restore_mounts(&imported, &mounts, &store) {
+        if let Err(e) = restored {
+            progress.event(Event::Warning {
+                vertex: None,
+                message: format!("--cache-from: {e}"),
+            });
+        }
+    }
+    let worker = worker.with_imported(remotecache::into_cache(imported), store.clone());
+    let parallel = req.max_parallelism.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let result =
+        Scheduler::new(parallel).solve(def, &roots, &worker, &req.cancel, &|ev| match ev {
+            solver::scheduler::Event::Started(vertex) => progress.event(Event::Started {
+                vertex,
+                name: def.vertex(vertex).meta.description.clone(),
+            }),
+            solver::scheduler::Event::Finished(vertex, took) => {
+                let was_cached = cached.lock().map(|c| c.contains(&vertex)).unwrap_or(false);
+                progress.event(Event::Done {
+                    vertex,
+                    took,
+                    cached: was_cached,
+                })
+            }
+            solver::scheduler::Event::Failed(_) => {}
+        });
+    // The records of the steps that finished are published whatever the outcome (a re-run reuses them).
+    let settled = worker.settle();
+    if req.cancel.is_cancelled() && !matches!(result, Err(SolveError::Op(..))) {
+        return Err(BuildError::Cancelled);
+    }
+    let outputs_by_vertex = match result {
+        Ok(o) => o,
+        // The first step to fail was stopped from outside: the build was cancelled, no step failed.
+        Err(SolveError::Op(_, WorkerError::Cancelled)) => return Err(BuildError::Cancelled),
+        Err(SolveError::Op(vertex, err)) => {
+            progress.event(Event::Error {
+                vertex,
+                message: err.to_string(),
+            });
+            return Err(BuildError::Step {
+                vertex,
+                message: step_error(&req, def.vertex(vertex), &err, root),
+            });
+        }
+        Err(SolveError::Cancelled) => return Err(BuildError::Cancelled),
+    };
+    settled?;
+    let snapshots = worker.snapshots().clone();
+    worker.save_stat_caches()?;
+    let index = solver::cache::CacheIndex::open(&root.cache())?;
+    let mut built: Vec<Built> = targets
+        .into_iter()
+        .map(|t| Built {
+            snapshot: match t
+                .root
+                .and_then(|r| outputs_by_vertex.get(&r))
+                .map(|o| &o.fs)
+            {
+                Some(Fs::Snapshot(id)) => Some(id.clone()),
+                _ => None,
+            },
+            platform: t.platform,
+            image: oci::Image {
+                // A base image's inline cache describes the base's build, never this one.
+                inline_cache: None,
+                ..t.image
+            },
+        })
+        .collect();
+    let state = remotecache::BuildState {
+        store: &store,
+        snapshots: &snapshots,
+        index: &index,
+        steps: outputs_by_vertex
+            .values()
+            .filter_map(|o| match &o.fs {
+                Fs::Snapshot(s) => Some(remotecache::ExportStep {
+                    key: o.key.clone(),
+                    snapshot: s.clone(),
+                }),
+                _ => None,
+            })
+            .collect(),
+        finals: built.iter().filter_map(|b| b.snapshot.clone()).collect(),
+        mounts,
+    };
+    if req
+        .cache_to
+        .iter()
+        .any(|t| t.location == CacheLocation::Inline)
+    {
+        for b in &mut built {
+            if let Some(last) = &b.snapshot {
+                b.image.inline_cache =
+                    Some(remotecache::inline_cache(&state, last).map_err(BuildError::InlineCache)?);
+            }
+        }
+    }
+    let outcome = export::export(
+        &export::Exporting {
+            store: &store,
+            client: &registry,
+            snapshots: &snapshots,
+            built: &built,
+            names: &names,
+            epoch: req.source_date_epoch,
+        },
+        &outputs,
+        progress,
+    )?;
+    progress.event(Event::Exported(outcome.clone()));
+    for to in &req.cache_to {
+        match remotecache::export(&state, to, &registry) {
+            Ok(line) => progress.event(Event::Message(line)),
+            Err(e) if to.ignore_error => progress.event(Event::Warning {
+                vertex: None,
+                message: format!("--cache-to: {e}"),
+            }),
+            Err(e) => return Err(BuildError::CacheExport(e)),
+        }
+    }
+    Ok(BuildResult { outcome })
+}
+
+/// The build's `RUN --mount=type=cache` directories by mount id: what `cache-mounts=true` exports and
+/// `--cache-from` restores.
+fn cache_mounts(
+    def: &Definition,
+    roots: &[VertexId],
+    root: &Root,
+) -> BTreeMap<String, std::path::PathBuf> {
+    let mut out = BTreeMap::new();
+    for id in def.closure(roots) {
+        if let Op::Exec(e) = &def.vertex(id).op {
+            for m in &e.mounts {
+                if let solver::llb::MountKind::Cache { id, .. } = &m.kind {
+                    out.insert(id.clone(), root.cache_mount(id));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One target platform's lowering: its final vertex and the image config its stage accumulated.
+struct Target {
+    platform: oci::Platform,
+    root: Option<VertexId>,
+    image: oci::Image,
+}
+
+/// Lowers the Dockerfile once per target platform and merges the graphs, so a multi-platform build is one solve:
+/// work the platforms share (a `FROM --platform=$BUILDPLATFORM` builder stage) is one vertex and runs once, the
+/// rest runs in parallel. With several platforms each step's name and cache slot carry its platform.
+fn lower_platforms(
+    req: &BuildRequest,
+    resolver: &Resolver,
+    project: &str,
+    progress: &dyn Progress,
+) -> Result<(Definition, Vec<Target>), BuildError> {
+    let platforms: Vec<Option<oci::Platform>> = if req.platforms.len() > 1 {
+        req.platforms.iter().cloned().map(Some).collect()
+    } else {
+        vec![req.opts.target_platform.clone()]
+    };
+    let multi = platforms.len() > 1;
+    let mut def = Definition::new();
+    let mut targets = Vec::new();
+    for (i, platform) in platforms.into_iter().enumerate() {
+        let mut opts = req.opts.clone();
+        opts.target_platform = platform.clone();
+        let lowered = frontend::lower(&req.dockerfile.parsed, &opts, resolver)
+            .map_err(|e| BuildError::Dockerfile(req.dockerfile.render(&e)))?;
+        if i == 0 {
+            for name in &lowered.unused_build_args {
+                progress.event(Event::Warning {
+                    vertex: None,
+                    message: format!("build-arg {name} was not consumed by any stage"),
+                });
+            }
+        }
+        let platform = platform.unwrap_or_else(|| lowered.target.platform.clone());
+        let label = platform.to_string();
+        let map = def.absorb(&lowered.definition, |m| {
+            let mut m = if multi {
+                platform_meta(m, &label)
+            } else {
+                m.clone()
+            };
+            m.slot = m.slot.map(|s| format!("{project} {s}"));
+            m
+        });
+        targets.push(Target {
+            root: lowered.target.root.map(|r| map[r.index()]),
+            image: lowered.target.image,
+            platform,
+        });
+    }
+    Ok((def, targets))
+}
+
+/// `[build 2/4] RUN make` → `[linux/arm64 build 2/4] RUN make`, as BuildKit names the steps of each platform.
+fn platform_meta(m: &solver::llb::VertexMeta, platform: &str) -> solver::llb::VertexMeta {
+    let mut m = m.clone();
+    if let Some(rest) = m.description.strip_prefix('[') {
+        if !rest.starts_with("internal]") {
+            m.description = format!("[{platform} {rest}");
+        }
+    }
+    m.slot = m.slot.map(|s| format!("{platform} {s}"));
+    m
+}
+
+/// Whether an error's text says the disk is full (ENOSPC, however deep in the error it was wrapped).
+fn is_no_space(text: &str) -> bool {
+    text.contains("No space left on device") || text.contains("(os error 28)")
+}
+
+fn no_space_line(root: &Root, what: &str) -> String {
+    format!(
+        "{what}: no space left on device in kiln's root {}: free space, or remove build cache with `kiln prune`",
+        root.path().display()
+    )
+}
+
+/// One line for a build that filled kiln's root, instead of the internal path the write failed on.
+fn full_disk(root: &Root, e: BuildError) -> BuildError {
+    if e.is_usage() || matches!(e, BuildError::Cancelled) {
+        return e;
+    }
+    let msg = e.to_string();
+    if is_no_space(&msg) && !msg.contains("kiln prune") {
+        return BuildError::Failed(no_space_line(root, "exporting the image"));
+    }
+    e
+}
+
+/// A failed step's message: the error, the step's last output lines, and its lines of the Dockerfile.
+fn step_error(
+    req: &BuildRequest,
+    v: &solver::llb::Vertex,
+    err: &WorkerError,
+    root: &Root,
+) -> String {
+    // A full disk is no fault of the Dockerfile: one line naming the step, not the internal path it failed on.
+    if is_no_space(&err.to_string()) && !matches!(err, WorkerError::Process { .. }) {
+        return no_space_line(root, &format!("failed to solve: {}", v.meta.description));
+    }
+    let mut msg = format!("failed to solve: {err}");
+    if let WorkerError::Process { output_tail, .. } = err {
+        if !output_tail.is_empty() {
+            msg.push_str("\n------ last output lines ------");
+            for l in output_tail {
+                msg.push_str(&format!("\n  {l}"));
+            }
+        }
+    }
+    if let Some((start, end)) = v.meta.lines {
+        msg.push_str(&format!(
+            "\n------ {}:{start} ------",
+            req.dockerfile.display_name
+        ));
+        for (i, l) in req
+            .dockerfile
+            .parsed
+            .lines
+            .iter()
+            .enumerate()
+            .take(end)
+            .skip(start.saturating_sub(1))
+        {
+            msg.push_str(&format!("\n {:>4} | {l}", i + 1));
+        }
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::Dockerfile;
+
+    fn request() -> BuildRequest {
+        let d = Dockerfile::parse("Dockerfile".into(), None, b"FROM scratch\n").unwrap();
+        BuildRequest::new(d, ".")
+    }
+
+    #[test]
+    fn tags_imply_an_image_output_and_name_archives_as_buildx_does() {
+        let mut r = request();
+        r.tags = vec!["app:1".into()];
+        r.outputs = vec![crate::output::parse("type=oci,dest=x.tar").unwrap()];
+        let (names, outputs) = complete_outputs(&r).unwrap();
+        assert_eq!(names, ["docker.io/library/app:1"]);
+        assert!(
+            matches!(&outputs[0], Output::Archive { names, .. } if names == &["docker.io/library/app:1"])
+        );
+        assert!(matches!(&outputs[1], Output::Image { push: false, .. }));
+    }
+
+    #[test]
+    fn a_push_needs_a_name() {
+        let mut r = request();
+        r.push = true;
+        let e = complete_outputs(&r).unwrap_err();
+        assert!(e.is_usage());
+        assert!(
+            e.to_string()
+                .starts_with("--push (or push=true) needs a name"),
+            "{e}"
+        );
+        r.tags = vec!["reg:5000/app:1".into()];
+        let (_, outputs) = complete_outputs(&r).unwrap();
+        assert!(matches!(&outputs[..], [Output::Image { push: true, .. }]));
+    }
+}

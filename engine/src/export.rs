@@ -1,0 +1,332 @@
+//! Output dispatch: a finished build's final filesystems become what each output asks for — images in kiln's
+//! store (pushed when asked), OCI layouts and docker archives, a local directory, a tar.
+
+use std::path::{Path, PathBuf};
+
+use exporter::{ArchiveFormat, Compression, ExportOptions, LayerSource, Tagged};
+use oci::store::Store;
+use solver::snapshot::Snapshotter;
+
+use crate::error::BuildError;
+use crate::events::{ImageResult, Outcome, Progress};
+use crate::output::{write_to, Output, OutputError};
+
+/// One target platform's result: the snapshot of its final filesystem (none for an empty `FROM scratch`).
+pub(crate) struct Built {
+    /// The platform.
+    pub platform: oci::Platform,
+    /// Its final snapshot.
+    pub snapshot: Option<String>,
+    /// Its image config.
+    pub image: oci::Image,
+}
+
+/// What every output is made from.
+pub(crate) struct Exporting<'a> {
+    /// kiln's store.
+    pub store: &'a Store,
+    /// The registry client (pushes).
+    pub client: &'a oci::registry::Client,
+    /// The snapshots.
+    pub snapshots: &'a Snapshotter,
+    /// One result per target platform.
+    pub built: &'a [Built],
+    /// The `-t` names.
+    pub names: &'a [String],
+    /// SOURCE_DATE_EPOCH.
+    pub epoch: Option<i64>,
+}
+
+/// What an image output produced: the manifest (or, for several platforms, the index) and the config digest of a
+/// single-platform image (its image id).
+struct Produced {
+    manifest: oci::manifest::Descriptor,
+    config: Option<oci::Digest>,
+}
+
+fn fail(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Failed(e.to_string())
+}
+
+/// Writes every output; what they came to.
+pub(crate) fn export(
+    x: &Exporting<'_>,
+    outputs: &[Output],
+    progress: &dyn Progress,
+) -> Result<Outcome, BuildError> {
+    let (store, snapshots, built, names, epoch) = (x.store, x.snapshots, x.built, x.names, x.epoch);
+    if outputs.is_empty() {
+        progress.event(crate::events::Event::Warning {
+            vertex: None,
+            message: "no output specified (-t or -o): the build result stays only in kiln's cache"
+                .to_string(),
+        });
+        return Ok(Outcome::NoOutput);
+    }
+    let mut layers: Vec<Vec<LayerSource>> = Vec::new();
+    for b in built {
+        layers.push(match &b.snapshot {
+            Some(id) => snapshots
+                .chain_ids(id)?
+                .into_iter()
+                .map(|s| LayerSource {
+                    diff: snapshots.diff_dir(&s),
+                    unpacked_from: snapshots.unpacked_from(&s).and_then(|m| m.parse().ok()),
+                    id: s,
+                })
+                .collect(),
+            None => Vec::new(),
+        });
+    }
+    let mut all_names: Vec<String> = names.to_vec();
+    for o in outputs {
+        if let Output::Image { names, .. } = o {
+            all_names.extend(names.iter().cloned());
+        }
+    }
+    // One platform: its image, named. Several: each platform's image, then an index of them, named.
+    // With an archive, each image's blobs go into it as they are made (see `exporter::ArchiveStream`).
+    let export = |options: &ExportOptions,
+                  names: &[String],
+                  mut archive: Option<&mut exporter::ArchiveStream<'_>>|
+     -> Result<Produced, BuildError> {
+        let one =
+            |layers: &[LayerSource],
+             image: oci::Image,
+             names: &[String],
+             archive: Option<&mut exporter::ArchiveStream<'_>>| match archive {
+                Some(archive) => {
+                    exporter::export_image_into(store, layers, image, options, archive)
+                }
+                None => exporter::export_image(store, layers, image, options, names),
+            };
+        if let [only] = built {
+            let image = one(&layers[0], only.image.clone(), names, archive)?;
+            return Ok(Produced {
+                manifest: image.manifest,
+                config: Some(image.config),
+            });
+        }
+        let mut images = Vec::new();
+        for (b, l) in built.iter().zip(&layers) {
+            let image = one(l, b.image.clone(), &[], archive.as_deref_mut())?;
+            images.push((b.platform.clone(), image));
+        }
+        let index = exporter::export_index(store, &images, options.oci_media_types, names)?;
+        Ok(Produced {
+            manifest: index,
+            config: None,
+        })
+    };
+    // The digest reported is that of the image that leaves the machine when there is one.
+    let mut exported: Option<(Produced, Vec<String>)> = None;
+    for o in outputs {
+        match o {
+            Output::Image {
+                layers: opts,
+                push,
+                names: own,
+            } => {
+                // Kiln's own store keeps layers uncompressed unless told otherwise (nothing is gained by
+                // compressing what stays on this disk); a push gets gzip, made once per snapshot and remembered,
+                // an archive written to a file gzip compressed straight into it.
+                let mut image = export(
+                    &opts.resolve(Compression::None, true, epoch),
+                    &all_names,
+                    None,
+                )?;
+                if *push {
+                    let targets = if own.is_empty() { names } else { &own[..] };
+                    let refs = targets
+                        .iter()
+                        .map(|t| crate::registry::parse_reference(t))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let level = opts.resolve(Compression::Gzip(6), true, epoch).compression;
+                    let pushed = crate::registry::push_image(
+                        x.client,
+                        store,
+                        &image.manifest.digest,
+                        level,
+                        &refs,
+                        progress,
+                    )?;
+                    let size = store.blob_size(&pushed)?;
+                    image.manifest =
+                        oci::manifest::Descriptor::new(&image.manifest.media_type, pushed, size);
+                }
+                if exported.is_none() || *push {
+                    exported = Some((image, all_names.clone()));
+                }
+            }
+            Output::Archive {
+                dest,
+                tar,
+                docker,
+                names,
+                layers: opts,
+            } => {
+                let options = opts.resolve(Compression::Gzip(6), !docker, epoch);
+                let tagged = |image: &Produced| {
+                    [Tagged {
+                        manifest: image.manifest.clone(),
+                        names: names.clone(),
+                    }]
+                };
+                let format = if *docker {
+                    ArchiveFormat::Docker
+                } else {
+                    ArchiveFormat::Oci
+                };
+                let image = if *tar {
+                    let mut produced = None;
+                    write_to(dest, |w| {
+                        let mut archive = exporter::ArchiveStream::new(w);
+                        let image =
+                            export(&options, &[], Some(&mut archive)).map_err(|e| e.to_string())?;
+                        archive
+                            .finish(store, &tagged(&image), format)
+                            .map_err(|e| e.to_string())?;
+                        produced = Some(image);
+                        Ok(())
+                    })
+                    .map_err(written)?;
+                    produced.ok_or_else(|| fail("the archive was written without an image"))?
+                } else {
+                    let image = export(&options, &[], None)?;
+                    exporter::write_layout_dir(store, &tagged(&image), Path::new(dest))?;
+                    image
+                };
+                exported = Some((image, names.clone()));
+            }
+            Output::Local { dest } => {
+                // Several platforms: one directory per platform (`linux_amd64/`), as BuildKit writes them.
+                for b in built {
+                    let dir = if built.len() > 1 {
+                        Path::new(dest).join(platform_dir(&b.platform))
+                    } else {
+                        Path::new(dest).to_path_buf()
+                    };
+                    std::fs::create_dir_all(&dir)?;
+                    with_final_fs(snapshots, b.snapshot.as_deref(), |fs_root| {
+                        copy_tree(fs_root, &dir)
+                    })?;
+                }
+            }
+            Output::Tar { dest } => {
+                let diff = exporter::diff::DiffOptions {
+                    source_date_epoch: epoch,
+                };
+                if let [only] = built {
+                    with_final_fs(snapshots, only.snapshot.as_deref(), |fs_root| {
+                        write_to(dest, |w| {
+                            exporter::diff::write_diff(fs_root, w, diff)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        })
+                        .map_err(|e| e.to_string())
+                    })?;
+                } else {
+                    with_final_fss(snapshots, built, &mut Vec::new(), &mut |trees| {
+                        write_to(dest, |w| {
+                            exporter::diff::write_trees(trees, w, diff)
+                                .map(|_| ())
+                                .map_err(|e| e.to_string())
+                        })
+                        .map_err(|e| e.to_string())
+                    })?;
+                }
+            }
+        }
+    }
+    Ok(match exported {
+        Some((image, names)) => Outcome::Image(ImageResult {
+            digest: image.manifest.digest,
+            config: image.config,
+            names,
+        }),
+        None => Outcome::Files,
+    })
+}
+
+/// A failed output write, as the build reports it.
+fn written(e: OutputError) -> BuildError {
+    BuildError::Output(e)
+}
+
+/// `linux/arm/v7` → `linux_arm_v7`: a platform's directory in multi-platform local and tar outputs.
+fn platform_dir(p: &oci::Platform) -> String {
+    p.to_string().replace('/', "_")
+}
+
+/// Copies a final filesystem into `dest` (`-o type=local`).
+fn copy_tree(fs_root: &Path, dest: &Path) -> Result<(), String> {
+    let copy = solver::llb::CopyAction::whole_tree(0);
+    let input = solver::fileop::Input {
+        root: fs_root.to_path_buf(),
+        default_owner: None,
+        ignore: vec![],
+        reused: None,
+    };
+    solver::fileop::apply(dest, &[solver::llb::FileAction::Copy(copy)], &[input])
+        .map_err(|e| e.to_string())
+}
+
+/// Named filesystem trees (`linux_amd64` → a mounted view), what a multi-platform tar output is written from.
+type Trees<'a> = [(String, &'a Path)];
+
+/// Mounts every platform's final filesystem (recursively, one per level) and calls `f` with all of them, each
+/// under its platform's directory name.
+fn with_final_fss(
+    snapshots: &Snapshotter,
+    rest: &[Built],
+    trees: &mut Vec<(String, PathBuf)>,
+    f: &mut dyn FnMut(&Trees) -> Result<(), String>,
+) -> Result<(), BuildError> {
+    match rest.split_first() {
+        None => {
+            let borrowed: Vec<(String, &Path)> = trees
+                .iter()
+                .map(|(n, p)| (n.clone(), p.as_path()))
+                .collect();
+            f(&borrowed).map_err(BuildError::Failed)
+        }
+        Some((b, rest)) => {
+            let mut inner: Result<(), BuildError> = Ok(());
+            with_final_fs(snapshots, b.snapshot.as_deref(), |fs_root| {
+                trees.push((platform_dir(&b.platform), fs_root.to_path_buf()));
+                inner = with_final_fss(snapshots, rest, trees, f);
+                trees.pop();
+                Ok(())
+            })?;
+            inner
+        }
+    }
+}
+
+fn with_final_fs(
+    snapshots: &Snapshotter,
+    snapshot: Option<&str>,
+    f: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<(), BuildError> {
+    let view = view_dir()?;
+    let result = match snapshot {
+        Some(id) => {
+            let m = snapshots.mount_readonly(id, &view)?;
+            let r = f(m.path());
+            drop(m);
+            r
+        }
+        None => f(&view),
+    };
+    let _ = std::fs::remove_dir(&view);
+    result.map_err(BuildError::Failed)
+}
+
+/// An empty directory to mount a final filesystem on; each call its own, as several may be mounted at once.
+fn view_dir() -> Result<PathBuf, BuildError> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let p = std::env::temp_dir().join(format!("kiln-view-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&p).map_err(|e| fail(format!("{}: {e}", p.display())))?;
+    Ok(p)
+}
