@@ -34,26 +34,43 @@ pub fn build(
     request: BuildRequest,
     progress: &dyn Progress,
 ) -> Result<BuildResult, BuildError> {
-    let policy = PrunePolicy::from_config(&crate::config::load()?.gc)?;
+    let policy = PrunePolicy::from_config(&crate::config::load()?.gc, root)?;
+    // A root already over its bounds (an earlier build crossed them while another held the root) is brought
+    // back before this build adds to it.
+    collect(root, policy.as_ref(), progress);
     let lock = root.lock(false)?;
     executor::process::set_owner_tag(&root.owner_tag());
     let result = run(root, request, progress).map_err(|e| full_disk(root, e));
     drop(lock);
     if result.is_ok() {
-        match gc::auto_gc(root, policy.as_ref()) {
-            Some(Ok(p)) if p.records > 0 => progress.event(Event::Message(format!(
-                "kiln: gc: removed {} cache records ({} reclaimed) as kiln.toml [gc] says",
-                p.records,
-                gc::human(p.bytes),
-            ))),
-            Some(Err(e)) => progress.event(Event::Warning {
-                vertex: None,
-                message: format!("gc: {e}"),
-            }),
-            _ => {}
-        }
+        collect(root, policy.as_ref(), progress);
     }
     result
+}
+
+/// Automatic GC under `policy` (see `gc::auto_gc`), its result told as a message or a warning.
+fn collect(root: &Root, policy: Option<&(PrunePolicy, gc::PolicySource)>, progress: &dyn Progress) {
+    let Some((policy, source)) = policy else {
+        return;
+    };
+    let said = match source {
+        gc::PolicySource::Config => "as kiln.toml [gc] says",
+        gc::PolicySource::Default => {
+            "to keep the root within the default gc policy (kiln du shows it)"
+        }
+    };
+    match gc::auto_gc(root, Some(policy)) {
+        Some(Ok(p)) if p.records > 0 => progress.event(Event::Message(format!(
+            "kiln: gc: removed {} cache records ({} reclaimed) {said}",
+            p.records,
+            gc::human(p.bytes),
+        ))),
+        Some(Err(e)) => progress.event(Event::Warning {
+            vertex: None,
+            message: format!("gc: {e}"),
+        }),
+        _ => {}
+    }
 }
 
 fn invalid(message: String) -> BuildError {

@@ -44,9 +44,11 @@ pub struct Config {
     pub gc: GcConfig,
 }
 
-/// `[gc]`: after a build (when no other build holds the root), the least recently used build cache is pruned as
-/// BuildKit's gc policies keep a root within its bounds: `max-used-space = "20g"`, `min-free-space = "10g"`,
-/// `reserved-space = "2g"` (never pruned below), or `keep-storage = "10g"` alone (pruned down to it).
+/// `[gc]`: before and after a build (when no other build holds the root), the least recently used build cache is
+/// pruned as BuildKit's gc policies keep a root within its bounds: `max-used-space = "20g"`, `min-free-space =
+/// "10g"`, `reserved-space = "2g"` (never pruned below), or `keep-storage = "10g"` alone (pruned down to it); a size
+/// may be a percentage of the root's filesystem (`"20%"`). With none set, BuildKit's default applies (reserved
+/// 10% up to 10 GB, max used 80% up to 100 GB, min free 20%); `enabled = false` turns automatic GC off.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct GcConfig {
@@ -62,6 +64,9 @@ pub struct GcConfig {
     /// The build cache is pruned while the root's filesystem has less free than this.
     #[serde(default)]
     pub min_free_space: Option<String>,
+    /// `false` turns automatic GC off (the default policy included); `kiln prune` still works.
+    #[serde(default)]
+    pub enabled: Option<bool>,
 }
 
 /// Where the configuration file is looked for.

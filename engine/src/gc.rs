@@ -47,6 +47,14 @@ pub enum GcError {
         /// Why it is no size.
         source: SizeError,
     },
+    /// A percentage of kiln.toml's `[gc]` that is none (`what` names the key).
+    #[error("{what} {value}: a percentage is a whole number from 0 to 100 followed by %")]
+    Percent {
+        /// Where it was given.
+        what: String,
+        /// What was given.
+        value: String,
+    },
     /// `--filter` other than until=DURATION, or a duration that is none.
     #[error("{0}")]
     Filter(String),
@@ -61,7 +69,10 @@ pub enum GcError {
 impl GcError {
     /// Whether the request was at fault (a size or filter that is none), not the root.
     pub fn is_usage(&self) -> bool {
-        matches!(self, GcError::Size { .. } | GcError::Filter(_))
+        matches!(
+            self,
+            GcError::Size { .. } | GcError::Percent { .. } | GcError::Filter(_)
+        )
     }
 }
 
@@ -270,6 +281,8 @@ pub struct DiskUsage {
     pub records: Vec<RecordUsage>,
     /// The totals by kind.
     pub rows: Vec<UsageRow>,
+    /// The policy automatic GC keeps the root within, and where it comes from (`None`: turned off).
+    pub policy: Option<(PrunePolicy, PolicySource)>,
 }
 
 /// Counts what `root` holds.
@@ -306,7 +319,17 @@ pub fn disk_usage(root: &Root) -> Result<DiskUsage, GcError> {
             loose.iter().map(|(_, s)| s).sum(),
         ),
     ];
-    Ok(DiskUsage { records, rows })
+    let policy = PrunePolicy::from_config(
+        &crate::config::load().map(|c| c.gc).unwrap_or_default(),
+        root,
+    )
+    .ok()
+    .flatten();
+    Ok(DiskUsage {
+        records,
+        rows,
+        policy,
+    })
 }
 
 /// What a prune is asked to do: BuildKit's gc policy (reserved space, max used space, min free space).
@@ -342,9 +365,30 @@ impl PrunePolicy {
         Some(target.max(self.reserved.unwrap_or(0)))
     }
 
-    /// Reads the sizes of `kiln.toml`'s `[gc]`; `None` when it sets none (no automatic gc).
-    pub fn from_config(gc: &crate::config::GcConfig) -> Result<Option<PrunePolicy>, GcError> {
-        let size = |name: &str, v: &Option<String>| size_of(&format!("kiln.toml [gc] {name}"), v);
+    /// The policy automatic GC keeps `root` within: `kiln.toml`'s `[gc]` sizes (a percentage is of the root's
+    /// filesystem), else BuildKit's default for that filesystem ([`PrunePolicy::default_for`]); `None` when
+    /// `[gc] enabled = false`. The root's filesystem is measured only when a percentage or the default needs it.
+    pub fn from_config(
+        gc: &crate::config::GcConfig,
+        root: &Root,
+    ) -> Result<Option<(PrunePolicy, PolicySource)>, GcError> {
+        if gc.enabled == Some(false) {
+            return Ok(None);
+        }
+        let total = || total_bytes(root.path());
+        let size = |name: &str, v: &Option<String>| -> Result<Option<u64>, GcError> {
+            let what = format!("kiln.toml [gc] {name}");
+            match v.as_deref().map(|s| (s, s.trim().strip_suffix('%'))) {
+                Some((s, Some(pct))) => match pct.trim().parse::<u64>() {
+                    Ok(p) if p <= 100 => Ok(Some(percent_of(total(), p))),
+                    _ => Err(GcError::Percent {
+                        what,
+                        value: s.to_string(),
+                    }),
+                },
+                _ => size_of(&what, v),
+            }
+        };
         let keep = size("keep-storage", &gc.keep_storage)?;
         let policy = PrunePolicy {
             reserved: size("reserved-space", &gc.reserved_space)?.or(keep),
@@ -354,8 +398,52 @@ impl PrunePolicy {
         };
         let any =
             policy.reserved.is_some() || policy.max_used.is_some() || policy.min_free.is_some();
-        Ok(any.then_some(policy))
+        Ok(Some(if any {
+            (policy, PolicySource::Config)
+        } else {
+            (PrunePolicy::default_for(total()), PolicySource::Default)
+        }))
     }
+
+    /// BuildKit's default gc bounds for a filesystem of `total` bytes (`DetectDefaultGCCap` on Unix): reserved
+    /// space 10% up to 10 GB, max used space 80% up to 100 GB, min free space 20%, each percentage rounded up
+    /// as BuildKit rounds it (whole GiB of the share, plus one, in GB). Without it a root grows until the disk
+    /// is full: fifty builds of a changing context filled a machine's disk.
+    pub fn default_for(total: u64) -> PrunePolicy {
+        PrunePolicy {
+            reserved: Some(percent_of(total, 10).min(10_000_000_000)),
+            max_used: Some(percent_of(total, 80).min(100_000_000_000)),
+            min_free: Some(percent_of(total, 20)),
+            ..PrunePolicy::default()
+        }
+    }
+}
+
+/// Where the policy automatic GC follows came from, for `kiln du` and messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicySource {
+    /// `kiln.toml`'s `[gc]`.
+    Config,
+    /// BuildKit's default for the root's filesystem.
+    Default,
+}
+
+/// `pct` percent of `total` as BuildKit's `DiskSpace.AsBytes` computes it: the share in whole GiB, plus one, in
+/// GB (2 GB when the filesystem's size is unknown).
+fn percent_of(total: u64, pct: u64) -> u64 {
+    if pct == 0 {
+        return 0;
+    }
+    if total == 0 {
+        return 2_000_000_000;
+    }
+    let share = total / 100 * pct + total % 100 * pct / 100;
+    (share / (1 << 30) + 1) * 1_000_000_000
+}
+
+/// Bytes of the filesystem holding `path` (0 when it cannot be told).
+fn total_bytes(path: &Path) -> u64 {
+    rustix::fs::statvfs(path).map_or(0, |s| s.f_blocks.saturating_mul(s.f_frsize))
 }
 
 /// A size as users write it (`10g`), if given; `what` names where it was written.
@@ -379,6 +467,8 @@ fn free_bytes(path: &Path) -> u64 {
 /// What a prune removed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
+    /// The build cache's size after the prune (snapshots records reach, and cache mounts unless removed).
+    pub remaining: u64,
     /// Cache records.
     pub records: usize,
     /// Snapshots.
@@ -394,11 +484,13 @@ pub struct Pruned {
 /// Prunes `root` under `policy`, holding its lock exclusively (waiting for running builds).
 pub fn prune(root: &Root, policy: &PrunePolicy) -> Result<Pruned, GcError> {
     let _lock = root.lock(true)?;
-    prune_locked(root, policy)
+    prune_locked(root, policy, false)
 }
 
-/// Prunes `root` under `policy`; the caller holds the root's lock exclusively.
-fn prune_locked(root: &Root, policy: &PrunePolicy) -> Result<Pruned, GcError> {
+/// Prunes `root` under `policy`; the caller holds the root's lock exclusively. With `only_if_over`, a root
+/// within the policy is left exactly as it is (automatic GC: loose blobs, compressed copies kept for later
+/// pushes, stay until the bound is crossed).
+fn prune_locked(root: &Root, policy: &PrunePolicy, only_if_over: bool) -> Result<Pruned, GcError> {
     let (store, index, snaps) = open_all(root)?;
     let u = Usage::read(root, &store, &index, &snaps)?;
     let now = SystemTime::now();
@@ -412,6 +504,12 @@ fn prune_locked(root: &Root, policy: &PrunePolicy) -> Result<Pruned, GcError> {
     let mounts = if policy.all { 0 } else { u.mounts_size() };
     let size_now = u.snapshots_size(&u.reachable(keep.iter().copied())) + mounts;
     let target = policy.target(size_now, free_bytes(root.path()));
+    if only_if_over && target.is_none_or(|t| size_now <= t) {
+        return Ok(Pruned {
+            remaining: size_now,
+            ..Pruned::default()
+        });
+    }
     for (r, used) in &u.records {
         if !old_enough(*used) {
             continue;
@@ -480,6 +578,7 @@ fn prune_locked(root: &Root, policy: &PrunePolicy) -> Result<Pruned, GcError> {
         }
     }
     crate::doctor::remove_dangling_pointers(root).map_err(|e| GcError::Dangling(e.to_string()))?;
+    out.remaining = u.snapshots_size(&reached) + mounts;
     Ok(out)
 }
 
@@ -493,12 +592,57 @@ pub fn parse_filter(f: &str) -> Result<Duration, GcError> {
     }
 }
 
-/// After a build: when a policy is set and no other build holds the root, prunes the least recently used build
-/// cache as the policy says; what went (`None` when nothing could run).
+/// The last exact measure of the build cache, and the free space beside it then.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+struct Estimate {
+    used: u64,
+    free: u64,
+}
+
+/// Whether the build cache may be over `policy`, told cheaply: from the last exact measure (`gc-estimate.json`)
+/// plus what the filesystem lost since (one statvfs), so that a build within its bounds does not walk every
+/// snapshot. Whatever else wrote to the filesystem counts too: the estimate can only be high, and a high one
+/// costs one exact measure, which then becomes the new starting point. No measure yet: maybe over.
+fn maybe_over(root: &Root, policy: &PrunePolicy) -> bool {
+    let Some(e) = std::fs::read(root.gc_estimate())
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Estimate>(&b).ok())
+    else {
+        return true;
+    };
+    let free = free_bytes(root.path());
+    let used = e.used.saturating_add(e.free.saturating_sub(free));
+    policy.target(used, free).is_some_and(|t| used > t)
+}
+
+fn record_estimate(root: &Root, used: u64) {
+    let e = Estimate {
+        used,
+        free: free_bytes(root.path()),
+    };
+    if let Ok(text) = serde_json::to_vec(&e) {
+        let path = root.gc_estimate();
+        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+        if std::fs::write(&tmp, text).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
+}
+
+/// Before and after a build: when the build cache may be over `policy` and no other build holds the root,
+/// prunes the least recently used build cache down to it; what went (`None` when nothing ran: no policy, the
+/// root within it, or another build holding the root).
 pub fn auto_gc(root: &Root, policy: Option<&PrunePolicy>) -> Option<Result<Pruned, GcError>> {
     let policy = policy?;
+    if !maybe_over(root, policy) {
+        return None;
+    }
     let _lock = root.try_lock_exclusive()?;
-    Some(prune_locked(root, policy))
+    let pruned = prune_locked(root, policy, true);
+    if let Ok(p) = &pruned {
+        record_estimate(root, p.remaining);
+    }
+    Some(pruned)
 }
 
 #[cfg(test)]
@@ -542,20 +686,66 @@ mod tests {
     }
 
     #[test]
-    fn kiln_toml_keep_storage_is_the_reserved_space_and_no_sizes_mean_no_gc() {
+    fn kiln_toml_sets_the_policy_and_without_sizes_buildkits_default_applies() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::at(dir.path());
         let gc = crate::config::GcConfig {
             keep_storage: Some("2m".into()),
             ..Default::default()
         };
-        let p = PrunePolicy::from_config(&gc).unwrap().unwrap();
+        let (p, source) = PrunePolicy::from_config(&gc, &root).unwrap().unwrap();
         assert_eq!((p.reserved, p.max_used), (Some(2 << 20), None));
-        assert!(PrunePolicy::from_config(&Default::default())
+        assert_eq!(source, PolicySource::Config);
+        let (p, source) = PrunePolicy::from_config(&Default::default(), &root)
             .unwrap()
-            .is_none());
-        let bad = crate::config::GcConfig {
-            min_free_space: Some("lots".into()),
+            .unwrap();
+        assert_eq!(source, PolicySource::Default);
+        assert!(p.reserved.is_some() && p.max_used.is_some() && p.min_free.is_some());
+        let off = crate::config::GcConfig {
+            enabled: Some(false),
             ..Default::default()
         };
-        assert!(PrunePolicy::from_config(&bad).is_err());
+        assert!(PrunePolicy::from_config(&off, &root).unwrap().is_none());
+        let pct = crate::config::GcConfig {
+            min_free_space: Some("20%".into()),
+            ..Default::default()
+        };
+        let (p, _) = PrunePolicy::from_config(&pct, &root).unwrap().unwrap();
+        assert_eq!(p.min_free, Some(percent_of(total_bytes(dir.path()), 20)));
+        for bad in ["lots", "120%", "x%"] {
+            let bad = crate::config::GcConfig {
+                min_free_space: Some(bad.into()),
+                ..Default::default()
+            };
+            assert!(PrunePolicy::from_config(&bad, &root).is_err(), "{bad:?}");
+        }
+    }
+
+    /// BuildKit's `DetectDefaultGCCap` and `DiskSpace.AsBytes` (cmd/buildkitd/config/gcpolicy.go), for disks of
+    /// 4 GiB, 252 GiB and 2 TB: a share is rounded up to whole GiB plus one, in GB; reserve and max are capped.
+    #[test]
+    fn the_default_policy_is_buildkits() {
+        let gib = 1u64 << 30;
+        let p = PrunePolicy::default_for(4 * gib);
+        assert_eq!(
+            (p.reserved, p.max_used, p.min_free),
+            (
+                Some(1_000_000_000),
+                Some(4_000_000_000),
+                Some(1_000_000_000)
+            )
+        );
+        let p = PrunePolicy::default_for(252 * gib);
+        assert_eq!(
+            (p.reserved, p.max_used, p.min_free),
+            (
+                Some(10_000_000_000),
+                Some(100_000_000_000),
+                Some(51_000_000_000)
+            )
+        );
+        let p = PrunePolicy::default_for(2_000_000_000_000);
+        assert_eq!(p.min_free, Some(373_000_000_000));
+        assert_eq!(percent_of(0, 10), 2_000_000_000, "unknown size: 2 GB");
     }
 }

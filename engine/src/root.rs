@@ -133,6 +133,12 @@ impl Root {
         self.dir.join("statcache")
     }
 
+    /// The GC's last exact measure of the build cache and of the free space beside it, from which it estimates,
+    /// with one statvfs, whether a build crossed the policy (see `gc::auto_gc`).
+    pub fn gc_estimate(&self) -> PathBuf {
+        self.dir.join("gc-estimate.json")
+    }
+
     /// Kept `ADD <url>` downloads.
     pub fn downloads(&self) -> PathBuf {
         self.dir.join("downloads")

@@ -43,6 +43,20 @@ pub fn du(args: &DuArgs) -> Result<(), Failure> {
         println!("{:<16} {:>8} {:>12}", row.kind, row.count, human(row.size));
     }
     println!("{:<16} {:>8} {:>12}", "total", "", human(total));
+    let show = |v: Option<u64>| v.map_or_else(|| "-".to_string(), human);
+    match &u.policy {
+        Some((p, source)) => println!(
+            "gc policy ({}): reserved {}, max used {}, min free {}",
+            match source {
+                gc::PolicySource::Config => "kiln.toml [gc]",
+                gc::PolicySource::Default => "default, BuildKit's for this filesystem",
+            },
+            show(p.reserved),
+            show(p.max_used),
+            show(p.min_free)
+        ),
+        None => println!("gc policy: off (kiln.toml [gc] enabled = false)"),
+    }
     Ok(())
 }
 

@@ -175,3 +175,91 @@ fn a_whiteout_that_names_its_own_directory_is_refused_and_nothing_outside_change
     );
     assert_eq!(ok.code, 0, "the root still builds: {}", ok.stderr);
 }
+
+/// Unmounts the test's filesystem whatever happens.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = run("umount", &["-l", self.0.to_str().expect("utf-8")], None);
+    }
+}
+
+/// The disk fills by default no more (#30): a root on a 4 GiB filesystem with no kiln.toml takes thirteen builds
+/// of 350 MB layers each (4.5 GB in all, more than the filesystem holds) because BuildKit's default policy
+/// prunes the least recently used build cache once free space falls under 20%; the tagged image stays, and
+/// `kiln du` shows the policy. Without the default policy the last builds fail with ENOSPC.
+#[test]
+fn the_default_gc_policy_keeps_a_root_on_a_small_filesystem_from_filling_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("fs");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let mounted = run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=4g",
+            "kiln-gc-test",
+            mnt.to_str().expect("utf-8"),
+        ],
+        None,
+    );
+    assert_eq!(mounted.code, 0, "{}", mounted.stderr);
+    let _unmount = Mounted(mnt.clone());
+    let root = mnt.join("root");
+    let config = dir.path().join("no-kiln.toml");
+    let kiln = |args: &[&str]| {
+        let mut c = std::process::Command::new(KILN);
+        c.args(args)
+            .env("KILN_ROOT", &root)
+            .env("KILN_CONFIG", &config)
+            .env("PATH", kiln_tests::path_with_sbin());
+        let out = c.output().expect("run kiln");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let base = std::process::Command::new("bash")
+        .arg(kiln_tests::repo_root().join("scripts/base-images.sh"))
+        .arg(KILN)
+        .env("KILN_ROOT", &root)
+        .env("KILN_CONFIG", &config)
+        .output()
+        .expect("base-images.sh");
+    assert!(
+        base.status.success(),
+        "{}",
+        String::from_utf8_lossy(&base.stderr)
+    );
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nARG N\nRUN head -c 350000000 /dev/urandom > /blob.$N\n",
+    );
+    let c = ctx.path().to_str().expect("utf-8");
+    let mut said = String::new();
+    for n in 0..13 {
+        let arg = format!("N={n}");
+        let mut args = vec!["build", "--progress=plain", "--build-arg", &arg];
+        if n == 0 {
+            args.extend(["-t", "keep:1"]);
+        }
+        args.push(c);
+        let (code, _, stderr) = kiln(&args);
+        assert_eq!(code, 0, "build {n} on a 4 GiB root: {stderr}");
+        said.push_str(&stderr);
+    }
+    assert!(
+        said.contains("default gc policy"),
+        "the prune is said: {said}"
+    );
+    let (code, images, _) = kiln(&["images"]);
+    assert_eq!(code, 0);
+    assert!(images.contains("keep"), "the tagged image stays: {images}");
+    let (code, du, stderr) = kiln(&["du"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(du.contains("gc policy (default"), "{du}");
+}
