@@ -169,3 +169,71 @@ fn check_directive_skips_and_errors() {
         .findings
         .is_empty());
 }
+
+/// (rule, line, message) of every finding, and the errors' messages.
+fn report(src: &str) -> (Vec<(String, usize, String)>, Vec<String>) {
+    let df = frontend::parser::parse(src).expect("parses");
+    let r = run_checks(&df, &BuildOpts::default()).unwrap_or_else(|e| panic!("checks failed: {e}"));
+    (
+        r.findings
+            .into_iter()
+            .map(|f| (f.rule.to_string(), f.span.start_line, f.message))
+            .collect(),
+        r.errors.into_iter().map(|e| e.message).collect(),
+    )
+}
+
+fn finding(rule: &str, line: usize, message: &str) -> (String, usize, String) {
+    (rule.to_string(), line, message.to_string())
+}
+
+/// BuildKit's testDuplicateStageName: the repeat is flagged with BuildKit's message, and distinct names are not.
+#[test]
+fn duplicate_stage_name() {
+    let (f, _) = report("\nFROM scratch AS b\nFROM scratch AS b\n");
+    assert_eq!(
+        f,
+        [finding(
+            "DuplicateStageName",
+            3,
+            "Duplicate stage name \"b\", stage names should be unique"
+        )]
+    );
+    assert_eq!(report("\nFROM scratch AS b1\nFROM scratch AS b2\n").0, []);
+}
+
+/// A repeated stage name (which kiln's build refuses) is an error of the report, and does not hide the findings
+/// of the rules that need lowering, as BuildKit's lint goes on to report every warning.
+#[test]
+fn duplicate_stage_name_is_an_error_beside_every_other_finding() {
+    let (f, errors) = report(
+        "FROM busybox AS a\nFROM busybox AS a\nWORKDIR app\nFROM busybox${TAG}\nCOPY $NOPE /x\n",
+    );
+    for (rule, line) in [
+        ("DuplicateStageName", 2),
+        ("WorkdirRelativePath", 3),
+        ("UndefinedArgInFrom", 4),
+        ("UndefinedVar", 5),
+    ] {
+        assert!(
+            f.iter().any(|(r, l, _)| r == rule && *l == line),
+            "{rule} at line {line} missing: {f:?}"
+        );
+    }
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("duplicate stage name"), "{errors:?}");
+}
+
+/// BuildKit's testWarningsBeforeError: an instruction that does not parse is an error, and the findings of the
+/// lines before it are still reported.
+#[test]
+fn findings_before_an_unknown_instruction_are_reported() {
+    let (f, errors) = report("\nFROM scratch AS BadStageName\nMAINTAINER me@example.org\nBADCMD\n");
+    let rules: Vec<(&str, usize)> = f.iter().map(|(r, l, _)| (r.as_str(), *l)).collect();
+    assert_eq!(rules, [("StageNameCasing", 2), ("MaintainerDeprecated", 3)]);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("unknown instruction: BADCMD"),
+        "{errors:?}"
+    );
+}

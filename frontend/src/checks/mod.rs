@@ -10,7 +10,7 @@ pub use crate::finding::Finding;
 pub use config::CheckConfig;
 
 use crate::error::FrontendError;
-use crate::instructions::parse_dockerfile;
+use crate::instructions::parse_dockerfile_for_checks;
 use crate::lower::{lower_all_for_checks, BuildOpts};
 use crate::parser::Dockerfile;
 
@@ -46,18 +46,31 @@ pub struct CheckReport {
     pub errors: Vec<FrontendError>,
 }
 
-/// Runs every rule over `df` as it would be built with `opts`.
+/// Runs every rule over `df` as it would be built with `opts`. A Dockerfile that cannot be built still gets
+/// every finding that can be made, as BuildKit's lint reports its warnings beside the build error: a repeated
+/// stage name is one of the `errors`, and the stages are still lowered; an instruction that does not parse
+/// leaves the text-level findings.
 pub fn run_checks(df: &Dockerfile, opts: &BuildOpts) -> Result<CheckReport, FrontendError> {
     let config = CheckConfig::parse(df.directives.check.as_deref())?;
     let mut findings = rules::static_findings(&df.children);
-    let duplicate = findings.iter().any(|f| f.rule == "DuplicateStageName");
     let mut errors = Vec::new();
-    if !duplicate {
-        let stages = parse_dockerfile(df)?;
-        let (lowering_findings, lowering_errors) = lower_all_for_checks(df, &stages, opts)?;
-        findings.extend(lowering_findings);
-        errors = lowering_errors;
-        findings.extend(invalid_default_arg_in_from(df, &stages, opts));
+    match parse_dockerfile_for_checks(df) {
+        Ok((stages, duplicates)) => {
+            errors = duplicates;
+            match lower_all_for_checks(df, &stages, opts) {
+                Ok((lowering_findings, lowering_errors)) => {
+                    findings.extend(lowering_findings);
+                    for e in lowering_errors {
+                        if !errors.contains(&e) {
+                            errors.push(e);
+                        }
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+            findings.extend(invalid_default_arg_in_from(df, &stages, opts));
+        }
+        Err(e) => errors.push(e),
     }
     findings.retain(|f| config.enabled(f.rule));
     findings.sort_by(|a, b| (a.span.start_line, a.rule).cmp(&(b.span.start_line, b.rule)));

@@ -64,7 +64,7 @@ pub fn static_findings(nodes: &[Node]) -> Vec<Finding> {
                         out.push(Finding::new(
                             "DuplicateStageName",
                             node.span,
-                            format!("Duplicate stage name '{lower}', stage names should be unique"),
+                            format!("Duplicate stage name {lower:?}, stage names should be unique"),
                         ));
                     }
                 }
