@@ -187,6 +187,20 @@ fn finding(rule: &str, line: usize, message: &str) -> (String, usize, String) {
     (rule.to_string(), line, message.to_string())
 }
 
+/// BuildKit's testNoEmptyContinuation: one finding, at the last line of the instruction continued over an
+/// empty line.
+#[test]
+fn no_empty_continuation() {
+    let (f, errors) = report(
+        "\nFROM scratch\n# warning: empty continuation line\nCOPY Dockerfile \\\n\n.\nCOPY Dockerfile \\\n.\n",
+    );
+    assert_eq!(
+        f,
+        [finding("NoEmptyContinuation", 6, "Empty continuation line")]
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
 /// BuildKit's testDuplicateStageName: the repeat is flagged with BuildKit's message, and distinct names are not.
 #[test]
 fn duplicate_stage_name() {

@@ -5,6 +5,7 @@
 
 mod config;
 mod rules;
+mod text;
 
 pub use crate::finding::Finding;
 pub use config::CheckConfig;
@@ -15,10 +16,11 @@ use crate::lower::{lower_all_for_checks, BuildOpts};
 use crate::parser::Dockerfile;
 
 /// The rules kiln implements, with BuildKit's names.
-pub const RULES: [&str; 17] = [
+pub const RULES: [&str; 18] = [
     "JSONArgsRecommended",
     "FromAsCasing",
     "StageNameCasing",
+    "NoEmptyContinuation",
     "DuplicateStageName",
     "ReservedStageName",
     "UndefinedVar",
@@ -52,7 +54,8 @@ pub struct CheckReport {
 /// leaves the text-level findings.
 pub fn run_checks(df: &Dockerfile, opts: &BuildOpts) -> Result<CheckReport, FrontendError> {
     let config = CheckConfig::parse(df.directives.check.as_deref())?;
-    let mut findings = rules::static_findings(&df.children);
+    let mut findings = text::empty_continuations(df);
+    findings.extend(rules::static_findings(&df.children));
     let mut errors = Vec::new();
     match parse_dockerfile_for_checks(df) {
         Ok((stages, duplicates)) => {
