@@ -201,6 +201,55 @@ fn no_empty_continuation() {
     assert!(errors.is_empty(), "{errors:?}");
 }
 
+/// BuildKit's testExposeProtoCasing.
+#[test]
+fn expose_proto_casing() {
+    let (f, errors) = report("\nFROM scratch\nEXPOSE 80/TcP 8080/TCP 8080/udp\n");
+    assert_eq!(
+        f,
+        [
+            finding(
+                "ExposeProtoCasing",
+                3,
+                "Defined protocol '80/TcP' in EXPOSE instruction should be lowercase"
+            ),
+            finding(
+                "ExposeProtoCasing",
+                3,
+                "Defined protocol '8080/TCP' in EXPOSE instruction should be lowercase"
+            ),
+        ]
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// BuildKit's testExposeInvalidFormat: IP addresses and host ports are flagged, and the spec still builds
+/// (only the container port is exposed).
+#[test]
+fn expose_invalid_format() {
+    let src = "\nFROM scratch\nEXPOSE 127.0.0.1:80:80 [::1]:8080:8080 5000:5000 8000\n";
+    let (mut f, errors) = report(src);
+    f.sort();
+    let msg = |p: &str| {
+        format!(
+            "EXPOSE instruction should not define an IP address or host-port mapping, found '{p}'"
+        )
+    };
+    let mut want = vec![
+        finding("ExposeInvalidFormat", 3, &msg("127.0.0.1:80:80")),
+        finding("ExposeInvalidFormat", 3, &msg("[::1]:8080:8080")),
+        finding("ExposeInvalidFormat", 3, &msg("5000:5000")),
+    ];
+    want.sort();
+    assert_eq!(f, want);
+    assert!(errors.is_empty(), "{errors:?}");
+    let df = frontend::parser::parse(src).expect("parses");
+    let l = frontend::lower(&df, &BuildOpts::default(), &frontend::NoResolver).expect("lowers");
+    let mut exposed: Vec<&String> = l.target.image.config.exposed_ports.keys().collect();
+    exposed.sort();
+    assert_eq!(exposed, ["5000/tcp", "80/tcp", "8000/tcp", "8080/tcp"]);
+}
+
 /// BuildKit's testDuplicateStageName: the repeat is flagged with BuildKit's message, and distinct names are not.
 #[test]
 fn duplicate_stage_name() {

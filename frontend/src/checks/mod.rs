@@ -1,7 +1,7 @@
 //! BuildKit's build checks (`kiln check`, `kiln build --check`): rules that flag Dockerfiles which build but
-//! probably do not do what their author meant. Text-level rules run over the nodes; UndefinedVar,
-//! UndefinedArgInFrom, WorkdirRelativePath and CopyIgnoredFile fire while every stage is lowered, where variables
-//! have values.
+//! probably do not do what their author meant. Text-level rules run over the nodes (and NoEmptyContinuation over
+//! the parser's warnings); UndefinedVar, UndefinedArgInFrom, WorkdirRelativePath, CopyIgnoredFile,
+//! ExposeProtoCasing and ExposeInvalidFormat fire while every stage is lowered, where variables have values.
 
 mod config;
 mod rules;
@@ -16,7 +16,7 @@ use crate::lower::{lower_all_for_checks, BuildOpts};
 use crate::parser::Dockerfile;
 
 /// The rules kiln implements, with BuildKit's names.
-pub const RULES: [&str; 18] = [
+pub const RULES: [&str; 20] = [
     "JSONArgsRecommended",
     "FromAsCasing",
     "StageNameCasing",
@@ -35,6 +35,8 @@ pub const RULES: [&str; 18] = [
     "CopyIgnoredFile",
     "FromPlatformFlagConstDisallowed",
     "RedundantTargetPlatform",
+    "ExposeProtoCasing",
+    "ExposeInvalidFormat",
 ];
 
 /// What a check run found, and how the Dockerfile wants it treated.
