@@ -250,6 +250,76 @@ fn expose_invalid_format() {
     assert_eq!(exposed, ["5000/tcp", "80/tcp", "8000/tcp", "8080/tcp"]);
 }
 
+/// BuildKit's testDefinitionDescription: the experimental rule runs only when the check directive names it
+/// (`skip=all` does not turn it off), and a comment right above a named FROM or an ARG must start with its name.
+#[test]
+fn invalid_definition_description() {
+    let good = "# check=skip=all;experimental=InvalidDefinitionDescription
+# foo this is the foo
+ARG foo=bar
+
+# base this is the base image
+FROM scratch AS base
+
+# version this is the version number
+ARG version=latest
+
+# baz this is the baz
+ARG foo=baz bar=qux baz=quux
+#
+ARG bit=bat
+
+# comment for something other than ARG or FROM
+COPY Dockerfile .
+";
+    assert_eq!(report(good).0, []);
+    let bad = "# check=experimental=InvalidDefinitionDescription
+# bar this is the bar
+ARG foo=bar
+# BasE this is the BasE image
+FROM scratch AS base
+# definitely a bad comment
+ARG version=latest
+# definitely a bad comment
+ARG foo=baz bar=qux baz=quux
+";
+    let rule = "InvalidDefinitionDescription";
+    assert_eq!(
+        report(bad).0,
+        [
+            finding(
+                rule,
+                3,
+                "Comment for ARG should follow the format: `# foo <description>`"
+            ),
+            finding(
+                rule,
+                5,
+                "Comment for FROM should follow the format: `# base <description>`"
+            ),
+            finding(
+                rule,
+                7,
+                "Comment for ARG should follow the format: `# version <description>`"
+            ),
+            finding(
+                rule,
+                9,
+                "Comment for ARG should follow the format: `# <arg_key> <description>`"
+            ),
+        ]
+    );
+    // Without the directive's experimental= the rule does not run.
+    let plain = bad.replacen("# check=experimental=InvalidDefinitionDescription", "", 1);
+    assert_eq!(report(&plain).0, []);
+    let all = bad.replacen(
+        "experimental=InvalidDefinitionDescription",
+        "experimental=all",
+        1,
+    );
+    assert_eq!(report(&all).0.len(), 4);
+}
+
 /// BuildKit's testDuplicateStageName: the repeat is flagged with BuildKit's message, and distinct names are not.
 #[test]
 fn duplicate_stage_name() {

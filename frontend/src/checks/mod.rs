@@ -1,7 +1,8 @@
 //! BuildKit's build checks (`kiln check`, `kiln build --check`): rules that flag Dockerfiles which build but
-//! probably do not do what their author meant. Text-level rules run over the nodes (and NoEmptyContinuation over
-//! the parser's warnings); UndefinedVar, UndefinedArgInFrom, WorkdirRelativePath, CopyIgnoredFile,
-//! ExposeProtoCasing and ExposeInvalidFormat fire while every stage is lowered, where variables have values.
+//! probably do not do what their author meant. Text-level rules run over the nodes (and NoEmptyContinuation and
+//! InvalidDefinitionDescription over the text around them); UndefinedVar, UndefinedArgInFrom, WorkdirRelativePath,
+//! CopyIgnoredFile, ExposeProtoCasing and ExposeInvalidFormat fire while every stage is lowered, where variables
+//! have values.
 
 mod config;
 mod rules;
@@ -16,7 +17,7 @@ use crate::lower::{lower_all_for_checks, BuildOpts};
 use crate::parser::Dockerfile;
 
 /// The rules kiln implements, with BuildKit's names.
-pub const RULES: [&str; 20] = [
+pub const RULES: [&str; 21] = [
     "JSONArgsRecommended",
     "FromAsCasing",
     "StageNameCasing",
@@ -35,9 +36,14 @@ pub const RULES: [&str; 20] = [
     "CopyIgnoredFile",
     "FromPlatformFlagConstDisallowed",
     "RedundantTargetPlatform",
+    "InvalidDefinitionDescription",
     "ExposeProtoCasing",
     "ExposeInvalidFormat",
 ];
+
+/// Rules BuildKit marks experimental: they run only when the check directive names them under
+/// `experimental=` (or says `experimental=all`).
+pub const EXPERIMENTAL_RULES: [&str; 1] = ["InvalidDefinitionDescription"];
 
 /// What a check run found, and how the Dockerfile wants it treated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +64,9 @@ pub fn run_checks(df: &Dockerfile, opts: &BuildOpts) -> Result<CheckReport, Fron
     let config = CheckConfig::parse(df.directives.check.as_deref())?;
     let mut findings = text::empty_continuations(df);
     findings.extend(rules::static_findings(&df.children));
+    if EXPERIMENTAL_RULES.iter().any(|r| config.enabled(r)) {
+        findings.extend(text::invalid_definition_descriptions(df));
+    }
     let mut errors = Vec::new();
     match parse_dockerfile_for_checks(df) {
         Ok((stages, duplicates)) => {

@@ -51,6 +51,25 @@ fn match_directive(line: &str) -> Option<(String, String)> {
     Some((name.to_ascii_lowercase(), value.to_string()))
 }
 
+/// The 1-based numbers of the lines that hold parser directives (lines of the leading block, as
+/// [`DirectiveReader`] reads it): BuildKit leaves them out of the comments it keeps above an instruction.
+pub(crate) fn directive_lines(lines: &[String]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let line = line.trim_start();
+        if i == 0 && line.starts_with("#!") {
+            continue;
+        }
+        match match_directive(line) {
+            Some((name, _)) if matches!(name.as_str(), "syntax" | "escape" | "check") => {
+                out.push(i + 1)
+            }
+            _ => break,
+        }
+    }
+    out
+}
+
 impl DirectiveReader {
     /// Feeds one physical line (newline and leading whitespace already removed) and applies a directive it holds.
     pub fn feed(

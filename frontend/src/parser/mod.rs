@@ -12,6 +12,7 @@ pub use directives::Directives;
 pub use dump::{dump, dump_node, quote_go};
 pub use heredoc::{chomp_heredoc, Heredoc};
 
+pub(crate) use directives::directive_lines;
 use directives::DirectiveReader;
 
 /// BuildKit's (bufio.Scanner's) limit on one physical line.
