@@ -172,8 +172,17 @@ fn check_directive_skips_and_errors() {
 
 /// (rule, line, message) of every finding, and the errors' messages.
 fn report(src: &str) -> (Vec<(String, usize, String)>, Vec<String>) {
+    report_with(src, &BuildOpts::default(), &frontend::NoResolver)
+}
+
+fn report_with(
+    src: &str,
+    opts: &BuildOpts,
+    resolver: &dyn frontend::ImageResolver,
+) -> (Vec<(String, usize, String)>, Vec<String>) {
     let df = frontend::parser::parse(src).expect("parses");
-    let r = run_checks(&df, &BuildOpts::default()).unwrap_or_else(|e| panic!("checks failed: {e}"));
+    let r = frontend::checks::run_checks_with(&df, opts, resolver)
+        .unwrap_or_else(|e| panic!("checks failed: {e}"));
     (
         r.findings
             .into_iter()
@@ -369,4 +378,52 @@ fn findings_before_an_unknown_instruction_are_reported() {
         errors[0].contains("unknown instruction: BADCMD"),
         "{errors:?}"
     );
+}
+
+/// A resolver whose every image is linux/arm64.
+struct Arm64Only;
+
+impl frontend::ImageResolver for Arm64Only {
+    fn resolve(
+        &self,
+        _reference: &str,
+        _platform: &oci::Platform,
+    ) -> Result<Option<frontend::ResolvedImage>, frontend::ResolveError> {
+        let image = oci::Image {
+            os: "linux".to_string(),
+            architecture: "arm64".to_string(),
+            ..oci::Image::default()
+        };
+        Ok(Some(frontend::ResolvedImage {
+            digest: None,
+            image,
+        }))
+    }
+}
+
+/// BuildKit's testBaseImagePlatformMismatch: a base image whose config is for another platform than the build's.
+#[test]
+fn invalid_base_image_platform() {
+    let src = "\nFROM registry.example/base:latest\nENV foo=bar\n";
+    let amd64 = BuildOpts {
+        target_platform: Some("linux/amd64".parse().expect("platform")),
+        ..BuildOpts::default()
+    };
+    let (f, errors) = report_with(src, &amd64, &Arm64Only);
+    assert_eq!(
+        f,
+        [finding(
+            "InvalidBaseImagePlatform",
+            2,
+            "Base image registry.example/base:latest was pulled with platform \"linux/arm64\", expected \"linux/amd64\" for current build"
+        )]
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    let arm64 = BuildOpts {
+        target_platform: Some("linux/arm64".parse().expect("platform")),
+        ..BuildOpts::default()
+    };
+    assert_eq!(report_with(src, &arm64, &Arm64Only).0, []);
+    // Without a resolver (as `kiln check` runs) nothing is known of the image.
+    assert_eq!(report_with(src, &amd64, &frontend::NoResolver).0, []);
 }

@@ -1,8 +1,8 @@
 //! BuildKit's build checks (`kiln check`, `kiln build --check`): rules that flag Dockerfiles which build but
 //! probably do not do what their author meant. Text-level rules run over the nodes (and NoEmptyContinuation and
 //! InvalidDefinitionDescription over the text around them); UndefinedVar, UndefinedArgInFrom, WorkdirRelativePath,
-//! CopyIgnoredFile, ExposeProtoCasing and ExposeInvalidFormat fire while every stage is lowered, where variables
-//! have values.
+//! CopyIgnoredFile, ExposeProtoCasing, ExposeInvalidFormat and InvalidBaseImagePlatform fire while every stage is
+//! lowered, where variables have values (the last only where a resolver answered for the base image).
 
 mod config;
 mod rules;
@@ -13,11 +13,11 @@ pub use config::CheckConfig;
 
 use crate::error::FrontendError;
 use crate::instructions::parse_dockerfile_for_checks;
-use crate::lower::{lower_all_for_checks, BuildOpts};
+use crate::lower::{lower_all_for_checks, BuildOpts, ImageResolver, NoResolver};
 use crate::parser::Dockerfile;
 
 /// The rules kiln implements, with BuildKit's names.
-pub const RULES: [&str; 21] = [
+pub const RULES: [&str; 22] = [
     "JSONArgsRecommended",
     "FromAsCasing",
     "StageNameCasing",
@@ -39,6 +39,7 @@ pub const RULES: [&str; 21] = [
     "InvalidDefinitionDescription",
     "ExposeProtoCasing",
     "ExposeInvalidFormat",
+    "InvalidBaseImagePlatform",
 ];
 
 /// Rules BuildKit marks experimental: they run only when the check directive names them under
@@ -61,6 +62,16 @@ pub struct CheckReport {
 /// stage name is one of the `errors`, and the stages are still lowered; an instruction that does not parse
 /// leaves the text-level findings.
 pub fn run_checks(df: &Dockerfile, opts: &BuildOpts) -> Result<CheckReport, FrontendError> {
+    run_checks_with(df, opts, &NoResolver)
+}
+
+/// [`run_checks`] with base images resolved by `resolver`, which InvalidBaseImagePlatform needs: it compares
+/// the platform of each base image's config with the platform the build asked for.
+pub fn run_checks_with(
+    df: &Dockerfile,
+    opts: &BuildOpts,
+    resolver: &dyn ImageResolver,
+) -> Result<CheckReport, FrontendError> {
     let config = CheckConfig::parse(df.directives.check.as_deref())?;
     let mut findings = text::empty_continuations(df);
     findings.extend(rules::static_findings(&df.children));
@@ -71,7 +82,7 @@ pub fn run_checks(df: &Dockerfile, opts: &BuildOpts) -> Result<CheckReport, Fron
     match parse_dockerfile_for_checks(df) {
         Ok((stages, duplicates)) => {
             errors = duplicates;
-            match lower_all_for_checks(df, &stages, opts) {
+            match lower_all_for_checks(df, &stages, opts, resolver) {
                 Ok((lowering_findings, lowering_errors)) => {
                     findings.extend(lowering_findings);
                     for e in lowering_errors {
@@ -141,6 +152,34 @@ fn invalid_default_arg_in_from(
         }
     }
     out
+}
+
+/// InvalidBaseImagePlatform: the resolver's config for base image `image` is for another OS or architecture
+/// than the build asked for (BuildKit's validateBaseImagePlatform). Lowering runs it where a resolver answered;
+/// `kiln check` resolves no images, so there it never fires. A config that names no architecture is not judged.
+pub(crate) fn base_image_platform(
+    image: &str,
+    expected: &oci::Platform,
+    actual: &oci::Image,
+    span: crate::parser::Span,
+) -> Option<Finding> {
+    if actual.architecture.is_empty()
+        || (actual.os == expected.os && actual.architecture == expected.architecture)
+    {
+        return None;
+    }
+    let written = match &actual.variant {
+        Some(v) => format!("{}/{}/{v}", actual.os, actual.architecture),
+        None => format!("{}/{}", actual.os, actual.architecture),
+    };
+    let actual = written
+        .parse::<oci::Platform>()
+        .map_or(written, |p| p.to_string());
+    Some(Finding::new(
+        "InvalidBaseImagePlatform",
+        span,
+        format!("Base image {image} was pulled with platform \"{actual}\", expected \"{expected}\" for current build"),
+    ))
 }
 
 /// The SecretsUsedInArgOrEnv rule's test: a name with a word such as `password`, `token` or `secret` between

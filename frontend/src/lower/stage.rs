@@ -489,6 +489,9 @@ impl<'a> Lowerer<'a> {
         })?;
         let (pinned, image) = match resolved {
             Some(r) => {
+                self.findings.extend(crate::checks::base_image_platform(
+                    reference, platform, &r.image, node.span,
+                ));
                 // Pinned to the platform's manifest, even when the Dockerfile names an index digest.
                 let pinned = match &r.digest {
                     Some(d) => {
