@@ -427,3 +427,68 @@ fn invalid_base_image_platform() {
     // Without a resolver (as `kiln check` runs) nothing is known of the image.
     assert_eq!(report_with(src, &amd64, &frontend::NoResolver).0, []);
 }
+
+/// BuildKit's testReservedStageName, with its messages.
+#[test]
+fn reserved_stage_name() {
+    let (f, _) = report("\nFROM scratch AS scratch\nFROM scratch AS context\n");
+    assert_eq!(
+        f,
+        [
+            finding(
+                "ReservedStageName",
+                2,
+                "Stage name should not use the same name as reserved stage \"scratch\""
+            ),
+            finding(
+                "ReservedStageName",
+                3,
+                "Stage name should not use the same name as reserved stage \"context\""
+            ),
+        ]
+    );
+    assert_eq!(report("\nFROM scratch\nFROM scratch AS a\n").0, []);
+}
+
+/// BuildKit's testSecretsUsedInArgOrEnv, up to its per-instruction check comments: `public`, `file` and
+/// `version` words make a name no secret.
+#[test]
+fn secrets_used_in_arg_or_env() {
+    let src = "# check=skip=InvalidDefinitionDescription
+
+FROM scratch
+ARG SECRET_PASSPHRASE
+ENV SUPER_Secret=foo
+ENV password=bar secret=baz
+ARG super_duper_secret_token=foo auth=bar
+ENV apikey=bar sunflower=foo
+ENV git_key=
+ENV PUBLIC_KEY=
+ARG public_token
+ARG SECRET_PASSPHRASE_FILE
+ENV password_file=bar secret_File=baz
+ARG AUTH_MODULE_VERSION
+";
+    let (mut f, errors) = report(src);
+    f.sort();
+    let msg = |kw: &str, name: &str| {
+        format!("Do not use ARG or ENV instructions for sensitive data ({kw} \"{name}\")")
+    };
+    let mut want = vec![
+        finding("SecretsUsedInArgOrEnv", 4, &msg("ARG", "SECRET_PASSPHRASE")),
+        finding("SecretsUsedInArgOrEnv", 5, &msg("ENV", "SUPER_Secret")),
+        finding("SecretsUsedInArgOrEnv", 6, &msg("ENV", "password")),
+        finding("SecretsUsedInArgOrEnv", 6, &msg("ENV", "secret")),
+        finding("SecretsUsedInArgOrEnv", 7, &msg("ARG", "auth")),
+        finding(
+            "SecretsUsedInArgOrEnv",
+            7,
+            &msg("ARG", "super_duper_secret_token"),
+        ),
+        finding("SecretsUsedInArgOrEnv", 8, &msg("ENV", "apikey")),
+        finding("SecretsUsedInArgOrEnv", 9, &msg("ENV", "git_key")),
+    ];
+    want.sort();
+    assert_eq!(f, want);
+    assert!(errors.is_empty(), "{errors:?}");
+}

@@ -183,7 +183,8 @@ pub(crate) fn base_image_platform(
 }
 
 /// The SecretsUsedInArgOrEnv rule's test: a name with a word such as `password`, `token` or `secret` between
-/// underscores (or at either end), as BuildKit matches it.
+/// underscores (or at either end), unless a word such as `public`, `file` or `version` is there too, as BuildKit
+/// matches it.
 pub fn looks_secret(name: &str) -> bool {
     const WORDS: [&str; 10] = [
         "apikey",
@@ -197,7 +198,7 @@ pub fn looks_secret(name: &str) -> bool {
         "secret",
         "token",
     ];
-    const ALLOWED: [&str; 1] = ["public"];
+    const ALLOWED: [&str; 3] = ["public", "file", "version"];
     let lower = name.to_ascii_lowercase();
     let parts: Vec<&str> = lower.split('_').collect();
     if parts.iter().any(|p| ALLOWED.contains(p)) {

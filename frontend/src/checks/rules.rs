@@ -54,7 +54,7 @@ pub fn static_findings(nodes: &[Node]) -> Vec<Finding> {
                         out.push(Finding::new(
                             "ReservedStageName",
                             node.span,
-                            format!("'{lower}' is reserved and should not be used as a stage name"),
+                            format!("Stage name should not use the same name as reserved stage {lower:?}"),
                         ));
                     }
                     if stage_names
