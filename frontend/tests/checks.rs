@@ -450,8 +450,8 @@ fn reserved_stage_name() {
     assert_eq!(report("\nFROM scratch\nFROM scratch AS a\n").0, []);
 }
 
-/// BuildKit's testSecretsUsedInArgOrEnv, up to its per-instruction check comments: `public`, `file` and
-/// `version` words make a name no secret.
+/// BuildKit's testSecretsUsedInArgOrEnv, up to its per-instruction check comments (ported in
+/// `check_comments_configure_one_instruction`): `public`, `file` and `version` words make a name no secret.
 #[test]
 fn secrets_used_in_arg_or_env() {
     let src = "# check=skip=InvalidDefinitionDescription
@@ -491,4 +491,52 @@ ARG AUTH_MODULE_VERSION
     want.sort();
     assert_eq!(f, want);
     assert!(errors.is_empty(), "{errors:?}");
+}
+
+/// BuildKit's testSecretsUsedInArgOrEnv, its per-instruction `# check=` comments included: such a comment
+/// configures the checks of the instruction below it only.
+#[test]
+fn check_comments_configure_one_instruction() {
+    let src = "# check=skip=InvalidDefinitionDescription
+
+FROM scratch
+ARG password_file
+# check=skip=SecretsUsedInArgOrEnv // allow secret in environment
+ENV password=bar
+# check=skip=SecretsUsedInArgOrEnv // allow secret in arg
+ARG password
+# check=skip=all // is local to only this instruction
+ENV alternate_password=bar
+# check=skip=all // is local to only this instruction
+ARG alternate_password
+ENV api_token=x
+";
+    let (f, errors) = report(src);
+    assert_eq!(
+        f,
+        [finding(
+            "SecretsUsedInArgOrEnv",
+            13,
+            "Do not use ARG or ENV instructions for sensitive data (ENV \"api_token\")"
+        )]
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    // MultipleInstructionsDisallowed is reported at the overridden CMD but follows the comment of the CMD that
+    // overrides it; rules of the whole Dockerfile (ConsistentInstructionCasing) ignore such comments.
+    let src =
+        "FROM scratch\nCMD [\"a\"]\n# check=skip=MultipleInstructionsDisallowed\nCMD [\"b\"]\n";
+    assert_eq!(report(src).0, []);
+    let src =
+        "FROM scratch\n# check=skip=MultipleInstructionsDisallowed\nCMD [\"a\"]\nCMD [\"b\"]\n";
+    assert_eq!(
+        report(src).0,
+        [finding(
+            "MultipleInstructionsDisallowed",
+            3,
+            "Multiple CMD instructions should not be used in the same stage because only the last one will be used"
+        )]
+    );
+    let src = "FROM scratch\nRUN true\n# check=skip=all\nrun true\n";
+    let rules: Vec<String> = report(src).0.into_iter().map(|f| f.0).collect();
+    assert_eq!(rules, ["ConsistentInstructionCasing"]);
 }

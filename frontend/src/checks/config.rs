@@ -71,6 +71,17 @@ impl CheckConfig {
         Ok(cfg)
     }
 
+    /// This configuration with `local`'s skipped and experimental rules added, as BuildKit merges the `check=`
+    /// comment above an instruction into the Dockerfile's configuration (`error=` stays the Dockerfile's).
+    pub fn merged(&self, local: &CheckConfig) -> CheckConfig {
+        let mut out = self.clone();
+        out.skip_all |= local.skip_all;
+        out.skip.extend(local.skip.iter().cloned());
+        out.experimental_all |= local.experimental_all;
+        out.experimental.extend(local.experimental.iter().cloned());
+        out
+    }
+
     /// Whether `rule` is reported. As in BuildKit's linter, an experimental rule runs only when the directive
     /// names it under `experimental=` (or says `experimental=all`), and `skip=` does not apply to it.
     pub fn enabled(&self, rule: &str) -> bool {

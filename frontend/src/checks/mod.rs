@@ -75,9 +75,8 @@ pub fn run_checks_with(
     let config = CheckConfig::parse(df.directives.check.as_deref())?;
     let mut findings = text::empty_continuations(df);
     findings.extend(rules::static_findings(&df.children));
-    if EXPERIMENTAL_RULES.iter().any(|r| config.enabled(r)) {
-        findings.extend(text::invalid_definition_descriptions(df));
-    }
+    let comments = text::preceding_comments(df);
+    findings.extend(text::invalid_definition_descriptions(df, &comments));
     let mut errors = Vec::new();
     match parse_dockerfile_for_checks(df) {
         Ok((stages, duplicates)) => {
@@ -97,7 +96,13 @@ pub fn run_checks_with(
         }
         Err(e) => errors.push(e),
     }
-    findings.retain(|f| config.enabled(f.rule));
+    let local = text::instruction_configs(&config, &comments);
+    findings.retain(|f| match governing_instruction(df, f) {
+        Some(i) if !DOCUMENT_RULES.contains(&f.rule) => {
+            local[i].as_ref().unwrap_or(&config).enabled(f.rule)
+        }
+        _ => config.enabled(f.rule),
+    });
     findings.sort_by(|a, b| (a.span.start_line, a.rule).cmp(&(b.span.start_line, b.rule)));
     findings.dedup();
     Ok(CheckReport {
@@ -105,6 +110,37 @@ pub fn run_checks_with(
         config,
         errors,
     })
+}
+
+/// Rules BuildKit runs with the Dockerfile's check configuration alone, whatever `# check=` comment is above the
+/// instruction at fault; every other rule honours such a comment.
+const DOCUMENT_RULES: [&str; 6] = [
+    "NoEmptyContinuation",
+    "DuplicateStageName",
+    "ReservedStageName",
+    "ConsistentInstructionCasing",
+    "InvalidDefaultArgInFrom",
+    "InvalidBaseImagePlatform",
+];
+
+/// The index of the instruction whose `# check=` comment governs finding `f`: the one at fault, except for
+/// MultipleInstructionsDisallowed, which BuildKit reports at an overridden instruction while linting the next
+/// instruction of that kind.
+fn governing_instruction(df: &Dockerfile, f: &Finding) -> Option<usize> {
+    let at = df
+        .children
+        .iter()
+        .position(|n| n.span.start_line == f.span.start_line)?;
+    if f.rule != "MultipleInstructionsDisallowed" {
+        return Some(at);
+    }
+    let keyword = &df.children[at].keyword;
+    df.children
+        .iter()
+        .enumerate()
+        .skip(at + 1)
+        .find(|(_, n)| &n.keyword == keyword)
+        .map(|(i, _)| i)
 }
 
 /// InvalidDefaultArgInFrom: with no build args given, a FROM whose default ARG values expand to an empty or

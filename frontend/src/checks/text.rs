@@ -1,9 +1,10 @@
 //! Rules about the Dockerfile's text around its instructions: NoEmptyContinuation (from the parser's warnings)
-//! and the experimental InvalidDefinitionDescription (the comments above a FROM or ARG).
+//! and the experimental InvalidDefinitionDescription (the comments above a FROM or ARG); and the `# check=`
+//! comments that configure the checks for one instruction.
 
-use super::Finding;
+use super::{CheckConfig, Finding};
 use crate::instructions::{Command, Instruction};
-use crate::parser::{directive_lines, Dockerfile, Span};
+use crate::parser::{directive_lines, match_directive, Dockerfile, Span};
 
 /// NoEmptyContinuation: an instruction continued over an empty line, reported at its last line as BuildKit
 /// reports the parser's warning.
@@ -23,15 +24,12 @@ pub fn empty_continuations(df: &Dockerfile) -> Vec<Finding> {
         .collect()
 }
 
-/// InvalidDefinitionDescription: the comment right above a named FROM or an ARG should start with the stage's
-/// or an argument's name (what `--call=outline` shows as its description).
-///
-/// The comments an instruction keeps are BuildKit's: the comment lines since the previous instruction, a bare
-/// `#` dropping those above it, directive lines left out. As in BuildKit's parser an empty line drops nothing,
-/// though the rule's documentation suggests one to separate an unrelated comment.
-pub fn invalid_definition_descriptions(df: &Dockerfile) -> Vec<Finding> {
+/// The comments BuildKit's parser keeps above each instruction (its PrevComment), in order: the comment lines
+/// since the previous instruction, each without its first character and trimmed, a bare `#` dropping those above
+/// it, directive lines left out. As in BuildKit's parser an empty line drops nothing.
+pub fn preceding_comments(df: &Dockerfile) -> Vec<Vec<String>> {
     let directives = directive_lines(&df.lines);
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(df.children.len());
     let mut after = 0;
     for node in &df.children {
         let mut comments: Vec<String> = Vec::new();
@@ -51,6 +49,18 @@ pub fn invalid_definition_descriptions(df: &Dockerfile) -> Vec<Finding> {
             }
         }
         after = node.span.end_line;
+        out.push(comments);
+    }
+    out
+}
+
+/// InvalidDefinitionDescription: the comment right above a named FROM or an ARG should start with the stage's
+/// or an argument's name (what `--call=outline` shows as its description). `comments` is
+/// [`preceding_comments`]. (The rule's documentation suggests an empty line to separate an unrelated comment,
+/// but BuildKit's parser keeps comments across empty lines, and so does this.)
+pub fn invalid_definition_descriptions(df: &Dockerfile, comments: &[Vec<String>]) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for (node, comments) in df.children.iter().zip(comments) {
         let Some(last) = comments.last() else {
             continue;
         };
@@ -81,4 +91,28 @@ pub fn invalid_definition_descriptions(df: &Dockerfile) -> Vec<Finding> {
         ));
     }
     out
+}
+
+/// The check configuration of each instruction: `global` merged with the first `check=` comment above it (its
+/// value up to the first space, so `# check=skip=all // why` works), as BuildKit's linter merges an instruction's
+/// comments; `None` where no such comment parses.
+pub fn instruction_configs(
+    global: &CheckConfig,
+    comments: &[Vec<String>],
+) -> Vec<Option<CheckConfig>> {
+    comments
+        .iter()
+        .map(|comments| {
+            let value = comments
+                .iter()
+                .find_map(|c| match match_directive(&format!("#{c}")) {
+                    Some((name, value)) if name == "check" => Some(value),
+                    _ => None,
+                })?;
+            let value = value.split(' ').next().unwrap_or("");
+            CheckConfig::parse(Some(value))
+                .ok()
+                .map(|local| global.merged(&local))
+        })
+        .collect()
 }

@@ -33,7 +33,7 @@ pub(super) struct DirectiveReader {
 }
 
 /// Matches `#[ \t]*name[ \t]*=[ \t]*value[ \t]*` and returns (lower-cased name, value).
-fn match_directive(line: &str) -> Option<(String, String)> {
+pub(crate) fn match_directive(line: &str) -> Option<(String, String)> {
     let rest = line.strip_prefix('#')?.trim_start_matches([' ', '\t']);
     let name_len = rest
         .char_indices()

@@ -12,8 +12,8 @@ pub use directives::Directives;
 pub use dump::{dump, dump_node, quote_go};
 pub use heredoc::{chomp_heredoc, Heredoc};
 
-pub(crate) use directives::directive_lines;
 use directives::DirectiveReader;
+pub(crate) use directives::{directive_lines, match_directive};
 
 /// BuildKit's (bufio.Scanner's) limit on one physical line.
 pub const MAX_LINE: usize = 65_535;
