@@ -540,3 +540,44 @@ ENV api_token=x
     let rules: Vec<String> = report(src).0.into_iter().map(|f| f.0).collect();
     assert_eq!(rules, ["ConsistentInstructionCasing"]);
 }
+
+/// BuildKit's testRuleCheckOption: the directive's skip= and error=, and a BUILDKIT_DOCKERFILE_CHECK build arg
+/// that replaces the directive.
+#[test]
+fn check_options_and_the_build_arg_that_replaces_them() {
+    let body = "FROM scratch as base\ncopy Dockerfile .\n";
+    let run = |directive: &str, arg: Option<&str>| {
+        let mut opts = BuildOpts::default();
+        if let Some(a) = arg {
+            opts.build_args
+                .insert("BUILDKIT_DOCKERFILE_CHECK".to_string(), a.to_string());
+        }
+        let df = frontend::parser::parse(&format!("{directive}\n{body}")).expect("parses");
+        let r = run_checks(&df, &opts).expect("checks run");
+        let rules: Vec<&str> = r.findings.iter().map(|f| f.rule).collect();
+        (rules, r.config.error)
+    };
+    assert_eq!(run("#check=skip=all", None), (vec![], false));
+    assert_eq!(run("#check=skip=all;error=true", None), (vec![], true));
+    assert_eq!(
+        run("#check=skip=ConsistentInstructionCasing,FromAsCasing", None),
+        (vec![], false)
+    );
+    assert_eq!(
+        run("#check=skip=ConsistentInstructionCasing;error=true", None),
+        (vec!["FromAsCasing"], true)
+    );
+    assert_eq!(
+        run(
+            "#check=skip=all",
+            Some("skip=ConsistentInstructionCasing;error=true")
+        ),
+        (vec!["FromAsCasing"], true)
+    );
+    assert_eq!(run("#check=error=true", Some("skip=all")), (vec![], false));
+    let df = frontend::parser::parse(body).expect("parses");
+    let mut opts = BuildOpts::default();
+    opts.build_args
+        .insert("BUILDKIT_DOCKERFILE_CHECK".to_string(), "bogus".to_string());
+    assert!(run_checks(&df, &opts).is_err());
+}

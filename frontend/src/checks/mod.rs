@@ -72,7 +72,16 @@ pub fn run_checks_with(
     opts: &BuildOpts,
     resolver: &dyn ImageResolver,
 ) -> Result<CheckReport, FrontendError> {
-    let config = CheckConfig::parse(df.directives.check.as_deref())?;
+    // A BUILDKIT_DOCKERFILE_CHECK build arg replaces the Dockerfile's directive, as BuildKit's dockerui reads it.
+    let config = match opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+        Some(arg) => CheckConfig::parse(Some(arg)).map_err(|e| {
+            FrontendError::request(format!(
+                "build arg BUILDKIT_DOCKERFILE_CHECK: {}",
+                e.message
+            ))
+        })?,
+        None => CheckConfig::parse(df.directives.check.as_deref())?,
+    };
     let mut findings = text::empty_continuations(df);
     findings.extend(rules::static_findings(&df.children));
     let comments = text::preceding_comments(df);
