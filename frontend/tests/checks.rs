@@ -581,3 +581,51 @@ fn check_options_and_the_build_arg_that_replaces_them() {
         .insert("BUILDKIT_DOCKERFILE_CHECK".to_string(), "bogus".to_string());
     assert!(run_checks(&df, &opts).is_err());
 }
+
+/// BuildKit's testUndeclaredArg and testUnmatchedVars: UndefinedArgInFrom and UndefinedVar suggest a near name.
+#[test]
+fn undefined_names_suggest_a_near_one() {
+    let messages = |src: &str, rule: &str| -> Vec<String> {
+        report(src)
+            .0
+            .into_iter()
+            .filter(|f| f.0 == rule)
+            .map(|f| f.2)
+            .collect()
+    };
+    assert_eq!(
+        messages(
+            "\nFROM --platform=$BULIDPLATFORM scratch\nCOPY Dockerfile .\n",
+            "UndefinedArgInFrom"
+        ),
+        ["FROM argument 'BULIDPLATFORM' is not declared (did you mean BUILDPLATFORM?)"]
+    );
+    assert_eq!(
+        messages(
+            "\nARG MY_OS=linux\nARG MY_ARCH=amd64\nFROM --platform=linux/${MYARCH} busybox\nCOPY Dockerfile .\n",
+            "UndefinedArgInFrom"
+        ),
+        ["FROM argument 'MYARCH' is not declared (did you mean MY_ARCH?)"]
+    );
+    assert_eq!(
+        messages(
+            "\nARG tag=latest\nFROM busybox:${tag}${version} AS b\nCOPY Dockerfile .\n",
+            "UndefinedArgInFrom"
+        ),
+        ["FROM argument 'version' is not declared"]
+    );
+    assert_eq!(
+        messages(
+            "\nFROM alpine\nARG DIR_BINARIES=binaries/\nARG DIR_ASSETS=assets/\nARG DIR_CONFIG=config/\nCOPY $DIR_ASSET .\n",
+            "UndefinedVar"
+        ),
+        ["Usage of undefined variable '$DIR_ASSET' (did you mean $DIR_ASSETS?)"]
+    );
+    assert_eq!(
+        messages(
+            "\nFROM alpine\nCOPY $foo .\nARG foo=bar\nRUN echo $foo\n",
+            "UndefinedVar"
+        ),
+        ["Usage of undefined variable '$foo'"]
+    );
+}

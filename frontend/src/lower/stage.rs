@@ -271,8 +271,8 @@ impl<'a> Lowerer<'a> {
         })?;
         for name in &exp.unset {
             if !declared.contains(name) && !is_env_builtin(name) {
-                self.findings
-                    .push(Finding::new(rule, node.span, undefined_message(rule, name)));
+                let message = undefined_message(rule, name, scope, declared);
+                self.findings.push(Finding::new(rule, node.span, message));
             }
         }
         Ok(exp.result)
@@ -657,10 +657,25 @@ fn is_env_builtin(_name: &str) -> bool {
     false
 }
 
-fn undefined_message(rule: &str, name: &str) -> String {
+/// BuildKit's messages, with its suggestion: for a FROM, among the declared global ARGs and the values in scope;
+/// elsewhere among the names with a value (the stage's ENV and valued ARGs).
+fn undefined_message(rule: &str, name: &str, scope: &Scope, declared: &BTreeSet<String>) -> String {
+    let keys = crate::shell::Env::keys(scope);
     match rule {
-        "UndefinedArgInFrom" => format!("FROM argument '{name}' is not declared"),
-        _ => format!("Usage of undefined variable '${name}'"),
+        "UndefinedArgInFrom" => {
+            let mut options: BTreeSet<&str> = declared.iter().map(String::as_str).collect();
+            options.extend(keys.iter().map(String::as_str));
+            let hint = crate::suggest::search(name, options)
+                .map(|s| format!(" (did you mean {s}?)"))
+                .unwrap_or_default();
+            format!("FROM argument '{name}' is not declared{hint}")
+        }
+        _ => {
+            let hint = crate::suggest::search(name, keys.iter().map(String::as_str))
+                .map(|s| format!(" (did you mean ${s}?)"))
+                .unwrap_or_default();
+            format!("Usage of undefined variable '${name}'{hint}")
+        }
     }
 }
 
