@@ -629,3 +629,61 @@ fn undefined_names_suggest_a_near_one() {
         ["Usage of undefined variable '$foo'"]
     );
 }
+
+/// BuildKit's testCopyIgnoredFiles and testCopyIgnoredFileContextRoot: ADD says Add, the source is shown cleaned,
+/// and the context root is flagged only when a pattern excludes everything.
+#[test]
+fn copy_ignored_file_messages_and_the_context_root() {
+    let with = |patterns: &[&str], src: &str| {
+        let opts = BuildOpts {
+            ignore_patterns: patterns.iter().map(|p| p.to_string()).collect(),
+            ..BuildOpts::default()
+        };
+        report_with(src, &opts, &frontend::NoResolver).0
+    };
+    assert_eq!(
+        with(
+            &["Dockerfile"],
+            "\nFROM scratch\nCOPY ./Dockerfile .\nADD Dockerfile /windy\n"
+        ),
+        [
+            finding(
+                "CopyIgnoredFile",
+                3,
+                "Attempting to Copy file \"Dockerfile\" that is excluded by .dockerignore"
+            ),
+            finding(
+                "CopyIgnoredFile",
+                4,
+                "Attempting to Add file \"Dockerfile\" that is excluded by .dockerignore"
+            ),
+        ]
+    );
+    assert_eq!(
+        with(
+            &["foobar"],
+            "\nFROM scratch AS base\nCOPY Dockerfile /foobar\nADD Dockerfile /windy\n\nFROM base\nCOPY --from=base /foobar /Dockerfile\n"
+        ),
+        []
+    );
+    assert_eq!(
+        with(
+            &["**", "!Dockerfile"],
+            "\nFROM scratch\nCOPY ./Dockerfile .\n"
+        ),
+        []
+    );
+    assert_eq!(
+        with(&["**", "!Dockerfile"], "\nFROM scratch\nCOPY . .\n"),
+        []
+    );
+    assert_eq!(with(&[".*"], "\nFROM scratch\nCOPY . .\n"), []);
+    assert_eq!(
+        with(&["*"], "\nFROM scratch\nCOPY . .\n"),
+        [finding(
+            "CopyIgnoredFile",
+            3,
+            "Attempting to Copy file \".\" that is excluded by .dockerignore"
+        )]
+    );
+}
