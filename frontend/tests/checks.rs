@@ -192,7 +192,10 @@ fn report_with(
     )
 }
 
-fn finding(rule: &str, line: usize, message: &str) -> (String, usize, String) {
+/// A finding as [`report`] lists it: rule, line, message.
+type Found = (String, usize, String);
+
+fn finding(rule: &str, line: usize, message: &str) -> Found {
     (rule.to_string(), line, message.to_string())
 }
 
@@ -685,5 +688,249 @@ fn copy_ignored_file_messages_and_the_context_root() {
             3,
             "Attempting to Copy file \".\" that is excluded by .dockerignore"
         )]
+    );
+}
+
+/// BuildKit's testJSONArgsRecommended: no finding under a SHELL of the stage or of the stage it is built on.
+#[test]
+fn json_args_recommended_unless_a_shell_is_set() {
+    let msg = |kw: &str| {
+        format!("JSON arguments recommended for {kw} to prevent unintended behavior related to OS signals")
+    };
+    assert_eq!(
+        report("\nFROM scratch\nCMD mycommand\n").0,
+        [finding("JSONArgsRecommended", 3, &msg("CMD"))]
+    );
+    assert_eq!(
+        report("\nFROM scratch\nENTRYPOINT mycommand\n").0,
+        [finding("JSONArgsRecommended", 3, &msg("ENTRYPOINT"))]
+    );
+    for kw in ["CMD", "ENTRYPOINT"] {
+        let own = format!("\nFROM scratch\nSHELL [\"/usr/bin/customshell\"]\n{kw} mycommand\n");
+        assert_eq!(report(&own).0, [], "{own}");
+        let inherited = format!(
+            "\nFROM scratch AS base\nSHELL [\"/usr/bin/customshell\"]\n\nFROM base\n{kw} mycommand\n"
+        );
+        assert_eq!(report(&inherited).0, [], "{inherited}");
+        let other = format!(
+            "\nFROM scratch AS base\nSHELL [\"/usr/bin/customshell\"]\n\nFROM scratch\n{kw} mycommand\n"
+        );
+        assert_eq!(
+            report(&other).0,
+            [finding("JSONArgsRecommended", 6, &msg(kw))]
+        );
+    }
+}
+
+/// BuildKit's testFromPlatformFlagConstDisallowed: not reported when the stage's name names the platform's OS or
+/// architecture.
+#[test]
+fn from_platform_flag_const_disallowed_unless_the_stage_names_it() {
+    assert_eq!(
+        report("\nFROM --platform=linux/amd64 scratch\n").0,
+        [finding(
+            "FromPlatformFlagConstDisallowed",
+            2,
+            "FROM --platform flag should not use constant value \"linux/amd64\""
+        )]
+    );
+    assert_eq!(
+        report("\nFROM --platform=linux/amd64 scratch AS my_amd64_stage\n").0,
+        []
+    );
+    assert_eq!(
+        report("\nFROM --platform=linux/amd64 scratch AS linux\n").0,
+        []
+    );
+}
+
+/// The other scenarios of BuildKit's lint tests, each with what BuildKit reports (rule, line, message):
+/// testConsistentInstructionCasing, testMaintainerDeprecated, testMultipleInstructionsDisallowed,
+/// testLegacyKeyValueFormat, testRedundantTargetPlatform, testWorkdirRelativePath, testStageName and
+/// testInvalidDefaultArgInFrom.
+#[test]
+fn buildkit_lint_scenarios() {
+    let casing = |kw: &str, case: &str| {
+        format!("Command '{kw}' should match the case of the command majority ({case})")
+    };
+    let multiple = |kw: &str| {
+        format!("Multiple {kw} instructions should not be used in the same stage because only the last one will be used")
+    };
+    let legacy = |kw: &str| {
+        format!("\"{kw} key=value\" should be used instead of legacy \"{kw} key value\" format")
+    };
+    let rule = "ConsistentInstructionCasing";
+    let cases: Vec<(&str, Vec<Found>)> = vec![
+        (
+            "\n#\n#\nFrom scratch as base\nFROM scratch AS base2\n",
+            vec![finding(rule, 4, &casing("From", "uppercase"))],
+        ),
+        (
+            "\nFROM scratch\n#\ncopy Dockerfile /foo\nCOPY Dockerfile /bar\n",
+            vec![finding(rule, 4, &casing("copy", "uppercase"))],
+        ),
+        (
+            "\n#\n#\nfrOM scratch as base\nfrom scratch as base2\n",
+            vec![finding(rule, 4, &casing("frOM", "lowercase"))],
+        ),
+        (
+            "\nfrom scratch\n#\nCOPY Dockerfile /foo\ncopy Dockerfile /bar\n",
+            vec![finding(rule, 4, &casing("COPY", "lowercase"))],
+        ),
+        (
+            "\n#\n#\nfrom scratch\nCOPY Dockerfile /foo\nCOPY Dockerfile /bar\nCOPY Dockerfile /baz\n",
+            vec![finding(rule, 4, &casing("from", "uppercase"))],
+        ),
+        (
+            "\n#\n#\nFROM scratch\ncopy Dockerfile /foo\ncopy Dockerfile /bar\ncopy Dockerfile /baz\n",
+            vec![finding(rule, 4, &casing("FROM", "lowercase"))],
+        ),
+        ("\nfrom scratch\ncopy Dockerfile /foo\ncopy Dockerfile /bar\n", vec![]),
+        ("\nFROM alpine\nRUN <<'EOT'\nenv\nEOT\n", vec![]),
+        (
+            "\nFROM scratch\nMAINTAINER me@example.org\n",
+            vec![finding(
+                "MaintainerDeprecated",
+                3,
+                "Maintainer instruction is deprecated in favor of using label",
+            )],
+        ),
+        ("\nFROM scratch\nLABEL org.opencontainers.image.authors=\"me@example.org\"\n", vec![]),
+        ("\nFROM scratch\n# check=skip=JSONArgsRecommended\nCMD mycommand\n", vec![]),
+        ("\nFROM scratch\n# check=skip=MaintainerDeprecated\nMAINTAINER me@example.org\n", vec![]),
+        (
+            "\nFROM scratch\nENTRYPOINT [\"/myapp\"]\nENTRYPOINT [\"/myotherapp\"]\nCMD [\"/myapp\"]\nCMD [\"/myotherapp\"]\nHEALTHCHECK CMD [\"/myapp\"]\nHEALTHCHECK CMD [\"/myotherapp\"]\n",
+            vec![
+                finding("MultipleInstructionsDisallowed", 3, &multiple("ENTRYPOINT")),
+                finding("MultipleInstructionsDisallowed", 5, &multiple("CMD")),
+                finding("MultipleInstructionsDisallowed", 7, &multiple("HEALTHCHECK")),
+            ],
+        ),
+        (
+            "\nFROM scratch\nENTRYPOINT [\"/myapp\"]\nCMD [\"/myapp\"]\nHEALTHCHECK CMD [\"/myapp\"]\nCOPY <<EOF /a.txt\nHello, World!\nEOF\nENTRYPOINT [\"/myotherapp\"]\nCMD [\"/myotherapp\"]\nHEALTHCHECK CMD [\"/myotherapp\"]\n",
+            vec![
+                finding("MultipleInstructionsDisallowed", 3, &multiple("ENTRYPOINT")),
+                finding("MultipleInstructionsDisallowed", 4, &multiple("CMD")),
+                finding("MultipleInstructionsDisallowed", 5, &multiple("HEALTHCHECK")),
+            ],
+        ),
+        (
+            "\nFROM scratch AS a\nENTRYPOINT [\"/myapp\"]\nCMD [\"/myapp\"]\nHEALTHCHECK CMD [\"/myapp\"]\n\nFROM a AS b\nENTRYPOINT [\"/myotherapp\"]\nCMD [\"/myotherapp\"]\nHEALTHCHECK CMD [\"/myotherapp\"]\n",
+            vec![],
+        ),
+        (
+            "\nFROM scratch\nENV testkey value\nLABEL key value\n",
+            vec![
+                finding("LegacyKeyValueFormat", 3, &legacy("ENV")),
+                finding("LegacyKeyValueFormat", 4, &legacy("LABEL")),
+            ],
+        ),
+        ("\nFROM scratch\nENV testkey=value\nLABEL key=value\n", vec![]),
+        (
+            "\nFROM scratch\n# check=skip=LegacyKeyValueFormat\nENV testkey value\n# check=skip=LegacyKeyValueFormat\nLABEL key value\n",
+            vec![],
+        ),
+        (
+            "\nFROM --platform=$TARGETPLATFORM scratch\n",
+            vec![finding(
+                "RedundantTargetPlatform",
+                2,
+                "Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior",
+            )],
+        ),
+        (
+            "\nFROM --platform=${TARGETPLATFORM} scratch\n",
+            vec![finding(
+                "RedundantTargetPlatform",
+                2,
+                "Setting platform to predefined ${TARGETPLATFORM} in FROM is redundant as this is the default behavior",
+            )],
+        ),
+        ("\n# check=skip=RedundantTargetPlatform\nFROM --platform=$TARGETPLATFORM scratch\n", vec![]),
+        (
+            "\nFROM scratch\nWORKDIR app/\n",
+            vec![finding(
+                "WorkdirRelativePath",
+                3,
+                "Relative workdir \"app/\" can have unexpected results if the base image changes",
+            )],
+        ),
+        ("\nFROM scratch AS a\nWORKDIR /app\n\nFROM a AS b\nWORKDIR subdir/\n", vec![]),
+        ("\nFROM scratch\n# check=skip=WorkdirRelativePath\nWORKDIR app/\n", vec![]),
+        (
+            "\n#\n#\nFROM scratch AS BadStageName\n\n#\n#\nFROM scratch as base2\n\nFROM scratch AS base3\n",
+            vec![
+                finding("StageNameCasing", 4, "Stage name 'BadStageName' should be lowercase"),
+                finding("FromAsCasing", 8, "'as' and 'FROM' keywords' casing do not match"),
+            ],
+        ),
+        (
+            "\n#\n#\nfrom scratch AS base\n\nfrom scratch as base2\n",
+            vec![finding("FromAsCasing", 4, "'AS' and 'from' keywords' casing do not match")],
+        ),
+        ("\nARG base=scratch\nFROM $base\nCOPY Dockerfile .\n", vec![]),
+        ("\nARG BUILDPLATFORM=linux/amd64\nFROM --platform=$BUILDPLATFORM scratch\nCOPY Dockerfile .\n", vec![]),
+        ("\nFROM --platform=$BUILDPLATFORM scratch\nCOPY Dockerfile .\n", vec![]),
+        ("\nARG DEBUG\nFROM scratch${DEBUG}\nCOPY Dockerfile .\n", vec![]),
+        ("\nARG DEBUG\nFROM scra${DEBUG:-tch}\nCOPY Dockerfile .\n", vec![]),
+        ("\nARG DEBUG=\"\"\nFROM scratch${DEBUG-@bogus}\nCOPY Dockerfile .\n", vec![]),
+        ("\nFROM scratch\nARG foo\nCOPY Dockerfile${foo} .\n", vec![]),
+        ("\nFROM alpine AS base\nARG foo=Dockerfile\n\nFROM base\nCOPY $foo .\n", vec![]),
+        ("\nFROM alpine\nRUN echo $PATH\n", vec![]),
+    ];
+    for (src, want) in cases {
+        assert_eq!(report(src).0, want, "{src}");
+    }
+    // testInvalidDefaultArgInFrom: judged on the defaults, whatever the build args.
+    let invalid = |src: &str, arg: (&str, &str)| {
+        let mut opts = BuildOpts::default();
+        opts.build_args.insert(arg.0.to_string(), arg.1.to_string());
+        report_with(src, &opts, &frontend::NoResolver).0
+    };
+    let msg = |base: &str| {
+        format!("Default value for ARG {base} results in empty or invalid base image name")
+    };
+    assert_eq!(
+        invalid(
+            "\nARG VERSION\nFROM busybox:$VERSION\n",
+            ("VERSION", "latest")
+        ),
+        [finding(
+            "InvalidDefaultArgInFrom",
+            3,
+            &msg("busybox:$VERSION")
+        )]
+    );
+    assert_eq!(
+        invalid("\nARG IMAGE\nFROM $IMAGE\n", ("IMAGE", "busybox:latest")),
+        [finding("InvalidDefaultArgInFrom", 3, &msg("$IMAGE"))]
+    );
+    assert_eq!(
+        invalid(
+            "\nARG SFX=\"box:\"\nFROM busy${SFX}\n",
+            ("SFX", "box:latest")
+        ),
+        [finding("InvalidDefaultArgInFrom", 3, &msg("busy${SFX}"))]
+    );
+    assert_eq!(
+        invalid(
+            "\nARG VERSION=\"latest\"\nFROM busybox:${VERSION}\n",
+            ("VERSION", "latest")
+        ),
+        []
+    );
+    assert_eq!(
+        invalid(
+            "\nARG BUSYBOX_VARIANT=\"\"\nFROM busybox:stable${BUSYBOX_VARIANT}\n",
+            ("BUSYBOX_VARIANT", "-musl")
+        ),
+        []
+    );
+    assert_eq!(
+        invalid(
+            "\n\tARG BUSYBOX_VARIANT\n\tFROM busybox:stable${BUSYBOX_VARIANT}\n\t",
+            ("BUSYBOX_VARIANT", "-musl")
+        ),
+        []
     );
 }

@@ -159,6 +159,9 @@ pub(super) struct Lowerer<'a> {
     /// The ARGs (with their values) each lowered stage ended with: a stage built FROM it starts with them, as
     /// BuildKit's `dispatchState.init` copies the base stage's build args and environment.
     stage_args: BTreeMap<usize, Vec<(String, Option<String>)>>,
+    /// The lowered stages that set a WORKDIR (or were built on one that did): a relative WORKDIR in a stage built
+    /// FROM them is no WorkdirRelativePath finding, as BuildKit's `dispatchState.init` copies `workdirSet`.
+    workdir_set: BTreeSet<usize>,
     in_progress: BTreeSet<usize>,
     pub findings: Vec<Finding>,
     pub used_build_args: BTreeSet<String>,
@@ -187,6 +190,7 @@ impl<'a> Lowerer<'a> {
             target_platform,
             done: BTreeMap::new(),
             stage_args: BTreeMap::new(),
+            workdir_set: BTreeSet::new(),
             in_progress: BTreeSet::new(),
             findings: Vec::new(),
             used_build_args: BTreeSet::new(),
@@ -367,6 +371,9 @@ impl<'a> Lowerer<'a> {
             self.dispatch(&mut st, inst)?;
         }
         self.stage_args.insert(stage.index, st.args.clone());
+        if st.workdir_set {
+            self.workdir_set.insert(stage.index);
+        }
         Ok(StageResult {
             index: stage.index,
             name: st.name.clone(),
@@ -447,6 +454,7 @@ impl<'a> Lowerer<'a> {
             st.image = r.image;
             st.platform = r.platform;
             st.args = self.stage_args.get(&dep).cloned().unwrap_or_default();
+            st.workdir_set = self.workdir_set.contains(&dep);
         } else if base == "scratch" {
             // Only the lower-case word: `FROM SCRATCH` is an image name, as BuildKit compares it.
             st.image = empty_image(&platform);
