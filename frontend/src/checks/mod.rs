@@ -53,7 +53,8 @@ pub struct CheckReport {
     pub findings: Vec<Finding>,
     /// The `# check=` directive.
     pub config: CheckConfig,
-    /// Stages that failed to lower (the build would fail on them).
+    /// Why the Dockerfile cannot be built: a repeated stage name, an instruction that does not parse, stages that
+    /// fail to lower.
     pub errors: Vec<FrontendError>,
 }
 
@@ -106,11 +107,20 @@ pub fn run_checks_with(
         Err(e) => errors.push(e),
     }
     let local = text::instruction_configs(&config, &comments);
-    findings.retain(|f| match governing_instruction(df, f) {
-        Some(i) if !DOCUMENT_RULES.contains(&f.rule) => {
-            local[i].as_ref().unwrap_or(&config).enabled(f.rule)
+    let by_line: std::collections::HashMap<usize, usize> = df
+        .children
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.span.start_line, i))
+        .collect();
+    findings.retain(|f| {
+        if DOCUMENT_RULES.contains(&f.rule) {
+            return config.enabled(f.rule);
         }
-        _ => config.enabled(f.rule),
+        match governing_instruction(df, &by_line, f).and_then(|i| local[i].as_ref()) {
+            Some(merged) => merged.enabled(f.rule),
+            None => config.enabled(f.rule),
+        }
     });
     findings.sort_by(|a, b| (a.span.start_line, a.rule).cmp(&(b.span.start_line, b.rule)));
     findings.dedup();
@@ -135,21 +145,17 @@ const DOCUMENT_RULES: [&str; 6] = [
 /// The index of the instruction whose `# check=` comment governs finding `f`: the one at fault, except for
 /// MultipleInstructionsDisallowed, which BuildKit reports at an overridden instruction while linting the next
 /// instruction of that kind.
-fn governing_instruction(df: &Dockerfile, f: &Finding) -> Option<usize> {
-    let at = df
-        .children
-        .iter()
-        .position(|n| n.span.start_line == f.span.start_line)?;
+fn governing_instruction(
+    df: &Dockerfile,
+    by_line: &std::collections::HashMap<usize, usize>,
+    f: &Finding,
+) -> Option<usize> {
+    let at = *by_line.get(&f.span.start_line)?;
     if f.rule != "MultipleInstructionsDisallowed" {
         return Some(at);
     }
     let keyword = &df.children[at].keyword;
-    df.children
-        .iter()
-        .enumerate()
-        .skip(at + 1)
-        .find(|(_, n)| &n.keyword == keyword)
-        .map(|(i, _)| i)
+    (at + 1..df.children.len()).find(|&i| &df.children[i].keyword == keyword)
 }
 
 /// InvalidDefaultArgInFrom: with no build args given, a FROM whose default ARG values expand to an empty or
