@@ -11,6 +11,7 @@ pub mod finding;
 pub mod instructions;
 pub mod lower;
 pub mod parser;
+mod ports;
 pub mod shell;
 mod suggest;
 

@@ -42,6 +42,38 @@ pub fn nearest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) ->
     best.map(|(_, c)| c)
 }
 
+/// BuildKit's suggest.Search, case-sensitive: the first candidate at the smallest plain edit distance below 3 from
+/// `word` (no transpositions), or none when a candidate is `word` itself. What the UndefinedVar and
+/// UndefinedArgInFrom checks suggest.
+pub fn search<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+    let mut best: Option<(usize, &str)> = None;
+    for c in candidates {
+        if c == word {
+            return None;
+        }
+        let d = levenshtein(word, c);
+        if d < best.map_or(3, |(bd, _)| bd) {
+            best = Some((d, c));
+        }
+    }
+    best.map(|(_, c)| c)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut row = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            row[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(row[j] + 1);
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
 /// `" (did you mean X?)"` for the nearest candidate, or nothing.
 pub fn hint<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> String {
     nearest(word, candidates)
@@ -80,6 +112,16 @@ mod tests {
             "valid: bind, cache"
         );
         assert_eq!(distance("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("kitten", "sitting"), 3);
+        assert_eq!(levenshtein("buidl", "build"), 2);
+        assert_eq!(
+            search("DIR_ASSET", ["DIR_BINARIES", "DIR_ASSETS", "DIR_CONFIG"]),
+            Some("DIR_ASSETS")
+        );
+        assert_eq!(search("MYARCH", ["MY_ARCH", "MY_OS"]), Some("MY_ARCH"));
+        assert_eq!(search("version", ["tag"]), None);
+        assert_eq!(search("path", ["PATH"]), None);
+        assert_eq!(search("foo", ["foo", "fob"]), None);
         assert_eq!(distance("buidl", "build"), 1);
     }
 }

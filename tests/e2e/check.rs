@@ -64,3 +64,35 @@ fn check_directive_skips_rules_and_turns_findings_into_errors() {
     );
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
 }
+
+#[test]
+fn a_duplicate_stage_name_fails_the_check_and_hides_no_finding() {
+    // BuildKit's lint reports every warning beside the build error; kiln's build refuses a repeated stage name,
+    // so `kiln check` reports it as an error, exits non-zero, and still reports the later stages' findings.
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox AS a\nFROM busybox AS a\nWORKDIR app\nFROM busybox${TAG}\nCOPY $NOPE /x\n",
+    );
+    let dir = ctx.path().to_str().expect("utf-8");
+    let r = run(KILN, &["check", dir], None);
+    assert_ne!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    for rule in [
+        "Dockerfile:2:1: DuplicateStageName",
+        "Dockerfile:3:1: WorkdirRelativePath",
+        "Dockerfile:4:1: UndefinedArgInFrom",
+        "Dockerfile:5:1: UndefinedVar",
+    ] {
+        assert!(
+            r.stdout.contains(rule),
+            "{rule} missing from:\n{}",
+            r.stdout
+        );
+    }
+    assert!(
+        r.stderr.contains("duplicate stage name \"a\""),
+        "{}",
+        r.stderr
+    );
+    let build = run(KILN, &["build", dir], None);
+    assert_ne!(build.code, 0, "kiln build refuses it too: {}", build.stderr);
+}

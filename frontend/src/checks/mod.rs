@@ -1,24 +1,27 @@
 //! BuildKit's build checks (`kiln check`, `kiln build --check`): rules that flag Dockerfiles which build but
-//! probably do not do what their author meant. Text-level rules run over the nodes; UndefinedVar,
-//! UndefinedArgInFrom, WorkdirRelativePath and CopyIgnoredFile fire while every stage is lowered, where variables
-//! have values.
+//! probably do not do what their author meant. Text-level rules run over the nodes (and NoEmptyContinuation and
+//! InvalidDefinitionDescription over the text around them); UndefinedVar, UndefinedArgInFrom, WorkdirRelativePath,
+//! CopyIgnoredFile, ExposeProtoCasing, ExposeInvalidFormat and InvalidBaseImagePlatform fire while every stage is
+//! lowered, where variables have values (the last only where a resolver answered for the base image).
 
 mod config;
 mod rules;
+mod text;
 
 pub use crate::finding::Finding;
 pub use config::CheckConfig;
 
 use crate::error::FrontendError;
-use crate::instructions::parse_dockerfile;
-use crate::lower::{lower_all_for_checks, BuildOpts};
+use crate::instructions::parse_dockerfile_for_checks;
+use crate::lower::{lower_all_for_checks, BuildOpts, ImageResolver, NoResolver};
 use crate::parser::Dockerfile;
 
 /// The rules kiln implements, with BuildKit's names.
-pub const RULES: [&str; 17] = [
+pub const RULES: [&str; 22] = [
     "JSONArgsRecommended",
     "FromAsCasing",
     "StageNameCasing",
+    "NoEmptyContinuation",
     "DuplicateStageName",
     "ReservedStageName",
     "UndefinedVar",
@@ -33,7 +36,15 @@ pub const RULES: [&str; 17] = [
     "CopyIgnoredFile",
     "FromPlatformFlagConstDisallowed",
     "RedundantTargetPlatform",
+    "InvalidDefinitionDescription",
+    "ExposeProtoCasing",
+    "ExposeInvalidFormat",
+    "InvalidBaseImagePlatform",
 ];
+
+/// Rules BuildKit marks experimental: they run only when the check directive names them under
+/// `experimental=` (or says `experimental=all`).
+pub const EXPERIMENTAL_RULES: [&str; 1] = ["InvalidDefinitionDescription"];
 
 /// What a check run found, and how the Dockerfile wants it treated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,24 +53,75 @@ pub struct CheckReport {
     pub findings: Vec<Finding>,
     /// The `# check=` directive.
     pub config: CheckConfig,
-    /// Stages that failed to lower (the build would fail on them).
+    /// Why the Dockerfile cannot be built: a repeated stage name, an instruction that does not parse, stages that
+    /// fail to lower.
     pub errors: Vec<FrontendError>,
 }
 
-/// Runs every rule over `df` as it would be built with `opts`.
+/// Runs every rule over `df` as it would be built with `opts`. A Dockerfile that cannot be built still gets
+/// every finding that can be made, as BuildKit's lint reports its warnings beside the build error: a repeated
+/// stage name is one of the `errors`, and the stages are still lowered; an instruction that does not parse
+/// leaves the text-level findings.
 pub fn run_checks(df: &Dockerfile, opts: &BuildOpts) -> Result<CheckReport, FrontendError> {
-    let config = CheckConfig::parse(df.directives.check.as_deref())?;
-    let mut findings = rules::static_findings(&df.children);
-    let duplicate = findings.iter().any(|f| f.rule == "DuplicateStageName");
+    run_checks_with(df, opts, &NoResolver)
+}
+
+/// [`run_checks`] with base images resolved by `resolver`, which InvalidBaseImagePlatform needs: it compares
+/// the platform of each base image's config with the platform the build asked for.
+pub fn run_checks_with(
+    df: &Dockerfile,
+    opts: &BuildOpts,
+    resolver: &dyn ImageResolver,
+) -> Result<CheckReport, FrontendError> {
+    // A BUILDKIT_DOCKERFILE_CHECK build arg replaces the Dockerfile's directive, as BuildKit's dockerui reads it.
+    let config = match opts.build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+        Some(arg) => CheckConfig::parse(Some(arg)).map_err(|e| {
+            FrontendError::request(format!(
+                "build arg BUILDKIT_DOCKERFILE_CHECK: {}",
+                e.message
+            ))
+        })?,
+        None => CheckConfig::parse(df.directives.check.as_deref())?,
+    };
+    let mut findings = text::empty_continuations(df);
+    findings.extend(rules::static_findings(&df.children));
+    let comments = text::preceding_comments(df);
+    findings.extend(text::invalid_definition_descriptions(df, &comments));
     let mut errors = Vec::new();
-    if !duplicate {
-        let stages = parse_dockerfile(df)?;
-        let (lowering_findings, lowering_errors) = lower_all_for_checks(df, &stages, opts)?;
-        findings.extend(lowering_findings);
-        errors = lowering_errors;
-        findings.extend(invalid_default_arg_in_from(df, &stages, opts));
+    match parse_dockerfile_for_checks(df) {
+        Ok((stages, duplicates)) => {
+            errors = duplicates;
+            match lower_all_for_checks(df, &stages, opts, resolver) {
+                Ok((lowering_findings, lowering_errors)) => {
+                    findings.extend(lowering_findings);
+                    for e in lowering_errors {
+                        if !errors.contains(&e) {
+                            errors.push(e);
+                        }
+                    }
+                }
+                Err(e) => errors.push(e),
+            }
+            findings.extend(invalid_default_arg_in_from(df, &stages, opts));
+        }
+        Err(e) => errors.push(e),
     }
-    findings.retain(|f| config.enabled(f.rule));
+    let local = text::instruction_configs(&config, &comments);
+    let by_line: std::collections::HashMap<usize, usize> = df
+        .children
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.span.start_line, i))
+        .collect();
+    findings.retain(|f| {
+        if DOCUMENT_RULES.contains(&f.rule) {
+            return config.enabled(f.rule);
+        }
+        match governing_instruction(df, &by_line, f).and_then(|i| local[i].as_ref()) {
+            Some(merged) => merged.enabled(f.rule),
+            None => config.enabled(f.rule),
+        }
+    });
     findings.sort_by(|a, b| (a.span.start_line, a.rule).cmp(&(b.span.start_line, b.rule)));
     findings.dedup();
     Ok(CheckReport {
@@ -67,6 +129,33 @@ pub fn run_checks(df: &Dockerfile, opts: &BuildOpts) -> Result<CheckReport, Fron
         config,
         errors,
     })
+}
+
+/// Rules BuildKit runs with the Dockerfile's check configuration alone, whatever `# check=` comment is above the
+/// instruction at fault; every other rule honours such a comment.
+const DOCUMENT_RULES: [&str; 6] = [
+    "NoEmptyContinuation",
+    "DuplicateStageName",
+    "ReservedStageName",
+    "ConsistentInstructionCasing",
+    "InvalidDefaultArgInFrom",
+    "InvalidBaseImagePlatform",
+];
+
+/// The index of the instruction whose `# check=` comment governs finding `f`: the one at fault, except for
+/// MultipleInstructionsDisallowed, which BuildKit reports at an overridden instruction while linting the next
+/// instruction of that kind.
+fn governing_instruction(
+    df: &Dockerfile,
+    by_line: &std::collections::HashMap<usize, usize>,
+    f: &Finding,
+) -> Option<usize> {
+    let at = *by_line.get(&f.span.start_line)?;
+    if f.rule != "MultipleInstructionsDisallowed" {
+        return Some(at);
+    }
+    let keyword = &df.children[at].keyword;
+    (at + 1..df.children.len()).find(|&i| &df.children[i].keyword == keyword)
 }
 
 /// InvalidDefaultArgInFrom: with no build args given, a FROM whose default ARG values expand to an empty or
@@ -116,8 +205,37 @@ fn invalid_default_arg_in_from(
     out
 }
 
+/// InvalidBaseImagePlatform: the resolver's config for base image `image` is for another OS or architecture
+/// than the build asked for (BuildKit's validateBaseImagePlatform). Lowering runs it where a resolver answered;
+/// `kiln check` resolves no images, so there it never fires. A config that names no architecture is not judged.
+pub(crate) fn base_image_platform(
+    image: &str,
+    expected: &oci::Platform,
+    actual: &oci::Image,
+    span: crate::parser::Span,
+) -> Option<Finding> {
+    if actual.architecture.is_empty()
+        || (actual.os == expected.os && actual.architecture == expected.architecture)
+    {
+        return None;
+    }
+    let written = match &actual.variant {
+        Some(v) => format!("{}/{}/{v}", actual.os, actual.architecture),
+        None => format!("{}/{}", actual.os, actual.architecture),
+    };
+    let actual = written
+        .parse::<oci::Platform>()
+        .map_or(written, |p| p.to_string());
+    Some(Finding::new(
+        "InvalidBaseImagePlatform",
+        span,
+        format!("Base image {image} was pulled with platform \"{actual}\", expected \"{expected}\" for current build"),
+    ))
+}
+
 /// The SecretsUsedInArgOrEnv rule's test: a name with a word such as `password`, `token` or `secret` between
-/// underscores (or at either end), as BuildKit matches it.
+/// underscores (or at either end), unless a word such as `public`, `file` or `version` is there too, as BuildKit
+/// matches it.
 pub fn looks_secret(name: &str) -> bool {
     const WORDS: [&str; 10] = [
         "apikey",
@@ -131,7 +249,7 @@ pub fn looks_secret(name: &str) -> bool {
         "secret",
         "token",
     ];
-    const ALLOWED: [&str; 1] = ["public"];
+    const ALLOWED: [&str; 3] = ["public", "file", "version"];
     let lower = name.to_ascii_lowercase();
     let parts: Vec<&str> = lower.split('_').collect();
     if parts.iter().any(|p| ALLOWED.contains(p)) {

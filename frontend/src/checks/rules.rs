@@ -28,11 +28,20 @@ pub fn static_findings(nodes: &[Node]) -> Vec<Finding> {
     // (keyword, stage ordinal) → spans, for MultipleInstructionsDisallowed.
     let mut singles: BTreeMap<(&'static str, usize), Vec<&Node>> = BTreeMap::new();
     let mut stage = 0usize;
+    // Whether each stage (by ordinal) has a SHELL of its own or from the stage it is built on: JSONArgsRecommended
+    // is not reported under a custom shell, as BuildKit checks the image config's shell.
+    let mut shell_set: Vec<bool> = vec![false];
+    let mut stage_ordinals: BTreeMap<String, usize> = BTreeMap::new();
     for inst in &insts {
         let node = &inst.node;
         match &inst.command {
             Command::From(f) => {
                 stage += 1;
+                let inherited = stage_ordinals.get(&f.base).is_some_and(|&i| shell_set[i]);
+                shell_set.push(inherited);
+                if let Some(name) = &f.stage_name {
+                    stage_ordinals.insert(name.clone(), stage);
+                }
                 if let (Some(as_kw), Some(name)) = (&f.as_keyword, &f.stage_name_as_written) {
                     let kw = &node.keyword_as_written;
                     if (is_upper(kw) && !is_upper(as_kw)) || (is_lower(kw) && !is_lower(as_kw)) {
@@ -54,7 +63,7 @@ pub fn static_findings(nodes: &[Node]) -> Vec<Finding> {
                         out.push(Finding::new(
                             "ReservedStageName",
                             node.span,
-                            format!("'{lower}' is reserved and should not be used as a stage name"),
+                            format!("Stage name should not use the same name as reserved stage {lower:?}"),
                         ));
                     }
                     if stage_names
@@ -64,7 +73,7 @@ pub fn static_findings(nodes: &[Node]) -> Vec<Finding> {
                         out.push(Finding::new(
                             "DuplicateStageName",
                             node.span,
-                            format!("Duplicate stage name '{lower}', stage names should be unique"),
+                            format!("Duplicate stage name {lower:?}, stage names should be unique"),
                         ));
                     }
                 }
@@ -76,7 +85,7 @@ pub fn static_findings(nodes: &[Node]) -> Vec<Finding> {
                             node.span,
                             format!("Setting platform to predefined {p} in FROM is redundant as this is the default behavior"),
                         ));
-                    } else if !p.contains('$') {
+                    } else if !p.contains('$') && !names_platform(p, f.stage_name.as_deref()) {
                         out.push(Finding::new(
                             "FromPlatformFlagConstDisallowed",
                             node.span,
@@ -91,7 +100,7 @@ pub fn static_findings(nodes: &[Node]) -> Vec<Finding> {
                 } else {
                     "ENTRYPOINT"
                 };
-                if c.prepend_shell {
+                if c.prepend_shell && !shell_set[stage] {
                     out.push(Finding::new(
                         "JSONArgsRecommended",
                         node.span,
@@ -100,6 +109,7 @@ pub fn static_findings(nodes: &[Node]) -> Vec<Finding> {
                 }
                 singles.entry((kw, stage)).or_default().push(node);
             }
+            Command::Shell(_) => shell_set[stage] = true,
             Command::Healthcheck(_) => singles
                 .entry(("HEALTHCHECK", stage))
                 .or_default()
@@ -142,6 +152,16 @@ pub fn static_findings(nodes: &[Node]) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// FromPlatformFlagConstDisallowed's exemptions: a constant platform that does not parse (the build fails on it
+/// instead), or whose OS or architecture the stage's name contains (`AS my_amd64_stage`), as BuildKit's
+/// reportConstPlatformDisallowed has them.
+fn names_platform(platform: &str, stage_name: Option<&str>) -> bool {
+    let Ok(p) = platform.parse::<oci::Platform>() else {
+        return true;
+    };
+    stage_name.is_some_and(|n| n.contains(&p.os) || n.contains(&p.architecture))
 }
 
 fn secret(node: &Node, kw: &str, name: &str) -> Finding {

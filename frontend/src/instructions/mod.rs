@@ -13,4 +13,4 @@ pub use command::{
     AddCommand, ArgDecl, CmdLine, Command, CopyCommand, FromCommand, HealthcheckCommand,
     Instruction, KeyValue, RunCommand, SourceFile,
 };
-pub use stages::{parse_dockerfile, Stage, Stages};
+pub use stages::{parse_dockerfile, parse_dockerfile_for_checks, Stage, Stages};

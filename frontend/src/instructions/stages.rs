@@ -49,6 +49,23 @@ impl Stages {
 
 /// Types every instruction and groups them into stages.
 pub fn parse_dockerfile(df: &Dockerfile) -> Result<Stages, FrontendError> {
+    group_stages(df, true).map(|(stages, _)| stages)
+}
+
+/// [`parse_dockerfile`] for build checks: a repeated stage name is returned as an error beside the stages
+/// (the repeat is kept, and a name refers to its first stage) so that every other rule can still run.
+pub fn parse_dockerfile_for_checks(
+    df: &Dockerfile,
+) -> Result<(Stages, Vec<FrontendError>), FrontendError> {
+    group_stages(df, false)
+}
+
+/// Groups the instructions; a repeated stage name fails at once when `strict`, else it is collected.
+fn group_stages(
+    df: &Dockerfile,
+    strict: bool,
+) -> Result<(Stages, Vec<FrontendError>), FrontendError> {
+    let mut duplicates = Vec::new();
     let mut meta_args = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     for node in &df.children {
@@ -57,10 +74,14 @@ pub fn parse_dockerfile(df: &Dockerfile) -> Result<Stages, FrontendError> {
             (Command::From(from), _) => {
                 if let Some(name) = &from.stage_name {
                     if stages.iter().any(|s| s.name.as_ref() == Some(name)) {
-                        return Err(FrontendError::at(
+                        let e = FrontendError::at(
                             node.span,
                             format!("duplicate stage name {name:?}: stage names must be unique"),
-                        ));
+                        );
+                        if strict {
+                            return Err(e);
+                        }
+                        duplicates.push(e);
                     }
                 }
                 stages.push(Stage {
@@ -91,5 +112,5 @@ pub fn parse_dockerfile(df: &Dockerfile) -> Result<Stages, FrontendError> {
             "dockerfile contains no stages to build (it has no FROM instruction)",
         ));
     }
-    Ok(Stages { meta_args, stages })
+    Ok((Stages { meta_args, stages }, duplicates))
 }

@@ -399,11 +399,21 @@ impl Lowerer<'_> {
             return;
         }
         let path = paths::clean(src.trim_start_matches('/'));
-        if path != "." && !path.contains(['*', '?', '[']) && m.matches_or_parent_matches(&path) {
+        // The context root is flagged only when a pattern excludes everything in it (testCopyIgnoredFileContextRoot).
+        let ignored = if path == "." {
+            m.patterns()
+                .iter()
+                .any(|p| matches!(p.text(), "*" | "**" | "**/*"))
+        } else {
+            !path.contains(['*', '?', '[']) && m.matches_or_parent_matches(&path)
+        };
+        if ignored {
+            let cmd = if node.keyword == "add" { "Add" } else { "Copy" };
+            let shown = paths::clean(src);
             self.findings.push(Finding::new(
                 "CopyIgnoredFile",
                 node.span,
-                format!("Attempting to Copy file \"{src}\" that is excluded by .dockerignore"),
+                format!("Attempting to {cmd} file {shown:?} that is excluded by .dockerignore"),
             ));
         }
     }

@@ -109,9 +109,9 @@ impl Lowerer<'_> {
                 for p in &words {
                     let cached = st.cached_scope();
                     for word in self.expand_words(p, &cached.0, node)? {
-                        for port in
-                            expand_port_spec(&word).map_err(|e| FrontendError::at(node.span, e))?
-                        {
+                        let spec = crate::ports::parse_port_spec(&word, node.span);
+                        self.findings.extend(spec.findings);
+                        for port in spec.ports.map_err(|e| FrontendError::at(node.span, e))? {
                             st.image
                                 .config
                                 .exposed_ports
@@ -272,35 +272,6 @@ impl Lowerer<'_> {
     }
 }
 
-/// Validates and expands `80`, `80/udp`, `8000-8002/tcp` into `port/proto` keys.
-fn expand_port_spec(spec: &str) -> Result<Vec<String>, String> {
-    let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
-        None => (spec, "tcp".to_string()),
-    };
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!(
-            "EXPOSE {spec}: invalid protocol {proto:?} (tcp, udp or sctp)"
-        ));
-    }
-    // An IP prefix (`127.0.0.1:80:80`) is a publish spec, not valid in EXPOSE.
-    let parse = |s: &str| {
-        s.parse::<u16>()
-            .map_err(|_| format!("EXPOSE {spec}: invalid port {s:?}"))
-    };
-    let (lo, hi) = match ports.split_once('-') {
-        Some((a, b)) => (parse(a)?, parse(b)?),
-        None => {
-            let p = parse(ports)?;
-            (p, p)
-        }
-    };
-    if hi < lo {
-        return Err(format!("EXPOSE {spec}: invalid range"));
-    }
-    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
-}
-
 fn validate_signal(s: &str) -> Result<(), String> {
     if s.parse::<u32>().is_ok_and(|n| n > 0 && n < 65) {
         return Ok(());
@@ -327,19 +298,6 @@ fn validate_signal(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn port_specs() {
-        assert_eq!(expand_port_spec("80").unwrap(), ["80/tcp"]);
-        assert_eq!(expand_port_spec("53/UDP").unwrap(), ["53/udp"]);
-        assert_eq!(
-            expand_port_spec("8000-8002").unwrap(),
-            ["8000/tcp", "8001/tcp", "8002/tcp"]
-        );
-        for bad in ["http", "80/icmp", "9-1", "70000"] {
-            assert!(expand_port_spec(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn signals() {

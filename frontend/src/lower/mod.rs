@@ -210,14 +210,16 @@ pub struct Lowered {
 }
 
 /// Lowers every stage, whatever the target needs, and returns the findings and the errors of stages that fail
-/// to lower: what `kiln check` reports (a failing stage does not hide the findings of the others).
+/// to lower: what `kiln check` reports (a failing stage does not hide the findings of the others). `resolver`
+/// answers for base images (InvalidBaseImagePlatform needs their configs); [`NoResolver`] resolves none.
 pub fn lower_all_for_checks(
     df: &Dockerfile,
     stages: &Stages,
     opts: &BuildOpts,
+    resolver: &dyn ImageResolver,
 ) -> Result<(Vec<Finding>, Vec<FrontendError>), FrontendError> {
     with_deep_stack(stages.stages.len(), || {
-        let mut lowerer = stage::Lowerer::new(df, stages, opts, &NoResolver)?;
+        let mut lowerer = stage::Lowerer::new(df, stages, opts, resolver)?;
         let mut errors: Vec<FrontendError> = Vec::new();
         for i in 0..stages.stages.len() {
             if let Err(e) = lowerer.lower_stage(i) {

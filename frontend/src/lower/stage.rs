@@ -159,6 +159,9 @@ pub(super) struct Lowerer<'a> {
     /// The ARGs (with their values) each lowered stage ended with: a stage built FROM it starts with them, as
     /// BuildKit's `dispatchState.init` copies the base stage's build args and environment.
     stage_args: BTreeMap<usize, Vec<(String, Option<String>)>>,
+    /// The lowered stages that set a WORKDIR (or were built on one that did): a relative WORKDIR in a stage built
+    /// FROM them is no WorkdirRelativePath finding, as BuildKit's `dispatchState.init` copies `workdirSet`.
+    workdir_set: BTreeSet<usize>,
     in_progress: BTreeSet<usize>,
     pub findings: Vec<Finding>,
     pub used_build_args: BTreeSet<String>,
@@ -187,6 +190,7 @@ impl<'a> Lowerer<'a> {
             target_platform,
             done: BTreeMap::new(),
             stage_args: BTreeMap::new(),
+            workdir_set: BTreeSet::new(),
             in_progress: BTreeSet::new(),
             findings: Vec::new(),
             used_build_args: BTreeSet::new(),
@@ -271,8 +275,8 @@ impl<'a> Lowerer<'a> {
         })?;
         for name in &exp.unset {
             if !declared.contains(name) && !is_env_builtin(name) {
-                self.findings
-                    .push(Finding::new(rule, node.span, undefined_message(rule, name)));
+                let message = undefined_message(rule, name, scope, declared);
+                self.findings.push(Finding::new(rule, node.span, message));
             }
         }
         Ok(exp.result)
@@ -367,6 +371,9 @@ impl<'a> Lowerer<'a> {
             self.dispatch(&mut st, inst)?;
         }
         self.stage_args.insert(stage.index, st.args.clone());
+        if st.workdir_set {
+            self.workdir_set.insert(stage.index);
+        }
         Ok(StageResult {
             index: stage.index,
             name: st.name.clone(),
@@ -447,6 +454,7 @@ impl<'a> Lowerer<'a> {
             st.image = r.image;
             st.platform = r.platform;
             st.args = self.stage_args.get(&dep).cloned().unwrap_or_default();
+            st.workdir_set = self.workdir_set.contains(&dep);
         } else if base == "scratch" {
             // Only the lower-case word: `FROM SCRATCH` is an image name, as BuildKit compares it.
             st.image = empty_image(&platform);
@@ -489,6 +497,9 @@ impl<'a> Lowerer<'a> {
         })?;
         let (pinned, image) = match resolved {
             Some(r) => {
+                self.findings.extend(crate::checks::base_image_platform(
+                    reference, platform, &r.image, node.span,
+                ));
                 // Pinned to the platform's manifest, even when the Dockerfile names an index digest.
                 let pinned = match &r.digest {
                     Some(d) => {
@@ -654,10 +665,25 @@ fn is_env_builtin(_name: &str) -> bool {
     false
 }
 
-fn undefined_message(rule: &str, name: &str) -> String {
+/// BuildKit's messages, with its suggestion: for a FROM, among the declared global ARGs and the values in scope;
+/// elsewhere among the names with a value (the stage's ENV and valued ARGs).
+fn undefined_message(rule: &str, name: &str, scope: &Scope, declared: &BTreeSet<String>) -> String {
+    let keys = crate::shell::Env::keys(scope);
     match rule {
-        "UndefinedArgInFrom" => format!("FROM argument '{name}' is not declared"),
-        _ => format!("Usage of undefined variable '${name}'"),
+        "UndefinedArgInFrom" => {
+            let mut options: BTreeSet<&str> = declared.iter().map(String::as_str).collect();
+            options.extend(keys.iter().map(String::as_str));
+            let hint = crate::suggest::search(name, options)
+                .map(|s| format!(" (did you mean {s}?)"))
+                .unwrap_or_default();
+            format!("FROM argument '{name}' is not declared{hint}")
+        }
+        _ => {
+            let hint = crate::suggest::search(name, keys.iter().map(String::as_str))
+                .map(|s| format!(" (did you mean ${s}?)"))
+                .unwrap_or_default();
+            format!("Usage of undefined variable '${name}'{hint}")
+        }
     }
 }
 

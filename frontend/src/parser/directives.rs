@@ -33,7 +33,7 @@ pub(super) struct DirectiveReader {
 }
 
 /// Matches `#[ \t]*name[ \t]*=[ \t]*value[ \t]*` and returns (lower-cased name, value).
-fn match_directive(line: &str) -> Option<(String, String)> {
+pub(crate) fn match_directive(line: &str) -> Option<(String, String)> {
     let rest = line.strip_prefix('#')?.trim_start_matches([' ', '\t']);
     let name_len = rest
         .char_indices()
@@ -49,6 +49,25 @@ fn match_directive(line: &str) -> Option<(String, String)> {
         return None;
     }
     Some((name.to_ascii_lowercase(), value.to_string()))
+}
+
+/// The 1-based numbers of the lines that hold parser directives (lines of the leading block, as
+/// [`DirectiveReader`] reads it): BuildKit leaves them out of the comments it keeps above an instruction.
+pub(crate) fn directive_lines(lines: &[String]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let line = line.trim_start();
+        if i == 0 && line.starts_with("#!") {
+            continue;
+        }
+        match match_directive(line) {
+            Some((name, _)) if matches!(name.as_str(), "syntax" | "escape" | "check") => {
+                out.push(i + 1)
+            }
+            _ => break,
+        }
+    }
+    out
 }
 
 impl DirectiveReader {

@@ -13,6 +13,7 @@ pub use dump::{dump, dump_node, quote_go};
 pub use heredoc::{chomp_heredoc, Heredoc};
 
 use directives::DirectiveReader;
+pub(crate) use directives::{directive_lines, match_directive};
 
 /// BuildKit's (bufio.Scanner's) limit on one physical line.
 pub const MAX_LINE: usize = 65_535;
