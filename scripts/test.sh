@@ -7,4 +7,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
 # The builds, their limits, crashes and networks once more with runc running the same specs: both runtimes must
 # behave alike.
-KILN_RUNTIME=runc cargo test --locked -p kiln --test e2e -- build:: network:: lifecycle::
+KILN_RUNTIME=runc cargo test --locked -p kiln --test e2e -- build:: network:: lifecycle:: security::a_step_cannot

@@ -263,3 +263,54 @@ fn the_default_gc_policy_keeps_a_root_on_a_small_filesystem_from_filling_it() {
     assert_eq!(code, 0, "{stderr}");
     assert!(du.contains("gc policy (default"), "{du}");
 }
+
+/// A root step's chmod, chown and touch of /dev/full (the built-in runtime binds the host's node in) leave the
+/// host's node as it was, under whichever runtime `KILN_RUNTIME` picks (scripts/test.sh runs this module under
+/// runc too); reading and writing the devices still work. Were the check to fail, the node is put back first.
+#[test]
+fn a_step_cannot_change_the_hosts_device_nodes() {
+    use std::os::unix::fs::MetadataExt;
+    let root = Root::with_busybox(KILN);
+    let full = Path::new("/dev/full");
+    let seen = |m: &std::fs::Metadata| (m.mode(), m.uid(), m.gid(), m.mtime(), m.mtime_nsec());
+    let before = std::fs::metadata(full).expect("stat /dev/full");
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nRUN chmod 600 /dev/full; chown 65534:65534 /dev/full; touch -d 2001-01-01 /dev/full; \
+         echo x > /dev/null && head -c 4 /dev/urandom | wc -c > /count\n",
+    );
+    let dest = tempfile::tempdir().expect("tempdir");
+    let out = format!("type=local,dest={}", dest.path().display());
+    let b = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=plain",
+            "-o",
+            &out,
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    let after = std::fs::metadata(full).expect("stat /dev/full");
+    if seen(&after) != seen(&before) {
+        let _ = std::fs::set_permissions(
+            full,
+            std::fs::Permissions::from_mode(before.mode() & 0o7777),
+        );
+        let _ = std::os::unix::fs::chown(full, Some(before.uid()), Some(before.gid()));
+        let _ = run("touch", &["/dev/full"], None);
+    }
+    assert_eq!(
+        seen(&after),
+        seen(&before),
+        "the host's /dev/full: {}",
+        b.stderr
+    );
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    assert_eq!(
+        std::fs::read_to_string(dest.path().join("count"))
+            .expect("count")
+            .trim(),
+        "4"
+    );
+}
