@@ -77,6 +77,15 @@ pub(super) fn go_duration(nanos: i64) -> String {
     }
 }
 
+/// The stage's shell for shell-form commands.
+pub(super) fn shell_of(st: &StageState) -> Vec<String> {
+    if st.image.config.shell.is_empty() {
+        vec!["/bin/sh".to_string(), "-c".to_string()]
+    } else {
+        st.image.config.shell.clone()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,14 +122,5 @@ mod tests {
             "{Test:[CMD-SHELL wget -q localhost || exit 1] Interval:5s Timeout:2s StartPeriod:0s \
              StartInterval:0s Retries:4}"
         );
-    }
-}
-
-/// The stage's shell for shell-form commands.
-pub(super) fn shell_of(st: &StageState) -> Vec<String> {
-    if st.image.config.shell.is_empty() {
-        vec!["/bin/sh".to_string(), "-c".to_string()]
-    } else {
-        st.image.config.shell.clone()
     }
 }
