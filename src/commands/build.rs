@@ -279,7 +279,9 @@ fn build(args: &BuildArgs) -> Result<(), Failure> {
                 name.clone(),
                 LocalDir {
                     path: dir.into(),
-                    ignore: vec![],
+                    // Its own .dockerignore, as BuildKit's dockerui reads it (an unreadable one is none, as there).
+                    ignore: frontend::dockerignore::read_patterns(std::path::Path::new(dir), None)
+                        .unwrap_or_default(),
                 },
             );
         }
