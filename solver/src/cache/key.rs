@@ -34,8 +34,10 @@ pub struct KeyParts {
 /// matching one file takes the destination's name, sockets arrive as empty files, `ADD --chown` owns archive entries.
 /// 3 (2026-12): directories a copy creates get 0755 (or a numeric --chmod) and the --chown owner, never the source
 /// directory's; the destination is a directory only when it ends in `/` or exists as one, whatever the number of
-/// sources; an unknown --chown user is root and an unknown group keeps the user's gid.
-const FILE_OP_SEMANTICS: u32 = 3;
+/// sources; an unknown --chown user is root and an unknown group keeps the user's gid. 4 (2026-12): a directory
+/// source whose contents are copied is never excluded itself, so its destination is made even when `--exclude`
+/// drops every file.
+const FILE_OP_SEMANTICS: u32 = 4;
 
 #[derive(Serialize)]
 struct Canonical<'a> {
