@@ -2172,3 +2172,48 @@ fn add_url_chmod() {
     let out = build_local(&root, &ctx, &["--build-arg", "mode=400"]);
     assert_eq!(read(&out.path().join("dest")), "0644\n0755\n0413\n0400\n");
 }
+
+#[test]
+fn add_checksum() {
+    // testAddChecksum (BuildKit requires only that each bad case fails)
+    let root = Root::empty();
+    let url = format!("{}/foo", serve(b"content1".to_vec()));
+    let hex_of = |bytes: &[u8]| {
+        let r = kiln_tests::run("sha256sum", &[], Some(bytes));
+        r.stdout
+            .split_whitespace()
+            .next()
+            .expect("sha256sum")
+            .to_string()
+    };
+    let (good, empty) = (hex_of(b"content1"), hex_of(b""));
+    build_ok(
+        &root,
+        &dockerfile(&format!(
+            "\nFROM scratch\nADD --checksum=sha256:{good} {url} /tmp/foo\n"
+        )),
+        &[],
+    );
+    let env = format!("\nFROM scratch\nENV DIGEST=sha256:{good}\nENV LINK={url}\nADD --checksum=${{DIGEST}} ${{LINK}} /tmp/foo\n");
+    build_ok(&root, &dockerfile(&env), &[]);
+    for bad in [
+        format!("sha256:{empty}"),
+        "md5:7e55db001d319a94b0b713529a756623".to_string(),
+        format!("unknown:{good}"),
+        good.clone(),
+    ] {
+        build_err(
+            &root,
+            &dockerfile(&format!(
+                "\nFROM scratch\nADD --checksum={bad} {url} /tmp/foo\n"
+            )),
+            &[],
+        );
+    }
+    let local = dockerfile(&format!(
+        "\nFROM scratch\nADD --checksum=sha256:{} foo /tmp/foo\n",
+        hex_of(b"local file")
+    ))
+    .file("foo", "local file");
+    build_err(&root, &local, &[]);
+}
