@@ -844,7 +844,7 @@ fn each_step_s_history_entry_names_its_own_layer() {
         .collect();
     let want = [
         (true, "LABEL lbl=val"),
-        (false, "COPY --from=base foo2 foo3"),
+        (false, "COPY foo2 foo3"),
         (true, "WORKDIR /"),
         (false, "echo bar > foo4"),
         (false, "RUN ls"),
