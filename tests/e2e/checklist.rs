@@ -2217,3 +2217,107 @@ fn add_checksum() {
     .file("foo", "local file");
     build_err(&root, &local, &[]);
 }
+
+#[test]
+fn export_multi_platform() {
+    // testExportMultiPlatform: per-platform directories from the local exporter, then an OCI index of three
+    let root = Root::empty();
+    let ctx = dockerfile(
+        "\nFROM scratch\nARG TARGETARCH\nARG TARGETPLATFORM\nLABEL target=$TARGETPLATFORM\nCOPY arch-$TARGETARCH whoami\n",
+    )
+    .file("arch-arm", "i am arm")
+    .file("arch-amd64", "i am amd64")
+    .file("arch-s390x", "i am s390x")
+    .file("arch-ppc64le", "i am ppc64le");
+    let out = build_local(
+        &root,
+        &ctx,
+        &["--platform", "windows/amd64,linux/arm,linux/s390x"],
+    );
+    assert_eq!(read(&out.path().join("windows_amd64/whoami")), "i am amd64");
+    assert_eq!(read(&out.path().join("linux_arm_v7/whoami")), "i am arm");
+    assert_eq!(read(&out.path().join("linux_s390x/whoami")), "i am s390x");
+
+    let tar = out.path().join("out.tar");
+    let tar_s = tar.to_str().expect("utf-8").to_string();
+    let spec = format!("type=oci,dest={tar_s}");
+    build_ok(
+        &root,
+        &ctx,
+        &[
+            "--platform",
+            "windows/amd64,linux/arm/v6,linux/ppc64le",
+            "-o",
+            &spec,
+        ],
+    );
+    let member = |name: &str| {
+        let r = kiln_tests::run("tar", &["-xOf", &tar_s, name], None);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        r.stdout
+    };
+    let json =
+        |name: &str| -> serde_json::Value { serde_json::from_str(&member(name)).expect("json") };
+    let blob = |digest: &serde_json::Value| {
+        format!(
+            "blobs/sha256/{}",
+            digest
+                .as_str()
+                .expect("digest")
+                .trim_start_matches("sha256:")
+        )
+    };
+    let top = json("index.json");
+    let idx = json(&blob(&top["manifests"][0]["digest"]));
+    let manifests = idx["manifests"].as_array().expect("manifests");
+    assert_eq!(manifests.len(), 3, "{idx}");
+    let layers = tempfile::tempdir().expect("tempdir");
+    for (i, (p, os, arch, data)) in [
+        ("windows/amd64", "windows", "amd64", "i am amd64"),
+        ("linux/arm/v6", "linux", "arm", "i am arm"),
+        ("linux/ppc64le", "linux", "ppc64le", "i am ppc64le"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let plat = &manifests[i]["platform"];
+        let mut formatted = format!(
+            "{}/{}",
+            plat["os"].as_str().unwrap_or(""),
+            plat["architecture"].as_str().unwrap_or("")
+        );
+        if let Some(v) = plat["variant"].as_str() {
+            formatted = format!("{formatted}/{v}");
+        }
+        assert_eq!(formatted, p, "{idx}");
+        let mfst = json(&blob(&manifests[i]["digest"]));
+        let mlayers = mfst["layers"].as_array().expect("layers");
+        assert_eq!(mlayers.len(), 1, "{mfst}");
+        // The layer, possibly compressed: GNU tar reads either from a file.
+        let layer_file = layers.path().join(format!("layer{i}"));
+        let r = kiln_tests::run(
+            "tar",
+            &[
+                "-xf",
+                &tar_s,
+                "-C",
+                layers.path().to_str().expect("utf-8"),
+                &blob(&mlayers[0]["digest"]),
+            ],
+            None,
+        );
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        std::fs::rename(layers.path().join(blob(&mlayers[0]["digest"])), &layer_file)
+            .expect("rename");
+        let r = kiln_tests::run(
+            "tar",
+            &["-xOf", layer_file.to_str().expect("utf-8"), "whoami"],
+            None,
+        );
+        assert_eq!(r.stdout, data, "{}", r.stderr);
+        let img = json(&blob(&mfst["config"]["digest"]));
+        assert_eq!(img["os"], os, "{img}");
+        assert_eq!(img["architecture"], arch, "{img}");
+        assert_eq!(img["config"]["Labels"]["target"], p, "{img}");
+    }
+}
