@@ -2321,3 +2321,36 @@ fn export_multi_platform() {
         assert_eq!(img["config"]["Labels"]["target"], p, "{img}");
     }
 }
+
+#[test]
+fn tar_exporter_multi() {
+    // testTarExporterMulti: one platform at the tar's root, several in per-platform directories
+    let root = Root::empty();
+    let ctx = dockerfile(
+        "\nFROM scratch AS stage-linux\nCOPY foo forlinux\nFROM scratch AS stage-darwin\nCOPY bar fordarwin\nFROM stage-$TARGETOS\n",
+    )
+    .file("foo", "data")
+    .file("bar", "data2");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let member = |tar: &Path, name: &str| {
+        let r = kiln_tests::run("tar", &["-xOf", tar.to_str().expect("utf-8"), name], None);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        r.stdout
+    };
+    let one = dir.path().join("one.tar");
+    build_ok(
+        &root,
+        &ctx,
+        &["-o", &format!("type=tar,dest={}", one.display())],
+    );
+    assert_eq!(member(&one, "forlinux"), "data");
+    let multi = dir.path().join("multi.tar");
+    let spec = format!("type=tar,dest={}", multi.display());
+    build_ok(
+        &root,
+        &ctx,
+        &["--platform", "linux/amd64,darwin/amd64", "-o", &spec],
+    );
+    assert_eq!(member(&multi, "linux_amd64/forlinux"), "data");
+    assert_eq!(member(&multi, "darwin_amd64/fordarwin"), "data2");
+}
