@@ -2354,3 +2354,44 @@ fn tar_exporter_multi() {
     assert_eq!(member(&multi, "linux_amd64/forlinux"), "data");
     assert_eq!(member(&multi, "darwin_amd64/fordarwin"), "data2");
 }
+
+// Registry cache (ext; kiln has `--cache-to`/`--cache-from`).
+
+/// Two roots holding the same `busybox:latest` (the second pulls what the first pushes to `reg`): a first machine,
+/// and a second that has only what a registry gives it, as BuildKit's pruned worker re-pulls its base.
+fn two_roots_one_busybox(reg: &kiln_tests::registry::Registry) -> (Root, Root) {
+    let a = Root::with_busybox(KILN);
+    let base = format!("{}/library/busybox:latest", reg.host);
+    let p = a.kiln(KILN, &["push", "busybox:latest", &base]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let b = Root::empty();
+    let pull = b.kiln(KILN, &["pull", &base]);
+    assert_eq!(pull.code, 0, "{}", pull.stderr);
+    let tag = b.kiln(KILN, &["tag", &base, "busybox:latest"]);
+    assert_eq!(tag.code, 0, "{}", tag.stderr);
+    (a, b)
+}
+
+#[test]
+fn cache_import_export() {
+    // testCacheImportExport: a registry cache made the random RUN output come back in a second root (BuildKit
+    // prunes everything instead)
+    let reg = kiln_tests::registry::Registry::start(kiln_tests::registry::Auth::Anonymous);
+    let (a, b) = two_roots_one_busybox(&reg);
+    let cache = format!("{}/buildkit/testexportdf:latest", reg.host);
+    let ctx = dockerfile(
+        "\nFROM busybox AS base\nCOPY foo const\n#RUN echo -n foobar > const\n\
+         RUN cat /dev/urandom | head -c 100 | sha256sum > unique\nFROM scratch\nCOPY --from=base const /\n\
+         COPY --from=base unique /\n",
+    )
+    .file("foo", "foobar");
+    let cache_to = format!("type=registry,ref={cache}");
+    let one = build_local(&a, &ctx, &["--cache-to", &cache_to]);
+    assert_eq!(read(&one.path().join("const")), "foobar");
+    let two = build_local(&b, &ctx, &["--cache-from", &cache]);
+    assert_eq!(read(&two.path().join("const")), "foobar");
+    assert_eq!(
+        read(&two.path().join("unique")),
+        read(&one.path().join("unique"))
+    );
+}
