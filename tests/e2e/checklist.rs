@@ -2395,3 +2395,31 @@ fn cache_import_export() {
         read(&one.path().join("unique"))
     );
 }
+
+#[test]
+fn named_image_context_timestamps() {
+    // testNamedImageContextTimestamps: an image built on a named image context gets its own created time
+    // (the local store for the registry, a busybox with /etc/alpine-release for alpine)
+    let root = Root::with_busybox(KILN);
+    fake_alpine(&root);
+    let ctx = dockerfile("\nFROM alpine\nRUN echo foo >> /test\n");
+    let base = build_image(&root, &ctx, "testnamedimagecontexttimestamps:latest", &[]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let named = "alpine=docker-image://testnamedimagecontexttimestamps:latest";
+    let derived = build_image(
+        &root,
+        &ctx,
+        "testnamedimagecontexttimestampsderived:latest",
+        &["--build-context", named],
+    );
+    let secs = |v: &serde_json::Value| {
+        let t = v["created"].as_str().unwrap_or_else(|| panic!("{v}"));
+        let r = kiln_tests::run("date", &["-u", "-d", t, "+%s"], None);
+        r.stdout
+            .trim()
+            .parse::<i64>()
+            .unwrap_or_else(|_| panic!("{t}: {}", r.stderr))
+    };
+    let diff = secs(&derived) - secs(&base);
+    assert!(diff > 0 && diff < 600, "{diff}: {base} / {derived}");
+}
