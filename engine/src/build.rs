@@ -199,7 +199,9 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
                 name.clone(),
                 LocalDir {
                     path: dir.into(),
-                    ignore: vec![],
+                    // Its own .dockerignore, as BuildKit's dockerui reads it (an unreadable one is none, as there).
+                    ignore: frontend::dockerignore::read_patterns(std::path::Path::new(dir), None)
+                        .unwrap_or_default(),
                 },
             );
         }

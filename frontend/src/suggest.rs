@@ -27,11 +27,12 @@ fn distance(a: &str, b: &str) -> usize {
     d[a.len()][b.len()]
 }
 
-/// The candidate nearest to `word` (case-insensitively), if it is within a third of the word's length (at least
-/// one edit, at most three), else none. Ties go to the earlier candidate.
+/// The candidate nearest to `word` (case-insensitively), if it is at most two edits away (BuildKit's
+/// `suggest.Search`: a distance under 3, "same as hcl", whatever the word's length, so `tmp` finds `tmpfs`), else
+/// none. Ties go to the earlier candidate.
 pub fn nearest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
     let word = word.to_ascii_lowercase();
-    let limit = (word.chars().count() / 3).clamp(1, 3);
+    let limit = 2;
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
         let d = distance(&word, &c.to_ascii_lowercase());
@@ -103,6 +104,7 @@ mod tests {
         assert_eq!(nearest("buidl", ["build", "test"]), Some("build"));
         assert_eq!(hint("tmpfss", ["bind", "tmpfs"]), " (did you mean tmpfs?)");
         assert_eq!(hint("zzz", ["bind"]), "");
+        assert_eq!(hint("tmp", ["bind", "tmpfs"]), " (did you mean tmpfs?)");
         assert_eq!(
             hint_or_list("bnd", &["bind", "cache"]),
             "did you mean bind?"

@@ -4,6 +4,7 @@ mod build;
 mod buildkit;
 mod cache;
 mod check;
+mod checklist;
 mod concurrency;
 mod crash;
 mod differential;

@@ -50,10 +50,12 @@ impl Flags {
             };
             let Some((_, kind)) = declared.iter().find(|(n, _)| *n == name) else {
                 let valid: Vec<String> = declared.iter().map(|(n, _)| format!("--{n}")).collect();
-                let hint = if valid.is_empty() {
-                    "this instruction takes no flags".to_string()
-                } else {
-                    format!("valid flags: {}", valid.join(", "))
+                // BuildKit's wording for a near miss (its testMountInvalid: `--mont` gives "did you mean mount?").
+                let near = crate::suggest::nearest(name, declared.iter().map(|(n, _)| *n));
+                let hint = match near {
+                    Some(n) => format!("did you mean {n}?"),
+                    None if valid.is_empty() => "this instruction takes no flags".to_string(),
+                    None => format!("valid flags: {}", valid.join(", ")),
                 };
                 return Err(format!("unknown flag: --{name} ({hint})"));
             };
@@ -161,5 +163,17 @@ mod tests {
             Vec::<String>::new()
         );
         assert_eq!(p(&["--l=a", "--b"]).unwrap().used(), ["l", "b"]);
+    }
+
+    #[test]
+    fn a_near_miss_gets_buildkits_suggestion() {
+        let run = &[("mount", FlagKind::List), ("network", FlagKind::String)];
+        let err = Flags::parse(&["--mont=type=tmpfs".to_string()], run).unwrap_err();
+        assert_eq!(err, "unknown flag: --mont (did you mean mount?)");
+        let err = Flags::parse(&["--bogus".to_string()], run).unwrap_err();
+        assert_eq!(
+            err,
+            "unknown flag: --bogus (valid flags: --mount, --network)"
+        );
     }
 }

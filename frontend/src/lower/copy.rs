@@ -76,6 +76,8 @@ fn is_http_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
+/// The name an ADD of a URL saves it under: the path's last segment, or BuildKit's `__unnamed__` when the path has
+/// none (dispatchCopy; its testDockerfileADDFromURL adds `http://host/`).
 fn url_filename(url: &str) -> String {
     let no_query = url.split(['?', '#']).next().unwrap_or(url);
     let after_scheme = no_query.split_once("://").map_or(no_query, |(_, r)| r);
@@ -83,9 +85,9 @@ fn url_filename(url: &str) -> String {
         Some((_, path)) => path
             .rsplit('/')
             .find(|s| !s.is_empty())
-            .unwrap_or("index.html")
+            .unwrap_or("__unnamed__")
             .to_string(),
-        None => "index.html".to_string(),
+        None => "__unnamed__".to_string(),
     }
 }
 
@@ -472,7 +474,9 @@ mod tests {
         assert!(is_git_url("git://example.com/x"));
         assert!(!is_git_url("https://example.com/file.tar.gz"));
         assert_eq!(url_filename("https://example.com/a/b.tgz?x=1"), "b.tgz");
-        assert_eq!(url_filename("https://example.com"), "index.html");
+        assert_eq!(url_filename("https://example.com"), "__unnamed__");
+        assert_eq!(url_filename("https://example.com/"), "__unnamed__");
+        assert_eq!(url_filename("https://example.com/dir/"), "dir");
     }
 
     #[test]

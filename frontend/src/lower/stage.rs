@@ -533,6 +533,8 @@ impl<'a> Lowerer<'a> {
         node: &Node,
     ) -> Result<(Option<VertexId>, Image), FrontendError> {
         match ctx {
+            // BuildKit's dockerui named contexts: `docker-image://scratch` is the empty filesystem, no image.
+            NamedContext::Image(r) if r == "scratch" => Ok((None, empty_image(platform))),
             NamedContext::Image(r) => {
                 let (v, img) = self.image_source(r, platform, meta, node)?;
                 Ok((Some(v), img))

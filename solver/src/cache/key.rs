@@ -37,7 +37,9 @@ pub struct KeyParts {
 /// sources; an unknown --chown user is root and an unknown group keeps the user's gid.
 /// 4 (2026-12): a `.dockerignore` exception re-includes paths below an excluded directory, which is then copied
 /// (with its own metadata) when something under it is, and the context checksum covers them.
-const FILE_OP_SEMANTICS: u32 = 4;
+/// 5 (2026-12): a directory source whose contents are copied is never excluded itself, so its destination is
+/// made even when `--exclude` drops every file.
+const FILE_OP_SEMANTICS: u32 = 5;
 
 #[derive(Serialize)]
 struct Canonical<'a> {

@@ -310,7 +310,14 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
             .or_else(|| abs.file_name())
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if !c.exclude_patterns.is_empty() && copier.exclude.matches_or_parent_matches(rel) {
+        // A directory whose contents are copied is never matched itself: fsutil's Copy prepares the destination
+        // and matches the patterns only below the source (BuildKit's testExcludedFilesOnCopy: `ADD --exclude=*
+        // dir* /6` makes an empty /6).
+        let whole_dir = meta.is_dir() && c.copy_dir_contents;
+        if !whole_dir
+            && !c.exclude_patterns.is_empty()
+            && copier.exclude.matches_or_parent_matches(rel)
+        {
             continue;
         }
         if meta.is_dir() && c.copy_dir_contents {

@@ -120,6 +120,12 @@ fn wildcards_parents_and_excludes() {
     assert!(f.root.join("e/a.txt").exists());
     assert!(!f.root.join("e/notes.md").exists());
     assert!(f.root.join("e/dir/one.txt").exists() && !f.root.join("e/dir/sub").exists());
+    // A directory source is matched only below itself: excluding everything leaves an empty destination
+    // (BuildKit's testExcludedFilesOnCopy, `ADD --exclude=* dir* /6`).
+    let mut all = copy_action("di*", "/none/");
+    all.exclude_patterns = vec!["*".to_string()];
+    run(&f, all).unwrap();
+    assert_eq!(std::fs::read_dir(f.root.join("none")).unwrap().count(), 0);
 }
 
 #[test]
