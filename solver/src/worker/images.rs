@@ -1,15 +1,17 @@
-//! Base images from kiln's own store: a reference resolves to the manifest tagged with it, and unpacking applies
-//! every layer in order onto the snapshot directory (whiteouts become deletions, as the layers are flattened).
+//! Base images from kiln's own store, unpacked: every layer applied in order onto the snapshot directory
+//! (whiteouts become deletions, as the layers are flattened). Which manifest a reference names is the engine's
+//! resolver's to say (one resolver serves lowering and solving).
 
 use std::path::Path;
 
 use oci::layer::{apply_layer, Whiteouts};
 use oci::manifest::Manifest;
 use oci::store::Store;
-use oci::{Digest, Platform};
+use oci::Digest;
 
-use super::{ImageError, ImageProvider};
-use crate::llb::ResolveMode;
+use super::ImageError;
+#[cfg(doc)]
+use super::ImageProvider;
 
 /// Images held in a kiln store.
 pub struct StoreImages {
@@ -21,31 +23,10 @@ impl StoreImages {
     pub fn new(store: Store) -> StoreImages {
         StoreImages { store }
     }
-}
 
-impl ImageProvider for StoreImages {
-    fn resolve(
-        &self,
-        reference: &str,
-        platform: &Platform,
-        _mode: ResolveMode,
-    ) -> Result<Digest, ImageError> {
-        let name = reference.split('@').next().unwrap_or(reference);
-        if let Some((_, digest)) = reference.split_once('@') {
-            let d: Digest = digest.parse()?;
-            if self.store.has(&d) {
-                return Ok(d);
-            }
-        }
-        match self.store.get_image(name)? {
-            Some(entry) => Ok(self.store.platform_manifest(&entry.manifest, platform)?),
-            None => Err(ImageError::NotFound {
-                name: name.to_string(),
-            }),
-        }
-    }
-
-    fn unpack(&self, manifest: &Digest, dir: &Path) -> Result<(), ImageError> {
+    /// Writes the filesystem of the image `manifest` (all its layers applied in order, whiteouts as deletions)
+    /// into the empty directory `dir`: how an [`ImageProvider`] unpacks what it resolved.
+    pub fn unpack(&self, manifest: &Digest, dir: &Path) -> Result<(), ImageError> {
         let m: Manifest = self.store.read_json(manifest)?;
         for layer in &m.layers {
             let blob = self.store.open_blob(&layer.digest)?;
