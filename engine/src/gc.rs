@@ -615,17 +615,15 @@ fn maybe_over(root: &Root, policy: &PrunePolicy) -> bool {
     policy.target(used, free).is_some_and(|t| used > t)
 }
 
+/// Writes the measure in place, unsynced: it is a hint, and a torn or lost one only costs the next build one
+/// exact measure (an unreadable file counts as none).
 fn record_estimate(root: &Root, used: u64) {
     let e = Estimate {
         used,
         free: free_bytes(root.path()),
     };
     if let Ok(text) = serde_json::to_vec(&e) {
-        let path = root.gc_estimate();
-        let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-        if std::fs::write(&tmp, text).is_ok() {
-            let _ = std::fs::rename(&tmp, &path);
-        }
+        let _ = std::fs::write(root.gc_estimate(), text);
     }
 }
 

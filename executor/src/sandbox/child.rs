@@ -194,7 +194,10 @@ unsafe fn make_target(plan: &Plan, index: usize, target: &[std::ffi::CString], f
             if errno() != libc::ENOENT {
                 fail(plan, Stage::MountTarget, index, errno());
             }
-            if last && file {
+            // Another step sharing this directory (a cache mount two steps hold at once, with a mount nested in
+            // it) may make the same point between the lstat and here: what it made is taken when it is what
+            // this step would have made, never a link.
+            let made = if last && file {
                 let fd = libc::open(
                     p.as_ptr(),
                     libc::O_CREAT
@@ -204,16 +207,25 @@ unsafe fn make_target(plan: &Plan, index: usize, target: &[std::ffi::CString], f
                         | libc::O_NOFOLLOW,
                     0o644,
                 );
-                check(plan, Stage::MountTarget, index, fd.into());
-                libc::close(fd);
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd
             } else {
-                check(
-                    plan,
-                    Stage::MountTarget,
-                    index,
-                    libc::mkdir(p.as_ptr(), 0o755).into(),
-                );
+                libc::mkdir(p.as_ptr(), 0o755)
+            };
+            if made < 0 && errno() == libc::EEXIST {
+                let want = if last && file {
+                    libc::S_IFREG
+                } else {
+                    libc::S_IFDIR
+                };
+                if libc::lstat(p.as_ptr(), &mut st) == 0 && st.st_mode & libc::S_IFMT == want {
+                    continue;
+                }
+                fail(plan, Stage::MountTarget, index, libc::EEXIST);
             }
+            check(plan, Stage::MountTarget, index, made.into());
         }
     }
 }
