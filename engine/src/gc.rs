@@ -484,7 +484,10 @@ pub struct Pruned {
 /// Prunes `root` under `policy`, holding its lock exclusively (waiting for running builds).
 pub fn prune(root: &Root, policy: &PrunePolicy) -> Result<Pruned, GcError> {
     let _lock = root.lock(true)?;
-    prune_locked(root, policy, false)
+    let pruned = prune_locked(root, policy, false)?;
+    // An exact measure: automatic GC starts from it (an older one would count what this removed).
+    record_estimate(root, pruned.remaining);
+    Ok(pruned)
 }
 
 /// Prunes `root` under `policy`; the caller holds the root's lock exclusively. With `only_if_over`, a root
@@ -592,17 +595,19 @@ pub fn parse_filter(f: &str) -> Result<Duration, GcError> {
     }
 }
 
-/// The last exact measure of the build cache, and the free space beside it then.
+/// The last exact measure of the build cache, the free space beside it then, and when (seconds since the epoch).
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 struct Estimate {
     used: u64,
     free: u64,
+    at: u64,
 }
 
-/// Whether the build cache may be over `policy`, told cheaply: from the last exact measure (`gc-estimate.json`)
-/// plus what the filesystem lost since (one statvfs), so that a build within its bounds does not walk every
-/// snapshot. Whatever else wrote to the filesystem counts too: the estimate can only be high, and a high one
-/// costs one exact measure, which then becomes the new starting point. No measure yet: maybe over.
+/// Whether the build cache may be over `policy`, told cheaply from the last exact measure (`gc-estimate.json`):
+/// what it grew by since is the larger of what the filesystem lost (one statvfs: cache mounts grow without new
+/// snapshots) and the size of the snapshots made since (only those are walked: another process freeing space on
+/// the same disk cannot hide them). So a build within its bounds walks no old snapshot; the estimate errs high,
+/// and a high one costs one exact measure, which becomes the new starting point. No measure yet: maybe over.
 fn maybe_over(root: &Root, policy: &PrunePolicy) -> bool {
     let Some(e) = std::fs::read(root.gc_estimate())
         .ok()
@@ -611,16 +616,32 @@ fn maybe_over(root: &Root, policy: &PrunePolicy) -> bool {
         return true;
     };
     let free = free_bytes(root.path());
-    let used = e.used.saturating_add(e.free.saturating_sub(free));
+    let since = SystemTime::UNIX_EPOCH + Duration::from_secs(e.at);
+    let made: u64 = std::fs::read_dir(root.snapshots())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|s| {
+            s.metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t >= since)
+        })
+        .map(|s| dir_size(&s.path()))
+        .sum();
+    let used = e.used.saturating_add(e.free.saturating_sub(free).max(made));
     policy.target(used, free).is_some_and(|t| used > t)
 }
 
 /// Writes the measure in place, unsynced: it is a hint, and a torn or lost one only costs the next build one
 /// exact measure (an unreadable file counts as none).
 fn record_estimate(root: &Root, used: u64) {
+    let at = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().saturating_sub(1));
     let e = Estimate {
         used,
         free: free_bytes(root.path()),
+        at,
     };
     if let Ok(text) = serde_json::to_vec(&e) {
         let _ = std::fs::write(root.gc_estimate(), text);
@@ -717,6 +738,34 @@ mod tests {
             };
             assert!(PrunePolicy::from_config(&bad, &root).is_err(), "{bad:?}");
         }
+    }
+
+    /// The cheap check sees what builds made since the last exact measure even when another process freed more
+    /// space on the same disk meanwhile (the free-space delta alone would hide the growth).
+    #[test]
+    fn growth_since_the_last_measure_is_seen_though_the_disk_gained_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::at(dir.path());
+        let policy = PrunePolicy {
+            max_used: Some(1 << 20),
+            ..PrunePolicy::default()
+        };
+        let at = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 1;
+        // Measured when the disk had 10 GiB less free than now: another process freed that since.
+        let gained = free_bytes(dir.path()).saturating_sub(10 << 30);
+        let e = serde_json::json!({"used": 0, "free": gained, "at": at});
+        std::fs::write(root.gc_estimate(), e.to_string()).unwrap();
+        assert!(!maybe_over(&root, &policy), "nothing made yet");
+        let diff = root.snapshots().join("abc").join("diff");
+        std::fs::create_dir_all(&diff).unwrap();
+        std::fs::write(diff.join("big"), vec![0u8; 2 << 20]).unwrap();
+        assert!(maybe_over(&root, &policy), "a 2 MiB snapshot made since");
+        std::fs::write(root.gc_estimate(), "{torn").unwrap();
+        assert!(maybe_over(&root, &policy), "an unreadable measure is none");
     }
 
     /// BuildKit's `DetectDefaultGCCap` and `DiskSpace.AsBytes` (cmd/buildkitd/config/gcpolicy.go), for disks of
