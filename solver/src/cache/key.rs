@@ -37,7 +37,11 @@ pub struct KeyParts {
 /// sources; an unknown --chown user is root and an unknown group keeps the user's gid.
 /// 4 (2026-12): a `.dockerignore` exception re-includes paths below an excluded directory, which is then copied
 /// (with its own metadata) when something under it is, and the context checksum covers them.
-const FILE_OP_SEMANTICS: u32 = 4;
+/// 5 (2026-12): the copy and the context checksum select a source's entries with one function: a symlinked source
+/// (or one passing through a symlinked directory) is there only when both its own path and its target's real path
+/// are in the context, and `.dockerignore` is matched against real paths below it, as BuildKit's transfer filters
+/// them.
+const FILE_OP_SEMANTICS: u32 = 5;
 
 #[derive(Serialize)]
 struct Canonical<'a> {
