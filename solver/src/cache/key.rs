@@ -40,7 +40,7 @@ pub struct KeyParts {
 /// 5 (2026-12): the copy and the context checksum select a source's entries with one function: a symlinked source
 /// (or one passing through a symlinked directory) is there only when both its own path and its target's real path
 /// are in the context, and `.dockerignore` is matched against real paths below it, as BuildKit's transfer filters
-/// them.
+/// them; a wildcard matching a symlink whose target is not there fails for both.
 const FILE_OP_SEMANTICS: u32 = 5;
 
 #[derive(Serialize)]

@@ -50,6 +50,7 @@ impl From<SourceError> for HashError {
         match e {
             SourceError::Io { path, source } => HashError::Io { path, source },
             SourceError::Pattern(e) => HashError::Pattern(e),
+            SourceError::Dangling(name) => HashError::NotFound(name),
             SourceError::Scoped(ScopedError::Io { path, source }) => HashError::Io { path, source },
             SourceError::Scoped(ScopedError::SymlinkLoop(src)) => {
                 HashError::NotFound(format!("{src} (too many levels of symbolic links)"))

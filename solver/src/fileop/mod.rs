@@ -69,6 +69,7 @@ impl From<sources::SourceError> for FileOpError {
             sources::SourceError::Io { path, source } => FileOpError::Io { path, source },
             sources::SourceError::Pattern(e) => FileOpError::Pattern(e),
             sources::SourceError::Scoped(e) => FileOpError::Scoped(e),
+            sources::SourceError::Dangling(name) => FileOpError::NotFound(name),
         }
     }
 }

@@ -33,6 +33,10 @@ pub enum SourceError {
     /// A path could not be resolved inside the input (a symlink chain that never ends).
     #[error(transparent)]
     Scoped(#[from] ScopedError),
+    /// A wildcard matched a symlink that is in the context but points at nothing there (its target is absent or
+    /// excluded): BuildKit's copy fails on such a match rather than skip it.
+    #[error("{0:?}: not found (a symlink whose target is not in the context)")]
+    Dangling(String),
 }
 
 /// One entry a source selects.
@@ -73,7 +77,8 @@ pub fn select(
     wildcard: bool,
     follow_last: bool,
 ) -> Result<Vec<Source>, SourceError> {
-    let names = if wildcard && is_glob(src) {
+    let globbed = wildcard && is_glob(src);
+    let names = if globbed {
         glob(root, src)?
     } else {
         vec![clean_path(&format!("/{src}"))
@@ -82,14 +87,19 @@ pub fn select(
     };
     let mut out = Vec::with_capacity(names.len());
     for name in names {
-        if let Some(real) = resolve_in_context(root, ignore, &name, follow_last)? {
-            let path = if real.is_empty() {
-                root.to_path_buf()
-            } else {
-                root.join(&real)
-            };
-            out.push(Source { name, real, path });
-        }
+        let real = match resolve_in_context(root, ignore, &name, follow_last)? {
+            Resolved::Real(real) => real,
+            Resolved::Absent => continue,
+            // Named directly, a dangling link is simply not found; a wildcard's match is there and fails.
+            Resolved::Dangling if !globbed => continue,
+            Resolved::Dangling => return Err(SourceError::Dangling(name)),
+        };
+        let path = if real.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&real)
+        };
+        out.push(Source { name, real, path });
     }
     Ok(out)
 }
@@ -148,20 +158,40 @@ fn is_absent(e: &std::io::Error) -> bool {
     )
 }
 
+/// Where a name leads in the context.
+enum Resolved {
+    /// To this real path, relative to the root.
+    Real(String),
+    /// Nowhere: the name itself, or a directory on its way, is not in the context.
+    Absent,
+    /// The name is in the context, a symlink (followed as the last component) whose target is not.
+    Dangling,
+}
+
 /// Resolves `rel` under `root` component by component, following symlinks inside the root (the last only when
-/// `follow_last`), and returns its real path relative to the root, or `None` when it is not in the context: absent,
-/// or any entry on the way (a symlink passed through, a directory, the end) excluded by `ignore` and not a directory
-/// walked for its exceptions, or the end such a directory with nothing under it re-included.
+/// `follow_last`), to its real path relative to the root. It is not in the context when it is absent, or any entry
+/// on the way (a symlink passed through, a directory, the end) is excluded by `ignore` and not a directory walked
+/// for its exceptions, or the end is such a directory with nothing under it re-included; once the last component is
+/// a symlink being followed, that makes it [`Resolved::Dangling`] rather than absent.
 fn resolve_in_context(
     root: &Path,
     ignore: &PatternMatcher,
     rel: &str,
     follow_last: bool,
-) -> Result<Option<String>, SourceError> {
+) -> Result<Resolved, SourceError> {
     let mut done: Vec<String> = Vec::new();
     let mut todo: Vec<String> = components(rel);
     todo.reverse();
     let mut hops = 0;
+    // Set once the name itself is found in the context and is a symlink being followed.
+    let mut following_last = false;
+    let missing = |following_last: bool| {
+        Ok(if following_last {
+            Resolved::Dangling
+        } else {
+            Resolved::Absent
+        })
+    };
     while let Some(part) = todo.pop() {
         match part.as_str() {
             "" | "." => continue,
@@ -175,16 +205,17 @@ fn resolve_in_context(
         let abs = root.join(&candidate);
         let meta = match std::fs::symlink_metadata(&abs) {
             Ok(m) => m,
-            Err(e) if is_absent(&e) => return Ok(None),
+            Err(e) if is_absent(&e) => return missing(following_last),
             Err(source) => return Err(SourceError::Io { path: abs, source }),
         };
         if !ignore.is_empty()
             && ignore.matches_or_parent_matches(&candidate)
             && !(meta.is_dir() && ignore.must_walk_excluded_dir(&candidate))
         {
-            return Ok(None);
+            return missing(following_last);
         }
         if meta.file_type().is_symlink() && (follow_last || !todo.is_empty()) {
+            following_last |= todo.is_empty();
             hops += 1;
             if hops > MAX_HOPS {
                 return Err(ScopedError::SymlinkLoop(rel.to_string()).into());
@@ -203,7 +234,11 @@ fn resolve_in_context(
         done.push(part);
     }
     let real = done.join("/");
-    Ok(in_context(ignore, root, &real)?.then_some(real))
+    if in_context(ignore, root, &real)? {
+        Ok(Resolved::Real(real))
+    } else {
+        missing(following_last)
+    }
 }
 
 fn components(path: &str) -> Vec<String> {

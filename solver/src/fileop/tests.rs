@@ -896,6 +896,17 @@ fn a_symlinked_source_is_there_only_when_its_name_and_its_target_are() {
     // Its target ignored, or its own name: not in the context BuildKit transfers.
     assert!(select("to-secret").is_empty());
     assert!(select("named.lnk").is_empty());
+    // A wildcard matching a link whose target is not there fails, as BuildKit's copy does; named, it is not found.
+    for src in ["dang*", "*secret"] {
+        assert!(
+            matches!(
+                sources::select(ctx, &ignore, src, true, true),
+                Err(sources::SourceError::Dangling(_))
+            ),
+            "{src}"
+        );
+    }
+    assert!(select("dangling").is_empty());
     // A directory reached through a link keeps its name and is filtered by its real paths.
     let s = select("dirlink");
     assert_eq!((s[0].name.as_str(), s[0].real.as_str()), ("dirlink", "dir"));
