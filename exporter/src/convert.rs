@@ -9,7 +9,8 @@ use oci::manifest::{LayerCompression, Manifest, MEDIA_DOCKER_MANIFEST};
 use oci::store::Store;
 use oci::Digest;
 
-use crate::image::{Compression, ExportError};
+use crate::compression::Compression;
+use crate::error::ExportError;
 use oci::registry::ChunkWriter;
 use oci::Offloaded;
 

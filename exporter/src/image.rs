@@ -7,36 +7,15 @@ use oci::manifest::{
     Descriptor, LayerCompression, Manifest, MEDIA_CONFIG, MEDIA_DOCKER_CONFIG,
     MEDIA_DOCKER_MANIFEST, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST,
 };
-use oci::store::{Store, StoreError};
+use oci::store::Store;
 use oci::{Digest, History, Image};
 use serde_json::json;
 
-use crate::diff::{write_diff, DiffError, DiffOptions};
+use crate::compression::Compression;
+use crate::diff::{write_diff, DiffOptions};
+use crate::error::ExportError;
 use crate::layout::ArchiveStream;
 use oci::{HashedAside, Offloaded};
-
-/// Layer compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// gzip at a level (0–9), compressed on every core with the same bytes whatever their number.
-    Gzip(u32),
-    /// zstd at a level (1–22).
-    Zstd(i32),
-    /// No compression.
-    None,
-}
-
-impl Compression {
-    pub(crate) fn tag(&self) -> String {
-        match self {
-            // "pgzip2": the block-parallel encoder, whose bytes differ from a one-stream gzip of the same level
-            // (its second format: a gzip member ends after each block libdeflate deflated).
-            Compression::Gzip(l) => format!("pgzip2-{l}"),
-            Compression::Zstd(l) => format!("zstd-{l}"),
-            Compression::None => "none".to_string(),
-        }
-    }
-}
 
 /// How an image is written: what the layers are compressed with, which media-type vocabulary names them, and the
 /// timestamp that makes the result reproducible. BuildKit's `-o` options map onto it one to one.
@@ -79,28 +58,6 @@ pub struct LayerSource {
     /// The base image manifest the snapshot was unpacked from: its layers are exported as they are, as BuildKit
     /// does, when the store still holds them.
     pub unpacked_from: Option<Digest>,
-}
-
-/// Why an export failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Reading a snapshot failed.
-    #[error(transparent)]
-    Diff(#[from] DiffError),
-    /// The output cannot hold what was asked of it.
-    #[error("{0}")]
-    Unsupported(String),
-    /// Writing an output failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
 }
 
 /// A stored layer.

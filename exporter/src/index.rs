@@ -5,7 +5,8 @@ use oci::manifest::{Descriptor, Index, MEDIA_DOCKER_INDEX, MEDIA_INDEX};
 use oci::store::Store;
 use oci::Platform;
 
-use crate::image::{ExportError, ExportedImage};
+use crate::error::ExportError;
+use crate::image::ExportedImage;
 
 /// Stores an index of `images` (one per platform, in the order given), in the OCI or the Docker vocabulary, tags
 /// it with `names` and returns its descriptor.

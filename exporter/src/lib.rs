@@ -2,18 +2,22 @@
 //! blobs with their diffID and digest from one pass, and images assembled in the store ([`image`]) or written out
 //! as OCI layouts ([`layout`]).
 
+mod compression;
 pub mod convert;
 /// A snapshot's upper directory as a layer tar (it lives in `oci::layer`, which the store renders lazy layers with).
 pub use oci::layer::diff;
+mod error;
 pub mod image;
 pub mod index;
 pub mod layout;
 pub mod pgzip;
 
+pub use compression::Compression;
 pub use convert::{compressed_manifest, compressed_manifest_teeing, Keep};
+pub use error::ExportError;
 pub use image::{
-    dir_blob, export_image, export_image_into, layer_blob, Compression, ExportError, ExportOptions,
-    ExportedImage, LayerSource,
+    dir_blob, export_image, export_image_into, layer_blob, ExportOptions, ExportedImage,
+    LayerSource,
 };
 pub use index::export_index;
 pub use layout::{

@@ -205,34 +205,6 @@ fn invalid_default_arg_in_from(
     out
 }
 
-/// InvalidBaseImagePlatform: the resolver's config for base image `image` is for another OS or architecture
-/// than the build asked for (BuildKit's validateBaseImagePlatform). Lowering runs it where a resolver answered;
-/// `kiln check` resolves no images, so there it never fires. A config that names no architecture is not judged.
-pub(crate) fn base_image_platform(
-    image: &str,
-    expected: &oci::Platform,
-    actual: &oci::Image,
-    span: crate::parser::Span,
-) -> Option<Finding> {
-    if actual.architecture.is_empty()
-        || (actual.os == expected.os && actual.architecture == expected.architecture)
-    {
-        return None;
-    }
-    let written = match &actual.variant {
-        Some(v) => format!("{}/{}/{v}", actual.os, actual.architecture),
-        None => format!("{}/{}", actual.os, actual.architecture),
-    };
-    let actual = written
-        .parse::<oci::Platform>()
-        .map_or(written, |p| p.to_string());
-    Some(Finding::new(
-        "InvalidBaseImagePlatform",
-        span,
-        format!("Base image {image} was pulled with platform \"{actual}\", expected \"{expected}\" for current build"),
-    ))
-}
-
 /// The SecretsUsedInArgOrEnv rule's test: a name with a word such as `password`, `token` or `secret` between
 /// underscores (or at either end), unless a word such as `public`, `file` or `version` is there too, as BuildKit
 /// matches it.

@@ -497,7 +497,7 @@ impl<'a> Lowerer<'a> {
         })?;
         let (pinned, image) = match resolved {
             Some(r) => {
-                self.findings.extend(crate::checks::base_image_platform(
+                self.findings.extend(base_image_platform(
                     reference, platform, &r.image, node.span,
                 ));
                 // Pinned to the platform's manifest, even when the Dockerfile names an index digest.
@@ -687,6 +687,35 @@ fn undefined_message(rule: &str, name: &str, scope: &Scope, declared: &BTreeSet<
             format!("Usage of undefined variable '${name}'{hint}")
         }
     }
+}
+
+/// InvalidBaseImagePlatform: the resolver's config for base image `image` is for another OS or architecture
+/// than the build asked for (BuildKit's validateBaseImagePlatform). It lives with lowering, not with the other
+/// checks, because only a FROM lowered against a resolver has a config to judge: `kiln check` resolves no images,
+/// so there it never fires. A config that names no architecture is not judged.
+fn base_image_platform(
+    image: &str,
+    expected: &Platform,
+    actual: &Image,
+    span: crate::parser::Span,
+) -> Option<Finding> {
+    if actual.architecture.is_empty()
+        || (actual.os == expected.os && actual.architecture == expected.architecture)
+    {
+        return None;
+    }
+    let written = match &actual.variant {
+        Some(v) => format!("{}/{}/{v}", actual.os, actual.architecture),
+        None => format!("{}/{}", actual.os, actual.architecture),
+    };
+    let actual = written
+        .parse::<Platform>()
+        .map_or(written, |p| p.to_string());
+    Some(Finding::new(
+        "InvalidBaseImagePlatform",
+        span,
+        format!("Base image {image} was pulled with platform \"{actual}\", expected \"{expected}\" for current build"),
+    ))
 }
 
 /// Docker's reference normalisation (`python` → `docker.io/library/python:latest`); it lives in `oci`, beside the

@@ -39,7 +39,11 @@ pub struct KeyParts {
 /// (with its own metadata) when something under it is, and the context checksum covers them.
 /// 5 (2026-12): a directory source whose contents are copied is never excluded itself, so its destination is
 /// made even when `--exclude` drops every file.
-const FILE_OP_SEMANTICS: u32 = 5;
+/// 6 (2026-12): the copy and the context checksum select a source's entries with one function: a symlinked source
+/// (or one passing through a symlinked directory) is there only when both its own path and its target's real path
+/// are in the context, and `.dockerignore` is matched against real paths below it, as BuildKit's transfer filters
+/// them; a wildcard matching a symlink whose target is not there fails for both.
+const FILE_OP_SEMANTICS: u32 = 6;
 
 #[derive(Serialize)]
 struct Canonical<'a> {

@@ -19,7 +19,9 @@ use sha2::{Digest as _, Sha256};
 
 pub use statcache::{StatCache, StatKey};
 
-use crate::patterns::{clean_path, Pattern, PatternError, PatternMatcher};
+use crate::fileop::scoped::ScopedError;
+use crate::fileop::sources::{select, SourceError};
+use crate::patterns::{clean_path, PatternError, PatternMatcher};
 
 /// Why a checksum could not be computed.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +45,20 @@ pub enum HashError {
     OutsideContext(String),
 }
 
+impl From<SourceError> for HashError {
+    fn from(e: SourceError) -> Self {
+        match e {
+            SourceError::Io { path, source } => HashError::Io { path, source },
+            SourceError::Pattern(e) => HashError::Pattern(e),
+            SourceError::Dangling(name) => HashError::NotFound(name),
+            SourceError::Scoped(ScopedError::Io { path, source }) => HashError::Io { path, source },
+            SourceError::Scoped(ScopedError::SymlinkLoop(src)) => {
+                HashError::NotFound(format!("{src} (too many levels of symbolic links)"))
+            }
+        }
+    }
+}
+
 /// Hashes paths of one context directory.
 pub struct ContextHasher {
     root: PathBuf,
@@ -59,8 +75,6 @@ pub struct ContextHasher {
 /// timestamp tick of common Linux filesystems (one second), so a same-size rewrite right after a build hashed the
 /// file is never taken for unchanged. Such files are simply re-read by the next build.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);
-
-const MAX_SYMLINK_HOPS: usize = 40;
 
 /// Per-file checksums of a selection, by path relative to the context root.
 pub type Files = std::collections::BTreeMap<String, Digest>;
@@ -127,37 +141,29 @@ impl ContextHasher {
         if cleaned == ".." || cleaned.starts_with("../") {
             return Err(HashError::OutsideContext(src.to_string()));
         }
-        if !cleaned.contains(['*', '?', '[']) {
-            let rel = if cleaned == "." {
-                String::new()
-            } else {
-                cleaned
+        // The copy selects with the same function, so the key covers the entries it reads: each followed when a
+        // symlink, and each in the context by its own path and its real one.
+        let wildcard = cleaned.contains(['*', '?', '[']);
+        let sources = select(&self.root, &self.ignore, &cleaned, wildcard, true)?;
+        if !wildcard {
+            let Some(source) = sources.first() else {
+                return Err(HashError::NotFound(src.to_string()));
             };
-            let resolved = self.follow(&rel, src)?;
-            let (d, listed) = self.entry(&resolved, list)?;
+            let (d, listed) = self.entry(&source.real, list)?;
             return Ok((
                 d.ok_or_else(|| HashError::NotFound(src.to_string()))?,
                 listed,
             ));
         }
-        let matches = self.expand(&cleaned)?;
-        if matches.is_empty() {
+        if sources.is_empty() {
             return Err(HashError::NotFound(src.to_string()));
         }
-        let parts: Result<Vec<(String, Hashed)>, HashError> = matches
+        // A match is hashed under its own name (the copy names its destination after it) with the checksum of
+        // what it resolves to.
+        let parts: Vec<(String, Hashed)> = sources
             .into_par_iter()
-            // A matched symlink is followed, as a named one is: the copy takes what it points at.
-            .map(|m| Ok((m.clone(), self.entry(&self.follow(&m, src)?, list)?)))
-            .collect();
-        // A match that is an ignored directory walked for its exceptions is there only when something under it
-        // is re-included (its digest is `None` otherwise), as BuildKit's context transfer emits it lazily.
-        let parts: Vec<(String, Hashed)> = parts?
-            .into_iter()
-            .filter(|(path, (digest, _))| digest.is_some() || !self.ignored(path))
-            .collect();
-        if parts.is_empty() {
-            return Err(HashError::NotFound(src.to_string()));
-        }
+            .map(|s| Ok((s.name, self.entry(&s.real, list)?)))
+            .collect::<Result<_, HashError>>()?;
         let mut h = Sha256::new();
         let mut all = Listed::new();
         for (path, (digest, mut listed)) in parts {
@@ -182,18 +188,6 @@ impl ContextHasher {
     /// Whether the context walk reaches `rel` at all: no parent of it is an ignored directory left unwalked.
     fn reached(&self, rel: &str) -> bool {
         rel.is_empty() || self.ignore.is_empty() || self.ignore.walk_reaches(rel)
-    }
-
-    /// Whether a wildcard's match can be in the context: reached, and either not ignored or a real directory
-    /// walked for its exceptions (whose checksum then says whether anything under it is re-included).
-    fn may_be_present(&self, rel: &str) -> Result<bool, HashError> {
-        if !self.reached(rel) {
-            return Ok(false);
-        }
-        if !self.ignored(rel) {
-            return Ok(true);
-        }
-        Ok(self.walked_though_ignored(rel) && self.meta(rel)?.is_some_and(|m| m.is_dir()))
     }
 
     fn abs(&self, rel: &str) -> PathBuf {
@@ -221,81 +215,6 @@ impl ContextHasher {
                 source,
             }),
         }
-    }
-
-    /// Follows a symlink named directly as a source, keeping every hop inside the context (an absolute target
-    /// is taken relative to the context root, as BuildKit scopes them).
-    fn follow(&self, rel: &str, src: &str) -> Result<String, HashError> {
-        let mut cur = rel.to_string();
-        for _ in 0..MAX_SYMLINK_HOPS {
-            let Some(m) = self.meta(&cur)? else {
-                return Ok(cur);
-            };
-            if !m.file_type().is_symlink() {
-                return Ok(cur);
-            }
-            let target = std::fs::read_link(self.abs(&cur)).map_err(|source| HashError::Io {
-                path: self.abs(&cur),
-                source,
-            })?;
-            let target = target.to_string_lossy().into_owned();
-            let joined = if target.starts_with('/') {
-                target
-            } else {
-                let parent = cur.rsplit_once('/').map_or("", |(p, _)| p);
-                format!("{parent}/{target}")
-            };
-            let next = clean_path(&format!("/{joined}"));
-            cur = next.trim_start_matches('/').to_string();
-        }
-        Err(HashError::NotFound(format!(
-            "{src} (too many levels of symbolic links)"
-        )))
-    }
-
-    /// Relative paths matching a wildcard pattern, segment by segment (`*`, `?` and classes never cross `/`).
-    fn expand(&self, pattern: &str) -> Result<Vec<String>, HashError> {
-        let mut current = vec![String::new()];
-        for seg in pattern.split('/') {
-            let is_glob = seg.contains(['*', '?', '[']);
-            let matcher = if is_glob {
-                Some(Pattern::new(seg)?)
-            } else {
-                None
-            };
-            let mut next = Vec::new();
-            for base in &current {
-                match &matcher {
-                    None => {
-                        let p = join(base, seg);
-                        if self.meta(&p)?.is_some() {
-                            next.push(p);
-                        }
-                    }
-                    Some(m) => {
-                        let dir = self.abs(base);
-                        let Ok(rd) = std::fs::read_dir(&dir) else {
-                            continue;
-                        };
-                        let mut names: Vec<String> = rd
-                            .filter_map(|e| e.ok())
-                            .map(|e| e.file_name().to_string_lossy().into_owned())
-                            .filter(|n| m.matches(n))
-                            .collect();
-                        names.sort();
-                        next.extend(names.into_iter().map(|n| join(base, &n)));
-                    }
-                }
-            }
-            current = next;
-        }
-        let mut present = Vec::with_capacity(current.len());
-        for p in current {
-            if self.may_be_present(&p)? {
-                present.push(p);
-            }
-        }
-        Ok(present)
     }
 
     /// The checksum of one entry, or `None` when it is absent or ignored (an ignored directory walked for its

@@ -1,7 +1,6 @@
-//! COPY's semantics on real directories: which source paths a copy selects (a path, or a wildcard matched
-//! segment by segment), where each lands (a directory's contents go into the destination; a file goes into a
-//! destination that is or will be a directory, else becomes it), and how each entry is recreated with its
-//! owner, mode, xattrs, times and hardlinks.
+//! COPY's semantics on real directories: where each source that [`super::sources::select`] picks lands (a
+//! directory's contents go into the destination; a file goes into a destination that is or will be a directory,
+//! else becomes it), and how each entry is recreated with its owner, mode, xattrs, times and hardlinks.
 
 use std::collections::HashMap;
 
@@ -9,86 +8,16 @@ use rayon::prelude::*;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use super::sources::{self, walked_dir_emits};
 use super::{attrs, mode::apply_mode, resolve_chown, scoped, FileOpError, Input};
 use crate::llb::{CopyAction, FileMode};
-use crate::patterns::{clean_path, Pattern, PatternMatcher};
+use crate::patterns::{clean_path, PatternMatcher};
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> FileOpError + '_ {
     move |source| FileOpError::Io {
         path: path.to_path_buf(),
         source,
     }
-}
-
-fn is_glob(s: &str) -> bool {
-    s.contains(['*', '?', '['])
-}
-
-/// The paths under `root` matching a wildcard pattern, as (relative path, resolved path), sorted.
-pub(super) fn expand_wildcard_rel(
-    root: &Path,
-    pattern: &str,
-    follow_last: bool,
-) -> Result<Vec<(String, PathBuf)>, FileOpError> {
-    let cleaned = clean_path(&format!("/{pattern}"));
-    let mut current: Vec<String> = vec![String::new()];
-    for seg in cleaned.split('/').filter(|s| !s.is_empty()) {
-        let mut next = Vec::new();
-        if is_glob(seg) {
-            let m = Pattern::new(seg)?;
-            for base in &current {
-                let dir = scoped::resolve(root, base, true)?;
-                let Ok(rd) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                let mut names: Vec<String> = rd
-                    .filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| m.matches(n))
-                    .collect();
-                names.sort();
-                next.extend(names.into_iter().map(|n| join_rel(base, &n)));
-            }
-        } else {
-            for base in &current {
-                let rel = join_rel(base, seg);
-                if exists_under(root, &rel)? {
-                    next.push(rel);
-                }
-            }
-        }
-        current = next;
-    }
-    current
-        .into_iter()
-        .filter(|r| !r.is_empty())
-        .map(|r| Ok((r.clone(), scoped::resolve(root, &r, follow_last)?)))
-        .collect()
-}
-
-/// Whether `rel` names something under `root`. A path through a file (`sub/*/dir2` where `*` matched a plain
-/// file) names nothing, as a shell's glob finds nothing there; other errors are errors.
-fn exists_under(root: &Path, rel: &str) -> Result<bool, FileOpError> {
-    match scoped::resolve(root, rel, false) {
-        Ok(p) => Ok(std::fs::symlink_metadata(p).is_ok()),
-        Err(scoped::ScopedError::Io { source, .. })
-            if matches!(
-                source.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
-            ) =>
-        {
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The resolved paths under `root` matching a wildcard pattern.
-pub(super) fn expand_wildcard(root: &Path, pattern: &str) -> Result<Vec<PathBuf>, FileOpError> {
-    Ok(expand_wildcard_rel(root, pattern, false)?
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect())
 }
 
 fn join_rel(base: &str, name: &str) -> String {
@@ -152,50 +81,6 @@ fn create_dirs(
     }
 }
 
-/// Whether `rel`, a source path under the input root, is in the context BuildKit's transfer makes of it: reached
-/// by the walk, and either not ignored or a real directory walked for its exceptions with something under it
-/// re-included (see [`PatternMatcher::must_walk_excluded_dir`]).
-fn in_context(ignore: &PatternMatcher, root: &Path, rel: &str) -> Result<bool, FileOpError> {
-    if ignore.is_empty() || rel.is_empty() {
-        return Ok(true);
-    }
-    if !ignore.walk_reaches(rel) {
-        return Ok(false);
-    }
-    if !ignore.matches_or_parent_matches(rel) {
-        return Ok(true);
-    }
-    if !ignore.must_walk_excluded_dir(rel) {
-        return Ok(false);
-    }
-    let dir = scoped::resolve(root, rel, false)?;
-    match std::fs::symlink_metadata(&dir) {
-        Ok(m) if m.is_dir() => walked_dir_emits(ignore, &dir, rel),
-        _ => Ok(false),
-    }
-}
-
-/// Whether anything under `dir` (at `rel` in the input), an ignored directory walked for its exceptions, is in the
-/// context: a child not ignored, or a child directory of the same kind with something in it. BuildKit's walk
-/// emits such a directory only then; the context hash's `entry_of` applies the same rule, so the cache key covers
-/// exactly the directories the copy makes.
-fn walked_dir_emits(ignore: &PatternMatcher, dir: &Path, rel: &str) -> Result<bool, FileOpError> {
-    for e in std::fs::read_dir(dir).map_err(io(dir))? {
-        let e = e.map_err(io(dir))?;
-        let child = join_rel(rel, &e.file_name().to_string_lossy());
-        if !ignore.matches_or_parent_matches(&child) {
-            return Ok(true);
-        }
-        if ignore.must_walk_excluded_dir(&child)
-            && e.file_type().map_err(io(dir))?.is_dir()
-            && walked_dir_emits(ignore, &e.path(), &child)?
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
 /// Makes way for a file at `dst`: an existing file goes (unlinked, never written in place); a directory there is
 /// an error naming the source as the instruction gave it.
 fn clear_for_file(dst: &Path, shown: &str) -> Result<(), FileOpError> {
@@ -213,7 +98,7 @@ fn clear_for_file(dst: &Path, shown: &str) -> Result<(), FileOpError> {
 struct Copier<'a> {
     /// The input's .dockerignore, matched against paths relative to the input root.
     ignore: PatternMatcher,
-    /// The current source's path relative to the input root.
+    /// The current source's real path relative to the input root (see [`sources::Source::real`]).
     source_rel: String,
     owner: Option<(u32, u32)>,
     mode: Option<&'a FileMode>,
@@ -229,32 +114,13 @@ struct Copier<'a> {
 /// Runs one copy action into `target`.
 pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), FileOpError> {
     let src_root = &input.root;
-    let wildcard = c.allow_wildcard && is_glob(&c.src);
-    let sources: Vec<(String, PathBuf)> = if wildcard {
-        // Each match is followed when it is a symlink, as a source named directly is (BuildKit's testCopySymlinks:
-        // `COPY sub/l* alllinks/` copies what each link points at, under the link's name).
-        expand_wildcard_rel(src_root, &c.src, c.follow_symlinks)?
-    } else {
-        let rel = clean_path(&format!("/{}", c.src))
-            .trim_start_matches('/')
-            .to_string();
-        let abs = scoped::resolve(src_root, &rel, c.follow_symlinks)?;
-        if std::fs::symlink_metadata(&abs).is_err() {
-            return Err(FileOpError::NotFound(c.src.clone()));
-        }
-        vec![(rel, abs)]
-    };
-    // What .dockerignore excludes is not in the context BuildKit transfers, so no pattern ever sees it: it is
-    // dropped before anything is counted or copied. An excluded directory walked for its exceptions is there
-    // when something under it is re-included (the context hash selects the same).
+    let wildcard = c.allow_wildcard && c.src.contains(['*', '?', '[']);
+    // What .dockerignore excludes is not in the context BuildKit transfers, so no pattern ever sees it and no
+    // symlink reaches it: `select` drops it before anything is counted or copied, as it does for the context
+    // checksum. Each wildcard match is followed when it is a symlink, as a source named directly is (BuildKit's
+    // testCopySymlinks: `COPY sub/l* alllinks/` copies what each link points at, under the link's name).
     let ignore = PatternMatcher::new(&input.ignore)?;
-    let mut kept = Vec::with_capacity(sources.len());
-    for (rel, abs) in sources {
-        if in_context(&ignore, src_root, &rel)? {
-            kept.push((rel, abs));
-        }
-    }
-    let sources = kept;
+    let sources = sources::select(src_root, &ignore, &c.src, wildcard, c.follow_symlinks)?;
     if sources.is_empty() {
         if wildcard && c.allow_empty_wildcard {
             return Ok(());
@@ -289,8 +155,11 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         Some(FileMode::Octal(m)) => m & 0o777,
         _ => 0o755,
     };
-    for (rel, abs) in &sources {
-        copier.source_rel = rel.clone();
+    for source in &sources {
+        // The name as given (or matched) places the copy and meets --exclude and --parents; the real path meets
+        // .dockerignore, as BuildKit filters real paths, and names the files the context checksum listed.
+        let (rel, abs) = (&source.name, &source.path);
+        copier.source_rel = source.real.clone();
         let meta = std::fs::symlink_metadata(abs).map_err(io(abs))?;
         // With --parents the source's path (after a `/./` pivot, if any) is kept under the destination.
         let kept = if c.parents {
@@ -363,7 +232,7 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
                     create_dirs(target, parent, created_mode, true, created_owner)?;
                 }
             }
-            copier.copy_entry(abs, &file_dest, &meta, &c.src, rel)?;
+            copier.copy_entry(abs, &file_dest, &meta, &c.src, &source.real)?;
         }
     }
     Ok(())

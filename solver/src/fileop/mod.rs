@@ -6,6 +6,7 @@ mod archive;
 mod attrs;
 mod copy;
 mod mode;
+pub mod sources;
 mod users;
 
 /// Path resolution confined to a root (shared with layer extraction).
@@ -60,6 +61,17 @@ pub enum FileOpError {
     /// A malformed wildcard or exclude pattern.
     #[error(transparent)]
     Pattern(#[from] PatternError),
+}
+
+impl From<sources::SourceError> for FileOpError {
+    fn from(e: sources::SourceError) -> Self {
+        match e {
+            sources::SourceError::Io { path, source } => FileOpError::Io { path, source },
+            sources::SourceError::Pattern(e) => FileOpError::Pattern(e),
+            sources::SourceError::Scoped(e) => FileOpError::Scoped(e),
+            sources::SourceError::Dangling(name) => FileOpError::NotFound(name),
+        }
+    }
 }
 
 /// One input filesystem a copy can read from.
@@ -167,7 +179,10 @@ pub fn apply(target: &Path, actions: &[FileAction], inputs: &[Input]) -> Result<
                 allow_wildcard,
             } => {
                 let victims = if *allow_wildcard && path.contains(['*', '?', '[']) {
-                    copy::expand_wildcard(target, path)?
+                    sources::glob(target, path)?
+                        .iter()
+                        .map(|rel| scoped::resolve(target, rel, false))
+                        .collect::<Result<Vec<_>, _>>()?
                 } else {
                     vec![scoped::resolve(target, path, false)?]
                 };

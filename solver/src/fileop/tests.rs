@@ -745,3 +745,189 @@ fn the_checksum_covers_re_included_files_only() {
         "so does the walked directory's own metadata"
     );
 }
+
+/// A context for the cases where the copy and the checksum used to select differently: wildcards matching
+/// nothing, a directory among files, ignored files, paths re-included under an excluded directory, and symlinks
+/// whose own name or whose target is ignored.
+fn selection_context() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    for dir in ["dir", "secret", "build/keep"] {
+        std::fs::create_dir_all(p.join(dir)).unwrap();
+    }
+    for file in [
+        "a.txt",
+        "b.txt",
+        "c.log",
+        "dir/x.txt",
+        "dir/y.log",
+        "secret/s.txt",
+        "build/out.o",
+        "build/keep/k.txt",
+    ] {
+        std::fs::write(p.join(file), file).unwrap();
+    }
+    for (link, target) in [
+        ("to-secret", "secret/s.txt"),
+        ("named.lnk", "a.txt"),
+        ("dirlink", "dir"),
+        ("keeplink", "build/keep"),
+        ("buildlink", "build"),
+        ("abs", "/a.txt"),
+        ("dangling", "nowhere"),
+    ] {
+        std::os::unix::fs::symlink(target, p.join(link)).unwrap();
+    }
+    d
+}
+
+const SELECTION_IGNORE: [&str; 5] = ["**/*.log", "*.lnk", "secret", "build", "!build/keep"];
+
+/// What copying `src` into `/out/` makes, each path with what it holds, or `None` when the copy finds nothing.
+fn copy_outcome(
+    ctx: &Path,
+    ignore: &[&str],
+    src: &str,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let target = tempfile::tempdir().unwrap();
+    let input = Input {
+        root: ctx.to_path_buf(),
+        default_owner: Some((0, 0)),
+        ignore: ignore.iter().map(|s| s.to_string()).collect(),
+        reused: None,
+    };
+    let mut action = copy_action(src, "/out/");
+    action.allow_empty_wildcard = false;
+    match apply(target.path(), &[FileAction::Copy(action)], &[input]) {
+        Ok(()) => {}
+        Err(FileOpError::NotFound(_)) => return None,
+        Err(e) => panic!("{src}: {e}"),
+    }
+    let out = target.path().join("out");
+    Some(
+        tree(&out)
+            .into_iter()
+            .map(|rel| {
+                let p = out.join(rel.trim_end_matches('/'));
+                let m = std::fs::symlink_metadata(&p).unwrap();
+                let held = if m.is_symlink() {
+                    format!("-> {}", std::fs::read_link(&p).unwrap().display())
+                } else if m.is_dir() {
+                    "dir".to_string()
+                } else {
+                    std::fs::read_to_string(&p).unwrap()
+                };
+                (rel, held)
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn the_copy_and_the_checksum_select_the_same_entries() {
+    let d = selection_context();
+    let ctx = d.path();
+    let files: Vec<String> = tree(ctx)
+        .into_iter()
+        .filter(|rel| {
+            std::fs::symlink_metadata(ctx.join(rel))
+                .unwrap()
+                .file_type()
+                .is_file()
+        })
+        .collect();
+    let sum = |src: &str| {
+        crate::contenthash::ContextHasher::new(ctx, &SELECTION_IGNORE, Default::default())
+            .unwrap()
+            .checksum(src)
+    };
+    for src in [
+        "*.none",
+        "*.txt",
+        "*.log",
+        "dir",
+        "d*",
+        "build",
+        "build/*",
+        "b*",
+        "to-secret",
+        "named.lnk",
+        "*.lnk",
+        "dirlink",
+        "*link*",
+        "keeplink",
+        "buildlink",
+        "buildlink/keep",
+        "abs",
+        "dangling",
+        "secret/s.txt",
+        "dirlink/*",
+        ".",
+    ] {
+        let copied = copy_outcome(ctx, &SELECTION_IGNORE, src);
+        let before = match sum(src) {
+            Ok(d) => Some(d),
+            Err(crate::contenthash::HashError::NotFound(_)) => None,
+            Err(e) => panic!("{src}: {e}"),
+        };
+        assert_eq!(
+            copied.is_some(),
+            before.is_some(),
+            "{src}: the copy found {copied:?}, the checksum {before:?}"
+        );
+        let (Some(copied), Some(before)) = (copied, before) else {
+            continue;
+        };
+        // The key covers what the copy reads: a file changes the copy exactly when it changes the checksum.
+        for f in &files {
+            let was = std::fs::read(ctx.join(f)).unwrap();
+            std::fs::write(ctx.join(f), b"changed").unwrap();
+            let copy_changed = copy_outcome(ctx, &SELECTION_IGNORE, src).as_ref() != Some(&copied);
+            let key_changed = sum(src).unwrap() != before;
+            std::fs::write(ctx.join(f), was).unwrap();
+            assert_eq!(
+                copy_changed, key_changed,
+                "{src} with {f} changed: the copy changed {copy_changed}, the key {key_changed}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_symlinked_source_is_there_only_when_its_name_and_its_target_are() {
+    let d = selection_context();
+    let ctx = d.path();
+    let ignore = crate::patterns::PatternMatcher::new(&SELECTION_IGNORE).unwrap();
+    let select = |src: &str| sources::select(ctx, &ignore, src, true, true).unwrap();
+    // Its target ignored, or its own name: not in the context BuildKit transfers.
+    assert!(select("to-secret").is_empty());
+    assert!(select("named.lnk").is_empty());
+    // A wildcard matching a link whose target is not there fails, as BuildKit's copy does; named, it is not found.
+    for src in ["dang*", "*secret"] {
+        assert!(
+            matches!(
+                sources::select(ctx, &ignore, src, true, true),
+                Err(sources::SourceError::Dangling(_))
+            ),
+            "{src}"
+        );
+    }
+    assert!(select("dangling").is_empty());
+    // A directory reached through a link keeps its name and is filtered by its real paths.
+    let s = select("dirlink");
+    assert_eq!((s[0].name.as_str(), s[0].real.as_str()), ("dirlink", "dir"));
+    assert_eq!(
+        copy_outcome(ctx, &SELECTION_IGNORE, "dirlink").unwrap(),
+        [("x.txt".to_string(), "dir/x.txt".to_string())].into()
+    );
+    // An absolute target is taken inside the input; a path re-included under an excluded directory is there.
+    assert_eq!(select("abs")[0].real, "a.txt");
+    assert_eq!(select("buildlink/keep")[0].real, "build/keep");
+    assert!(select("buildlink/out.o").is_empty());
+    // Without following the last link, the link itself is the source.
+    let s = sources::select(ctx, &ignore, "abs", true, false).unwrap();
+    assert_eq!(s[0].real, "abs");
+    assert!(sources::select(ctx, &ignore, "named.lnk", true, false)
+        .unwrap()
+        .is_empty());
+}
