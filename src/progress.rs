@@ -349,21 +349,9 @@ impl Progress {
             return;
         }
         let checks = std::mem::take(&mut self.lock().checks);
-        if checks.is_empty() {
-            return;
+        if let Some(out) = check_warnings_text(&checks) {
+            let _ = std::io::stderr().lock().write_all(out.as_bytes());
         }
-        let n = checks.len();
-        let counted = if n == 1 {
-            "1 warning".to_string()
-        } else {
-            format!("{n} warnings")
-        };
-        let mut out = format!("\n {counted} found (use docker --debug to expand):\n");
-        for c in checks {
-            out.push_str(&c);
-            out.push('\n');
-        }
-        let _ = std::io::stderr().lock().write_all(out.as_bytes());
     }
 
     /// A closing line after the build.
@@ -377,9 +365,40 @@ impl Progress {
     }
 }
 
+/// buildx's list of build check warnings (`- Rule: message (line N)` lines), counted; `None` for none.
+fn check_warnings_text(checks: &[String]) -> Option<String> {
+    let counted = match checks.len() {
+        0 => return None,
+        1 => "1 warning".to_string(),
+        n => format!("{n} warnings"),
+    };
+    let mut out = format!("\n {counted} found (use docker --debug to expand):\n");
+    for c in checks {
+        out.push_str(c);
+        out.push('\n');
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_warnings_are_counted_as_buildx_counts_them() {
+        assert_eq!(check_warnings_text(&[]), None);
+        let one = [
+            " - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)".to_string(),
+        ];
+        assert_eq!(
+            check_warnings_text(&one).as_deref(),
+            Some("\n 1 warning found (use docker --debug to expand):\n - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)\n")
+        );
+        let two = [one[0].clone(), one[0].clone()];
+        assert!(check_warnings_text(&two).is_some_and(
+            |t| t.starts_with("\n 2 warnings found (use docker --debug to expand):\n")
+        ));
+    }
 
     #[test]
     fn clip_marks_what_it_cut() {
