@@ -17,7 +17,7 @@ pub enum Command {
     /// Print the build graph a Dockerfile lowers to, without running anything.
     Graph(GraphArgs),
     /// Run BuildKit's build checks over a Dockerfile.
-    Check(RequestArgs),
+    Check(CheckArgs),
     /// Build an image from a Dockerfile.
     Build(Box<BuildArgs>),
     /// Make a one-layer image from a root filesystem tar (like `docker import`).
@@ -262,6 +262,16 @@ pub struct InspectArgs {
     /// The image, by name.
     #[arg(value_name = "NAME")]
     pub name: String,
+}
+
+/// `kiln check`: the request, and the root whose store its base images are resolved from (InvalidBaseImagePlatform
+/// compares their platforms with the build's).
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub request: RequestArgs,
+    #[command(flatten)]
+    pub root: RootArgs,
 }
 
 /// Where kiln keeps its store, snapshots and cache.

@@ -111,7 +111,7 @@ fn is_broken_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
 fn dispatch(command: cli::Command) -> Result<(), Failure> {
     match command {
         cli::Command::Graph(args) => commands::graph::run(&args),
-        cli::Command::Check(args) => commands::check::run(&args),
+        cli::Command::Check(args) => commands::check::run(&args.request, &args.root),
         cli::Command::Build(args) => commands::build::run(&args),
         cli::Command::Import(args) => commands::images::import(&args),
         cli::Command::Images(args) => commands::images::list(&args),

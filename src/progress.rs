@@ -57,6 +57,8 @@ struct State {
     running: BTreeMap<usize, Running>,
     /// Lines of the live area drawn last time (to move the cursor back over them).
     drawn: usize,
+    /// Build check warnings as `- Rule: message (line N)`, listed after the build as buildx lists them.
+    checks: Vec<String>,
 }
 
 /// The progress printer, shared by the scheduler's threads.
@@ -154,6 +156,11 @@ impl Progress {
             Event::Error { vertex, message } => self.failed(vertex, &self.name(vertex), &message),
             Event::Warning { message, .. } => eprintln!("warning: {message}"),
             Event::Message(line) => eprintln!("{line}"),
+            Event::CheckWarning {
+                rule,
+                message,
+                line,
+            } => self.check_warning(&rule, &message, line),
             Event::Exported(Outcome::NoOutput) => self.summary("no output"),
             Event::Exported(Outcome::Files) => self.summary("exported"),
             Event::Exported(Outcome::Image(i)) => self.summary(&format!("image {}", i.digest)),
@@ -319,6 +326,34 @@ impl Progress {
         );
     }
 
+    /// A build check fired: one JSON event in rawjson mode (its stream is the machine's record), kept for
+    /// [`Progress::print_check_warnings`] otherwise, since buildx lists them once the build is over.
+    fn check_warning(&self, rule: &str, message: &str, line: usize) {
+        if self.mode == Mode::RawJson {
+            self.emit(
+                String::new(),
+                serde_json::json!({"event": "warning", "rule": rule, "message": message, "line": line}),
+            );
+            return;
+        }
+        self.lock()
+            .checks
+            .push(format!(" - {rule}: {message} (line {line})"));
+    }
+
+    /// Lists the build check warnings after the build, whether it succeeded or not, in buildx's words:
+    /// `N warnings found (use docker --debug to expand):` then one `- Rule: message (line N)` each. Nothing
+    /// when there were none (or in quiet mode), so builds without findings print exactly what they did before.
+    pub fn print_check_warnings(&self) {
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        let checks = std::mem::take(&mut self.lock().checks);
+        if let Some(out) = check_warnings_text(&checks) {
+            let _ = std::io::stderr().lock().write_all(out.as_bytes());
+        }
+    }
+
     /// A closing line after the build.
     fn summary(&self, what: &str) {
         let (ran, cached) = self.counts.lock().map(|c| *c).unwrap_or((0, 0));
@@ -330,9 +365,40 @@ impl Progress {
     }
 }
 
+/// buildx's list of build check warnings (`- Rule: message (line N)` lines), counted; `None` for none.
+fn check_warnings_text(checks: &[String]) -> Option<String> {
+    let counted = match checks.len() {
+        0 => return None,
+        1 => "1 warning".to_string(),
+        n => format!("{n} warnings"),
+    };
+    let mut out = format!("\n {counted} found (use docker --debug to expand):\n");
+    for c in checks {
+        out.push_str(c);
+        out.push('\n');
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn check_warnings_are_counted_as_buildx_counts_them() {
+        assert_eq!(check_warnings_text(&[]), None);
+        let one = [
+            " - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)".to_string(),
+        ];
+        assert_eq!(
+            check_warnings_text(&one).as_deref(),
+            Some("\n 1 warning found (use docker --debug to expand):\n - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)\n")
+        );
+        let two = [one[0].clone(), one[0].clone()];
+        assert!(check_warnings_text(&two).is_some_and(
+            |t| t.starts_with("\n 2 warnings found (use docker --debug to expand):\n")
+        ));
+    }
 
     #[test]
     fn clip_marks_what_it_cut() {

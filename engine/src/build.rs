@@ -172,6 +172,7 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
     let registry = Arc::new(crate::registry::client(&req.registry)?);
     let resolver = Resolver::new(store.clone(), Some(registry.clone()), req.pull);
     let (definition, targets) = lower_platforms(&req, &resolver, &req.project(), progress)?;
+    build_checks(&req, &store, progress)?;
     let def = &definition;
     let roots: Vec<VertexId> = targets.iter().filter_map(|t| t.root).collect();
     if targets.len() > 1
@@ -456,6 +457,51 @@ fn lower_platforms(
         });
     }
     Ok((def, targets))
+}
+
+/// BuildKit's build checks, run as its Dockerfile frontend runs them on every build: each finding goes out as an
+/// [`Event::CheckWarning`], and when the check directive (or the `BUILDKIT_DOCKERFILE_CHECK` build arg) sets
+/// `error=true` any finding fails the build before a step runs, in BuildKit's words (`lint violation found for
+/// rules: ...`). Runs after lowering, with a resolver that answers from the store alone: the images the build
+/// needs were just resolved (so InvalidBaseImagePlatform sees them), and the checks pull nothing more, not even
+/// the bases of stages the target does not reach. Stages that do not lower are the build's errors, not the
+/// checks'.
+fn build_checks(
+    req: &BuildRequest,
+    store: &Store,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
+    let local = Resolver::for_checks(store.clone());
+    let mut opts = req.opts.clone();
+    if let Some(first) = req.platforms.first() {
+        opts.target_platform = Some(first.clone());
+    }
+    let report = frontend::checks::run_checks_with(&req.dockerfile.parsed, &opts, &local)
+        .map_err(|e| BuildError::Dockerfile(req.dockerfile.render(&e)))?;
+    for f in &report.findings {
+        progress.event(Event::CheckWarning {
+            rule: f.rule.to_string(),
+            message: f.message.clone(),
+            line: f.span.start_line,
+        });
+    }
+    let Some(first) = report.findings.first() else {
+        return Ok(());
+    };
+    if !report.config.error {
+        return Ok(());
+    }
+    let mut rules: Vec<&str> = Vec::new();
+    for f in &report.findings {
+        if !rules.contains(&f.rule) {
+            rules.push(f.rule);
+        }
+    }
+    let e = frontend::FrontendError::at(
+        first.span,
+        format!("lint violation found for rules: {}", rules.join(", ")),
+    );
+    Err(BuildError::Lint(req.dockerfile.render(&e)))
 }
 
 /// `[build 2/4] RUN make` → `[linux/arm64 build 2/4] RUN make`, as BuildKit names the steps of each platform.

@@ -28,6 +28,10 @@ pub enum BuildError {
     /// The Dockerfile does not lower; rendered against its lines.
     #[error("{0}")]
     Dockerfile(String),
+    /// The Dockerfile's check directive (or `BUILDKIT_DOCKERFILE_CHECK`) sets `error=true` and build checks
+    /// fired: BuildKit refuses such a build before solving anything. Rendered against the first finding's line.
+    #[error("{0}")]
+    Lint(String),
     /// A registry could not be reached or refused (pulls of base images, pushes).
     #[error(transparent)]
     Registry(#[from] RegistryOpError),

@@ -92,6 +92,16 @@ pub enum Event {
         /// What.
         message: String,
     },
+    /// A build check (BuildKit's lint rules) fired for the Dockerfile. Sent before any step starts, so a
+    /// renderer can list them after the build as buildx does and `--progress=rawjson` carries them as they come.
+    CheckWarning {
+        /// BuildKit's rule name, e.g. `FromAsCasing`.
+        rule: String,
+        /// What is wrong, in BuildKit's words.
+        message: String,
+        /// The Dockerfile line at fault (1-based).
+        line: usize,
+    },
     /// A result line about the build as a whole (a push, a cache export, an automatic GC).
     Message(String),
     /// The outputs are written (caches may still follow).

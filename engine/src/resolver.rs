@@ -30,6 +30,8 @@ pub struct Resolver {
     always_pull: bool,
     /// References already pulled by this build, so each is asked of its registry once.
     pulled: Mutex<HashMap<String, Digest>>,
+    /// Resolving for build checks ([`Resolver::for_checks`]).
+    for_checks: bool,
 }
 
 impl Resolver {
@@ -41,7 +43,19 @@ impl Resolver {
             registry,
             always_pull,
             pulled: Mutex::new(HashMap::new()),
+            for_checks: false,
         }
+    }
+
+    /// The resolver build checks use (`kiln check`, and `kiln build` after lowering): `store`'s images only,
+    /// pulling nothing, so a check costs no network and pulls nothing the build does not need. It hands back an
+    /// image made for another platform rather than refusing it, since judging that is InvalidBaseImagePlatform's
+    /// job, and an image it cannot find is unknown (`Ok(None)`), not an error: the stage's other rules still run,
+    /// and the build, not the check, says why the image cannot be had.
+    pub fn for_checks(store: Store) -> Resolver {
+        let mut r = Resolver::new(store, None, false);
+        r.for_checks = true;
+        r
     }
 
     fn local(&self, r: &Reference, platform: &Platform) -> Result<Option<Digest>, String> {
@@ -98,6 +112,19 @@ impl ImageResolver for Resolver {
         reference: &str,
         platform: &Platform,
     ) -> Result<Option<ResolvedImage>, ResolveError> {
+        match self.resolve_image(reference, platform) {
+            Err(_) if self.for_checks => Ok(None),
+            r => r,
+        }
+    }
+}
+
+impl Resolver {
+    fn resolve_image(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<Option<ResolvedImage>, ResolveError> {
         let r = Reference::parse(reference)?;
         let manifest_digest = match self.local(&r, platform)? {
             Some(d) if !self.always_pull || r.digest.is_some() => d,
@@ -112,7 +139,7 @@ impl ImageResolver for Resolver {
             .read_json(&manifest.config.digest)
             .map_err(|e| e.to_string())?;
         // As containerd does: an image made for another platform is refused, not relabelled.
-        if !image.architecture.is_empty() {
+        if !image.architecture.is_empty() && !self.for_checks {
             let made_for = Platform {
                 os: image.os.clone(),
                 architecture: image.architecture.clone(),

@@ -120,6 +120,8 @@ struct Sink<'a> {
     trace: engine::trace::Trace,
     args: &'a BuildArgs,
     failed: Mutex<Option<Failure>>,
+    /// The build check warnings so far, for the metadata file's `buildx.build.warnings` (as buildx records them).
+    warnings: Mutex<Vec<serde_json::Value>>,
 }
 
 impl Sink<'_> {
@@ -136,6 +138,15 @@ impl Sink<'_> {
 impl engine::Progress for Sink<'_> {
     fn event(&self, event: Event) {
         self.trace.record(&event);
+        if let Event::CheckWarning {
+            rule,
+            message,
+            line,
+        } = &event
+        {
+            let mut w = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+            w.push(serde_json::json!({"rule": rule, "detail": message, "line": line}));
+        }
         let Event::Exported(outcome) = &event else {
             return self.progress.event(event);
         };
@@ -155,6 +166,10 @@ impl engine::Progress for Sink<'_> {
                 metadata.insert("image.name".into(), image.names.join(",").into());
             }
             self.write(&self.args.iidfile, || image.id().to_string());
+        }
+        let warnings = self.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+        if !warnings.is_empty() {
+            metadata.insert("buildx.build.warnings".into(), warnings.into());
         }
         let written = *outcome != Outcome::NoOutput;
         self.progress.event(event);
@@ -194,7 +209,7 @@ fn stage_stdin(
 /// Runs `kiln build`.
 pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     if args.check {
-        return crate::commands::check::run(&args.request);
+        return crate::commands::check::run(&args.request, &args.root);
     }
     let mode = Mode::parse(&args.progress).map_err(Failure::Usage)?;
     let root = open_root(&args.root);
@@ -212,6 +227,7 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         trace: engine::trace::Trace::new(),
         args,
         failed: Mutex::new(None),
+        warnings: Mutex::new(Vec::new()),
     };
     let signals = crate::signals::Guard::install();
     let (stop, stopped) = channel::<()>();
@@ -237,6 +253,7 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         drop(stop);
         r
     });
+    progress.print_check_warnings();
     // The trace is written however the build ends: a failed build's timeline is the one worth reading.
     if let Some(p) = &args.trace {
         if let Err(e) = sink.trace.write(p) {

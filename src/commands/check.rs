@@ -1,14 +1,26 @@
 //! `kiln check`: BuildKit's build checks over a Dockerfile, honouring its `# check=` directive.
 
-use crate::cli::RequestArgs;
+use crate::cli::{RequestArgs, RootArgs};
 use crate::request;
 use crate::Failure;
 
-/// Runs the command.
-pub fn run(args: &RequestArgs) -> Result<(), Failure> {
+/// Runs the command. Base images are resolved from the root's store as `kiln build` finds them (pulling
+/// nothing), so InvalidBaseImagePlatform sees the platforms of those it has.
+pub fn run(args: &RequestArgs, root: &RootArgs) -> Result<(), Failure> {
     let loaded = request::load(args)?;
-    let report = frontend::checks::run_checks(&loaded.dockerfile.parsed, &loaded.opts)
-        .map_err(|e| loaded.fail(&e))?;
+    let root = super::open_root(root);
+    // A store that cannot be opened (a root this user cannot read) leaves the images unknown, as a check of a
+    // Dockerfile does not need them: only InvalidBaseImagePlatform goes unjudged.
+    let resolver = oci::store::Store::open(&root.store())
+        .ok()
+        .map(engine::resolver::Resolver::for_checks);
+    let resolver: &dyn frontend::lower::ImageResolver = match &resolver {
+        Some(r) => r,
+        None => &frontend::lower::NoResolver,
+    };
+    let report =
+        frontend::checks::run_checks_with(&loaded.dockerfile.parsed, &loaded.opts, resolver)
+            .map_err(|e| loaded.fail(&e))?;
     for f in &report.findings {
         let rendered = frontend::error::render_located(
             &loaded.dockerfile.display_name,

@@ -96,3 +96,176 @@ fn a_duplicate_stage_name_fails_the_check_and_hides_no_finding() {
     let build = run(KILN, &["build", dir], None);
     assert_ne!(build.code, 0, "kiln build refuses it too: {}", build.stderr);
 }
+
+/// A Dockerfile BuildKit's FromAsCasing flags, whose RUN prints a marker and writes one into the image.
+const LOWER_AS: &str = "FROM busybox as base\nRUN echo MARKER-RAN && echo ran > /marker\n";
+
+fn build(root: &kiln_tests::Root, ctx: &Context, extra: &[&str]) -> kiln_tests::Run {
+    let mut args = vec!["build", "--progress=plain"];
+    args.extend_from_slice(extra);
+    args.push(ctx.path().to_str().expect("utf-8"));
+    root.kiln(KILN, &args)
+}
+
+#[test]
+fn a_build_lists_check_warnings_after_it_as_buildx_does() {
+    let root = kiln_tests::Root::with_busybox(KILN);
+    let ctx = Context::new().file("Dockerfile", LOWER_AS);
+    let out = kiln_tests::private_dir();
+    let dest = format!("type=local,dest={}", out.path().join("o").display());
+    let meta = out.path().join("meta.json");
+    let r = build(
+        &root,
+        &ctx,
+        &[
+            "-o",
+            &dest,
+            "--metadata-file",
+            meta.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(out.path().join("o/marker").exists(), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "\n 1 warning found (use docker --debug to expand):\n - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)\n"
+        ),
+        "{}",
+        r.stderr
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&meta).expect("metadata file"))
+            .expect("json");
+    assert_eq!(
+        doc["buildx.build.warnings"][0]["rule"], "FromAsCasing",
+        "{doc}"
+    );
+    assert_eq!(doc["buildx.build.warnings"][0]["line"], 1, "{doc}");
+    // The event stream carries them too.
+    let raw = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=rawjson",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(raw.code, 0, "{}", raw.stderr);
+    assert!(
+        raw.stderr
+            .lines()
+            .any(|l| l.contains("\"event\":\"warning\"")
+                && l.contains("\"rule\":\"FromAsCasing\"")
+                && l.contains("\"line\":1")),
+        "{}",
+        raw.stderr
+    );
+}
+
+#[test]
+fn check_error_true_fails_the_build_before_any_step_runs() {
+    let root = kiln_tests::Root::with_busybox(KILN);
+    let ctx = Context::new().file("Dockerfile", format!("# check=error=true\n{LOWER_AS}"));
+    let out = kiln_tests::private_dir();
+    let dest = format!("type=local,dest={}", out.path().join("o").display());
+    let r = build(&root, &ctx, &["-o", &dest]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("lint violation found for rules: FromAsCasing"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains(" - FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 2)"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        !r.stderr.contains("MARKER-RAN"),
+        "the RUN ran:\n{}",
+        r.stderr
+    );
+    assert!(!out.path().join("o").exists(), "{}", r.stderr);
+    // The build arg sets the configuration as BuildKit's dockerui reads it.
+    let plain = Context::new().file("Dockerfile", LOWER_AS);
+    let r = build(
+        &root,
+        &plain,
+        &["--build-arg", "BUILDKIT_DOCKERFILE_CHECK=error=true"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        !r.stderr.contains("MARKER-RAN"),
+        "the RUN ran:\n{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn check_skip_silences_a_rule_in_the_build() {
+    // The rule not skipped still warns; the build arg replaces the directive, as in BuildKit.
+    let root = kiln_tests::Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        format!("# check=skip=FromAsCasing\n{LOWER_AS}MAINTAINER me\n"),
+    );
+    let r = build(&root, &ctx, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("FromAsCasing"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "\n 1 warning found (use docker --debug to expand):\n - MaintainerDeprecated: "
+        ),
+        "{}",
+        r.stderr
+    );
+    let skip_all = build(
+        &root,
+        &ctx,
+        &[
+            "--build-arg",
+            "BUILDKIT_DOCKERFILE_CHECK=skip=all;error=true",
+        ],
+    );
+    assert_eq!(skip_all.code, 0, "{}", skip_all.stderr);
+    assert!(
+        !skip_all
+            .stderr
+            .contains("found (use docker --debug to expand)"),
+        "{}",
+        skip_all.stderr
+    );
+}
+
+#[test]
+fn kiln_check_judges_the_platform_of_base_images_in_the_store() {
+    // The store's busybox is this machine's; a check for another platform flags it, as BuildKit does.
+    let root = kiln_tests::Root::with_busybox(KILN);
+    let other = if cfg!(target_arch = "aarch64") {
+        "linux/amd64"
+    } else {
+        "linux/arm64"
+    };
+    let ctx = Context::new().file("Dockerfile", "FROM busybox\nCMD [\"true\"]\n");
+    let r = root.kiln(
+        KILN,
+        &[
+            "check",
+            "--platform",
+            other,
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains(
+            "Dockerfile:1:1: InvalidBaseImagePlatform: Base image busybox was pulled with platform"
+        ) && r
+            .stdout
+            .contains(&format!("expected \"{other}\" for current build")),
+        "{}",
+        r.stdout
+    );
+}

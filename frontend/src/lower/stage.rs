@@ -691,8 +691,8 @@ fn undefined_message(rule: &str, name: &str, scope: &Scope, declared: &BTreeSet<
 
 /// InvalidBaseImagePlatform: the resolver's config for base image `image` is for another OS or architecture
 /// than the build asked for (BuildKit's validateBaseImagePlatform). It lives with lowering, not with the other
-/// checks, because only a FROM lowered against a resolver has a config to judge: `kiln check` resolves no images,
-/// so there it never fires. A config that names no architecture is not judged.
+/// checks, because only a FROM lowered against a resolver has a config to judge: `kiln check` and `kiln build`
+/// judge the images kiln's store holds. A config that names no architecture is not judged.
 fn base_image_platform(
     image: &str,
     expected: &Platform,
