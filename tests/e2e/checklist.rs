@@ -1658,6 +1658,47 @@ fn workdir_source_date_epoch_reproducible() {
 }
 
 #[test]
+fn oci_layout_multiname() {
+    // testOCILayoutMultiname: two names of one image in a layout directory and in a tar of it
+    let root = Root::empty();
+    let ctx = dockerfile("\nFROM scratch\nCOPY <<EOF /foo\nhello\nEOF\n");
+    let validate = |idx: &serde_json::Value| {
+        let m = idx["manifests"].as_array().expect("manifests");
+        assert_eq!(m.len(), 2, "{idx}");
+        for key in ["digest", "platform", "mediaType", "size"] {
+            assert_eq!(m[0][key], m[1][key], "{key}: {idx}");
+        }
+        let ann = |i: usize, k: &str| m[i]["annotations"][k].clone();
+        assert_eq!(
+            ann(0, "io.containerd.image.name"),
+            "docker.io/org/repo:tag1"
+        );
+        assert_eq!(
+            ann(1, "io.containerd.image.name"),
+            "docker.io/org/repo:tag2"
+        );
+        assert_eq!(ann(0, "org.opencontainers.image.ref.name"), "tag1");
+        assert_eq!(ann(1, "org.opencontainers.image.ref.name"), "tag2");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = format!(
+        "type=oci,dest={},tar=false,\"name=org/repo:tag1,org/repo:tag2\"",
+        dir.path().display()
+    );
+    build_ok(&root, &ctx, &["-o", &dest]);
+    validate(&serde_json::from_str(&read(&dir.path().join("index.json"))).expect("json"));
+
+    // The tar variant matches.
+    let tar = dir.path().join("out.tar");
+    let tar_s = tar.to_str().expect("utf-8");
+    let dest = format!("type=oci,dest={tar_s},\"name=org/repo:tag1,org/repo:tag2\"");
+    build_ok(&root, &ctx, &["-o", &dest]);
+    let r = kiln_tests::run("tar", &["-xOf", tar_s, "index.json"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    validate(&serde_json::from_str(&r.stdout).expect("json"));
+}
+
+#[test]
 fn platform_args_explicit() {
     // testPlatformArgsExplicit
     let root = Root::with_busybox(KILN);
