@@ -489,6 +489,24 @@ fn cache_mount_default_id() {
 }
 
 #[test]
+fn cache_mount_mode_no_cache() {
+    // testCacheMountModeNoCache: a `mode=` cache mount starts afresh under --no-cache, and later builds use it
+    let root = Root::with_busybox(KILN);
+    let ctx = dockerfile(
+        "\nFROM busybox AS base\nARG FOO=abc\n\
+         RUN --mount=type=cache,target=/cache,mode=0773 touch /cache/$FOO && ls -l /cache | wc -l > /out\n\n\
+         FROM scratch\nCOPY --from=base /out /\n",
+    );
+    let out = build_local(&root, &ctx, &[]);
+    assert_eq!(read(&out.path().join("out")), "2\n");
+    let out = build_local(&root, &ctx, &["--no-cache", "--build-arg", "FOO=def"]);
+    assert_eq!(read(&out.path().join("out")), "2\n");
+    // without --no-cache the cache the last build made is used
+    let out = build_local(&root, &ctx, &["--build-arg", "FOO=ghi"]);
+    assert_eq!(read(&out.path().join("out")), "3\n");
+}
+
+#[test]
 fn mount_env_var() {
     // testMountEnvVar
     let root = Root::with_busybox(KILN);
