@@ -1079,6 +1079,60 @@ fn copy_parents() {
     assert_eq!(read(&out.path().join("test/foo1/foo2/baz")), "testing2");
 }
 
+/// The base stage of testCopyRelativeParents and testCopyParentsMissingDirectory built to each target in turn
+/// (busybox for alpine).
+fn build_targets(dockerfile_text: &str, targets: &[&str]) -> Vec<(String, kiln_tests::Run)> {
+    let root = Root::with_busybox(KILN);
+    let ctx = dockerfile(dockerfile_text);
+    targets
+        .iter()
+        .map(|t| (t.to_string(), build(&root, &ctx, &["--target", t])))
+        .collect()
+}
+
+#[test]
+fn copy_relative_parents() {
+    // testCopyRelativeParents
+    let text = "\nFROM busybox AS base\nWORKDIR /test\nRUN <<eot\n\tset -ex\n\tmkdir -p a/b/c/d/e\n\tmkdir -p a/b2/c/d/e\n\tmkdir -p a/b/c2/d/e\n\tmkdir -p a/b/c2/d/e2\n\ttouch a/b/c/d/foo\n\ttouch a/b/c/d/e/bay\n\ttouch a/b2/c/d/e/bar\n\ttouch a/b/c2/d/e/baz\n\ttouch a/b/c2/d/e2/baz\neot\n\nFROM busybox AS middle\nCOPY --from=base --parents /test/a/b/./c/d /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/c/d/e ]\n\t[ -f /out/c/d/foo ]\n\t[ ! -d /out/a ]\n\t[ ! -d /out/e ]\neot\n\nFROM busybox AS end\nCOPY --from=base --parents /test/a/b/c/d/. /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/test/a/b/c/d/e ]\n\t[ -f /out/test/a/b/c/d/foo ]\neot\n\nFROM busybox AS start\nCOPY --from=base --parents ./test/a/b/c/d /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/test/a/b/c/d/e ]\n\t[ -f /out/test/a/b/c/d/foo ]\neot\n\nFROM busybox AS double\nCOPY --from=base --parents /test/a/./b/./c /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/b/c/d/e ]\n\t[ -f /out/b/c/d/foo ]\neot\n\nFROM busybox AS wildcard\nCOPY --from=base --parents /test/a/./*/c /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/b/c/d/e ]\n\t[ -f /out/b2/c/d/e/bar ]\neot\n\nFROM busybox AS doublewildcard\nCOPY --from=base --parents /test/a/b*/./c/**/e /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/c/d/e ]\n\t[ -f /out/c/d/e/bay ] # via b\n\t[ -f /out/c/d/e/bar ] # via b2\neot\n\nFROM busybox AS doubleinputs\nCOPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /out/\nRUN <<eot\n\tset -ex\n\t[ -f /out/d/e/baz ]\n\t[ ! -f /out/d/e/bay ]\n\t[ -f /out/d/e2/baz ]\n\t[ -f /out/c/d/e/bar ] # via b2\neot\n";
+    let targets = [
+        "middle",
+        "end",
+        "start",
+        "double",
+        "wildcard",
+        "doublewildcard",
+        "doubleinputs",
+    ];
+    for (t, r) in build_targets(text, &targets) {
+        assert_eq!(r.code, 0, "target {t}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn copy_parents_missing_directory() {
+    // testCopyParentsMissingDirectory
+    let text = "\nFROM busybox AS base\nWORKDIR /test\nRUN <<eot\n\tset -ex\n\tmkdir -p a/b/c/d/e\n\ttouch a/b/c/d/foo\n\ttouch a/b/c/d/e/bay\neot\n\nFROM busybox AS normal\nCOPY --from=base --parents /test/a/b/c/d /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/test/a/b/c/d/e ]\n\t[ -f /out/test/a/b/c/d/e/bay ]\n\t[ ! -d /out/e ]\n\t[ ! -d /out/a ]\neot\n\nFROM busybox AS withpivot\nCOPY --from=base --parents /test/a/b/./c/d /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/c/d/e ]\n\t[ -f /out/c/d/foo ]\n\t[ ! -d /out/a ]\n\t[ ! -d /out/e ]\neot\n\nFROM busybox AS nonexistentfile\nCOPY --from=base --parents /test/nonexistent-file /out/\n\nFROM busybox AS wildcard-nonexistent\nCOPY --from=base --parents /test/a/b2*/c /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out ]\n\t[ ! -d /out/a ]\neot\n\nFROM busybox AS wildcard-afterpivot\nCOPY --from=base --parents /test/a/b/./c2* /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out ]\n\t[ ! -d /out/a ]\n\t[ ! -d /out/c* ]\neot\n";
+    let targets = [
+        "normal",
+        "withpivot",
+        "nonexistentfile",
+        "wildcard-nonexistent",
+        "wildcard-afterpivot",
+    ];
+    for (t, r) in build_targets(text, &targets) {
+        if t == "nonexistentfile" {
+            assert_ne!(r.code, 0, "target {t} should fail");
+            assert!(
+                r.stderr.contains("\"/test/nonexistent-file\": not found"),
+                "{}",
+                r.stderr
+            );
+        } else {
+            assert_eq!(r.code, 0, "target {t}: {}", r.stderr);
+        }
+    }
+}
+
 #[test]
 fn mount_duplicate() {
     // testMountDuplicate: run twice, the second time with a.txt changed
