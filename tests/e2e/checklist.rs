@@ -1494,6 +1494,106 @@ fn source_date_epoch_without_exporter() {
     }
 }
 
+/// The layers of the image in the OCI archive `-o type=oci,dest=…<attrs>` makes of `ctx` (BuildKit's
+/// readOCIManifest); the build's stderr when it fails.
+fn oci_layers(
+    ctx: &Context,
+    attrs: &str,
+    extra: &[&str],
+) -> Result<Vec<serde_json::Value>, String> {
+    let root = Root::empty();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tar = dir.path().join("out.tar");
+    let tar_s = tar.to_str().expect("utf-8");
+    let dest = format!("type=oci,dest={tar_s}{attrs}");
+    let mut args = vec!["-o", dest.as_str()];
+    args.extend_from_slice(extra);
+    let r = build(&root, ctx, &args);
+    if r.code != 0 {
+        return Err(r.stderr);
+    }
+    let json = |name: &str| -> serde_json::Value {
+        let r = kiln_tests::run("tar", &["-xOf", tar_s, name], None);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        serde_json::from_str(&r.stdout).expect("json")
+    };
+    let blob = |d: &serde_json::Value| {
+        let hex = d.as_str().expect("digest").trim_start_matches("sha256:");
+        json(&format!("blobs/sha256/{hex}"))
+    };
+    let mut m = blob(&json("index.json")["manifests"][0]["digest"]);
+    while m["manifests"].is_array() {
+        m = blob(&m["manifests"][0]["digest"]);
+    }
+    Ok(m["layers"].as_array().expect("layers").clone())
+}
+
+fn epoch_default_dockerfile(epoch: &str) -> Context {
+    dockerfile(&format!(
+        "\nARG SOURCE_DATE_EPOCH={epoch}\nFROM scratch\nCOPY Dockerfile .\n"
+    ))
+}
+
+#[test]
+fn source_date_epoch_dockerfile_default() {
+    // testSourceDateEpochDockerfileDefault: 2015-10-21 07:28 UTC as the Dockerfile's default
+    let layers = oci_layers(
+        &epoch_default_dockerfile("1445412480"),
+        ",rewrite-timestamp=true",
+        &[],
+    )
+    .expect("build");
+    assert_eq!(layers.len(), 1);
+    assert_eq!(
+        layers[0]["annotations"]["buildkit/rewritten-timestamp"],
+        "1445412480"
+    );
+}
+
+#[test]
+fn source_date_epoch_dockerfile_default_override() {
+    // testSourceDateEpochDockerfileDefaultOverride
+    let layers = oci_layers(
+        &epoch_default_dockerfile("1700000001"),
+        ",rewrite-timestamp=true",
+        &["--build-arg", "SOURCE_DATE_EPOCH=1700000002"],
+    )
+    .expect("build");
+    assert_eq!(layers.len(), 1);
+    assert_eq!(
+        layers[0]["annotations"]["buildkit/rewritten-timestamp"],
+        "1700000002"
+    );
+}
+
+#[test]
+fn source_date_epoch_dockerfile_default_reset() {
+    // testSourceDateEpochDockerfileDefaultReset: the exporter's empty source-date-epoch sets none
+    let layers = oci_layers(
+        &epoch_default_dockerfile("1445412480"),
+        ",source-date-epoch=,rewrite-timestamp=true",
+        &[],
+    )
+    .expect("build");
+    assert_eq!(layers.len(), 1);
+    assert!(
+        layers[0]["annotations"]["buildkit/rewritten-timestamp"].is_null(),
+        "{}",
+        layers[0]
+    );
+}
+
+#[test]
+fn source_date_epoch_dockerfile_default_invalid() {
+    // testSourceDateEpochDockerfileDefaultInvalid
+    let err = oci_layers(&epoch_default_dockerfile("not-a-timestamp"), "", &[])
+        .expect_err("the build should fail");
+    assert!(
+        err.contains("invalid SOURCE_DATE_EPOCH: not-a-timestamp"),
+        "{err}"
+    );
+}
+
 #[test]
 fn copy_symlinks() {
     // testCopySymlinks
