@@ -32,5 +32,5 @@ for ex in "${examples[@]}"; do
   echo "== $ex"
   "$kiln" build --progress=plain "${extra[@]}" -t "$ex:latest" -o "type=oci,dest=target/$ex.oci.tar" "examples/$ex" 2>&1 \
     | grep -E '^#[0-9]+ \[|^kiln:|ERROR|error' || true
-  bash scripts/run-image.sh "target/$ex.oci.tar" "docker.io/library/$ex:latest"
+  bash scripts/run-image.sh "target/$ex.oci.tar" latest
 done

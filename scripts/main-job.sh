@@ -23,4 +23,4 @@ bash scripts/base-images.sh "$kiln"
 "$kiln" check examples/hello
 "$kiln" build -t hello:latest -o type=oci,dest=target/hello.oci.tar examples/hello
 "$kiln" images
-bash scripts/run-image.sh target/hello.oci.tar docker.io/library/hello:latest
+bash scripts/run-image.sh target/hello.oci.tar latest

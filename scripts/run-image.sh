@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs an image from an OCI archive once with runc, as a user of the image would: umoci unpacks the image named
-# NAME into a runtime bundle (its entrypoint, command, env and user), runc runs it with no terminal.
+# Runs an image from an OCI archive once with runc, as a user of the image would: umoci unpacks the image tagged
+# NAME (its org.opencontainers.image.ref.name, the tag alone: `latest`) into a runtime bundle (its entrypoint,
+# command, env and user), runc runs it with no terminal.
 # Usage: scripts/run-image.sh ARCHIVE NAME
 set -euo pipefail
 archive=${1:?usage: run-image.sh ARCHIVE NAME}

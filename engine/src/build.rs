@@ -171,8 +171,22 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
     // fetched once.
     let registry = Arc::new(crate::registry::client(&req.registry)?);
     let resolver = Resolver::new(store.clone(), Some(registry.clone()), req.pull);
-    let (definition, targets) = lower_platforms(&req, &resolver, &req.project(), progress)?;
+    let (definition, targets, dockerfile_epoch) =
+        lower_platforms(&req, &resolver, &req.project(), progress)?;
     build_checks(&req, &store, progress)?;
+    // `--build-arg SOURCE_DATE_EPOCH` (or the environment) first, else a global `ARG SOURCE_DATE_EPOCH=` default,
+    // as BuildKit's frontend reads it; an empty value sets none.
+    let epoch = match (
+        req.source_date_epoch,
+        dockerfile_epoch.as_deref().map(str::trim),
+    ) {
+        (Some(e), _) => Some(e),
+        (None, Some(v)) if !v.is_empty() => Some(
+            v.parse::<i64>()
+                .map_err(|_| BuildError::Invalid(format!("invalid SOURCE_DATE_EPOCH: {v}")))?,
+        ),
+        _ => None,
+    };
     let def = &definition;
     let roots: Vec<VertexId> = targets.iter().filter_map(|t| t.root).collect();
     if targets.len() > 1
@@ -363,7 +377,7 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
             snapshots: &snapshots,
             built: &built,
             names: &names,
-            epoch: req.source_date_epoch,
+            epoch,
         },
         &outputs,
         progress,
@@ -417,7 +431,7 @@ fn lower_platforms(
     resolver: &Resolver,
     project: &str,
     progress: &dyn Progress,
-) -> Result<(Definition, Vec<Target>), BuildError> {
+) -> Result<(Definition, Vec<Target>, Option<String>), BuildError> {
     let platforms: Vec<Option<oci::Platform>> = if req.platforms.len() > 1 {
         req.platforms.iter().cloned().map(Some).collect()
     } else {
@@ -426,12 +440,14 @@ fn lower_platforms(
     let multi = platforms.len() > 1;
     let mut def = Definition::new();
     let mut targets = Vec::new();
+    let mut epoch = None;
     for (i, platform) in platforms.into_iter().enumerate() {
         let mut opts = req.opts.clone();
         opts.target_platform = platform.clone();
         let lowered = frontend::lower(&req.dockerfile.parsed, &opts, resolver)
             .map_err(|e| BuildError::Dockerfile(req.dockerfile.render(&e)))?;
         if i == 0 {
+            epoch = lowered.source_date_epoch.clone();
             for name in &lowered.unused_build_args {
                 progress.event(Event::Warning {
                     vertex: None,
@@ -456,7 +472,7 @@ fn lower_platforms(
             platform,
         });
     }
-    Ok((def, targets))
+    Ok((def, targets, epoch))
 }
 
 /// BuildKit's build checks, run as its Dockerfile frontend runs them on every build: each finding goes out as an

@@ -1,7 +1,7 @@
 //! `-o/--output` specs in BuildKit's syntax: `type=image[,name=N][,push=true]`, `type=oci,dest=PATH[,tar=false]`,
 //! `type=docker,dest=FILE|-`, `type=local,dest=DIR`, `type=tar,dest=FILE|-`; a bare path means
 //! `type=local,dest=PATH`, `-` a tar on stdout. Image-writing types take BuildKit's layer options: `compression=`,
-//! `compression-level=`, `force-compression=`, `oci-mediatypes=`, `rewrite-timestamp=`.
+//! `compression-level=`, `force-compression=`, `oci-mediatypes=`, `rewrite-timestamp=`, `source-date-epoch=`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -32,6 +32,9 @@ pub struct LayerOptions {
     pub rewrite_timestamp: Option<bool>,
     /// `force-compression=true|false`.
     pub force_compression: bool,
+    /// `source-date-epoch=N`, or `source-date-epoch=` for none: this output's SOURCE_DATE_EPOCH instead of the
+    /// build's.
+    pub source_date_epoch: Option<Option<i64>>,
 }
 
 impl LayerOptions {
@@ -58,7 +61,7 @@ impl LayerOptions {
             // Docker has no zstd media type: zstd layers take OCI's, as BuildKit forces.
             oci_media_types: self.oci_media_types.unwrap_or(default_oci)
                 || matches!(compression, Compression::Zstd(_)),
-            source_date_epoch: epoch,
+            source_date_epoch: self.source_date_epoch.unwrap_or(epoch),
             clamp_file_times: self.rewrite_timestamp.unwrap_or(true),
             force_compression: self.force_compression,
         }
@@ -184,6 +187,14 @@ fn parse_spec(spec: &str) -> Result<Output, String> {
             ("force-compression", true) => layers.force_compression = parse_bool(spec, k, v)?,
             ("oci-mediatypes", true) => layers.oci_media_types = Some(parse_bool(spec, k, v)?),
             ("rewrite-timestamp", true) => layers.rewrite_timestamp = Some(parse_bool(spec, k, v)?),
+            ("source-date-epoch", true) => {
+                layers.source_date_epoch = Some(match v.as_str() {
+                    "" => None,
+                    n => Some(n.parse().map_err(|_| {
+                        format!("-o {spec}: source-date-epoch={v:?} is not a number of seconds")
+                    })?),
+                })
+            }
             _ => return Err(format!("-o {spec}: {k}= is not an option of type={kind}")),
         }
     }
@@ -317,6 +328,17 @@ mod tests {
         assert!(parse("type=registry,dest=x").is_err());
         assert!(parse("type=oci,dest=x,compression=brotli").is_err());
         assert!(parse("type=oci,dest=x,frobnicate=1").is_err());
+        assert!(parse("type=oci,dest=x,source-date-epoch=soon").is_err());
+        assert!(matches!(
+            parse("type=oci,dest=x,source-date-epoch=").unwrap(),
+            Output::Archive {
+                layers: LayerOptions {
+                    source_date_epoch: Some(None),
+                    ..
+                },
+                ..
+            }
+        ));
         assert!(parse("type=local,dest=x,compression=gzip").is_err());
     }
 

@@ -17,6 +17,10 @@ use crate::error::ExportError;
 use crate::layout::ArchiveStream;
 use oci::{HashedAside, Offloaded};
 
+/// The layer annotation BuildKit's `rewrite-timestamp` writes: the SOURCE_DATE_EPOCH a layer's file times were
+/// clamped to.
+pub const REWRITTEN_TIMESTAMP: &str = "buildkit/rewritten-timestamp";
+
 /// How an image is written: what the layers are compressed with, which media-type vocabulary names them, and the
 /// timestamp that makes the result reproducible. BuildKit's `-o` options map onto it one to one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -451,6 +455,13 @@ fn export_image_to(
             }
             if let Some(c) = LayerCompression::of_media_type(&b.descriptor.media_type) {
                 b.descriptor.media_type = c.media_type(options.oci_media_types).to_string();
+            }
+            // A layer made here with its file times clamped says to what, as BuildKit's rewrite-timestamp marks
+            // the layers it rewrote (a base image's layers are kept as they are).
+            if let (Some(epoch), None) = (opts.source_date_epoch, &l.unpacked_from) {
+                b.descriptor
+                    .annotations
+                    .insert(REWRITTEN_TIMESTAMP.to_string(), epoch.to_string());
             }
             blobs.push(b);
         }

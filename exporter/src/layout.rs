@@ -75,8 +75,10 @@ fn index_json(images: &[Tagged]) -> Result<Vec<u8>, ExportError> {
             let mut d = t.manifest.clone();
             d.annotations
                 .insert("io.containerd.image.name".to_string(), n.clone());
-            d.annotations
-                .insert("org.opencontainers.image.ref.name".to_string(), n.clone());
+            d.annotations.insert(
+                "org.opencontainers.image.ref.name".to_string(),
+                oci_ref_name(n).to_string(),
+            );
             manifests.push(d);
         }
     }
@@ -85,6 +87,21 @@ fn index_json(images: &[Tagged]) -> Result<Vec<u8>, ExportError> {
         media_type: Some(MEDIA_INDEX.to_string()),
         manifests,
     })
+}
+
+/// The OCI `ref.name` of an image name: its tag or digest without the repository (`docker.io/org/repo:tag1` →
+/// `tag1`, `…/repo@sha256:…` → `@sha256:…`), as containerd's archive exporter, and so BuildKit, writes it. The
+/// full name is in `io.containerd.image.name`.
+pub fn oci_ref_name(name: &str) -> &str {
+    let Some(slash) = name.find('/') else {
+        return name;
+    };
+    let path = &name[slash..];
+    match path.find([':', '@']) {
+        Some(i) if path.as_bytes()[i] == b':' => &path[i + 1..],
+        Some(i) => &path[i..],
+        None => "",
+    }
 }
 
 /// The short form Docker shows and writes in `RepoTags` (`docker.io/library/app:1` → `app:1`).
@@ -505,6 +522,14 @@ mod tests {
         )
         .unwrap()
         .manifest
+    }
+
+    #[test]
+    fn the_oci_ref_name_is_the_tag_or_digest_alone() {
+        assert_eq!(oci_ref_name("docker.io/org/repo:tag1"), "tag1");
+        assert_eq!(oci_ref_name("localhost:5000/repo:2"), "2");
+        assert_eq!(oci_ref_name("docker.io/org/repo@sha256:abc"), "@sha256:abc");
+        assert_eq!(oci_ref_name("docker.io/org/repo"), "");
     }
 
     fn entries(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {

@@ -190,6 +190,11 @@ pub enum MountKind {
         gid: u32,
         /// Mode of a freshly created cache directory.
         mode: u32,
+        /// uid, gid or mode were given: BuildKit gives such a cache a base (a directory with those settings)
+        /// that a step ignoring the cache rebuilds, so under `--no-cache` the step starts the cache afresh. A
+        /// cache without one (and no `from=`) keeps its contents.
+        #[serde(default, skip_serializing_if = "is_false")]
+        settings: bool,
     },
     /// A fresh tmpfs.
     Tmpfs {
@@ -397,4 +402,8 @@ impl Op {
             Op::Merge(_) => "merge",
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

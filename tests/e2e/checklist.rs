@@ -489,6 +489,24 @@ fn cache_mount_default_id() {
 }
 
 #[test]
+fn cache_mount_mode_no_cache() {
+    // testCacheMountModeNoCache: a `mode=` cache mount starts afresh under --no-cache, and later builds use it
+    let root = Root::with_busybox(KILN);
+    let ctx = dockerfile(
+        "\nFROM busybox AS base\nARG FOO=abc\n\
+         RUN --mount=type=cache,target=/cache,mode=0773 touch /cache/$FOO && ls -l /cache | wc -l > /out\n\n\
+         FROM scratch\nCOPY --from=base /out /\n",
+    );
+    let out = build_local(&root, &ctx, &[]);
+    assert_eq!(read(&out.path().join("out")), "2\n");
+    let out = build_local(&root, &ctx, &["--no-cache", "--build-arg", "FOO=def"]);
+    assert_eq!(read(&out.path().join("out")), "2\n");
+    // without --no-cache the cache the last build made is used
+    let out = build_local(&root, &ctx, &["--build-arg", "FOO=ghi"]);
+    assert_eq!(read(&out.path().join("out")), "3\n");
+}
+
+#[test]
 fn mount_env_var() {
     // testMountEnvVar
     let root = Root::with_busybox(KILN);
@@ -1061,6 +1079,60 @@ fn copy_parents() {
     assert_eq!(read(&out.path().join("test/foo1/foo2/baz")), "testing2");
 }
 
+/// The base stage of testCopyRelativeParents and testCopyParentsMissingDirectory built to each target in turn
+/// (busybox for alpine).
+fn build_targets(dockerfile_text: &str, targets: &[&str]) -> Vec<(String, kiln_tests::Run)> {
+    let root = Root::with_busybox(KILN);
+    let ctx = dockerfile(dockerfile_text);
+    targets
+        .iter()
+        .map(|t| (t.to_string(), build(&root, &ctx, &["--target", t])))
+        .collect()
+}
+
+#[test]
+fn copy_relative_parents() {
+    // testCopyRelativeParents
+    let text = "\nFROM busybox AS base\nWORKDIR /test\nRUN <<eot\n\tset -ex\n\tmkdir -p a/b/c/d/e\n\tmkdir -p a/b2/c/d/e\n\tmkdir -p a/b/c2/d/e\n\tmkdir -p a/b/c2/d/e2\n\ttouch a/b/c/d/foo\n\ttouch a/b/c/d/e/bay\n\ttouch a/b2/c/d/e/bar\n\ttouch a/b/c2/d/e/baz\n\ttouch a/b/c2/d/e2/baz\neot\n\nFROM busybox AS middle\nCOPY --from=base --parents /test/a/b/./c/d /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/c/d/e ]\n\t[ -f /out/c/d/foo ]\n\t[ ! -d /out/a ]\n\t[ ! -d /out/e ]\neot\n\nFROM busybox AS end\nCOPY --from=base --parents /test/a/b/c/d/. /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/test/a/b/c/d/e ]\n\t[ -f /out/test/a/b/c/d/foo ]\neot\n\nFROM busybox AS start\nCOPY --from=base --parents ./test/a/b/c/d /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/test/a/b/c/d/e ]\n\t[ -f /out/test/a/b/c/d/foo ]\neot\n\nFROM busybox AS double\nCOPY --from=base --parents /test/a/./b/./c /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/b/c/d/e ]\n\t[ -f /out/b/c/d/foo ]\neot\n\nFROM busybox AS wildcard\nCOPY --from=base --parents /test/a/./*/c /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/b/c/d/e ]\n\t[ -f /out/b2/c/d/e/bar ]\neot\n\nFROM busybox AS doublewildcard\nCOPY --from=base --parents /test/a/b*/./c/**/e /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/c/d/e ]\n\t[ -f /out/c/d/e/bay ] # via b\n\t[ -f /out/c/d/e/bar ] # via b2\neot\n\nFROM busybox AS doubleinputs\nCOPY --from=base --parents /test/a/b/c*/./d/**/baz /test/a/b*/./c/**/bar /out/\nRUN <<eot\n\tset -ex\n\t[ -f /out/d/e/baz ]\n\t[ ! -f /out/d/e/bay ]\n\t[ -f /out/d/e2/baz ]\n\t[ -f /out/c/d/e/bar ] # via b2\neot\n";
+    let targets = [
+        "middle",
+        "end",
+        "start",
+        "double",
+        "wildcard",
+        "doublewildcard",
+        "doubleinputs",
+    ];
+    for (t, r) in build_targets(text, &targets) {
+        assert_eq!(r.code, 0, "target {t}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn copy_parents_missing_directory() {
+    // testCopyParentsMissingDirectory
+    let text = "\nFROM busybox AS base\nWORKDIR /test\nRUN <<eot\n\tset -ex\n\tmkdir -p a/b/c/d/e\n\ttouch a/b/c/d/foo\n\ttouch a/b/c/d/e/bay\neot\n\nFROM busybox AS normal\nCOPY --from=base --parents /test/a/b/c/d /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/test/a/b/c/d/e ]\n\t[ -f /out/test/a/b/c/d/e/bay ]\n\t[ ! -d /out/e ]\n\t[ ! -d /out/a ]\neot\n\nFROM busybox AS withpivot\nCOPY --from=base --parents /test/a/b/./c/d /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out/c/d/e ]\n\t[ -f /out/c/d/foo ]\n\t[ ! -d /out/a ]\n\t[ ! -d /out/e ]\neot\n\nFROM busybox AS nonexistentfile\nCOPY --from=base --parents /test/nonexistent-file /out/\n\nFROM busybox AS wildcard-nonexistent\nCOPY --from=base --parents /test/a/b2*/c /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out ]\n\t[ ! -d /out/a ]\neot\n\nFROM busybox AS wildcard-afterpivot\nCOPY --from=base --parents /test/a/b/./c2* /out/\nRUN <<eot\n\tset -ex\n\t[ -d /out ]\n\t[ ! -d /out/a ]\n\t[ ! -d /out/c* ]\neot\n";
+    let targets = [
+        "normal",
+        "withpivot",
+        "nonexistentfile",
+        "wildcard-nonexistent",
+        "wildcard-afterpivot",
+    ];
+    for (t, r) in build_targets(text, &targets) {
+        if t == "nonexistentfile" {
+            assert_ne!(r.code, 0, "target {t} should fail");
+            assert!(
+                r.stderr.contains("\"/test/nonexistent-file\": not found"),
+                "{}",
+                r.stderr
+            );
+        } else {
+            assert_eq!(r.code, 0, "target {t}: {}", r.stderr);
+        }
+    }
+}
+
 #[test]
 fn mount_duplicate() {
     // testMountDuplicate: run twice, the second time with a.txt changed
@@ -1422,6 +1494,106 @@ fn source_date_epoch_without_exporter() {
     }
 }
 
+/// The layers of the image in the OCI archive `-o type=oci,dest=…<attrs>` makes of `ctx` (BuildKit's
+/// readOCIManifest); the build's stderr when it fails.
+fn oci_layers(
+    ctx: &Context,
+    attrs: &str,
+    extra: &[&str],
+) -> Result<Vec<serde_json::Value>, String> {
+    let root = Root::empty();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tar = dir.path().join("out.tar");
+    let tar_s = tar.to_str().expect("utf-8");
+    let dest = format!("type=oci,dest={tar_s}{attrs}");
+    let mut args = vec!["-o", dest.as_str()];
+    args.extend_from_slice(extra);
+    let r = build(&root, ctx, &args);
+    if r.code != 0 {
+        return Err(r.stderr);
+    }
+    let json = |name: &str| -> serde_json::Value {
+        let r = kiln_tests::run("tar", &["-xOf", tar_s, name], None);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        serde_json::from_str(&r.stdout).expect("json")
+    };
+    let blob = |d: &serde_json::Value| {
+        let hex = d.as_str().expect("digest").trim_start_matches("sha256:");
+        json(&format!("blobs/sha256/{hex}"))
+    };
+    let mut m = blob(&json("index.json")["manifests"][0]["digest"]);
+    while m["manifests"].is_array() {
+        m = blob(&m["manifests"][0]["digest"]);
+    }
+    Ok(m["layers"].as_array().expect("layers").clone())
+}
+
+fn epoch_default_dockerfile(epoch: &str) -> Context {
+    dockerfile(&format!(
+        "\nARG SOURCE_DATE_EPOCH={epoch}\nFROM scratch\nCOPY Dockerfile .\n"
+    ))
+}
+
+#[test]
+fn source_date_epoch_dockerfile_default() {
+    // testSourceDateEpochDockerfileDefault: 2015-10-21 07:28 UTC as the Dockerfile's default
+    let layers = oci_layers(
+        &epoch_default_dockerfile("1445412480"),
+        ",rewrite-timestamp=true",
+        &[],
+    )
+    .expect("build");
+    assert_eq!(layers.len(), 1);
+    assert_eq!(
+        layers[0]["annotations"]["buildkit/rewritten-timestamp"],
+        "1445412480"
+    );
+}
+
+#[test]
+fn source_date_epoch_dockerfile_default_override() {
+    // testSourceDateEpochDockerfileDefaultOverride
+    let layers = oci_layers(
+        &epoch_default_dockerfile("1700000001"),
+        ",rewrite-timestamp=true",
+        &["--build-arg", "SOURCE_DATE_EPOCH=1700000002"],
+    )
+    .expect("build");
+    assert_eq!(layers.len(), 1);
+    assert_eq!(
+        layers[0]["annotations"]["buildkit/rewritten-timestamp"],
+        "1700000002"
+    );
+}
+
+#[test]
+fn source_date_epoch_dockerfile_default_reset() {
+    // testSourceDateEpochDockerfileDefaultReset: the exporter's empty source-date-epoch sets none
+    let layers = oci_layers(
+        &epoch_default_dockerfile("1445412480"),
+        ",source-date-epoch=,rewrite-timestamp=true",
+        &[],
+    )
+    .expect("build");
+    assert_eq!(layers.len(), 1);
+    assert!(
+        layers[0]["annotations"]["buildkit/rewritten-timestamp"].is_null(),
+        "{}",
+        layers[0]
+    );
+}
+
+#[test]
+fn source_date_epoch_dockerfile_default_invalid() {
+    // testSourceDateEpochDockerfileDefaultInvalid
+    let err = oci_layers(&epoch_default_dockerfile("not-a-timestamp"), "", &[])
+        .expect_err("the build should fail");
+    assert!(
+        err.contains("invalid SOURCE_DATE_EPOCH: not-a-timestamp"),
+        "{err}"
+    );
+}
+
 #[test]
 fn copy_symlinks() {
     // testCopySymlinks
@@ -1655,6 +1827,47 @@ fn workdir_source_date_epoch_reproducible() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     let two = index(&Root::with_busybox(KILN));
     assert_eq!(one, two);
+}
+
+#[test]
+fn oci_layout_multiname() {
+    // testOCILayoutMultiname: two names of one image in a layout directory and in a tar of it
+    let root = Root::empty();
+    let ctx = dockerfile("\nFROM scratch\nCOPY <<EOF /foo\nhello\nEOF\n");
+    let validate = |idx: &serde_json::Value| {
+        let m = idx["manifests"].as_array().expect("manifests");
+        assert_eq!(m.len(), 2, "{idx}");
+        for key in ["digest", "platform", "mediaType", "size"] {
+            assert_eq!(m[0][key], m[1][key], "{key}: {idx}");
+        }
+        let ann = |i: usize, k: &str| m[i]["annotations"][k].clone();
+        assert_eq!(
+            ann(0, "io.containerd.image.name"),
+            "docker.io/org/repo:tag1"
+        );
+        assert_eq!(
+            ann(1, "io.containerd.image.name"),
+            "docker.io/org/repo:tag2"
+        );
+        assert_eq!(ann(0, "org.opencontainers.image.ref.name"), "tag1");
+        assert_eq!(ann(1, "org.opencontainers.image.ref.name"), "tag2");
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = format!(
+        "type=oci,dest={},tar=false,\"name=org/repo:tag1,org/repo:tag2\"",
+        dir.path().display()
+    );
+    build_ok(&root, &ctx, &["-o", &dest]);
+    validate(&serde_json::from_str(&read(&dir.path().join("index.json"))).expect("json"));
+
+    // The tar variant matches.
+    let tar = dir.path().join("out.tar");
+    let tar_s = tar.to_str().expect("utf-8");
+    let dest = format!("type=oci,dest={tar_s},\"name=org/repo:tag1,org/repo:tag2\"");
+    build_ok(&root, &ctx, &["-o", &dest]);
+    let r = kiln_tests::run("tar", &["-xOf", tar_s, "index.json"], None);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    validate(&serde_json::from_str(&r.stdout).expect("json"));
 }
 
 #[test]

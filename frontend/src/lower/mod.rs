@@ -207,6 +207,9 @@ pub struct Lowered {
     pub findings: Vec<Finding>,
     /// Build args given but never declared by a lowered stage.
     pub unused_build_args: Vec<String>,
+    /// SOURCE_DATE_EPOCH as a global `ARG` (before the first FROM) leaves it: its default or the build arg, not
+    /// yet checked to be a number. BuildKit's frontend takes it as the build's epoch.
+    pub source_date_epoch: Option<String>,
 }
 
 /// Lowers every stage, whatever the target needs, and returns the findings and the errors of stages that fail
@@ -308,6 +311,10 @@ pub fn lower_stages(
         definition: lowerer.def,
         target,
         stages: stages_out,
+        source_date_epoch: lowerer
+            .global
+            .value("SOURCE_DATE_EPOCH")
+            .map(str::to_string),
         findings: lowerer.findings,
         unused_build_args,
     })

@@ -264,6 +264,7 @@ impl Lowerer<'_> {
                         uid: spec.uid.unwrap_or(0),
                         gid: spec.gid.unwrap_or(0),
                         mode: spec.mode.unwrap_or(0o755),
+                        settings: spec.uid.is_some() || spec.gid.is_some() || spec.mode.is_some(),
                     },
                 )
             }

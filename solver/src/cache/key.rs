@@ -43,7 +43,9 @@ pub struct KeyParts {
 /// (or one passing through a symlinked directory) is there only when both its own path and its target's real path
 /// are in the context, and `.dockerignore` is matched against real paths below it, as BuildKit's transfer filters
 /// them; a wildcard matching a symlink whose target is not there fails for both.
-const FILE_OP_SEMANTICS: u32 = 6;
+/// 7 (2026-12): in a `--parents` source `**` matches any number of directories (for the copy and the context
+/// checksum), and a `--parents` wildcard matching nothing still makes the destination.
+const FILE_OP_SEMANTICS: u32 = 7;
 
 #[derive(Serialize)]
 struct Canonical<'a> {

@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 pub use statcache::{StatCache, StatKey};
 
 use crate::fileop::scoped::ScopedError;
-use crate::fileop::sources::{select, SourceError};
+use crate::fileop::sources::{select_parents, SourceError};
 use crate::patterns::{clean_path, PatternError, PatternMatcher};
 
 /// Why a checksum could not be computed.
@@ -126,17 +126,28 @@ impl ContextHasher {
     /// The checksum of what `COPY <src>` selects: a path (a symlink named directly is followed, inside the context)
     /// or a wildcard pattern, whose matches are hashed with their paths.
     pub fn checksum(&self, src: &str) -> Result<Digest, HashError> {
-        Ok(self.checksum_inner(src, false)?.0)
+        Ok(self.checksum_inner(src, false, false)?.0)
     }
 
     /// As [`ContextHasher::checksum`], also listing the checksum of every file and symlink selected, so a later
     /// miss can name the exact file that changed.
     pub fn checksum_with_files(&self, src: &str) -> Result<(Digest, Files), HashError> {
-        let (d, listed) = self.checksum_inner(src, true)?;
+        self.checksum_of_copy(src, false)
+    }
+
+    /// [`ContextHasher::checksum_with_files`] of a COPY source, selected as a `--parents` copy selects it when
+    /// `parents` (see [`crate::fileop::sources::select_parents`]).
+    pub fn checksum_of_copy(&self, src: &str, parents: bool) -> Result<(Digest, Files), HashError> {
+        let (d, listed) = self.checksum_inner(src, true, parents)?;
         Ok((d, listed.into_iter().collect()))
     }
 
-    fn checksum_inner(&self, src: &str, list: bool) -> Result<(Digest, Listed), HashError> {
+    fn checksum_inner(
+        &self,
+        src: &str,
+        list: bool,
+        parents: bool,
+    ) -> Result<(Digest, Listed), HashError> {
         let cleaned = clean_path(src.trim_start_matches('/'));
         if cleaned == ".." || cleaned.starts_with("../") {
             return Err(HashError::OutsideContext(src.to_string()));
@@ -144,7 +155,7 @@ impl ContextHasher {
         // The copy selects with the same function, so the key covers the entries it reads: each followed when a
         // symlink, and each in the context by its own path and its real one.
         let wildcard = cleaned.contains(['*', '?', '[']);
-        let sources = select(&self.root, &self.ignore, &cleaned, wildcard, true)?;
+        let sources = select_parents(&self.root, &self.ignore, &cleaned, wildcard, true, parents)?;
         if !wildcard {
             let Some(source) = sources.first() else {
                 return Err(HashError::NotFound(src.to_string()));

@@ -120,9 +120,33 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
     // checksum. Each wildcard match is followed when it is a symlink, as a source named directly is (BuildKit's
     // testCopySymlinks: `COPY sub/l* alllinks/` copies what each link points at, under the link's name).
     let ignore = PatternMatcher::new(&input.ignore)?;
-    let sources = sources::select(src_root, &ignore, &c.src, wildcard, c.follow_symlinks)?;
+    let sources = sources::select_parents(
+        src_root,
+        &ignore,
+        &c.src,
+        wildcard,
+        c.follow_symlinks,
+        c.parents,
+    )?;
+    // Directories the copy creates (missing parents, a destination receiving a directory's contents) get mode
+    // 0755, or the numeric --chmod's permission bits, and the --chown owner (else the builder's, root); never
+    // the source directory's mode or owner (fsutil's MkdirAll, called by Copy and prepareTargetDir).
+    let created_mode = match &c.mode {
+        Some(FileMode::Octal(m)) => m & 0o777,
+        _ => 0o755,
+    };
     if sources.is_empty() {
         if wildcard && c.allow_empty_wildcard {
+            // A --parents copy is BuildKit's copy of a directory's contents filtered by an include pattern: its
+            // destination is made even when nothing matches (testCopyParentsMissingDirectory).
+            if c.parents {
+                let dest = scoped::resolve(target, &c.dest, true)?;
+                let created_owner = match &c.chown {
+                    Some(ch) => Some(resolve_chown(target, ch)?),
+                    None => None,
+                };
+                create_dirs(target, &dest, created_mode, true, created_owner)?;
+            }
             return Ok(());
         }
         return Err(FileOpError::NotFound(c.src.clone()));
@@ -147,14 +171,7 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         reused: input.reused.as_deref(),
         target,
     };
-    // Directories the copy creates (missing parents, a destination receiving a directory's contents) get mode
-    // 0755, or the numeric --chmod's permission bits, and the --chown owner (else the builder's, root); never
-    // the source directory's mode or owner (fsutil's MkdirAll, called by Copy and prepareTargetDir).
     let created_owner = c.chown.as_ref().map(|_| owner).unwrap_or(None);
-    let created_mode = match &c.mode {
-        Some(FileMode::Octal(m)) => m & 0o777,
-        _ => 0o755,
-    };
     for source in &sources {
         // The name as given (or matched) places the copy and meets --exclude and --parents; the real path meets
         // .dockerignore, as BuildKit filters real paths, and names the files the context checksum listed.

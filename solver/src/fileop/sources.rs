@@ -77,9 +77,23 @@ pub fn select(
     wildcard: bool,
     follow_last: bool,
 ) -> Result<Vec<Source>, SourceError> {
+    select_parents(root, ignore, src, wildcard, follow_last, false)
+}
+
+/// As [`select`]; with `parents` (`COPY --parents`) a `**` segment stands for any number of directories, as
+/// BuildKit matches a `--parents` source as an include pattern (its testCopyRelativeParents: `/test/a/b*/./c/**/bar`
+/// finds `c/d/e/bar`). Elsewhere `**` is a `*`, as a plain COPY's wildcard.
+pub fn select_parents(
+    root: &Path,
+    ignore: &PatternMatcher,
+    src: &str,
+    wildcard: bool,
+    follow_last: bool,
+    parents: bool,
+) -> Result<Vec<Source>, SourceError> {
     let globbed = wildcard && is_glob(src);
     let names = if globbed {
-        glob(root, src)?
+        glob_with(root, src, parents)?
     } else {
         vec![clean_path(&format!("/{src}"))
             .trim_start_matches('/')
@@ -108,11 +122,47 @@ pub fn select(
 /// `.dockerignore` applied: segment by segment (`*`, `?` and classes never cross `/`), a directory named on the way
 /// followed inside the root when it is a symlink.
 pub fn glob(root: &Path, pattern: &str) -> Result<Vec<String>, SourceError> {
+    glob_with(root, pattern, false)
+}
+
+/// Every path below `base` (relative to `root`), directory by directory in name order, without entering symlinks.
+fn descendants(root: &Path, base: &str, out: &mut Vec<String>) -> Result<(), SourceError> {
+    let dir = scoped::resolve(root, base, true)?;
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return Ok(());
+    };
+    let mut entries: Vec<(String, bool)> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| {
+            let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+            (e.file_name().to_string_lossy().into_owned(), is_dir)
+        })
+        .collect();
+    entries.sort();
+    for (name, is_dir) in entries {
+        let rel = join(base, &name);
+        out.push(rel.clone());
+        if is_dir {
+            descendants(root, &rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// [`glob`]; with `globstar` a `**` segment matches any number (zero included) of path segments.
+fn glob_with(root: &Path, pattern: &str, globstar: bool) -> Result<Vec<String>, SourceError> {
     let cleaned = clean_path(&format!("/{pattern}"));
     let mut current: Vec<String> = vec![String::new()];
     for seg in cleaned.split('/').filter(|s| !s.is_empty()) {
         let mut next = Vec::new();
-        if is_glob(seg) {
+        if globstar && seg == "**" {
+            for base in &current {
+                next.push(base.clone());
+                descendants(root, base, &mut next)?;
+            }
+            let mut seen = std::collections::HashSet::new();
+            next.retain(|p| seen.insert(p.clone()));
+        } else if is_glob(seg) {
             let m = Pattern::new(seg)?;
             for base in &current {
                 let dir = scoped::resolve(root, base, true)?;

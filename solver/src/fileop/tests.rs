@@ -931,3 +931,40 @@ fn a_symlinked_source_is_there_only_when_its_name_and_its_target_are() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn a_parents_source_matches_any_depth_with_a_double_star() {
+    let d = tempfile::tempdir().unwrap();
+    for f in ["a/b/c/d/e/bay", "a/b2/c/d/e/bar", "a/b2/c/bar"] {
+        let p = d.path().join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "").unwrap();
+    }
+    let ignore = crate::patterns::PatternMatcher::new(&Vec::<String>::new()).unwrap();
+    let names = |parents: bool| -> Vec<String> {
+        sources::select_parents(d.path(), &ignore, "a/b*/c/**/bar", true, true, parents)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect()
+    };
+    assert_eq!(names(true), ["a/b2/c/bar", "a/b2/c/d/e/bar"]);
+    // A plain COPY's `**` is a `*`: one level.
+    assert!(names(false).is_empty());
+}
+
+#[test]
+fn a_parents_wildcard_matching_nothing_still_makes_the_destination() {
+    let ctx = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut c = copy_action("/nothing*/c", "/out/");
+    c.parents = true;
+    let input = Input {
+        root: ctx.path().to_path_buf(),
+        default_owner: None,
+        ignore: vec![],
+        reused: None,
+    };
+    apply(out.path(), &[FileAction::Copy(c)], &[input]).unwrap();
+    assert!(out.path().join("out").is_dir());
+}

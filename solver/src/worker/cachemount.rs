@@ -102,6 +102,45 @@ fn open(dir: &Path, init: &dyn Fn(&Path) -> Result<(), WorkerError>) -> Result<F
     File::open(dir).map_err(io(dir))
 }
 
+/// Sets the cache whose first directory is `base` aside, so that the next user makes it anew (its directories
+/// kept for private users go too). A directory a locked or private step holds right now is left to the sweep
+/// (its name carries this process's id), not removed under it.
+pub(super) fn start_afresh(base: &Path) -> Result<(), WorkerError> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = base.file_name().unwrap_or_default().to_string_lossy();
+    let parent = base.parent().unwrap_or(Path::new("."));
+    let mut dirs = vec![base.to_path_buf()];
+    for n in 1.. {
+        let d = base.with_file_name(format!("{name}-{n}"));
+        if !d.exists() {
+            break;
+        }
+        dirs.push(d);
+    }
+    for dir in dirs {
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A name the sweep removes once this process is gone, should the removal below stop half-way.
+        let aside = parent.join(format!(
+            "{}.tmp-{}-old{seq}",
+            dir.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        match std::fs::rename(&dir, &aside) {
+            Ok(()) => {
+                let free = File::open(&aside).ok().is_some_and(|f| {
+                    lock(&f, libc::LOCK_EX, false, &CancelToken::default()).unwrap_or(false)
+                });
+                if free {
+                    let _ = std::fs::remove_dir_all(&aside);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&dir)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// The directory a step with `sharing` mounts for the cache whose first directory is `base`.
 pub(super) fn acquire(
     base: &Path,
@@ -234,6 +273,29 @@ mod tests {
         }
         let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().flatten().collect();
         assert_eq!(left.len(), 1, "one directory, no temporary left: {left:?}");
+    }
+
+    #[test]
+    fn a_cache_started_afresh_is_made_anew() {
+        let d = tempfile::tempdir().unwrap();
+        let base = d.path().join("c");
+        let cancel = CancelToken::default();
+        let held = acquire(&base, CacheSharing::Private, &cancel, &none).unwrap();
+        let other = acquire(&base, CacheSharing::Private, &cancel, &none).unwrap();
+        std::fs::write(base.join("old"), "1").unwrap();
+        drop(other);
+        start_afresh(&base).unwrap();
+        let again = acquire(&base, CacheSharing::Shared, &cancel, &none).unwrap();
+        assert!(!again.dir.join("old").exists());
+        assert!(!d.path().join("c-1").exists());
+        // The held directory waits for the sweep; the free one is gone.
+        drop(held);
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
     }
 
     #[test]

@@ -275,10 +275,16 @@ pub(super) fn run(
                 uid,
                 gid,
                 mode,
+                settings,
             } => {
                 let base = w
                     .cache_mounts
                     .join(oci::Digest::sha256_of(id.as_bytes()).hex());
+                // As BuildKit: a step ignoring the cache rebuilds the cache's base (its settings or `from=`
+                // stage), and a new base is a new cache; later steps use it.
+                if v.meta.ignore_cache && (*settings || m.input.is_some()) {
+                    super::cachemount::start_afresh(&base)?;
+                }
                 // With `from=`, a fresh cache starts as a copy of `source` in that stage.
                 let seed = match m.input.and_then(|i| inputs.get(i)) {
                     Some(o) => Some(w.input_view(&o.fs, &mut guards, &mut keep)?),

@@ -16,6 +16,7 @@ impl Worker<'_> {
         fs: &Fs,
         path: &str,
         allow_empty: bool,
+        parents: bool,
         files: &mut BTreeMap<String, oci::Digest>,
     ) -> Result<Option<oci::Digest>, WorkerError> {
         let Fs::Local(dir, _) = fs else {
@@ -29,7 +30,7 @@ impl Worker<'_> {
         else {
             return Ok(None);
         };
-        let (digest, listed) = match hasher.checksum_with_files(path) {
+        let (digest, listed) = match hasher.checksum_of_copy(path, parents) {
             Err(crate::contenthash::HashError::NotFound(_))
                 if allow_empty && path.contains(['*', '?', '[']) =>
             {
@@ -64,6 +65,7 @@ impl Worker<'_> {
                                 &input.fs,
                                 &c.src,
                                 c.allow_empty_wildcard,
+                                c.parents,
                                 &mut files,
                             )? {
                                 content.insert(format!("{}:{}", c.source, c.src), d);
@@ -76,9 +78,13 @@ impl Worker<'_> {
                 for m in &e.mounts {
                     if let (Some(i), MountKind::Bind) = (m.input, &m.kind) {
                         if let Some(input) = inputs.get(i) {
-                            if let Some(d) =
-                                self.local_checksum(&input.fs, &m.selector, false, &mut files)?
-                            {
+                            if let Some(d) = self.local_checksum(
+                                &input.fs,
+                                &m.selector,
+                                false,
+                                false,
+                                &mut files,
+                            )? {
                                 content.insert(format!("{i}:{}", m.selector), d);
                             }
                         }
