@@ -72,6 +72,7 @@ pub(crate) fn export(
                 .map(|s| LayerSource {
                     diff: snapshots.diff_dir(&s),
                     unpacked_from: snapshots.unpacked_from(&s).and_then(|m| m.parse().ok()),
+                    created: snapshots.created(&s),
                     id: s,
                 })
                 .collect(),

@@ -254,6 +254,7 @@ fn gzip_blob(store: &Store, dir: &Path, id: Option<&str>) -> Result<Option<Descr
                 id: id.to_string(),
                 diff: dir.to_path_buf(),
                 unpacked_from: None,
+                created: None,
             },
             exporter::Compression::Gzip(6),
             opts,

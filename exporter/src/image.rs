@@ -62,6 +62,9 @@ pub struct LayerSource {
     /// The base image manifest the snapshot was unpacked from: its layers are exported as they are, as BuildKit
     /// does, when the store still holds them.
     pub unpacked_from: Option<Digest>,
+    /// When the snapshot was made (seconds since the epoch): its history entry's time when the Dockerfile gave
+    /// none, so an image rebuilt from cache keeps its times and its ID (BuildKit takes a layer's ref time).
+    pub created: Option<i64>,
 }
 
 /// A stored layer.
@@ -394,6 +397,61 @@ fn rfc3339(epoch: i64) -> String {
     )
 }
 
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(0)
+}
+
+/// Gives every history entry without a time one, as BuildKit's `normalizeLayersAndHistory` does: an entry with a
+/// layer takes its layer's time (`blob_times`, one per non-empty entry, bottom first); an entry without one takes
+/// the time of the first layer made after the last timed entry before it, or of the entry before it. Times then
+/// come from the snapshots, so a build answered from cache makes the same config, and the same image ID, again.
+fn fill_history_times(history: &mut [History], blob_times: &[Option<i64>]) {
+    let mut layer = 0;
+    for h in history.iter_mut() {
+        if h.empty_layer {
+            continue;
+        }
+        if h.created.is_none() {
+            h.created = blob_times.get(layer).copied().flatten().map(rfc3339);
+        }
+        layer += 1;
+    }
+    // The first timed entry after an untimed one, else the last timed entry.
+    let mut created: Option<String> = None;
+    let mut untimed_seen = false;
+    for h in history.iter() {
+        match &h.created {
+            Some(t) => {
+                created = Some(t.clone());
+                if untimed_seen {
+                    break;
+                }
+            }
+            None => untimed_seen = true,
+        }
+    }
+    let created = created.unwrap_or_else(|| rfc3339(now()));
+    let mut current = created;
+    let mut untimed_seen = false;
+    for h in history.iter_mut() {
+        match &h.created {
+            Some(t) => {
+                if untimed_seen {
+                    current = t.clone();
+                }
+            }
+            None => {
+                untimed_seen = true;
+                h.created = Some(current.clone());
+            }
+        }
+    }
+}
+
 /// Exports `layers` (bottom first) with `image`'s config and history into the store, then tags it with `names`.
 pub fn export_image(
     store: &Store,
@@ -432,6 +490,8 @@ fn export_image_to(
         source_date_epoch: source_date_epoch.filter(|_| options.clamp_file_times),
     };
     let mut blobs = Vec::new();
+    // Each blob's time: its snapshot's, for a layer made here (a base image's layers carry their own history).
+    let mut blob_times: Vec<Option<i64>> = Vec::new();
     for l in layers {
         let base = match &l.unpacked_from {
             Some(manifest) => base_layers(store, manifest, options)?,
@@ -464,15 +524,9 @@ fn export_image_to(
                     .insert(REWRITTEN_TIMESTAMP.to_string(), epoch.to_string());
             }
             blobs.push(b);
+            blob_times.push(l.unpacked_from.is_none().then_some(l.created).flatten());
         }
     }
-    let created = rfc3339(source_date_epoch.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    }));
-    image.created = Some(created.clone());
     image.rootfs.diff_ids = blobs.iter().map(|b| b.diff_id.clone()).collect();
     // History must name one non-empty entry per layer: base layers first, then the steps that made layers.
     let layered = image.history.iter().filter(|h| !h.empty_layer).count();
@@ -500,11 +554,24 @@ fn export_image_to(
             }
         }
     }
-    for h in &mut image.history {
-        if h.created.is_none() {
-            h.created = Some(created.clone());
+    match source_date_epoch {
+        // Every entry the Dockerfile made carries the epoch, as BuildKit's frontend stamps them.
+        Some(epoch) => {
+            for h in &mut image.history {
+                if h.created.is_none() {
+                    h.created = Some(rfc3339(epoch));
+                }
+            }
         }
+        None => fill_history_times(&mut image.history, &blob_times),
     }
+    // The image's time is its last history entry's, as BuildKit's exporter takes it when the config has none.
+    image.created = image
+        .history
+        .iter()
+        .rev()
+        .find_map(|h| h.created.clone())
+        .or_else(|| Some(rfc3339(source_date_epoch.unwrap_or_else(now))));
     let config_bytes = serde_json::to_vec(&image).map_err(|e| ExportError::Io {
         path: store.root().to_path_buf(),
         source: std::io::Error::other(e),
@@ -564,6 +631,7 @@ mod tests {
             id: "s1".into(),
             diff: snap.clone(),
             unpacked_from: None,
+            created: None,
         };
         let opts = DiffOptions {
             source_date_epoch: Some(0),
@@ -577,6 +645,7 @@ mod tests {
             id: "s2".into(),
             diff: root.path().join("snapshots/s2/diff"),
             unpacked_from: None,
+            created: None,
         };
         std::fs::create_dir_all(&other.diff).unwrap();
         std::fs::write(other.diff.join("f"), "content").unwrap();
@@ -589,6 +658,32 @@ mod tests {
         };
         let gz = layer_blob(&store, &other, Compression::Gzip(6), later).unwrap();
         assert_ne!(gz.diff_id, recorded);
+    }
+
+    #[test]
+    fn history_times_come_from_layers_and_the_entries_around_them() {
+        // As BuildKit's normalizeLayersAndHistory: [base t0, ENV, COPY (layer t1), ENV] gives ENV t1 (the first
+        // layer made after the base), COPY its layer's t1, the last ENV t1; with no layer made, the base's time.
+        let entry = |created: Option<i64>, empty_layer: bool| History {
+            created: created.map(rfc3339),
+            empty_layer,
+            ..Default::default()
+        };
+        let mut h = vec![
+            entry(Some(100), false),
+            entry(None, true),
+            entry(None, false),
+            entry(None, true),
+        ];
+        fill_history_times(&mut h, &[None, Some(200)]);
+        let times: Vec<_> = h.iter().map(|h| h.created.clone().unwrap()).collect();
+        assert_eq!(
+            times,
+            [rfc3339(100), rfc3339(200), rfc3339(200), rfc3339(200)]
+        );
+        let mut h = vec![entry(Some(100), false), entry(None, true)];
+        fill_history_times(&mut h, &[None]);
+        assert_eq!(h[1].created, Some(rfc3339(100)));
     }
 
     #[test]
@@ -610,11 +705,13 @@ mod tests {
                 id: "s1".into(),
                 diff: snap.path().to_path_buf(),
                 unpacked_from: None,
+                created: None,
             },
             LayerSource {
                 id: "s2".into(),
                 diff: empty.path().to_path_buf(),
                 unpacked_from: None,
+                created: None,
             },
         ];
         let mut image = linux_amd64();
@@ -722,11 +819,13 @@ mod tests {
                     id: "base".into(),
                     diff: unpacked.path().to_path_buf(),
                     unpacked_from,
+                    created: None,
                 },
                 LayerSource {
                     id: "own".into(),
                     diff: own.path().to_path_buf(),
                     unpacked_from: None,
+                    created: None,
                 },
             ]
         };
@@ -789,6 +888,7 @@ mod tests {
             id: "s".into(),
             diff: snap.path().to_path_buf(),
             unpacked_from: None,
+            created: None,
         }];
         let image = linux_amd64();
         let mut docker = ExportOptions::new(Compression::Gzip(6), Some(7));

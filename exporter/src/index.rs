@@ -57,6 +57,7 @@ mod tests {
             id: arch.to_string(),
             diff: snap.path().to_path_buf(),
             unpacked_from: None,
+            created: None,
         }];
         let image = oci::Image {
             architecture: arch.into(),

@@ -507,6 +507,7 @@ mod tests {
             id: file.to_string(),
             diff: snap,
             unpacked_from: None,
+            created: None,
         }];
         let image = oci::Image {
             architecture: "amd64".into(),
@@ -638,6 +639,7 @@ mod tests {
                     id: format!("s{i}"),
                     diff: dir,
                     unpacked_from: None,
+                    created: None,
                 }
             })
             .collect()

@@ -1292,6 +1292,8 @@ fn reproducible_ids() {
             a.to_str().expect("utf-8"),
         ],
     );
+    // A second later, so a time taken at export (not from the cached layers) would show as another ID.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     build_ok(
         &root,
         &ctx,

@@ -33,7 +33,7 @@ fn the_compiled_example_builds_on_debian_and_its_image_runs() {
                 .to_str()
                 .expect("utf-8"),
             archive.to_str().expect("utf-8"),
-            "docker.io/library/compiled:latest",
+            "latest",
         ],
         None,
     );

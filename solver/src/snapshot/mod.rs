@@ -53,6 +53,10 @@ struct Meta {
     /// The image manifest this snapshot is the unpacked form of (see [`Active::set_unpacked_from`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     unpacked_from: Option<String>,
+    /// When it was committed (seconds since the epoch): the time its layer's history entry carries, as BuildKit's
+    /// exporter takes a layer's time from its ref, so a build served from cache makes the same image again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created: Option<i64>,
 }
 
 /// A snapshot being written: its upper (`diff`) and overlay work directories, and its parent.
@@ -206,6 +210,10 @@ impl Snapshotter {
         let meta = Meta {
             parent: active.parent.clone(),
             unpacked_from: active.unpacked_from.clone(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_secs()).ok()),
         };
         let _ = std::fs::remove_dir_all(active.dir.join("work"));
         sync_tree(&active.dir.join("diff"))?;
@@ -258,6 +266,22 @@ impl Snapshotter {
     pub fn unpacked_from(&self, id: &str) -> Option<String> {
         let bytes = std::fs::read(self.path(id).join("meta.json")).ok()?;
         serde_json::from_slice::<Meta>(&bytes).ok()?.unpacked_from
+    }
+
+    /// When a committed snapshot was made, in seconds since the epoch: recorded at commit, or for a snapshot
+    /// committed before that was recorded, its metadata file's time. `None` when neither can be read.
+    pub fn created(&self, id: &str) -> Option<i64> {
+        let path = self.path(id).join("meta.json");
+        let bytes = std::fs::read(&path).ok()?;
+        if let Some(t) = serde_json::from_slice::<Meta>(&bytes).ok()?.created {
+            return Some(t);
+        }
+        let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+        let secs = modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs();
+        i64::try_from(secs).ok()
     }
 
     /// A committed snapshot's own diff directory.
