@@ -358,6 +358,10 @@ pub struct BuildArgs {
     /// Push the image to the registries of its names (shorthand for -o type=image,push=true).
     #[arg(long)]
     pub push: bool,
+    /// Split a step's layer larger than SIZE (e.g. 2g) into several layers along directory boundaries, so every
+    /// blob fits a registry's size limit.
+    #[arg(long = "layer-max-size", value_name = "SIZE")]
+    pub layer_max_size: Option<String>,
     /// Import a build cache: type=local,src=DIR, type=registry,ref=REF, or a bare REF. May be repeated.
     #[arg(long = "cache-from", value_name = "SPEC")]
     pub cache_from: Vec<String>,

@@ -121,6 +121,13 @@ fn complete_outputs(req: &BuildRequest) -> Result<(Vec<String>, Vec<Output>), Bu
             }),
         }
     }
+    if let Some(max) = req.layer_max_size {
+        for o in &mut outputs {
+            if let Output::Image { layers, .. } | Output::Archive { layers, .. } = o {
+                layers.layer_max_size.get_or_insert(max);
+            }
+        }
+    }
     for o in &outputs {
         if let Output::Image {
             push: true,

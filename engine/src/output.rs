@@ -1,7 +1,8 @@
 //! `-o/--output` specs in BuildKit's syntax: `type=image[,name=N][,push=true]`, `type=oci,dest=PATH[,tar=false]`,
 //! `type=docker,dest=FILE|-`, `type=local,dest=DIR`, `type=tar,dest=FILE|-`; a bare path means
 //! `type=local,dest=PATH`, `-` a tar on stdout. Image-writing types take BuildKit's layer options: `compression=`,
-//! `compression-level=`, `force-compression=`, `oci-mediatypes=`, `rewrite-timestamp=`, `source-date-epoch=`.
+//! `compression-level=`, `force-compression=`, `oci-mediatypes=`, `rewrite-timestamp=`, `source-date-epoch=`, and
+//! kiln's `layer-max-size=`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct LayerOptions {
     /// `source-date-epoch=N`, or `source-date-epoch=` for none: this output's SOURCE_DATE_EPOCH instead of the
     /// build's.
     pub source_date_epoch: Option<Option<i64>>,
+    /// `layer-max-size=SIZE` (kiln's own): split a step's layer larger than this into several.
+    pub layer_max_size: Option<u64>,
 }
 
 impl LayerOptions {
@@ -64,7 +67,18 @@ impl LayerOptions {
             source_date_epoch: self.source_date_epoch.unwrap_or(epoch),
             clamp_file_times: self.rewrite_timestamp.unwrap_or(true),
             force_compression: self.force_compression,
+            layer_max_size: self.layer_max_size,
         }
+    }
+}
+
+/// A `--layer-max-size` / `layer-max-size=` value: bytes, or a number with k, m or g (binary units); at least
+/// 1 MiB, since a smaller limit would make a layer of nearly every file.
+pub fn parse_layer_max_size(v: &str) -> Result<u64, String> {
+    match crate::size::parse_bytes(v) {
+        Ok(n) if n >= 1 << 20 => Ok(n),
+        Ok(_) => Err(format!("layer-max-size={v:?} is below the 1m minimum")),
+        Err(e) => Err(format!("layer-max-size={v:?}: {e}")),
     }
 }
 
@@ -187,6 +201,10 @@ fn parse_spec(spec: &str) -> Result<Output, String> {
             ("force-compression", true) => layers.force_compression = parse_bool(spec, k, v)?,
             ("oci-mediatypes", true) => layers.oci_media_types = Some(parse_bool(spec, k, v)?),
             ("rewrite-timestamp", true) => layers.rewrite_timestamp = Some(parse_bool(spec, k, v)?),
+            ("layer-max-size", true) => {
+                layers.layer_max_size =
+                    Some(parse_layer_max_size(v).map_err(|e| format!("-o {spec}: {e}"))?)
+            }
             ("source-date-epoch", true) => {
                 layers.source_date_epoch = Some(match v.as_str() {
                     "" => None,

@@ -144,6 +144,9 @@ pub struct BuildRequest {
     pub registry: RegistryOptions,
     /// SOURCE_DATE_EPOCH: timestamps are clamped to it.
     pub source_date_epoch: Option<i64>,
+    /// `--layer-max-size`: every image-writing output splits a step's layer larger than this (an output's own
+    /// `layer-max-size=` wins), so no blob passes a registry's limit.
+    pub layer_max_size: Option<u64>,
     /// Cancels the build from outside (a signal): running steps are killed and cleaned up.
     pub cancel: Arc<CancelToken>,
 }
@@ -171,6 +174,7 @@ impl BuildRequest {
             pull: false,
             registry: RegistryOptions::default(),
             source_date_epoch: None,
+            layer_max_size: None,
             cancel: Arc::new(CancelToken::default()),
         }
     }

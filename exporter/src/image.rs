@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use oci::layer::split::Part;
 use oci::manifest::{
     Descriptor, LayerCompression, Manifest, MEDIA_CONFIG, MEDIA_DOCKER_CONFIG,
     MEDIA_DOCKER_MANIFEST, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD, MEDIA_MANIFEST,
@@ -37,6 +38,9 @@ pub struct ExportOptions {
     /// BuildKit's `force-compression`: base image layers of another compression than `compression` are not carried
     /// as they are (the snapshot they were unpacked into is exported as one layer of the asked compression).
     pub force_compression: bool,
+    /// kiln's `--layer-max-size`: a step's layer whose files exceed this many bytes is written as several layers
+    /// along directory boundaries (see `oci::layer::split`), so each fits a registry's limit on one blob.
+    pub layer_max_size: Option<u64>,
 }
 
 impl ExportOptions {
@@ -48,6 +52,7 @@ impl ExportOptions {
             source_date_epoch,
             clamp_file_times: true,
             force_compression: false,
+            layer_max_size: None,
         }
     }
 }
@@ -85,6 +90,31 @@ pub struct ExportedImage {
     pub manifest: Descriptor,
     /// Config digest (the image id).
     pub config: Digest,
+}
+
+/// The tree a layer tar is written from: a whole upper directory, or one part of it when a step's result is split
+/// to fit a size limit.
+#[derive(Clone, Copy)]
+struct Tree<'a> {
+    dir: &'a Path,
+    part: Option<&'a Part>,
+}
+
+impl<'a> Tree<'a> {
+    fn whole(dir: &'a Path) -> Tree<'a> {
+        Tree { dir, part: None }
+    }
+
+    fn write<W: std::io::Write>(
+        &self,
+        out: W,
+        opts: DiffOptions,
+    ) -> Result<(W, u64), oci::layer::diff::DiffError> {
+        match self.part {
+            Some(p) => p.write(self.dir, out, opts),
+            None => write_diff(self.dir, out, opts),
+        }
+    }
 }
 
 /// Makes (or reuses) the blob of one snapshot layer.
@@ -160,14 +190,81 @@ fn layer_blob_to(
         let known = store.lazy_digest_of(&layer.diff, opts);
         match archive {
             Some(archive) if archive.streams() => {
-                return dir_blob_into(&layer.diff, compression, opts, archive, known)
+                return dir_blob_into(Tree::whole(&layer.diff), compression, opts, archive, known)
             }
-            _ => stored_blob(store, &layer.diff, compression, opts, known)?,
+            _ => stored_blob(store, Tree::whole(&layer.diff), compression, opts, known)?,
         }
     };
     let record = json!({"diff_id": made.diff_id.to_string(), "digest": made.descriptor.digest.to_string(), "size": made.descriptor.size, "media_type": made.descriptor.media_type, "empty": made.empty});
     let _ = std::fs::write(&memo, record.to_string());
     Ok(made)
+}
+
+/// The blob of part `index` of a split snapshot layer, remembered as whole layers are (a snapshot never changes,
+/// so its id, the limit and the part's index name the same bytes). Never lazy: the store keeps the part's tar.
+fn part_blob_to(
+    store: &Store,
+    layer: &LayerSource,
+    part: (&Part, usize, u64),
+    compression: Compression,
+    opts: DiffOptions,
+    archive: Option<&mut ArchiveStream<'_>>,
+) -> Result<LayerBlob, ExportError> {
+    let (part, index, max) = part;
+    let memo_dir = store.root().join("layers");
+    std::fs::create_dir_all(&memo_dir).map_err(|source| ExportError::Io {
+        path: memo_dir.clone(),
+        source,
+    })?;
+    let memo = memo_dir.join(format!(
+        "{}.json",
+        Digest::sha256_of(
+            format!(
+                "{}|{}|{:?}|split:{max}:{index}",
+                layer.id,
+                compression.tag(),
+                opts.source_date_epoch
+            )
+            .as_bytes()
+        )
+        .hex()
+    ));
+    if let Some(known) = remembered(store, &memo) {
+        return Ok(known);
+    }
+    let tree = Tree {
+        dir: &layer.diff,
+        part: Some(part),
+    };
+    let made = match archive {
+        Some(archive) if archive.streams() && !matches!(compression, Compression::None) => {
+            return dir_blob_into(tree, compression, opts, archive, None)
+        }
+        _ => stored_blob(store, tree, compression, opts, None)?,
+    };
+    remember(&memo, &made);
+    Ok(made)
+}
+
+/// A layer blob remembered in `memo` whose blob the store still holds.
+fn remembered(store: &Store, memo: &Path) -> Option<LayerBlob> {
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(memo).ok()?).ok()?;
+    let diff_id: Digest = v["diff_id"].as_str()?.parse().ok()?;
+    let digest: Digest = v["digest"].as_str()?.parse().ok()?;
+    let size = v["size"].as_u64()?;
+    let media = v["media_type"].as_str()?.to_string();
+    let empty = v["empty"].as_bool()?;
+    store.has(&digest).then(|| LayerBlob {
+        diff_id,
+        descriptor: Descriptor::new(&media, digest, size),
+        empty,
+    })
+}
+
+/// Records a made layer blob in `memo` (a hint: a lost memo only means the layer is made again).
+fn remember(memo: &Path, made: &LayerBlob) {
+    let record = json!({"diff_id": made.diff_id.to_string(), "digest": made.descriptor.digest.to_string(), "size": made.descriptor.size, "media_type": made.descriptor.media_type, "empty": made.empty});
+    let _ = std::fs::write(memo, record.to_string());
 }
 
 /// The layers of the base image `manifest`, for the snapshot unpacked from it: the base's own blobs (so a
@@ -234,26 +331,26 @@ pub fn dir_blob(
     compression: Compression,
     opts: DiffOptions,
 ) -> Result<LayerBlob, ExportError> {
-    stored_blob(store, dir, compression, opts, None)
+    stored_blob(store, Tree::whole(dir), compression, opts, None)
 }
 
 /// [`dir_blob`], with the tar's digest given when it is `known` (an immutable snapshot's, recorded by its lazy
 /// layer).
 fn stored_blob(
     store: &Store,
-    dir: &Path,
+    tree: Tree<'_>,
     compression: Compression,
     opts: DiffOptions,
     known: Option<Digest>,
 ) -> Result<LayerBlob, ExportError> {
     let io = |source| ExportError::Io {
-        path: dir.to_path_buf(),
+        path: tree.dir.to_path_buf(),
         source,
     };
     // Every stage but the render runs beside it: the compressor on its workers, the diffID's hash and the store
     // writer (which hashes the blob) on threads of their own.
     let blob = Offloaded::new(store.writer()?);
-    let (blob, made) = compress_dir(dir, compression, opts, blob, known)?.split();
+    let (blob, made) = compress_dir(tree, compression, opts, blob, known)?.split();
     let (stored, size) = blob.finish().map_err(io)?.commit(None)?;
     Ok(made.layer(stored, size))
 }
@@ -261,13 +358,13 @@ fn stored_blob(
 /// The layer blob of `dir` written into `archive` as it is compressed, never stored: an archive export's new
 /// layers are written once, not into the store and then again into the archive.
 fn dir_blob_into(
-    dir: &Path,
+    tree: Tree<'_>,
     compression: Compression,
     opts: DiffOptions,
     archive: &mut ArchiveStream<'_>,
     known: Option<Digest>,
 ) -> Result<LayerBlob, ExportError> {
-    let (blob, made) = compress_dir(dir, compression, opts, archive.new_blob(), known)?.split();
+    let (blob, made) = compress_dir(tree, compression, opts, archive.new_blob(), known)?.split();
     let (digest, size) = blob.finish()?;
     Ok(made.layer(digest, size))
 }
@@ -309,33 +406,33 @@ impl<B> Compressed<B> {
     }
 }
 
-/// Writes `dir`'s layer tar through `compression` into `blob`, hashing the tar (the diffID) on the way unless
+/// Writes `tree`'s layer tar through `compression` into `blob`, hashing the tar (the diffID) on the way unless
 /// `known` gives it (a lazy layer of the same snapshot recorded it).
 fn compress_dir<B: std::io::Write>(
-    dir: &Path,
+    tree: Tree<'_>,
     compression: Compression,
     opts: DiffOptions,
     blob: B,
     known: Option<Digest>,
 ) -> Result<Compressed<B>, ExportError> {
     let io = |source| ExportError::Io {
-        path: dir.to_path_buf(),
+        path: tree.dir.to_path_buf(),
         source,
     };
     // The tar into `encoder`, hashed aside when its digest is not known.
     fn tar_into<E: std::io::Write>(
-        dir: &Path,
+        tree: Tree<'_>,
         encoder: E,
         opts: DiffOptions,
         known: Option<Digest>,
     ) -> Result<(E, Digest, u64), ExportError> {
         if let Some(d) = known {
-            let (encoder, entries) = write_diff(dir, encoder, opts)?;
+            let (encoder, entries) = tree.write(encoder, opts)?;
             return Ok((encoder, d, entries));
         }
-        let (inner, entries) = write_diff(dir, HashedAside::new(encoder), opts)?;
+        let (inner, entries) = tree.write(HashedAside::new(encoder), opts)?;
         let (encoder, d, _) = inner.finish().map_err(|source| ExportError::Io {
-            path: dir.to_path_buf(),
+            path: tree.dir.to_path_buf(),
             source,
         })?;
         Ok((encoder, d, entries))
@@ -344,7 +441,7 @@ fn compress_dir<B: std::io::Write>(
         Compression::Gzip(level) => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let gz = crate::pgzip::ParallelGzip::new(blob, level.min(9), threads);
-            let (gz, diff_id, entries) = tar_into(dir, gz, opts, known)?;
+            let (gz, diff_id, entries) = tar_into(tree, gz, opts, known)?;
             Compressed {
                 blob: gz.finish().map_err(io)?,
                 diff_id: Some(diff_id),
@@ -354,7 +451,7 @@ fn compress_dir<B: std::io::Write>(
         }
         Compression::Zstd(level) => {
             let zs = zstd::stream::write::Encoder::new(blob, level).map_err(io)?;
-            let (zs, diff_id, entries) = tar_into(dir, zs, opts, known)?;
+            let (zs, diff_id, entries) = tar_into(tree, zs, opts, known)?;
             Compressed {
                 blob: zs.finish().map_err(io)?,
                 diff_id: Some(diff_id),
@@ -364,7 +461,7 @@ fn compress_dir<B: std::io::Write>(
         }
         // Uncompressed, the blob is the tar: its digest is the diffID.
         Compression::None => {
-            let (blob, entries) = write_diff(dir, blob, opts)?;
+            let (blob, entries) = tree.write(blob, opts)?;
             Compressed {
                 blob,
                 diff_id: None,
@@ -492,14 +589,37 @@ fn export_image_to(
     let mut blobs = Vec::new();
     // Each blob's time: its snapshot's, for a layer made here (a base image's layers carry their own history).
     let mut blob_times: Vec<Option<i64>> = Vec::new();
+    // The later parts of split layers, by blob index: each gets a history entry of its own after its step's.
+    let mut labels: std::collections::BTreeMap<usize, String> = std::collections::BTreeMap::new();
     for l in layers {
         let base = match &l.unpacked_from {
             Some(manifest) => base_layers(store, manifest, options)?,
             None => None,
         };
-        let made = match base {
-            Some(base) => base,
-            None => vec![layer_blob_to(
+        let parts = match (&base, options.layer_max_size) {
+            (None, Some(max)) => oci::layer::split::plan(&l.diff, max)?.map(|p| (p, max)),
+            _ => None,
+        };
+        let made = match (base, &parts) {
+            (Some(base), _) => base,
+            (None, Some((parts, max))) => {
+                let mut made = Vec::with_capacity(parts.len());
+                for (i, p) in parts.iter().enumerate() {
+                    made.push(part_blob_to(
+                        store,
+                        l,
+                        (p, i, *max),
+                        options.compression,
+                        opts,
+                        archive.as_deref_mut(),
+                    )?);
+                    if i > 0 {
+                        labels.insert(blobs.len() + i, p.label.clone());
+                    }
+                }
+                made
+            }
+            (None, None) => vec![layer_blob_to(
                 store,
                 l,
                 options.compression,
@@ -528,10 +648,12 @@ fn export_image_to(
         }
     }
     image.rootfs.diff_ids = blobs.iter().map(|b| b.diff_id.clone()).collect();
-    // History must name one non-empty entry per layer: base layers first, then the steps that made layers.
+    // History must name one non-empty entry per layer: base layers first, then the steps that made layers (a
+    // split step's later parts are given theirs below).
+    let primary = blobs.len() - labels.len();
     let layered = image.history.iter().filter(|h| !h.empty_layer).count();
-    if layered < blobs.len() {
-        let missing = blobs.len() - layered;
+    if layered < primary {
+        let missing = primary - layered;
         let mut base: Vec<History> = (0..missing)
             .map(|_| History {
                 created: None,
@@ -542,8 +664,8 @@ fn export_image_to(
             .collect();
         base.append(&mut image.history);
         image.history = base;
-    } else if layered > blobs.len() {
-        let mut extra = layered - blobs.len();
+    } else if layered > primary {
+        let mut extra = layered - primary;
         for h in image.history.iter_mut().rev() {
             if extra == 0 {
                 break;
@@ -553,6 +675,28 @@ fn export_image_to(
                 extra -= 1;
             }
         }
+    }
+    if !labels.is_empty() {
+        let mut expanded = Vec::with_capacity(image.history.len() + labels.len());
+        let mut next = 0usize;
+        for h in std::mem::take(&mut image.history) {
+            let with_layer = !h.empty_layer;
+            let step = h.created_by.clone();
+            expanded.push(h);
+            if with_layer {
+                next += 1;
+                while let Some(label) = labels.get(&next) {
+                    expanded.push(History {
+                        created: None,
+                        created_by: step.clone(),
+                        comment: format!("kiln layer split, {label}"),
+                        empty_layer: false,
+                    });
+                    next += 1;
+                }
+            }
+        }
+        image.history = expanded;
     }
     match source_date_epoch {
         // Every entry the Dockerfile made carries the epoch, as BuildKit's frontend stamps them.

@@ -98,6 +98,10 @@ fn request(
     req.platforms = loaded.platforms;
     req.tags = args.tags.clone();
     req.push = args.push;
+    if let Some(v) = &args.layer_max_size {
+        req.layer_max_size =
+            Some(engine::output::parse_layer_max_size(v).map_err(|e| usage(format!("--{e}")))?);
+    }
     let ssh = args.ssh.iter().map(|s| engine::request::parse_ssh(s));
     req.ssh = ssh.collect::<Result<_, _>>()?;
     let secrets = args

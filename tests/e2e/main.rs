@@ -22,6 +22,7 @@ mod registry;
 mod remote;
 mod rootless;
 mod security;
+mod split;
 mod store;
 
 /// The binary under test, built by cargo for this test target.

@@ -420,6 +420,7 @@ fn dropped_connections_500s_and_429s_are_survived_with_verified_digests() {
             cut_blob_gets_after: Some(100 << 10),
             cut_patches_after: Some(300 << 10),
             always: None,
+            max_upload: None,
         },
     );
     let root = Root::with_busybox(KILN);
@@ -544,6 +545,7 @@ fn registry_errors_are_one_clear_line_and_leave_nothing_behind() {
         &reg.host,
         Plan {
             always: Some(503),
+            max_upload: None,
             ..Plan::default()
         },
     );

@@ -3,7 +3,7 @@
 //! mid-body, the first chunk of each upload cut off mid-request. One request per connection, so each fault hits
 //! exactly one request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +23,9 @@ pub struct Plan {
     pub cut_patches_after: Option<usize>,
     /// Every request is answered 503 (a registry that is down behind a load balancer).
     pub always: Option<u16>,
+    /// An upload session (its PATCH and PUT bodies together) above this many bytes is answered 413, as a
+    /// registry with a per-blob limit answers.
+    pub max_upload: Option<usize>,
 }
 
 /// A running proxy.
@@ -34,6 +37,7 @@ pub struct FaultyProxy {
 
 fn reason(code: u16) -> &'static str {
     match code {
+        413 => "Payload Too Large",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -64,7 +68,7 @@ impl FaultyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
         let host = listener.local_addr().expect("addr").to_string();
         let faults = Arc::new(AtomicUsize::new(0));
-        let state = Arc::new(Mutex::new((0usize, HashSet::<String>::new())));
+        let state = Arc::new(Mutex::new(State::default()));
         let upstream = upstream.to_string();
         let f = faults.clone();
         std::thread::spawn(move || {
@@ -84,10 +88,18 @@ impl FaultyProxy {
     }
 }
 
+/// What the proxy has seen: requests so far, the method and path of each, and the bytes each upload session sent.
+#[derive(Default)]
+struct State {
+    requests: usize,
+    seen: HashSet<String>,
+    uploaded: HashMap<String, usize>,
+}
+
 fn serve(
     mut client: TcpStream,
     plan: &Plan,
-    state: &Mutex<(usize, HashSet<String>)>,
+    state: &Mutex<State>,
     upstream: &str,
     faults: &AtomicUsize,
 ) {
@@ -98,20 +110,31 @@ fn serve(
     let method = words.next().unwrap_or("").to_string();
     let path = words.next().unwrap_or("").to_string();
     let path_only = path.split('?').next().unwrap_or("").to_string();
-    let (n, first_of_kind) = {
-        let Ok(mut s) = state.lock() else { return };
-        s.0 += 1;
-        let key = format!("{method} {path_only}");
-        let first = s.1.insert(key);
-        (s.0, first)
-    };
-    let inject = plan.always.or(match plan.status_every {
-        Some((every, code)) if every > 0 && n % every == 0 => Some(code),
-        _ => None,
-    });
     let content_length: usize = header(&head, "content-length")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
+    let (n, first_of_kind, over_limit) = {
+        let Ok(mut s) = state.lock() else { return };
+        s.requests += 1;
+        let key = format!("{method} {path_only}");
+        let first = s.seen.insert(key);
+        let mut over = false;
+        if let Some(limit) = plan.max_upload {
+            if (method == "PATCH" || method == "PUT") && path_only.contains("/blobs/uploads/") {
+                let sent = s.uploaded.entry(path_only.clone()).or_insert(0);
+                *sent += content_length;
+                over = *sent > limit;
+            }
+        }
+        (s.requests, first, over)
+    };
+    let inject = plan
+        .always
+        .or(over_limit.then_some(413))
+        .or(match plan.status_every {
+            Some((every, code)) if every > 0 && n % every == 0 => Some(code),
+            _ => None,
+        });
     if let Some(code) = inject {
         faults.fetch_add(1, Ordering::SeqCst);
         // The request body is drained first so the client sees the answer, not a reset.

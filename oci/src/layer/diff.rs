@@ -119,6 +119,16 @@ impl<W: Write> Walker<W> {
     }
 
     fn walk(&mut self, dir: &Path, rel: &str) -> Result<(), DiffError> {
+        self.walk_selected(dir, rel, None)
+    }
+
+    /// [`Walker::walk`], writing only what `select` keeps of the tree (everything when `None`).
+    fn walk_selected(
+        &mut self,
+        dir: &Path,
+        rel: &str,
+        select: Option<&Selection>,
+    ) -> Result<(), DiffError> {
         let mut names: Vec<std::ffi::OsString> = Vec::new();
         for e in std::fs::read_dir(dir).map_err(err(dir))? {
             names.push(e.map_err(err(dir))?.file_name());
@@ -131,8 +141,19 @@ impl<W: Write> Walker<W> {
             } else {
                 format!("{rel}/{}", n.to_string_lossy())
             };
+            let (keep, below) = match select {
+                None => (Keep::All, None),
+                Some(sel) => match sel.keep(&name) {
+                    Keep::None => continue,
+                    Keep::All if matches!(sel, Selection::Units { .. }) => (Keep::All, None),
+                    keep => (keep, Some(sel)),
+                },
+            };
             let meta = std::fs::symlink_metadata(&path).map_err(err(&path))?;
             let ft = meta.file_type();
+            if keep == Keep::Ancestor && !ft.is_dir() {
+                continue;
+            }
             self.entries += 1;
             if ft.is_char_device() && meta.rdev() == 0 {
                 let base = n.to_string_lossy();
@@ -153,14 +174,16 @@ impl<W: Write> Walker<W> {
                 self.tar
                     .append_data(&mut h, format!("{name}/"), std::io::empty())
                     .map_err(err(&path))?;
-                if is_opaque(&path) {
+                // An ancestor written again in a later part carries its times, never its opaque mark: the part
+                // that holds the directory's own entries (the first) already hid what lies below.
+                if keep != Keep::Ancestor && is_opaque(&path) {
                     let mut o = self.header(&meta, tar::EntryType::Regular, 0);
                     o.set_mode(0o644);
                     self.tar
                         .append_data(&mut o, format!("{name}/.wh..wh..opq"), std::io::empty())
                         .map_err(err(&path))?;
                 }
-                self.walk(&path, &name)?;
+                self.walk_selected(&path, &name, below)?;
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&path).map_err(err(&path))?;
                 let mut h = self.header(&meta, tar::EntryType::Symlink, 0);
@@ -218,6 +241,61 @@ pub fn write_diff<W: Write>(
 ) -> Result<(W, u64), DiffError> {
     let mut w = Walker::new(out, opts);
     w.walk(upper, "")?;
+    let entries = w.entries;
+    let out = w.tar.into_inner().map_err(err(upper))?;
+    Ok((out, entries))
+}
+
+/// What a part of a split layer keeps of one entry of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    /// Not in this part.
+    None,
+    /// The entry, and all below it when it is a directory.
+    All,
+    /// A directory written again (its metadata only) because a unit of this part lies below it.
+    Ancestor,
+}
+
+/// The entries of one part of a layer split by [`crate::layer::split`]: the first part holds everything but the
+/// units the later parts carry; a later part holds its units and the directories above them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Selection {
+    /// Everything but these paths (units carried by later parts).
+    Rest {
+        /// Paths relative to the layer root.
+        units: std::collections::BTreeSet<String>,
+    },
+    /// These paths (files or whole directories) and the directories above them.
+    Units {
+        /// Paths relative to the layer root.
+        units: std::collections::BTreeSet<String>,
+        /// Every directory above a unit.
+        ancestors: std::collections::BTreeSet<String>,
+    },
+}
+
+impl Selection {
+    fn keep(&self, name: &str) -> Keep {
+        match self {
+            Selection::Rest { units } if units.contains(name) => Keep::None,
+            Selection::Rest { .. } => Keep::All,
+            Selection::Units { units, .. } if units.contains(name) => Keep::All,
+            Selection::Units { ancestors, .. } if ancestors.contains(name) => Keep::Ancestor,
+            Selection::Units { .. } => Keep::None,
+        }
+    }
+}
+
+/// [`write_diff`] for one part of a split layer: only the entries `select` keeps.
+pub(crate) fn write_selected<W: Write>(
+    upper: &Path,
+    select: &Selection,
+    out: W,
+    opts: DiffOptions,
+) -> Result<(W, u64), DiffError> {
+    let mut w = Walker::new(out, opts);
+    w.walk_selected(upper, "", Some(select))?;
     let entries = w.entries;
     let out = w.tar.into_inner().map_err(err(upper))?;
     Ok((out, entries))

@@ -4,5 +4,6 @@
 
 mod apply;
 pub mod diff;
+pub mod split;
 
 pub use apply::{apply_layer, apply_layer_owned, ApplyStats, LayerError, Whiteouts};

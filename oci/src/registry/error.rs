@@ -19,6 +19,18 @@ pub enum RegistryError {
         /// The registry's error codes and messages, when it sent any.
         detail: Option<String>,
     },
+    /// The registry refused a blob as too large (413): a layer above its per-blob limit.
+    #[error("{url}: {status}: the registry refused layer {digest} ({size} bytes) as too large; `kiln build --layer-max-size SIZE` splits a step's result into layers below SIZE")]
+    BlobTooLarge {
+        /// The upload URL that answered.
+        url: String,
+        /// Status line.
+        status: String,
+        /// The blob.
+        digest: Digest,
+        /// Its size in bytes.
+        size: u64,
+    },
     /// Credentials were refused (or needed and absent).
     #[error("{url}: {status}: {reason}")]
     Unauthorized {

@@ -337,6 +337,32 @@ fn upload_blob(
     d: &Descriptor,
     tally: &std::sync::Mutex<Tally>,
 ) -> Result<(), RegistryError> {
+    upload_blob_once(client, store, host, target, d, tally).map_err(|e| too_large(e, d))
+}
+
+/// A 413 answer to an upload, said as what it is: this blob is above the registry's limit.
+fn too_large(e: RegistryError, d: &Descriptor) -> RegistryError {
+    match e {
+        RegistryError::Status { url, status, .. } if status.starts_with("413") => {
+            RegistryError::BlobTooLarge {
+                url,
+                status,
+                digest: d.digest.clone(),
+                size: d.size,
+            }
+        }
+        e => e,
+    }
+}
+
+fn upload_blob_once(
+    client: &Client,
+    store: &Store,
+    host: &str,
+    target: &Reference,
+    d: &Descriptor,
+    tally: &std::sync::Mutex<Tally>,
+) -> Result<(), RegistryError> {
     let count = |f: &dyn Fn(&mut Tally)| {
         if let Ok(mut t) = tally.lock() {
             f(&mut t)
