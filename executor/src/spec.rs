@@ -241,6 +241,11 @@ fn nofile_limit() -> u64 {
     own.map_or(1_048_576, |h| h.min(1_048_576))
 }
 
+/// The annotation prefix (followed by the node's path inside the step) that names the host node a device of the
+/// spec is bound from when that differs from its path (a CDI `hostPath`): the OCI device entry has no field for
+/// it, and runc needs none (it makes the node from its numbers).
+pub const DEVICE_SOURCE_ANNOTATION: &str = "org.kiln.device.source:";
+
 /// Nodes of a minimal /dev that every step gets anyway (runc makes them itself).
 const DEFAULT_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -340,6 +345,15 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                "options": ["nosuid", "noexec", "nodev", if p.privileged { "rw" } else { "ro" }]}),
     ];
+    // A step's own mount at a default one's place replaces it (BuildKit's dedupMounts): `--shm-size`'s tmpfs at
+    // /dev/shm.
+    mounts.retain(|d| {
+        !p.mounts.iter().any(|m| match m {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => {
+                d["destination"].as_str() == Some(target.as_str())
+            }
+        })
+    });
     for m in &p.mounts {
         mounts.push(match m {
             Mount::Bind {
@@ -386,8 +400,47 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
             l.remove("seccomp");
         }
     }
+    // CDI device nodes: made by runc from their numbers, allowed in the device cgroup; the built-in runtime binds
+    // the host's node, which it finds through the annotation when the host's path differs.
+    let mut annotations = serde_json::Map::new();
+    if !p.devices.is_empty() {
+        let mut listed: Vec<Value> = linux["devices"].as_array().cloned().unwrap_or_default();
+        for d in &p.devices {
+            listed.retain(|x| x["path"].as_str() != Some(d.path.as_str()));
+            let mut entry =
+                json!({"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor});
+            if let Some(m) = d.file_mode {
+                entry["fileMode"] = json!(m);
+            }
+            if let Some(u) = d.uid {
+                entry["uid"] = json!(u);
+            }
+            if let Some(g) = d.gid {
+                entry["gid"] = json!(g);
+            }
+            listed.push(entry);
+            if d.kind == "b" || d.kind == "c" {
+                if let Some(rules) = linux["resources"]["devices"].as_array_mut() {
+                    rules.push(json!({"allow": true, "type": d.kind, "major": d.major, "minor": d.minor, "access": d.permissions}));
+                }
+            }
+            if d.host_path != Path::new(&d.path) {
+                annotations.insert(
+                    format!("{DEVICE_SOURCE_ANNOTATION}{}", d.path),
+                    json!(d.host_path),
+                );
+            }
+        }
+        linux["devices"] = json!(listed);
+    }
     if let Some(path) = cgroups_path {
         linux["cgroupsPath"] = json!(path);
+    }
+    let mut rlimits =
+        vec![json!({"type": "RLIMIT_NOFILE", "hard": nofile_limit(), "soft": nofile_limit()})];
+    for r in &p.rlimits {
+        rlimits.retain(|x| x["type"].as_str() != Some(r.resource.as_str()));
+        rlimits.push(json!({"type": r.resource, "hard": r.hard, "soft": r.soft}));
     }
     json!({
         "ociVersion": "1.0.2",
@@ -398,12 +451,13 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
             "env": p.env,
             "cwd": p.cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile_limit(), "soft": nofile_limit()}],
+            "rlimits": rlimits,
             "noNewPrivileges": true
         },
         "root": {"path": p.rootfs, "readonly": false},
         "hostname": p.hostname,
         "mounts": mounts,
-        "linux": linux
+        "linux": linux,
+        "annotations": annotations
     })
 }
