@@ -461,3 +461,92 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
         "annotations": annotations
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{DeviceNode, Rlimit};
+
+    #[test]
+    fn ulimits_devices_and_a_sized_shm_land_in_the_spec() {
+        let mut p = Process {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: "h".into(),
+            rootfs: "/tmp/rootfs".into(),
+            mounts: vec![Mount::Tmpfs {
+                target: "/dev/shm".into(),
+                size: Some(128 << 20),
+            }],
+            network: Network::Isolated,
+            limits: Default::default(),
+            privileged: false,
+            rlimits: vec![
+                Rlimit {
+                    resource: "RLIMIT_NOFILE".into(),
+                    soft: 1024,
+                    hard: 2048,
+                },
+                Rlimit {
+                    resource: "RLIMIT_NPROC".into(),
+                    soft: 300,
+                    hard: 300,
+                },
+            ],
+            devices: vec![DeviceNode {
+                path: "/dev/fake0".into(),
+                host_path: "/dev/null".into(),
+                kind: "c".into(),
+                major: 1,
+                minor: 3,
+                file_mode: Some(0o666),
+                permissions: "rw".into(),
+                uid: None,
+                gid: None,
+            }],
+        };
+        let spec = config_json(&p, None, None);
+        assert_eq!(
+            spec["process"]["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "hard": 2048, "soft": 1024},
+                   {"type": "RLIMIT_NPROC", "hard": 300, "soft": 300}]),
+            "a --ulimit replaces the default of its resource"
+        );
+        let shm: Vec<&Value> = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["destination"] == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1, "the step's /dev/shm replaces the default one");
+        assert_eq!(
+            shm[0]["options"],
+            json!(["nosuid", "nodev", "size=134217728"])
+        );
+        assert_eq!(
+            spec["linux"]["devices"],
+            json!([{"path": "/dev/fake0", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}])
+        );
+        assert_eq!(
+            spec["linux"]["resources"]["devices"][1],
+            json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"})
+        );
+        assert_eq!(
+            spec["annotations"][format!("{DEVICE_SOURCE_ANNOTATION}/dev/fake0")],
+            "/dev/null"
+        );
+        assert!(
+            config(&p, None, None).is_ok(),
+            "the spec fits the OCI types"
+        );
+        p.rlimits.clear();
+        p.devices.clear();
+        let spec = config_json(&p, None, None);
+        assert_eq!(spec["process"]["rlimits"].as_array().unwrap().len(), 1);
+        assert!(spec["linux"].get("devices").is_none());
+    }
+}
