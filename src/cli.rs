@@ -322,9 +322,18 @@ pub struct BuildArgs {
     /// Default network of RUN steps: default, none or host.
     #[arg(long, default_value = "default")]
     pub network: String,
-    /// Extra privileges: network.host, security.insecure.
+    /// Extra privileges: network.host, security.insecure, device (every CDI device) or device=NAME.
     #[arg(long = "allow", value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
+    /// Add a line to every RUN step's /etc/hosts: host=ip or host:ip.
+    #[arg(long = "add-host", value_name = "HOST=IP")]
+    pub add_hosts: Vec<String>,
+    /// Size of every RUN step's /dev/shm (bytes, or with a unit: 128m, 1g; default 64m).
+    #[arg(long = "shm-size", value_name = "SIZE")]
+    pub shm_size: Option<String>,
+    /// A resource limit of every RUN step's process: name=soft[:hard], e.g. nofile=1024:2048.
+    #[arg(long = "ulimit", value_name = "NAME=SOFT[:HARD]")]
+    pub ulimits: Vec<String>,
     /// How many steps may run at once (default: the CPU count).
     #[arg(long = "max-parallelism", value_name = "N")]
     pub max_parallelism: Option<usize>,

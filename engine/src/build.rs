@@ -207,6 +207,21 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
         ));
     }
     check_entitlements(def, &roots, &req.allow)?;
+    // CDI devices: the specs are read only when a step asks for one, and every device is resolved and checked
+    // against `--allow device` before any step runs.
+    let grant = crate::runopts::device_grant(&req.allow)?;
+    let cdi = if crate::runopts::wants_devices(def, &roots) {
+        let registry = executor::cdi::Registry::scan(&crate::config::load()?.cdi.dirs());
+        for warning in crate::runopts::check_devices(def, &roots, &grant, &registry)? {
+            progress.event(Event::Warning {
+                vertex: None,
+                message: warning,
+            });
+        }
+        registry
+    } else {
+        executor::cdi::Registry::default()
+    };
     let mut locals = BTreeMap::new();
     locals.insert(
         "context".to_string(),
@@ -240,7 +255,8 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
         }),
     )
     .with_limits(req.limits)
-    .with_ssh(req.ssh.clone());
+    .with_ssh(req.ssh.clone())
+    .with_cdi(cdi);
     runner.sweep_stale();
     let cached: Mutex<BTreeSet<VertexId>> = Default::default();
     let worker = Worker::new(

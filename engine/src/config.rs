@@ -42,6 +42,31 @@ pub struct Config {
     /// `[gc]`: automatic garbage collection after builds.
     #[serde(default)]
     pub gc: GcConfig,
+    /// `[cdi]`: where CDI device specs are read from.
+    #[serde(default)]
+    pub cdi: CdiConfig,
+}
+
+/// `[cdi]`: `spec-dirs = ["/etc/cdi", "/var/run/cdi"]` (BuildKit's `specDirs` is read too), the directories whose
+/// JSON CDI specs `RUN --device` resolves against; a later one wins for a device two define.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CdiConfig {
+    /// The spec directories (default: `/etc/cdi`, `/var/run/cdi`).
+    #[serde(default, alias = "specDirs")]
+    pub spec_dirs: Option<Vec<PathBuf>>,
+}
+
+impl CdiConfig {
+    /// The directories to read: the configured ones, else the CDI defaults.
+    pub fn dirs(&self) -> Vec<PathBuf> {
+        self.spec_dirs.clone().unwrap_or_else(|| {
+            executor::cdi::DEFAULT_SPEC_DIRS
+                .iter()
+                .map(PathBuf::from)
+                .collect()
+        })
+    }
 }
 
 /// `[gc]`: before and after a build (when no other build holds the root), the least recently used build cache is
@@ -148,5 +173,11 @@ mod tests {
             .to_string();
         assert!(e.starts_with("kiln.toml") && e.contains("mirorrs"), "{e}");
         assert_eq!(parse("", "k").unwrap(), Config::default());
+        let cdi = parse("[cdi]\nspecDirs = [\"/a\"]\n", "k").unwrap().cdi;
+        assert_eq!(cdi.dirs(), [PathBuf::from("/a")]);
+        assert_eq!(
+            Config::default().cdi.dirs(),
+            [PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+        );
     }
 }

@@ -28,6 +28,7 @@ pub mod request;
 pub mod resolver;
 pub mod root;
 pub mod rootless;
+pub mod runopts;
 pub mod size;
 pub mod stdin_context;
 pub mod trace;

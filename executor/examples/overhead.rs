@@ -33,6 +33,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         },
         limits: Default::default(),
         privileged: false,
+        rlimits: vec![],
+        devices: vec![],
     };
     let mut times = Vec::with_capacity(n);
     for _ in 0..n {

@@ -69,6 +69,47 @@ pub struct Process {
     /// `RUN --security=insecure`: every capability, no seccomp filter, no masked or read-only /proc paths, a
     /// writable /sys (BuildKit's privileged mode).
     pub privileged: bool,
+    /// Resource limits (`kiln build --ulimit`), each replacing the default of its resource (the spec's
+    /// `RLIMIT_NOFILE` 1048576) or added to it.
+    pub rlimits: Vec<Rlimit>,
+    /// Device nodes beyond the minimal /dev (`RUN --device`'s CDI device nodes).
+    pub devices: Vec<DeviceNode>,
+}
+
+/// A resource limit of the process (the OCI spec's `process.rlimits` entry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rlimit {
+    /// `RLIMIT_NOFILE`, `RLIMIT_NPROC`, ...
+    pub resource: String,
+    /// Soft limit (`u64::MAX` is unlimited).
+    pub soft: u64,
+    /// Hard limit.
+    pub hard: u64,
+}
+
+/// A host device node the step sees at `path`: in the spec's `linux.devices` (runc makes the node with its
+/// numbers) and its device cgroup; the built-in runtime binds the host's node `host_path` there, read-only as
+/// the minimal /dev's nodes are (so the step cannot change the host node's owner or mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    /// Path inside the step.
+    pub path: String,
+    /// The host's node.
+    pub host_path: PathBuf,
+    /// `c`, `b` or `p`.
+    pub kind: String,
+    /// Major number.
+    pub major: i64,
+    /// Minor number.
+    pub minor: i64,
+    /// Mode bits of the node runc makes.
+    pub file_mode: Option<u32>,
+    /// Device cgroup access (`rwm` or part of it).
+    pub permissions: String,
+    /// Owner of the node runc makes.
+    pub uid: Option<u32>,
+    /// Group of the node runc makes.
+    pub gid: Option<u32>,
 }
 
 /// How the process ended.

@@ -241,6 +241,11 @@ fn nofile_limit() -> u64 {
     own.map_or(1_048_576, |h| h.min(1_048_576))
 }
 
+/// The annotation prefix (followed by the node's path inside the step) that names the host node a device of the
+/// spec is bound from when that differs from its path (a CDI `hostPath`): the OCI device entry has no field for
+/// it, and runc needs none (it makes the node from its numbers).
+pub const DEVICE_SOURCE_ANNOTATION: &str = "org.kiln.device.source:";
+
 /// Nodes of a minimal /dev that every step gets anyway (runc makes them itself).
 const DEFAULT_DEVICES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "tty"];
 
@@ -340,6 +345,15 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                "options": ["nosuid", "noexec", "nodev", if p.privileged { "rw" } else { "ro" }]}),
     ];
+    // A step's own mount at a default one's place replaces it (BuildKit's dedupMounts): `--shm-size`'s tmpfs at
+    // /dev/shm.
+    mounts.retain(|d| {
+        !p.mounts.iter().any(|m| match m {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => {
+                d["destination"].as_str() == Some(target.as_str())
+            }
+        })
+    });
     for m in &p.mounts {
         mounts.push(match m {
             Mount::Bind {
@@ -386,8 +400,47 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
             l.remove("seccomp");
         }
     }
+    // CDI device nodes: made by runc from their numbers, allowed in the device cgroup; the built-in runtime binds
+    // the host's node, which it finds through the annotation when the host's path differs.
+    let mut annotations = serde_json::Map::new();
+    if !p.devices.is_empty() {
+        let mut listed: Vec<Value> = linux["devices"].as_array().cloned().unwrap_or_default();
+        for d in &p.devices {
+            listed.retain(|x| x["path"].as_str() != Some(d.path.as_str()));
+            let mut entry =
+                json!({"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor});
+            if let Some(m) = d.file_mode {
+                entry["fileMode"] = json!(m);
+            }
+            if let Some(u) = d.uid {
+                entry["uid"] = json!(u);
+            }
+            if let Some(g) = d.gid {
+                entry["gid"] = json!(g);
+            }
+            listed.push(entry);
+            if d.kind == "b" || d.kind == "c" {
+                if let Some(rules) = linux["resources"]["devices"].as_array_mut() {
+                    rules.push(json!({"allow": true, "type": d.kind, "major": d.major, "minor": d.minor, "access": d.permissions}));
+                }
+            }
+            if d.host_path != Path::new(&d.path) {
+                annotations.insert(
+                    format!("{DEVICE_SOURCE_ANNOTATION}{}", d.path),
+                    json!(d.host_path),
+                );
+            }
+        }
+        linux["devices"] = json!(listed);
+    }
     if let Some(path) = cgroups_path {
         linux["cgroupsPath"] = json!(path);
+    }
+    let mut rlimits =
+        vec![json!({"type": "RLIMIT_NOFILE", "hard": nofile_limit(), "soft": nofile_limit()})];
+    for r in &p.rlimits {
+        rlimits.retain(|x| x["type"].as_str() != Some(r.resource.as_str()));
+        rlimits.push(json!({"type": r.resource, "hard": r.hard, "soft": r.soft}));
     }
     json!({
         "ociVersion": "1.0.2",
@@ -398,12 +451,102 @@ fn config_json(p: &Process, cgroups_path: Option<&str>, netns: Option<&Path>) ->
             "env": p.env,
             "cwd": p.cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile_limit(), "soft": nofile_limit()}],
+            "rlimits": rlimits,
             "noNewPrivileges": true
         },
         "root": {"path": p.rootfs, "readonly": false},
         "hostname": p.hostname,
         "mounts": mounts,
-        "linux": linux
+        "linux": linux,
+        "annotations": annotations
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::process::{DeviceNode, Rlimit};
+
+    #[test]
+    fn ulimits_devices_and_a_sized_shm_land_in_the_spec() {
+        let mut p = Process {
+            args: vec!["true".into()],
+            env: vec![],
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: vec![],
+            hostname: "h".into(),
+            rootfs: "/tmp/rootfs".into(),
+            mounts: vec![Mount::Tmpfs {
+                target: "/dev/shm".into(),
+                size: Some(128 << 20),
+            }],
+            network: Network::Isolated,
+            limits: Default::default(),
+            privileged: false,
+            rlimits: vec![
+                Rlimit {
+                    resource: "RLIMIT_NOFILE".into(),
+                    soft: 1024,
+                    hard: 2048,
+                },
+                Rlimit {
+                    resource: "RLIMIT_NPROC".into(),
+                    soft: 300,
+                    hard: 300,
+                },
+            ],
+            devices: vec![DeviceNode {
+                path: "/dev/fake0".into(),
+                host_path: "/dev/null".into(),
+                kind: "c".into(),
+                major: 1,
+                minor: 3,
+                file_mode: Some(0o666),
+                permissions: "rw".into(),
+                uid: None,
+                gid: None,
+            }],
+        };
+        let spec = config_json(&p, None, None);
+        assert_eq!(
+            spec["process"]["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "hard": 2048, "soft": 1024},
+                   {"type": "RLIMIT_NPROC", "hard": 300, "soft": 300}]),
+            "a --ulimit replaces the default of its resource"
+        );
+        let shm: Vec<&Value> = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["destination"] == "/dev/shm")
+            .collect();
+        assert_eq!(shm.len(), 1, "the step's /dev/shm replaces the default one");
+        assert_eq!(
+            shm[0]["options"],
+            json!(["nosuid", "nodev", "size=134217728"])
+        );
+        assert_eq!(
+            spec["linux"]["devices"],
+            json!([{"path": "/dev/fake0", "type": "c", "major": 1, "minor": 3, "fileMode": 0o666}])
+        );
+        assert_eq!(
+            spec["linux"]["resources"]["devices"][1],
+            json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rw"})
+        );
+        assert_eq!(
+            spec["annotations"][format!("{DEVICE_SOURCE_ANNOTATION}/dev/fake0")],
+            "/dev/null"
+        );
+        assert!(
+            config(&p, None, None).is_ok(),
+            "the spec fits the OCI types"
+        );
+        p.rlimits.clear();
+        p.devices.clear();
+        let spec = config_json(&p, None, None);
+        assert_eq!(spec["process"]["rlimits"].as_array().unwrap().len(), 1);
+        assert!(spec["linux"].get("devices").is_none());
+    }
 }

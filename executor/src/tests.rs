@@ -59,6 +59,8 @@ fn process(rootfs: &Path, cmd: &str) -> Process {
         network: Network::Isolated,
         limits: Default::default(),
         privileged: false,
+        rlimits: vec![],
+        devices: vec![],
     }
 }
 

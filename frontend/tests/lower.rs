@@ -824,3 +824,68 @@ fn run_history_gives_build_args_the_values_the_step_sees() {
         ]
     );
 }
+
+/// `--add-host`, `--shm-size` and `--ulimit` reach every RUN as BuildKit's dispatchRun adds them (the shm size as
+/// a tmpfs at /dev/shm after the step's own mounts), and `RUN --device` only its own step.
+#[test]
+fn run_options_and_devices_reach_the_exec_ops() {
+    let opts = BuildOpts {
+        extra_hosts: vec![llb::HostIp {
+            host: "db".into(),
+            ip: "10.0.0.5".into(),
+        }],
+        shm_size: Some(128 << 20),
+        ulimits: vec![llb::Ulimit {
+            name: "nofile".into(),
+            soft: 1024,
+            hard: 2048,
+        }],
+        ..BuildOpts::default()
+    };
+    let l = lower_with(
+        "FROM scratch\nRUN --mount=type=tmpfs,target=/t --device=a.com/gpu=0,required x\nRUN y\n",
+        &opts,
+        &NoResolver,
+    );
+    let e = execs(&l);
+    assert_eq!(e.len(), 2);
+    for x in &e {
+        assert_eq!(x.extra_hosts, opts.extra_hosts);
+        assert_eq!(x.ulimits, opts.ulimits);
+        let last = x.mounts.last().expect("mounts");
+        assert_eq!(
+            (last.target.as_str(), &last.kind),
+            (
+                "/dev/shm",
+                &MountKind::Tmpfs {
+                    size: Some(128 << 20)
+                }
+            )
+        );
+    }
+    assert_eq!(
+        e[0].cdi_devices,
+        [llb::CdiDevice {
+            name: "a.com/gpu=0".into(),
+            optional: false
+        }]
+    );
+    assert!(e[1].cdi_devices.is_empty());
+    // Nothing set, nothing added: the ops (and so every digest) stay as before.
+    let plain = lower_str("FROM scratch\nRUN y\n");
+    assert_eq!(execs(&plain)[0].mounts.len(), 1);
+}
+
+#[test]
+fn a_bad_device_flag_names_the_line_and_the_key() {
+    let df = frontend::parser::parse("FROM scratch\nRUN --device=a.com/gpu=0,requird=true y\n")
+        .expect("parses");
+    let e = match lower(&df, &BuildOpts::default(), &NoResolver) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("must fail"),
+    };
+    assert!(
+        e.contains("RUN --device=a.com/gpu=0,requird=true: unexpected key 'requird' in 'requird=true' (did you mean required?)"),
+        "{e}"
+    );
+}

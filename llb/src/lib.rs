@@ -17,9 +17,9 @@ mod render;
 pub use definition::{Definition, Vertex, VertexId, VertexMeta};
 pub use digest::{Digest, DigestError};
 pub use op::{
-    CacheSharing, Chown, CopyAction, ExecOp, FileAction, FileMode, FileOp, GitSource, HttpSource,
-    ImageSource, LocalSource, MergeOp, Mount, MountKind, NetworkMode, OciLayoutSource, Op,
-    ResolveMode, SecurityMode, SourceOp, UserRef,
+    CacheSharing, CdiDevice, Chown, CopyAction, ExecOp, FileAction, FileMode, FileOp, GitSource,
+    HostIp, HttpSource, ImageSource, LocalSource, MergeOp, Mount, MountKind, NetworkMode,
+    OciLayoutSource, Op, ResolveMode, SecurityMode, SourceOp, Ulimit, UserRef,
 };
 pub use platform::{Platform, PlatformError};
 pub use render::RenderError;

@@ -157,6 +157,47 @@ pub struct ExecOp {
     /// keeps its ProxyEnv out of the cache key, so a different proxy never reruns a step (its testBuiltinArgs).
     #[serde(skip)]
     pub proxy_env: Vec<String>,
+    /// `kiln build --add-host`: lines added to the step's `/etc/hosts` (BuildKit's `Meta.ExtraHosts`). Part of the
+    /// digest; the cache key keeps the names but not the addresses, as BuildKit's exec CacheMap clears `IP`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<HostIp>,
+    /// `kiln build --ulimit`: resource limits of the step's process (BuildKit's `Meta.Ulimit`), part of the key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
+    /// `RUN --device`: CDI devices injected into the step (BuildKit's `ExecOp.CdiDevices`), part of the key;
+    /// each needs the `device` entitlement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cdi_devices: Vec<CdiDevice>,
+}
+
+/// One `/etc/hosts` entry a build adds to its steps (`--add-host host=ip`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct HostIp {
+    /// The name (lower-cased, as BuildKit's dockerui reads it).
+    pub host: String,
+    /// The address, as text (IPv4 or IPv6).
+    pub ip: String,
+}
+
+/// One resource limit (`--ulimit nofile=1024:2048`), as docker/go-units parses it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// The resource's short name (`nofile`, `nproc`, ...).
+    pub name: String,
+    /// Soft limit; -1 is unlimited.
+    pub soft: i64,
+    /// Hard limit; -1 is unlimited.
+    pub hard: i64,
+}
+
+/// A CDI device a step asks for (`RUN --device=vendor.com/class=name`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CdiDevice {
+    /// `vendor.com/class=name`, `vendor.com/class` (the first of that kind), `vendor.com/class=*` (all of it), or
+    /// a class annotation's value.
+    pub name: String,
+    /// A device that is not registered is skipped with a warning instead of failing the build.
+    pub optional: bool,
 }
 
 /// Sharing mode of a cache mount.

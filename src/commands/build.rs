@@ -80,6 +80,22 @@ fn request(
             )))
         }
     };
+    for h in &args.add_hosts {
+        let entry =
+            engine::runopts::parse_add_host(h).map_err(|e| usage(format!("--add-host: {e}")))?;
+        opts.extra_hosts.push(entry);
+    }
+    if let Some(s) = &args.shm_size {
+        opts.shm_size =
+            engine::runopts::parse_shm_size(s).map_err(|e| usage(format!("--shm-size: {e}")))?;
+    }
+    for u in &args.ulimits {
+        let limit =
+            engine::runopts::parse_ulimit(u).map_err(|e| usage(format!("--ulimit: {e}")))?;
+        // A later --ulimit of the same resource replaces the earlier one, as Docker's UlimitOpt keeps one a name.
+        opts.ulimits.retain(|x| x.name != limit.name);
+        opts.ulimits.push(limit);
+    }
     let outputs = args.outputs.iter().map(|o| engine::output::parse(o));
     let cache_to = args
         .cache_to

@@ -21,6 +21,7 @@ mod platforms;
 mod registry;
 mod remote;
 mod rootless;
+mod runopts;
 mod security;
 mod split;
 mod store;

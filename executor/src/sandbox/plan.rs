@@ -518,9 +518,22 @@ impl Plan {
             }
             // A privileged step's host devices (the spec lists them): bound like the defaults.
             let devices = spec.linux().as_ref().and_then(|l| l.devices().as_ref());
+            // CDI device nodes are listed the same way, their host node named by an annotation when it lies
+            // elsewhere; one outside /dev is resolved inside the rootfs.
+            let annotations = spec.annotations().clone().unwrap_or_default();
             for d in devices.into_iter().flatten() {
-                let rel = d.path().strip_prefix("/dev").unwrap_or(d.path());
-                steps.push(device_bind(&root, &dev.join(rel), d.path())?);
+                let source = annotations
+                    .get(&format!(
+                        "{}{}",
+                        crate::spec::DEVICE_SOURCE_ANNOTATION,
+                        d.path().display()
+                    ))
+                    .map_or_else(|| d.path().to_path_buf(), PathBuf::from);
+                let target = match d.path().strip_prefix("/dev") {
+                    Ok(rel) => dev.join(rel),
+                    Err(_) => resolve_in_root(&root, &clean(d.path()))?,
+                };
+                steps.push(device_bind(&root, &target, &source)?);
             }
             for (name, target) in DEV_LINKS {
                 steps.push(Step::Symlink {
@@ -702,6 +715,8 @@ mod tests {
             network: Network::Isolated,
             limits: Default::default(),
             privileged: false,
+            rlimits: vec![],
+            devices: vec![],
         }
     }
 

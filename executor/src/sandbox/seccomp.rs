@@ -310,6 +310,8 @@ mod tests {
             network: crate::process::Network::Isolated,
             limits: Default::default(),
             privileged: false,
+            rlimits: vec![],
+            devices: vec![],
         };
         let spec = crate::spec::config(&p, None, None).unwrap();
         let s = spec.linux().as_ref().unwrap().seccomp().clone().unwrap();

@@ -70,6 +70,8 @@ pub struct RunCommand {
     pub network: Option<String>,
     /// `--security`.
     pub security: Option<String>,
+    /// `--device`: CDI devices the step asks for.
+    pub devices: Vec<llb::CdiDevice>,
 }
 
 /// COPY.
@@ -431,8 +433,17 @@ impl Instruction {
                         ("mount", FlagKind::List),
                         ("network", FlagKind::String),
                         ("security", FlagKind::String),
+                        ("device", FlagKind::List),
                     ],
                 )?;
+                let devices = f
+                    .list("device")
+                    .iter()
+                    .map(|d| {
+                        super::device::parse_device(d)
+                            .map_err(|e| err(node, format!("RUN --device={d}: {e}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
                 for m in f.list("mount") {
                     check_mount(&m).map_err(|e| err(node, format!("RUN --mount={m}: {e}")))?;
                 }
@@ -463,6 +474,7 @@ impl Instruction {
                     mounts: f.list("mount"),
                     network: f.string("network").map(str::to_string),
                     security: f.string("security").map(str::to_string),
+                    devices,
                 })
             }
             "cmd" => {

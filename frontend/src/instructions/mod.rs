@@ -3,6 +3,7 @@
 //! at lowering, because their values depend on the stage being built.
 
 mod command;
+pub mod device;
 mod duration;
 pub mod flags;
 pub mod mounts;

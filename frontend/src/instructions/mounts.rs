@@ -49,7 +49,7 @@ pub struct MountSpec {
 
 /// Splits a CSV record as Go's encoding/csv does for one line: commas separate fields, a field may be
 /// double-quoted, `""` inside quotes is a literal quote.
-fn split_csv(text: &str) -> Result<Vec<String>, String> {
+pub(crate) fn split_csv(text: &str) -> Result<Vec<String>, String> {
     let mut fields = Vec::new();
     let mut cur = String::new();
     let mut chars = text.chars().peekable();

@@ -106,6 +106,13 @@ pub struct BuildOpts {
     pub labels: BTreeMap<String, String>,
     /// `--network` default for RUN steps.
     pub network: llb::NetworkMode,
+    /// `--add-host`: entries every RUN step's `/etc/hosts` gets.
+    pub extra_hosts: Vec<llb::HostIp>,
+    /// `--shm-size` in bytes: every RUN step's `/dev/shm` is a tmpfs of this size (BuildKit's dockerfile2llb
+    /// mounts one when it is set; without it the runtime's 64 MiB one stays).
+    pub shm_size: Option<u64>,
+    /// `--ulimit`: resource limits of every RUN step's process.
+    pub ulimits: Vec<llb::Ulimit>,
 }
 
 impl Default for BuildOpts {
@@ -122,6 +129,9 @@ impl Default for BuildOpts {
             pull: false,
             labels: BTreeMap::new(),
             network: llb::NetworkMode::Default,
+            extra_hosts: Vec::new(),
+            shm_size: None,
+            ulimits: Vec::new(),
         }
     }
 }

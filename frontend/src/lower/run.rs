@@ -95,6 +95,17 @@ impl Lowerer<'_> {
             let m = self.lower_mount(st, raw, node, &mut inputs)?;
             mounts.push(m);
         }
+        // `--shm-size`: a tmpfs of that size at /dev/shm, after the step's own mounts (BuildKit's dispatchRun).
+        if let Some(size) = self.opts.shm_size.filter(|s| *s > 0) {
+            mounts.push(Mount {
+                input: None,
+                selector: "/".to_string(),
+                target: "/dev/shm".to_string(),
+                readonly: false,
+                output: false,
+                kind: MountKind::Tmpfs { size: Some(size) },
+            });
+        }
         let env = self.run_env(st);
         let proxy_env = self.proxy_env(&env);
         let network = match run.network.as_deref() {
@@ -139,6 +150,9 @@ impl Lowerer<'_> {
             network,
             security,
             proxy_env,
+            extra_hosts: self.opts.extra_hosts.clone(),
+            ulimits: self.opts.ulimits.clone(),
+            cdi_devices: run.devices.clone(),
         });
         let mut meta = st.describe(node.original.trim());
         meta.lines = Some((node.span.start_line, node.span.end_line));

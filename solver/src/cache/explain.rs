@@ -163,6 +163,9 @@ mod tests {
             network: NetworkMode::Default,
             security: SecurityMode::Sandbox,
             proxy_env: Vec::new(),
+            extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
+            cdi_devices: Vec::new(),
         })
     }
 

@@ -90,6 +90,12 @@ pub trait ProcessRunner: Sync {
         req: &ProcessRequest<'_>,
         cancel: &CancelToken,
     ) -> Result<ProcessOutcome, ProcessError>;
+
+    /// Mount points the runner adds to the step beyond `req.mounts` (a CDI device's mounts), so that the stubs
+    /// the runtime makes for them are removed from the step's result as the others' are.
+    fn extra_targets(&self, _op: &ExecOp) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Why a step's process could not be run at all (a process that ran and exited non-zero is a [`ProcessOutcome`],
@@ -175,9 +181,11 @@ fn drop_untouched_copy_ups(upper: &Path, dirs: &mut [(PathBuf, (u32, u32, u32))]
     }
 }
 
-/// The contents of a step's `/etc/hosts` and `/etc/resolv.conf`: the host's resolver (without loopback servers
-/// unless the step shares the host's network).
-fn network_files(network: crate::llb::NetworkMode) -> [(&'static str, String); 2] {
+/// The contents of a step's `/etc/hosts` and `/etc/resolv.conf`: BuildKit's hosts file with the `--add-host`
+/// entries after it (`IP<tab>name`, as its makeHostsFile writes them), and the host's resolver (without loopback
+/// servers unless the step shares the host's network).
+fn network_files(e: &ExecOp) -> [(&'static str, String); 2] {
+    let network = e.network;
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let resolv =
         if network == crate::llb::NetworkMode::Default && executor::process::in_user_namespace() {
@@ -191,10 +199,13 @@ fn network_files(network: crate::llb::NetworkMode) -> [(&'static str, String); 2
             )
         };
     [
-        (
-            "hosts",
-            executor::network::hosts(executor::process::SANDBOX_HOSTNAME),
-        ),
+        ("hosts", {
+            let mut hosts = executor::network::hosts(executor::process::SANDBOX_HOSTNAME);
+            for h in &e.extra_hosts {
+                hosts.push_str(&format!("{}\t{}\n", h.ip, h.host));
+            }
+            hosts
+        }),
         ("resolv.conf", resolv),
     ]
 }
@@ -225,7 +236,7 @@ pub(super) fn run(
     // /etc/hosts and /etc/resolv.conf of the step's network, bound read-only as BuildKit does (so neither ends up
     // in the step's result).
     let etc = w.scratch_dir("etc")?;
-    for (name, text) in network_files(e.network) {
+    for (name, text) in network_files(e) {
         let path = etc.path().join(name);
         std::fs::write(&path, text).map_err(|source| WorkerError::Io {
             path: path.clone(),
@@ -361,10 +372,14 @@ pub(super) fn run(
         // The directories above each stub: creating the stub copies them up into the step's upper directory,
         // which would make them part of the step's layer (an `etc/` entry in every RUN's layer).
         let mut above: Vec<(PathBuf, (u32, u32, u32))> = Vec::new();
-        for m in &mounts {
+        let targets = mounts
+            .iter()
+            .map(|m| m.target.clone())
+            .chain(w.runner.extra_targets(e));
+        for target in targets {
             let mut cur = rootfs.path().to_path_buf();
             let mut rel = PathBuf::new();
-            for part in m.target.split('/').filter(|p| !p.is_empty()) {
+            for part in target.split('/').filter(|p| !p.is_empty()) {
                 cur.push(part);
                 match std::fs::symlink_metadata(&cur) {
                     Err(_) => {

@@ -110,7 +110,7 @@ impl Worker<'_> {
             _ => {}
         }
         Ok(KeyParts {
-            op: v.op.clone(),
+            op: key_op(&v.op),
             inputs: inputs.iter().map(|o| o.key.clone()).collect(),
             content,
             resolved,
@@ -118,4 +118,16 @@ impl Worker<'_> {
             listing: None,
         })
     }
+}
+
+/// The op as its key sees it: `--add-host` names without their addresses, as BuildKit's exec CacheMap clears
+/// each ExtraHost's IP (a host that moved reruns nothing).
+fn key_op(op: &Op) -> Op {
+    let mut op = op.clone();
+    if let Op::Exec(e) = &mut op {
+        for h in &mut e.extra_hosts {
+            h.ip.clear();
+        }
+    }
+    op
 }

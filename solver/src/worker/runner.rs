@@ -33,6 +33,7 @@ pub struct SandboxRunner<'a> {
     on_line: LineSink<'a>,
     limits: executor::cgroup::Limits,
     ssh: BTreeMap<String, PathBuf>,
+    cdi: executor::cdi::Registry,
 }
 
 impl<'a> SandboxRunner<'a> {
@@ -51,12 +52,19 @@ impl<'a> SandboxRunner<'a> {
             on_line,
             limits: Default::default(),
             ssh: BTreeMap::new(),
+            cdi: Default::default(),
         }
     }
 
     /// SSH agent sockets by id, bound into the steps that mount them (`kiln build --ssh`).
     pub fn with_ssh(mut self, agents: BTreeMap<String, PathBuf>) -> Self {
         self.ssh = agents;
+        self
+    }
+
+    /// The CDI devices steps may ask for (`RUN --device`), read from the build's spec directories.
+    pub fn with_cdi(mut self, registry: executor::cdi::Registry) -> Self {
+        self.cdi = registry;
         self
     }
 
@@ -78,7 +86,40 @@ impl Drop for SandboxRunner<'_> {
     }
 }
 
+impl SandboxRunner<'_> {
+    /// The edits of the CDI devices `op` asks for (an optional one that is missing was warned of when the build
+    /// started).
+    fn device_edits(&self, op: &crate::llb::ExecOp) -> Result<executor::cdi::Edits, ProcessError> {
+        let mut names = Vec::new();
+        for d in &op.cdi_devices {
+            let found = self
+                .cdi
+                .find(&d.name, d.optional)
+                .map_err(|e| ProcessError::Other(e.to_string()))?;
+            for f in found {
+                if !names.contains(&f) {
+                    names.push(f);
+                }
+            }
+        }
+        Ok(self.cdi.edits(&names))
+    }
+}
+
 impl ProcessRunner for SandboxRunner<'_> {
+    fn extra_targets(&self, op: &crate::llb::ExecOp) -> Vec<String> {
+        let mut out = Vec::new();
+        for d in &op.cdi_devices {
+            for name in self.cdi.find(&d.name, true).unwrap_or_default() {
+                let edits = self.cdi.edits(&[name]);
+                out.extend(edits.mounts.iter().map(|m| m.container_path.clone()));
+                let outside_dev = edits.device_nodes.iter().map(|n| n.path.clone());
+                out.extend(outside_dev.filter(|p| !p.starts_with("/dev/")));
+            }
+        }
+        out
+    }
+
     fn run(
         &self,
         req: &ProcessRequest<'_>,
@@ -223,7 +264,7 @@ impl ProcessRunner for SandboxRunner<'_> {
             NetworkMode::None => Network::Isolated,
             NetworkMode::Default => Network::Outbound,
         };
-        let process = Process {
+        let mut process = Process {
             args: req.op.args.clone(),
             env,
             cwd: req.op.cwd.clone(),
@@ -237,8 +278,29 @@ impl ProcessRunner for SandboxRunner<'_> {
             limits: self.limits,
             // `RUN --security=insecure` (allowed by `--allow security.insecure`): BuildKit's privileged step.
             privileged: req.op.security == crate::llb::SecurityMode::Insecure,
+            // `--ulimit`: as BuildKit's generateRlimitOpts, `RLIMIT_<NAME>` with -1 as unlimited.
+            rlimits: req
+                .op
+                .ulimits
+                .iter()
+                .map(|u| executor::process::Rlimit {
+                    resource: format!("RLIMIT_{}", u.name.to_ascii_uppercase()),
+                    soft: u.soft as u64,
+                    hard: u.hard as u64,
+                })
+                .collect(),
+            devices: Vec::new(),
         };
         let step = req.vertex;
+        if !req.op.cdi_devices.is_empty() {
+            let ignored = self
+                .device_edits(req.op)?
+                .apply(&mut process)
+                .map_err(|e| ProcessError::Other(e.to_string()))?;
+            for line in ignored {
+                (self.on_line)(step, &line);
+            }
+        }
         let result = self
             .runtime
             .run(&process, &|line| (self.on_line)(step, line), &|| {
