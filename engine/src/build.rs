@@ -344,6 +344,13 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
             solver::scheduler::Event::Started(vertex) => progress.event(Event::Started {
                 vertex,
                 name: def.vertex(vertex).meta.description.clone(),
+                digest: def.digest(vertex).clone(),
+                inputs: def
+                    .vertex(vertex)
+                    .inputs
+                    .iter()
+                    .map(|i| def.digest(*i).clone())
+                    .collect(),
             }),
             solver::scheduler::Event::Finished(vertex, took) => {
                 let was_cached = cached.lock().map(|c| c.contains(&vertex)).unwrap_or(false);

@@ -19,6 +19,7 @@ mod lifecycle;
 mod mounts;
 mod network;
 mod platforms;
+mod progress;
 mod registry;
 mod remote;
 mod rootless;
