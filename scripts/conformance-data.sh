@@ -18,7 +18,9 @@ fi
 [ -f ../shared/conformance/README.md ] && exit 0
 [ -f "$DEST/README.md" ] && exit 0
 
-url="https://codeload.github.com/moby/buildkit/tar.gz/$COMMIT"
+# KILN_CONFORMANCE_URL: a mirror of the same tarball (a .tar.gz of the repository at COMMIT, top directory
+# buildkit-COMMIT/), for machines that reach GitHub only through one.
+url="${KILN_CONFORMANCE_URL:-https://codeload.github.com/moby/buildkit/tar.gz/$COMMIT}"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "conformance-data: fetching BuildKit's test data at $COMMIT from $url" >&2
@@ -29,7 +31,7 @@ fi
 top="buildkit-$COMMIT"
 mkdir -p "$tmp/out/buildkit"
 tar -xzf "$tmp/buildkit.tar.gz" -C "$tmp/out/buildkit" --strip-components=1 \
-  "$top/LICENSE" "$top/NOTICE" \
+  "$top/LICENSE" \
   "$top/frontend/dockerfile/parser/testfiles" \
   "$top/frontend/dockerfile/parser/testfiles-negative" \
   "$top/frontend/dockerfile/parser/testfile-line" \
@@ -40,7 +42,7 @@ cat > "$tmp/out/README.md" <<README
 # Conformance data taken from BuildKit's own test suite
 
 Fetched by scripts/conformance-data.sh from moby/buildkit at commit \`$COMMIT\`: its files, unmodified, under
-the Apache-2.0 licence (\`buildkit/LICENSE\`, \`buildkit/NOTICE\`), at their repository paths below \`buildkit/\`.
+the Apache-2.0 licence (\`buildkit/LICENSE\`), at their repository paths below \`buildkit/\`.
 README
 mkdir -p "$(dirname "$DEST")"
 rm -rf "$DEST"
