@@ -301,7 +301,7 @@ pub struct BuildArgs {
     /// Do not use the cache for the steps of these stages.
     #[arg(long = "no-cache-filter", value_name = "STAGE")]
     pub no_cache_filter: Vec<String>,
-    /// Progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet.
+    /// Progress output: auto (tty on a terminal, else plain), tty, plain, rawjson (BuildKit's SolveStatus stream), kiln-json (kiln's own events) or quiet.
     #[arg(long, default_value = "auto", value_name = "TYPE")]
     pub progress: String,
     /// Write the image id (config digest) to this file.

@@ -1,6 +1,8 @@
 //! Rendering the engine's events: build progress in BuildKit's plain format (`#N [stage i/n] INSTRUCTION`,
 //! `#N CACHED`, `#N 0.532 output`, `#N DONE 1.2s`, `#N ERROR: ...`), plus kiln's cache-miss explanations; a live
-//! tty display; JSON events; or nothing.
+//! tty display; BuildKit's rawjson stream (see [`rawjson`]); kiln's own JSON events; or nothing.
+
+mod rawjson;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -18,8 +20,10 @@ pub enum Mode {
     Plain,
     /// A live display: running steps with timers and their last output line; finished steps collapse to a line.
     Tty,
-    /// One JSON object per event.
+    /// BuildKit's stream: one `SolveStatus` JSON object per line.
     RawJson,
+    /// kiln's own JSON events (`{"vertex": N, "event": "started", ...}`), one per line.
+    KilnJson,
     /// Nothing.
     Quiet,
 }
@@ -32,9 +36,10 @@ impl Mode {
             "auto" | "plain" => Ok(Mode::Plain),
             "tty" => Ok(Mode::Tty),
             "rawjson" => Ok(Mode::RawJson),
+            "kiln-json" => Ok(Mode::KilnJson),
             "quiet" => Ok(Mode::Quiet),
             other => Err(format!(
-                "--progress={other}: valid values are auto, tty, plain, rawjson, quiet"
+                "--progress={other}: valid values are auto, tty, plain, rawjson, kiln-json, quiet"
             )),
         }
     }
@@ -53,6 +58,10 @@ struct State {
     numbers: BTreeMap<VertexId, usize>,
     /// Step names by vertex, from their `Started` events (empty for internal vertices, which are not shown).
     names: BTreeMap<VertexId, String>,
+    /// When each step started: its log lines are timed from there, as BuildKit's plain printer times them.
+    started: BTreeMap<VertexId, Instant>,
+    /// The steps already reported CACHED (a step is reported once, whatever tells of it again).
+    cached: std::collections::BTreeSet<VertexId>,
     next: usize,
     running: BTreeMap<usize, Running>,
     /// Lines of the live area drawn last time (to move the cursor back over them).
@@ -68,6 +77,8 @@ pub struct Progress {
     state: Mutex<State>,
     /// Steps run and cached, for the summary.
     pub counts: Mutex<(usize, usize)>,
+    /// The rawjson stream's view of the vertices.
+    raw: rawjson::RawJson,
 }
 
 fn clip(s: &str, width: usize) -> String {
@@ -96,6 +107,7 @@ impl Progress {
                 ..Default::default()
             }),
             counts: Mutex::new((0, 0)),
+            raw: rawjson::RawJson::default(),
         }
     }
 
@@ -121,13 +133,23 @@ impl Progress {
 
     /// Renders one event of the engine. Internal vertices (no name) show only their errors and notes.
     pub fn event(&self, event: Event) {
+        if self.mode == Mode::RawJson {
+            if let Some(status) = self.raw.render(&event, std::time::SystemTime::now()) {
+                let _ = writeln!(std::io::stderr().lock(), "{status}");
+            }
+            return;
+        }
         let named = |v: VertexId| {
             let name = self.name(v);
             (!name.is_empty()).then_some(name)
         };
         match event {
-            Event::Started { vertex, name } => {
-                self.lock().names.insert(vertex, name.clone());
+            Event::Started { vertex, name, .. } => {
+                {
+                    let mut st = self.lock();
+                    st.names.insert(vertex, name.clone());
+                    st.started.insert(vertex, Instant::now());
+                }
                 if !name.is_empty() {
                     self.header(vertex, &name);
                 }
@@ -173,9 +195,11 @@ impl Progress {
             Mode::Plain => {
                 let _ = writeln!(std::io::stderr().lock(), "{text}");
             }
-            Mode::RawJson => {
+            Mode::KilnJson => {
                 let _ = writeln!(std::io::stderr().lock(), "{json}");
             }
+            // Rendered by `rawjson` before it gets here.
+            Mode::RawJson => {}
             Mode::Tty => {
                 let mut st = self.lock();
                 self.redraw(&mut st, Some(&text));
@@ -256,6 +280,9 @@ impl Progress {
 
     /// A step came from the cache.
     fn cached(&self, vertex: VertexId, desc: &str) {
+        if !self.lock().cached.insert(vertex) {
+            return;
+        }
         let n = self.header(vertex, desc);
         if let Ok(mut c) = self.counts.lock() {
             c.1 += 1;
@@ -290,7 +317,8 @@ impl Progress {
             self.redraw(&mut st, None);
             return;
         }
-        let t = self.start.elapsed().as_secs_f64();
+        let since = self.lock().started.get(&vertex).copied();
+        let t = since.unwrap_or(self.start).elapsed().as_secs_f64();
         self.emit(
             format!("#{n} {t:.3} {line}"),
             serde_json::json!({"vertex": n, "event": "log", "line": line}),
@@ -326,10 +354,10 @@ impl Progress {
         );
     }
 
-    /// A build check fired: one JSON event in rawjson mode (its stream is the machine's record), kept for
+    /// A build check fired: one JSON event in kiln-json mode (its stream is the machine's record), kept for
     /// [`Progress::print_check_warnings`] otherwise, since buildx lists them once the build is over.
     fn check_warning(&self, rule: &str, message: &str, line: usize) {
-        if self.mode == Mode::RawJson {
+        if self.mode == Mode::KilnJson {
             self.emit(
                 String::new(),
                 serde_json::json!({"event": "warning", "rule": rule, "message": message, "line": line}),

@@ -101,6 +101,14 @@ fn parse_platforms(arg: Option<&str>) -> Result<Vec<oci::Platform>, Failure> {
         if part.is_empty() {
             continue;
         }
+        // buildx's `local`: this machine's platform.
+        if part == "local" {
+            let host = oci::Platform::host();
+            if !out.contains(&host) {
+                out.push(host);
+            }
+            continue;
+        }
         let p: oci::Platform = part
             .parse()
             .map_err(|e: oci::PlatformError| usage(format!("--platform {part}: {e}")))?;

@@ -146,6 +146,52 @@ fn complete_outputs(req: &BuildRequest) -> Result<(Vec<String>, Vec<Output>), Bu
     Ok((names, outputs))
 }
 
+/// Refuses a `--build-context NAME=DIR` whose directory is not there, before anything runs (a step reading it
+/// would otherwise report a path missing from the context instead).
+fn check_named_dirs(contexts: &BTreeMap<String, frontend::NamedContext>) -> Result<(), BuildError> {
+    for (name, ctx) in contexts {
+        if let frontend::NamedContext::Local(dir) = ctx {
+            match std::fs::metadata(dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(invalid(format!(
+                        "--build-context {name}={dir}: {dir} is not a directory"
+                    )))
+                }
+                Err(_) => {
+                    return Err(invalid(format!(
+                        "--build-context {name}={dir}: directory {dir} does not exist"
+                    )))
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses cgroup limits in a rootless kiln before anything runs: an ordinary user has no cgroup delegation, so
+/// the first RUN would fail on a cgroup file it may not write.
+fn check_rootless_limits(limits: &executor::cgroup::Limits) -> Result<(), BuildError> {
+    if !crate::rootless::active() {
+        return Ok(());
+    }
+    let asked: Vec<&str> = [
+        ("--memory", limits.memory.is_some()),
+        ("--cpus", limits.cpus.is_some()),
+        ("--pids-limit", limits.pids.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if asked.is_empty() {
+        return Ok(());
+    }
+    Err(invalid(format!(
+        "{} cannot be used by a rootless kiln: RUN steps run without a cgroup of their own (an ordinary user has no cgroup delegation here); build as root for resource limits",
+        asked.join(", ")
+    )))
+}
+
 /// Refuses steps that need an entitlement the request did not grant.
 fn check_entitlements(
     def: &Definition,
@@ -173,6 +219,18 @@ fn check_entitlements(
 
 fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildResult, BuildError> {
     let (names, outputs) = complete_outputs(&req)?;
+    // A destination that cannot be written fails now, not after the whole build.
+    crate::output::check_destinations(&outputs)?;
+    check_rootless_limits(&req.limits)?;
+    check_named_dirs(&req.opts.build_contexts)?;
+    if let Some(syntax) = req.dockerfile.parsed.directives.foreign_syntax() {
+        progress.event(Event::Warning {
+            vertex: None,
+            message: format!(
+                "# syntax={syntax}: kiln does not run frontend images; this Dockerfile is built with kiln's built-in frontend (docker/dockerfile:1) instead"
+            ),
+        });
+    }
     let store = Store::open(&root.store())?;
     // One registry client for the build (base image pulls, cache import and export, pushes), so tokens are
     // fetched once.
@@ -309,6 +367,13 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
             solver::scheduler::Event::Started(vertex) => progress.event(Event::Started {
                 vertex,
                 name: def.vertex(vertex).meta.description.clone(),
+                digest: def.digest(vertex).clone(),
+                inputs: def
+                    .vertex(vertex)
+                    .inputs
+                    .iter()
+                    .map(|i| def.digest(*i).clone())
+                    .collect(),
             }),
             solver::scheduler::Event::Finished(vertex, took) => {
                 let was_cached = cached.lock().map(|c| c.contains(&vertex)).unwrap_or(false);

@@ -38,6 +38,11 @@ pub enum Event {
         vertex: VertexId,
         /// Its step name.
         name: String,
+        /// Its digest in the build graph (its op and, recursively, its inputs'): stable across builds of the same
+        /// step, as BuildKit's vertex digests are, so a machine-read stream (`--progress=rawjson`) can name it.
+        digest: Digest,
+        /// The digests of the vertices it reads, in order.
+        inputs: Vec<Digest>,
     },
     /// The vertex's result came from the cache (local, or imported with `--cache-from`).
     Cached {

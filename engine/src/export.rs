@@ -55,6 +55,17 @@ pub(crate) fn export(
     progress: &dyn Progress,
 ) -> Result<Outcome, BuildError> {
     let (store, snapshots, built, names, epoch) = (x.store, x.snapshots, x.built, x.names, x.epoch);
+    // One time for the whole build: an image with no layer made here and no SOURCE_DATE_EPOCH takes it, in every
+    // output alike (the store, archives, a push), so they all hold the same config and image ID.
+    let build_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok());
+    let resolve =
+        |opts: &crate::output::LayerOptions, compression: Compression, oci: bool| ExportOptions {
+            build_time,
+            ..opts.resolve(compression, oci, epoch)
+        };
     if outputs.is_empty() {
         progress.event(crate::events::Event::Warning {
             vertex: None,
@@ -131,18 +142,14 @@ pub(crate) fn export(
                 // Kiln's own store keeps layers uncompressed unless told otherwise (nothing is gained by
                 // compressing what stays on this disk); a push gets gzip, made once per snapshot and remembered,
                 // an archive written to a file gzip compressed straight into it.
-                let mut image = export(
-                    &opts.resolve(Compression::None, true, epoch),
-                    &all_names,
-                    None,
-                )?;
+                let mut image = export(&resolve(opts, Compression::None, true), &all_names, None)?;
                 if *push {
                     let targets = if own.is_empty() { names } else { &own[..] };
                     let refs = targets
                         .iter()
                         .map(|t| crate::registry::parse_reference(t))
                         .collect::<Result<Vec<_>, _>>()?;
-                    let level = opts.resolve(Compression::Gzip(6), true, epoch).compression;
+                    let level = resolve(opts, Compression::Gzip(6), true).compression;
                     let pushed = crate::registry::push_image(
                         x.client,
                         store,
@@ -166,7 +173,7 @@ pub(crate) fn export(
                 names,
                 layers: opts,
             } => {
-                let options = opts.resolve(Compression::Gzip(6), !docker, epoch);
+                let options = resolve(opts, Compression::Gzip(6), !docker);
                 let tagged = |image: &Produced| {
                     [Tagged {
                         manifest: image.manifest.clone(),

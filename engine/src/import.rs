@@ -23,6 +23,33 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// A reader that copies what it reads into `copy`, counting it.
+struct Tee<R, W> {
+    inner: R,
+    copy: W,
+    seen: u64,
+}
+
+impl<R: Read, W: std::io::Write> Read for Tee<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.copy.write_all(&buf[..n])?;
+        self.seen += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads `input` to the end of its tar archive, entry by entry: a header that does not parse (random bytes, a
+/// truncated or foreign file) is an error.
+fn check_tar(input: &mut dyn Read) -> std::io::Result<()> {
+    let mut archive = tar::Archive::new(input);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        std::io::copy(&mut entry, &mut std::io::sink())?;
+    }
+    Ok(())
+}
+
 /// Makes the tar `input` (named `file` in errors and the image's history) a one-layer image named `name` for
 /// `platform`; the full name and the manifest digest.
 pub fn import(
@@ -46,15 +73,44 @@ pub fn import(
     } else {
         Box::new(buffered)
     };
-    // One pass: the uncompressed tar is hashed (diffID) and gzipped into the store (digest).
+    // One pass: the uncompressed tar is read entry by entry (what is not a tar is refused before anything is
+    // named), hashed (diffID) and gzipped into the store (digest) as it goes.
+    let blob = store.writer()?;
+    let gz = flate2::write::GzEncoder::new(blob, flate2::Compression::new(6));
     let mut tar = Hashing {
-        inner: raw,
+        inner: Tee {
+            inner: raw,
+            copy: gz,
+            seen: 0,
+        },
         hasher: Sha256::new(),
     };
-    let blob = store.writer()?;
-    let mut gz = flate2::write::GzEncoder::new(blob, flate2::Compression::new(6));
-    std::io::copy(&mut tar, &mut gz).map_err(io)?;
-    let blob = gz.finish().map_err(|e| ImageError::Write(e.to_string()))?;
+    check_tar(&mut tar).map_err(|e| {
+        // The tar reader quotes the bytes it choked on: shown only when they are text.
+        let detail = e.to_string();
+        let detail = if detail.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+            format!(": {detail}")
+        } else {
+            String::new()
+        };
+        ImageError::Archive(format!(
+            "{}: not a tar archive (a root filesystem tar, plain or gzip, is expected){detail}",
+            file.display()
+        ))
+    })?;
+    // What follows the end-of-archive blocks (padding to the record size) belongs to the layer as given.
+    std::io::copy(&mut tar, &mut std::io::sink()).map_err(io)?;
+    if tar.inner.seen == 0 {
+        return Err(ImageError::Archive(format!(
+            "{}: empty input: a root filesystem tar (plain or gzip) is expected",
+            file.display()
+        )));
+    }
+    let blob = tar
+        .inner
+        .copy
+        .finish()
+        .map_err(|e| ImageError::Write(e.to_string()))?;
     let (layer, size) = blob.commit(None)?;
     let diff_id = oci::Digest::from_sha256_bytes(&tar.hasher.finalize().into());
     let mut image = Image {

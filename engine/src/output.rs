@@ -5,7 +5,7 @@
 //! kiln's `layer-max-size=`.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use exporter::{Compression, ExportOptions};
 
@@ -68,6 +68,7 @@ impl LayerOptions {
             clamp_file_times: self.rewrite_timestamp.unwrap_or(true),
             force_compression: self.force_compression,
             layer_max_size: self.layer_max_size,
+            build_time: None,
         }
     }
 }
@@ -149,6 +150,12 @@ pub fn parse(spec: &str) -> Result<Output, OutputError> {
 }
 
 fn parse_spec(spec: &str) -> Result<Output, String> {
+    if spec.trim().is_empty() {
+        return Err(
+            "-o \"\": the output is empty: give a directory, `-` (a tar on stdout) or type=...[,dest=...]"
+                .to_string(),
+        );
+    }
     if !spec.contains('=') {
         return Ok(if spec == "-" {
             Output::Tar {
@@ -218,6 +225,7 @@ fn parse_spec(spec: &str) -> Result<Output, String> {
     }
     let need_dest = || {
         dest.clone()
+            .filter(|d| !d.is_empty())
             .ok_or_else(|| format!("-o {spec}: type={kind} needs dest="))
     };
     match kind.as_str() {
@@ -241,6 +249,84 @@ fn parse_spec(spec: &str) -> Result<Output, String> {
             "-o {spec}: output type {other:?} is not supported (image, oci, docker, local, tar)"
         )),
     }
+}
+
+/// Checks, before a build starts, that the file `path` given to `flag` (`--iidfile`, `--metadata-file`, an `-o`
+/// destination) can be made: its directory exists and it is not itself a directory. A build is never run to fail
+/// at its last step over a mistyped path.
+pub fn check_file_destination(flag: &str, path: &Path) -> Result<(), OutputError> {
+    check_file(&format!("{flag} {}", path.display()), path)
+}
+
+/// [`check_file_destination`], its errors starting with `label`.
+fn check_file(label: &str, path: &Path) -> Result<(), OutputError> {
+    let bad = |why: String| OutputError::Spec(format!("{label}: {why}"));
+    if path.as_os_str().is_empty() {
+        return Err(bad("the path is empty".to_string()));
+    }
+    if path.is_dir() {
+        return Err(bad("is a directory".to_string()));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(bad(format!("{} is not a directory", dir.display()))),
+        Err(_) => Err(bad(format!("directory {} does not exist", dir.display()))),
+    }
+}
+
+/// Checks that a directory output `dest` can be made: the nearest part of it that exists is a directory (the rest
+/// is created by the export).
+fn check_dir_destination(label: &str, dest: &Path) -> Result<(), OutputError> {
+    let mut at = Some(dest);
+    while let Some(p) = at {
+        if let Ok(m) = std::fs::metadata(p) {
+            if m.is_dir() {
+                return Ok(());
+            }
+            return Err(OutputError::Spec(format!(
+                "{label}{}: {} exists and is not a directory",
+                dest.display(),
+                p.display()
+            )));
+        }
+        at = p.parent().filter(|p| !p.as_os_str().is_empty());
+    }
+    Ok(())
+}
+
+/// Checks every output's destination before the build starts (see [`check_file_destination`]); stdout (`-`)
+/// and devices or pipes given as files are taken as they are.
+pub fn check_destinations(outputs: &[Output]) -> Result<(), OutputError> {
+    for o in outputs {
+        match o {
+            Output::Image { .. } => {}
+            Output::Archive {
+                dest, tar: false, ..
+            } => check_dir_destination("-o type=oci,tar=false,dest=", Path::new(dest))?,
+            Output::Archive { dest, docker, .. } => {
+                let flag = if *docker {
+                    "-o type=docker,dest="
+                } else {
+                    "-o type=oci,dest="
+                };
+                check_stream_destination(flag, dest)?
+            }
+            Output::Tar { dest } => check_stream_destination("-o type=tar,dest=", dest)?,
+            Output::Local { dest } => check_dir_destination("-o type=local,dest=", dest)?,
+        }
+    }
+    Ok(())
+}
+
+fn check_stream_destination(label: &str, dest: &str) -> Result<(), OutputError> {
+    if dest == "-" || std::fs::metadata(dest).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+        return Ok(());
+    }
+    check_file(&format!("{label}{dest}"), Path::new(dest))
 }
 
 /// Writes an output file through `DEST.kiln-partial` and a rename, so a failed build never leaves a truncated

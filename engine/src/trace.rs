@@ -96,7 +96,7 @@ impl Trace {
         let mut st = self.lock();
         let named = |st: &State, v: &VertexId| st.names.get(v).is_some_and(|n| !n.is_empty());
         match event {
-            Event::Started { vertex, name } => {
+            Event::Started { vertex, name, .. } => {
                 st.names.insert(*vertex, name.clone());
                 if !name.is_empty() {
                     self.open(&mut st, *vertex);
@@ -176,6 +176,8 @@ mod tests {
             t.record(&Event::Started {
                 vertex: ids[i],
                 name: name.to_string(),
+                digest: oci::Digest::sha256_of(name.as_bytes()),
+                inputs: Vec::new(),
             })
         };
         started(0, "[a 1/1] RUN sleep");

@@ -92,7 +92,7 @@ fn a_dockerfile_builds_through_the_library_and_reports_its_image() {
     let run = events
         .iter()
         .find_map(|e| match e {
-            Event::Started { vertex, name } if name.contains("RUN echo built") => Some(*vertex),
+            Event::Started { vertex, name, .. } if name.contains("RUN echo built") => Some(*vertex),
             _ => None,
         })
         .expect("the RUN step started");

@@ -41,6 +41,10 @@ pub struct ExportOptions {
     /// kiln's `--layer-max-size`: a step's layer whose files exceed this many bytes is written as several layers
     /// along directory boundaries (see `oci::layer::split`), so each fits a registry's limit on one blob.
     pub layer_max_size: Option<u64>,
+    /// The time (seconds since the epoch) of a history entry or image that has no other (no layer made here, no
+    /// SOURCE_DATE_EPOCH): taken once per build, so every output of one build holds the same config and image ID.
+    /// `None`: the time of the export.
+    pub build_time: Option<i64>,
 }
 
 impl ExportOptions {
@@ -53,6 +57,7 @@ impl ExportOptions {
             clamp_file_times: true,
             force_compression: false,
             layer_max_size: None,
+            build_time: None,
         }
     }
 }
@@ -506,7 +511,7 @@ fn now() -> i64 {
 /// layer takes its layer's time (`blob_times`, one per non-empty entry, bottom first); an entry without one takes
 /// the time of the first layer made after the last timed entry before it, or of the entry before it. Times then
 /// come from the snapshots, so a build answered from cache makes the same config, and the same image ID, again.
-fn fill_history_times(history: &mut [History], blob_times: &[Option<i64>]) {
+fn fill_history_times(history: &mut [History], blob_times: &[Option<i64>], fallback: i64) {
     let mut layer = 0;
     for h in history.iter_mut() {
         if h.empty_layer {
@@ -531,7 +536,7 @@ fn fill_history_times(history: &mut [History], blob_times: &[Option<i64>]) {
             None => untimed_seen = true,
         }
     }
-    let created = created.unwrap_or_else(|| rfc3339(now()));
+    let created = created.unwrap_or_else(|| rfc3339(fallback));
     let mut current = created;
     let mut untimed_seen = false;
     for h in history.iter_mut() {
@@ -707,7 +712,11 @@ fn export_image_to(
                 }
             }
         }
-        None => fill_history_times(&mut image.history, &blob_times),
+        None => fill_history_times(
+            &mut image.history,
+            &blob_times,
+            options.build_time.unwrap_or_else(now),
+        ),
     }
     // The image's time is its last history entry's, as BuildKit's exporter takes it when the config has none.
     image.created = image
@@ -715,7 +724,11 @@ fn export_image_to(
         .iter()
         .rev()
         .find_map(|h| h.created.clone())
-        .or_else(|| Some(rfc3339(source_date_epoch.unwrap_or_else(now))));
+        .or_else(|| {
+            Some(rfc3339(
+                source_date_epoch.or(options.build_time).unwrap_or_else(now),
+            ))
+        });
     let config_bytes = serde_json::to_vec(&image).map_err(|e| ExportError::Io {
         path: store.root().to_path_buf(),
         source: std::io::Error::other(e),
@@ -819,14 +832,14 @@ mod tests {
             entry(None, false),
             entry(None, true),
         ];
-        fill_history_times(&mut h, &[None, Some(200)]);
+        fill_history_times(&mut h, &[None, Some(200)], 0);
         let times: Vec<_> = h.iter().map(|h| h.created.clone().unwrap()).collect();
         assert_eq!(
             times,
             [rfc3339(100), rfc3339(200), rfc3339(200), rfc3339(200)]
         );
         let mut h = vec![entry(Some(100), false), entry(None, true)];
-        fill_history_times(&mut h, &[None]);
+        fill_history_times(&mut h, &[None], 0);
         assert_eq!(h[1].created, Some(rfc3339(100)));
     }
 

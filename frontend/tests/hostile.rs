@@ -1,6 +1,8 @@
 //! Inputs built to hurt: huge files, thousands of stages and instructions, deep nesting. Each must end in a
 //! result or a clear error, never a panic, a stack overflow or a hang.
 
+mod common;
+
 use frontend::{lower, BuildOpts, NoResolver};
 
 #[test]
@@ -52,13 +54,12 @@ fn deeply_nested_expansions_are_an_error_not_a_crash() {
 
 #[test]
 fn real_world_fixtures_lower_or_fail_with_a_location() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/buildkit/frontend/dockerfile/parser/testfiles");
-    let dir = match std::env::var_os("KILN_SHARED_DIR") {
-        Some(s) => std::path::PathBuf::from(s)
-            .join("conformance/buildkit/frontend/dockerfile/parser/testfiles"),
-        None => dir,
+    let Some(data) =
+        common::conformance_dir("hostile::real_world_fixtures_lower_or_fail_with_a_location")
+    else {
+        return;
     };
+    let dir = data.join("buildkit/frontend/dockerfile/parser/testfiles");
     // Fixtures that parse but cannot be built, as under BuildKit: an instruction before FROM, a flag COPY does not
     // have, a bare HEALTHCHECK, or quoting the shell lexer rejects.
     const NOT_BUILDABLE: [&str; 10] = [

@@ -24,7 +24,60 @@ pub enum PlatformError {
     /// Empty, too many parts, or an unknown OS/architecture spelling.
     #[error("invalid platform {0:?}: expected os/arch[/variant], e.g. linux/amd64")]
     Invalid(String),
+    /// One word that is neither an OS nor an architecture Go knows (containerd's `platforms.Parse` refuses it
+    /// rather than guess).
+    #[error("{0:?}: unknown operating system or architecture: expected os/arch[/variant], e.g. linux/amd64")]
+    Unknown(String),
 }
+
+/// The operating systems Go knows (containerd's `isKnownOS`).
+const KNOWN_OS: &[&str] = &[
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "hurd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "nacl",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "windows",
+    "zos",
+];
+
+/// The architectures Go knows (containerd's `isKnownArch`).
+const KNOWN_ARCH: &[&str] = &[
+    "386",
+    "amd64",
+    "amd64p32",
+    "arm",
+    "armbe",
+    "arm64",
+    "arm64be",
+    "ppc64",
+    "ppc64le",
+    "loong64",
+    "mips",
+    "mipsle",
+    "mips64",
+    "mips64le",
+    "mips64p32",
+    "mips64p32le",
+    "ppc",
+    "riscv",
+    "riscv64",
+    "s390",
+    "s390x",
+    "sparc",
+    "sparc64",
+    "wasm",
+];
 
 impl Platform {
     /// The platform kiln itself runs on: the default for BUILDPLATFORM and TARGETPLATFORM.
@@ -97,9 +150,10 @@ impl FromStr for Platform {
         if parts.is_empty() || parts.len() > 3 || !parts.iter().all(valid_part) {
             return Err(bad());
         }
-        // A lone architecture ("arm64") means linux, as containerd's parser does.
+        // A lone OS takes this machine's architecture, a lone architecture ("arm64") means linux, and a lone word
+        // that is neither is refused, as containerd's parser does.
         let (os, arch, variant) = match parts.as_slice() {
-            [one] if *one == "linux" || *one == "windows" || *one == "darwin" => {
+            [one] if KNOWN_OS.contains(&one.to_ascii_lowercase().as_str()) => {
                 let host = Platform::host();
                 return Ok(Platform {
                     os: one.to_ascii_lowercase(),
@@ -107,7 +161,10 @@ impl FromStr for Platform {
                     variant: host.variant,
                 });
             }
-            [one] => ("linux", *one, ""),
+            [one] if KNOWN_ARCH.contains(&normalize_arch(one, "").0.as_str()) => {
+                ("linux", *one, "")
+            }
+            [_] => return Err(PlatformError::Unknown(s.trim().to_string())),
             [os, arch] => (*os, *arch, ""),
             [os, arch, variant] => (*os, *arch, *variant),
             _ => return Err(bad()),
@@ -153,7 +210,15 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "/", "linux/", "a/b/c/d", "linux/am d64", "linux//v7"] {
+        for bad in [
+            "",
+            "/",
+            "linux/",
+            "a/b/c/d",
+            "linux/am d64",
+            "linux//v7",
+            "bogus",
+        ] {
             assert!(bad.parse::<Platform>().is_err(), "{bad}");
         }
     }

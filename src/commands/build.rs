@@ -149,7 +149,7 @@ impl Sink<'_> {
         if let Some(f) = path {
             if let Err(e) = std::fs::write(f, text()) {
                 let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
-                failed.get_or_insert(Failure::Build(e.to_string()));
+                failed.get_or_insert(Failure::Build(format!("{}: {e}", f.display())));
             }
         }
     }
@@ -240,6 +240,15 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         request_args.file = s.file.clone();
     }
     let req = request(args, &request_args)?;
+    // The files written after the build must be writable before it starts.
+    for (flag, path) in [
+        ("--iidfile", &args.iidfile),
+        ("--metadata-file", &args.metadata_file),
+    ] {
+        if let Some(p) = path {
+            engine::output::check_file_destination(flag, p).map_err(usage)?;
+        }
+    }
     let cancel = req.cancel.clone();
     let progress = Progress::new(mode);
     let sink = Sink {

@@ -2,6 +2,8 @@
 
 use kiln_tests::{run, Context};
 
+use base64::Engine as _;
+
 use crate::KILN;
 
 #[test]
@@ -151,14 +153,40 @@ fn a_build_lists_check_warnings_after_it_as_buildx_does() {
         ],
     );
     assert_eq!(raw.code, 0, "{}", raw.stderr);
+    // BuildKit's SolveStatus: a `warnings` entry whose base64 `short` is `Rule: message (line N)`.
+    let shorts: Vec<String> = raw
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["warnings"][0]["short"].as_str().map(str::to_string))
+        .filter_map(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .collect();
     assert!(
+        shorts
+            .iter()
+            .any(|s| s.starts_with("FromAsCasing: ") && s.ends_with("(line 1)")),
+        "{}",
         raw.stderr
+    );
+    // kiln's own event schema keeps them too.
+    let kiln_json = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=kiln-json",
+            ctx.path().to_str().expect("utf-8"),
+        ],
+    );
+    assert!(
+        kiln_json
+            .stderr
             .lines()
             .any(|l| l.contains("\"event\":\"warning\"")
                 && l.contains("\"rule\":\"FromAsCasing\"")
                 && l.contains("\"line\":1")),
         "{}",
-        raw.stderr
+        kiln_json.stderr
     );
 }
 

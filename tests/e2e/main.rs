@@ -1,5 +1,6 @@
 //! End-to-end tests of the `kiln` binary. Each module covers one command as a user meets it.
 
+mod badinput;
 mod build;
 mod buildkit;
 mod cache;
@@ -18,6 +19,7 @@ mod lifecycle;
 mod mounts;
 mod network;
 mod platforms;
+mod progress;
 mod registry;
 mod remote;
 mod rootless;

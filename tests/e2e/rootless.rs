@@ -122,3 +122,59 @@ fn an_ordinary_user_builds_with_the_same_run_semantics() {
         "no mount reached the host's table"
     );
 }
+
+#[test]
+fn an_ordinary_user_is_told_up_front_that_limits_need_root() {
+    let uid = uid_of(USER);
+    let home = tempfile::tempdir().expect("tempdir");
+    let dir = home.path();
+    for d in ["root", "ctx"] {
+        std::fs::create_dir(dir.join(d)).expect("mkdir");
+    }
+    // No RUN at all: without the check up front this build succeeds and the limits are silently not applied.
+    std::fs::write(dir.join("ctx/Dockerfile"), "FROM scratch\nCOPY a /a\n").expect("Dockerfile");
+    std::fs::write(dir.join("ctx/a"), "a\n").expect("a");
+    run(
+        "chown",
+        &["-R", &format!("{uid}:{uid}"), dir.to_str().expect("utf-8")],
+        None,
+    );
+    run("chmod", &["755", dir.to_str().expect("utf-8")], None);
+    let root_env = format!("KILN_ROOT={}", dir.join("root").display());
+    let ctx = dir.join("ctx");
+    for (flags, named) in [
+        (&["--memory", "64m"][..], "--memory"),
+        (&["--cpus", "0.5"][..], "--cpus"),
+        (&["--pids-limit", "50"][..], "--pids-limit"),
+    ] {
+        let mut args = vec![
+            root_env.as_str(),
+            KILN,
+            "build",
+            "--progress=plain",
+            "-t",
+            "lim",
+        ];
+        args.extend(flags);
+        args.push(ctx.to_str().expect("utf-8"));
+        let r = as_user(&args);
+        assert_eq!(r.code, 2, "{flags:?}: {}", r.stderr);
+        assert!(
+            r.stderr
+                .contains(&format!("{named} cannot be used by a rootless kiln")),
+            "{flags:?}: {}",
+            r.stderr
+        );
+        assert!(!r.stderr.contains("Permission denied"), "{}", r.stderr);
+        assert!(!r.stderr.contains("#1 "), "no step ran: {}", r.stderr);
+    }
+    let fine = as_user(&[
+        root_env.as_str(),
+        KILN,
+        "build",
+        "-t",
+        "lim",
+        ctx.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(fine.code, 0, "{}", fine.stderr);
+}

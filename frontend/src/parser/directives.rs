@@ -24,6 +24,45 @@ impl Default for Directives {
     }
 }
 
+impl Directives {
+    /// The `# syntax=` frontend when it is not one kiln's built-in frontend stands for: BuildKit would run that
+    /// image as the frontend, kiln cannot, so a build says it uses its own instead. `docker/dockerfile` (and
+    /// `-upstream`) at `1`, `1.N`, `1.N.M`, with or without `-labs`, a `docker.io/` prefix or a digest, and no tag
+    /// at all, are what kiln covers.
+    pub fn foreign_syntax(&self) -> Option<&str> {
+        let syntax = self.syntax.as_deref()?.trim();
+        if syntax.is_empty() || is_covered_syntax(syntax) {
+            return None;
+        }
+        Some(syntax)
+    }
+}
+
+fn is_covered_syntax(syntax: &str) -> bool {
+    let name = syntax.split_once('@').map_or(syntax, |(n, _)| n);
+    let name = name
+        .strip_prefix("docker.io/")
+        .or_else(|| name.strip_prefix("index.docker.io/"))
+        .unwrap_or(name);
+    let (repo, tag) = match name.rsplit_once(':') {
+        Some((r, t)) => (r, Some(t)),
+        None => (name, None),
+    };
+    if repo != "docker/dockerfile" && repo != "docker/dockerfile-upstream" {
+        return false;
+    }
+    let Some(tag) = tag else {
+        return true;
+    };
+    let version = tag.strip_suffix("-labs").unwrap_or(tag);
+    let parts: Vec<&str> = version.split('.').collect();
+    parts.first() == Some(&"1")
+        && parts.len() <= 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// Reads directives line by line until the block ends.
 #[derive(Debug, Default)]
 pub(super) struct DirectiveReader {
@@ -143,6 +182,7 @@ mod tests {
         .unwrap();
         assert_eq!(d.escape, '`');
         assert_eq!(d.syntax.as_deref(), Some("docker/dockerfile:1"));
+        assert_eq!(d.foreign_syntax(), None);
         assert_eq!(d.check.as_deref(), Some("skip=all"));
         let late = read(&["# a comment", "# escape=`"]).unwrap();
         assert_eq!(late.escape, '\\');
@@ -158,5 +198,30 @@ mod tests {
     fn errors() {
         assert!(read(&["# escape=x"]).is_err());
         assert!(read(&["# escape=`", "# escape=\\"]).is_err());
+    }
+
+    #[test]
+    fn syntax_kiln_covers_is_told_from_a_foreign_frontend() {
+        let d = |s: &str| Directives {
+            syntax: Some(s.to_string()),
+            ..Directives::default()
+        };
+        for covered in [
+            "docker/dockerfile:1",
+            "docker/dockerfile:1.7",
+            "docker/dockerfile:1.7.1-labs",
+            "docker.io/docker/dockerfile:1@sha256:ac85f380a63b13dfcefa89046420e1781752bab202122f8f50032edf31be0021",
+            "docker/dockerfile",
+            "docker/dockerfile-upstream:1-labs",
+        ] {
+            assert_eq!(d(covered).foreign_syntax(), None, "{covered}");
+        }
+        for foreign in [
+            "example.com/custom/frontend:v9",
+            "docker/dockerfile:2",
+            "tonistiigi/dockerfile:master",
+        ] {
+            assert_eq!(d(foreign).foreign_syntax(), Some(foreign), "{foreign}");
+        }
     }
 }

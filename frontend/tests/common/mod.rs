@@ -9,27 +9,62 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Where the conformance data lives: `$KILN_SHARED_DIR/conformance` when that variable is
-/// set, otherwise `shared/conformance` next to the workspace checkout.
-pub fn conformance_dir_candidate() -> PathBuf {
-    match std::env::var_os("KILN_SHARED_DIR") {
-        Some(shared) => PathBuf::from(shared).join("conformance"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance"),
+/// The directories the conformance data is looked for in, first found wins: `$KILN_SHARED_DIR/conformance` when
+/// that variable is set (then alone: asking for a place that lacks it is an error), else `shared/conformance`
+/// beside the checkout (what CI provides), else `conformance-data/conformance` inside it (what
+/// `scripts/conformance-data.sh` fetches on a fresh clone).
+pub fn conformance_dir_candidates() -> Vec<PathBuf> {
+    if let Some(shared) = std::env::var_os("KILN_SHARED_DIR") {
+        return vec![PathBuf::from(shared).join("conformance")];
     }
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    vec![
+        workspace.join("../shared/conformance"),
+        workspace.join("conformance-data/conformance"),
+    ]
 }
 
-/// The conformance directory; panics (failing the test) with a clear message when missing,
-/// because a silently skipped conformance test would hide regressions.
-pub fn conformance_dir() -> PathBuf {
-    let dir = conformance_dir_candidate();
-    if !dir.join("README.md").is_file() {
+/// The first candidate (see [`conformance_dir_candidates`]).
+pub fn conformance_dir_candidate() -> PathBuf {
+    conformance_dir_candidates().remove(0)
+}
+
+/// The conformance directory; `None` when it is absent and no one asked for a particular place, after saying
+/// so: `SKIPPED <test>: <reason>` on stderr and in `target/conformance-skipped.txt`, which `scripts/test.sh` lists
+/// after the run, so a test without its data never passes silently. With `KILN_SHARED_DIR` set and no data there,
+/// it panics (failing the test).
+pub fn conformance_dir(test: &str) -> Option<PathBuf> {
+    let candidates = conformance_dir_candidates();
+    if let Some(found) = candidates.iter().find(|d| d.join("README.md").is_file()) {
+        return Some(found.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|d| d.display().to_string()).collect();
+    if std::env::var_os("KILN_SHARED_DIR").is_some() {
         panic!(
             "conformance data not found at {} (expected its README.md there); \
              set KILN_SHARED_DIR to the directory that contains `conformance/`",
-            dir.display()
+            looked.join(", ")
         );
     }
-    dir
+    let line = format!(
+        "SKIPPED {test}: BuildKit's conformance data is not here (looked in {}); run scripts/conformance-data.sh \
+         with network access, or set KILN_SHARED_DIR",
+        looked.join(" and ")
+    );
+    eprintln!("{line}");
+    let record = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/conformance-skipped.txt");
+    if let Some(parent) = record.parent() {
+        let _ = std::fs::create_dir_all(parent);
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&record)
+    {
+        use std::io::Write as _;
+        let _ = writeln!(f, "{line}");
+    }
+    None
 }
 
 /// The known-failures file of the frontend crate.
