@@ -3,6 +3,7 @@
 mod build;
 mod buildkit;
 mod cache;
+mod call;
 mod check;
 mod checklist;
 mod concurrency;

@@ -3,6 +3,7 @@
 //! Each result serializes to the JSON BuildKit's frontend returns as `result.json` and prints as its `result.txt`
 //! (`PrintOutline`, `PrintTargets`), so tools written against `docker buildx build --call=...` read kiln's.
 
+pub mod lint;
 pub mod outline;
 pub mod targets;
 
@@ -10,6 +11,7 @@ use serde::Serialize;
 
 use crate::parser::{Dockerfile, Span};
 
+pub use lint::LintResults;
 pub use outline::{outline, Outline};
 pub use targets::{targets, TargetList};
 
@@ -81,6 +83,63 @@ fn base64_sources<S: serde::Serializer>(sources: &[Vec<u8>], s: S) -> Result<S::
         .map(|b| base64::engine::general_purpose::STANDARD.encode(b))
         .collect();
     encoded.serialize(s)
+}
+
+/// One source's bytes as Go's `encoding/json` writes a `[]byte`.
+fn base64_bytes<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .encode(bytes)
+        .serialize(s)
+}
+
+/// The Dockerfile lines around `location` as BuildKit's `errdefs.Source.Print` shows them: `file:line`, a rule,
+/// the lines (those of the location marked `>>>`) with up to two lines of context (four in all for a one-line
+/// location), and a rule. Empty when the location has no lines in the file.
+pub fn print_source(filename: &str, data: &[u8], location: &Location) -> String {
+    let text = String::from_utf8_lossy(data);
+    let lines: Vec<&str> = text.split('\n').collect();
+    let Some(mut start) = location.ranges.iter().map(|r| r.start.line).min() else {
+        return String::new();
+    };
+    let mut end = location
+        .ranges
+        .iter()
+        .map(|r| r.end.line.max(r.start.line))
+        .max()
+        .unwrap_or(start);
+    if start > lines.len() || start < 1 {
+        return String::new();
+    }
+    end = end.min(lines.len());
+    let pad = if end == start { 4 } else { 2 };
+    let first = start;
+    let mut p = 0;
+    while p < pad {
+        if start > 1 {
+            start -= 1;
+            p += 1;
+        }
+        if end != lines.len() {
+            end += 1;
+            p += 1;
+        }
+        p += 1;
+    }
+    let marked = |l: usize| {
+        location
+            .ranges
+            .iter()
+            .any(|r| r.start.line <= l && r.end.line.max(r.start.line) >= l)
+    };
+    let mut out = format!("{filename}:{first}\n--------------------\n");
+    for (i, line) in lines.iter().enumerate().take(end).skip(start - 1) {
+        let n = i + 1;
+        let pfx = if marked(n) { ">>>" } else { "   " };
+        out.push_str(&format!(" {n:>3} | {pfx} {line}\n"));
+    }
+    out.push_str("--------------------\n");
+    out
 }
 
 /// `value` as Go's `json.MarshalIndent(v, "", "  ")` writes it: two-space indents, and `<`, `>`, `&`, U+2028
