@@ -81,6 +81,16 @@ pub fn run(args: &BuildArgs, call: Call) -> Result<(), Failure> {
     let json = |v: Result<String, serde_json::Error>| {
         v.map_err(|e| Failure::Build(format!("cannot write the result as JSON: {e}")))
     };
+    // Base images are judged from the root's store, pulling nothing, as `kiln check` does; a store that cannot be
+    // opened leaves them unknown (their ENV then cannot reach an ARG default).
+    let resolver = (call.what != Subrequest::Targets)
+        .then(|| oci::store::Store::open(&super::open_root(&args.root).store()).ok())
+        .flatten()
+        .map(engine::resolver::Resolver::for_checks);
+    let resolver: &dyn frontend::ImageResolver = match &resolver {
+        Some(r) => r,
+        None => &frontend::NoResolver,
+    };
     match call.what {
         Subrequest::Targets => {
             let list = frontend::subrequests::targets(&df.parsed, &df.bytes)
@@ -91,13 +101,6 @@ pub fn run(args: &BuildArgs, call: Call) -> Result<(), Failure> {
             }
         }
         Subrequest::Outline => {
-            let root = super::open_root(&args.root);
-            let store = oci::store::Store::open(&root.store()).ok();
-            let resolver = store.map(engine::resolver::Resolver::for_checks);
-            let resolver: &dyn frontend::ImageResolver = match &resolver {
-                Some(r) => r,
-                None => &frontend::NoResolver,
-            };
             let outline =
                 frontend::subrequests::outline(&df.parsed, &df.bytes, &loaded.opts, resolver)
                     .map_err(|e| loaded.fail(&e))?;
@@ -107,13 +110,6 @@ pub fn run(args: &BuildArgs, call: Call) -> Result<(), Failure> {
             }
         }
         Subrequest::Check => {
-            let root = super::open_root(&args.root);
-            let store = oci::store::Store::open(&root.store()).ok();
-            let resolver = store.map(engine::resolver::Resolver::for_checks);
-            let resolver: &dyn frontend::ImageResolver = match &resolver {
-                Some(r) => r,
-                None => &frontend::NoResolver,
-            };
             let report = frontend::checks::run_checks_with(&df.parsed, &loaded.opts, resolver)
                 .map_err(|e| loaded.fail(&e))?;
             let filename = df
