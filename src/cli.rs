@@ -346,9 +346,14 @@ pub struct BuildArgs {
         value_name = "builtin|runc|PATH"
     )]
     pub runtime: String,
-    /// Run the build checks and report them instead of building (as `docker build --check`).
+    /// Run the build checks and report them instead of building: `--call=check` (as `docker build --check`).
     #[arg(long)]
     pub check: bool,
+    /// Instead of building, answer a frontend subrequest as `docker buildx build --call` does: `check` (the
+    /// build checks), `outline` (the target's build args, secrets and SSH ids) or `targets` (the stages), with
+    /// `,format=json` for BuildKit's JSON and `,ignorestatus=true`; `build` (the default) builds.
+    #[arg(long, value_name = "build|check|outline|targets[,format=json]")]
+    pub call: Option<String>,
     /// Memory limit of each RUN step (bytes, or with a unit: 64m, 1g); a step over it is OOM-killed.
     #[arg(long, value_name = "SIZE")]
     pub memory: Option<String>,

@@ -46,6 +46,8 @@ pub enum Failure {
     Build(String),
     /// Exit 2: bad usage or a bad Dockerfile; the message is already rendered.
     Usage(String),
+    /// Exit with this code and no message: what was to be said is printed (`--call=check` with findings).
+    Exit(u8),
     /// Exit 128 + the signal: the build was stopped by SIGINT or SIGTERM (and cleaned up after).
     Interrupted(i32),
 }
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
             eprintln!("error: {msg}");
             ExitCode::from(2)
         }
+        Err(Failure::Exit(code)) => ExitCode::from(code),
         Err(Failure::Interrupted(signal)) => {
             eprintln!("error: the build was stopped by signal {signal}; its running steps were killed and cleaned up");
             ExitCode::from((128 + signal).clamp(0, 255) as u8)

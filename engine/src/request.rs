@@ -25,6 +25,8 @@ pub struct Dockerfile {
     pub path: Option<PathBuf>,
     /// Its parse.
     pub parsed: frontend::parser::Dockerfile,
+    /// The bytes it was parsed from: BuildKit's subrequests (`--call=outline`...) return them as the source.
+    pub bytes: Vec<u8>,
 }
 
 /// Why a Dockerfile could not be read or parsed.
@@ -85,6 +87,7 @@ impl Dockerfile {
             display_name,
             path,
             parsed,
+            bytes: bytes.to_vec(),
         })
     }
 

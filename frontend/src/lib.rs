@@ -13,6 +13,7 @@ pub mod lower;
 pub mod parser;
 mod ports;
 pub mod shell;
+pub mod subrequests;
 mod suggest;
 
 pub use error::FrontendError;

@@ -228,8 +228,13 @@ fn stage_stdin(
 
 /// Runs `kiln build`.
 pub fn run(args: &BuildArgs) -> Result<(), Failure> {
-    if args.check {
-        return crate::commands::check::run(&args.request, &args.root);
+    let call = match (&args.call, args.check) {
+        (Some(c), _) => super::call::parse(c)?,
+        (None, true) => super::call::parse("check")?,
+        (None, false) => None,
+    };
+    if let Some(call) = call {
+        return super::call::run(args, call);
     }
     let mode = Mode::parse(&args.progress).map_err(Failure::Usage)?;
     let root = open_root(&args.root);

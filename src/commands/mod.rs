@@ -2,6 +2,7 @@
 //! what comes back.
 
 pub mod build;
+pub mod call;
 pub mod check;
 pub mod doctor;
 pub mod gc;

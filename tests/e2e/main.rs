@@ -4,6 +4,7 @@ mod badinput;
 mod build;
 mod buildkit;
 mod cache;
+mod call;
 mod check;
 mod checklist;
 mod concurrency;

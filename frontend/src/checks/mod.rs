@@ -10,6 +10,7 @@ mod text;
 
 pub use crate::finding::Finding;
 pub use config::CheckConfig;
+pub(crate) use text::preceding_comments;
 
 use crate::error::FrontendError;
 use crate::instructions::parse_dockerfile_for_checks;

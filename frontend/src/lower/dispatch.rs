@@ -154,7 +154,7 @@ impl Lowerer<'_> {
             Command::Workdir(w) => self.dispatch_workdir(st, w, node)?,
             Command::Arg(decls) => {
                 let mut parts = Vec::new();
-                for d in decls {
+                for (position, d) in decls.iter().enumerate() {
                     let value = if let Some(v) = self.opts.build_args.get(&d.name) {
                         self.used_build_args.insert(d.name.clone());
                         Some(v.clone())
@@ -163,6 +163,16 @@ impl Lowerer<'_> {
                     } else {
                         self.global.value(&d.name).map(str::to_string)
                     };
+                    if self.outline.is_some() {
+                        // A bare ARG taking a global ARG's value keeps that ARG's description, as BuildKit's
+                        // dispatchArg skips its own info then.
+                        let inherited = d.default.is_none()
+                            && !self.opts.build_args.contains_key(&d.name)
+                            && value.is_some();
+                        if let Some(c) = &mut self.outline {
+                            c.stage_arg(st.index, d, position, node, value.as_deref(), inherited);
+                        }
+                    }
                     // A redeclared ARG keeps its place (BuildKit's testExportedHistoryFlattenArgs:
                     // `ARG foo=bar`, `ARG bar=123`, `ARG foo=bar2` give `RUN |2 foo=bar2 bar=123`). A bare
                     // `ARG NAME` with no value anywhere keeps the value NAME already has (one inherited from a base

@@ -21,6 +21,7 @@ use crate::error::FrontendError;
 use crate::finding::Finding;
 use crate::instructions::{parse_dockerfile, Stages};
 use crate::parser::Dockerfile;
+use crate::subrequests::outline::Capture;
 
 /// What a `--build-context NAME=VALUE` points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -243,6 +244,24 @@ pub fn lower_all_for_checks(
         }
         Ok((lowerer.findings, errors))
     })
+}
+
+/// Lowers the target `opts` names (and the stages it needs) of `df`, recording what its outline needs: the
+/// capture, the typed stages and the target's index (see [`crate::subrequests::outline`]).
+pub(crate) fn capture_outline(
+    df: &Dockerfile,
+    opts: &BuildOpts,
+    resolver: &dyn ImageResolver,
+) -> Result<(Capture, Stages, usize), FrontendError> {
+    let (stages, _duplicates) = crate::instructions::parse_dockerfile_for_checks(df)?;
+    let (capture, target) = with_deep_stack(stages.stages.len(), || {
+        let capture = Capture::new(df);
+        let mut lowerer = stage::Lowerer::with_outline(df, &stages, opts, resolver, Some(capture))?;
+        let target = lowerer.target_index()?;
+        lowerer.lower_stage(target)?;
+        Ok((lowerer.outline.unwrap_or_default(), target))
+    })?;
+    Ok((capture, stages, target))
 }
 
 /// Stack for lowering: a stage lowers the stages it depends on recursively, so a chain of thousands of stages

@@ -12,6 +12,7 @@ use super::stage::{Lowerer, StageState, DEFAULT_PATH};
 use crate::error::FrontendError;
 use crate::instructions::{mount_spec, mounts::MountType, RunCommand};
 use crate::parser::{chomp_heredoc, Heredoc, Node};
+use crate::subrequests::outline::MountKind as OutlineMount;
 
 /// Whether the RUN command line is exactly the first heredoc's marker (`<<EOF`, `<<-'EOF'`, ...).
 fn is_lone_heredoc(cmd: &str, h: &Heredoc) -> bool {
@@ -229,6 +230,16 @@ impl Lowerer<'_> {
     ) -> Result<Mount, FrontendError> {
         // Every field's value is expanded before it is read (`type=$MNT_TYPE`, `uid=$UID`), as BuildKit does.
         let spec = mount_spec(node, raw, |v| self.expand_in(st, v, node))?;
+        if let Some(c) = &mut self.outline {
+            let kind = match spec.kind {
+                MountType::Secret => Some(OutlineMount::Secret),
+                MountType::Ssh => Some(OutlineMount::Ssh),
+                _ => None,
+            };
+            if let (Some(kind), Some(id)) = (kind, &spec.id) {
+                c.mount(st.index, kind, id, spec.required, node);
+            }
+        }
         let cwd = st.image.config.working_dir.clone();
         // A relative target is joined to the working directory, an empty one is the working directory itself
         // (a bind mount may leave it out); only `/` is refused, in BuildKit's words (dispatchRunMounts).

@@ -16,6 +16,7 @@ use crate::finding::Finding;
 use crate::instructions::{Command, Instruction, Stage, Stages};
 use crate::parser::{Dockerfile, Node};
 use crate::shell::Lexer;
+use crate::subrequests::outline::Capture;
 
 /// Docker's default PATH, set in the config of images built FROM scratch and given to RUN when the image has none.
 pub(super) const DEFAULT_PATH: &str =
@@ -166,6 +167,8 @@ pub(super) struct Lowerer<'a> {
     pub findings: Vec<Finding>,
     pub used_build_args: BTreeSet<String>,
     pub target: usize,
+    /// What `--call=outline` needs, recorded only when asked for (see [`Lowerer::with_outline`]).
+    pub outline: Option<Capture>,
 }
 
 impl<'a> Lowerer<'a> {
@@ -174,6 +177,17 @@ impl<'a> Lowerer<'a> {
         stages: &'a Stages,
         opts: &'a BuildOpts,
         resolver: &'a dyn ImageResolver,
+    ) -> Result<Self, FrontendError> {
+        Self::with_outline(df, stages, opts, resolver, None)
+    }
+
+    /// [`Lowerer::new`], recording what an outline needs into `outline` when it is given.
+    pub fn with_outline(
+        df: &'a Dockerfile,
+        stages: &'a Stages,
+        opts: &'a BuildOpts,
+        resolver: &'a dyn ImageResolver,
+        outline: Option<Capture>,
     ) -> Result<Self, FrontendError> {
         let target_platform = opts
             .target_platform
@@ -195,6 +209,7 @@ impl<'a> Lowerer<'a> {
             findings: Vec::new(),
             used_build_args: BTreeSet::new(),
             target: 0,
+            outline,
         };
         for (k, v) in platform_values(&me.target_platform, &opts.build_platform) {
             me.global.set(&k, &v);
@@ -210,18 +225,25 @@ impl<'a> Lowerer<'a> {
             let Command::Arg(decls) = &inst.command else {
                 continue;
             };
-            for d in decls {
+            for (position, d) in decls.iter().enumerate() {
                 me.global_declared.insert(d.name.clone());
+                let mut read = None;
                 let value = if let Some(v) = opts.build_args.get(&d.name) {
                     me.used_build_args.insert(d.name.clone());
                     Some(v.clone())
                 } else if let Some(default) = &d.default {
                     let scope = me.global.clone();
                     let declared = me.global_declared.clone();
+                    if me.outline.is_some() {
+                        read = Some(me.reads(default, &scope));
+                    }
                     Some(me.expand(default, &scope, &declared, &inst.node, "UndefinedArgInFrom")?)
                 } else {
                     None
                 };
+                if let Some(c) = &mut me.outline {
+                    c.global_arg(d, position, &inst.node, value.as_deref(), read);
+                }
                 if let Some(v) = value {
                     me.global.set(&d.name, &v);
                 }
@@ -280,6 +302,15 @@ impl<'a> Lowerer<'a> {
             }
         }
         Ok(exp.result)
+    }
+
+    /// The variables `word` reads that `scope` sets (BuildKit's `ProcessWordWithMatches(...).Matched`), for the
+    /// outline; empty when the word does not expand (lowering reports that).
+    pub fn reads(&self, word: &str, scope: &Scope) -> BTreeSet<String> {
+        Lexer::new(self.df.directives.escape)
+            .process_word_with_matches(word, scope)
+            .map(|e| e.used)
+            .unwrap_or_default()
     }
 
     /// Splitting variant of [`Lowerer::expand`] (EXPOSE).
@@ -387,6 +418,15 @@ impl<'a> Lowerer<'a> {
         let node = &stage.from_node;
         let scope = self.global.clone();
         let declared = self.global_declared.clone();
+        if self.outline.is_some() {
+            let mut read = self.reads(&stage.from.base, &scope);
+            if let Some(p) = &stage.from.platform {
+                read.extend(self.reads(p, &scope));
+            }
+            if let Some(c) = &mut self.outline {
+                c.stage_from_reads(stage.index, read);
+            }
+        }
         let base = self.expand(
             &stage.from.base,
             &scope,
@@ -449,6 +489,9 @@ impl<'a> Lowerer<'a> {
             st.root = root;
             st.image = image;
         } else if let Some(dep) = self.base_stage(&base, stage.index) {
+            if let Some(c) = &mut self.outline {
+                c.base(stage.index, dep);
+            }
             let r = self.lower_stage(dep)?;
             st.root = r.root;
             st.image = r.image;
@@ -621,6 +664,9 @@ impl<'a> Lowerer<'a> {
             });
         }
         if let Some(dep) = self.stage_ref(name, st.index, node)? {
+            if let Some(c) = &mut self.outline {
+                c.dep(st.index, dep);
+            }
             let r = self.lower_stage(dep)?;
             return Ok(match r.root {
                 Some(r) => r,
