@@ -15,6 +15,7 @@ mod fidelity;
 mod graph;
 mod hostile;
 mod lifecycle;
+mod load;
 mod mounts;
 mod network;
 mod platforms;
