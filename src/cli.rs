@@ -300,8 +300,8 @@ pub struct BuildArgs {
     /// --load=podman (CONTAINER_HOST or /run/podman/podman.sock); shorthand for -o type=docker.
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "docker", value_name = "docker|podman")]
     pub load: Option<String>,
-    /// Add an annotation to the image: KEY=VALUE (on the manifest), or TYPE[\[PLATFORM\]]:KEY=VALUE with TYPE
-    /// manifest, manifest-descriptor, index or index-descriptor.
+    /// Add an annotation to the image: KEY=VALUE (on the manifest), or TYPE:KEY=VALUE with TYPE manifest,
+    /// manifest-descriptor, index or index-descriptor (a manifest type may name a platform: manifest[linux/arm64]:K=V).
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
     /// Suppress the build output and print the image ID (config digest) on success.
