@@ -292,9 +292,21 @@ pub struct BuildArgs {
     /// Name (and tag) for the image, `name:tag`; implies `-o type=image`.
     #[arg(short = 't', long = "tag", value_name = "NAME")]
     pub tags: Vec<String>,
-    /// Output: type=image[,name=N], type=oci,dest=FILE|DIR[,tar=false], type=local,dest=DIR, type=tar,dest=FILE.
+    /// Output: type=image[,name=N], type=registry, type=oci,dest=FILE|DIR[,tar=false], type=docker[,dest=FILE],
+    /// type=local,dest=DIR, type=tar,dest=FILE.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,
+    /// Load the image into the running Docker engine (DOCKER_HOST or /var/run/docker.sock), or Podman's with
+    /// --load=podman (CONTAINER_HOST or /run/podman/podman.sock); shorthand for -o type=docker.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "docker", value_name = "docker|podman")]
+    pub load: Option<String>,
+    /// Add an annotation to the image: KEY=VALUE (on the manifest), or TYPE:KEY=VALUE with TYPE manifest,
+    /// manifest-descriptor, index or index-descriptor (a manifest type may name a platform: manifest[linux/arm64]:K=V).
+    #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
+    pub annotations: Vec<String>,
+    /// Suppress the build output and print the image ID (config digest) on success.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
     /// Do not use the cache for any step.
     #[arg(long)]
     pub no_cache: bool,

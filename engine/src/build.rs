@@ -88,14 +88,17 @@ fn complete_outputs(req: &BuildRequest) -> Result<(Vec<String>, Vec<Output>), Bu
         );
     }
     for o in &mut outputs {
-        if let Output::Image { names: n, .. } | Output::Archive { names: n, .. } = o {
+        if let Output::Image { names: n, .. }
+        | Output::Archive { names: n, .. }
+        | Output::Load { names: n, .. } = o
+        {
             for x in n.iter_mut() {
                 *x = frontend::lower::normalize_reference(x)
                     .map_err(|e| invalid(format!("name={x}: {e}")))?;
             }
         }
         // As buildx does, -t names every image-writing output that names nothing itself.
-        if let Output::Archive { names: n, .. } = o {
+        if let Output::Archive { names: n, .. } | Output::Load { names: n, .. } = o {
             if n.is_empty() {
                 n.extend(names.iter().cloned());
             }
@@ -126,6 +129,15 @@ fn complete_outputs(req: &BuildRequest) -> Result<(Vec<String>, Vec<Output>), Bu
             if let Output::Image { layers, .. } | Output::Archive { layers, .. } = o {
                 layers.layer_max_size.get_or_insert(max);
             }
+        }
+    }
+    // buildx adds its --annotation flags to every image-writing output.
+    for o in &mut outputs {
+        if let Output::Image { layers, .. }
+        | Output::Archive { layers, .. }
+        | Output::Load { layers, .. } = o
+        {
+            layers.annotations.0.extend(req.annotations.iter().cloned());
         }
     }
     for o in &outputs {
@@ -164,6 +176,41 @@ fn check_named_dirs(contexts: &BTreeMap<String, frontend::NamedContext>) -> Resu
                     )))
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses, before any step runs, outputs that cannot hold what the build makes, in BuildKit's words: a docker
+/// archive (or `--load`) of several platforms, annotations with no place to go; and asks a `--load` engine
+/// whether it is there at all.
+fn check_outputs(outputs: &[Output], targets: &[Target]) -> Result<(), BuildError> {
+    let platforms: Vec<oci::Platform> = targets.iter().map(|t| t.platform.clone()).collect();
+    for o in outputs {
+        let (layers, default_oci) = match o {
+            Output::Image { layers, .. } => (layers, true),
+            Output::Archive { layers, docker, .. } => (layers, !docker),
+            Output::Load { layers, .. } => (layers, false),
+            Output::Local { .. } | Output::Tar { .. } => continue,
+        };
+        let docker = matches!(
+            o,
+            Output::Archive { docker: true, .. } | Output::Load { .. }
+        );
+        if docker && platforms.len() > 1 {
+            return Err(invalid(
+                "docker exporter does not currently support exporting manifest lists (a docker archive holds \
+                 one platform per image: use -o type=oci, or push, for a multi-platform build)"
+                    .to_string(),
+            ));
+        }
+        let oci = layers.oci_media_types.unwrap_or(default_oci)
+            || layers.compression.as_deref() == Some("zstd");
+        layers.annotations.check(&platforms, oci)?;
+    }
+    for o in outputs {
+        if let Output::Load { endpoint, .. } = o {
+            endpoint.ping()?;
         }
     }
     Ok(())
@@ -254,16 +301,7 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
     };
     let def = &definition;
     let roots: Vec<VertexId> = targets.iter().filter_map(|t| t.root).collect();
-    if targets.len() > 1
-        && outputs
-            .iter()
-            .any(|o| matches!(o, Output::Archive { docker: true, .. }))
-    {
-        return Err(invalid(
-            "-o type=docker holds one platform per image: use -o type=oci for a multi-platform build"
-                .to_string(),
-        ));
-    }
+    check_outputs(&outputs, &targets)?;
     check_entitlements(def, &roots, &req.allow)?;
     // CDI devices: the specs are read only when a step asks for one, and every device is resolved and checked
     // against `--allow device` before any step runs.

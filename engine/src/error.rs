@@ -67,6 +67,12 @@ pub enum BuildError {
     /// The worker failed outside a step (starting, publishing records, saving stat caches).
     #[error(transparent)]
     Worker(#[from] solver::worker::WorkerError),
+    /// `--load`: the engine could not be reached or did not take the image.
+    #[error(transparent)]
+    Load(#[from] crate::docker_api::DockerApiError),
+    /// An annotation is refused (a platform the build does not make, index annotations without an index).
+    #[error(transparent)]
+    Annotation(#[from] crate::annotations::AnnotationError),
     /// Making an image, an index or an archive failed.
     #[error(transparent)]
     Export(#[from] exporter::ExportError),
@@ -82,7 +88,10 @@ impl BuildError {
     /// Whether the request or the Dockerfile was at fault (exit 2), rather than the build (exit 1).
     pub fn is_usage(&self) -> bool {
         match self {
-            BuildError::Config(_) | BuildError::Invalid(_) | BuildError::Dockerfile(_) => true,
+            BuildError::Config(_)
+            | BuildError::Invalid(_)
+            | BuildError::Dockerfile(_)
+            | BuildError::Annotation(_) => true,
             BuildError::Policy(e) => e.is_usage(),
             BuildError::Output(e) => matches!(e, OutputError::Spec(_)),
             BuildError::Registry(e) => e.is_usage(),

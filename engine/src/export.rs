@@ -7,6 +7,7 @@ use exporter::{ArchiveFormat, Compression, ExportOptions, LayerSource, Tagged};
 use oci::store::Store;
 use solver::snapshot::Snapshotter;
 
+use crate::annotations::Annotations;
 use crate::error::BuildError;
 use crate::events::{ImageResult, Outcome, Progress};
 use crate::output::{write_to, Output, OutputError};
@@ -97,23 +98,35 @@ pub(crate) fn export(
         }
     }
     // One platform: its image, named. Several: each platform's image, then an index of them, named.
-    // With an archive, each image's blobs go into it as they are made (see `exporter::ArchiveStream`).
+    // With an archive, each image's blobs go into it as they are made (see `exporter::ArchiveStream`). Annotations
+    // land where BuildKit's image writer puts them: manifests, their descriptors, the index, its descriptor.
     let export = |options: &ExportOptions,
+                  ann: &Annotations,
                   names: &[String],
                   mut archive: Option<&mut exporter::ArchiveStream<'_>>|
      -> Result<Produced, BuildError> {
-        let one =
-            |layers: &[LayerSource],
-             image: oci::Image,
-             names: &[String],
-             archive: Option<&mut exporter::ArchiveStream<'_>>| match archive {
-                Some(archive) => {
-                    exporter::export_image_into(store, layers, image, options, archive)
-                }
-                None => exporter::export_image(store, layers, image, options, names),
-            };
+        let one = |b: &Built,
+                   layers: &[LayerSource],
+                   names: &[String],
+                   archive: Option<&mut exporter::ArchiveStream<'_>>|
+         -> Result<exporter::ExportedImage, BuildError> {
+            let mut image = exporter::export_annotated_image(
+                store,
+                layers,
+                b.image.clone(),
+                options,
+                &ann.manifest(&b.platform),
+                names,
+                archive,
+            )?;
+            image
+                .manifest
+                .annotations
+                .extend(ann.manifest_descriptor(&b.platform));
+            Ok(image)
+        };
         if let [only] = built {
-            let image = one(&layers[0], only.image.clone(), names, archive)?;
+            let image = one(only, &layers[0], names, archive)?;
             return Ok(Produced {
                 manifest: image.manifest,
                 config: Some(image.config),
@@ -121,14 +134,22 @@ pub(crate) fn export(
         }
         let mut images = Vec::new();
         for (b, l) in built.iter().zip(&layers) {
-            let image = one(l, b.image.clone(), &[], archive.as_deref_mut())?;
+            let image = one(b, l, &[], archive.as_deref_mut())?;
             images.push((b.platform.clone(), image));
         }
-        let index = exporter::export_index(store, &images, options.oci_media_types, names)?;
+        let mut index =
+            exporter::export_index(store, &images, options.oci_media_types, &ann.index(), names)?;
+        index.annotations.extend(ann.index_descriptor());
         Ok(Produced {
             manifest: index,
             config: None,
         })
+    };
+    let tagged = |names: &[String], image: &Produced| {
+        [Tagged {
+            manifest: image.manifest.clone(),
+            names: names.to_vec(),
+        }]
     };
     // The digest reported is that of the image that leaves the machine when there is one.
     let mut exported: Option<(Produced, Vec<String>)> = None;
@@ -142,7 +163,12 @@ pub(crate) fn export(
                 // Kiln's own store keeps layers uncompressed unless told otherwise (nothing is gained by
                 // compressing what stays on this disk); a push gets gzip, made once per snapshot and remembered,
                 // an archive written to a file gzip compressed straight into it.
-                let mut image = export(&resolve(opts, Compression::None, true), &all_names, None)?;
+                let mut image = export(
+                    &resolve(opts, Compression::None, true),
+                    &opts.annotations,
+                    &all_names,
+                    None,
+                )?;
                 if *push {
                     let targets = if own.is_empty() { names } else { &own[..] };
                     let refs = targets
@@ -174,12 +200,6 @@ pub(crate) fn export(
                 layers: opts,
             } => {
                 let options = resolve(opts, Compression::Gzip(6), !docker);
-                let tagged = |image: &Produced| {
-                    [Tagged {
-                        manifest: image.manifest.clone(),
-                        names: names.clone(),
-                    }]
-                };
                 let format = if *docker {
                     ArchiveFormat::Docker
                 } else {
@@ -189,10 +209,10 @@ pub(crate) fn export(
                     let mut produced = None;
                     write_to(dest, |w| {
                         let mut archive = exporter::ArchiveStream::new(w);
-                        let image =
-                            export(&options, &[], Some(&mut archive)).map_err(|e| e.to_string())?;
+                        let image = export(&options, &opts.annotations, &[], Some(&mut archive))
+                            .map_err(|e| e.to_string())?;
                         archive
-                            .finish(store, &tagged(&image), format)
+                            .finish(store, &tagged(names, &image), format)
                             .map_err(|e| e.to_string())?;
                         produced = Some(image);
                         Ok(())
@@ -200,10 +220,38 @@ pub(crate) fn export(
                     .map_err(written)?;
                     produced.ok_or_else(|| fail("the archive was written without an image"))?
                 } else {
-                    let image = export(&options, &[], None)?;
-                    exporter::write_layout_dir(store, &tagged(&image), Path::new(dest))?;
+                    let image = export(&options, &opts.annotations, &[], None)?;
+                    exporter::write_layout_dir(store, &tagged(names, &image), Path::new(dest))?;
                     image
                 };
+                exported = Some((image, names.clone()));
+            }
+            Output::Load {
+                endpoint,
+                names,
+                layers: opts,
+            } => {
+                // The engine unpacks what it loads: layers go uncompressed unless asked otherwise, which spares
+                // compressing here and decompressing there (BuildKit's docker exporter gzips them).
+                let options = resolve(opts, Compression::None, false);
+                let mut produced = None;
+                let said = endpoint.load(|w| {
+                    let mut archive = exporter::ArchiveStream::new(w);
+                    let image = export(&options, &opts.annotations, &[], Some(&mut archive))
+                        .map_err(|e| e.to_string())?;
+                    archive
+                        .finish(store, &tagged(names, &image), ArchiveFormat::Docker)
+                        .map_err(|e| e.to_string())?;
+                    produced = Some(image);
+                    Ok(())
+                })?;
+                let image =
+                    produced.ok_or_else(|| fail("the image was loaded without an image"))?;
+                progress.event(crate::events::Event::Message(format!(
+                    "loaded into the {} engine at unix://{}: {said}",
+                    endpoint.kind,
+                    endpoint.socket.display()
+                )));
                 exported = Some((image, names.clone()));
             }
             Output::Local { dest } => {

@@ -12,8 +12,10 @@
 
 #![warn(missing_docs)]
 
+pub mod annotations;
 pub mod build;
 pub mod config;
+pub mod docker_api;
 pub mod doctor;
 pub mod error;
 pub mod events;

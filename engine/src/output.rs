@@ -1,13 +1,17 @@
-//! `-o/--output` specs in BuildKit's syntax: `type=image[,name=N][,push=true]`, `type=oci,dest=PATH[,tar=false]`,
-//! `type=docker,dest=FILE|-`, `type=local,dest=DIR`, `type=tar,dest=FILE|-`; a bare path means
+//! `-o/--output` specs in BuildKit's syntax: `type=image[,name=N][,push=true]`, `type=registry` (buildx's alias of
+//! `type=image,push=true`), `type=oci,dest=PATH[,tar=false]`, `type=docker,dest=FILE|-` (without `dest=`: loaded
+//! into the Docker engine, what `--load` means), `type=local,dest=DIR`, `type=tar,dest=FILE|-`; a bare path means
 //! `type=local,dest=PATH`, `-` a tar on stdout. Image-writing types take BuildKit's layer options: `compression=`,
-//! `compression-level=`, `force-compression=`, `oci-mediatypes=`, `rewrite-timestamp=`, `source-date-epoch=`, and
-//! kiln's `layer-max-size=`.
+//! `compression-level=`, `force-compression=`, `oci-mediatypes=`, `rewrite-timestamp=`, `source-date-epoch=`,
+//! kiln's `layer-max-size=`, and the annotation options `annotation[-TYPE][\[PLATFORM\]].KEY=VALUE`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use exporter::{Compression, ExportOptions};
+
+use crate::annotations::{self, Annotations};
+use crate::docker_api::Endpoint;
 
 /// Why an output spec is none, or an output file could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -20,7 +24,8 @@ pub enum OutputError {
     Write(String),
 }
 
-/// Layer options of an image-writing output, as given (unset ones take the output type's defaults).
+/// Options of an image-writing output, as given (unset ones take the output type's defaults): its layers' and its
+/// annotations.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayerOptions {
     /// `compression=gzip|zstd|uncompressed`.
@@ -38,6 +43,8 @@ pub struct LayerOptions {
     pub source_date_epoch: Option<Option<i64>>,
     /// `layer-max-size=SIZE` (kiln's own): split a step's layer larger than this into several.
     pub layer_max_size: Option<u64>,
+    /// `annotation*.KEY=VALUE` options, then the build's `--annotation` flags.
+    pub annotations: Annotations,
 }
 
 impl LayerOptions {
@@ -108,6 +115,16 @@ pub enum Output {
         /// Layer options.
         layers: LayerOptions,
     },
+    /// Into a running Docker (or Podman) engine, as a docker archive streamed to its API: `--load`, or
+    /// `-o type=docker` without `dest=`, as buildx's docker exporter loads what it makes.
+    Load {
+        /// The engine's API socket.
+        endpoint: Endpoint,
+        /// `name=` values: the names the engine gives the image.
+        names: Vec<String>,
+        /// Layer options.
+        layers: LayerOptions,
+    },
     /// The final filesystem into a directory.
     Local {
         /// Destination directory.
@@ -174,9 +191,14 @@ fn parse_spec(spec: &str) -> Result<Output, String> {
             .ok_or_else(|| format!("-o {spec}: {part:?} is not key=value"))?;
         kv.insert(k.trim().to_string(), v.trim().to_string());
     }
-    let kind = kv
+    let mut kind = kv
         .remove("type")
         .ok_or_else(|| format!("-o {spec}: missing type="))?;
+    // buildx's alias: `type=registry` is the image exporter with `push=true`, whatever else is given.
+    let registry = kind == "registry";
+    if registry {
+        kind = "image".to_string();
+    }
     let image_like = matches!(kind.as_str(), "image" | "oci" | "docker");
     let mut layers = LayerOptions::default();
     let mut names = Vec::new();
@@ -184,6 +206,14 @@ fn parse_spec(spec: &str) -> Result<Output, String> {
     let mut tar = true;
     let mut push = false;
     for (k, v) in &kv {
+        if image_like {
+            if let Some(a) =
+                annotations::parse_option(k, v).map_err(|e| format!("-o {spec}: {e}"))?
+            {
+                layers.annotations.0.push(a);
+                continue;
+            }
+        }
         match (k.as_str(), image_like) {
             ("dest", _) if kind != "image" => dest = Some(v.clone()),
             ("name", true) => {
@@ -231,7 +261,12 @@ fn parse_spec(spec: &str) -> Result<Output, String> {
     match kind.as_str() {
         "image" => Ok(Output::Image {
             names,
-            push,
+            push: push || registry,
+            layers,
+        }),
+        "docker" if dest.is_none() => Ok(Output::Load {
+            endpoint: Endpoint::docker().map_err(|e| format!("-o {spec}: {e}"))?,
+            names,
             layers,
         }),
         "oci" | "docker" => Ok(Output::Archive {
@@ -246,7 +281,7 @@ fn parse_spec(spec: &str) -> Result<Output, String> {
         }),
         "tar" => Ok(Output::Tar { dest: need_dest()? }),
         other => Err(format!(
-            "-o {spec}: output type {other:?} is not supported (image, oci, docker, local, tar)"
+            "-o {spec}: output type {other:?} is not supported (image, registry, oci, docker, local, tar)"
         )),
     }
 }
@@ -303,7 +338,7 @@ fn check_dir_destination(label: &str, dest: &Path) -> Result<(), OutputError> {
 pub fn check_destinations(outputs: &[Output]) -> Result<(), OutputError> {
     for o in outputs {
         match o {
-            Output::Image { .. } => {}
+            Output::Image { .. } | Output::Load { .. } => {}
             Output::Archive {
                 dest, tar: false, ..
             } => check_dir_destination("-o type=oci,tar=false,dest=", Path::new(dest))?,
@@ -430,6 +465,27 @@ mod tests {
         assert!(parse("type=local").is_err());
         assert!(parse("dest=x").is_err());
         assert!(parse("type=registry,dest=x").is_err());
+        assert!(parse("type=bogus").is_err());
+        assert_eq!(
+            parse("type=registry,name=r/app:1").unwrap(),
+            Output::Image {
+                names: vec!["r/app:1".into()],
+                push: true,
+                layers: LayerOptions::default(),
+            }
+        );
+        assert!(matches!(
+            parse("type=registry,push=false").unwrap(),
+            Output::Image { push: true, .. }
+        ));
+        let Output::Archive { layers, .. } =
+            parse("type=oci,dest=x,annotation.a=1,annotation-index.b=2").unwrap()
+        else {
+            panic!("an archive")
+        };
+        assert_eq!(layers.annotations.0.len(), 2);
+        assert!(parse("type=oci,dest=x,annotation-bogus.a=1").is_err());
+        assert!(parse("type=local,dest=x,annotation.a=1").is_err());
         assert!(parse("type=oci,dest=x,compression=brotli").is_err());
         assert!(parse("type=oci,dest=x,frobnicate=1").is_err());
         assert!(parse("type=oci,dest=x,source-date-epoch=soon").is_err());

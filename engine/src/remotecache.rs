@@ -458,6 +458,7 @@ fn export_to(state: &BuildState, to: &CacheTo, client: &Client) -> Result<String
                 schema_version: 2,
                 media_type: Some(MEDIA_INDEX.to_string()),
                 manifests: vec![entry],
+                annotations: Default::default(),
             };
             let bytes = serde_json::to_vec(&index).map_err(|e| e.to_string())?;
             // The index names the manifest only once every blob is in place.

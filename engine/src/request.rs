@@ -125,6 +125,8 @@ pub struct BuildRequest {
     pub outputs: Vec<Output>,
     /// Push the image output (`--push`).
     pub push: bool,
+    /// `--annotation`s: added to every image-writing output, after its own `annotation.*` options.
+    pub annotations: Vec<crate::annotations::Annotation>,
     /// Caches to write.
     pub cache_to: Vec<CacheTo>,
     /// Caches to read.
@@ -166,6 +168,7 @@ impl BuildRequest {
             tags: Vec::new(),
             outputs: Vec::new(),
             push: false,
+            annotations: Vec::new(),
             cache_to: Vec::new(),
             cache_from: Vec::new(),
             secrets: BTreeMap::new(),

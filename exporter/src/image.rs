@@ -1,6 +1,7 @@
 //! Image assembly: each snapshot layer compressed once (remembered by snapshot id and compression), the image
 //! config with `rootfs.diff_ids` and history, the manifest, all stored before the names that point to them.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use oci::layer::split::Part;
@@ -562,7 +563,7 @@ pub fn export_image(
     options: &ExportOptions,
     names: &[String],
 ) -> Result<ExportedImage, ExportError> {
-    export_image_to(store, layers, image, options, names, None)
+    export_image_to(store, layers, image, options, &BTreeMap::new(), names, None)
 }
 
 /// Exports an image as [`export_image`] does and appends its blobs to `archive` as they are made, layers first,
@@ -576,7 +577,30 @@ pub fn export_image_into(
     options: &ExportOptions,
     archive: &mut ArchiveStream<'_>,
 ) -> Result<ExportedImage, ExportError> {
-    export_image_to(store, layers, image, options, &[], Some(archive))
+    export_image_to(
+        store,
+        layers,
+        image,
+        options,
+        &BTreeMap::new(),
+        &[],
+        Some(archive),
+    )
+}
+
+/// Exports an image as [`export_image`] (no `archive`) or [`export_image_into`] do, with `annotations` on its
+/// manifest (BuildKit's `annotation.*` / `annotation-manifest.*`, what `--annotation` sets): the annotated
+/// manifest is another manifest, the config (the image id) stays the same.
+pub fn export_annotated_image(
+    store: &Store,
+    layers: &[LayerSource],
+    image: Image,
+    options: &ExportOptions,
+    annotations: &BTreeMap<String, String>,
+    names: &[String],
+    archive: Option<&mut ArchiveStream<'_>>,
+) -> Result<ExportedImage, ExportError> {
+    export_image_to(store, layers, image, options, annotations, names, archive)
 }
 
 fn export_image_to(
@@ -584,6 +608,7 @@ fn export_image_to(
     layers: &[LayerSource],
     mut image: Image,
     options: &ExportOptions,
+    annotations: &BTreeMap<String, String>,
     names: &[String],
     mut archive: Option<&mut ArchiveStream<'_>>,
 ) -> Result<ExportedImage, ExportError> {
@@ -744,7 +769,7 @@ fn export_image_to(
         media_type: Some(manifest_media.to_string()),
         config: Descriptor::new(config_media, config.clone(), config_bytes.len() as u64),
         layers: blobs.iter().map(|b| b.descriptor.clone()).collect(),
-        annotations: Default::default(),
+        annotations: annotations.clone(),
     };
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| ExportError::Io {
         path: store.root().to_path_buf(),

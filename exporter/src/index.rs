@@ -1,6 +1,8 @@
 //! Multi-platform images: one image per target platform, gathered under an index whose entries carry their
 //! platform — what `kiln build --platform linux/amd64,linux/arm64` stores, archives and pushes, as BuildKit does.
 
+use std::collections::BTreeMap;
+
 use oci::manifest::{Descriptor, Index, MEDIA_DOCKER_INDEX, MEDIA_INDEX};
 use oci::store::Store;
 use oci::Platform;
@@ -8,12 +10,14 @@ use oci::Platform;
 use crate::error::ExportError;
 use crate::image::ExportedImage;
 
-/// Stores an index of `images` (one per platform, in the order given), in the OCI or the Docker vocabulary, tags
-/// it with `names` and returns its descriptor.
+/// Stores an index of `images` (one per platform, in the order given, each entry with the annotations its
+/// descriptor carries), in the OCI or the Docker vocabulary, with `annotations` on the index itself (BuildKit's
+/// `annotation-index.*`), tags it with `names` and returns its descriptor.
 pub fn export_index(
     store: &Store,
     images: &[(Platform, ExportedImage)],
     oci_media_types: bool,
+    annotations: &BTreeMap<String, String>,
     names: &[String],
 ) -> Result<Descriptor, ExportError> {
     let media = if oci_media_types {
@@ -33,6 +37,7 @@ pub fn export_index(
         schema_version: 2,
         media_type: Some(media.to_string()),
         manifests,
+        annotations: annotations.clone(),
     };
     let bytes = serde_json::to_vec(&index).map_err(|e| ExportError::Io {
         path: store.root().to_path_buf(),
@@ -80,7 +85,14 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let store = Store::open(root.path()).unwrap();
         let images = vec![image_for(&store, "amd64"), image_for(&store, "arm64")];
-        let d = export_index(&store, &images, true, &["app:multi".to_string()]).unwrap();
+        let d = export_index(
+            &store,
+            &images,
+            true,
+            &BTreeMap::new(),
+            &["app:multi".to_string()],
+        )
+        .unwrap();
         assert_eq!(d.media_type, MEDIA_INDEX);
         assert_eq!(
             store.get_image("app:multi").unwrap().unwrap().manifest,
@@ -96,9 +108,9 @@ mod tests {
             .platform_manifest(&d.digest, &"linux/arm64".parse().unwrap())
             .unwrap();
         assert_eq!(arm, images[1].1.manifest.digest);
-        let again = export_index(&store, &images, true, &[]).unwrap();
+        let again = export_index(&store, &images, true, &BTreeMap::new(), &[]).unwrap();
         assert_eq!(again, d, "the same images give the same index");
-        let docker = export_index(&store, &images, false, &[]).unwrap();
+        let docker = export_index(&store, &images, false, &BTreeMap::new(), &[]).unwrap();
         assert_eq!(docker.media_type, MEDIA_DOCKER_INDEX);
     }
 }

@@ -86,6 +86,7 @@ fn index_json(images: &[Tagged]) -> Result<Vec<u8>, ExportError> {
         schema_version: 2,
         media_type: Some(MEDIA_INDEX.to_string()),
         manifests,
+        annotations: Default::default(),
     })
 }
 
@@ -260,6 +261,24 @@ impl<T: ArchiveOut + ?Sized> ArchiveOut for &mut T {
     }
 }
 
+/// A writer counting what goes through it.
+struct Counted<'a> {
+    out: &'a mut dyn ArchiveOut,
+    n: u64,
+}
+
+impl Write for Counted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}
+
 /// A blob this small is held in memory until it ends, then written with its header; a larger one gets a
 /// placeholder header that is filled in at its end.
 const HOLD: usize = 1 << 20;
@@ -316,6 +335,30 @@ impl<'a> ArchiveStream<'a> {
             let mut blob = self.new_blob();
             store.render_lazy(d, &mut blob)?;
             blob.finish()?;
+            return Ok(());
+        }
+        if store.is_lazy(d) {
+            // An output that cannot go back (a pipe, stdout, an engine's socket): the lazy blob's size is known
+            // beforehand, so it is rendered straight after its header, never written into the store first.
+            let size = store.blob_size(d)?;
+            self.put(entry_header(&blob_name(d), size)?.as_bytes())?;
+            let mut counted = Counted {
+                out: &mut *self.out,
+                n: 0,
+            };
+            store.render_lazy(d, &mut counted)?;
+            if counted.n != size {
+                return Err(ExportError::Io {
+                    path: store.blob_path(d),
+                    source: std::io::Error::other(format!(
+                        "the layer rendered {} bytes, not the {size} it was recorded with",
+                        counted.n
+                    )),
+                });
+            }
+            self.pos += size;
+            self.pad(size)?;
+            self.written.insert(d.clone());
             return Ok(());
         }
         let path = store.blob_path(d);

@@ -395,6 +395,7 @@ mod tests {
             schema_version: 2,
             media_type: Some(MEDIA_INDEX.into()),
             manifests: vec![d],
+            annotations: Default::default(),
         })
         .unwrap();
         let layer_bytes: Vec<u8> = if lie_about_layer {

@@ -124,6 +124,9 @@ pub struct Index {
     pub media_type: Option<String>,
     /// Entries.
     pub manifests: Vec<Descriptor>,
+    /// Annotations of the index itself (BuildKit's `annotation-index.*`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl Descriptor {

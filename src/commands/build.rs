@@ -107,6 +107,31 @@ fn request(
         .map(|s| engine::remotecache::parse_cache_from(s));
     let mut req = BuildRequest::new(loaded.dockerfile, request_args.context.clone());
     req.outputs = outputs.collect::<Result<_, _>>().map_err(usage)?;
+    if let Some(engine) = &args.load {
+        // buildx's `--load`: the docker exporter, sent to the engine.
+        req.outputs.push(engine::output::Output::Load {
+            endpoint: engine::docker_api::Endpoint::for_load(engine).map_err(usage)?,
+            names: Vec::new(),
+            layers: Default::default(),
+        });
+    }
+    if args.quiet {
+        let to_stdout = req.outputs.iter().any(|o| match o {
+            engine::output::Output::Archive { dest, .. } | engine::output::Output::Tar { dest } => {
+                dest == "-"
+            }
+            _ => false,
+        });
+        if to_stdout {
+            return Err(usage(
+                "-q prints the image ID on stdout: an output written to stdout (dest=-) cannot share it",
+            ));
+        }
+    }
+    let annotations = args.annotations.iter().map(|a| {
+        engine::annotations::parse_flag(a).map_err(|e| usage(format!("--annotation {a}: {e}")))
+    });
+    req.annotations = annotations.collect::<Result<_, _>>()?;
     req.cache_to = cache_to.collect::<Result<_, _>>().map_err(usage)?;
     req.cache_from = cache_from.collect::<Result<_, _>>().map_err(usage)?;
     req.source_date_epoch = source_date_epoch(&opts.build_args)?;
@@ -142,6 +167,8 @@ struct Sink<'a> {
     failed: Mutex<Option<Failure>>,
     /// The build check warnings so far, for the metadata file's `buildx.build.warnings` (as buildx records them).
     warnings: Mutex<Vec<serde_json::Value>>,
+    /// The image id, once the outputs are written: what `-q` prints.
+    image_id: Mutex<Option<String>>,
 }
 
 impl Sink<'_> {
@@ -186,6 +213,7 @@ impl engine::Progress for Sink<'_> {
                 metadata.insert("image.name".into(), image.names.join(",").into());
             }
             self.write(&self.args.iidfile, || image.id().to_string());
+            *self.image_id.lock().unwrap_or_else(|p| p.into_inner()) = Some(image.id().to_string());
         }
         let warnings = self.warnings.lock().map(|w| w.clone()).unwrap_or_default();
         if !warnings.is_empty() {
@@ -236,7 +264,17 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
     if let Some(call) = call {
         return super::call::run(args, call);
     }
-    let mode = Mode::parse(&args.progress).map_err(Failure::Usage)?;
+    let mut mode = Mode::parse(&args.progress).map_err(Failure::Usage)?;
+    if args.quiet {
+        // buildx's rule: -q is quiet progress, and no other kind.
+        if !matches!(args.progress.as_str(), "auto" | "quiet") {
+            return Err(usage(format!(
+                "progress={} and quiet cannot be used together",
+                args.progress
+            )));
+        }
+        mode = Mode::Quiet;
+    }
     let root = open_root(&args.root);
     let staged = stage_stdin(&args.request, &root)?;
     let mut request_args = args.request.clone();
@@ -262,6 +300,7 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         args,
         failed: Mutex::new(None),
         warnings: Mutex::new(Vec::new()),
+        image_id: Mutex::new(None),
     };
     let signals = crate::signals::Guard::install();
     let (stop, stopped) = channel::<()>();
@@ -301,7 +340,18 @@ pub fn run(args: &BuildArgs) -> Result<(), Failure> {
         },
         Ok(_) => match sink.failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
             Some(f) => Err(f),
-            None => Ok(()),
+            None => {
+                if args.quiet {
+                    if let Some(id) = sink
+                        .image_id
+                        .into_inner()
+                        .unwrap_or_else(|p| p.into_inner())
+                    {
+                        println!("{id}");
+                    }
+                }
+                Ok(())
+            }
         },
     }
 }

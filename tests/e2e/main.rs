@@ -17,6 +17,7 @@ mod fidelity;
 mod graph;
 mod hostile;
 mod lifecycle;
+mod load;
 mod mounts;
 mod network;
 mod platforms;

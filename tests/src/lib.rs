@@ -1,6 +1,7 @@
 //! Helpers for kiln's end-to-end tests (`tests/e2e/`), which drive the real `kiln` binary as users do: a build
 //! context in a temporary directory, the binary run as a process, its exit code and output checked.
 
+pub mod dockerd;
 pub mod proxy;
 pub mod registry;
 pub mod token;

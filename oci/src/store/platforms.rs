@@ -110,6 +110,7 @@ mod tests {
             schema_version: 2,
             media_type: Some(MEDIA_INDEX.to_string()),
             manifests: vec![amd.clone(), arm.clone()],
+            annotations: Default::default(),
         };
         let id = store
             .put_bytes(&serde_json::to_vec(&index).unwrap())
