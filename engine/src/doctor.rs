@@ -527,6 +527,24 @@ pub fn repair(root: &Root, findings: &[Finding]) -> Vec<String> {
     failed
 }
 
+/// Repairs `findings`, then what the repair itself uncovers (a lazy layer or memo whose snapshot a repair just
+/// removed as damaged), up to three passes; returns what could not be done and what is still wrong.
+pub fn repair_until_consistent(
+    root: &Root,
+    findings: &[Finding],
+) -> Result<(Vec<String>, Vec<Finding>), DoctorError> {
+    let mut failed = repair(root, findings);
+    let mut remaining = check(root, false)?;
+    for _ in 0..2 {
+        if remaining.is_empty() || !failed.is_empty() {
+            break;
+        }
+        failed = repair(root, &remaining);
+        remaining = check(root, false)?;
+    }
+    Ok((failed, remaining))
+}
+
 /// Removes the pointers that name what a prune took away (slot pointers, layer and imported-layer memos): they
 /// would only be found dangling by the next `kiln doctor`. The caller holds the root's lock exclusively.
 pub fn remove_dangling_pointers(root: &Root) -> Result<(), DoctorError> {

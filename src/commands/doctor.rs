@@ -41,8 +41,7 @@ pub fn run(args: &DoctorArgs) -> Result<(), Failure> {
             "{damaged} damaged, {leftovers} leftover in {dir}; `kiln doctor --repair` removes them"
         )));
     }
-    let failed = doctor::repair(&root, &findings);
-    let remaining = doctor::check(&root, false)?;
+    let (failed, remaining) = doctor::repair_until_consistent(&root, &findings)?;
     for f in &remaining {
         println!("remains   {}", f.what);
     }

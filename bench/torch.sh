@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The torch case: a PyTorch + CUDA 12 environment at real size (torch 2.7.1 and its nvidia-* wheels, ~2.8 GB of
+# wheels that install to ~5.5 GB, one layer of ~5 GB) on the Debian base, built by kiln and by buildah in the same
+# run. The wheelhouse is downloaded once with `pip download` (CPython 3.11, manylinux x86_64) into
+# $TORCH_WHEELS (default /var/tmp/kiln-wheelhouse), outside the repository, and hard-linked into the context, where
+# `RUN --mount=type=bind,source=wheels` gives it to `pip install --no-index`. Rows: cold build, unchanged rebuild,
+# app file changed, push to a fresh repository of a loopback registry, repush after an app change (only the small
+# layer goes up), export to an OCI archive (gzip), pull into an empty root/storage; peak RSS of each.
+# Usage (as root): bench/torch.sh [REPS]   — needs buildah, mmdebstrap, docker-registry, bc, GNU time, and pip
+# (with network access to PyPI the first time; pass a CA bundle in PIP_CERT where HTTPS is re-signed).
+# Runs on a loop-mounted journalled ext4 of BENCH_LOOP_GIB GiB (default 48, sparse; ~30 GiB are written).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps=${1:-1}
+export BENCH_LOOP_GIB=${BENCH_LOOP_GIB-48}
+wheels=${TORCH_WHEELS:-/var/tmp/kiln-wheelhouse}
+if ! ls "$wheels"/torch-2.7.1-*.whl >/dev/null 2>&1; then
+  mkdir -p "$wheels"
+  cert=()
+  [ -n "${PIP_CERT:-}" ] && cert=(--cert "$PIP_CERT")
+  python3 -m pip download -q "${cert[@]}" --only-binary=:all: --python-version 3.11 \
+    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+    -d "$wheels" torch==2.7.1
+fi
+source bench/lib.sh
+setup_bench torch
+trap 'stop_registry; buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; cleanup_work' EXIT
+export KILN_ROOT=$work/kiln-root
+bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
+bash scripts/base-images.sh "$kiln" --debian >/dev/null
+mkdir -p "$work/base"
+printf 'FROM debian:bookworm\n' > "$work/base/Dockerfile"
+"$kiln" build --progress=quiet -o "type=oci,dest=$work/debian.oci.tar" "$work/base"
+buildah "${bstore[@]}" pull -q "oci-archive:$work/debian.oci.tar" >/dev/null
+buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/debian:bookworm
+rm -f "$work/debian.oci.tar"
+
+ctx=$work/torch
+mkdir -p "$ctx"
+cp -al "$wheels" "$ctx/wheels" 2>/dev/null || cp -a "$wheels" "$ctx/wheels"
+cat > "$ctx/Dockerfile" <<'EOF'
+FROM debian:bookworm
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+RUN python3 -m venv /opt/venv
+RUN --mount=type=bind,source=wheels,target=/wheels \
+    /opt/venv/bin/pip install --disable-pip-version-check --no-index --find-links /wheels torch==2.7.1
+COPY app.py /opt/app.py
+CMD ["/opt/venv/bin/python", "/opt/app.py"]
+EOF
+printf 'import torch\nprint(torch.__version__)\n' > "$ctx/app.py"
+
+kcmd=("$kiln" build --progress=quiet -t torch:latest "$ctx")
+bcmd=(buildah "${bstore[@]}" build --layers --isolation oci -t torch:latest "$ctx")
+reset_tools() {
+  rm -rf "$KILN_ROOT"/{snapshots,cache,statcache,cachemounts,work} "$KILN_ROOT/store/lazy" "$KILN_ROOT/store/layers"
+  buildah "${bstore[@]}" rmi --force torch:latest >/dev/null 2>&1 || true
+  buildah "${bstore[@]}" rmi --prune >/dev/null 2>&1 || true
+}
+row() { # row LABEL NAME-kiln NAME-buildah
+  local k b
+  k=$(col "$2" 1); b=$(col "$3" 1)
+  printf '| %s | %.1f | %.1f | %.2f | %d | %d |\n' "$1" "$k" "$b" "$(echo "$k / $b" | bc -l)" \
+    "$(( $(col "$2" 2 | cut -d. -f1) / 1024 ))" "$(( $(col "$3" 2 | cut -d. -f1) / 1024 ))"
+}
+change_app() { printf '# change %s\n' "$RANDOM" >> "$ctx/app.py"; }
+
+echo "| torch | kiln (s) | buildah (s) | kiln/buildah | kiln peak RSS (MiB) | buildah peak RSS (MiB) |"
+echo "| --- | --- | --- | --- | --- | --- |"
+for _ in $(seq "$reps"); do
+  reset_tools
+  measure k-cold "${kcmd[@]}"
+  measure b-cold "${bcmd[@]}"
+  measure k-unchanged "${kcmd[@]}"
+  measure b-unchanged "${bcmd[@]}"
+  change_app
+  measure k-changed "${kcmd[@]}"
+  change_app
+  measure b-changed "${bcmd[@]}"
+  "${kcmd[@]}" >/dev/null 2>&1
+  "${bcmd[@]}" >/dev/null 2>&1
+
+  # Push to a fresh repository; then an app change and a repush (the torch layer is there already).
+  start_registry
+  rm -f "$KILN_ROOT"/store/layers/*.json
+  measure k-push "$kiln" push torch:latest "$host/bench/kiln:1"
+  measure b-push buildah "${bstore[@]}" push --tls-verify=false torch:latest "docker://$host/bench/buildah:1"
+  change_app
+  "${kcmd[@]}" >/dev/null 2>&1
+  "${bcmd[@]}" >/dev/null 2>&1
+  measure k-repush "$kiln" push torch:latest "$host/bench/kiln:1"
+  measure b-repush buildah "${bstore[@]}" push --tls-verify=false torch:latest "docker://$host/bench/buildah:1"
+
+  # Pull into an empty root / storage.
+  rm -rf "$work/k-pull" "$work/b-pull" "$work/b-pull-run"
+  measure k-pull env KILN_ROOT="$work/k-pull" "$kiln" pull "$host/bench/kiln:1"
+  rm -rf "$work/k-pull"
+  measure b-pull buildah --root "$work/b-pull" --runroot "$work/b-pull-run" --storage-driver overlay \
+    pull -q --tls-verify=false "docker://$host/bench/buildah:1"
+  buildah --root "$work/b-pull" --runroot "$work/b-pull-run" --storage-driver overlay rmi --all >/dev/null 2>&1 || true
+  rm -rf "$work/b-pull" "$work/b-pull-run"
+  stop_registry
+  rm -rf "$work/reg"
+
+  # Export to an OCI archive with gzip layers, each layer compressed anew.
+  rm -rf "$KILN_ROOT/store/layers" "$work/k.tar" "$work/b.tar"
+  measure k-export "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx"
+  measure b-export buildah "${bstore[@]}" push torch:latest "oci-archive:$work/b.tar"
+  rm -f "$work/k.tar" "$work/b.tar"
+done
+row "cold build" k-cold b-cold
+row "unchanged rebuild" k-unchanged b-unchanged
+row "app file changed" k-changed b-changed
+row "push to a fresh repository (gzip)" k-push b-push
+row "repush after an app change" k-repush b-repush
+row "pull into an empty root" k-pull b-pull
+row "export, OCI archive (gzip)" k-export b-export
