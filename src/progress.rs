@@ -2,7 +2,7 @@
 //! `#N CACHED`, `#N 0.532 output`, `#N DONE 1.2s`, `#N ERROR: ...`), plus kiln's cache-miss explanations; a live
 //! tty display; BuildKit's rawjson stream (see [`rawjson`]); kiln's own JSON events; or nothing.
 
-mod rawjson;
+pub(crate) mod rawjson;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};

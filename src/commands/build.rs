@@ -192,7 +192,9 @@ impl engine::Progress for Sink<'_> {
         } = &event
         {
             let mut w = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
-            w.push(serde_json::json!({"rule": rule, "detail": message, "line": line}));
+            w.push(crate::progress::rawjson::check_warning(
+                rule, message, *line,
+            ));
         }
         let Event::Exported(outcome) = &event else {
             return self.progress.event(event);

@@ -173,35 +173,29 @@ impl RawJson {
                 rule,
                 message,
                 line,
-            } => {
-                // BuildKit's lint warning: `Rule: message (line N)` as the short text, the line as the range.
-                let short = format!("{rule}: {message} (line {line})");
-                Some(json!({"warnings": [{
-                    "level": 1,
-                    "short": b64(short.as_bytes()),
-                    "url": format!("https://docs.docker.com/go/dockerfile/rule/{}/", kebab(rule)),
-                    "range": [{"start": {"line": line}, "end": {"line": line}}],
-                }]}))
-            }
+            } => Some(json!({"warnings": [check_warning(rule, message, *line)]})),
             Event::Missed { .. } | Event::Message(_) | Event::Exported(_) => None,
         }
     }
 }
 
-/// `FromAsCasing` → `from-as-casing`: a rule's page under BuildKit's documentation links.
-fn kebab(rule: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in rule.chars().enumerate() {
-        if c.is_ascii_uppercase() {
-            if i > 0 {
-                out.push('-');
-            }
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
+/// A build check finding as BuildKit's `client.VertexWarning`: `Rule: message (line N)` as the short text, the
+/// rule's description as the detail, its page as the url, the line as the range. The rawjson stream and the
+/// metadata file's `buildx.build.warnings` both carry it so.
+pub fn check_warning(rule: &str, message: &str, line: usize) -> serde_json::Value {
+    let short = format!("{rule}: {message} (line {line})");
+    let mut w = json!({
+        "level": 1,
+        "short": b64(short.as_bytes()),
+        "range": [{"start": {"line": line}, "end": {"line": line}}],
+    });
+    if let Some(r) = frontend::checks::catalogue::describe(rule) {
+        w["detail"] = json!([b64(r.description.as_bytes())]);
+        if let Some(url) = r.url {
+            w["url"] = url.into();
         }
     }
-    out
+    w
 }
 
 #[cfg(test)]
@@ -216,10 +210,5 @@ mod tests {
         assert_eq!(timestamp(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00Z");
         let leap = SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400);
         assert_eq!(timestamp(leap), "2000-02-29T00:00:00Z");
-    }
-
-    #[test]
-    fn rule_links_are_kebab_case() {
-        assert_eq!(kebab("FromAsCasing"), "from-as-casing");
     }
 }

@@ -285,7 +285,7 @@ fn check_prints_buildx_warnings_and_fails_when_it_finds_any() {
         r.stdout,
         "Check complete, 2 warnings have been found!\n\
          \n\
-         WARNING: FromAsCasing\n\
+         WARNING: FromAsCasing - https://docs.docker.com/go/dockerfile/rule/from-as-casing/\n\
          'as' and 'FROM' keywords' casing do not match\n\
          Dockerfile:1\n\
          --------------------\n\
@@ -294,7 +294,7 @@ fn check_prints_buildx_warnings_and_fails_when_it_finds_any() {
          \x20  3 |     \n\
          --------------------\n\
          \n\
-         WARNING: JSONArgsRecommended\n\
+         WARNING: JSONArgsRecommended - https://docs.docker.com/go/dockerfile/rule/json-args-recommended/\n\
          JSON arguments recommended for CMD to prevent unintended behavior related to OS signals\n\
          Dockerfile:2\n\
          --------------------\n\
@@ -314,6 +314,14 @@ fn check_prints_buildx_warnings_and_fails_when_it_finds_any() {
         serde_json::from_str(&j.stdout).unwrap_or_else(|e| panic!("{e}: {}", j.stdout))
     };
     assert_eq!(v["warnings"][0]["ruleName"], "FromAsCasing");
+    assert_eq!(
+        v["warnings"][0]["description"],
+        "The 'as' keyword should match the case of the 'from' keyword"
+    );
+    assert_eq!(
+        v["warnings"][0]["url"],
+        "https://docs.docker.com/go/dockerfile/rule/from-as-casing/"
+    );
     assert_eq!(
         v["warnings"][0]["detail"],
         "'as' and 'FROM' keywords' casing do not match"

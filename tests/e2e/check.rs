@@ -138,11 +138,30 @@ fn a_build_lists_check_warnings_after_it_as_buildx_does() {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&meta).expect("metadata file"))
             .expect("json");
+    // As buildx records them: BuildKit's VertexWarning, the short text and the rule's description in base64,
+    // its documentation page, the line as the range.
+    let w = &doc["buildx.build.warnings"][0];
+    let decode = |v: &serde_json::Value| {
+        let b = base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap_or_default())
+            .unwrap_or_default();
+        String::from_utf8_lossy(&b).into_owned()
+    };
     assert_eq!(
-        doc["buildx.build.warnings"][0]["rule"], "FromAsCasing",
+        decode(&w["short"]),
+        "FromAsCasing: 'as' and 'FROM' keywords' casing do not match (line 1)",
         "{doc}"
     );
-    assert_eq!(doc["buildx.build.warnings"][0]["line"], 1, "{doc}");
+    assert_eq!(
+        decode(&w["detail"][0]),
+        "The 'as' keyword should match the case of the 'from' keyword",
+        "{doc}"
+    );
+    assert_eq!(
+        w["url"], "https://docs.docker.com/go/dockerfile/rule/from-as-casing/",
+        "{doc}"
+    );
+    assert_eq!(w["range"][0]["start"]["line"], 1, "{doc}");
     // The event stream carries them too.
     let raw = root.kiln(
         KILN,

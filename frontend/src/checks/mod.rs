@@ -4,6 +4,7 @@
 //! CopyIgnoredFile, ExposeProtoCasing, ExposeInvalidFormat and InvalidBaseImagePlatform fire while every stage is
 //! lowered, where variables have values (the last only where a resolver answered for the base image).
 
+pub mod catalogue;
 mod config;
 mod rules;
 mod text;

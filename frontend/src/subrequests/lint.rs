@@ -4,6 +4,7 @@
 use serde::Serialize;
 
 use super::{base64_bytes, print_source, Location};
+use crate::checks::catalogue::describe;
 use crate::checks::CheckReport;
 
 /// BuildKit's `lint.LintResults`.
@@ -18,13 +19,18 @@ pub struct LintResults {
     pub build_error: Option<BuildError>,
 }
 
-/// One finding: BuildKit's `lint.Warning` (kiln has no rule descriptions or documentation URLs, so those
-/// fields are left out, as BuildKit leaves empty ones).
+/// One finding: BuildKit's `lint.Warning`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Warning {
     /// The rule's name.
     #[serde(rename = "ruleName")]
     pub rule_name: String,
+    /// The rule's description, from BuildKit's rule set.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// The rule's documentation page (none for a rule BuildKit gives none).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub url: String,
     /// What is wrong.
     pub detail: String,
     /// The instruction at fault.
@@ -60,6 +66,11 @@ impl LintResults {
             .iter()
             .map(|f| Warning {
                 rule_name: f.rule.to_string(),
+                description: describe(f.rule).map_or("", |r| r.description).to_string(),
+                url: describe(f.rule)
+                    .and_then(|r| r.url)
+                    .unwrap_or("")
+                    .to_string(),
                 detail: f.message.clone(),
                 location: Location::of(f.span),
             })
@@ -102,7 +113,11 @@ impl LintResults {
         }
         let source = &self.sources[0];
         for w in &self.warnings {
-            out.push_str(&format!("\nWARNING: {}\n{}\n", w.rule_name, w.detail));
+            out.push_str(&format!("\nWARNING: {}", w.rule_name));
+            if !w.url.is_empty() {
+                out.push_str(&format!(" - {}", w.url));
+            }
+            out.push_str(&format!("\n{}\n", w.detail));
             out.push_str(&print_source(&source.filename, &source.data, &w.location));
         }
         if self.warnings.is_empty() && self.build_error.is_none() {
