@@ -381,3 +381,93 @@ fn annotations_land_in_an_oci_layout_and_are_refused_where_buildkit_refuses_them
         assert!(r.stdout.is_empty(), "nothing written to stdout");
     }
 }
+
+/// Podman's API service (`podman system service`) on a socket and storage of its own, stopped on drop.
+struct Podman {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Podman {
+    fn start() -> Podman {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = std::process::Command::new("podman")
+            .args(Podman::storage_args(dir.path()))
+            .args(["system", "service", "--time=0"])
+            .arg(format!(
+                "unix://{}",
+                dir.path().join("podman.sock").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("podman system service (apt-get install podman)");
+        let sock = dir.path().join("podman.sock");
+        for _ in 0..100 {
+            if sock.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert!(sock.exists(), "podman's socket did not appear");
+        Podman { dir, child }
+    }
+
+    fn storage_args(dir: &std::path::Path) -> Vec<String> {
+        vec![
+            "--root".into(),
+            dir.join("root").display().to_string(),
+            "--runroot".into(),
+            dir.join("run").display().to_string(),
+            "--storage-driver".into(),
+            "vfs".into(),
+        ]
+    }
+
+    fn podman(&self, args: &[&str]) -> kiln_tests::Run {
+        let mut all: Vec<String> = Podman::storage_args(self.dir.path());
+        all.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        run("podman", &refs, None)
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn load_podman_puts_the_image_into_podmans_engine_under_its_id() {
+    let podman = Podman::start();
+    let root = Root::with_busybox(KILN);
+    let ctx = app();
+    let host = format!("unix://{}", podman.dir.path().join("podman.sock").display());
+    let r = root.kiln_with(
+        KILN,
+        &[
+            "build",
+            "-q",
+            "--load=podman",
+            "-t",
+            "app:podman",
+            ctx.path().to_str().unwrap(),
+        ],
+        &[("CONTAINER_HOST", &host)],
+        None,
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let id = r.stdout.trim();
+    let inspect = podman.podman(&["image", "inspect", "app:podman"]);
+    assert_eq!(inspect.code, 0, "{}", inspect.stderr);
+    let image = &json(&inspect.stdout)[0];
+    assert_eq!(
+        format!("sha256:{}", image["Id"].as_str().unwrap_or_default()),
+        id,
+        "podman gives the image kiln's ID: {image}"
+    );
+    assert_eq!(image["RepoTags"][0], "docker.io/library/app:podman");
+    assert_eq!(image["Config"]["Labels"]["kiln.test"], "load");
+}
