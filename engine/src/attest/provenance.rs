@@ -109,10 +109,8 @@ fn sources(def: &Definition, roots: &[VertexId]) -> Sources {
                 s.materials
                     .push(json!({ "uri": format!("pkg:oci/{}?ref={}", o.path, o.reference) }));
             }
-            Op::Source(SourceOp::Local(l)) => {
-                if !s.locals.contains(&l.name) {
-                    s.locals.push(l.name.clone());
-                }
+            Op::Source(SourceOp::Local(l)) if !s.locals.contains(&l.name) => {
+                s.locals.push(l.name.clone());
             }
             Op::Exec(e) => {
                 for m in &e.mounts {
