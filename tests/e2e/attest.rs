@@ -336,7 +336,7 @@ fn a_python_dist_info_in_busybox_is_listed_and_the_oci_archive_and_store_hold_th
         .get("buildConfig")
         .is_none());
 
-    // umoci-free check that skopeo reads the archive's image as usual (the attestation is no platform).
+    // skopeo reads the archive's image as usual: the attestation manifest is no platform.
     let inspect = run(
         "skopeo",
         &["inspect", &format!("oci-archive:{}", archive.display())],
@@ -367,7 +367,7 @@ fn a_python_dist_info_in_busybox_is_listed_and_the_oci_archive_and_store_hold_th
         .expect("the SBOM statement");
     let listed = spdx_packages(&sbom["Statement"]["predicate"]);
     assert_eq!(listed.get("requests").map(String::as_str), Some("2.31.0"));
-    // The image still runs from the store as before.
+    // A plain inspect lists the attestation but leaves its statements out.
     let plain = root.kiln(KILN, &["inspect", "app:1"]);
     assert!(
         !plain.stdout.contains("\"Statement\""),
