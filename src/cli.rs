@@ -262,6 +262,9 @@ pub struct InspectArgs {
     /// The image, by name.
     #[arg(value_name = "NAME")]
     pub name: String,
+    /// Print each attestation's in-toto statement (provenance, SBOM) in the `Attestations` list.
+    #[arg(long)]
+    pub attestations: bool,
 }
 
 /// `kiln check`: the request, and the root whose store its base images are resolved from (InvalidBaseImagePlatform
@@ -304,6 +307,17 @@ pub struct BuildArgs {
     /// manifest-descriptor, index or index-descriptor (a manifest type may name a platform: manifest[linux/arm64]:K=V).
     #[arg(long = "annotation", value_name = "[TYPE:]KEY=VALUE")]
     pub annotations: Vec<String>,
+    /// Attach a provenance attestation (SLSA v1): true (mode=min), false, or attributes such as mode=max,
+    /// version=v0.2, builder-id=ID; shorthand for --attest type=provenance,....
+    #[arg(long, value_name = "true|false|ATTRS")]
+    pub provenance: Option<String>,
+    /// Attach an SBOM attestation (SPDX 2.3, made by kiln from the image's package databases): true or false;
+    /// shorthand for --attest type=sbom.
+    #[arg(long, value_name = "true|false|ATTRS")]
+    pub sbom: Option<String>,
+    /// Attach an attestation: type=provenance[,mode=min|max,version=v1|v0.2,...] or type=sbom (repeatable).
+    #[arg(long = "attest", value_name = "type=TYPE[,KEY=VALUE...]")]
+    pub attest: Vec<String>,
     /// Suppress the build output and print the image ID (config digest) on success.
     #[arg(short = 'q', long)]
     pub quiet: bool,

@@ -184,8 +184,43 @@ fn check_named_dirs(contexts: &BTreeMap<String, frontend::NamedContext>) -> Resu
 /// Refuses, before any step runs, outputs that cannot hold what the build makes, in BuildKit's words: a docker
 /// archive (or `--load`) of several platforms, annotations with no place to go; and asks a `--load` engine
 /// whether it is there at all.
-fn check_outputs(outputs: &[Output], targets: &[Target]) -> Result<(), BuildError> {
+fn check_outputs(
+    outputs: &[Output],
+    targets: &[Target],
+    attest: &crate::attest::AttestRequest,
+    progress: &dyn Progress,
+) -> Result<(), BuildError> {
     let platforms: Vec<oci::Platform> = targets.iter().map(|t| t.platform.clone()).collect();
+    if attest.any() {
+        for o in outputs {
+            match o {
+                // BuildKit's image writer refuses the same way.
+                Output::Image { layers, .. }
+                | Output::Archive {
+                    layers,
+                    docker: false,
+                    ..
+                } if layers.oci_media_types == Some(false) => {
+                    return Err(invalid(
+                        "cannot export attestations with \"oci-mediatypes=false\"".to_string(),
+                    ))
+                }
+                Output::Archive { docker: true, .. } | Output::Load { .. } | Output::Tar { .. } => {
+                    let what = match o {
+                        Output::Tar { .. } => "a tar output",
+                        _ => "a docker archive (or --load)",
+                    };
+                    progress.event(Event::Warning {
+                        vertex: None,
+                        message: format!(
+                            "attestations are not written to {what}: use -o type=oci, type=image, type=registry or type=local for them"
+                        ),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
     for o in outputs {
         let (layers, default_oci) = match o {
             Output::Image { layers, .. } => (layers, true),
@@ -264,7 +299,50 @@ fn check_entitlements(
     Ok(())
 }
 
+/// Seconds since 1970, now.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(0)
+}
+
+/// The provenance attestation of one target, when asked for.
+fn provenance_of(
+    req: &BuildRequest,
+    def: &Definition,
+    root: Option<VertexId>,
+    started: i64,
+) -> Result<Vec<exporter::attestation::Attestation>, BuildError> {
+    let Some(opts) = &req.attest.provenance else {
+        return Ok(Vec::new());
+    };
+    // BuildKit's invocation id is the build's random id; kiln's is derived from the build's start and process.
+    let invocation = oci::Digest::sha256_of(
+        format!("{started}|{}|{}", std::process::id(), req.project()).as_bytes(),
+    );
+    let input = crate::attest::provenance::ProvenanceInput {
+        request: req,
+        definition: def,
+        root,
+        started,
+        finished: now(),
+        invocation_id: &invocation.hex()[..25],
+    };
+    let a = crate::attest::provenance::attestation(opts, &input)
+        .map_err(|e| BuildError::Failed(format!("making the provenance attestation: {e}")))?;
+    Ok(vec![a])
+}
+
 fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildResult, BuildError> {
+    let started = now();
+    for note in &req.attest.notes {
+        progress.event(Event::Warning {
+            vertex: None,
+            message: note.clone(),
+        });
+    }
     let (names, outputs) = complete_outputs(&req)?;
     // A destination that cannot be written fails now, not after the whole build.
     crate::output::check_destinations(&outputs)?;
@@ -301,7 +379,7 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
     };
     let def = &definition;
     let roots: Vec<VertexId> = targets.iter().filter_map(|t| t.root).collect();
-    check_outputs(&outputs, &targets)?;
+    check_outputs(&outputs, &targets, &req.attest, progress)?;
     check_entitlements(def, &roots, &req.allow)?;
     // CDI devices: the specs are read only when a step asks for one, and every device is resolved and checked
     // against `--allow device` before any step runs.
@@ -448,9 +526,15 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
     let snapshots = worker.snapshots().clone();
     worker.save_stat_caches()?;
     let index = solver::cache::CacheIndex::open(&root.cache())?;
+    let provenance: Vec<Vec<exporter::attestation::Attestation>> = targets
+        .iter()
+        .map(|t| provenance_of(&req, def, t.root, started))
+        .collect::<Result<_, _>>()?;
     let mut built: Vec<Built> = targets
         .into_iter()
-        .map(|t| Built {
+        .zip(provenance)
+        .map(|(t, attestations)| Built {
+            attestations,
             snapshot: match t
                 .root
                 .and_then(|r| outputs_by_vertex.get(&r))
@@ -467,6 +551,14 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
             },
         })
         .collect();
+    if let Some(opts) = &req.attest.sbom {
+        let name = names.first().map(String::as_str).unwrap_or("image");
+        for b in &mut built {
+            b.attestations.push(crate::attest::sbom::made(
+                opts, &snapshots, b, name, epoch, started, progress,
+            )?);
+        }
+    }
     let state = remotecache::BuildState {
         store: &store,
         snapshots: &snapshots,

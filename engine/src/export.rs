@@ -1,6 +1,7 @@
 //! Output dispatch: a finished build's final filesystems become what each output asks for — images in kiln's
 //! store (pushed when asked), OCI layouts and docker archives, a local directory, a tar.
 
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use exporter::{ArchiveFormat, Compression, ExportOptions, LayerSource, Tagged};
@@ -20,6 +21,8 @@ pub(crate) struct Built {
     pub snapshot: Option<String>,
     /// Its image config.
     pub image: oci::Image,
+    /// What is attested about it (provenance, SBOM): wrapped per output, about the image that output holds.
+    pub attestations: Vec<exporter::attestation::Attestation>,
 }
 
 /// What every output is made from.
@@ -100,11 +103,16 @@ pub(crate) fn export(
     // One platform: its image, named. Several: each platform's image, then an index of them, named.
     // With an archive, each image's blobs go into it as they are made (see `exporter::ArchiveStream`). Annotations
     // land where BuildKit's image writer puts them: manifests, their descriptors, the index, its descriptor.
+    let attested = built.iter().any(|b| !b.attestations.is_empty());
     let export = |options: &ExportOptions,
                   ann: &Annotations,
                   names: &[String],
+                  subject_names: &[String],
                   mut archive: Option<&mut exporter::ArchiveStream<'_>>|
      -> Result<Produced, BuildError> {
+        // Attestations go into image-holding outputs in the OCI vocabulary; an image with any becomes an index,
+        // even of one platform, as BuildKit's image writer makes it.
+        let attest = attested && options.oci_media_types;
         let one = |b: &Built,
                    layers: &[LayerSource],
                    names: &[String],
@@ -125,7 +133,7 @@ pub(crate) fn export(
                 .extend(ann.manifest_descriptor(&b.platform));
             Ok(image)
         };
-        if let [only] = built {
+        if let ([only], false) = (built, attest) {
             let image = one(only, &layers[0], names, archive)?;
             return Ok(Produced {
                 manifest: image.manifest,
@@ -133,16 +141,30 @@ pub(crate) fn export(
             });
         }
         let mut images = Vec::new();
+        let mut attestations = Vec::new();
         for (b, l) in built.iter().zip(&layers) {
             let image = one(b, l, &[], archive.as_deref_mut())?;
+            if attest && !b.attestations.is_empty() {
+                attestations.push(attestation_manifest(store, b, &image, subject_names)?);
+            }
             images.push((b.platform.clone(), image));
         }
-        let mut index =
-            exporter::export_index(store, &images, options.oci_media_types, &ann.index(), names)?;
+        let config = match &images[..] {
+            [(_, only)] => Some(only.config.clone()),
+            _ => None,
+        };
+        let mut index = exporter::export_index(
+            store,
+            &images,
+            &attestations,
+            options.oci_media_types,
+            &ann.index(),
+            names,
+        )?;
         index.annotations.extend(ann.index_descriptor());
         Ok(Produced {
             manifest: index,
-            config: None,
+            config,
         })
     };
     let tagged = |names: &[String], image: &Produced| {
@@ -163,14 +185,15 @@ pub(crate) fn export(
                 // Kiln's own store keeps layers uncompressed unless told otherwise (nothing is gained by
                 // compressing what stays on this disk); a push gets gzip, made once per snapshot and remembered,
                 // an archive written to a file gzip compressed straight into it.
+                let targets = if own.is_empty() { names } else { &own[..] };
                 let mut image = export(
                     &resolve(opts, Compression::None, true),
                     &opts.annotations,
                     &all_names,
+                    targets,
                     None,
                 )?;
                 if *push {
-                    let targets = if own.is_empty() { names } else { &own[..] };
                     let refs = targets
                         .iter()
                         .map(|t| crate::registry::parse_reference(t))
@@ -209,8 +232,9 @@ pub(crate) fn export(
                     let mut produced = None;
                     write_to(dest, |w| {
                         let mut archive = exporter::ArchiveStream::new(w);
-                        let image = export(&options, &opts.annotations, &[], Some(&mut archive))
-                            .map_err(|e| e.to_string())?;
+                        let image =
+                            export(&options, &opts.annotations, &[], names, Some(&mut archive))
+                                .map_err(|e| e.to_string())?;
                         archive
                             .finish(store, &tagged(names, &image), format)
                             .map_err(|e| e.to_string())?;
@@ -220,7 +244,7 @@ pub(crate) fn export(
                     .map_err(written)?;
                     produced.ok_or_else(|| fail("the archive was written without an image"))?
                 } else {
-                    let image = export(&options, &opts.annotations, &[], None)?;
+                    let image = export(&options, &opts.annotations, &[], names, None)?;
                     exporter::write_layout_dir(store, &tagged(names, &image), Path::new(dest))?;
                     image
                 };
@@ -237,7 +261,7 @@ pub(crate) fn export(
                 let mut produced = None;
                 let said = endpoint.load(|w| {
                     let mut archive = exporter::ArchiveStream::new(w);
-                    let image = export(&options, &opts.annotations, &[], Some(&mut archive))
+                    let image = export(&options, &opts.annotations, &[], names, Some(&mut archive))
                         .map_err(|e| e.to_string())?;
                     archive
                         .finish(store, &tagged(names, &image), ArchiveFormat::Docker)
@@ -266,6 +290,7 @@ pub(crate) fn export(
                     with_final_fs(snapshots, b.snapshot.as_deref(), |fs_root| {
                         copy_tree(fs_root, &dir)
                     })?;
+                    write_local_attestations(b, &dir)?;
                 }
             }
             Output::Tar { dest } => {
@@ -302,6 +327,89 @@ pub(crate) fn export(
         }),
         None => Outcome::Files,
     })
+}
+
+/// The attestation manifest of `b`'s image in one output: its statements about `image`, named by the output's
+/// image names as BuildKit's image exporter names subjects.
+fn attestation_manifest(
+    store: &Store,
+    b: &Built,
+    image: &exporter::ExportedImage,
+    names: &[String],
+) -> Result<oci::manifest::Descriptor, BuildError> {
+    use exporter::attestation::{image_subjects, Statement};
+    let mut statements = Vec::new();
+    for a in &b.attestations {
+        let subjects = image_subjects(names, &b.platform, &image.manifest.digest);
+        let bytes = Statement::bytes(a, subjects).map_err(fail)?;
+        statements.push((a.predicate_type.clone(), bytes));
+    }
+    Ok(exporter::attestation::store_attestation_manifest(
+        store,
+        &image.manifest,
+        &statements,
+    )?)
+}
+
+/// `-o type=local` with attestations: each statement (BuildKit's `inline-only` ones excepted) written next to the
+/// files as BuildKit's local exporter writes it (`provenance.json`, `sbom.spdx.json`, mode 0600), its subjects
+/// every regular file of the output with its sha256.
+fn write_local_attestations(b: &Built, dir: &Path) -> Result<(), BuildError> {
+    use std::io::Write as _;
+    let wanted: Vec<_> = b.attestations.iter().filter(|a| !a.inline_only).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let mut subjects = Vec::new();
+    file_subjects(dir, dir, &mut subjects)?;
+    subjects.sort_by(|a, b| a.name.cmp(&b.name));
+    for a in wanted {
+        let bytes = exporter::attestation::Statement::bytes(a, subjects.clone()).map_err(fail)?;
+        // Indented, as BuildKit writes the file.
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(fail)?;
+        let pretty = serde_json::to_vec_pretty(&v).map_err(fail)?;
+        let path = dir.join(&a.filename);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        f.write_all(&pretty)
+            .map_err(|e| fail(format!("{}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// Every regular file under `dir` as a statement subject: its path relative to `base` and its sha256.
+fn file_subjects(
+    base: &Path,
+    dir: &Path,
+    out: &mut Vec<exporter::attestation::Subject>,
+) -> Result<(), BuildError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    for e in entries {
+        let e = e.map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+        let kind = e.file_type().map_err(|e| fail(format!("{}: {e}", e)))?;
+        let path = e.path();
+        if kind.is_dir() {
+            file_subjects(base, &path, out)?;
+        } else if kind.is_file() {
+            let mut f =
+                std::fs::File::open(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            let mut h = oci::HashingWriter::new(std::io::sink());
+            std::io::copy(&mut f, &mut h).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+            let (_, digest, _) = h.finish();
+            let name = path
+                .strip_prefix(base)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            out.push(exporter::attestation::Subject::sha256(name, &digest));
+        }
+    }
+    Ok(())
 }
 
 /// A failed output write, as the build reports it.
@@ -359,7 +467,8 @@ fn with_final_fss(
     }
 }
 
-fn with_final_fs(
+/// Calls `f` with `snapshot`'s final filesystem mounted read-only (an empty directory for none).
+pub(crate) fn with_final_fs(
     snapshots: &Snapshotter,
     snapshot: Option<&str>,
     f: impl FnOnce(&Path) -> Result<(), String>,

@@ -169,9 +169,46 @@ fn inspect_manifest(store: &Store, digest: &Digest) -> Result<serde_json::Value,
     }))
 }
 
+/// One attestation manifest of an index as `kiln inspect` lists it: the image it is about and its statements
+/// (predicate type, digest, size; with `statements`, each statement itself).
+fn inspect_attestation(
+    store: &Store,
+    entry: &Descriptor,
+    statements: bool,
+) -> Result<serde_json::Value, ImageError> {
+    let manifest: Manifest = store.read_json(&entry.digest)?;
+    let mut list = Vec::new();
+    for l in &manifest.layers {
+        let mut one = serde_json::json!({
+            "PredicateType": l.annotations.get(exporter::attestation::ANNOTATION_PREDICATE_TYPE),
+            "Digest": l.digest.to_string(),
+            "Size": l.size,
+        });
+        if statements {
+            one["Statement"] = store.read_json::<serde_json::Value>(&l.digest)?;
+        }
+        list.push(one);
+    }
+    Ok(serde_json::json!({
+        "Digest": entry.digest.to_string(),
+        "For": entry.annotations.get(exporter::attestation::ANNOTATION_REFERENCE_DIGEST),
+        "Statements": list,
+    }))
+}
+
 /// An image's digest, id, manifest and config (for an index: the index, then each platform's), as
 /// `kiln inspect` prints them.
 pub fn inspect(root: &Root, name: &str) -> Result<serde_json::Value, ImageError> {
+    inspect_with(root, name, false)
+}
+
+/// [`inspect`], and for an index with attestation manifests an `Attestations` list naming each one's image and
+/// statements — with `statements`, the in-toto statements themselves (`kiln inspect --attestations`).
+pub fn inspect_with(
+    root: &Root,
+    name: &str,
+    statements: bool,
+) -> Result<serde_json::Value, ImageError> {
     let store = open(root)?;
     let entry = lookup(&store, name)?;
     Ok(match store.manifest_kind(&entry.manifest)? {
@@ -182,17 +219,26 @@ pub fn inspect(root: &Root, name: &str) -> Result<serde_json::Value, ImageError>
         }
         Stored::Index(index) => {
             let mut platforms = Vec::new();
+            let mut attestations = Vec::new();
             for m in &index.manifests {
+                if exporter::attestation::is_attestation(m) {
+                    attestations.push(inspect_attestation(&store, m, statements)?);
+                    continue;
+                }
                 let mut one = inspect_manifest(&store, &m.digest)?;
                 one["Platform"] = serde_json::to_value(&m.platform)?;
                 platforms.push(one);
             }
-            serde_json::json!({
+            let mut out = serde_json::json!({
                 "Name": entry.name,
                 "Digest": entry.manifest.to_string(),
                 "Index": index,
                 "Platforms": platforms,
-            })
+            });
+            if !attestations.is_empty() {
+                out["Attestations"] = attestations.into();
+            }
+            out
         }
     })
 }

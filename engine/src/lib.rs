@@ -13,6 +13,7 @@
 #![warn(missing_docs)]
 
 pub mod annotations;
+pub mod attest;
 pub mod build;
 pub mod config;
 pub mod docker_api;

@@ -127,6 +127,8 @@ pub struct BuildRequest {
     pub push: bool,
     /// `--annotation`s: added to every image-writing output, after its own `annotation.*` options.
     pub annotations: Vec<crate::annotations::Annotation>,
+    /// Attestations to attach (`--provenance`, `--sbom`, `--attest`).
+    pub attest: crate::attest::AttestRequest,
     /// Caches to write.
     pub cache_to: Vec<CacheTo>,
     /// Caches to read.
@@ -169,6 +171,7 @@ impl BuildRequest {
             outputs: Vec::new(),
             push: false,
             annotations: Vec::new(),
+            attest: Default::default(),
             cache_to: Vec::new(),
             cache_from: Vec::new(),
             secrets: BTreeMap::new(),

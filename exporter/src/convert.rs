@@ -244,14 +244,38 @@ pub fn compressed_manifest_teeing(
 ) -> Result<Digest, ExportError> {
     if let oci::store::Stored::Index(mut index) = store.manifest_kind(manifest)? {
         // A multi-platform image: each platform's manifest converted, then an index of the converted ones.
+        // Attestation manifests (their layers are statements, not tars) are made again about the converted
+        // images they name, after those.
         let mut changed = false;
+        let mut moved: Vec<(Digest, oci::manifest::Descriptor)> = Vec::new();
         for entry in &mut index.manifests {
+            if crate::attestation::is_attestation(entry) {
+                continue;
+            }
             let converted =
                 compressed_manifest_teeing(store, &entry.digest, compression, tee, keep)?;
             if converted != entry.digest {
+                let old = entry.digest.clone();
                 entry.size = store.blob_size(&converted)?;
                 entry.digest = converted;
+                moved.push((old, entry.clone()));
                 changed = true;
+            }
+        }
+        for entry in &mut index.manifests {
+            let about = entry
+                .annotations
+                .get(crate::attestation::ANNOTATION_REFERENCE_DIGEST)
+                .cloned();
+            let target = moved
+                .iter()
+                .find(|(old, _)| Some(old.to_string()) == about)
+                .map(|(_, new)| new);
+            if let (true, Some(target)) = (crate::attestation::is_attestation(entry), target) {
+                let mut target = target.clone();
+                target.platform = None;
+                target.annotations.clear();
+                *entry = crate::attestation::retarget(store, entry, &target)?;
             }
         }
         if !changed {

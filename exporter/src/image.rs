@@ -478,7 +478,8 @@ fn compress_dir<B: std::io::Write>(
     })
 }
 
-fn rfc3339(epoch: i64) -> String {
+/// `epoch` (seconds since 1970, UTC) as RFC 3339 (`2024-01-02T03:04:05Z`): image configs' and attestations' times.
+pub fn rfc3339(epoch: i64) -> String {
     // Civil-from-days (Howard Hinnant's algorithm), UTC.
     let days = epoch.div_euclid(86_400);
     let secs = epoch.rem_euclid(86_400);

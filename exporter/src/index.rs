@@ -12,10 +12,12 @@ use crate::image::ExportedImage;
 
 /// Stores an index of `images` (one per platform, in the order given, each entry with the annotations its
 /// descriptor carries), in the OCI or the Docker vocabulary, with `annotations` on the index itself (BuildKit's
-/// `annotation-index.*`), tags it with `names` and returns its descriptor.
+/// `annotation-index.*`), tags it with `names` and returns its descriptor. `attestations` (attestation manifests'
+/// entries, see [`crate::attestation`]) follow the images, as BuildKit lists them.
 pub fn export_index(
     store: &Store,
     images: &[(Platform, ExportedImage)],
+    attestations: &[Descriptor],
     oci_media_types: bool,
     annotations: &BTreeMap<String, String>,
     names: &[String],
@@ -32,6 +34,7 @@ pub fn export_index(
             d.platform = Some(platform.clone());
             d
         })
+        .chain(attestations.iter().cloned())
         .collect();
     let index = Index {
         schema_version: 2,
@@ -88,6 +91,7 @@ mod tests {
         let d = export_index(
             &store,
             &images,
+            &[],
             true,
             &BTreeMap::new(),
             &["app:multi".to_string()],
@@ -108,9 +112,9 @@ mod tests {
             .platform_manifest(&d.digest, &"linux/arm64".parse().unwrap())
             .unwrap();
         assert_eq!(arm, images[1].1.manifest.digest);
-        let again = export_index(&store, &images, true, &BTreeMap::new(), &[]).unwrap();
+        let again = export_index(&store, &images, &[], true, &BTreeMap::new(), &[]).unwrap();
         assert_eq!(again, d, "the same images give the same index");
-        let docker = export_index(&store, &images, false, &BTreeMap::new(), &[]).unwrap();
+        let docker = export_index(&store, &images, &[], false, &BTreeMap::new(), &[]).unwrap();
         assert_eq!(docker.media_type, MEDIA_DOCKER_INDEX);
     }
 }

@@ -6,6 +6,7 @@ mod compression;
 pub mod convert;
 /// A snapshot's upper directory as a layer tar (it lives in `oci::layer`, which the store renders lazy layers with).
 pub use oci::layer::diff;
+pub mod attestation;
 mod error;
 pub mod image;
 pub mod index;

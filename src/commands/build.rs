@@ -132,6 +132,15 @@ fn request(
         engine::annotations::parse_flag(a).map_err(|e| usage(format!("--annotation {a}: {e}")))
     });
     req.annotations = annotations.collect::<Result<_, _>>()?;
+    for a in &args.attest {
+        req.attest.add_attest(a)?;
+    }
+    if let Some(v) = &args.provenance {
+        req.attest.set_provenance(v)?;
+    }
+    if let Some(v) = &args.sbom {
+        req.attest.set_sbom(v)?;
+    }
     req.cache_to = cache_to.collect::<Result<_, _>>().map_err(usage)?;
     req.cache_from = cache_from.collect::<Result<_, _>>().map_err(usage)?;
     req.source_date_epoch = source_date_epoch(&opts.build_args)?;

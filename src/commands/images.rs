@@ -44,7 +44,7 @@ pub fn rmi(args: &RmiArgs) -> Result<(), Failure> {
 
 /// Runs `kiln inspect`.
 pub fn inspect(args: &InspectArgs) -> Result<(), Failure> {
-    let out = images::inspect(&open_root(&args.root), &args.name)?;
+    let out = images::inspect_with(&open_root(&args.root), &args.name, args.attestations)?;
     let text = serde_json::to_string_pretty(&out).map_err(|e| Failure::Build(e.to_string()))?;
     println!("{text}");
     Ok(())

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `kiln` binary. Each module covers one command as a user meets it.
 
+mod attest;
 mod badinput;
 mod build;
 mod buildkit;
