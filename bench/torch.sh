@@ -37,7 +37,9 @@ rm -f "$work/debian.oci.tar"
 
 ctx=$work/torch
 mkdir -p "$ctx"
-cp -al "$wheels" "$ctx/wheels" 2>/dev/null || cp -a "$wheels" "$ctx/wheels"
+mkdir -p "$ctx/wheels"
+# Hard links when the wheelhouse is on the same filesystem, else a copy (the loop filesystem is another one).
+cp -al "$wheels/." "$ctx/wheels/" 2>/dev/null || cp -a "$wheels/." "$ctx/wheels/"
 cat > "$ctx/Dockerfile" <<'EOF'
 FROM debian:bookworm
 RUN apt-get update \
@@ -58,6 +60,8 @@ reset_tools() {
   buildah "${bstore[@]}" rmi --force torch:latest >/dev/null 2>&1 || true
   buildah "${bstore[@]}" rmi --prune >/dev/null 2>&1 || true
 }
+# Each measure is also echoed to stderr as it is made, so a run that stops early still shows what it measured.
+measure_and_say() { measure "$@"; echo "$1: $(tail -1 "$work/$1")" >&2; }
 row() { # row LABEL NAME-kiln NAME-buildah
   local k b
   k=$(col "$2" 1); b=$(col "$3" 1)
@@ -70,43 +74,43 @@ echo "| torch | kiln (s) | buildah (s) | kiln/buildah | kiln peak RSS (MiB) | bu
 echo "| --- | --- | --- | --- | --- | --- |"
 for _ in $(seq "$reps"); do
   reset_tools
-  measure k-cold "${kcmd[@]}"
-  measure b-cold "${bcmd[@]}"
-  measure k-unchanged "${kcmd[@]}"
-  measure b-unchanged "${bcmd[@]}"
+  measure_and_say k-cold "${kcmd[@]}"
+  measure_and_say b-cold "${bcmd[@]}"
+  measure_and_say k-unchanged "${kcmd[@]}"
+  measure_and_say b-unchanged "${bcmd[@]}"
   change_app
-  measure k-changed "${kcmd[@]}"
+  measure_and_say k-changed "${kcmd[@]}"
   change_app
-  measure b-changed "${bcmd[@]}"
+  measure_and_say b-changed "${bcmd[@]}"
   "${kcmd[@]}" >/dev/null 2>&1
   "${bcmd[@]}" >/dev/null 2>&1
 
   # Push to a fresh repository; then an app change and a repush (the torch layer is there already).
   start_registry
   rm -f "$KILN_ROOT"/store/layers/*.json
-  measure k-push "$kiln" push torch:latest "$host/bench/kiln:1"
-  measure b-push buildah "${bstore[@]}" push --tls-verify=false torch:latest "docker://$host/bench/buildah:1"
+  measure_and_say k-push "$kiln" push torch:latest "$host/bench/kiln:1"
+  measure_and_say b-push buildah "${bstore[@]}" push --tls-verify=false torch:latest "docker://$host/bench/buildah:1"
   change_app
   "${kcmd[@]}" >/dev/null 2>&1
   "${bcmd[@]}" >/dev/null 2>&1
-  measure k-repush "$kiln" push torch:latest "$host/bench/kiln:1"
-  measure b-repush buildah "${bstore[@]}" push --tls-verify=false torch:latest "docker://$host/bench/buildah:1"
+  measure_and_say k-repush "$kiln" push torch:latest "$host/bench/kiln:1"
+  measure_and_say b-repush buildah "${bstore[@]}" push --tls-verify=false torch:latest "docker://$host/bench/buildah:1"
 
   # Pull into an empty root / storage.
-  rm -rf "$work/k-pull" "$work/b-pull" "$work/b-pull-run"
-  measure k-pull env KILN_ROOT="$work/k-pull" "$kiln" pull "$host/bench/kiln:1"
-  rm -rf "$work/k-pull"
-  measure b-pull buildah --root "$work/b-pull" --runroot "$work/b-pull-run" --storage-driver overlay \
+  rm -rf "$work/pulled-k" "$work/pulled-b" "$work/pulled-b-run"
+  measure_and_say k-pull env KILN_ROOT="$work/pulled-k" "$kiln" pull "$host/bench/kiln:1"
+  rm -rf "$work/pulled-k"
+  measure_and_say b-pull buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay \
     pull -q --tls-verify=false "docker://$host/bench/buildah:1"
-  buildah --root "$work/b-pull" --runroot "$work/b-pull-run" --storage-driver overlay rmi --all >/dev/null 2>&1 || true
-  rm -rf "$work/b-pull" "$work/b-pull-run"
+  buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay rmi --all >/dev/null 2>&1 || true
+  rm -rf "$work/pulled-b" "$work/pulled-b-run"
   stop_registry
   rm -rf "$work/reg"
 
   # Export to an OCI archive with gzip layers, each layer compressed anew.
   rm -rf "$KILN_ROOT/store/layers" "$work/k.tar" "$work/b.tar"
-  measure k-export "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx"
-  measure b-export buildah "${bstore[@]}" push torch:latest "oci-archive:$work/b.tar"
+  measure_and_say k-export "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx"
+  measure_and_say b-export buildah "${bstore[@]}" push torch:latest "oci-archive:$work/b.tar"
   rm -f "$work/k.tar" "$work/b.tar"
 done
 row "cold build" k-cold b-cold

@@ -335,7 +335,11 @@ fn provenance_of(
     Ok(vec![a])
 }
 
-fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildResult, BuildError> {
+fn run(
+    root: &Root,
+    mut req: BuildRequest,
+    progress: &dyn Progress,
+) -> Result<BuildResult, BuildError> {
     let started = now();
     for note in &req.attest.notes {
         progress.event(Event::Warning {
@@ -344,6 +348,11 @@ fn run(root: &Root, req: BuildRequest, progress: &dyn Progress) -> Result<BuildR
         });
     }
     let (names, outputs) = complete_outputs(&req)?;
+    // A pushed image carries mode=min provenance unless the request said otherwise, as `buildx build --push` does.
+    let pushes = outputs
+        .iter()
+        .any(|o| matches!(o, Output::Image { push: true, .. }));
+    req.attest.default_for_push(pushes);
     // A destination that cannot be written fails now, not after the whole build.
     crate::output::check_destinations(&outputs)?;
     check_rootless_limits(&req.limits)?;

@@ -417,3 +417,73 @@ fn bad_attestation_flags_are_refused_before_the_build() {
         r.stderr
     );
 }
+
+#[test]
+fn a_push_carries_min_provenance_by_default_and_provenance_false_turns_it_off() {
+    let reg = Registry::start(Auth::Anonymous);
+    let root = Root::with_busybox(KILN);
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nARG TOKEN=default-value\nRUN echo $TOKEN > /t\n",
+    );
+    let push = |tag: &str, extra: &[&str]| {
+        let name = format!("{}/defaults/app:{tag}", reg.host);
+        let mut args = vec!["build", "--progress=plain", "--push", "-t", &name];
+        args.extend_from_slice(extra);
+        let dir = ctx.path().to_str().unwrap().to_string();
+        args.push(&dir);
+        let r = root.kiln(KILN, &args);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let raw = run(
+            "skopeo",
+            &[
+                "inspect",
+                "--raw",
+                "--tls-verify=false",
+                &format!("docker://{name}"),
+            ],
+            None,
+        );
+        assert_eq!(raw.code, 0, "{}", raw.stderr);
+        serde_json::from_str::<serde_json::Value>(&raw.stdout).expect("json")
+    };
+    // As `docker buildx build --push`: an index with the image and its attestation manifest (mode=min).
+    let index = push("default", &["--build-arg", "TOKEN=s3cr3t-value"]);
+    let (_, att) = attestation_entry(&index);
+    assert_eq!(
+        att["annotations"]["vnd.docker.reference.type"],
+        "attestation-manifest"
+    );
+    let layout = tempfile::tempdir().expect("tempdir");
+    let copied = run(
+        "skopeo",
+        &[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{}/defaults/app:default", reg.host),
+            &format!("oci:{}:x", layout.path().display()),
+        ],
+        None,
+    );
+    assert_eq!(copied.code, 0, "{}", copied.stderr);
+    let stmts = statements(layout.path(), &att);
+    let provenance = stmts.get(SLSA_V1).expect("provenance by default");
+    let text = provenance.to_string();
+    assert!(
+        !text.contains("s3cr3t-value"),
+        "mode=min leaves build-arg values out: {text}"
+    );
+    assert_eq!(
+        provenance["predicate"]["buildDefinition"]["externalParameters"]["request"]["frontend"],
+        "dockerfile.v0",
+        "{text}"
+    );
+    assert!(!stmts.contains_key(SPDX), "no SBOM unless asked");
+    // --provenance=false: a plain image manifest.
+    let plain = push("plain", &["--provenance=false"]);
+    assert_eq!(
+        plain["mediaType"], "application/vnd.oci.image.manifest.v1+json",
+        "{plain}"
+    );
+}

@@ -151,6 +151,7 @@ fn an_image_pushed_with_inline_cache_is_a_cache_source_for_an_empty_root() {
         &[
             "--cache-to",
             "type=inline",
+            "--provenance=false",
             "--push",
             "-t",
             &image,

@@ -215,6 +215,7 @@ fn registry_output_pushes_with_annotations_on_manifests_and_index() {
         &[
             "build",
             "--progress=plain",
+            "--provenance=false",
             "-o",
             &format!("type=registry,name={target},annotation.org.opencontainers.image.vendor=kiln"),
             "--annotation",
@@ -242,6 +243,7 @@ fn registry_output_pushes_with_annotations_on_manifests_and_index() {
         &[
             "build",
             "--progress=plain",
+            "--provenance=false",
             "--platform",
             "linux/amd64,linux/arm64",
             "-o",

@@ -231,6 +231,7 @@ fn a_multi_platform_push_puts_the_index_and_every_platform_image() {
             "linux/amd64,linux/arm64",
             "-t",
             &target,
+            "--provenance=false",
             "--push",
             "--metadata-file",
             meta.path().to_str().unwrap(),

@@ -204,6 +204,7 @@ fn split_layers_push_and_a_registry_refusing_a_large_blob_is_named() {
             "2m",
             "-t",
             &format!("{}/split/app:1", reg.host),
+            "--provenance=false",
             "--push",
             ctx.path().to_str().expect("utf-8"),
         ],

@@ -43,11 +43,15 @@ pub struct SbomOptions {
     pub filename: String,
 }
 
-/// The attestations a build is asked for: none by default, as BuildKit makes none unless asked.
+/// The attestations a build is asked for: none by default, as BuildKit makes none unless asked, except that a
+/// pushed image gets mode=min provenance when no flag spoke of provenance, as buildx asks BuildKit for it
+/// (see [`AttestRequest::default_for_push`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AttestRequest {
     /// SLSA provenance, when asked.
     pub provenance: Option<ProvenanceOptions>,
+    /// Whether a flag decided provenance (`--provenance`, `--attest type=provenance`, either way).
+    pub provenance_decided: bool,
     /// An SBOM, when asked.
     pub sbom: Option<SbomOptions>,
     /// What was asked that kiln does not do (an SBOM generator image...): said as warnings by the build.
@@ -58,6 +62,21 @@ impl AttestRequest {
     /// Whether anything is to be attested.
     pub fn any(&self) -> bool {
         self.provenance.is_some() || self.sbom.is_some()
+    }
+
+    /// Gives a build that pushes mode=min provenance when no flag decided provenance: what `docker buildx build
+    /// --push` attaches by default.
+    pub fn default_for_push(&mut self, pushes: bool) {
+        if pushes && !self.provenance_decided && self.provenance.is_none() {
+            self.provenance = Some(ProvenanceOptions {
+                max: false,
+                version: SlsaVersion::V1,
+                builder_id: String::new(),
+                filename: "provenance.json".to_string(),
+                reproducible: false,
+                inline_only: false,
+            });
+        }
     }
 
     /// Applies one `--attest type=…,k=v` flag: the last one of a type wins, `disabled=true` turns it off.
@@ -111,6 +130,7 @@ impl AttestRequest {
         };
         match kind {
             "provenance" => {
+                self.provenance_decided = true;
                 if disabled {
                     self.provenance = None;
                     return Ok(());
@@ -225,6 +245,22 @@ mod tests {
         );
         a.set_provenance("false").unwrap();
         assert!(a.provenance.is_none());
+        a.default_for_push(true);
+        assert!(
+            a.provenance.is_none(),
+            "--provenance=false holds for a push"
+        );
+        let mut pushed = AttestRequest::default();
+        pushed.default_for_push(false);
+        assert!(
+            pushed.provenance.is_none(),
+            "nothing pushed, nothing attested"
+        );
+        pushed.default_for_push(true);
+        assert!(
+            pushed.provenance.as_ref().is_some_and(|p| !p.max),
+            "a push gets mode=min"
+        );
         a.set_sbom("true").unwrap();
         assert_eq!(a.sbom.as_ref().unwrap().filename, "sbom.spdx.json");
         a.add_attest("type=sbom,generator=docker/buildkit-syft-scanner")
