@@ -72,7 +72,8 @@ put_blob() {
     "$loc${sep}digest=sha256:$(basename "$1")"
 }
 
-# measure NAME CMD... : runs CMD, appends "seconds rss_kib" to $work/NAME. Every measure starts with nothing dirty:
+# measure NAME CMD... : runs CMD, appends "seconds rss_kib own_rss_kib" to $work/NAME (own: kiln's own peak, which
+# GNU time's cannot tell from the largest process kiln waited for, e.g. a RUN step's). Every measure starts with nothing dirty:
 # kiln fsyncs what it commits (snapshots, store blobs, archives), and on ext4 an fsync waits for the journal to
 # write out everything dirty, so a kiln row measured right after buildah's unsynced hundreds of MB paid for their
 # writeback (bigctx export: 3.4 s in the bench against 2.0–2.5 s by hand on the same loop ext4); buildah mounts its
@@ -82,9 +83,11 @@ measure() {
   local s e
   sync
   s=$(date +%s.%N)
-  /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
+  rm -f "$work/own-rss"
+  KILN_PEAK_RSS="$work/own-rss" /usr/bin/time -f '%M' -o "$work/rss" "$@" >/dev/null 2>"$work/err" || { cat "$work/err" >&2; exit 1; }
   e=$(date +%s.%N)
-  echo "$(echo "$e - $s" | bc) $(cat "$work/rss")" >> "$work/$name"
+  # Third column: kiln's own peak (KILN_PEAK_RSS, KiB) when the command was kiln, else GNU time's again.
+  echo "$(echo "$e - $s" | bc) $(cat "$work/rss") $(cat "$work/own-rss" 2>/dev/null || cat "$work/rss")" >> "$work/$name"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

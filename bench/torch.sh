@@ -5,7 +5,8 @@
 # $TORCH_WHEELS (default /var/tmp/kiln-wheelhouse), outside the repository, and hard-linked into the context, where
 # `RUN --mount=type=bind,source=wheels` gives it to `pip install --no-index`. Rows: cold build, unchanged rebuild,
 # app file changed, push to a fresh repository of a loopback registry, repush after an app change (only the small
-# layer goes up), export to an OCI archive (gzip), pull into an empty root/storage; peak RSS of each.
+# layer goes up), export to an OCI archive (gzip), pull into an empty root/storage, then export and push with zstd;
+# peak RSS of each (kiln's own, from KILN_PEAK_RSS, beside GNU time's, which counts the RUN steps kiln waits for).
 # Usage (as root): bench/torch.sh [REPS]   — needs buildah, mmdebstrap, docker-registry, bc, GNU time, and pip
 # (with network access to PyPI the first time; pass a CA bundle in PIP_CERT where HTTPS is re-signed).
 # Runs on a loop-mounted journalled ext4 of BENCH_LOOP_GIB GiB (default 48, sparse; ~30 GiB are written).
@@ -65,13 +66,15 @@ measure_and_say() { measure "$@"; echo "$1: $(tail -1 "$work/$1")" >&2; }
 row() { # row LABEL NAME-kiln NAME-buildah
   local k b
   k=$(col "$2" 1); b=$(col "$3" 1)
-  printf '| %s | %.1f | %.1f | %.2f | %d | %d |\n' "$1" "$k" "$b" "$(echo "$k / $b" | bc -l)" \
-    "$(( $(col "$2" 2 | cut -d. -f1) / 1024 ))" "$(( $(col "$3" 2 | cut -d. -f1) / 1024 ))"
+  printf '| %s | %.1f | %.1f | %.2f | %d | %d | %d |\n' "$1" "$k" "$b" "$(echo "$k / $b" | bc -l)" \
+    "$(( $(col "$2" 3 | cut -d. -f1) / 1024 ))" "$(( $(col "$2" 2 | cut -d. -f1) / 1024 ))" \
+    "$(( $(col "$3" 2 | cut -d. -f1) / 1024 ))"
 }
+size_mib() { echo $(( $(stat -c %s "$1") >> 20 )); }
 change_app() { printf '# change %s\n' "$RANDOM" >> "$ctx/app.py"; }
 
-echo "| torch | kiln (s) | buildah (s) | kiln/buildah | kiln peak RSS (MiB) | buildah peak RSS (MiB) |"
-echo "| --- | --- | --- | --- | --- | --- |"
+echo "| torch | kiln (s) | buildah (s) | kiln/buildah | kiln's own peak RSS (MiB) | kiln and its steps, peak RSS (MiB) | buildah peak RSS (MiB) |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
 for _ in $(seq "$reps"); do
   reset_tools
   measure_and_say k-cold "${kcmd[@]}"
@@ -98,7 +101,11 @@ for _ in $(seq "$reps"); do
 
   # Pull into an empty root / storage.
   rm -rf "$work/pulled-k" "$work/pulled-b" "$work/pulled-b-run"
-  measure_and_say k-pull env KILN_ROOT="$work/pulled-k" "$kiln" pull "$host/bench/kiln:1"
+  # kiln's pull stores the blobs; the FROM that follows unpacks them (buildah's pull does both at once).
+  mkdir -p "$work/from-pulled"
+  printf 'FROM %s\n' "$host/bench/kiln:1" > "$work/from-pulled/Dockerfile"
+  measure_and_say k-pull env KILN_ROOT="$work/pulled-k" sh -c \
+    '"$1" pull "$2" && "$1" build --progress=quiet "$3"' _ "$kiln" "$host/bench/kiln:1" "$work/from-pulled"
   rm -rf "$work/pulled-k"
   measure_and_say b-pull buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay \
     pull -q --tls-verify=false "docker://$host/bench/buildah:1"
@@ -111,12 +118,29 @@ for _ in $(seq "$reps"); do
   rm -rf "$KILN_ROOT/store/layers" "$work/k.tar" "$work/b.tar"
   measure_and_say k-export "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx"
   measure_and_say b-export buildah "${bstore[@]}" push torch:latest "oci-archive:$work/b.tar"
+  ksize=$(size_mib "$work/k.tar"); bsize=$(size_mib "$work/b.tar")
   rm -f "$work/k.tar" "$work/b.tar"
+  # The same with zstd (level 3, both tools' default): export, and push to a fresh repository.
+  rm -rf "$KILN_ROOT/store/layers"
+  measure_and_say k-export-zstd "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar,compression=zstd" "$ctx"
+  measure_and_say b-export-zstd buildah "${bstore[@]}" push --compression-format zstd torch:latest "oci-archive:$work/b.tar"
+  kzsize=$(size_mib "$work/k.tar"); bzsize=$(size_mib "$work/b.tar")
+  rm -f "$work/k.tar" "$work/b.tar"
+  start_registry
+  rm -rf "$KILN_ROOT/store/layers"
+  measure_and_say k-push-zstd "$kiln" push --compression zstd torch:latest "$host/bench/kiln:z"
+  measure_and_say b-push-zstd buildah "${bstore[@]}" push --tls-verify=false --compression-format zstd torch:latest "docker://$host/bench/buildah:z"
+  stop_registry
+  rm -rf "$work/reg"
 done
 row "cold build" k-cold b-cold
 row "unchanged rebuild" k-unchanged b-unchanged
 row "app file changed" k-changed b-changed
 row "push to a fresh repository (gzip)" k-push b-push
 row "repush after an app change" k-repush b-repush
-row "pull into an empty root" k-pull b-pull
+row "pull into an empty root (kiln: pull, then a FROM of it)" k-pull b-pull
 row "export, OCI archive (gzip)" k-export b-export
+row "export, OCI archive (zstd)" k-export-zstd b-export-zstd
+row "push to a fresh repository (zstd)" k-push-zstd b-push-zstd
+echo
+echo "archive sizes (MiB): gzip kiln $ksize, buildah $bsize; zstd kiln $kzsize, buildah $bzsize"

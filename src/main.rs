@@ -82,6 +82,7 @@ fn main() -> ExitCode {
             Err(p) if is_broken_stdout(&*p) => return ExitCode::from(141),
             Err(p) => std::panic::resume_unwind(p),
         };
+    report_own_peak_rss();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Build(msg)) => {
@@ -97,6 +98,23 @@ fn main() -> ExitCode {
             eprintln!("error: the build was stopped by signal {signal}; its running steps were killed and cleaned up");
             ExitCode::from((128 + signal).clamp(0, 255) as u8)
         }
+    }
+}
+
+/// With `KILN_PEAK_RSS=FILE`, writes kiln's own peak resident set (VmHWM, KiB) to FILE at exit: what the
+/// benchmarks report as kiln's memory. GNU time's peak is the largest of kiln and every process it waited for,
+/// which for a build is usually a RUN step's (pip unpacking torch), not kiln's.
+fn report_own_peak_rss() {
+    let Some(path) = std::env::var_os("KILN_PEAK_RSS") else {
+        return;
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if let Some(kib) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    {
+        let _ = std::fs::write(path, format!("{kib}\n"));
     }
 }
 
