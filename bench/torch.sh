@@ -71,6 +71,8 @@ row() { # row LABEL NAME-kiln NAME-buildah
     "$(( $(col "$3" 2 | cut -d. -f1) / 1024 ))"
 }
 size_mib() { echo $(( $(stat -c %s "$1") >> 20 )); }
+# CPU seconds the registry has used so far (it hashes and writes every blob it receives, on the same two cores).
+reg_cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$reg_pid/stat"; }
 change_app() { printf '# change %s\n' "$RANDOM" >> "$ctx/app.py"; }
 
 echo "| torch | kiln (s) | buildah (s) | kiln/buildah | kiln's own peak RSS (MiB) | kiln and its steps, peak RSS (MiB) | buildah peak RSS (MiB) |"
@@ -91,8 +93,12 @@ for _ in $(seq "$reps"); do
   # Push to a fresh repository; then an app change and a repush (the torch layer is there already).
   start_registry
   rm -f "$KILN_ROOT"/store/layers/*.json
+  c0=$(reg_cpu)
   measure_and_say k-push "$kiln" push torch:latest "$host/bench/kiln:1"
+  c1=$(reg_cpu)
   measure_and_say b-push buildah "${bstore[@]}" push --tls-verify=false torch:latest "docker://$host/bench/buildah:1"
+  c2=$(reg_cpu)
+  echo "registry CPU during the push: kiln's $(echo "$c1 - $c0" | bc) s, buildah's $(echo "$c2 - $c1" | bc) s" >&2
   change_app
   "${kcmd[@]}" >/dev/null 2>&1
   "${bcmd[@]}" >/dev/null 2>&1
@@ -119,6 +125,33 @@ for _ in $(seq "$reps"); do
   measure_and_say k-export "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx"
   measure_and_say b-export buildah "${bstore[@]}" push torch:latest "oci-archive:$work/b.tar"
   ksize=$(size_mib "$work/k.tar"); bsize=$(size_mib "$work/b.tar")
+  # kiln's SBOM of the torch image (into the store: no layer is compressed, so the row is the SBOM's cost), and
+  # whether it lists every wheel of the wheelhouse with its version.
+  measure_and_say k-sbom "$kiln" build --progress=quiet --sbom=true -t torch:sbom "$ctx"
+  "$kiln" inspect --attestations torch:sbom > "$work/sbom.json"
+  python3 - "$work/sbom.json" "$ctx/wheels" >&2 <<'PY'
+import json, os, re, sys
+doc = json.load(open(sys.argv[1]))
+listed = set()
+def walk(v):
+    if isinstance(v, dict):
+        if v.get("spdxVersion"):
+            for p in v.get("packages", []):
+                listed.add((re.sub(r"[-_.]+", "-", p.get("name", "").lower()), p.get("versionInfo")))
+        for x in v.values():
+            walk(x)
+    elif isinstance(v, list):
+        for x in v:
+            walk(x)
+walk(doc)
+wheels = set()
+for f in os.listdir(sys.argv[2]):
+    if f.endswith(".whl"):
+        name, version = f.split("-")[:2]
+        wheels.add((re.sub(r"[-_.]+", "-", name.lower()), version))
+missing = sorted(wheels - listed)
+print(f"SBOM: {len(listed)} packages listed; {len(wheels) - len(missing)} of {len(wheels)} wheels listed with their version; missing: {missing}")
+PY
   rm -f "$work/k.tar" "$work/b.tar"
   # The same with zstd (level 3, both tools' default): export, and push to a fresh repository.
   rm -rf "$KILN_ROOT/store/layers"
