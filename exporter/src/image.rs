@@ -142,44 +142,17 @@ fn layer_blob_to(
     opts: DiffOptions,
     archive: Option<&mut ArchiveStream<'_>>,
 ) -> Result<LayerBlob, ExportError> {
-    let memo_dir = store.root().join("layers");
-    std::fs::create_dir_all(&memo_dir).map_err(|source| ExportError::Io {
-        path: memo_dir.clone(),
-        source,
-    })?;
-    let memo = memo_dir.join(format!(
-        "{}.json",
-        Digest::sha256_of(
-            format!(
-                "{}|{}|{:?}",
-                layer.id,
-                compression.tag(),
-                opts.source_date_epoch
-            )
-            .as_bytes()
-        )
-        .hex()
-    ));
-    if let Ok(bytes) = std::fs::read(&memo) {
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) {
-            let parsed = (|| {
-                let diff_id: Digest = v["diff_id"].as_str()?.parse().ok()?;
-                let digest: Digest = v["digest"].as_str()?.parse().ok()?;
-                let size = v["size"].as_u64()?;
-                let media = v["media_type"].as_str()?.to_string();
-                let empty = v["empty"].as_bool()?;
-                Some((diff_id, digest, size, media, empty))
-            })();
-            if let Some((diff_id, digest, size, media, empty)) = parsed {
-                if store.has(&digest) {
-                    return Ok(LayerBlob {
-                        diff_id,
-                        descriptor: Descriptor::new(&media, digest, size),
-                        empty,
-                    });
-                }
-            }
-        }
+    let memo = memo_path(
+        store,
+        &format!(
+            "{}|{}|{:?}",
+            layer.id,
+            compression.tag(),
+            opts.source_date_epoch
+        ),
+    )?;
+    if let Some(known) = remembered(store, &memo) {
+        return Ok(known);
     }
     // The local store's uncompressed layers are lazy: the snapshot is already the layer, so only its digest is
     // computed now and the tar is written when something reads it.
@@ -201,8 +174,7 @@ fn layer_blob_to(
             _ => stored_blob(store, Tree::whole(&layer.diff), compression, opts, known)?,
         }
     };
-    let record = json!({"diff_id": made.diff_id.to_string(), "digest": made.descriptor.digest.to_string(), "size": made.descriptor.size, "media_type": made.descriptor.media_type, "empty": made.empty});
-    let _ = std::fs::write(&memo, record.to_string());
+    remember(&memo, &made);
     Ok(made)
 }
 
@@ -217,24 +189,15 @@ fn part_blob_to(
     archive: Option<&mut ArchiveStream<'_>>,
 ) -> Result<LayerBlob, ExportError> {
     let (part, index, max) = part;
-    let memo_dir = store.root().join("layers");
-    std::fs::create_dir_all(&memo_dir).map_err(|source| ExportError::Io {
-        path: memo_dir.clone(),
-        source,
-    })?;
-    let memo = memo_dir.join(format!(
-        "{}.json",
-        Digest::sha256_of(
-            format!(
-                "{}|{}|{:?}|split:{max}:{index}",
-                layer.id,
-                compression.tag(),
-                opts.source_date_epoch
-            )
-            .as_bytes()
-        )
-        .hex()
-    ));
+    let memo = memo_path(
+        store,
+        &format!(
+            "{}|{}|{:?}|split:{max}:{index}",
+            layer.id,
+            compression.tag(),
+            opts.source_date_epoch
+        ),
+    )?;
     if let Some(known) = remembered(store, &memo) {
         return Ok(known);
     }
@@ -250,6 +213,17 @@ fn part_blob_to(
     };
     remember(&memo, &made);
     Ok(made)
+}
+
+/// Where the memo of a layer made from `key` (the snapshot, compression, epoch, part) lives: `layers/` of the
+/// store, by the key's digest.
+fn memo_path(store: &Store, key: &str) -> Result<PathBuf, ExportError> {
+    let memo_dir = store.root().join("layers");
+    std::fs::create_dir_all(&memo_dir).map_err(|source| ExportError::Io {
+        path: memo_dir.clone(),
+        source,
+    })?;
+    Ok(memo_dir.join(format!("{}.json", Digest::sha256_of(key.as_bytes()).hex())))
 }
 
 /// A layer blob remembered in `memo` whose blob the store still holds.
