@@ -53,6 +53,9 @@ COPY app.py /opt/app.py
 CMD ["/opt/venv/bin/python", "/opt/app.py"]
 EOF
 printf 'import torch\nprint(torch.__version__)\n' > "$ctx/app.py"
+# Files changed within 2 s of being hashed are not remembered by their stat (git's racy entries; see
+# solver/src/contenthash): a context copied right before the cold build would be hashed again by the next build.
+sleep 3
 
 kcmd=("$kiln" build --progress=quiet -t torch:latest "$ctx")
 bcmd=(buildah "${bstore[@]}" build --layers --isolation oci -t torch:latest "$ctx")
