@@ -1153,6 +1153,32 @@ fn mount_duplicate() {
 }
 
 #[test]
+fn secret_as_environ() {
+    // testSecretAsEnviron: the secret reaches $SECRET_ENV (over the ENV of the same name), no file is made, and the
+    // step's name shows the variable masked as BuildKit names it.
+    let root = Root::with_busybox(KILN);
+    let secret = tempfile::NamedTempFile::new().expect("secret file");
+    std::fs::write(secret.path(), "pw").expect("write secret");
+    let spec = format!("id=mysecret,src={}", secret.path().display());
+    let ctx = dockerfile(
+        "\nFROM busybox\nENV SECRET_ENV=foo\nRUN --mount=type=secret,id=mysecret,env=SECRET_ENV \
+         [ \"$SECRET_ENV\" == \"pw\" ] && [ ! -f /run/secrets/mysecret ] || false\n",
+    );
+    let r = build(&root, &ctx, &["--secret", &spec]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let named = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("/run/secrets/mysecret") && l.contains("RUN"))
+        .unwrap_or_else(|| panic!("no step line names the RUN: {}", r.stderr));
+    assert!(named.contains(r#"[ "****" == "pw" ] && "#), "{named}");
+    assert!(
+        !named.contains("foo") && !named.contains("$SECRET_ENV"),
+        "{named}"
+    );
+}
+
+#[test]
 fn secret_as_environ_with_file_mount() {
     // testSecretAsEnvironWithFileMount
     let root = Root::with_busybox(KILN);

@@ -24,6 +24,29 @@ fn is_lone_heredoc(cmd: &str, h: &Heredoc) -> bool {
     name == h.name
 }
 
+/// A RUN step's name as BuildKit shows it: the instruction with the stage's ENV expanded, quotes and unset
+/// variables kept as written, and the variable a secret mount sets (`env=`) shown as `****`, so a step name never
+/// carries a secret (dockerfile2llb's `processCmdEnv` with `withSecretEnvMask`). Text the shell lexer cannot read is
+/// kept as written, as BuildKit keeps it.
+fn step_name(original: &str, env: &[String], secret_envs: &[String], escape: char) -> String {
+    let mut vars: Vec<(String, String)> = env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (kv.clone(), String::new()),
+        })
+        .collect();
+    for name in secret_envs {
+        vars.push((name.clone(), "****".to_string()));
+    }
+    let mut lexer = crate::shell::Lexer::new(escape);
+    lexer.raw_quotes = true;
+    lexer.skip_unset_env = true;
+    lexer
+        .process_word(original, &vars)
+        .unwrap_or_else(|_| original.to_string())
+}
+
 /// Collects the inputs of an exec op while mounts are added, so mount indexes stay consistent.
 struct Inputs(Vec<VertexId>);
 
@@ -142,6 +165,19 @@ impl Lowerer<'_> {
                 format!("{k}={v}")
             })
             .collect();
+        let secret_envs: Vec<String> = mounts
+            .iter()
+            .filter_map(|m| match &m.kind {
+                MountKind::Secret { env: Some(e), .. } => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let name = step_name(
+            node.original.trim(),
+            &st.image.config.env,
+            &secret_envs,
+            self.df.directives.escape,
+        );
         let op = Op::Exec(ExecOp {
             args: args.clone(),
             env,
@@ -155,7 +191,7 @@ impl Lowerer<'_> {
             ulimits: self.opts.ulimits.clone(),
             cdi_devices: run.devices.clone(),
         });
-        let mut meta = st.describe(node.original.trim());
+        let mut meta = st.describe(&name);
         meta.lines = Some((node.span.start_line, node.span.end_line));
         st.root = Some(self.def.add(op, inputs.0, meta));
         let prefix = if used.is_empty() {
@@ -324,5 +360,36 @@ impl Lowerer<'_> {
             output: false,
             kind,
         })
+    }
+}
+
+#[cfg(test)]
+mod step_name_tests {
+    use super::step_name;
+
+    #[test]
+    fn env_is_expanded_quotes_and_unset_variables_kept_secrets_masked() {
+        let env = vec!["HOME=/root".to_string(), "TOKEN=plain".to_string()];
+        assert_eq!(
+            step_name(
+                r#"RUN echo "$HOME" '$HOME' $UNSET ${TOKEN}"#,
+                &env,
+                &[],
+                '\\'
+            ),
+            r#"RUN echo "/root" '$HOME' $UNSET plain"#
+        );
+        let secret = vec!["TOKEN".to_string()];
+        assert_eq!(
+            step_name(
+                "RUN --mount=type=secret,id=t,env=TOKEN use $TOKEN",
+                &env,
+                &secret,
+                '\\'
+            ),
+            "RUN --mount=type=secret,id=t,env=TOKEN use ****"
+        );
+        // What the lexer cannot read stays as written.
+        assert_eq!(step_name("RUN echo ${", &env, &[], '\\'), "RUN echo ${");
     }
 }
