@@ -522,3 +522,63 @@ fn kiln_and_buildkit_build_the_same_filesystems_and_configs() {
 fn last_line(s: &str) -> &str {
     s.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("")
 }
+
+/// The `[N/M] RUN …` line of a plain progress stream, from the step's bracket on.
+fn run_step_line(progress: &str) -> Option<String> {
+    progress
+        .lines()
+        .filter_map(|l| l.find("] RUN ").map(|i| (l, i)))
+        .filter_map(|(l, i)| l[..i].rfind('[').map(|b| l[b..].trim_end().to_string()))
+        .next()
+}
+
+#[test]
+fn run_steps_are_named_with_env_expanded_as_buildkit_names_them() {
+    // dockerfile2llb's dispatchRun names the vertex processCmdEnv(shlex{RawQuotes, SkipUnsetEnv}, cmd, env): the
+    // stage's ENV expanded, quotes and unset variables kept. (Its secret masking, withSecretEnvMask, is newer than
+    // this BuildKit: checklist::secret_as_environ covers it.)
+    let root = Root::with_busybox(KILN);
+    let dockerd = Dockerd::start();
+    let work = tempfile::tempdir().expect("tempdir");
+    let base = work.path().join("busybox.docker.tar");
+    let made = root.kiln(
+        KILN,
+        &[
+            "build",
+            "--progress=quiet",
+            "-t",
+            "busybox:latest",
+            "-o",
+            &format!("type=docker,dest={}", base.display()),
+            Context::new()
+                .file("Dockerfile", "FROM busybox\n")
+                .path()
+                .to_str()
+                .expect("utf-8"),
+        ],
+    );
+    assert_eq!(made.code, 0, "{}", made.stderr);
+    dockerd
+        .run(&["load", "-i", base.to_str().expect("utf-8")])
+        .expect("docker load of kiln's busybox");
+    let ctx = Context::new().file(
+        "Dockerfile",
+        "FROM busybox\nENV GREETING=hello DIR=/tmp\nRUN echo \"$GREETING\" '$GREETING' $UNSET ${DIR}/x > /dev/null\n",
+    );
+    let c = ctx.path().to_str().expect("utf-8");
+    let k = root.kiln(KILN, &["build", "--progress=plain", c]);
+    assert_eq!(k.code, 0, "{}", k.stderr);
+    let b = dockerd
+        .command(&["build", "--progress=plain", "--network=host", c])
+        .output()
+        .expect("docker build");
+    let b_err = String::from_utf8_lossy(&b.stderr).into_owned();
+    assert!(b.status.success(), "{b_err}");
+    let (kiln_line, buildkit_line) = (run_step_line(&k.stderr), run_step_line(&b_err));
+    assert!(kiln_line.is_some(), "{}", k.stderr);
+    assert_eq!(
+        kiln_line, buildkit_line,
+        "kiln:\n{}\nBuildKit:\n{b_err}",
+        k.stderr
+    );
+}

@@ -474,9 +474,19 @@ impl<'a> Lowerer<'a> {
             cmd_set: false,
             workdir_set: false,
             step: 0,
-            // The FROM counts as a step only where it makes one (an image or a named context), as in BuildKit:
-            // `FROM scratch` and `FROM <stage>` are no step of their own.
-            total: stage.instructions.len(),
+            // BuildKit's cmdTotal: the ADD, COPY, RUN and WORKDIR instructions (the others change only the config);
+            // the FROM counts only where it makes a step (an image or a named context): `FROM scratch` and `FROM
+            // <stage>` are no step of their own.
+            total: stage
+                .instructions
+                .iter()
+                .filter(|i| {
+                    matches!(
+                        i.command,
+                        Command::Add(_) | Command::Copy(_) | Command::Run(_) | Command::Workdir(_)
+                    )
+                })
+                .count(),
             ignore_cache,
             scope_cache: Default::default(),
             env_index: None,
