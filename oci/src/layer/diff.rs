@@ -25,7 +25,8 @@ pub struct DiffError {
     pub source: std::io::Error,
 }
 
-fn err(path: &Path) -> impl Fn(std::io::Error) -> DiffError + '_ {
+/// A [`DiffError`] naming `path`, for `map_err`.
+pub(crate) fn err(path: &Path) -> impl Fn(std::io::Error) -> DiffError + '_ {
     move |source| DiffError {
         path: path.to_path_buf(),
         source,

@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use super::diff::{write_selected, DiffError, DiffOptions, Selection};
+use super::diff::{err, write_selected, DiffError, DiffOptions, Selection};
 
 /// One layer of a split step result.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,13 +34,6 @@ impl Part {
         opts: DiffOptions,
     ) -> Result<(W, u64), DiffError> {
         write_selected(upper, &self.select, out, opts)
-    }
-}
-
-fn err(path: &Path) -> impl Fn(std::io::Error) -> DiffError + '_ {
-    move |source| DiffError {
-        path: path.to_path_buf(),
-        source,
     }
 }
 
