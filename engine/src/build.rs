@@ -487,29 +487,54 @@ fn run(
             .map(|n| n.get())
             .unwrap_or(2)
     });
-    let result =
-        Scheduler::new(parallel).solve(def, &roots, &worker, &req.cancel, &|ev| match ev {
-            solver::scheduler::Event::Started(vertex) => progress.event(Event::Started {
+    // A final image's layers are compressed as their steps finish, on the cores the steps leave idle.
+    let early = crate::early::plan(&outputs, epoch, def, &roots);
+    let compressor = crate::early::Compressor::default();
+    let on_event = |ev| match ev {
+        solver::scheduler::Event::Started(vertex) => progress.event(Event::Started {
+            vertex,
+            name: def.vertex(vertex).meta.description.clone(),
+            digest: def.digest(vertex).clone(),
+            inputs: def
+                .vertex(vertex)
+                .inputs
+                .iter()
+                .map(|i| def.digest(*i).clone())
+                .collect(),
+        }),
+        solver::scheduler::Event::Finished(vertex, took) => {
+            let was_cached = cached.lock().map(|c| c.contains(&vertex)).unwrap_or(false);
+            progress.event(Event::Done {
                 vertex,
-                name: def.vertex(vertex).meta.description.clone(),
-                digest: def.digest(vertex).clone(),
-                inputs: def
-                    .vertex(vertex)
-                    .inputs
-                    .iter()
-                    .map(|i| def.digest(*i).clone())
-                    .collect(),
-            }),
-            solver::scheduler::Event::Finished(vertex, took) => {
-                let was_cached = cached.lock().map(|c| c.contains(&vertex)).unwrap_or(false);
-                progress.event(Event::Done {
-                    vertex,
-                    took,
-                    cached: was_cached,
-                })
-            }
-            solver::scheduler::Event::Failed(_) => {}
-        });
+                took,
+                cached: was_cached,
+            })
+        }
+        solver::scheduler::Event::Failed(_) => {}
+    };
+    let result = std::thread::scope(|scope| match &early {
+        Some(plan) => {
+            let (to, compressing) = compressor.start(scope, plan, &store, worker.snapshots());
+            let runner = crate::early::Runner {
+                inner: &worker,
+                chain: plan.chain(),
+                to,
+            };
+            let result =
+                Scheduler::new(parallel).solve(def, &roots, &runner, &req.cancel, &on_event);
+            compressor.end();
+            drop(runner);
+            let _ = compressing.join();
+            result
+        }
+        None => Scheduler::new(parallel).solve(def, &roots, &worker, &req.cancel, &on_event),
+    });
+    if compressor.made() > 0 {
+        progress.event(Event::Message(format!(
+            "{} layer(s) compressed while the build ran",
+            compressor.made()
+        )));
+    }
     // The records of the steps that finished are published whatever the outcome (a re-run reuses them).
     let settled = worker.settle();
     if req.cancel.is_cancelled() && !matches!(result, Err(SolveError::Op(..))) {

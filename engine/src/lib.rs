@@ -18,6 +18,7 @@ pub mod build;
 pub mod config;
 pub mod docker_api;
 pub mod doctor;
+mod early;
 pub mod error;
 pub mod events;
 mod export;

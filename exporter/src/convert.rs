@@ -101,6 +101,20 @@ pub(crate) fn compressed(
     tee: &mut dyn FnMut() -> Option<ChunkWriter>,
     keep: Keep,
 ) -> Result<(Digest, u64), ExportError> {
+    compressed_unless(store, src, compression, tee, keep, &|_| false)
+}
+
+/// [`compressed`], abandoned (nothing stored or remembered, [`ExportError::Stopped`]) as soon as `stop`, asked
+/// with the uncompressed bytes read so far every few MiB, says so: how a compression begun ahead of an export
+/// gives way when the export would rather do it itself.
+pub(crate) fn compressed_unless(
+    store: &Store,
+    src: &Digest,
+    compression: Compression,
+    tee: &mut dyn FnMut() -> Option<ChunkWriter>,
+    keep: Keep,
+    stop: &(dyn Fn(u64) -> bool + Sync),
+) -> Result<(Digest, u64), ExportError> {
     if compression == Compression::None {
         return Ok((src.clone(), store.blob_size(src)?));
     }
@@ -121,12 +135,23 @@ pub(crate) fn compressed(
         Some(store.open_blob(src)?)
     };
     let mut feed = |w: &mut dyn Write| -> Result<(), ExportError> {
-        match input.as_mut() {
-            Some(f) => copy(f, w, &mut vec![0u8; 1 << 20]).map_err(io_err(store)),
+        let mut w = Stoppable {
+            inner: w,
+            read: 0,
+            next_check: 0,
+            stop,
+            stopped: false,
+        };
+        let fed = match input.as_mut() {
+            Some(f) => copy(f, &mut w, &mut vec![0u8; 1 << 20]).map_err(io_err(store)),
             None => store
-                .render_lazy(src, w)
+                .render_lazy(src, &mut w)
                 .map(|_| ())
                 .map_err(ExportError::from),
+        };
+        match fed {
+            Err(_) if w.stopped => Err(ExportError::Stopped),
+            other => other,
         }
     };
     // The blob writer hashes and writes on a thread of its own, beside the render and the compressor.
@@ -185,6 +210,37 @@ pub(crate) fn compressed(
     };
     made.write(&memo);
     Ok((made.digest, made.size))
+}
+
+/// Passes writes through, and fails them once `stop` says so (asked every [`STOP_CHECK`] bytes).
+struct Stoppable<'a> {
+    inner: &'a mut dyn Write,
+    read: u64,
+    next_check: u64,
+    stop: &'a (dyn Fn(u64) -> bool + Sync),
+    stopped: bool,
+}
+
+/// How often a [`Stoppable`] asks whether to stop.
+const STOP_CHECK: u64 = 8 << 20;
+
+impl Write for Stoppable<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.read >= self.next_check {
+            self.next_check = self.read + STOP_CHECK;
+            if (self.stop)(self.read) {
+                self.stopped = true;
+                return Err(std::io::Error::other("the compression was stopped"));
+            }
+        }
+        let n = self.inner.write(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Writes to the store and, while it accepts, to a second writer (a streamed upload); the second one failing

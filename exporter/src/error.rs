@@ -19,6 +19,9 @@ pub enum ExportError {
     /// The output cannot hold what was asked of it.
     #[error("{0}")]
     Unsupported(String),
+    /// A compression begun ahead of its export was stopped by its caller (see `image::precompress`).
+    #[error("the compression was stopped")]
+    Stopped,
     /// Writing an output failed.
     #[error("{path}: {source}")]
     Io {

@@ -142,15 +142,7 @@ fn layer_blob_to(
     opts: DiffOptions,
     archive: Option<&mut ArchiveStream<'_>>,
 ) -> Result<LayerBlob, ExportError> {
-    let memo = memo_path(
-        store,
-        &format!(
-            "{}|{}|{:?}",
-            layer.id,
-            compression.tag(),
-            opts.source_date_epoch
-        ),
-    )?;
+    let memo = memo_path(store, &snapshot_memo_key(layer, compression, opts))?;
     if let Some(known) = remembered(store, &memo) {
         return Ok(known);
     }
@@ -176,6 +168,64 @@ fn layer_blob_to(
     };
     remember(&memo, &made);
     Ok(made)
+}
+
+/// Compresses a finished step's layer ahead of its export, while the rest of the build runs: the blob goes into the
+/// store under both memos an export consults — the uncompressed layer's (a push converts the store image's lazy
+/// layers, `crate::convert`) and the snapshot's (an archive export, [`layer_blob`]) — so either finds it made. The
+/// bytes are those the export would make (the same tar, the same deterministic compressor), so when it ran changes
+/// nothing. `stop`, asked with the uncompressed bytes read so far and the layer's size, abandons it; `None` then,
+/// and for an empty layer.
+pub fn precompress(
+    store: &Store,
+    layer: &LayerSource,
+    compression: Compression,
+    opts: DiffOptions,
+    stop: &(dyn Fn(u64, u64) -> bool + Sync),
+) -> Result<Option<LayerBlob>, ExportError> {
+    let media = match compression {
+        Compression::None => return Ok(None),
+        Compression::Gzip(_) => MEDIA_LAYER_GZIP,
+        Compression::Zstd(_) => MEDIA_LAYER_ZSTD,
+    };
+    let tar = layer_blob(store, layer, Compression::None, opts)?;
+    if tar.empty {
+        return Ok(None);
+    }
+    let size = tar.descriptor.size;
+    let made = crate::convert::compressed_unless(
+        store,
+        &tar.diff_id,
+        compression,
+        &mut || None,
+        crate::convert::Keep::Blob,
+        &|read| stop(read, size),
+    );
+    let (digest, blob_size) = match made {
+        Err(ExportError::Stopped) => return Ok(None),
+        other => other?,
+    };
+    let blob = LayerBlob {
+        diff_id: tar.diff_id,
+        descriptor: Descriptor::new(media, digest, blob_size),
+        empty: false,
+    };
+    remember(
+        &memo_path(store, &snapshot_memo_key(layer, compression, opts))?,
+        &blob,
+    );
+    Ok(Some(blob))
+}
+
+/// What names a whole snapshot layer's memo: the snapshot, the compression and the epoch its times were
+/// clamped to.
+fn snapshot_memo_key(layer: &LayerSource, compression: Compression, opts: DiffOptions) -> String {
+    format!(
+        "{}|{}|{:?}",
+        layer.id,
+        compression.tag(),
+        opts.source_date_epoch
+    )
 }
 
 /// The blob of part `index` of a split snapshot layer, remembered as whole layers are (a snapshot never changes,

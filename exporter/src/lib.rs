@@ -17,8 +17,8 @@ pub use compression::Compression;
 pub use convert::{compressed_manifest, compressed_manifest_teeing, Keep};
 pub use error::ExportError;
 pub use image::{
-    dir_blob, export_annotated_image, export_image, export_image_into, layer_blob, ExportOptions,
-    ExportedImage, LayerSource,
+    dir_blob, export_annotated_image, export_image, export_image_into, layer_blob, precompress,
+    ExportOptions, ExportedImage, LayerSource,
 };
 pub use index::export_index;
 pub use layout::{

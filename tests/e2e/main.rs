@@ -12,6 +12,7 @@ mod concurrency;
 mod crash;
 mod differential;
 mod doctor;
+mod early;
 mod errors;
 mod examples;
 mod fidelity;

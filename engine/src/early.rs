@@ -1,0 +1,205 @@
+//! Compression during the build. A build whose image leaves the machine compressed (`--push`, `-o type=oci|docker`
+//! with a file or directory) has every layer of the final image compressed by the export; a step's layer is
+//! final the moment the step is done, so it is compressed then, on threads of low CPU priority (nice 10): they
+//! take, in the main, the cores the running steps leave idle. The export then finds the blob made (the
+//! same bytes: same tar, same deterministic compressor). When the build ends with a layer still being compressed,
+//! it is finished if half of it is done, else abandoned to the export, which streams it to the registry as it
+//! compresses it. `KILN_EARLY_COMPRESSION=0` turns it off.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use exporter::diff::DiffOptions;
+use exporter::{Compression, LayerSource};
+use oci::store::Store;
+use solver::llb::{Definition, Op, Vertex, VertexId};
+use solver::scheduler::{CancelToken, OpRunner};
+use solver::snapshot::Snapshotter;
+use solver::worker::{Fs, StepOutput};
+
+use crate::output::Output;
+
+/// What to compress ahead of the export, and with what.
+pub(crate) struct Plan {
+    compression: Compression,
+    opts: DiffOptions,
+    /// The vertices whose snapshots are layers of a final image: each root, then the input its output is stacked on
+    /// (a RUN's root mount, a file op's base), down to the base image.
+    chain: BTreeSet<VertexId>,
+}
+
+/// The plan for a build's outputs, when one of them compresses the image (the first such output's compression;
+/// none with `--layer-max-size`, whose parts are other blobs).
+pub(crate) fn plan(
+    outputs: &[Output],
+    epoch: Option<i64>,
+    def: &Definition,
+    roots: &[VertexId],
+) -> Option<Plan> {
+    if std::env::var("KILN_EARLY_COMPRESSION").is_ok_and(|v| v == "0") {
+        return None;
+    }
+    let options = outputs.iter().find_map(|o| match o {
+        Output::Image {
+            layers, push: true, ..
+        } => Some(layers.resolve(Compression::Gzip(6), true, epoch)),
+        Output::Archive { layers, docker, .. } => {
+            Some(layers.resolve(Compression::Gzip(6), !docker, epoch))
+        }
+        _ => None,
+    })?;
+    if options.compression == Compression::None || options.layer_max_size.is_some() {
+        return None;
+    }
+    let mut chain = BTreeSet::new();
+    for &root in roots {
+        let mut at = Some(root);
+        while let Some(v) = at {
+            if !chain.insert(v) {
+                break;
+            }
+            at = stacked_on(def.vertex(v));
+        }
+    }
+    Some(Plan {
+        compression: options.compression,
+        opts: DiffOptions {
+            source_date_epoch: options
+                .source_date_epoch
+                .filter(|_| options.clamp_file_times),
+        },
+        chain,
+    })
+}
+
+/// The input whose filesystem `v`'s output is a layer on top of.
+fn stacked_on(v: &Vertex) -> Option<VertexId> {
+    let index = match &v.op {
+        Op::Exec(e) => e
+            .mounts
+            .iter()
+            .find(|m| m.output && m.target == "/")
+            .and_then(|m| m.input),
+        Op::File(f) => f.base,
+        Op::Source(_) | Op::Merge(_) => None,
+    }?;
+    v.inputs.get(index).copied()
+}
+
+/// What the compressor thread and the build share.
+#[derive(Default)]
+pub(crate) struct Compressor {
+    /// Set when the build is over: no new layer is begun, and the one being compressed goes on only when half done.
+    ending: AtomicBool,
+    /// Layers compressed while the build ran.
+    made: AtomicUsize,
+}
+
+impl Compressor {
+    /// Starts the compressor thread in `scope`; the sender takes finished snapshots' ids, and dropping every sender
+    /// (after [`Compressor::end`]) lets the thread finish.
+    pub(crate) fn start<'s, 'e: 's>(
+        &'s self,
+        scope: &'s std::thread::Scope<'s, 'e>,
+        plan: &Plan,
+        store: &'e Store,
+        snapshots: &'e Snapshotter,
+    ) -> (mpsc::Sender<String>, std::thread::ScopedJoinHandle<'s, ()>) {
+        let (tx, rx) = mpsc::channel::<String>();
+        let (compression, opts) = (plan.compression, plan.opts);
+        let handle = scope.spawn(move || {
+            lowest_priority();
+            for id in rx {
+                if self.ending.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Some(layer) = source(snapshots, &id) else {
+                    continue;
+                };
+                let stop =
+                    |read: u64, size: u64| self.ending.load(Ordering::SeqCst) && read < size / 2;
+                // A failure here is the export's to meet and report: it makes the layer again.
+                if let Ok(Some(_)) = exporter::precompress(store, &layer, compression, opts, &stop)
+                {
+                    self.made.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+        (tx, handle)
+    }
+
+    /// The build is over: see [`Compressor::ending`].
+    pub(crate) fn end(&self) {
+        self.ending.store(true, Ordering::SeqCst);
+    }
+
+    /// Layers compressed while the build ran.
+    pub(crate) fn made(&self) -> usize {
+        self.made.load(Ordering::SeqCst)
+    }
+}
+
+/// The layer of snapshot `id`; none for a base image's snapshot (its own compressed blobs are exported).
+fn source(snapshots: &Snapshotter, id: &str) -> Option<LayerSource> {
+    if snapshots.unpacked_from(id).is_some() {
+        return None;
+    }
+    Some(LayerSource {
+        diff: snapshots.diff_dir(id),
+        unpacked_from: None,
+        created: snapshots.created(id),
+        id: id.to_string(),
+    })
+}
+
+/// How much lower than the build's steps the compressor runs: at nice 10 a busy step outweighs it ten to one
+/// (CFS weights 1024 and 110), so it lives mostly on the cores the steps leave idle, yet is never starved the way
+/// `SCHED_IDLE` starves it on a machine busy with other work (parallel CI jobs), where the export would then find
+/// nothing made and a build could wait on it.
+const NICE: i32 = 10;
+
+/// The calling thread (and the compression threads it starts, which inherit it) runs at [`NICE`].
+fn lowest_priority() {
+    // SAFETY: setpriority with who 0 changes only the calling thread's nice value (Linux threads have their own),
+    // and only lowers it.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, NICE);
+    }
+}
+
+/// The worker, with each finished step of a final image's layer chain handed to the compressor.
+pub(crate) struct Runner<'a, R> {
+    /// The worker.
+    pub inner: &'a R,
+    /// The plan's chain.
+    pub chain: &'a BTreeSet<VertexId>,
+    /// The compressor's intake.
+    pub to: mpsc::Sender<String>,
+}
+
+impl<R: OpRunner<Output = StepOutput>> OpRunner for Runner<'_, R> {
+    type Output = StepOutput;
+    type Error = R::Error;
+
+    fn run(
+        &self,
+        id: VertexId,
+        vertex: &Vertex,
+        inputs: &[StepOutput],
+        cancel: &CancelToken,
+    ) -> Result<StepOutput, R::Error> {
+        let out = self.inner.run(id, vertex, inputs, cancel)?;
+        if let (true, Fs::Snapshot(s)) = (self.chain.contains(&id), &out.fs) {
+            let _ = self.to.send(s.clone());
+        }
+        Ok(out)
+    }
+}
+
+impl Plan {
+    /// The vertices whose snapshots are layers of a final image.
+    pub(crate) fn chain(&self) -> &BTreeSet<VertexId> {
+        &self.chain
+    }
+}
