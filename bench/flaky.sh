@@ -6,7 +6,8 @@
 # markdown table of medians over REPS runs and each tool's dropped/direct ratio (issue #29: within 1.2×).
 # The image: busybox plus one RUN layer of SIZE_MIB MiB, half random bytes, half repeated text; every kiln push
 # compresses (its compression memo is dropped), as buildah's does. kiln resumes each blob where the registry says it
-# stands (a drop costs at most one 4 MiB chunk); buildah begins the push again (`--retry`, 3 by default).
+# stands (a drop costs at most one 4 MiB chunk); buildah sends each blob in one PATCH, so a drop costs it the blob
+# so far, and its `--retry` (3 by default) decides whether it begins again.
 # Usage (as root): bench/flaky.sh [REPS] [SIZE_MIB]  — needs buildah, docker-registry, GNU time, bc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,12 +48,14 @@ for i in $(seq "$reps"); do
         clean) start_proxy none; dest=$phost ;;
         dropped) start_proxy "cut-at=$cuts"; dest=$phost ;;
       esac
+      # A push that fails is counted as failed (the table says how many), not measured.
       case $tool in
         kiln)
           rm -f "$KILN_ROOT"/store/layers/conv-*.json
-          measure "kiln-$mode" "$kiln" push flaky:1 "$dest/bench/kiln:1" ;;
+          (measure "kiln-$mode" "$kiln" push flaky:1 "$dest/bench/kiln:1") || echo >> "$work/kiln-$mode.failed" ;;
         buildah)
-          measure "buildah-$mode" buildah "${bstore[@]}" push --tls-verify=false flaky:1 "docker://$dest/bench/buildah:1" ;;
+          (measure "buildah-$mode" buildah "${bstore[@]}" push --tls-verify=false flaky:1 "docker://$dest/bench/buildah:1") ||
+            echo >> "$work/buildah-$mode.failed" ;;
       esac
       if [ "$mode" != direct ]; then
         echo "$tool $mode: $(tail -1 "$work/proxy.err")" >&2
@@ -68,11 +71,23 @@ echo "Image: busybox + one RUN layer of $size MiB (half random, half repeated te
 echo "dropped = through the request-buffering fault proxy, upload connection cut at $cuts of upload bytes."
 echo "Medians of $reps runs."
 echo
+# cell NAME: the median seconds of NAME, with how many of its runs failed; "failed" when all did.
+cell() {
+  local v f=0
+  v=$(col "$1" 1)
+  [ -f "$work/$1.failed" ] && f=$(wc -l < "$work/$1.failed")
+  if [ "$v" = - ]; then echo "failed ($f of $reps)"; return; fi
+  printf '%.2f%s' "$v" "$([ "$f" -gt 0 ] && echo " ($f of $reps failed)")"
+}
+# ratio A B: A/B of two medians, or - when either is missing.
+ratio() {
+  local a b
+  a=$(col "$1" 1); b=$(col "$2" 1)
+  if [ "$a" = - ] || [ "$b" = - ]; then echo -; else printf '%.2f' "$(echo "$a / $b" | bc -l)"; fi
+}
 echo "| push | kiln s | buildah s | kiln/buildah |"
 echo "| --- | --- | --- | --- |"
 for mode in direct clean dropped; do
-  k=$(col "kiln-$mode" 1); b=$(col "buildah-$mode" 1)
-  printf '| %s | %.2f | %.2f | %.2f |\n' "$mode" "$k" "$b" "$(echo "$k / $b" | bc -l)"
+  echo "| $mode | $(cell "kiln-$mode") | $(cell "buildah-$mode") | $(ratio "kiln-$mode" "buildah-$mode") |"
 done
-kd=$(col kiln-direct 1); kx=$(col kiln-dropped 1); bd=$(col buildah-direct 1); bx=$(col buildah-dropped 1)
-printf '| dropped/direct | %.2f | %.2f | |\n' "$(echo "$kx / $kd" | bc -l)" "$(echo "$bx / $bd" | bc -l)"
+echo "| dropped/direct | $(ratio kiln-dropped kiln-direct) | $(ratio buildah-dropped buildah-direct) | |"

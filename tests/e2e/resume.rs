@@ -17,6 +17,11 @@ const LAYER: usize = 30 << 20;
 
 /// A root holding `big:1`: FROM scratch and one layer of a random file of [`LAYER`] bytes.
 fn image_root() -> Root {
+    image_root_and_context().0
+}
+
+/// [`image_root`], and the build context it was built from.
+fn image_root_and_context() -> (Root, Context) {
     use std::io::Read;
     let mut random = vec![0u8; LAYER];
     std::fs::File::open("/dev/urandom")
@@ -38,7 +43,7 @@ fn image_root() -> Root {
         ],
     );
     assert_eq!(r.code, 0, "build: {}", r.stderr);
-    root
+    (root, ctx)
 }
 
 /// The `(N bytes)` of kiln's "pushed …: M blobs uploaded (N bytes)" line.
@@ -246,4 +251,51 @@ fn a_push_killed_mid_blob_and_run_again_sends_only_what_the_registry_lacks() {
         registry_holds_the_image(&root, &reg, repo);
         no_sessions_left(&root);
     }
+}
+
+#[test]
+fn a_build_push_killed_mid_layer_and_run_again_sends_only_what_the_registry_lacks() {
+    let reg = Registry::start(Auth::Anonymous);
+    let (root, ctx) = image_root_and_context();
+    let proxy = FaultyProxy::buffering(
+        &reg.host,
+        UploadFaults {
+            stall: Some((4, 100 << 10)),
+            ..UploadFaults::default()
+        },
+    );
+    let target = format!("{}/built/big:1", proxy.host);
+    let args = [
+        "build",
+        "--progress",
+        "plain",
+        "--push",
+        "-t",
+        &target,
+        ctx.path().to_str().unwrap(),
+    ];
+    push_killed_mid_blob(&root, &proxy, &args, &[]);
+    assert!(
+        sessions(&root) >= 1,
+        "the killed build left its upload session recorded"
+    );
+    proxy.take_upload_bytes();
+    let r = root.kiln_with(KILN, &args, &[], None);
+    assert_eq!(r.code, 0, "the build run again: {}", r.stderr);
+    let again = proxy.take_upload_bytes();
+    assert!(
+        told(&r.stderr, "resumed from an interrupted push") >= 12 << 20,
+        "the rerun went on from the registry's offset: {}",
+        r.stderr
+    );
+    assert!(
+        again + (12 << 20) <= LAYER as u64 + (64 << 10),
+        "the rerun sent {again} bytes of a {LAYER}-byte layer"
+    );
+    let other = Root::empty();
+    let direct = format!("{}/built/big:1", reg.host);
+    let p = other.kiln(KILN, &["pull", &direct]);
+    assert_eq!(p.code, 0, "pull back: {}", p.stderr);
+    assert_eq!(diff_ids(&root, "big:1"), diff_ids(&other, &direct));
+    no_sessions_left(&root);
 }
