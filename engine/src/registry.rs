@@ -216,7 +216,7 @@ pub fn push_image(
         let mut uploads = Vec::new();
         let mut tee = || -> Option<oci::registry::ChunkWriter> {
             let (w, chunks) = oci::registry::ChunkWriter::channel();
-            uploads.push(s.spawn(move || oci::registry::upload_stream(c, first, chunks)));
+            uploads.push(s.spawn(move || oci::registry::upload_stream(c, store, first, chunks)));
             Some(w)
         };
         let keep = if targets.len() == 1 {
@@ -227,10 +227,9 @@ pub fn push_image(
         let converted =
             exporter::compressed_manifest_teeing(store, manifest, compression, &mut tee, keep);
         // A failed stream is not an error: the push below uploads that blob from the store.
-        let streamed: Vec<oci::Digest> = uploads
+        let streamed: Vec<oci::registry::Streamed> = uploads
             .into_iter()
             .filter_map(|h| h.join().ok().and_then(Result::ok))
-            .map(|(d, _)| d)
             .collect();
         let early = early.join().unwrap_or_else(|_| {
             Err(oci::registry::RegistryError::Connection {
@@ -242,6 +241,12 @@ pub fn push_image(
     });
     let mut converted = converted?;
     let mut early = early?;
+    // What the streams cost beyond their bytes is told with the blobs sent beside them.
+    for s in &streamed {
+        early.resent += s.resent;
+        early.resumed += s.resumed;
+    }
+    let streamed: Vec<oci::Digest> = streamed.into_iter().map(|s| s.digest).collect();
     let mut ready: Vec<oci::Digest> = ready.into_iter().map(|d| d.digest).collect();
     for (d, mounted) in held.into_inner().unwrap_or_else(|p| p.into_inner()) {
         early.mounted += usize::from(mounted);
@@ -311,8 +316,19 @@ fn push_one(
         .collect();
     // The final push found what was sent before it already there.
     let before = sent.len() + early.uploaded + early.mounted;
+    // A flaky network's cost, and what an interrupted earlier push had already sent, are told when there are any.
+    let mut extra = String::new();
+    let (resent, resumed) = (p.resent + early.resent, p.resumed + early.resumed);
+    if resent > 0 {
+        extra.push_str(&format!(", {resent} bytes sent again"));
+    }
+    if resumed > 0 {
+        extra.push_str(&format!(
+            ", {resumed} bytes resumed from an interrupted push"
+        ));
+    }
     progress.event(Event::Message(format!(
-        "pushed {target}@{}: {} blobs uploaded ({} bytes), {} mounted, {} already there",
+        "pushed {target}@{}: {} blobs uploaded ({} bytes), {} mounted, {} already there{extra}",
         pushed.digest,
         p.uploaded + sent.len() + early.uploaded,
         p.bytes + sent.iter().map(|l| l.size).sum::<u64>() + early.bytes,

@@ -26,6 +26,7 @@ mod platforms;
 mod progress;
 mod registry;
 mod remote;
+mod resume;
 mod rootless;
 mod runopts;
 mod security;

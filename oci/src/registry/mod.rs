@@ -8,6 +8,7 @@ pub mod credentials;
 mod error;
 mod pull;
 mod push;
+mod resume;
 mod sources;
 mod transport;
 
@@ -16,7 +17,7 @@ pub use error::RegistryError;
 pub use pull::{fetch_blob_into, fetch_manifest_bytes, pull, resolve, Pulled};
 pub use push::{
     held_at, push, push_after, push_blobs, upload_stream, BlobsSent, ChunkWriter, Held, Pushed,
-    STREAM_CHUNK,
+    Streamed, STREAM_CHUNK,
 };
 pub use transport::{Client, ClientOptions};
 

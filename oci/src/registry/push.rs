@@ -10,6 +10,7 @@ use reqwest::blocking::Body;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 
+use super::resume::{self, Saved, Sessions};
 use super::transport::{unexpected, BodyFn, Client, Req};
 use super::RegistryError;
 use crate::manifest::{
@@ -34,6 +35,8 @@ struct Tally {
     mounted: usize,
     existing: usize,
     bytes: u64,
+    resent: u64,
+    resumed: u64,
     /// Blobs this push already put in the target repository: counted as there without asking.
     known: Vec<Digest>,
 }
@@ -45,6 +48,8 @@ impl Tally {
             mounted: self.mounted,
             existing: self.existing,
             bytes: self.bytes,
+            resent: self.resent,
+            resumed: self.resumed,
         }
     }
 }
@@ -138,7 +143,9 @@ fn upload_offset(
         .and_then(|v| v.to_str().ok())
         .and_then(|r| r.rsplit('-').next())
         .and_then(|n| n.trim().parse::<u64>().ok());
-    Some((end.map_or(0, |e| e + 1), next))
+    // distribution answers `0-0` for a session with nothing in it (and, ambiguously, with one byte): taken as
+    // empty, which at worst sends that byte again.
+    Some((end.filter(|e| *e > 0).map_or(0, |e| e + 1), next))
 }
 
 /// Sends a request without a body and returns its response when the status is `expect`, else the error naming it.
@@ -391,54 +398,122 @@ fn upload_blob_once(
             digest: d.digest.clone(),
         });
     }
-    let mut location = match session {
-        Some(l) => l,
-        None => start_upload(client, host, target, &scopes)?,
-    };
     if d.size <= client.opts.chunk_size {
+        let location = match session {
+            Some(l) => l,
+            None => start_upload(client, host, target, &scopes)?,
+        };
         let body = move || section_body(store, &d.digest, 0, d.size);
         finish_upload_with(client, host, &scopes, &location, &d.digest, d.size, &body)?;
-    } else {
-        let mut offset = 0u64;
-        let mut setbacks = 0u32;
-        while offset < d.size {
-            let len = client.opts.chunk_size.min(d.size - offset);
-            let start = offset;
-            let body = move || section_body(store, &d.digest, start, len);
-            let sent = patch_chunk(client, host, &scopes, &location, start, len, &body);
-            match sent {
-                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
-                    location = resolve_location(&location, &resp)?;
-                    offset += len;
-                    count(&|t| t.bytes += len);
-                }
-                other => {
-                    // Ask the registry how much it has and carry on from there.
-                    setbacks += 1;
-                    let resumed = upload_offset(client, host, &scopes, &location);
-                    match (other, resumed) {
-                        (_, Some((at, next)))
-                            if setbacks <= client.opts.retries && at <= d.size =>
-                        {
-                            count(&|t| t.bytes = t.bytes.saturating_sub(offset - at.min(offset)));
-                            offset = at;
-                            location = next;
-                        }
-                        (Ok(resp), _) => return Err(unexpected(&Method::PATCH, &location, resp)),
-                        (Err(e), _) => return Err(e),
-                    }
-                }
-            }
-        }
-        finish_upload(client, host, &scopes, &location, &d.digest)?;
-        count(&|t| t.uploaded += 1);
+        count(&|t| {
+            t.uploaded += 1;
+            t.bytes += d.size
+        });
         return Ok(());
     }
+    // A chunked upload: its session is saved after every chunk, so that a rerun after kill -9 goes on from it.
+    let sessions = Sessions::new(store, target);
+    let key = resume::blob_key(&d.digest);
+    let earlier =
+        sessions.load(&key).and_then(
+            |s| match upload_offset(client, host, &scopes, &s.location) {
+                Some((at, next)) if at <= d.size => Some((at, next)),
+                _ => {
+                    sessions.forget(&key);
+                    None
+                }
+            },
+        );
+    let (mut location, mut offset) = match (earlier, session) {
+        (Some((at, next)), opened) => {
+            if let Some(opened) = opened {
+                cancel(client, host, &scopes, &opened);
+            }
+            count(&|t| t.resumed += at);
+            (next, at)
+        }
+        (None, opened) => {
+            let l = match opened {
+                Some(l) => l,
+                None => start_upload(client, host, target, &scopes)?,
+            };
+            (l, 0)
+        }
+    };
+    let save = |location: &str, offset: u64| {
+        sessions.save(
+            &key,
+            &Saved {
+                location: location.to_string(),
+                offset,
+                chunks: Vec::new(),
+            },
+        )
+    };
+    save(&location, offset);
+    let first = offset;
+    // Bytes handed to requests, every attempt counted (the transport's own retries too).
+    let wire = std::sync::atomic::AtomicU64::new(0);
+    // Failed attempts since the last chunk the registry took.
+    let mut setbacks = 0u32;
+    while offset < d.size {
+        let len = client.opts.chunk_size.min(d.size - offset);
+        let start = offset;
+        let wire = &wire;
+        let body = move || {
+            wire.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+            section_body(store, &d.digest, start, len)
+        };
+        let sent = patch_chunk(client, host, &scopes, &location, start, len, &body);
+        match sent {
+            Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                location = resolve_location(&location, &resp)?;
+                offset += len;
+                setbacks = 0;
+                save(&location, offset);
+                count(&|t| t.bytes += len);
+            }
+            other => {
+                // Ask the registry how much it has and carry on from there; a session it no longer has (a
+                // registry that cancels one whose chunk was cut, or whose answer was lost) is begun again.
+                setbacks += 1;
+                if setbacks > client.opts.retries.max(1) {
+                    return Err(match other {
+                        Ok(resp) => unexpected(&Method::PATCH, &location, resp),
+                        Err(e) => e,
+                    });
+                }
+                let (at, next) = match upload_offset(client, host, &scopes, &location) {
+                    Some((at, next)) if at <= d.size => (at, next),
+                    _ => (0, start_upload(client, host, target, &scopes)?),
+                };
+                count(&|t| t.bytes = t.bytes.saturating_sub(offset - at.min(offset)));
+                offset = at;
+                location = next;
+                save(&location, offset);
+            }
+        }
+    }
+    finish_upload(client, host, &scopes, &location, &d.digest)?;
+    sessions.forget(&key);
+    let wire = wire.into_inner();
     count(&|t| {
         t.uploaded += 1;
-        t.bytes += d.size
+        t.resent += wire.saturating_sub(d.size - first);
     });
     Ok(())
+}
+
+/// Cancels an upload session that will not be used (best effort: an abandoned one expires anyway).
+fn cancel(client: &Client, host: &str, scopes: &[String], location: &str) {
+    let _ = client.send(&Req {
+        method: Method::DELETE,
+        url: location.to_string(),
+        host,
+        scopes,
+        headers: vec![],
+        body: None,
+    });
 }
 
 /// Sends `len` bytes (from `body`) at `start` of the upload at `location`: one PATCH with its Content-Range.
@@ -598,6 +673,12 @@ pub struct BlobsSent {
     pub existing: usize,
     /// Bytes sent.
     pub bytes: u64,
+    /// Bytes sent more than once: chunks whose request failed and that the registry had not kept, and blobs
+    /// begun again because the registry dropped their session. What a flaky network costs.
+    pub resent: u64,
+    /// Bytes not sent because an earlier, interrupted push had left them in an upload session the registry
+    /// still had.
+    pub resumed: u64,
 }
 
 /// Uploads what `digest` refers to (an index's manifests, put by digest; a manifest's blobs) and returns its media
@@ -805,70 +886,235 @@ fn reclaim(mut chunk: bytes::Bytes) -> Vec<u8> {
     Vec::with_capacity(STREAM_CHUNK)
 }
 
+/// What [`upload_stream`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Streamed {
+    /// The blob's digest, as the writer finished with it.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Bytes sent more than once (chunks whose request failed and that the registry had not kept).
+    pub resent: u64,
+    /// Bytes not sent because an interrupted earlier push had left them in a session the registry still had.
+    pub resumed: u64,
+}
+
+/// One streamed upload's session: where it is, what it has sent, and its record for a rerun.
+struct StreamSession<'a> {
+    client: &'a Client,
+    host: &'a str,
+    scopes: &'a [String],
+    sessions: Sessions,
+    key: String,
+    location: String,
+    /// End offset and CRC-32 of each chunk the registry has, as saved for a rerun.
+    chunks: Vec<(u64, u32)>,
+    /// Bytes handed to requests, every attempt counted.
+    wire: std::sync::atomic::AtomicU64,
+}
+
+impl StreamSession<'_> {
+    fn save(&self, offset: u64) {
+        self.sessions.save(
+            &self.key,
+            &Saved {
+                location: self.location.clone(),
+                offset,
+                chunks: self.chunks.clone(),
+            },
+        );
+    }
+
+    /// Sends `chunk`, which starts at `start` of the stream, from `at` (the registry has what is before): one
+    /// PATCH, and on failure another from wherever the registry then says it stands inside the chunk. A
+    /// registry that stands elsewhere, or has dropped the session, ends the upload: the bytes before this chunk
+    /// are gone from this side.
+    fn send(&mut self, chunk: &bytes::Bytes, start: u64, mut at: u64) -> Result<(), RegistryError> {
+        let end = start + chunk.len() as u64;
+        let mut setbacks = 0u32;
+        while at < end {
+            let part = chunk.slice((at - start) as usize..);
+            let len = part.len() as u64;
+            let wire = &self.wire;
+            let body = || {
+                wire.fetch_add(len, std::sync::atomic::Ordering::Relaxed);
+                Ok(reqwest::blocking::Body::from(part.clone()))
+            };
+            let sent = patch_chunk(
+                self.client,
+                self.host,
+                self.scopes,
+                &self.location,
+                at,
+                len,
+                &body,
+            );
+            match sent {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    self.location = resolve_location(&self.location, &resp)?;
+                    return Ok(());
+                }
+                other => {
+                    setbacks += 1;
+                    let standing =
+                        upload_offset(self.client, self.host, self.scopes, &self.location);
+                    match (other, standing) {
+                        // The registry kept none, some or all of the chunk: on from there.
+                        (_, Some((now, next)))
+                            if setbacks <= self.client.opts.retries.max(1)
+                                && (start..=end).contains(&now) =>
+                        {
+                            at = now;
+                            self.location = next;
+                        }
+                        (other, standing) => {
+                            if standing.is_none() {
+                                self.sessions.forget(&self.key);
+                            }
+                            return Err(match other {
+                                Ok(resp) => unexpected(&Method::PATCH, &self.location, resp),
+                                Err(e) => e,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Uploads a blob whose digest is not known yet — a layer being compressed as it is sent — as the chunks of a
 /// [`ChunkWriter`] arrive, one PATCH each (a failed chunk is sent again from where the registry says it stands),
-/// then puts the rest under the digest the writer finishes with, in one request. The stream cannot be replayed
-/// from its start, so a chunk that cannot be sent, or a writer dropped unfinished, ends this attempt; callers fall
-/// back to an ordinary upload from the store.
+/// then puts the rest under the digest the writer finishes with, in one request.
+///
+/// The session is saved in `store` after every chunk (see the `resume` module), named by the digest of the
+/// first chunk: a push killed midway and run again makes the layer again — compression is deterministic — and
+/// sends only what the registry does not have, the chunks before that being checked against the CRC-32 each one
+/// had (the registry checks the whole blob's digest at the end). The stream cannot be replayed from its start, so
+/// a chunk that cannot be sent, a made-again layer that differs from the saved record, or a writer dropped
+/// unfinished ends this attempt; callers fall back to an ordinary upload from the store.
 pub fn upload_stream(
     client: &Client,
+    store: &Store,
     target: &Reference,
     chunks: Chunks,
-) -> Result<(Digest, u64), RegistryError> {
+) -> Result<Streamed, RegistryError> {
     let host = target.endpoint_host().to_string();
     let scopes = push_scopes(target, None);
-    let mut location = start_upload(client, &host, target, &scopes)?;
+    let unfinished = |url: &str| RegistryError::Invalid {
+        url: url.to_string(),
+        reason: "the streamed layer ended unfinished (its writer stopped)".to_string(),
+    };
+    let first = match chunks.next() {
+        Some(Piece::Chunk(c)) => c,
+        Some(Piece::Last(rest, digest)) => {
+            // Smaller than a chunk: one request, nothing to resume.
+            let location = start_upload(client, &host, target, &scopes)?;
+            let len = rest.len() as u64;
+            let rest = bytes::Bytes::from(rest);
+            let body = || Ok(reqwest::blocking::Body::from(rest.clone()));
+            finish_upload_with(client, &host, &scopes, &location, &digest, len, &body)?;
+            return Ok(Streamed {
+                digest,
+                size: len,
+                resent: 0,
+                resumed: 0,
+            });
+        }
+        None => return Err(unfinished(&target.to_string())),
+    };
+    let sessions = Sessions::new(store, target);
+    let key = resume::stream_key(&Digest::sha256_of(&first));
+    // Where an interrupted push of the same stream left its session, when the registry still has it.
+    let earlier = sessions.load(&key).and_then(|s| {
+        match upload_offset(client, &host, &scopes, &s.location) {
+            Some((at, next)) if at > 0 => {
+                // Only the chunks the registry has are kept of the record.
+                let kept: Vec<(u64, u32)> = s
+                    .chunks
+                    .iter()
+                    .copied()
+                    .take_while(|(end, _)| *end <= at)
+                    .collect();
+                Some((next, at, kept))
+            }
+            Some((_, next)) => Some((next, 0, Vec::new())),
+            None => {
+                sessions.forget(&key);
+                None
+            }
+        }
+    });
+    let (location, skip_to, record) = match earlier {
+        Some(e) => e,
+        None => (start_upload(client, &host, target, &scopes)?, 0, Vec::new()),
+    };
+    let mut up = StreamSession {
+        client,
+        host: &host,
+        scopes: &scopes,
+        sessions,
+        key,
+        location,
+        chunks: Vec::new(),
+        wire: std::sync::atomic::AtomicU64::new(0),
+    };
+    if skip_to == 0 {
+        up.save(0);
+    }
     let mut offset = 0u64;
+    let mut resumed = 0u64;
+    let mut next = Some(first);
     let (rest, digest) = loop {
-        let chunk = match chunks.next() {
+        let chunk = match next.take().map(Piece::Chunk).or_else(|| chunks.next()) {
             Some(Piece::Chunk(chunk)) => chunk,
             Some(Piece::Last(rest, digest)) => break (rest, digest),
-            None => {
-                return Err(RegistryError::Invalid {
-                    url: location,
-                    reason: "the streamed layer ended unfinished (its writer stopped)".to_string(),
-                })
-            }
+            None => return Err(unfinished(&up.location)),
         };
         if chunk.is_empty() {
             chunks.give_back(chunk);
             continue;
         }
         let len = chunk.len() as u64;
-        let chunk = bytes::Bytes::from(chunk);
-        let mut setbacks = 0u32;
-        loop {
-            let body = || Ok(reqwest::blocking::Body::from(chunk.clone()));
-            let sent = patch_chunk(client, &host, &scopes, &location, offset, len, &body);
-            match sent {
-                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
-                    location = resolve_location(&location, &resp)?;
-                    break;
-                }
-                other => {
-                    // Only a chunk the registry did not keep at all can be sent again: the bytes before it are
-                    // gone from this side.
-                    setbacks += 1;
-                    match (other, upload_offset(client, &host, &scopes, &location)) {
-                        (_, Some((at, next)))
-                            if setbacks <= client.opts.retries && at == offset =>
-                        {
-                            location = next;
-                        }
-                        (Ok(resp), _) => return Err(unexpected(&Method::PATCH, &location, resp)),
-                        (Err(e), _) => return Err(e),
-                    }
-                }
+        let end = offset + len;
+        let crc = crc32fast::hash(&chunk);
+        if offset < skip_to {
+            // The registry has (some of) this chunk from the earlier push: it must be the same chunk.
+            let recorded = record.get(up.chunks.len()).copied();
+            if recorded.is_some_and(|r| r != (end, crc)) || (recorded.is_none() && end <= skip_to) {
+                cancel(client, &host, &scopes, &up.location);
+                up.sessions.forget(&up.key);
+                return Err(RegistryError::Invalid {
+                    url: up.location,
+                    reason: "the layer made again differs from what the interrupted push sent"
+                        .to_string(),
+                });
             }
+            resumed += skip_to.min(end) - offset;
         }
-        offset += len;
+        let chunk = bytes::Bytes::from(chunk);
+        up.send(&chunk, offset, skip_to.clamp(offset, end))?;
+        up.chunks.push((end, crc));
+        offset = end;
+        if end > skip_to {
+            up.save(offset);
+        }
         chunks.give_back(reclaim(chunk));
     };
     let len = rest.len() as u64;
     let rest = bytes::Bytes::from(rest);
     let body = || Ok(reqwest::blocking::Body::from(rest.clone()));
+    let (location, sessions, key) = (up.location, up.sessions, up.key);
+    let wire = up.wire.into_inner();
     finish_upload_with(client, &host, &scopes, &location, &digest, len, &body)?;
-    Ok((digest, offset + len))
+    sessions.forget(&key);
+    Ok(Streamed {
+        digest,
+        size: offset + len,
+        resent: wire.saturating_sub(offset - resumed),
+        resumed,
+    })
 }
 
 #[cfg(test)]
