@@ -5,7 +5,8 @@
 # $TORCH_WHEELS (default /var/tmp/kiln-wheelhouse), outside the repository, and hard-linked into the context, where
 # `RUN --mount=type=bind,source=wheels` gives it to `pip install --no-index`. Rows: cold build, unchanged rebuild,
 # app file changed, push to a fresh repository of a loopback registry, repush after an app change (only the small
-# layer goes up), export to an OCI archive (gzip), pull into an empty root/storage, then export and push with zstd;
+# layer goes up), export to an OCI archive (gzip), pull into an empty root/storage, then export and push with zstd,
+# and a cold build pushed by the same command;
 # peak RSS of each (kiln's own, from KILN_PEAK_RSS, beside GNU time's, which counts the RUN steps kiln waits for).
 # Usage (as root): bench/torch.sh [REPS]   — needs buildah, mmdebstrap, docker-registry, bc, GNU time, and pip
 # (with network access to PyPI the first time; pass a CA bundle in PIP_CERT where HTTPS is re-signed).
@@ -168,6 +169,16 @@ PY
   measure_and_say b-push-zstd buildah "${bstore[@]}" push --tls-verify=false --compression-format zstd torch:latest "docker://$host/bench/buildah:z"
   stop_registry
   rm -rf "$work/reg"
+
+  # A cold build pushed in the same command: kiln compresses each finished layer while later steps run
+  # (engine/src/early.rs); buildah builds, then pushes.
+  reset_tools
+  start_registry
+  measure_and_say k-buildpush "$kiln" build --progress=quiet --provenance=false -t "$host/bench/kiln:bp" --push "$ctx"
+  measure_and_say b-buildpush sh -c 'buildah $1 build --layers --isolation oci -t torch:latest "$2" >/dev/null && buildah $1 push --tls-verify=false torch:latest "docker://$3/bench/buildah:bp"' \
+    _ "${bstore[*]}" "$ctx" "$host"
+  stop_registry
+  rm -rf "$work/reg"
 done
 row "cold build" k-cold b-cold
 row "unchanged rebuild" k-unchanged b-unchanged
@@ -178,5 +189,6 @@ row "pull into an empty root (kiln: pull, then a FROM of it)" k-pull b-pull
 row "export, OCI archive (gzip)" k-export b-export
 row "export, OCI archive (zstd)" k-export-zstd b-export-zstd
 row "push to a fresh repository (zstd)" k-push-zstd b-push-zstd
+row "cold build and push in one command (buildah: build, then push)" k-buildpush b-buildpush
 echo
 echo "archive sizes (MiB): gzip kiln $ksize, buildah $bsize; zstd kiln $kzsize, buildah $bzsize"

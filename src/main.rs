@@ -52,16 +52,19 @@ pub enum Failure {
     Interrupted(i32),
 }
 
-/// Large buffers go back to the kernel when freed. glibc's default raises its mmap threshold to the largest block
-/// freed so far (up to 32 MiB), after which multi-MiB buffers come from per-thread arenas that keep what is freed:
-/// a torch push held 140 MiB of RSS for ~40 MiB of live buffers. kiln's big buffers (compression blocks, upload
-/// chunks, file copies) are pooled and reused, so with a fixed threshold its RSS follows what is live
-/// (BENCHMARKS.md, "where the memory goes").
+/// Large buffers go back to the kernel when freed, and threads share two malloc arenas. glibc's default raises its
+/// mmap threshold to the largest block freed so far (up to 32 MiB), after which multi-MiB buffers come from
+/// per-thread arenas that keep what is freed: a torch push held 140 MiB of RSS for ~40 MiB of live buffers. kiln's
+/// big buffers (compression blocks, upload chunks, file copies) are pooled and reused, so with a fixed threshold
+/// its RSS follows what is live; the arenas of short-lived threads (a build's compressor, each compression's
+/// workers) kept another ~25 MiB of small freed blocks in a `build --push` until they share two (malloc traffic is
+/// light once the big buffers are pooled). BENCHMARKS.md says where the memory goes.
 fn bound_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets a malloc parameter; it is called before any other thread exists.
+    // SAFETY: mallopt only sets malloc parameters; it is called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

@@ -190,7 +190,9 @@ impl<R: OpRunner<Output = StepOutput>> OpRunner for Runner<'_, R> {
         cancel: &CancelToken,
     ) -> Result<StepOutput, R::Error> {
         let out = self.inner.run(id, vertex, inputs, cancel)?;
-        if let (true, Fs::Snapshot(s)) = (self.chain.contains(&id), &out.fs) {
+        // A step answered from the cache was compressed, if ever, by an earlier export; it is not worth doing
+        // now, with the build about to end.
+        if let (true, false, Fs::Snapshot(s)) = (self.chain.contains(&id), out.cached, &out.fs) {
             let _ = self.to.send(s.clone());
         }
         Ok(out)
