@@ -6,9 +6,11 @@
 #   copy — `FROM busybox` + `COPY . /ctx` of a context of FILES files (a source tree: nested directories, sizes
 #          from 100 B to 64 KiB, most of them small).
 # Beside each: buildah (its base image pulled beforehand, `build --no-cache`), and `cp -a` of the same tree (the
-# unpacked Debian root, the context) into a fresh directory: the floor the disk allows in that minute. This machine's
-# disks vary run to run (ext4 with online discard slows metadata-heavy writes for minutes after big deletions), so
-# only figures taken in the same run, beside `cp -a`, compare. Every row starts after a `sync` (see bench/lib.sh).
+# unpacked Debian root, the context) into a fresh directory: the floor the disk allows in that minute. Creating files
+# varies run to run on an ext4 without a journal: for every new inode the allocator skips, one by one, the free
+# inodes of the group freed in the last minute (five while their inode table is unwritten; `recently_deleted` in a
+# profile), so a tree made where another was just deleted costs ~1 ms a file. Only figures taken in the same run,
+# beside `cp -a`, compare. Every row starts after a `sync` (see bench/lib.sh).
 # The order of the tools rotates from run to run, so no tool always follows another's writes.
 # State is deleted between runs (COLDIO_RESET=delete, the default: the disk stays as busy as a CI machine's) or
 # moved aside until the end (COLDIO_RESET=aside).
