@@ -119,6 +119,7 @@ fn apply_tar(
     let mut archive = tar::Archive::new(reader);
     let mut stats = ApplyStats::default();
     let mut dir_times: Vec<(PathBuf, u64)> = Vec::new();
+    let mut last_parent: Option<(String, PathBuf)> = None;
     for entry in archive.entries().map_err(LayerError::Malformed)? {
         let mut entry = entry.map_err(LayerError::Malformed)?;
         stats.entries += 1;
@@ -139,12 +140,22 @@ fn apply_tar(
             .parent()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let parent = scoped::resolve(target, &parent_rel, true)?;
         let write_err = |source: std::io::Error| LayerError::Write {
             entry: shown.clone(),
             source,
         };
-        std::fs::create_dir_all(&parent).map_err(write_err)?;
+        // A layer lists a directory's entries one after another: its parent is resolved (a symlink check of
+        // every component, each a walk from the root) and made once for the run, not for every entry. Nothing an
+        // entry does inside the directory changes where the directory itself resolves.
+        let parent = match &last_parent {
+            Some((rel, resolved)) if *rel == parent_rel => resolved.clone(),
+            _ => {
+                let resolved = scoped::resolve(target, &parent_rel, true)?;
+                std::fs::create_dir_all(&resolved).map_err(write_err)?;
+                last_parent = Some((parent_rel.clone(), resolved.clone()));
+                resolved
+            }
+        };
         if file_name == ".wh..wh..opq" {
             match whiteouts {
                 Whiteouts::Overlay => rustix::fs::setxattr(

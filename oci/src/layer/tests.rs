@@ -288,3 +288,39 @@ fn a_whiteout_never_empties_what_is_mounted_below_it() {
     assert!(r.is_err(), "removing across a mount point must fail");
     assert!(kept, "the mounted file survives");
 }
+
+#[test]
+fn each_run_of_a_directory_resolves_its_parent_anew_when_a_symlink_moves_it() {
+    let outside = tempfile::tempdir().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    // `a/s` is made a symlink (to `/b`, inside the root) between two runs of `a`'s entries, and an absolute
+    // symlink `c` to the real outside directory: entries under them land inside the root, in `b` and `c`'s own
+    // resolution, whatever parent the entries before them had.
+    let out = outside.path().to_string_lossy().into_owned();
+    let layer = tar_of(&[
+        ("a/", D, b"", None),
+        ("a/1", F, b"one", None),
+        ("a/s", S, b"", Some("/b")),
+        ("a/s/2", F, b"two", None),
+        ("a/3", F, b"three", None),
+        ("c", S, b"", Some(&out)),
+        ("c/4", F, b"four", None),
+        ("a/s/5", F, b"five", None),
+    ]);
+    apply_layer(&layer[..], root, Whiteouts::Overlay).unwrap();
+    let read = |p: &str| std::fs::read_to_string(root.join(p)).unwrap();
+    assert_eq!(read("a/1"), "one");
+    assert_eq!(read("b/2"), "two");
+    assert_eq!(read("a/3"), "three");
+    assert_eq!(read("b/5"), "five");
+    assert!(
+        std::fs::read_dir(outside.path()).unwrap().next().is_none(),
+        "nothing written through the absolute symlink"
+    );
+    assert_eq!(
+        read(&format!("{}/4", out.trim_start_matches('/'))),
+        "four",
+        "c/4 lands at the symlink's target taken inside the root"
+    );
+}

@@ -51,6 +51,50 @@ pub fn copy_xattrs(src: &Path, dst: &Path) -> Result<(), FileOpError> {
     Ok(())
 }
 
+/// As [`copy_xattrs`], between two open files (`src` and `dst` name them in errors).
+pub fn copy_xattrs_fd(
+    from: &std::fs::File,
+    to: &std::fs::File,
+    src: &Path,
+    dst: &Path,
+) -> Result<(), FileOpError> {
+    let mut names = vec![0u8; 4096];
+    let n = match rustix::fs::flistxattr(from, &mut names[..]) {
+        Ok(n) => n,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+        Err(e) => return Err(io(src)(e.into())),
+    };
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
+            continue;
+        }
+        let name = String::from_utf8_lossy(name).into_owned();
+        let mut value = vec![0u8; 65536];
+        let len = rustix::fs::fgetxattr(from, name.as_str(), &mut value[..])
+            .map_err(|e| io(src)(e.into()))?;
+        match rustix::fs::fsetxattr(to, name.as_str(), &value[..len], XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
+            Err(e) => return Err(io(dst)(e.into())),
+        }
+    }
+    Ok(())
+}
+
+/// Sets an open file's access and modification times from `meta`.
+pub fn set_times_fd(to: &std::fs::File, meta: &std::fs::Metadata) -> std::io::Result<()> {
+    let ts = Timestamps {
+        last_access: rustix::fs::Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        last_modification: rustix::fs::Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    };
+    rustix::fs::futimens(to, &ts).map_err(Into::into)
+}
+
 /// Sets owner (without following symlinks).
 pub fn set_owner(path: &Path, uid: u32, gid: u32) -> Result<(), FileOpError> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io(path))

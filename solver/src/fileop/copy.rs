@@ -3,6 +3,7 @@
 //! else becomes it), and how each entry is recreated with its owner, mode, xattrs, times and hardlinks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rayon::prelude::*;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -95,6 +96,77 @@ fn clear_for_file(dst: &Path, shown: &str) -> Result<(), FileOpError> {
     }
 }
 
+/// Opens a regular file of the source for reading, never through a symlink in its last component (the walk saw
+/// a regular file there).
+fn open_source(src: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(src)
+}
+
+/// Makes the regular file `dst` with `O_CREAT|O_EXCL` (which never follows a symlink in the last component),
+/// owner-only until its mode is set. When something is there already, [`clear_for_file`] removes it (or refuses a
+/// directory) and the file is made again: the probe before every file is paid only where something collides.
+fn create_fresh(dst: &Path, shown: &str) -> Result<std::fs::File, FileOpError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dst)
+    };
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            clear_for_file(dst, shown)?;
+            open().map_err(io(dst))
+        }
+        other => other.map_err(io(dst)),
+    }
+}
+
+/// Copies all of `from` (to its end, as it is now) into the empty `to` inside the kernel: `copy_file_range`,
+/// else `sendfile` (a source on another filesystem than an overlay's upper directory on older kernels), else
+/// through a buffer.
+/// `no_range` remembers, for the files after, that `copy_file_range` cannot join these two trees.
+fn copy_contents(
+    from: &std::fs::File,
+    to: &std::fs::File,
+    no_range: &AtomicBool,
+) -> std::io::Result<()> {
+    const CHUNK: usize = 1 << 30;
+    let mut use_range = !no_range.load(Ordering::Relaxed);
+    loop {
+        if use_range {
+            match rustix::fs::copy_file_range(from, None, to, None, CHUNK) {
+                Ok(0) => return Ok(()),
+                Ok(_) => continue,
+                Err(e)
+                    if e == rustix::io::Errno::XDEV
+                        || e == rustix::io::Errno::INVAL
+                        || e == rustix::io::Errno::NOSYS
+                        || e == rustix::io::Errno::OPNOTSUPP =>
+                {
+                    use_range = false;
+                    no_range.store(true, Ordering::Relaxed);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match rustix::fs::sendfile(to, from, None, CHUNK) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+                let (mut r, mut w) = (from, to);
+                return std::io::copy(&mut r, &mut w).map(|_| ());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 struct Copier<'a> {
     /// The input's .dockerignore, matched against paths relative to the input root.
     ignore: PatternMatcher,
@@ -109,6 +181,9 @@ struct Copier<'a> {
     reused: Option<&'a super::Reused>,
     /// The copy's target, against which destinations are looked up among the cloned files.
     target: &'a Path,
+    /// Set once `copy_file_range` failed between the source and the target (another filesystem): the files
+    /// after go straight to `sendfile`.
+    no_range: AtomicBool,
 }
 
 /// Runs one copy action into `target`.
@@ -170,6 +245,7 @@ pub(super) fn copy(target: &Path, c: &CopyAction, input: &Input) -> Result<(), F
         links: HashMap::new(),
         reused: input.reused.as_deref(),
         target,
+        no_range: AtomicBool::new(false),
     };
     let created_owner = c.chown.as_ref().map(|_| owner).unwrap_or(None);
     for source in &sources {
@@ -398,9 +474,23 @@ impl Copier<'_> {
         if self.already_in_place(src, dst, meta, input_rel) {
             return Ok(());
         }
-        clear_for_file(dst, shown)?;
-        std::fs::copy(src, dst).map_err(io(dst))?;
-        self.finish(src, dst, meta, false)
+        // Everything after the two opens goes through their descriptors: one lookup of each name instead of one
+        // walk of the whole destination path (through the overlay) for every attribute set, and no probe of the
+        // destination before it is made: `O_EXCL` finds what stands in the way (see `create_fresh`).
+        let from = open_source(src).map_err(io(src))?;
+        let to = create_fresh(dst, shown)?;
+        copy_contents(&from, &to, &self.no_range).map_err(io(dst))?;
+        attrs::copy_xattrs_fd(&from, &to, src, dst)?;
+        let ((uid, gid), mode) = self.owner_and_mode(meta, false);
+        rustix::fs::fchown(
+            &to,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+        )
+        .map_err(|e| io(dst)(e.into()))?;
+        rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(mode & 0o7777))
+            .map_err(|e| io(dst)(e.into()))?;
+        attrs::set_times_fd(&to, meta).map_err(io(dst))
     }
 
     /// Whether `dst` already is what copying `src` would make: the source is among the input's unchanged files

@@ -968,3 +968,63 @@ fn a_parents_wildcard_matching_nothing_still_makes_the_destination() {
     apply(out.path(), &[FileAction::Copy(c)], &[input]).unwrap();
     assert!(out.path().join("out").is_dir());
 }
+
+#[test]
+fn a_copied_file_replaces_what_stands_in_its_way_and_carries_its_metadata() {
+    let f = fixture();
+    let src = f.ctx.join("a.txt");
+    std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o751)).unwrap();
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(2_000_000);
+    std::fs::File::options()
+        .write(true)
+        .open(&src)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let has_xattr = rustix::fs::setxattr(
+        &src,
+        "user.kiln.test",
+        b"v",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok();
+
+    // A file in the way is replaced, never written in place: a hardlink to it keeps the old contents.
+    std::fs::write(f.root.join("x"), "old contents").unwrap();
+    std::fs::hard_link(f.root.join("x"), f.root.join("x-link")).unwrap();
+    let mut c = copy_action("a.txt", "/x");
+    c.chown = Some(Chown {
+        user: UserRef::Id(1000),
+        group: Some(UserRef::Id(1000)),
+    });
+    run(&f, c).unwrap();
+    assert_eq!(read(f.root.join("x")), "a");
+    assert_eq!(read(f.root.join("x-link")), "old contents");
+    let m = std::fs::symlink_metadata(f.root.join("x")).unwrap();
+    assert_eq!(m.mode() & 0o7777, 0o751, "the source's mode");
+    assert_eq!((m.uid(), m.gid()), (1000, 1000), "the --chown owner");
+    assert_eq!(m.mtime(), 2_000_000, "the source's time");
+    if has_xattr {
+        let mut v = [0u8; 8];
+        let n = rustix::fs::getxattr(f.root.join("x"), "user.kiln.test", &mut v).unwrap();
+        assert_eq!(&v[..n], b"v", "the source's xattrs");
+    }
+
+    // Inside a copied directory, a symlink in the way is replaced itself; what it points at is untouched.
+    std::fs::create_dir_all(f.root.join("d")).unwrap();
+    std::fs::write(f.root.join("pointed.txt"), "keep").unwrap();
+    std::os::unix::fs::symlink("../pointed.txt", f.root.join("d/one.txt")).unwrap();
+    run(&f, copy_action("dir", "/d")).unwrap();
+    assert!(std::fs::symlink_metadata(f.root.join("d/one.txt"))
+        .unwrap()
+        .is_file());
+    assert_eq!(read(f.root.join("d/one.txt")), "1");
+    assert_eq!(read(f.root.join("pointed.txt")), "keep");
+
+    // A directory in the way is refused.
+    std::fs::create_dir_all(f.root.join("e/a.txt")).unwrap();
+    assert!(matches!(
+        run(&f, copy_action("a.txt", "/e/")),
+        Err(FileOpError::Conflict { .. })
+    ));
+}

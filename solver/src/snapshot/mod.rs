@@ -126,6 +126,7 @@ impl Snapshotter {
     /// Opens (creating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Snapshotter, SnapshotError> {
         std::fs::create_dir_all(dir.join("empty")).map_err(io(dir))?;
+        spread_new_snapshots(dir);
         Ok(Snapshotter {
             dir: dir.to_path_buf(),
             parents: Default::default(),
@@ -387,6 +388,26 @@ impl Snapshotter {
             }
         }
         Ok(out)
+    }
+}
+
+/// Marks the snapshots directory as a top of directory hierarchies for ext4's allocator (`chattr +T`), so each
+/// new snapshot directory is placed as a home directory is: in a block group with few directories, picked from a
+/// start hashed from its (random) name, with its files near it. Without the mark a snapshot lands in the groups of
+/// its parent directory, where the snapshots pruned or deleted before it were; on ext4 without a journal every
+/// file created there then scans past each inode freed in the last minute (`recently_deleted`: five minutes while
+/// the inode table is unwritten), a whole group per file once the group holds nothing else. Measured here: a
+/// cold `COPY` of 20,000 files 14–15 s without the mark, 1.0–1.7 s with it; a Debian base unpacked in 5.7–6.0 s
+/// and 0.6–0.7 s. A hint only: other filesystems (and ext4 refusing it) change nothing, so errors are ignored.
+fn spread_new_snapshots(dir: &Path) {
+    use rustix::fs::IFlags;
+    let Ok(d) = std::fs::File::open(dir) else {
+        return;
+    };
+    if let Ok(flags) = rustix::fs::ioctl_getflags(&d) {
+        if !flags.contains(IFlags::TOPDIR) {
+            let _ = rustix::fs::ioctl_setflags(&d, flags | IFlags::TOPDIR);
+        }
     }
 }
 

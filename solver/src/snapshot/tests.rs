@@ -189,3 +189,38 @@ fn a_writable_mount_is_volatile_and_its_commit_is_still_whole() {
     assert_eq!(std::fs::read_to_string(mnt.join("f")).unwrap(), "data");
     m.unmount().unwrap();
 }
+
+#[test]
+fn the_snapshots_directory_spreads_new_snapshots_where_the_filesystem_can() {
+    use rustix::fs::IFlags;
+    let d = tempfile::tempdir().unwrap();
+    // Whether this filesystem takes the mark at all (ext4 does; tmpfs, btrfs and xfs do not): tried on a probe.
+    let probe = d.path().join("probe");
+    std::fs::create_dir(&probe).unwrap();
+    let takes_it = std::fs::File::open(&probe)
+        .ok()
+        .and_then(|f| {
+            let flags = rustix::fs::ioctl_getflags(&f).ok()?;
+            rustix::fs::ioctl_setflags(&f, flags | IFlags::TOPDIR).ok()?;
+            Some(
+                rustix::fs::ioctl_getflags(&f)
+                    .ok()?
+                    .contains(IFlags::TOPDIR),
+            )
+        })
+        .unwrap_or(false);
+    let dir = d.path().join("snapshots");
+    let s = Snapshotter::open(&dir).unwrap();
+    let flags = rustix::fs::ioctl_getflags(std::fs::File::open(&dir).unwrap()).ok();
+    assert_eq!(
+        flags.map(|f| f.contains(IFlags::TOPDIR)).unwrap_or(false),
+        takes_it,
+        "marked exactly where the filesystem takes the mark"
+    );
+    // Opening again keeps the mark and the store works as before.
+    let s2 = Snapshotter::open(&dir).unwrap();
+    let a = s.prepare(None).unwrap();
+    std::fs::write(a.diff_dir().join("f"), "x").unwrap();
+    let id = s.commit(a).unwrap();
+    assert!(s2.exists(&id));
+}
