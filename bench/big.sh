@@ -5,13 +5,20 @@
 # other (each cleans up before the next, so the disk holds one tool's copies at a time: ~30 GiB at the peak).
 # Prints a markdown table: seconds and peak RSS (kiln's own, from KILN_PEAK_RSS, and GNU time's), kiln/buildah.
 # Usage (as root): bench/big.sh [REPS]   — needs buildah, docker-registry, bc and GNU time.
-# Runs on a loop-mounted journalled ext4 of BENCH_LOOP_GIB GiB (default 60, sparse), as bench/run.sh does.
+# Runs on a loop-mounted journalled ext4 of BENCH_LOOP_GIB GiB (default 60, sparse, trimmed between the tools;
+# buildah's commit holds the layer three times: its container, the tar in $TMPDIR, the unpacked layer), as
+# bench/run.sh does; buildah's temporary files go there too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-1}
+# BIG_TOOLS="kiln" or "buildah" runs one tool's rows only (the other's columns print as -).
+tools=${BIG_TOOLS:-kiln buildah}
 export BENCH_LOOP_GIB=${BENCH_LOOP_GIB-60}
 source bench/lib.sh
 setup_bench big
+# buildah stages each layer it commits in $TMPDIR (12 GiB here): on the loop filesystem too, not the root's /var/tmp.
+export TMPDIR=$work/tmp
+mkdir -p "$TMPDIR"
 setup_busybox_for_both
 trap 'stop_registry; buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; cleanup_work' EXIT
 
@@ -29,14 +36,21 @@ measure_and_say() { measure "$@"; echo "$1: $(tail -1 "$work/$1")" >&2; }
 row() { # row LABEL NAME-kiln NAME-buildah
   local k b
   k=$(col "$2" 1); b=$(col "$3" 1)
+  if [ "$k" = - ] || [ "$b" = - ]; then
+    echo "| $1 | $k | $b | - | - | - | - |"
+    return
+  fi
   printf '| %s | %.1f | %.1f | %.2f | %d | %d | %d |\n' "$1" "$k" "$b" "$(echo "$k / $b" | bc -l)" \
     "$(( $(col "$2" 3 | cut -d. -f1) / 1024 ))" "$(( $(col "$2" 2 | cut -d. -f1) / 1024 ))" \
     "$(( $(col "$3" 2 | cut -d. -f1) / 1024 ))"
 }
 size_mib() { echo $(( $(stat -c %s "$1") >> 20 )); }
+# CPU seconds the registry has used so far (it hashes and writes every blob it receives, on the same two cores).
+reg_cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$reg_pid/stat"; }
 
 for _ in $(seq "$reps"); do
   # kiln: build, export, push, then (its build root gone) pull and FROM into an empty root.
+  if [[ " $tools " == *" kiln "* ]]; then
   rm -rf "$KILN_ROOT"/{snapshots,cache,statcache,work} "$KILN_ROOT/store/lazy" "$KILN_ROOT/store/layers"
   measure_and_say k-build "$kiln" build --progress=quiet -t big:latest "$ctx"
   measure_and_say k-export "$kiln" build --progress=quiet -o "type=oci,dest=$work/k.tar" "$ctx"
@@ -44,24 +58,35 @@ for _ in $(seq "$reps"); do
   rm -f "$work/k.tar"
   start_registry
   rm -rf "$KILN_ROOT/store/layers"
+  c0=$(reg_cpu)
   measure_and_say k-push "$kiln" push big:latest "$host/bench/kiln:1"
+  echo "registry CPU during kiln's push: $(echo "$(reg_cpu) - $c0" | bc) s" >&2
   rm -rf "$KILN_ROOT"/{snapshots,cache,statcache,work} "$KILN_ROOT/store/lazy" "$KILN_ROOT/store/layers"
   mkdir -p "$work/from-pulled"
   printf 'FROM %s\n' "$host/bench/kiln:1" > "$work/from-pulled/Dockerfile"
   measure_and_say k-pull env KILN_ROOT="$work/pulled-k" sh -c \
     '"$1" pull "$2" && "$1" build --progress=quiet "$3"' _ "$kiln" "$host/bench/kiln:1" "$work/from-pulled"
   rm -rf "$work/pulled-k"
+  fstrim "$work" 2>/dev/null || true
   stop_registry
   rm -rf "$work/reg"
   "$kiln" rmi big:latest >/dev/null 2>&1 || true
+  rm -rf "$KILN_ROOT"/{snapshots,cache,statcache,work} "$KILN_ROOT/store/lazy" "$KILN_ROOT/store/layers"
+  # Give what was deleted back to the host: the loop file is sparse, and without this it keeps every block ever
+  # written (kiln's rows alone write ~50 GiB over the run).
+  fstrim "$work" 2>/dev/null || true
+  fi
 
   # buildah: the same.
+  if [[ " $tools " == *" buildah "* ]]; then
   measure_and_say b-build buildah "${bstore[@]}" build --layers --isolation oci -t big:latest "$ctx"
   measure_and_say b-export buildah "${bstore[@]}" push big:latest "oci-archive:$work/b.tar"
   bsize=$(size_mib "$work/b.tar")
   rm -f "$work/b.tar"
   start_registry
+  c0=$(reg_cpu)
   measure_and_say b-push buildah "${bstore[@]}" push --tls-verify=false big:latest "docker://$host/bench/buildah:1"
+  echo "registry CPU during buildah's push: $(echo "$(reg_cpu) - $c0" | bc) s" >&2
   buildah "${bstore[@]}" rmi --force big:latest >/dev/null 2>&1 || true
   buildah "${bstore[@]}" rmi --prune >/dev/null 2>&1 || true
   measure_and_say b-pull buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay \
@@ -70,6 +95,7 @@ for _ in $(seq "$reps"); do
   rm -rf "$work/pulled-b" "$work/pulled-b-run"
   stop_registry
   rm -rf "$work/reg"
+  fi
 done
 echo "| 12 GiB layer | kiln (s) | buildah (s) | kiln/buildah | kiln's own peak RSS (MiB) | kiln and its steps, peak RSS (MiB) | buildah peak RSS (MiB) |"
 echo "| --- | --- | --- | --- | --- | --- | --- |"
@@ -78,4 +104,4 @@ row "export, OCI archive (gzip)" k-export b-export
 row "push to a fresh repository (gzip)" k-push b-push
 row "pull into an empty root (kiln: pull, then a FROM of it)" k-pull b-pull
 echo
-echo "archive sizes (MiB): kiln $ksize, buildah $bsize"
+echo "archive sizes (MiB): kiln ${ksize:--}, buildah ${bsize:--}"

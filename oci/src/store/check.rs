@@ -98,6 +98,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("sources")).unwrap();
         std::fs::write(dir.path().join(format!("sources/ab.tmp-{dead}")), b"half").unwrap();
         std::fs::write(dir.path().join("sources/ab"), b"kept").unwrap();
+        std::fs::create_dir_all(dir.path().join("uploads")).unwrap();
+        std::fs::write(dir.path().join(format!("uploads/cd.tmp-{dead}")), b"half").unwrap();
+        std::fs::write(dir.path().join("uploads/cd.json"), b"kept").unwrap();
         let live = store.writer().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(
@@ -107,6 +110,8 @@ mod tests {
         );
         assert!(!dir.path().join(format!("sources/ab.tmp-{dead}")).exists());
         assert!(dir.path().join("sources/ab").exists());
+        assert!(!dir.path().join(format!("uploads/cd.tmp-{dead}")).exists());
+        assert!(dir.path().join("uploads/cd.json").exists());
         drop(live);
     }
 }

@@ -112,10 +112,10 @@ impl Store {
             }
         }
         // Temporaries whose name says their writer: `index/images.json.<pid>.tmp` (an index write),
-        // `lazy/.tmp-<pid>-<hex>` (a lazy layer's recipe) and `sources/<digest>.tmp-<pid>` (a registry source list),
-        // each left by a writer killed before its rename.
+        // `lazy/.tmp-<pid>-<hex>` (a lazy layer's recipe), `sources/<digest>.tmp-<pid>` (a registry source list) and
+        // `uploads/<hex>.tmp-<pid>` (a push's upload session), each left by a writer killed before its rename.
         type PidOf = fn(&str) -> Option<&str>;
-        let owners: [(&str, PidOf); 3] = [
+        let owners: [(&str, PidOf); 4] = [
             ("index", |n| {
                 n.strip_prefix("images.json.")
                     .and_then(|r| r.strip_suffix(".tmp"))
@@ -124,6 +124,7 @@ impl Store {
                 n.strip_prefix(".tmp-").and_then(|r| r.split('-').next())
             }),
             ("sources", |n| n.rsplit_once(".tmp-").map(|(_, p)| p)),
+            ("uploads", |n| n.rsplit_once(".tmp-").map(|(_, p)| p)),
         ];
         for (sub, owner) in owners {
             for e in std::fs::read_dir(self.root.join(sub))

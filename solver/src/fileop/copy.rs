@@ -480,7 +480,6 @@ impl Copier<'_> {
         let from = open_source(src).map_err(io(src))?;
         let to = create_fresh(dst, shown)?;
         copy_contents(&from, &to, &self.no_range).map_err(io(dst))?;
-        attrs::copy_xattrs_fd(&from, &to, src, dst)?;
         let ((uid, gid), mode) = self.owner_and_mode(meta, false);
         rustix::fs::fchown(
             &to,
@@ -490,6 +489,9 @@ impl Copier<'_> {
         .map_err(|e| io(dst)(e.into()))?;
         rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(mode & 0o7777))
             .map_err(|e| io(dst)(e.into()))?;
+        // After the owner: a chown drops a file's `security.capability` (the kernel's killpriv), so xattrs set
+        // before it would lose the file's capabilities. fsutil's copy sets them last too.
+        attrs::copy_xattrs_fd(&from, &to, src, dst)?;
         attrs::set_times_fd(&to, meta).map_err(io(dst))
     }
 
@@ -546,10 +548,11 @@ impl Copier<'_> {
         meta: &std::fs::Metadata,
         is_dir: bool,
     ) -> Result<(), FileOpError> {
-        attrs::copy_xattrs(src, dst)?;
         let ((uid, gid), mode) = self.owner_and_mode(meta, is_dir);
         attrs::set_owner(dst, uid, gid)?;
         attrs::set_mode(dst, mode)?;
+        // After the owner, as in `copy_plain_file`: a chown drops `security.capability`.
+        attrs::copy_xattrs(src, dst)?;
         attrs::set_times_from(dst, meta)
     }
 }

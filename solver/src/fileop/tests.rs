@@ -970,6 +970,42 @@ fn a_parents_wildcard_matching_nothing_still_makes_the_destination() {
 }
 
 #[test]
+fn a_copied_file_keeps_its_capabilities_through_chown() {
+    // `setcap cap_net_raw+ep`: VFS_CAP_REVISION_2 with the effective flag, CAP_NET_RAW (13) permitted.
+    let mut cap = Vec::new();
+    for word in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
+        cap.extend_from_slice(&word.to_le_bytes());
+    }
+    let f = fixture();
+    for file in ["a.txt", "dir/one.txt"] {
+        rustix::fs::setxattr(
+            f.ctx.join(file),
+            "security.capability",
+            &cap,
+            rustix::fs::XattrFlags::empty(),
+        )
+        .expect("set a file capability (the tests run as root)");
+    }
+    // A second link sends dir/one.txt through the copy of linked files, a.txt through that of plain ones.
+    std::fs::hard_link(f.ctx.join("dir/one.txt"), f.ctx.join("dir/one-link.txt")).unwrap();
+    for (action, dst) in [
+        (copy_action("a.txt", "/plain"), "plain"),
+        (copy_action("dir", "/linked"), "linked/one.txt"),
+    ] {
+        let mut c = action;
+        c.chown = Some(Chown {
+            user: UserRef::Id(1000),
+            group: Some(UserRef::Id(1000)),
+        });
+        run(&f, c).unwrap();
+        let mut v = [0u8; 64];
+        let n = rustix::fs::getxattr(f.root.join(dst), "security.capability", &mut v)
+            .unwrap_or_else(|e| panic!("{dst} lost its capability: {e}"));
+        assert_eq!(&v[..n], &cap[..], "{dst}");
+    }
+}
+
+#[test]
 fn a_copied_file_replaces_what_stands_in_its_way_and_carries_its_metadata() {
     let f = fixture();
     let src = f.ctx.join("a.txt");
