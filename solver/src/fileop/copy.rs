@@ -490,7 +490,8 @@ impl Copier<'_> {
         rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(mode & 0o7777))
             .map_err(|e| io(dst)(e.into()))?;
         // After the owner: a chown drops a file's `security.capability` (the kernel's killpriv), so xattrs set
-        // before it would lose the file's capabilities. fsutil's copy sets them last too.
+        // before it would lose the file's capabilities. BuildKit's copy (fsutil `copier.copy`) runs
+        // `copyFileInfo` (owner, mode, times), then `copyXAttrs`.
         attrs::copy_xattrs_fd(&from, &to, src, dst)?;
         attrs::set_times_fd(&to, meta).map_err(io(dst))
     }

@@ -971,6 +971,8 @@ fn a_parents_wildcard_matching_nothing_still_makes_the_destination() {
 
 #[test]
 fn a_copied_file_keeps_its_capabilities_through_chown() {
+    // BuildKit's copy (fsutil `copier.copy`) sets xattrs after the owner (`copyFileInfo`, then `copyXAttrs`), so a
+    // file's capabilities survive `COPY --chown`.
     // `setcap cap_net_raw+ep`: VFS_CAP_REVISION_2 with the effective flag, CAP_NET_RAW (13) permitted.
     let mut cap = Vec::new();
     for word in [0x0200_0001u32, 1 << 13, 0, 0, 0] {
