@@ -27,19 +27,24 @@ cleanup_work() {
   rm -rf "$work"
 }
 
-# setup_busybox_for_both: kiln's busybox base in $KILN_ROOT (under $work), and the same image in a buildah
-# storage of its own ($bstore), via an OCI archive kiln exports; buildah's containers and $work go at exit.
-setup_busybox_for_both() {
-  trap 'buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; cleanup_work' EXIT
+# setup_base_for_both busybox|debian: kiln's base image (scripts/base-images.sh) in $KILN_ROOT (under $work), and
+# the same image in a buildah storage of its own ($bstore), via an OCI archive kiln exports; the registry,
+# buildah's containers and $work go at exit. setup_busybox_for_both: the busybox one.
+setup_base_for_both() {
+  local image=$1 flag=() ref=docker.io/library/busybox:latest
+  if [ "$image" = debian ]; then flag=(--debian); image=debian:bookworm; ref=docker.io/library/debian:bookworm; fi
+  trap 'stop_registry; buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; cleanup_work' EXIT
   export KILN_ROOT=$work/kiln-root
   bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
-  bash scripts/base-images.sh "$kiln" >/dev/null
+  bash scripts/base-images.sh "$kiln" "${flag[@]}" >/dev/null
   mkdir -p "$work/base"
-  printf 'FROM busybox\n' > "$work/base/Dockerfile"
-  "$kiln" build --progress=quiet -o "type=oci,dest=$work/busybox.oci.tar" -t busybox-export "$work/base"
-  buildah "${bstore[@]}" pull -q "oci-archive:$work/busybox.oci.tar" >/dev/null
-  buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/busybox:latest
+  printf 'FROM %s\n' "$image" > "$work/base/Dockerfile"
+  "$kiln" build --progress=quiet -o "type=oci,dest=$work/base.oci.tar" "$work/base"
+  buildah "${bstore[@]}" pull -q "oci-archive:$work/base.oci.tar" >/dev/null
+  buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" "$ref"
+  rm -f "$work/base.oci.tar"
 }
+setup_busybox_for_both() { setup_base_for_both busybox; }
 
 reg_pid=
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

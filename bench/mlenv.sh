@@ -13,15 +13,7 @@ reps=${1:-1}
 export BENCH_LOOP_GIB=${BENCH_LOOP_GIB-24}
 source bench/lib.sh
 setup_bench mlenv
-trap 'buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; cleanup_work' EXIT
-export KILN_ROOT=$work/kiln-root
-bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
-bash scripts/base-images.sh "$kiln" --debian >/dev/null
-mkdir -p "$work/base"
-printf 'FROM debian:bookworm\n' > "$work/base/Dockerfile"
-"$kiln" build --progress=quiet -o "type=oci,dest=$work/debian.oci.tar" "$work/base"
-buildah "${bstore[@]}" pull -q "oci-archive:$work/debian.oci.tar" >/dev/null
-buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/debian:bookworm
+setup_base_for_both debian
 
 ctx=$work/ml-env
 cp -r examples/ml-env "$ctx"

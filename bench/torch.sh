@@ -15,56 +15,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=${1:-1}
 export BENCH_LOOP_GIB=${BENCH_LOOP_GIB-48}
-wheels=${TORCH_WHEELS:-/var/tmp/kiln-wheelhouse}
-if ! ls "$wheels"/torch-2.7.1-*.whl >/dev/null 2>&1; then
-  mkdir -p "$wheels"
-  cert=()
-  [ -n "${PIP_CERT:-}" ] && cert=(--cert "$PIP_CERT")
-  python3 -m pip download -q "${cert[@]}" --only-binary=:all: --python-version 3.11 \
-    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
-    -d "$wheels" torch==2.7.1
-fi
-source bench/lib.sh
-setup_bench torch
-trap 'stop_registry; buildah "${bstore[@]}" rm --all >/dev/null 2>&1 || true; buildah "${bstore[@]}" umount --all >/dev/null 2>&1 || true; cleanup_work' EXIT
-export KILN_ROOT=$work/kiln-root
-bstore=(--root "$work/buildah-root" --runroot "$work/buildah-run" --storage-driver overlay)
-bash scripts/base-images.sh "$kiln" --debian >/dev/null
-mkdir -p "$work/base"
-printf 'FROM debian:bookworm\n' > "$work/base/Dockerfile"
-"$kiln" build --progress=quiet -o "type=oci,dest=$work/debian.oci.tar" "$work/base"
-buildah "${bstore[@]}" pull -q "oci-archive:$work/debian.oci.tar" >/dev/null
-buildah "${bstore[@]}" tag "$(buildah "${bstore[@]}" images -q | head -1)" docker.io/library/debian:bookworm
-rm -f "$work/debian.oci.tar"
-
-ctx=$work/torch
-mkdir -p "$ctx"
-mkdir -p "$ctx/wheels"
-# Hard links when the wheelhouse is on the same filesystem, else a copy (the loop filesystem is another one).
-cp -al "$wheels/." "$ctx/wheels/" 2>/dev/null || cp -a "$wheels/." "$ctx/wheels/"
-cat > "$ctx/Dockerfile" <<'EOF'
-FROM debian:bookworm
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv \
- && rm -rf /var/lib/apt/lists/*
-RUN python3 -m venv /opt/venv
-RUN --mount=type=bind,source=wheels,target=/wheels \
-    /opt/venv/bin/pip install --disable-pip-version-check --no-index --find-links /wheels torch==2.7.1
-COPY app.py /opt/app.py
-CMD ["/opt/venv/bin/python", "/opt/app.py"]
-EOF
-printf 'import torch\nprint(torch.__version__)\n' > "$ctx/app.py"
-# Files changed within 2 s of being hashed are not remembered by their stat (git's racy entries; see
-# solver/src/contenthash): a context copied right before the cold build would be hashed again by the next build.
-sleep 3
+source bench/torch-context.sh
 
 kcmd=("$kiln" build --progress=quiet -t torch:latest "$ctx")
 bcmd=(buildah "${bstore[@]}" build --layers --isolation oci -t torch:latest "$ctx")
-reset_tools() {
-  rm -rf "$KILN_ROOT"/{snapshots,cache,statcache,cachemounts,work} "$KILN_ROOT/store/lazy" "$KILN_ROOT/store/layers"
-  buildah "${bstore[@]}" rmi --force torch:latest >/dev/null 2>&1 || true
-  buildah "${bstore[@]}" rmi --prune >/dev/null 2>&1 || true
-}
 # Each measure is also echoed to stderr as it is made, so a run that stops early still shows what it measured.
 measure_and_say() { measure "$@"; echo "$1: $(tail -1 "$work/$1")" >&2; }
 row() { # row LABEL NAME-kiln NAME-buildah

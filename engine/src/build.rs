@@ -519,6 +519,7 @@ fn run(
                 inner: &worker,
                 chain: plan.chain(),
                 to,
+                compressor: &compressor,
             };
             let result =
                 Scheduler::new(parallel).solve(def, &roots, &runner, &req.cancel, &on_event);
@@ -634,6 +635,15 @@ fn run(
         &outputs,
         progress,
     )?;
+    let (ahead, used) = compressor.ahead();
+    if ahead > 0 {
+        progress.event(Event::Message(format!(
+            "{} MiB of big files compressed while their steps wrote them, {} MiB of it used",
+            ahead >> 20,
+            used >> 20
+        )));
+    }
+    drop(compressor);
     progress.event(Event::Exported(outcome.clone()));
     for to in &req.cache_to {
         match remotecache::export(&state, to, &registry) {

@@ -5,12 +5,22 @@
 //! same bytes: same tar, same deterministic compressor). When the build ends with a layer still being compressed,
 //! it is finished if half of it is done, else abandoned to the export, which streams it to the registry as it
 //! compresses it. `KILN_EARLY_COMPRESSION=0` turns it off.
+//!
+//! A step that writes a big layer (pip installing a wheelhouse) would still leave all of it to compress after the
+//! step, so with gzip the files themselves go ahead of the step: while a step of the chain runs, a scanner looks
+//! through the upper directories this process is writing, and each big file (see `exporter::speculate`) that has
+//! stopped changing is compressed then, at the same low priority, into blocks the layer's compression takes
+//! unchanged when their CRC matches (what a step changes after is compressed again; the blob is the same).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use exporter::diff::DiffOptions;
+use exporter::speculate::{Installed, Speculation};
 use exporter::{Compression, LayerSource};
 use oci::store::Store;
 use solver::llb::{Definition, Op, Vertex, VertexId};
@@ -94,6 +104,10 @@ pub(crate) struct Compressor {
     ending: AtomicBool,
     /// Layers compressed while the build ran.
     made: AtomicUsize,
+    /// Steps of the chain running now: the scanner looks for big files only then.
+    running: AtomicUsize,
+    /// Big files compressed ahead, installed for the build and its export (gzip only).
+    speculation: Mutex<Option<(Arc<Speculation>, Installed)>>,
 }
 
 impl Compressor {
@@ -108,6 +122,15 @@ impl Compressor {
     ) -> (mpsc::Sender<String>, std::thread::ScopedJoinHandle<'s, ()>) {
         let (tx, rx) = mpsc::channel::<String>();
         let (compression, opts) = (plan.compression, plan.opts);
+        if let Compression::Gzip(level) = compression {
+            if let Ok(spec) = Speculation::new(&store.root().join("speculated"), level) {
+                let installed = spec.install();
+                if let Ok(mut s) = self.speculation.lock() {
+                    *s = Some((spec.clone(), installed));
+                }
+                scope.spawn(move || self.scan(&spec, snapshots));
+            }
+        }
         let handle = scope.spawn(move || {
             lowest_priority();
             for id in rx {
@@ -129,6 +152,66 @@ impl Compressor {
         (tx, handle)
     }
 
+    /// While the build runs: every [`SCAN_EVERY`], when a step of the chain is running, the big files of the
+    /// snapshots being written that have kept their size and time since the last look (and for a second at
+    /// least) are compressed ahead, biggest first.
+    fn scan(&self, spec: &Speculation, snapshots: &Snapshotter) {
+        lowest_priority();
+        let mut seen: HashMap<(u64, u64), Seen> = HashMap::new();
+        let mut last = Instant::now();
+        while !self.ending.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() < SCAN_EVERY || self.running.load(Ordering::SeqCst) == 0 {
+                continue;
+            }
+            last = Instant::now();
+            let mut ready = Vec::new();
+            for dir in snapshots.writing_now() {
+                big_files(&dir, &mut |path, meta| {
+                    let key = (meta.dev(), meta.ino());
+                    let now = (meta.len(), meta.mtime(), meta.mtime_nsec());
+                    let settled = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .is_ok_and(|t| t.as_secs() as i64 > meta.mtime() + 1);
+                    match seen.get_mut(&key) {
+                        Some(s) if s.done => {}
+                        Some(s) if s.was == now && settled => {
+                            s.done = true;
+                            ready.push((meta.len(), path.to_path_buf()));
+                        }
+                        Some(s) => s.was = now,
+                        None => {
+                            seen.insert(
+                                key,
+                                Seen {
+                                    was: now,
+                                    done: false,
+                                },
+                            );
+                        }
+                    }
+                });
+            }
+            ready.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            for (_, path) in ready {
+                if self.ending.load(Ordering::SeqCst) {
+                    return;
+                }
+                // A file gone or unreadable is the export's to meet; nothing made here is ever wrong, only unused.
+                let _ = spec.compress_file(&path, &|| self.ending.load(Ordering::SeqCst));
+            }
+        }
+    }
+
+    /// Bytes of big files compressed while their steps ran, and of those the layers' compression took so far.
+    pub(crate) fn ahead(&self) -> (u64, u64) {
+        self.speculation
+            .lock()
+            .ok()
+            .and_then(|s| s.as_ref().map(|(s, _)| (s.made(), s.used())))
+            .unwrap_or((0, 0))
+    }
+
     /// The build is over: see [`Compressor::ending`].
     pub(crate) fn end(&self) {
         self.ending.store(true, Ordering::SeqCst);
@@ -137,6 +220,37 @@ impl Compressor {
     /// Layers compressed while the build ran.
     pub(crate) fn made(&self) -> usize {
         self.made.load(Ordering::SeqCst)
+    }
+}
+
+/// How often the scanner looks through the snapshots being written.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// What the scanner last saw of a file: its size and time, and whether it was handed to the compressor.
+struct Seen {
+    was: (u64, i64, i64),
+    done: bool,
+}
+
+/// Calls `found` with every regular file of at least `exporter::speculate::BIG` bytes under `dir` (symlinks not
+/// followed); what vanishes while walked is skipped.
+fn big_files(dir: &Path, found: &mut dyn FnMut(&Path, &std::fs::Metadata)) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(ft) = e.file_type() else {
+            continue;
+        };
+        if ft.is_dir() {
+            big_files(&e.path(), found);
+        } else if ft.is_file() {
+            if let Ok(meta) = e.metadata() {
+                if meta.len() >= exporter::speculate::BIG {
+                    found(&e.path(), &meta);
+                }
+            }
+        }
     }
 }
 
@@ -176,6 +290,8 @@ pub(crate) struct Runner<'a, R> {
     pub chain: &'a BTreeSet<VertexId>,
     /// The compressor's intake.
     pub to: mpsc::Sender<String>,
+    /// The compressor.
+    pub compressor: &'a Compressor,
 }
 
 impl<R: OpRunner<Output = StepOutput>> OpRunner for Runner<'_, R> {
@@ -189,7 +305,15 @@ impl<R: OpRunner<Output = StepOutput>> OpRunner for Runner<'_, R> {
         inputs: &[StepOutput],
         cancel: &CancelToken,
     ) -> Result<StepOutput, R::Error> {
-        let out = self.inner.run(id, vertex, inputs, cancel)?;
+        let watched = self.chain.contains(&id) && matches!(vertex.op, Op::Exec(_));
+        if watched {
+            self.compressor.running.fetch_add(1, Ordering::SeqCst);
+        }
+        let out = self.inner.run(id, vertex, inputs, cancel);
+        if watched {
+            self.compressor.running.fetch_sub(1, Ordering::SeqCst);
+        }
+        let out = out?;
         // A step answered from the cache was compressed, if ever, by an earlier export; it is not worth doing
         // now, with the build about to end.
         if let (true, false, Fs::Snapshot(s)) = (self.chain.contains(&id), out.cached, &out.fs) {

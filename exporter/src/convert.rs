@@ -69,6 +69,26 @@ impl Memo {
     }
 }
 
+/// Records that `src` compressed with `compression` is the stored blob `digest` (`size` bytes): what a compression
+/// made elsewhere (ahead of the export, from the snapshot) leaves for [`compressed`] to find.
+pub(crate) fn remember_kept(
+    store: &Store,
+    src: &Digest,
+    compression: Compression,
+    digest: Digest,
+    size: u64,
+) -> Result<(), ExportError> {
+    let memo = Memo::path(store, src, compression);
+    std::fs::create_dir_all(memo.parent().unwrap_or(store.root())).map_err(io_err(store))?;
+    Memo {
+        digest,
+        size,
+        kept: true,
+    }
+    .write(&memo);
+    Ok(())
+}
+
 /// Where the compressed bytes go besides a streamed upload: the store, or only a hasher for their digest.
 enum Dest {
     Store(oci::store::BlobWriter),
@@ -135,13 +155,7 @@ pub(crate) fn compressed_unless(
         Some(store.open_blob(src)?)
     };
     let mut feed = |w: &mut dyn Write| -> Result<(), ExportError> {
-        let mut w = Stoppable {
-            inner: w,
-            read: 0,
-            next_check: 0,
-            stop,
-            stopped: false,
-        };
+        let mut w = Stoppable::new(w, stop);
         let fed = match input.as_mut() {
             Some(f) => copy(f, &mut w, &mut vec![0u8; 1 << 20]).map_err(io_err(store)),
             None => store
@@ -213,18 +227,37 @@ pub(crate) fn compressed_unless(
 }
 
 /// Passes writes through, and fails them once `stop` says so (asked every [`STOP_CHECK`] bytes).
-struct Stoppable<'a> {
-    inner: &'a mut dyn Write,
+pub(crate) struct Stoppable<'a, W: Write> {
+    inner: W,
     read: u64,
     next_check: u64,
     stop: &'a (dyn Fn(u64) -> bool + Sync),
-    stopped: bool,
+    /// Whether a write failed because `stop` said so.
+    pub(crate) stopped: bool,
+}
+
+impl<'a, W: Write> Stoppable<'a, W> {
+    /// Wraps `inner`; `stop` is asked with the bytes written so far.
+    pub(crate) fn new(inner: W, stop: &'a (dyn Fn(u64) -> bool + Sync)) -> Self {
+        Stoppable {
+            inner,
+            read: 0,
+            next_check: 0,
+            stop,
+            stopped: false,
+        }
+    }
+
+    /// The inner writer.
+    pub(crate) fn into_inner(self) -> W {
+        self.inner
+    }
 }
 
 /// How often a [`Stoppable`] asks whether to stop.
 const STOP_CHECK: u64 = 8 << 20;
 
-impl Write for Stoppable<'_> {
+impl<W: Write> Write for Stoppable<'_, W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.read >= self.next_check {
             self.next_check = self.read + STOP_CHECK;

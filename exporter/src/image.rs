@@ -14,6 +14,7 @@ use oci::{Digest, History, Image};
 use serde_json::json;
 
 use crate::compression::Compression;
+use crate::convert::Stoppable;
 use crate::diff::{write_diff, DiffOptions};
 use crate::error::ExportError;
 use crate::layout::ArchiveStream;
@@ -183,38 +184,75 @@ pub fn precompress(
     opts: DiffOptions,
     stop: &(dyn Fn(u64, u64) -> bool + Sync),
 ) -> Result<Option<LayerBlob>, ExportError> {
-    let media = match compression {
-        Compression::None => return Ok(None),
-        Compression::Gzip(_) => MEDIA_LAYER_GZIP,
-        Compression::Zstd(_) => MEDIA_LAYER_ZSTD,
-    };
-    let tar = layer_blob(store, layer, Compression::None, opts)?;
-    if tar.empty {
+    if compression == Compression::None {
         return Ok(None);
     }
-    let size = tar.descriptor.size;
-    let made = crate::convert::compressed_unless(
-        store,
-        &tar.diff_id,
+    let tar_memo = memo_path(store, &snapshot_memo_key(layer, Compression::None, opts))?;
+    let known = remembered(store, &tar_memo)
+        .map(|t| t.diff_id)
+        .or_else(|| store.lazy_digest_of(&layer.diff, opts));
+    // One pass: the tar rendered once, hashed aside (the diffID, unless a lazy layer recorded it) and compressed
+    // into the store; asked to stop against the bytes of the files it holds, a close estimate of the tar's size.
+    let estimate = dir_bytes(&layer.diff);
+    let blob = Offloaded::new(store.writer()?);
+    let made = compress_dir(
+        Tree::whole(&layer.diff),
         compression,
-        &mut || None,
-        crate::convert::Keep::Blob,
-        &|read| stop(read, size),
+        opts,
+        blob,
+        known.clone(),
+        &|read| stop(read, estimate),
     );
-    let (digest, blob_size) = match made {
+    let (blob, made) = match made {
         Err(ExportError::Stopped) => return Ok(None),
-        other => other?,
+        other => other?.split(),
     };
-    let blob = LayerBlob {
-        diff_id: tar.diff_id,
-        descriptor: Descriptor::new(media, digest, blob_size),
-        empty: false,
-    };
+    let (digest, size) = blob
+        .finish()
+        .map_err(|source| ExportError::Io {
+            path: layer.diff.clone(),
+            source,
+        })?
+        .commit(None)?;
+    let empty = made.entries == 0;
+    let (diff_id, tar_size) = (made.diff_id.clone(), made.tar_size);
+    let blob = made.layer(digest.clone(), size);
+    if let (None, Some(diff_id), Some(tar_size)) = (known, diff_id, tar_size) {
+        // The uncompressed layer, as `layer_blob` would have recorded it: lazy, under its memo.
+        store.keep_lazy(&diff_id, tar_size, &layer.diff, opts)?;
+        remember(
+            &tar_memo,
+            &LayerBlob {
+                diff_id: diff_id.clone(),
+                descriptor: Descriptor::new(MEDIA_LAYER_TAR, diff_id, tar_size),
+                empty,
+            },
+        );
+    }
+    if empty {
+        return Ok(None);
+    }
+    crate::convert::remember_kept(store, &blob.diff_id, compression, digest, size)?;
     remember(
         &memo_path(store, &snapshot_memo_key(layer, compression, opts))?,
         &blob,
     );
     Ok(Some(blob))
+}
+
+/// The bytes of the regular files under `dir` (hard links counted each time): about the size of its layer tar.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// What names a whole snapshot layer's memo: the snapshot, the compression and the epoch its times were
@@ -380,7 +418,7 @@ fn stored_blob(
     // Every stage but the render runs beside it: the compressor on its workers, the diffID's hash and the store
     // writer (which hashes the blob) on threads of their own.
     let blob = Offloaded::new(store.writer()?);
-    let (blob, made) = compress_dir(tree, compression, opts, blob, known)?.split();
+    let (blob, made) = compress_dir(tree, compression, opts, blob, known, &|_| false)?.split();
     let (stored, size) = blob.finish().map_err(io)?.commit(None)?;
     Ok(made.layer(stored, size))
 }
@@ -394,7 +432,10 @@ fn dir_blob_into(
     archive: &mut ArchiveStream<'_>,
     known: Option<Digest>,
 ) -> Result<LayerBlob, ExportError> {
-    let (blob, made) = compress_dir(tree, compression, opts, archive.new_blob(), known)?.split();
+    let (blob, made) = compress_dir(tree, compression, opts, archive.new_blob(), known, &|_| {
+        false
+    })?
+    .split();
     let (digest, size) = blob.finish()?;
     Ok(made.layer(digest, size))
 }
@@ -403,6 +444,8 @@ fn dir_blob_into(
 struct Compressed<B> {
     blob: B,
     diff_id: Option<Digest>,
+    /// The tar's size, when this pass hashed it.
+    tar_size: Option<u64>,
     entries: u64,
     media: &'static str,
 }
@@ -412,6 +455,7 @@ impl<B> Compressed<B> {
         let Compressed {
             blob,
             diff_id,
+            tar_size,
             entries,
             media,
         } = self;
@@ -420,6 +464,7 @@ impl<B> Compressed<B> {
             Compressed {
                 blob: (),
                 diff_id,
+                tar_size,
                 entries,
                 media,
             },
@@ -444,47 +489,74 @@ fn compress_dir<B: std::io::Write>(
     opts: DiffOptions,
     blob: B,
     known: Option<Digest>,
+    stop: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<Compressed<B>, ExportError> {
     let io = |source| ExportError::Io {
         path: tree.dir.to_path_buf(),
         source,
     };
-    // The tar into `encoder`, hashed aside when its digest is not known.
+    // The tar into `encoder`, hashed aside when its digest is not known (then with its size), given up with
+    // `ExportError::Stopped` when `stop` says so.
     fn tar_into<E: std::io::Write>(
         tree: Tree<'_>,
         encoder: E,
         opts: DiffOptions,
         known: Option<Digest>,
-    ) -> Result<(E, Digest, u64), ExportError> {
+        stop: &(dyn Fn(u64) -> bool + Sync),
+    ) -> Result<(E, Digest, Option<u64>, u64), ExportError> {
+        let fired = std::sync::atomic::AtomicBool::new(false);
+        let stop = |read: u64| {
+            let s = stop(read);
+            if s {
+                fired.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            s
+        };
+        let stopped = |e: oci::layer::diff::DiffError| {
+            if fired.load(std::sync::atomic::Ordering::SeqCst) {
+                ExportError::Stopped
+            } else {
+                e.into()
+            }
+        };
         if let Some(d) = known {
-            let (encoder, entries) = tree.write(encoder, opts)?;
-            return Ok((encoder, d, entries));
+            let (encoder, entries) = tree
+                .write(Stoppable::new(encoder, &stop), opts)
+                .map_err(stopped)?;
+            return Ok((encoder.into_inner(), d, None, entries));
         }
-        let (inner, entries) = tree.write(HashedAside::new(encoder), opts)?;
-        let (encoder, d, _) = inner.finish().map_err(|source| ExportError::Io {
-            path: tree.dir.to_path_buf(),
-            source,
-        })?;
-        Ok((encoder, d, entries))
+        let (inner, entries) = tree
+            .write(Stoppable::new(HashedAside::new(encoder), &stop), opts)
+            .map_err(stopped)?;
+        let (encoder, d, size) = inner
+            .into_inner()
+            .finish()
+            .map_err(|source| ExportError::Io {
+                path: tree.dir.to_path_buf(),
+                source,
+            })?;
+        Ok((encoder, d, Some(size), entries))
     }
     Ok(match compression {
         Compression::Gzip(level) => {
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             let gz = crate::pgzip::ParallelGzip::new(blob, level.min(9), threads);
-            let (gz, diff_id, entries) = tar_into(tree, gz, opts, known)?;
+            let (gz, diff_id, tar_size, entries) = tar_into(tree, gz, opts, known, stop)?;
             Compressed {
                 blob: gz.finish().map_err(io)?,
                 diff_id: Some(diff_id),
+                tar_size,
                 entries,
                 media: MEDIA_LAYER_GZIP,
             }
         }
         Compression::Zstd(level) => {
             let zs = zstd::stream::write::Encoder::new(blob, level).map_err(io)?;
-            let (zs, diff_id, entries) = tar_into(tree, zs, opts, known)?;
+            let (zs, diff_id, tar_size, entries) = tar_into(tree, zs, opts, known, stop)?;
             Compressed {
                 blob: zs.finish().map_err(io)?,
                 diff_id: Some(diff_id),
+                tar_size,
                 entries,
                 media: MEDIA_LAYER_ZSTD,
             }
@@ -495,6 +567,7 @@ fn compress_dir<B: std::io::Write>(
             Compressed {
                 blob,
                 diff_id: None,
+                tar_size: None,
                 entries,
                 media: MEDIA_LAYER_TAR,
             }

@@ -12,6 +12,8 @@ pub mod image;
 pub mod index;
 pub mod layout;
 pub mod pgzip;
+pub mod speculate;
+mod tarcut;
 
 pub use compression::Compression;
 pub use convert::{compressed_manifest, compressed_manifest_teeing, Keep};

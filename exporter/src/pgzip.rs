@@ -1,5 +1,7 @@
-//! Parallel gzip whose bytes do not depend on the number of threads. The input is cut into fixed 1 MiB blocks;
-//! each is deflated on its own (raw deflate, ended with a sync flush so it stops on a byte boundary and without the
+//! Parallel gzip whose bytes do not depend on the number of threads. The input is cut into 1 MiB blocks — fixed
+//! ones, except that a tar stream's big files (1 MiB and more) start and end blocks of their own, found in the
+//! stream by [`crate::tarcut`], so that a big file's blocks depend on its bytes alone and may have been made
+//! ahead ([`crate::speculate`]); each is deflated on its own (raw deflate, ended with a sync flush so it stops on a byte boundary and without the
 //! final-block bit), and the blocks are written in order inside a gzip member, whose CRC-32 is combined from the
 //! blocks' CRCs. A block that takes the full match search is deflated by libdeflate (~3× zlib's speed at level 6
 //! on binaries and Python sources here, output ~1% smaller), whose stream always ends with a final block: the
@@ -30,6 +32,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use crate::speculate::{Blocks, Speculation};
+use crate::tarcut::{Event, TarCursor};
 use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Status, Strategy};
 
 /// Input bytes per block: fixed, so the output never depends on how many threads there are.
@@ -266,7 +270,7 @@ fn no_smaller_than_stored(out: &[u8], block: &[u8]) -> bool {
 /// Compresses one block as its plan says; `true` with it when the block's deflate stream is final (a full
 /// deflate by libdeflate, which ends its stream), so that its gzip member must end after it. `out` is the buffer
 /// to compress into (its contents are dropped).
-fn deflate_block(
+pub(crate) fn deflate_block(
     block: &[u8],
     level: u32,
     last: bool,
@@ -329,6 +333,21 @@ pub struct ParallelGzip<W: Write> {
     spare_outputs: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Input buffers allocated so far (the rest were given back ones).
     inputs_made: usize,
+    /// Where in the tar stream the input is.
+    cursor: TarCursor,
+    /// The big file whose data the current block holds.
+    big: Option<BigFile>,
+    /// Blocks made ahead, when a speculation is installed at this level.
+    speculation: Option<Arc<Speculation>>,
+    /// Blocks taken from the speculation.
+    taken: u64,
+}
+
+/// A big file the input is inside: its size, which of its blocks comes next, and the blocks made ahead for it.
+struct BigFile {
+    size: u64,
+    block: u64,
+    ahead: Option<Blocks>,
 }
 
 impl<W: Write> ParallelGzip<W> {
@@ -392,6 +411,60 @@ impl<W: Write> ParallelGzip<W> {
             spare_inputs: Vec::new(),
             spare_outputs,
             inputs_made: 1,
+            cursor: TarCursor::default(),
+            big: None,
+            speculation: Speculation::current(level),
+            taken: 0,
+        }
+    }
+
+    /// Blocks of big files taken from the speculation instead of compressed.
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// Ends the current block here (nothing when it is empty).
+    fn cut(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.submit(false)
+    }
+
+    /// The current block — of a big file — as made ahead, when the speculation holds it: the same bytes the
+    /// workers would make, checked by the input's CRC-32 and length.
+    fn made_ahead(&mut self) -> Option<Done> {
+        let spec = self.speculation.as_ref()?;
+        let big = self.big.as_mut()?;
+        let index = big.block;
+        big.block += 1;
+        if index == 0 {
+            big.ahead = spec.find(big.size, crc32fast::hash(&self.buf));
+        }
+        let ahead = big.ahead.as_mut()?;
+        let crc = crc32fast::hash(&self.buf);
+        let mut data = self
+            .spare_outputs
+            .lock()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default();
+        match ahead.next(&mut data) {
+            Ok(Some(b)) if b.crc == crc && b.len == self.buf.len() as u64 => Some(Done {
+                seq: self.next_seq,
+                data,
+                input: Vec::new(),
+                crc,
+                len: b.len,
+                ends_member: b.ends_member,
+                last: false,
+            }),
+            Ok(Some(_)) => None,
+            // A short or unreadable file of blocks: none of the rest is taken.
+            Ok(None) | Err(_) => {
+                big.ahead = None;
+                None
+            }
         }
     }
 
@@ -448,8 +521,23 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     fn submit(&mut self, last: bool) -> io::Result<()> {
-        while self.in_flight >= self.max_in_flight {
+        // Blocks taken from the speculation wait in `pending` behind the workers' ones: they count too, or a run
+        // of them behind one slow block would pile up.
+        while self.in_flight > 0 && self.in_flight + self.pending.len() >= self.max_in_flight {
             self.collect_one()?;
+        }
+        if !last {
+            if let Some(done) = self.made_ahead() {
+                let done_len = done.len;
+                self.buf.clear();
+                self.pending.insert(done.seq, done);
+                self.next_seq += 1;
+                self.taken += 1;
+                if let Some(spec) = &self.speculation {
+                    spec.note_used(done_len);
+                }
+                return self.write_ready();
+            }
         }
         let next = if last {
             Vec::new()
@@ -497,10 +585,23 @@ impl<W: Write> ParallelGzip<W> {
 impl<W: Write> Write for ParallelGzip<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = BLOCK - self.buf.len();
-        let n = room.min(data.len());
+        let (n, event) = self.cursor.step(&data[..room.min(data.len())]);
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == BLOCK {
-            self.submit(false)?;
+        match event {
+            Some(Event::BigStart { size }) => {
+                self.cut()?;
+                self.big = Some(BigFile {
+                    size,
+                    block: 0,
+                    ahead: None,
+                });
+            }
+            Some(Event::BigEnd) => {
+                self.cut()?;
+                self.big = None;
+            }
+            None if self.buf.len() == BLOCK => self.submit(false)?,
+            None => {}
         }
         Ok(n)
     }
@@ -822,6 +923,95 @@ mod tests {
         );
         let text = vec![b'x'; 2 << 20];
         assert!(gz(&text, 2, 6).len() < 20_000, "text still compresses");
+    }
+
+    /// A tar of `before` (small files), then `big`, then a small file.
+    fn tar_with(before: &[&[u8]], big: &[u8]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut add = |name: String, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, name, data).unwrap();
+        };
+        for (i, d) in before.iter().enumerate() {
+            add(format!("small{i}"), d);
+        }
+        add("lib/big.so".to_string(), big);
+        add("after".to_string(), b"tail");
+        b.into_inner().unwrap()
+    }
+
+    fn gz_tar(tar: &[u8], threads: usize) -> (Vec<u8>, u64) {
+        let mut w = ParallelGzip::new(Vec::new(), 6, threads);
+        for chunk in tar.chunks(77_777) {
+            w.write_all(chunk).unwrap();
+        }
+        let taken = w.taken();
+        (w.finish().unwrap(), taken)
+    }
+
+    fn find(hay: &[u8], needle: &[u8]) -> bool {
+        hay.windows(needle.len()).any(|w| w == needle)
+    }
+
+    #[test]
+    fn a_big_file_is_compressed_the_same_wherever_it_lies_in_the_layer() {
+        let big = mixed(3 * BLOCK + 12_345);
+        let a = tar_with(&[&mixed(700_000)], &big);
+        let b = tar_with(&[&random_bytes(300_001), b"x"], &big);
+        let (ga, _) = gz_tar(&a, 2);
+        let (gb, _) = gz_tar(&b, 3);
+        // The big file's blocks, compressed alone as the writer cuts them, appear in both blobs.
+        for block in big.chunks(BLOCK) {
+            let (alone, _) = deflate_block(block, 6, false, Vec::new()).unwrap();
+            assert!(find(&ga, &alone) && find(&gb, &alone));
+        }
+        assert_eq!(gunzip(&ga), a);
+        assert_eq!(gunzip(&gb), b);
+        assert_eq!(gz_tar(&a, 1).0, ga, "any thread count, the same bytes");
+    }
+
+    fn gunzip(gz: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(gz)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn blocks_made_ahead_are_taken_and_change_nothing() {
+        let big = mixed(4 * BLOCK + 999);
+        let tar = tar_with(&[&mixed(5000)], &big);
+        let (plain, taken) = gz_tar(&tar, 2);
+        assert_eq!(taken, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big.so");
+        std::fs::write(&file, &big).unwrap();
+        let spec = crate::speculate::Speculation::new(&dir.path().join("spec"), 6).unwrap();
+        assert!(spec.compress_file(&file, &|| false).unwrap());
+        {
+            let _on = spec.install();
+            let (ahead, taken) = gz_tar(&tar, 2);
+            assert_eq!(taken, 5, "every block of the big file");
+            assert_eq!(ahead, plain);
+            // The file changed after it was compressed ahead (its third block): that block is compressed again,
+            // the others still taken, and the blob is what the changed layer gives without any.
+            let mut changed = big.clone();
+            changed[2 * BLOCK + 5] ^= 0xff;
+            let tar2 = tar_with(&[&mixed(5000)], &changed);
+            let (ahead2, taken2) = gz_tar(&tar2, 2);
+            assert_eq!(taken2, 4);
+            drop(_on);
+            assert_eq!(ahead2, gz_tar(&tar2, 2).0);
+        }
+        // Another level's writer takes nothing.
+        let _on = spec.install();
+        let mut w = ParallelGzip::new(Vec::new(), 5, 2);
+        w.write_all(&tar).unwrap();
+        assert_eq!(w.taken(), 0);
     }
 
     #[test]

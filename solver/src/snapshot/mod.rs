@@ -378,6 +378,22 @@ impl Snapshotter {
         Ok(out)
     }
 
+    /// The upper directories of the snapshots this process is writing now (its steps' `tmp-<pid>-*`): where a
+    /// running step's files land, for those that read them before the step ends (compression during the build).
+    pub fn writing_now(&self) -> Vec<PathBuf> {
+        let prefix = format!("tmp-{}-", std::process::id());
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut out: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .map(|e| e.path().join("diff"))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Leftovers of interrupted work (`tmp-*` directories), for clean-up and `kiln doctor`.
     pub fn stray(&self) -> Result<Vec<PathBuf>, SnapshotError> {
         let mut out = Vec::new();

@@ -85,6 +85,22 @@ fn an_abandoned_snapshot_leaves_nothing() {
 }
 
 #[test]
+fn the_snapshots_being_written_are_listed_until_committed() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Snapshotter::open(d.path()).unwrap();
+    assert!(s.writing_now().is_empty());
+    let a = s.prepare(None).unwrap();
+    let b = s.prepare(None).unwrap();
+    let mut want = vec![a.diff_dir(), b.diff_dir()];
+    want.sort();
+    assert_eq!(s.writing_now(), want);
+    s.commit(a).unwrap();
+    assert_eq!(s.writing_now(), vec![b.diff_dir()]);
+    drop(b);
+    assert!(s.writing_now().is_empty());
+}
+
+#[test]
 fn the_image_a_snapshot_was_unpacked_from_is_kept_with_it() {
     let d = tempfile::tempdir().unwrap();
     let s = Snapshotter::open(d.path()).unwrap();
