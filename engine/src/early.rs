@@ -168,16 +168,24 @@ impl Compressor {
             let mut ready = Vec::new();
             for dir in snapshots.writing_now() {
                 big_files(&dir, &mut |path, meta| {
+                    let Ok(rel) = path.strip_prefix(&dir) else {
+                        return;
+                    };
                     let key = (meta.dev(), meta.ino());
                     let now = (meta.len(), meta.mtime(), meta.mtime_nsec());
                     let settled = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .is_ok_and(|t| t.as_secs() as i64 > meta.mtime() + 1);
                     match seen.get_mut(&key) {
-                        Some(s) if s.done => {}
+                        Some(s) if s.done && s.was == now => {}
                         Some(s) if s.was == now && settled => {
                             s.done = true;
-                            ready.push((meta.len(), path.to_path_buf()));
+                            ready.push((meta.len(), dir.clone(), rel.to_path_buf()));
+                        }
+                        // Changed (or an inode used again): looked at afresh.
+                        Some(s) if s.done => {
+                            s.was = now;
+                            s.done = false;
                         }
                         Some(s) => s.was = now,
                         None => {
@@ -193,12 +201,18 @@ impl Compressor {
                 });
             }
             ready.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            for (_, path) in ready {
+            for (size, upper, rel) in ready {
                 if self.ending.load(Ordering::SeqCst) {
                     return;
                 }
-                // A file gone or unreadable is the export's to meet; nothing made here is ever wrong, only unused.
-                let _ = spec.compress_file(&path, &|| self.ending.load(Ordering::SeqCst));
+                if !room_for(spec.dir(), size) {
+                    continue;
+                }
+                // A file gone, replaced or unreadable is the export's to meet; nothing made here is ever wrong, only
+                // unused.
+                if let Some(f) = open_beneath(&upper, &rel) {
+                    let _ = spec.compress_file(f, &|| self.ending.load(Ordering::SeqCst));
+                }
             }
         }
     }
@@ -231,6 +245,34 @@ struct Seen {
     was: (u64, i64, i64),
     done: bool,
 }
+
+/// Opens `rel` for reading inside `upper`, a directory the running step writes: never through a symlink (the step
+/// may swap one in between the walk and the open), so nothing outside the step's own files is read.
+fn open_beneath(upper: &Path, rel: &Path) -> Option<std::fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let dir = std::fs::File::open(upper).ok()?;
+    let fd = rustix::fs::openat2(
+        &dir,
+        rel,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    Some(std::fs::File::from(fd))
+}
+
+/// Whether the filesystem of `dir` has room for the compressed copy of a `size`-byte file and still keeps a margin
+/// for the step itself: what is compressed ahead must never be what fills the disk a build needs.
+fn room_for(dir: &Path, size: u64) -> bool {
+    rustix::fs::statvfs(dir).is_ok_and(|v| {
+        let free = v.f_bavail.saturating_mul(v.f_frsize);
+        free > size.saturating_mul(2).saturating_add(ROOM_MARGIN)
+    })
+}
+
+/// Free space kept beside what is compressed ahead.
+const ROOM_MARGIN: u64 = 4 << 30;
 
 /// Calls `found` with every regular file of at least `exporter::speculate::BIG` bytes under `dir` (symlinks not
 /// followed); what vanishes while walked is skipped.
@@ -327,5 +369,25 @@ impl Plan {
     /// The vertices whose snapshots are layers of a final image.
     pub(crate) fn chain(&self) -> &BTreeSet<VertexId> {
         &self.chain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_opened_only_inside_the_step_s_directory_and_never_through_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "host").unwrap();
+        std::fs::create_dir(d.path().join("lib")).unwrap();
+        std::fs::write(d.path().join("lib/big.so"), "mine").unwrap();
+        std::os::unix::fs::symlink(outside.path(), d.path().join("swapped")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), d.path().join("link")).unwrap();
+        assert!(open_beneath(d.path(), Path::new("lib/big.so")).is_some());
+        assert!(open_beneath(d.path(), Path::new("swapped/secret")).is_none());
+        assert!(open_beneath(d.path(), Path::new("link")).is_none());
+        assert!(open_beneath(d.path(), Path::new("../x")).is_none());
     }
 }

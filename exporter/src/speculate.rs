@@ -63,12 +63,16 @@ impl Drop for Installed {
 }
 
 impl Speculation {
-    /// A speculation for gzip `level` in a directory of its own under `parent` (one per process, named by its
-    /// pid; those of processes no longer running are removed).
+    /// A speculation for gzip `level` in a directory of its own under `parent` (named by the process id and a
+    /// counter; those of processes no longer running are removed).
     pub fn new(parent: &Path, level: u32) -> io::Result<Arc<Speculation>> {
         std::fs::create_dir_all(parent)?;
         for e in std::fs::read_dir(parent)?.flatten() {
-            let pid = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok());
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|n| n.parse::<i32>().ok());
             if let Some(pid) = pid {
                 // SAFETY: kill with signal 0 sends nothing; it only asks whether the process exists.
                 let gone = unsafe { libc::kill(pid, 0) } != 0
@@ -78,7 +82,10 @@ impl Speculation {
                 }
             }
         }
-        let dir = parent.join(std::process::id().to_string());
+        // One directory per speculation: the process id (what the clean-up above reads), then a counter.
+        static MADE: AtomicU64 = AtomicU64::new(0);
+        let n = MADE.fetch_add(1, Ordering::SeqCst);
+        let dir = parent.join(format!("{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         Ok(Arc::new(Speculation {
@@ -109,6 +116,11 @@ impl Speculation {
             .cloned()
     }
 
+    /// The directory its files are kept in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Bytes of big files compressed ahead so far.
     pub fn made(&self) -> u64 {
         self.made.load(Ordering::SeqCst)
@@ -124,13 +136,14 @@ impl Speculation {
         self.used.fetch_add(n, Ordering::SeqCst);
     }
 
-    /// Compresses the file at `path` block by block, as parallel gzip would inside a layer, and keeps the blocks
+    /// Compresses the open file `f` block by block, as parallel gzip would inside a layer, and keeps the blocks
     /// for [`Speculation::find`]. `stop`, asked between blocks, abandons it. Returns whether the blocks were kept
-    /// (not for a file under [`BIG`], one that changed size while read, or a stopped one).
-    pub fn compress_file(&self, path: &Path, stop: &dyn Fn() -> bool) -> io::Result<bool> {
-        let mut f = File::open(path)?;
-        let size = f.metadata()?.len();
-        if size < BIG {
+    /// (not for anything but a regular file of [`BIG`] bytes or more, one that changed size while read, or a
+    /// stopped one). The caller opens the file: it knows where it may be opened from.
+    pub fn compress_file(&self, mut f: File, stop: &dyn Fn() -> bool) -> io::Result<bool> {
+        let meta = f.metadata()?;
+        let size = meta.len();
+        if !meta.is_file() || size < BIG {
             return Ok(false);
         }
         let n = self.next.fetch_add(1, Ordering::SeqCst);
@@ -164,29 +177,61 @@ impl Speculation {
         out.write_all(MAGIC)?;
         out.write_all(&[self.level as u8])?;
         out.write_all(&size.to_le_bytes())?;
-        let mut input = Vec::with_capacity(BLOCK);
-        let mut compressed = Vec::new();
+        // A round of one block per thread at a time, compressed side by side (the threads inherit the caller's
+        // priority), written in order.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut inputs: Vec<Vec<u8>> = (0..threads).map(|_| Vec::with_capacity(BLOCK)).collect();
+        let mut outputs: Vec<Vec<u8>> = vec![Vec::new(); threads];
         let mut first = None;
         let mut left = size;
         while left > 0 {
             if stop() {
                 return Ok(None);
             }
-            let len = left.min(BLOCK as u64) as usize;
-            input.resize(len, 0);
-            if f.read_exact(&mut input).is_err() {
-                return Ok(None);
+            let mut round = 0;
+            for input in inputs.iter_mut() {
+                if left == 0 {
+                    break;
+                }
+                let len = left.min(BLOCK as u64) as usize;
+                input.resize(len, 0);
+                if f.read_exact(input).is_err() {
+                    return Ok(None);
+                }
+                left -= len as u64;
+                round += 1;
             }
-            let crc = crc32fast::hash(&input);
-            first.get_or_insert(crc);
-            let (data, ends) = deflate_block(&input, self.level, false, compressed)?;
-            out.write_all(&crc.to_le_bytes())?;
-            out.write_all(&(len as u32).to_le_bytes())?;
-            out.write_all(&[u8::from(ends)])?;
-            out.write_all(&(data.len() as u32).to_le_bytes())?;
-            out.write_all(&data)?;
-            compressed = data;
-            left -= len as u64;
+            let level = self.level;
+            let made: Vec<io::Result<(u32, Vec<u8>, bool)>> = std::thread::scope(|scope| {
+                let jobs: Vec<_> = inputs[..round]
+                    .iter()
+                    .zip(outputs.drain(..round))
+                    .map(|(input, out)| {
+                        scope.spawn(move || {
+                            let crc = crc32fast::hash(input);
+                            deflate_block(input, level, false, out).map(|(d, e)| (crc, d, e))
+                        })
+                    })
+                    .collect();
+                jobs.into_iter()
+                    .map(|j| {
+                        j.join().unwrap_or_else(|_| {
+                            Err(io::Error::other("a compression thread failed"))
+                        })
+                    })
+                    .collect()
+            });
+            for (input, block) in inputs.iter().zip(made) {
+                let (crc, data, ends) = block?;
+                first.get_or_insert(crc);
+                out.write_all(&crc.to_le_bytes())?;
+                out.write_all(&(input.len() as u32).to_le_bytes())?;
+                out.write_all(&[u8::from(ends)])?;
+                out.write_all(&(data.len() as u32).to_le_bytes())?;
+                out.write_all(&data)?;
+                outputs.push(data);
+            }
+            outputs.resize_with(threads, Vec::new);
         }
         out.into_inner().map_err(|e| e.into_error())?;
         Ok(first)
