@@ -8,7 +8,7 @@
 //!
 //! A [`Speculation`] is installed for the process ([`Speculation::install`]) for the length of a build and its
 //! export; every parallel gzip writer at its level consults it. Its files live in a directory of their own, removed
-//! when it is dropped (and, after a crash, by the next one).
+//! when it is dropped (and, after a crash, by the next kiln command that opens the store).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -63,25 +63,9 @@ impl Drop for Installed {
 }
 
 impl Speculation {
-    /// A speculation for gzip `level` in a directory of its own under `parent` (named by the process id and a
-    /// counter; those of processes no longer running are removed).
+    /// A speculation for gzip `level` in a directory of its own under `parent`, named by the process id and a
+    /// counter (the store removes those of processes no longer running when it is opened).
     pub fn new(parent: &Path, level: u32) -> io::Result<Arc<Speculation>> {
-        std::fs::create_dir_all(parent)?;
-        for e in std::fs::read_dir(parent)?.flatten() {
-            let name = e.file_name();
-            let pid = name
-                .to_str()
-                .and_then(|n| n.split('-').next())
-                .and_then(|n| n.parse::<i32>().ok());
-            if let Some(pid) = pid {
-                // SAFETY: kill with signal 0 sends nothing; it only asks whether the process exists.
-                let gone = unsafe { libc::kill(pid, 0) } != 0
-                    && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-                if gone {
-                    let _ = std::fs::remove_dir_all(e.path());
-                }
-            }
-        }
         // One directory per speculation: the process id (what the clean-up above reads), then a counter.
         static MADE: AtomicU64 = AtomicU64::new(0);
         let n = MADE.fetch_add(1, Ordering::SeqCst);

@@ -101,6 +101,11 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("uploads")).unwrap();
         std::fs::write(dir.path().join(format!("uploads/cd.tmp-{dead}")), b"half").unwrap();
         std::fs::write(dir.path().join("uploads/cd.json"), b"kept").unwrap();
+        let ours = format!("speculated/{}-0", std::process::id());
+        for d in [format!("speculated/{dead}-3"), ours.clone()] {
+            std::fs::create_dir_all(dir.path().join(&d)).unwrap();
+            std::fs::write(dir.path().join(d).join("0"), b"blocks").unwrap();
+        }
         let live = store.writer().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(
@@ -112,6 +117,8 @@ mod tests {
         assert!(dir.path().join("sources/ab").exists());
         assert!(!dir.path().join(format!("uploads/cd.tmp-{dead}")).exists());
         assert!(dir.path().join("uploads/cd.json").exists());
+        assert!(!dir.path().join(format!("speculated/{dead}-3")).exists());
+        assert!(dir.path().join(ours).join("0").exists());
         drop(live);
     }
 }

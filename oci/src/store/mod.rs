@@ -97,7 +97,8 @@ impl Store {
     }
 
     /// Removes what writers whose process is gone left (killed with -9 mid-write): ingest files `<pid>-<n>`,
-    /// image index writes, lazy layer recipes and registry source lists, so any kiln command that opens the store
+    /// image index writes, lazy layer recipes, registry source lists, upload sessions' temporaries and big files
+    /// compressed ahead by a build, so any kiln command that opens the store
     /// tidies after a dead one. A live writer's file is never touched.
     fn sweep_dead_ingest(&self) {
         let gone = |pid: Option<u32>| {
@@ -136,6 +137,17 @@ impl Store {
                 if gone(owner(&name).and_then(|p| p.parse().ok())) {
                     let _ = std::fs::remove_file(e.path());
                 }
+            }
+        }
+        // `speculated/<pid>-<n>/`: big files a build compressed ahead of its export (`exporter::speculate`).
+        for e in std::fs::read_dir(self.root.join("speculated"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if gone(name.split('-').next().and_then(|p| p.parse().ok())) {
+                let _ = std::fs::remove_dir_all(e.path());
             }
         }
     }
