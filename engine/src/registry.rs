@@ -107,7 +107,9 @@ pub fn client(opts: &RegistryOptions) -> Result<Client, RegistryOpError> {
     if let Some(ms) = env("KILN_REGISTRY_BACKOFF_MS").and_then(|v| v.parse().ok()) {
         o.backoff = std::time::Duration::from_millis(ms);
     }
-    if let Some(n) = env("KILN_REGISTRY_CHUNK").and_then(|v| crate::size::parse_size(&v).ok()) {
+    // Any size (`parse_size` would hold it to Docker's 6 MiB minimum of memory limits, and a smaller value was
+    // silently ignored).
+    if let Some(n) = env("KILN_REGISTRY_CHUNK").and_then(|v| crate::size::parse_bytes(&v).ok()) {
         o.chunk_size = n.max(1);
     }
     Client::new(o).map_err(RegistryOpError::Client)

@@ -1008,6 +1008,28 @@ mod tests {
             drop(_on);
             assert_eq!(ahead2, gz_tar(&tar2, 2).0);
         }
+        // A file of blocks cut short (a full disk while it was written, say): what it holds is taken, the rest
+        // compressed, the same bytes.
+        let kept = std::fs::read_dir(dir.path().join("spec"))
+            .unwrap()
+            .flatten()
+            .flat_map(|d| std::fs::read_dir(d.path()).unwrap().flatten())
+            .map(|f| f.path())
+            .find(|p| !p.to_string_lossy().ends_with(".tmp"))
+            .unwrap();
+        let len = std::fs::metadata(&kept).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&kept)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
+        {
+            let _on = spec.install();
+            let (short, taken) = gz_tar(&tar, 2);
+            assert!(taken < 5, "{taken} blocks taken from half a file");
+            assert_eq!(short, plain);
+        }
         // Another level's writer takes nothing.
         let _on = spec.install();
         let mut w = ParallelGzip::new(Vec::new(), 5, 2);

@@ -24,7 +24,9 @@ pub struct Plan {
     pub status_every: Option<(usize, u16)>,
     /// The first GET of each blob is cut after this many body bytes.
     pub cut_blob_gets_after: Option<usize>,
-    /// The first PATCH of each upload session is cut after this many body bytes.
+    /// The first PATCH through the proxy is cut after this many body bytes. Only the first: distribution cancels
+    /// an upload session whose PATCH was cut mid-body, so a client starts the blob again in a new session, and
+    /// cutting every session's first PATCH would leave no way through.
     pub cut_patches_after: Option<usize>,
     /// Every request is answered 503 (a registry that is down behind a load balancer).
     pub always: Option<u16>,
@@ -235,7 +237,12 @@ fn serve(
     let (n, first_of_kind, over_limit) = {
         let Ok(mut s) = state.lock() else { return };
         s.requests += 1;
-        let key = format!("{method} {path_only}");
+        // A PATCH counts once over the proxy's life (see `Plan::cut_patches_after`); a blob GET once per blob.
+        let key = if method == "PATCH" {
+            method.to_string()
+        } else {
+            format!("{method} {path_only}")
+        };
         let first = s.seen.insert(key);
         let mut over = false;
         if let Some(limit) = plan.max_upload {
