@@ -6,7 +6,8 @@
 //! offset into it, and a Location with an older offset cancels the session, so the file is rewritten after every
 //! chunk the registry took) and how far it got; a streamed layer's file also holds the digest of each chunk sent,
 //! so that a rerun can check the chunks it makes again are the ones the registry already has. The file is written
-//! atomically (a temporary file renamed over it) and removed when the blob is done or the session is gone.
+//! atomically (a temporary file renamed over it) and removed when the blob is done or the session is gone, or
+//! when it is older than a registry keeps an unfinished upload (see [`STALE`]).
 
 use std::path::PathBuf;
 
@@ -34,8 +35,10 @@ pub(crate) struct Sessions {
 impl Sessions {
     /// The sessions of `target`'s repository in `store`.
     pub fn new(store: &Store, target: &Reference) -> Sessions {
+        let dir = store.root().join("uploads");
+        forget_stale(&dir);
         Sessions {
-            dir: store.root().join("uploads"),
+            dir,
             prefix: format!("{}|{}|", target.registry, target.repository),
         }
     }
@@ -91,6 +94,25 @@ impl Sessions {
     }
 }
 
+/// How long a session is worth keeping: distribution purges unfinished uploads a week old (its `uploadpurging`
+/// default, 168 h), so an older file names a session no registry still has, for a blob never pushed again.
+pub(crate) const STALE: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// Removes the session files in `dir` last written more than [`STALE`] ago.
+fn forget_stale(dir: &std::path::Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE);
+        if old {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// The key of a stored blob's session.
 pub(crate) fn blob_key(d: &Digest) -> String {
     format!("blob {d}")
@@ -133,5 +155,32 @@ mod tests {
             .unwrap()
             .collect();
         assert!(left.is_empty(), "no temporary files are left: {left:?}");
+    }
+
+    #[test]
+    fn a_session_older_than_a_registry_keeps_one_is_forgotten() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let target = Reference::parse("reg.example/a/b:1").unwrap();
+        let a = Sessions::new(&store, &target);
+        let saved = Saved {
+            location: "https://reg.example/v2/a/b/blobs/uploads/u".into(),
+            offset: 4 << 20,
+            chunks: vec![],
+        };
+        let (old, fresh) = (Digest::sha256_of(b"old"), Digest::sha256_of(b"fresh"));
+        a.save(&blob_key(&old), &saved);
+        a.save(&blob_key(&fresh), &saved);
+        let eight_days_ago =
+            std::time::SystemTime::now() - STALE - std::time::Duration::from_secs(86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(a.path(&blob_key(&old)))
+            .unwrap()
+            .set_modified(eight_days_ago)
+            .unwrap();
+        let again = Sessions::new(&store, &target);
+        assert_eq!(again.load(&blob_key(&old)), None);
+        assert_eq!(again.load(&blob_key(&fresh)), Some(saved));
     }
 }
