@@ -518,6 +518,7 @@ fn run(
             let runner = crate::early::Runner {
                 inner: &worker,
                 chain: plan.chain(),
+                roots: plan.roots(),
                 to,
                 compressor: &compressor,
             };

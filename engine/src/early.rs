@@ -37,6 +37,8 @@ pub(crate) struct Plan {
     /// The vertices whose snapshots are layers of a final image: each root, then the input its output is stacked on
     /// (a RUN's root mount, a file op's base), down to the base image.
     chain: BTreeSet<VertexId>,
+    /// The final images' own vertices: their layers are not compressed ahead (see [`Runner`]).
+    roots: BTreeSet<VertexId>,
 }
 
 /// The plan for a build's outputs, when one of them compresses the image (the first such output's compression;
@@ -80,6 +82,7 @@ pub(crate) fn plan(
                 .filter(|_| options.clamp_file_times),
         },
         chain,
+        roots: roots.iter().copied().collect(),
     })
 }
 
@@ -330,6 +333,8 @@ pub(crate) struct Runner<'a, R> {
     pub inner: &'a R,
     /// The plan's chain.
     pub chain: &'a BTreeSet<VertexId>,
+    /// The plan's roots.
+    pub roots: &'a BTreeSet<VertexId>,
     /// The compressor's intake.
     pub to: mpsc::Sender<String>,
     /// The compressor.
@@ -357,8 +362,13 @@ impl<R: OpRunner<Output = StepOutput>> OpRunner for Runner<'_, R> {
         }
         let out = out?;
         // A step answered from the cache was compressed, if ever, by an earlier export; it is not worth doing
-        // now, with the build about to end.
-        if let (true, false, Fs::Snapshot(s)) = (self.chain.contains(&id), out.cached, &out.fs) {
+        // now, with the build about to end. Nor is a final image's own last step's: nothing of the build is left to
+        // run beside it, and the export compresses it straight into where it goes (an archive, the upload) rather
+        // than into the store first. Its big files were compressed ahead all the same.
+        let last = self.roots.contains(&id);
+        if let (true, false, false, Fs::Snapshot(s)) =
+            (self.chain.contains(&id), out.cached, last, &out.fs)
+        {
             let _ = self.to.send(s.clone());
         }
         Ok(out)
@@ -369,6 +379,11 @@ impl Plan {
     /// The vertices whose snapshots are layers of a final image.
     pub(crate) fn chain(&self) -> &BTreeSet<VertexId> {
         &self.chain
+    }
+
+    /// The final images' own vertices.
+    pub(crate) fn roots(&self) -> &BTreeSet<VertexId> {
+        &self.roots
     }
 }
 
