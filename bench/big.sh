@@ -32,22 +32,6 @@ RUN mkdir -p /data/random /data/base64 /data/lines \
  && for i in $(seq 1 24); do yes "line $i of a log that repeats itself" | head -c 134217728 > /data/lines/l$i; done
 EOF
 
-measure_and_say() { measure "$@"; echo "$1: $(tail -1 "$work/$1")" >&2; }
-row() { # row LABEL NAME-kiln NAME-buildah
-  local k b
-  k=$(col "$2" 1); b=$(col "$3" 1)
-  if [ "$k" = - ] || [ "$b" = - ]; then
-    echo "| $1 | $k | $b | - | - | - | - |"
-    return
-  fi
-  printf '| %s | %.1f | %.1f | %.2f | %d | %d | %d |\n' "$1" "$k" "$b" "$(echo "$k / $b" | bc -l)" \
-    "$(( $(col "$2" 3 | cut -d. -f1) / 1024 ))" "$(( $(col "$2" 2 | cut -d. -f1) / 1024 ))" \
-    "$(( $(col "$3" 2 | cut -d. -f1) / 1024 ))"
-}
-size_mib() { echo $(( $(stat -c %s "$1") >> 20 )); }
-# CPU seconds the registry has used so far (it hashes and writes every blob it receives, on the same two cores).
-reg_cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$reg_pid/stat"; }
-
 for _ in $(seq "$reps"); do
   # kiln: build, export, push, then (its build root gone) pull and FROM into an empty root.
   if [[ " $tools " == *" kiln "* ]]; then
@@ -92,10 +76,7 @@ for _ in $(seq "$reps"); do
   echo "registry CPU during buildah's push: $(echo "$(reg_cpu) - $c0" | bc) s" >&2
   buildah "${bstore[@]}" rmi --force big:latest >/dev/null 2>&1 || true
   buildah "${bstore[@]}" rmi --prune >/dev/null 2>&1 || true
-  measure_and_say b-pull buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay \
-    pull -q --tls-verify=false "docker://$host/bench/buildah:1"
-  buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay rmi --all >/dev/null 2>&1 || true
-  rm -rf "$work/pulled-b" "$work/pulled-b-run"
+  buildah_pull_fresh b-pull "$host/bench/buildah:1"
   stop_registry
   rm -rf "$work/reg"
   fi

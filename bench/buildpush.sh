@@ -14,8 +14,7 @@ export BENCH_LOOP_GIB=${BENCH_LOOP_GIB-48}
 source bench/torch-context.sh
 # Each row echoed as measured, with kiln's lines about compression during the build.
 say() {
-  measure "$@"
-  echo "$1: $(tail -1 "$work/$1")" >&2
+  measure_and_say "$@"
   grep -h "compressed while\|MiB of it used" "$work/err" >&2 || true
 }
 for i in $(seq "$reps"); do

@@ -98,3 +98,29 @@ measure() {
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 # col NAME N: the median of column N of $work/NAME, or - when nothing was measured.
 col() { if [ -f "$work/$1" ]; then awk "{print \$$2}" "$work/$1" | median; else echo -; fi; }
+
+# Shared by the kiln-beside-buildah tables (torch.sh, big.sh).
+# measure_and_say NAME CMD...: measure, also echoed to stderr as it is made, so a run that stops early still shows
+# what it measured.
+measure_and_say() { measure "$@"; echo "$1: $(tail -1 "$work/$1")" >&2; }
+row() { # row LABEL NAME-kiln NAME-buildah
+  local k b
+  k=$(col "$2" 1); b=$(col "$3" 1)
+  if [ "$k" = - ] || [ "$b" = - ]; then
+    echo "| $1 | $k | $b | - | - | - | - |"
+    return
+  fi
+  printf '| %s | %.1f | %.1f | %.2f | %d | %d | %d |\n' "$1" "$k" "$b" "$(echo "$k / $b" | bc -l)" \
+    "$(( $(col "$2" 3 | cut -d. -f1) / 1024 ))" "$(( $(col "$2" 2 | cut -d. -f1) / 1024 ))" \
+    "$(( $(col "$3" 2 | cut -d. -f1) / 1024 ))"
+}
+size_mib() { echo $(( $(stat -c %s "$1") >> 20 )); }
+# CPU seconds the registry has used so far (it hashes and writes every blob it receives, on the same two cores).
+reg_cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$reg_pid/stat"; }
+# buildah_pull_fresh NAME REF: times buildah's pull of REF into an empty storage of its own, then removes it.
+buildah_pull_fresh() {
+  measure_and_say "$1" buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay \
+    pull -q --tls-verify=false "docker://$2"
+  buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay rmi --all >/dev/null 2>&1 || true
+  rm -rf "$work/pulled-b" "$work/pulled-b-run"
+}

@@ -19,18 +19,6 @@ source bench/torch-context.sh
 
 kcmd=("$kiln" build --progress=quiet -t torch:latest "$ctx")
 bcmd=(buildah "${bstore[@]}" build --layers --isolation oci -t torch:latest "$ctx")
-# Each measure is also echoed to stderr as it is made, so a run that stops early still shows what it measured.
-measure_and_say() { measure "$@"; echo "$1: $(tail -1 "$work/$1")" >&2; }
-row() { # row LABEL NAME-kiln NAME-buildah
-  local k b
-  k=$(col "$2" 1); b=$(col "$3" 1)
-  printf '| %s | %.1f | %.1f | %.2f | %d | %d | %d |\n' "$1" "$k" "$b" "$(echo "$k / $b" | bc -l)" \
-    "$(( $(col "$2" 3 | cut -d. -f1) / 1024 ))" "$(( $(col "$2" 2 | cut -d. -f1) / 1024 ))" \
-    "$(( $(col "$3" 2 | cut -d. -f1) / 1024 ))"
-}
-size_mib() { echo $(( $(stat -c %s "$1") >> 20 )); }
-# CPU seconds the registry has used so far (it hashes and writes every blob it receives, on the same two cores).
-reg_cpu() { awk -v t="$(getconf CLK_TCK)" '{printf "%.1f", ($14 + $15) / t}' "/proc/$reg_pid/stat"; }
 change_app() { printf '# change %s\n' "$RANDOM" >> "$ctx/app.py"; }
 
 echo "| torch | kiln (s) | buildah (s) | kiln/buildah | kiln's own peak RSS (MiB) | kiln and its steps, peak RSS (MiB) | buildah peak RSS (MiB) |"
@@ -71,10 +59,7 @@ for _ in $(seq "$reps"); do
   measure_and_say k-pull env KILN_ROOT="$work/pulled-k" sh -c \
     '"$1" pull "$2" && "$1" build --progress=quiet "$3"' _ "$kiln" "$host/bench/kiln:1" "$work/from-pulled"
   rm -rf "$work/pulled-k"
-  measure_and_say b-pull buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay \
-    pull -q --tls-verify=false "docker://$host/bench/buildah:1"
-  buildah --root "$work/pulled-b" --runroot "$work/pulled-b-run" --storage-driver overlay rmi --all >/dev/null 2>&1 || true
-  rm -rf "$work/pulled-b" "$work/pulled-b-run"
+  buildah_pull_fresh b-pull "$host/bench/buildah:1"
   stop_registry
   rm -rf "$work/reg"
 

@@ -438,11 +438,16 @@ impl<W: Write> ParallelGzip<W> {
         let big = self.big.as_mut()?;
         let index = big.block;
         big.block += 1;
-        if index == 0 {
-            big.ahead = spec.find(big.size, crc32fast::hash(&self.buf));
-        }
+        let crc = match (index, &big.ahead) {
+            (0, _) => {
+                let crc = crc32fast::hash(&self.buf);
+                big.ahead = spec.find(big.size, crc);
+                crc
+            }
+            (_, Some(_)) => crc32fast::hash(&self.buf),
+            (_, None) => return None,
+        };
         let ahead = big.ahead.as_mut()?;
-        let crc = crc32fast::hash(&self.buf);
         let mut data = self
             .spare_outputs
             .lock()

@@ -29,26 +29,13 @@ pub fn has_xattrs(path: &Path) -> bool {
 
 /// Copies extended attributes (security.capability among them), except overlay's own.
 pub fn copy_xattrs(src: &Path, dst: &Path) -> Result<(), FileOpError> {
-    let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::llistxattr(src, &mut names[..]) {
-        Ok(n) => n,
-        Err(rustix::io::Errno::NOTSUP) => return Ok(()),
-        Err(e) => return Err(io(src)(e.into())),
-    };
-    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.") {
-            continue;
-        }
-        let name = String::from_utf8_lossy(name).into_owned();
-        let mut value = vec![0u8; 65536];
-        let len = rustix::fs::lgetxattr(src, name.as_str(), &mut value[..])
-            .map_err(|e| io(src)(e.into()))?;
-        match rustix::fs::lsetxattr(dst, name.as_str(), &value[..len], XattrFlags::empty()) {
-            Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
-            Err(e) => return Err(io(dst)(e.into())),
-        }
-    }
-    Ok(())
+    copy_xattrs_with(
+        &|names| rustix::fs::llistxattr(src, names),
+        &|name, value| rustix::fs::lgetxattr(src, name, value),
+        &|name, value| rustix::fs::lsetxattr(dst, name, value, XattrFlags::empty()),
+        src,
+        dst,
+    )
 }
 
 /// As [`copy_xattrs`], between two open files (`src` and `dst` name them in errors).
@@ -58,8 +45,25 @@ pub fn copy_xattrs_fd(
     src: &Path,
     dst: &Path,
 ) -> Result<(), FileOpError> {
+    copy_xattrs_with(
+        &|names| rustix::fs::flistxattr(from, names),
+        &|name, value| rustix::fs::fgetxattr(from, name, value),
+        &|name, value| rustix::fs::fsetxattr(to, name, value, XattrFlags::empty()),
+        src,
+        dst,
+    )
+}
+
+/// The one loop of [`copy_xattrs`] and [`copy_xattrs_fd`], over how each lists, reads and sets an attribute.
+fn copy_xattrs_with(
+    list: &dyn Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get: &dyn Fn(&str, &mut [u8]) -> rustix::io::Result<usize>,
+    set: &dyn Fn(&str, &[u8]) -> rustix::io::Result<()>,
+    src: &Path,
+    dst: &Path,
+) -> Result<(), FileOpError> {
     let mut names = vec![0u8; 4096];
-    let n = match rustix::fs::flistxattr(from, &mut names[..]) {
+    let n = match list(&mut names[..]) {
         Ok(n) => n,
         Err(rustix::io::Errno::NOTSUP) => return Ok(()),
         Err(e) => return Err(io(src)(e.into())),
@@ -70,9 +74,8 @@ pub fn copy_xattrs_fd(
         }
         let name = String::from_utf8_lossy(name).into_owned();
         let mut value = vec![0u8; 65536];
-        let len = rustix::fs::fgetxattr(from, name.as_str(), &mut value[..])
-            .map_err(|e| io(src)(e.into()))?;
-        match rustix::fs::fsetxattr(to, name.as_str(), &value[..len], XattrFlags::empty()) {
+        let len = get(name.as_str(), &mut value[..]).map_err(|e| io(src)(e.into()))?;
+        match set(name.as_str(), &value[..len]) {
             Ok(()) | Err(rustix::io::Errno::NOTSUP) => {}
             Err(e) => return Err(io(dst)(e.into())),
         }
